@@ -1,0 +1,1 @@
+"""Alert policy: rules, profiles, alert lifecycle, reduction proposals. Pure."""

@@ -1,0 +1,226 @@
+"""The alert lifecycle (DESIGN §6).
+
+An alert is identified by (fiscal_year, rule, subject). Reconciling a subject's
+findings with its active alerts yields transitions — ``firing`` (new),
+``escalated``/``deescalated`` (severity change), ``resolved`` — and nothing
+when the findings are unchanged, so evaluating the same state twice is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from alerts.profile import SEVERITY_RANK
+from budget.calendar import iso
+
+FIRING = "firing"
+RESOLVED = "resolved"
+ESCALATED = "escalated"
+DEESCALATED = "deescalated"
+
+
+def alert_id_for(fiscal_year: int, rule: str, subject_type: str, subject_id: str) -> str:
+    return f"{fiscal_year}:{rule}:{subject_type}:{subject_id}"
+
+
+@dataclass(slots=True)
+class Subject:
+    subject_type: str  # "project" | "department"
+    subject_id: str
+    fiscal_year: int
+    department_id: str
+    name: str
+    department_name: str
+
+
+@dataclass(slots=True)
+class Alert:
+    alert_id: str
+    rule: str
+    severity: str
+    status: str
+    subject_type: str
+    subject_id: str
+    subject_name: str
+    department_id: str
+    department_name: str
+    fiscal_year: int
+    since: int  # day the current episode started firing
+    updated_on: int  # day of the latest transition
+    figures: dict[str, Any]
+    message: str
+    action: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "rule": self.rule,
+            "severity": self.severity,
+            "status": self.status,
+            "subject_type": self.subject_type,
+            "subject_id": self.subject_id,
+            "subject_name": self.subject_name,
+            "department_id": self.department_id,
+            "department_name": self.department_name,
+            "fiscal_year": self.fiscal_year,
+            "since": iso(self.since),
+            "updated_on": iso(self.updated_on),
+            "figures": self.figures,
+            "message": self.message,
+            "action": self.action,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Alert:
+        from budget.calendar import to_day
+        from budget.events import parse_day
+
+        return cls(
+            alert_id=data["alert_id"],
+            rule=data["rule"],
+            severity=data["severity"],
+            status=data["status"],
+            subject_type=data["subject_type"],
+            subject_id=data["subject_id"],
+            subject_name=data.get("subject_name", ""),
+            department_id=data["department_id"],
+            department_name=data.get("department_name", ""),
+            fiscal_year=int(data["fiscal_year"]),
+            since=to_day(parse_day(data["since"])),
+            updated_on=to_day(parse_day(data["updated_on"])),
+            figures=dict(data.get("figures") or {}),
+            message=data.get("message", ""),
+            action=data.get("action", ""),
+        )
+
+
+@dataclass(slots=True)
+class Transition:
+    """One change of one alert, with the figures that caused it."""
+
+    alert: Alert  # the alert as it stands after this transition (a snapshot)
+    kind: str  # firing | escalated | deescalated | resolved
+    on: int
+    previous_severity: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.alert.to_json()
+        data["transition"] = self.kind
+        data["date"] = iso(self.on)
+        data["previous_severity"] = self.previous_severity
+        return data
+
+
+# (rule, kind, severity, figures) -> (message, action)
+Describe = Callable[[str, str, str, Mapping[str, Any]], tuple[str, str]]
+
+
+@dataclass(slots=True)
+class AlertBook:
+    """All alerts ever raised (firing or resolved), indexed by subject for reconciliation."""
+
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    firing: dict[tuple[str, str], dict[str, Alert]] = field(default_factory=dict)
+
+    def add(self, alert: Alert) -> None:
+        """Adopt an alert restored from storage."""
+        self.alerts[alert.alert_id] = alert
+        if alert.status == FIRING:
+            self.firing.setdefault((alert.subject_type, alert.subject_id), {})[alert.rule] = alert
+
+    def active(self) -> Iterator[Alert]:
+        for by_rule in self.firing.values():
+            yield from by_rule.values()
+
+    def firing_rules(self, subject_type: str, subject_id: str) -> Mapping[str, Alert]:
+        return self.firing.get((subject_type, subject_id)) or {}
+
+    def reconcile(
+        self,
+        subject: Subject,
+        findings: Mapping[str, str],
+        day: int,
+        figures: Callable[[], dict[str, Any]],
+        describe: Describe,
+    ) -> list[Transition]:
+        key = (subject.subject_type, subject.subject_id)
+        current = self.firing.get(key)
+        if not findings and not current:
+            return []
+        current = current or {}
+        if len(findings) == len(current) and all(
+            (a := current.get(rule)) is not None and a.severity == sev
+            for rule, sev in findings.items()
+        ):
+            return []
+        evidence = figures()
+        transitions: list[Transition] = []
+        still_firing: dict[str, Alert] = {}
+        for rule, severity in findings.items():
+            alert = current.get(rule)
+            if alert is None:
+                alert = self._fire(subject, rule, severity, day, evidence, describe)
+                transitions.append(Transition(_snapshot(alert), FIRING, day))
+            elif alert.severity != severity:
+                up = SEVERITY_RANK[severity] > SEVERITY_RANK[alert.severity]
+                kind = ESCALATED if up else DEESCALATED
+                previous = alert.severity
+                alert.severity = severity
+                self._update(alert, kind, day, evidence, describe)
+                transitions.append(Transition(_snapshot(alert), kind, day, previous))
+            still_firing[rule] = alert
+        for rule, alert in current.items():
+            if rule in findings:
+                continue
+            alert.status = RESOLVED
+            self._update(alert, RESOLVED, day, evidence, describe)
+            transitions.append(Transition(_snapshot(alert), RESOLVED, day, alert.severity))
+        if still_firing:
+            self.firing[key] = still_firing
+        else:
+            self.firing.pop(key, None)
+        return transitions
+
+    def _fire(
+        self,
+        subject: Subject,
+        rule: str,
+        severity: str,
+        day: int,
+        evidence: dict[str, Any],
+        describe: Describe,
+    ) -> Alert:
+        alert_id = alert_id_for(subject.fiscal_year, rule, subject.subject_type, subject.subject_id)
+        message, action = describe(rule, FIRING, severity, evidence)
+        alert = self.alerts.get(alert_id)
+        if alert is None:
+            alert = Alert(
+                alert_id, rule, severity, FIRING, subject.subject_type, subject.subject_id,
+                subject.name, subject.department_id, subject.department_name,
+                subject.fiscal_year, day, day, evidence, message, action,
+            )
+            self.alerts[alert_id] = alert
+        else:  # a new episode of an alert resolved earlier
+            alert.severity = severity
+            alert.status = FIRING
+            alert.since = day
+            alert.updated_on = day
+            alert.figures = evidence
+            alert.message = message
+            alert.action = action
+            alert.subject_name = subject.name
+            alert.department_id = subject.department_id
+            alert.department_name = subject.department_name
+        return alert
+
+    @staticmethod
+    def _update(alert: Alert, kind: str, day: int, evidence: dict[str, Any], describe: Describe) -> None:
+        alert.updated_on = day
+        alert.figures = evidence
+        alert.message, alert.action = describe(alert.rule, kind, alert.severity, evidence)
+
+
+def _snapshot(alert: Alert) -> Alert:
+    return Alert(**{name: getattr(alert, name) for name in Alert.__slots__})  # type: ignore[attr-defined]

@@ -1,0 +1,105 @@
+"""Chinese text for people: alert messages and recommended actions (DESIGN §6)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+RULE_NAMES: dict[str, str] = {
+    "low_execution": "预算执行率偏低",
+    "behind_schedule": "执行进度滞后",
+    "progress_gap": "执行进度与绩效目标偏离",
+    "overspend": "超预算支付",
+    "stalled": "长期未支付",
+    "department_low_execution": "部门预算执行率偏低",
+}
+SEVERITY_NAMES: dict[str, str] = {"warning": "一般预警", "critical": "严重预警"}
+KIND_NAMES: dict[str, str] = {
+    "firing": "新预警",
+    "escalated": "预警升级",
+    "deescalated": "预警降级",
+    "resolved": "预警解除",
+}
+FUND_SOURCE_NAMES: dict[str, str] = {
+    "general": "一般公共预算",
+    "government_fund": "政府性基金预算",
+    "state_capital": "国有资本经营预算",
+    "social_insurance": "社会保险基金预算",
+}
+
+
+def pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.2f}%"
+
+
+def points(value: float) -> str:
+    return f"{value * 100:.0f}个百分点"
+
+
+def wan(yuan: str | None) -> str:
+    if yuan is None:
+        return "—"
+    return f"{Decimal(yuan) / 10000:,.2f}万元"
+
+
+def _situation(rule: str, subject: str, f: Mapping[str, Any], as_of: str) -> str:
+    rate = pct(f.get("execution_rate"))
+    money = f"预算{wan(f.get('budget'))}，已支付{wan(f.get('paid'))}"
+    if rule == "low_execution":
+        return f"{subject}截至{as_of}预算执行率为{rate}，低于{pct(f.get('floor'))}的执行进度要求（{money}）。"
+    if rule == "behind_schedule":
+        return (
+            f"{subject}截至{as_of}预算执行率为{rate}，落后于计划进度{pct(f.get('expected_progress'))}"
+            f"超过{points(f['expected_progress'] - f['behind_threshold'])}（{money}）。"
+        )
+    if rule == "progress_gap":
+        completion = f.get("performance_completion")
+        gap = abs((f.get("execution_rate") or 0.0) - (completion or 0.0))
+        return (
+            f"{subject}截至{as_of}预算执行率{rate}与绩效目标完成率{pct(completion)}"
+            f"相差{gap * 100:.2f}个百分点，超过{points(f['gap_threshold'])}。"
+        )
+    if rule == "overspend":
+        return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，超过预算{wan(f.get('budget'))}。"
+    if rule == "stalled":
+        return f"{subject}截至{as_of}已连续{f.get('days_without_payment')}天无支付（{money}）。"
+    if rule == "department_low_execution":
+        return (
+            f"{subject}截至{as_of}部门整体预算执行率为{rate}，低于{pct(f.get('floor'))}的"
+            f"执行进度要求（{f.get('projects')}个项目，{money}）。"
+        )
+    return f"{subject}触发规则{rule}。"
+
+
+ACTIONS: dict[str, str] = {
+    "low_execution": "请预算单位在{days}个工作日内说明执行缓慢原因并提出整改措施；确实无法执行的，财政部门将按程序调减或收回预算。",
+    "behind_schedule": "请加快项目实施和资金支付进度，在{days}个工作日内报送纠偏措施和后续用款计划。",
+    "progress_gap": "请核实资金支付与绩效目标完成情况是否匹配，在{days}个工作日内说明偏离原因并纠偏，必要时按程序调整绩效目标。",
+    "overspend": "请立即核查超预算支付，暂停超额支付，并在{days}个工作日内办理预算调整手续或退回资金。",
+    "stalled": "请在{days}个工作日内说明项目长期未支付的原因；无法实施的项目，资金将被收回统筹使用。",
+    "department_low_execution": "请部门统筹督促所属项目加快执行，在{days}个工作日内对执行缓慢的项目提出调剂或调减建议。",
+}
+
+
+def compose(
+    *,
+    rule: str,
+    kind: str,
+    severity: str,
+    subject: str,
+    figures: Mapping[str, Any],
+    as_of: str,
+    deadline_days: int,
+) -> tuple[str, str]:
+    """(message, recommended action) for one alert transition."""
+    label = f"【{KIND_NAMES.get(kind, kind)}·{SEVERITY_NAMES.get(severity, severity)}】{RULE_NAMES.get(rule, rule)}："
+    if kind == "resolved":
+        message = (
+            f"【预警解除】{RULE_NAMES.get(rule, rule)}：{subject}的预警已于{as_of}解除，"
+            f"当前预算执行率{pct(figures.get('execution_rate'))}。"
+        )
+        return message, "预警条件已消除，无需进一步处理；请继续按计划执行。"
+    return label + _situation(rule, subject, figures, as_of), ACTIONS.get(rule, "请核实处理。").format(
+        days=deadline_days
+    )

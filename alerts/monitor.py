@@ -1,0 +1,248 @@
+"""The monitor: ledger + alert book + event-time clock, driven the same way by the
+embedded engine and by Faust agents (DESIGN §7).
+
+Events are applied in business-date order; the clock closes day after day. On
+closing a day the monitor evaluates only what may have changed: projects
+touched that day, projects whose time-driven rules fall due that day (see
+``rules.next_due``) and, on a checkpoint day of the profile, everything. So
+a year of 100k projects costs (touched project-days + due project-days +
+checkpoints x projects) evaluations, not 365 x projects.
+
+Pure: no I/O, no wall clock. Days are ``date.toordinal()`` ints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from itertools import chain, groupby
+from typing import Any
+
+from alerts.lifecycle import Alert, AlertBook, Subject, Transition
+from alerts.messages import compose
+from alerts.profile import Profile
+from alerts.reductions import Proposal, proposals
+from alerts.rules import (
+    LOW_EXECUTION,
+    department_figures,
+    evaluate_department,
+    evaluate_project,
+    next_due,
+    project_figures,
+)
+from budget.calendar import iso, year_bounds
+from budget.events import Record
+from budget.ledger import Ledger, ProjectState, Totals
+
+
+def _day_of(record: Record) -> int:
+    return record.day
+
+
+class Monitor:
+    def __init__(self, profile: Profile, *, ledger: Ledger | None = None) -> None:
+        self.profile = profile
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.book = AlertBook()
+        self.clock: int | None = None  # the last day closed
+        self._dirty: set[str] = set()
+        self._dirty_departments: set[tuple[int, str]] = set()
+        self._due: dict[int, set[str]] = {}
+        self._due_of: dict[str, int] = {}
+        self._checkpoints: dict[int, frozenset[int]] = {}
+        # What a persisting runtime must write out; it drains these after a commit.
+        self.changed: set[str] = set()
+        self.applied = 0
+
+    # -- restoring -------------------------------------------------------
+    def restore(self, states: Iterable[ProjectState], alerts: Iterable[Alert], clock: int | None) -> None:
+        """Adopt persisted state and rebuild what derives from it (totals, due dates)."""
+        for state in states:
+            self.ledger.attach(state)
+        for alert in alerts:
+            self.book.add(alert)
+        self.clock = clock
+        if clock is not None:
+            for state in self.ledger.projects.values():
+                if state.registered:
+                    self._schedule(state, clock, self._current_findings(state))
+
+    def _current_findings(self, state: ProjectState) -> dict[str, str]:
+        return {r: a.severity for r, a in self.book.firing_rules("project", state.project_id).items()}
+
+    # -- feeding ---------------------------------------------------------
+    def apply(self, record: Record) -> None:
+        state = self.ledger.apply(record)
+        self.applied += 1
+        self._dirty.add(state.project_id)
+        self.changed.add(state.project_id)
+        totals = state.rollup
+        if totals is not None:
+            self._dirty_departments.add((totals.fiscal_year, totals.department_id))
+
+    def process(self, records: Iterable[Record], until: int) -> Iterator[tuple[int, list[Transition]]]:
+        """Apply ``records`` (sorted by business day, none after ``until``) and close every
+        day up to ``until``; yields (day, transitions) as each day closes.
+
+        Records dated on or before the clock arrived late: they are applied at the
+        clock and the clock's day is closed again for them.
+        """
+        iterator = iter(records)
+        if self.clock is None:
+            first = next(iterator, None)
+            if first is None:
+                self.clock = until
+                return
+            self.clock = min(first.day, until + 1) - 1
+            iterator = chain((first,), iterator)
+        start = self.clock
+        for day, group in groupby(iterator, key=lambda r: max(r.day, start)):
+            if day > until:
+                raise ValueError(f"record dated {iso(day)} is after the run's end {iso(until)}")
+            yield from self._close_empty_days_before(day)
+            for record in group:
+                self.apply(record)
+            fresh = day > self.clock
+            self.clock = day
+            yield day, self._close(day, fresh)
+        yield from self._close_empty_days_before(until + 1)
+
+    def _close_empty_days_before(self, day: int) -> Iterator[tuple[int, list[Transition]]]:
+        assert self.clock is not None
+        while self.clock + 1 < day:
+            self.clock += 1
+            yield self.clock, self._close(self.clock, fresh=True)
+
+    # -- evaluating ------------------------------------------------------
+    def _is_checkpoint(self, day: int) -> bool:
+        year = _year(day)
+        days = self._checkpoints.get(year)
+        if days is None:
+            days = self._checkpoints[year] = self.profile.checkpoint_days(year)
+        return day in days
+
+    def _close(self, day: int, fresh: bool) -> list[Transition]:
+        transitions: list[Transition] = []
+        projects = self.ledger.projects
+        departments = self.ledger.departments
+        year = _year(day)
+        checkpoint = fresh and self._is_checkpoint(day)
+        if checkpoint:
+            touched: Iterable[str] = list(projects)
+            touched_departments: Iterable[tuple[int, str]] = list(departments)
+            self._dirty.clear()
+            self._dirty_departments.clear()
+            self._due.pop(day, None)
+        else:
+            touched = self._dirty
+            if fresh:
+                due = self._due.pop(day, None)
+                if due:
+                    touched = touched | due
+            self._dirty = set()
+            touched_departments = self._dirty_departments
+            self._dirty_departments = set()
+        for project_id in touched:
+            state = projects[project_id]
+            if state.fiscal_year is not None:
+                transitions.extend(self._evaluate_project(state, day))
+        for key in touched_departments:
+            totals = departments[key]
+            if key[0] == year:
+                transitions.extend(self._evaluate_department(totals, day))
+        return transitions
+
+    def _evaluate_project(self, state: ProjectState, day: int) -> list[Transition]:
+        first, last = year_bounds(state.fiscal_year)  # type: ignore[arg-type]
+        if day < first:
+            self._schedule_on(state.project_id, first)
+            return []
+        if day > last:
+            return []
+        profile = self.profile
+        findings = evaluate_project(state, day, profile)
+        transitions: list[Transition] = []
+        if findings or self.book.firing.get(("project", state.project_id)):
+            transitions = self.book.reconcile(
+                _project_subject(state),
+                findings,
+                day,
+                lambda: project_figures(state, day, profile),
+                self._describer(_project_label(state), day),
+            )
+        self._schedule(state, day, findings)
+        return transitions
+
+    def _evaluate_department(self, totals: Totals, day: int) -> list[Transition]:
+        profile = self.profile
+        findings = evaluate_department(totals, day, profile)
+        if not findings and not self.book.firing.get(("department", totals.department_id)):
+            return []
+        subject = Subject(
+            "department", totals.department_id, totals.fiscal_year, totals.department_id,
+            totals.department_name, totals.department_name,
+        )
+        return self.book.reconcile(
+            subject,
+            findings,
+            day,
+            lambda: department_figures(totals, day, profile),
+            self._describer(totals.department_name or totals.department_id, day),
+        )
+
+    def _describer(self, label: str, day: int) -> Any:
+        deadline = self.profile.disposition.deadline_working_days
+        as_of = iso(day)
+
+        def describe(rule: str, kind: str, severity: str, figures: Any) -> tuple[str, str]:
+            return compose(
+                rule=rule, kind=kind, severity=severity, subject=label,
+                figures=figures, as_of=as_of, deadline_days=deadline,
+            )
+
+        return describe
+
+    def _schedule(self, state: ProjectState, day: int, findings: dict[str, str]) -> None:
+        due = next_due(state, day, self.profile, findings)
+        if due is not None:
+            self._schedule_on(state.project_id, due)
+
+    def _schedule_on(self, project_id: str, day: int) -> None:
+        previous = self._due_of.get(project_id)
+        if previous == day:
+            return
+        if previous is not None:
+            bucket = self._due.get(previous)
+            if bucket is not None:
+                bucket.discard(project_id)
+        self._due_of[project_id] = day
+        self._due.setdefault(day, set()).add(project_id)
+
+    # -- reading ---------------------------------------------------------
+    def reductions(self, day: int | None = None) -> list[Proposal]:
+        when = self.clock if day is None else day
+        if when is None:
+            return []
+        projects = self.ledger.projects
+        flagged = [
+            projects[a.subject_id]
+            for a in self.book.active()
+            if a.rule == LOW_EXECUTION and a.subject_type == "project" and a.subject_id in projects
+        ]
+        return proposals(flagged, when, self.profile.reduction.round_down_to_yuan)
+
+
+def _year(day: int) -> int:
+    from budget.calendar import year_of
+
+    return year_of(day)
+
+
+def _project_subject(state: ProjectState) -> Subject:
+    return Subject(
+        "project", state.project_id, state.fiscal_year or 0, state.department_id or "",
+        state.name or state.project_id, state.department_name or "",
+    )
+
+
+def _project_label(state: ProjectState) -> str:
+    return f"{state.department_name or state.department_id}「{state.name}」（{state.project_id}）"

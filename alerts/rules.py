@@ -1,0 +1,145 @@
+"""The six rules of DESIGN §5, evaluated as of a day.
+
+``evaluate_project`` / ``evaluate_department`` answer "which rules fire, at
+which severity" cheaply (they run for every touched project every day);
+``*_figures`` build the evidence only when an alert changes. ``next_due``
+tells when a project's outcome could change with no new event, so a runtime
+re-evaluates a project on that day instead of every project every day.
+
+Rates are floats; a value exactly on a threshold (30%, 20 points) is not a
+breach: comparisons allow ``EPS`` so binary rounding cannot fire an alert.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alerts.profile import Profile
+from budget.calendar import (
+    expected_progress,
+    first_day_above,
+    time_progress_for_year,
+    year_bounds,
+)
+from budget.ledger import ProjectState, Totals
+from budget.money import fen_to_str
+
+EPS = 1e-9
+
+LOW_EXECUTION = "low_execution"
+BEHIND_SCHEDULE = "behind_schedule"
+PROGRESS_GAP = "progress_gap"
+OVERSPEND = "overspend"
+STALLED = "stalled"
+DEPARTMENT_LOW_EXECUTION = "department_low_execution"
+
+PROJECT_RULES = (LOW_EXECUTION, BEHIND_SCHEDULE, PROGRESS_GAP, OVERSPEND, STALLED)
+RULES = (*PROJECT_RULES, DEPARTMENT_LOW_EXECUTION)
+
+Findings = dict[str, str]  # rule -> severity
+
+
+def in_fiscal_year(state: ProjectState, day: int) -> bool:
+    first, last = year_bounds(state.fiscal_year)  # type: ignore[arg-type]
+    return first <= day <= last
+
+
+def evaluate_project(state: ProjectState, day: int, profile: Profile) -> Findings:
+    """Rules firing for a registered project on ordinal ``day`` of its fiscal year."""
+    findings: Findings = {}
+    if not state.has_budget:
+        return findings
+    year: int = state.fiscal_year  # type: ignore[assignment]
+    budget = state.budget
+    paid = state.payments - state.reversals
+    if paid > budget:
+        findings[OVERSPEND] = profile.overspend.severity
+    elif paid < budget:
+        anchor = state.last_payment_on if state.last_payment_on is not None else state.approved_on
+        if anchor is not None and day - anchor >= profile.stalled.days:
+            findings[STALLED] = profile.stalled.severity
+    if budget <= 0:
+        return findings
+    rate = paid / budget
+    floor = profile.floor_on(day, year)
+    if floor is not None and rate < floor.floor - EPS:
+        findings[LOW_EXECUTION] = floor.severity
+    expected = expected_progress(day, year, state.plan)
+    if rate < expected - profile.behind_schedule.lag - EPS:
+        findings[BEHIND_SCHEDULE] = profile.behind_schedule.severity
+    completion = state.completion
+    if completion is not None and abs(rate - completion) > profile.progress_gap.gap + EPS:
+        findings[PROGRESS_GAP] = profile.progress_gap.severity
+    return findings
+
+
+def next_due(state: ProjectState, day: int, profile: Profile, findings: Findings) -> int | None:
+    """The first day after ``day`` on which the project's findings may change with no
+    new event (checkpoints excepted: a runtime evaluates everything on those)."""
+    year: int = state.fiscal_year  # type: ignore[assignment]
+    first, _ = year_bounds(year)
+    if day < first:
+        return first
+    if not state.has_budget:
+        return None
+    due: int | None = None
+    budget = state.budget
+    paid = state.paid
+    if STALLED not in findings and paid < budget:
+        anchor = state.last_payment_on if state.last_payment_on is not None else state.approved_on
+        if anchor is not None:
+            stall_day = anchor + profile.stalled.days
+            if stall_day > day:
+                due = stall_day
+    if BEHIND_SCHEDULE not in findings and budget > 0:
+        threshold = paid / budget + profile.behind_schedule.lag + EPS
+        behind_day = first_day_above(year, state.plan, threshold, day)
+        if behind_day is not None and (due is None or behind_day < due):
+            due = behind_day
+    return due
+
+
+def evaluate_department(totals: Totals, day: int, profile: Profile) -> Findings:
+    if totals.budget <= 0:
+        return {}
+    floor = profile.floor_on(day, totals.fiscal_year)
+    if floor is not None and totals.paid / totals.budget < floor.floor - EPS:
+        return {DEPARTMENT_LOW_EXECUTION: profile.department_low_execution.severity}
+    return {}
+
+
+def _ratio(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def project_figures(state: ProjectState, day: int, profile: Profile) -> dict[str, Any]:
+    """The evidence behind a project's alerts on ``day``: amounts as yuan strings, ratios 0-1."""
+    year: int = state.fiscal_year  # type: ignore[assignment]
+    floor = profile.floor_on(day, year)
+    anchor = state.last_payment_on if state.last_payment_on is not None else state.approved_on
+    expected = expected_progress(day, year, state.plan)
+    return {
+        "budget": fen_to_str(state.budget),
+        "paid": fen_to_str(state.paid),
+        "execution_rate": _ratio(state.execution_rate),
+        "time_progress": _ratio(time_progress_for_year(day, year)),
+        "expected_progress": _ratio(expected),
+        "performance_completion": _ratio(state.completion),
+        "floor": floor.floor if floor is not None else None,
+        "behind_threshold": _ratio(expected - profile.behind_schedule.lag),
+        "gap_threshold": profile.progress_gap.gap,
+        "days_without_payment": (day - anchor) if anchor is not None else None,
+        "stall_days": profile.stalled.days,
+    }
+
+
+def department_figures(totals: Totals, day: int, profile: Profile) -> dict[str, Any]:
+    floor = profile.floor_on(day, totals.fiscal_year)
+    return {
+        "budget": fen_to_str(totals.budget),
+        "paid": fen_to_str(totals.paid),
+        "execution_rate": _ratio(totals.execution_rate),
+        "time_progress": _ratio(time_progress_for_year(day, totals.fiscal_year)),
+        "floor": floor.floor if floor is not None else None,
+        "projects": totals.projects,
+    }

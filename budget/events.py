@@ -1,0 +1,303 @@
+"""The event contract (DESIGN §3): pydantic models, one per event type.
+
+Events are validated once, at the boundary. Inside, an event travels as a
+:class:`Record` — a plain tuple the ledger folds — so the hot path never
+builds a model.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from budget.money import MoneyError, fen_to_str, to_fen
+
+EARLIEST_YEAR = 1990
+LATEST_YEAR = 2100
+
+
+class FundSource(StrEnum):
+    general = "general"  # 一般公共预算
+    government_fund = "government_fund"  # 政府性基金预算
+    state_capital = "state_capital"  # 国有资本经营预算
+    social_insurance = "social_insurance"  # 社会保险基金预算
+
+
+class ProjectKind(StrEnum):
+    project = "project"
+    department_overall = "department_overall"
+
+
+class Direction(StrEnum):
+    higher_better = "higher_better"
+    lower_better = "lower_better"
+    boolean = "boolean"
+
+
+class Category(StrEnum):
+    output = "output"  # 产出
+    effect = "effect"  # 效益
+    satisfaction = "satisfaction"  # 满意度
+
+
+def parse_day(value: object) -> dt.date:
+    """`YYYY-MM-DD`, or a full ISO datetime whose date part is taken."""
+    if isinstance(value, dt.datetime):
+        day = value.date()
+    elif isinstance(value, dt.date):
+        day = value
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            day = (
+                dt.date.fromisoformat(text)
+                if len(text) == 10
+                else dt.datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+            )
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date (YYYY-MM-DD or ISO datetime)") from None
+    else:
+        raise ValueError(f"expected a date string, got {type(value).__name__}")
+    if not EARLIEST_YEAR <= day.year <= LATEST_YEAR:
+        raise ValueError(f"date {day.isoformat()} is outside {EARLIEST_YEAR}-{LATEST_YEAR}")
+    return day
+
+
+def _money(value: object) -> int:
+    try:
+        return to_fen(value)
+    except MoneyError as err:
+        raise ValueError(str(err)) from None
+
+
+Day = Annotated[dt.date, BeforeValidator(parse_day)]
+# Money is held as int fen inside; it serialises back to a yuan decimal string.
+Fen = Annotated[int, BeforeValidator(_money), PlainSerializer(fen_to_str, return_type=str)]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Record(NamedTuple):
+    """An event as the ledger folds it: validated, plain data."""
+
+    type: str
+    event_id: str
+    day: int  # date.toordinal() of occurred_on
+    project_id: str
+    amount: int | None  # fen
+    details: Mapping[str, Any] | None
+
+
+class EventBase(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+
+    event_id: Text
+    occurred_on: Day
+    project_id: Text
+
+    def details(self) -> dict[str, Any] | None:
+        common = {"type", "event_id", "occurred_on", "project_id", "amount"}
+        data = self.model_dump(mode="json", exclude=common, exclude_none=True)
+        return data or None
+
+    def to_record(self) -> Record:
+        amount: int | None = getattr(self, "amount", None)
+        return Record(
+            self.type,  # type: ignore[attr-defined]
+            self.event_id,
+            self.occurred_on.toordinal(),
+            self.project_id,
+            amount,
+            self.details(),
+        )
+
+
+class ProjectRegistered(EventBase):
+    type: Literal["project_registered"]
+    fiscal_year: Annotated[int, Field(ge=EARLIEST_YEAR, le=LATEST_YEAR)]
+    name: Text
+    department_id: Text
+    department_name: Text
+    fund_source: FundSource
+    kind: ProjectKind = ProjectKind.project
+    spending_plan: list[float] | None = None
+
+    @field_validator("spending_plan")
+    @classmethod
+    def _plan_is_cumulative(cls, plan: list[float] | None) -> list[float] | None:
+        if plan is None:
+            return None
+        if len(plan) != 12:
+            raise ValueError(f"spending_plan needs 12 monthly cumulative fractions, got {len(plan)}")
+        previous = 0.0
+        for month, fraction in enumerate(plan, start=1):
+            if not 0.0 <= fraction <= 1.0:
+                raise ValueError(f"spending_plan month {month} is {fraction}, outside 0-1")
+            if fraction < previous:
+                raise ValueError(
+                    f"spending_plan must be cumulative: month {month} ({fraction}) "
+                    f"is below month {month - 1} ({previous})"
+                )
+            previous = fraction
+        return plan
+
+
+class BudgetApproved(EventBase):
+    type: Literal["budget_approved"]
+    amount: Annotated[Fen, Field(ge=0)]
+
+
+class BudgetAdjusted(EventBase):
+    type: Literal["budget_adjusted"]
+    amount: Fen  # signed: 追加 (+), 调减/收回 (-)
+    reason: str | None = None
+
+
+class Payment(EventBase):
+    type: Literal["payment"]
+    amount: Annotated[Fen, Field(gt=0)]
+    payee: str | None = None
+    method: str | None = None
+
+
+class PaymentReversed(EventBase):
+    type: Literal["payment_reversed"]
+    amount: Annotated[Fen, Field(gt=0)]
+    original_event_id: str | None = None
+
+
+class IndicatorDefined(EventBase):
+    type: Literal["indicator_defined"]
+    indicator_id: Text
+    name: Text
+    target: float
+    unit: str | None = None
+    direction: Direction = Direction.higher_better
+    weight: Annotated[float, Field(gt=0)] = 1.0
+    category: Category | None = None
+
+    @field_validator("target")
+    @classmethod
+    def _finite_target(cls, target: float) -> float:
+        if target != target or target in (float("inf"), float("-inf")):
+            raise ValueError("target must be a finite number")
+        return target
+
+
+class IndicatorReported(EventBase):
+    type: Literal["indicator_reported"]
+    indicator_id: Text
+    actual: bool | float
+
+    @field_validator("actual")
+    @classmethod
+    def _finite_actual(cls, actual: bool | float) -> bool | float:
+        if isinstance(actual, float) and (actual != actual or abs(actual) == float("inf")):
+            raise ValueError("actual must be a finite number or a boolean")
+        return actual
+
+
+BudgetEvent = Annotated[
+    ProjectRegistered
+    | BudgetApproved
+    | BudgetAdjusted
+    | Payment
+    | PaymentReversed
+    | IndicatorDefined
+    | IndicatorReported,
+    Field(discriminator="type"),
+]
+
+EVENT_TYPES: tuple[str, ...] = (
+    "project_registered",
+    "budget_approved",
+    "budget_adjusted",
+    "payment",
+    "payment_reversed",
+    "indicator_defined",
+    "indicator_reported",
+)
+
+_ADAPTER: TypeAdapter[BudgetEvent] = TypeAdapter(BudgetEvent)
+
+
+class EventRejected(ValueError):
+    """Input that is not a valid event; ``reason`` says what is wrong and how to fix it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def describe(err: ValidationError) -> str:
+    """One line per problem: `field: message`, the way an operator reads it."""
+    parts: list[str] = []
+    for problem in err.errors(include_url=False):
+        kind = problem["type"]
+        if kind == "union_tag_invalid":
+            tag = problem.get("ctx", {}).get("tag")
+            return f"unknown event type {tag!r}; expected one of: {', '.join(EVENT_TYPES)}"
+        if kind == "union_tag_not_found":
+            return "missing field 'type'"
+        if kind == "json_invalid":
+            return f"not valid JSON: {problem['msg']}"
+        if not problem["loc"]:
+            return "an event must be a JSON object"
+        # loc starts with the union tag; drop it so the field name leads.
+        loc = [str(p) for p in problem["loc"][1:]] or [str(p) for p in problem["loc"]]
+        where = ".".join(loc)
+        message = problem["msg"]
+        if kind == "missing":
+            parts.append(f"missing field {where!r}")
+        else:
+            message = message.removeprefix("Value error, ")
+            parts.append(f"{where}: {message}")
+    return "; ".join(parts) or str(err)
+
+
+def parse_event(raw: str | bytes) -> BudgetEvent:
+    """Validate one JSON event; raise :class:`EventRejected` with a clear reason."""
+    try:
+        return _ADAPTER.validate_json(raw)
+    except ValidationError as err:
+        raise EventRejected(describe(err)) from None
+
+
+def parse_event_object(data: Mapping[str, Any]) -> BudgetEvent:
+    """Validate an already-decoded event (a row mapped from CSV/XLSX, a Faust value)."""
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as err:
+        raise EventRejected(describe(err)) from None
+
+
+def event_to_json_dict(event: BudgetEvent) -> dict[str, Any]:
+    """The contract JSON form of an event (amounts as yuan decimal strings)."""
+    return event.model_dump(mode="json", exclude_none=True)
+
+
+def record_to_json_dict(record: Record) -> dict[str, Any]:
+    """Rebuild the contract JSON of a stored record."""
+    data: dict[str, Any] = {
+        "type": record.type,
+        "event_id": record.event_id,
+        "occurred_on": dt.date.fromordinal(record.day).isoformat(),
+        "project_id": record.project_id,
+    }
+    if record.amount is not None:
+        data["amount"] = fen_to_str(record.amount)
+    if record.details:
+        data.update(record.details)
+    return data

@@ -1,0 +1,72 @@
+"""Performance indicators (绩效目标指标) and their completion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Indicator:
+    indicator_id: str
+    name: str | None = None
+    target: float | None = None
+    unit: str | None = None
+    direction: str = "higher_better"
+    weight: float = 1.0
+    category: str | None = None
+    actual: float | bool | None = None
+    reported_on: int | None = None
+    defined_version: tuple[int, str] | None = None
+    reported_version: tuple[int, str] | None = None
+
+    @property
+    def defined(self) -> bool:
+        return self.target is not None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "indicator_id": self.indicator_id,
+            "name": self.name,
+            "target": self.target,
+            "unit": self.unit,
+            "direction": self.direction,
+            "weight": self.weight,
+            "category": self.category,
+            "actual": self.actual,
+            "reported_on": self.reported_on,
+            "defined_version": self.defined_version,
+            "reported_version": self.reported_version,
+        }
+
+
+def completion(direction: str, target: float, actual: float | bool) -> float:
+    """Completion of one indicator, 0-1.
+
+    higher_better: min(actual/target, 1); lower_better: 1 if actual <= target
+    else target/actual; boolean: 1 or 0. A zero target is met by any actual
+    that is not worse than it.
+    """
+    if direction == "boolean":
+        return 1.0 if bool(actual) else 0.0
+    value = float(actual)
+    if direction == "lower_better":
+        if value <= target:
+            return 1.0
+        return max(target / value, 0.0) if value > 0 else 0.0
+    if target <= 0:
+        return 1.0 if value >= target else 0.0
+    return min(max(value / target, 0.0), 1.0)
+
+
+def performance_completion(indicators: dict[str, Indicator]) -> float | None:
+    """Weighted mean completion over indicators that are both defined and reported."""
+    total_weight = 0.0
+    weighted = 0.0
+    for ind in indicators.values():
+        if ind.target is None or ind.actual is None:
+            continue
+        total_weight += ind.weight
+        weighted += ind.weight * completion(ind.direction, ind.target, ind.actual)
+    if total_weight == 0:
+        return None
+    return weighted / total_weight

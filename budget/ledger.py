@@ -1,0 +1,298 @@
+"""The project ledger: fold events into per-project state and department totals.
+
+The ledger mutates its own plain-data state in place (a fold over millions of
+events cannot afford a copy per event) but does no I/O and never reads the
+clock. Money is int fen. Events for a project may arrive in any order: a
+payment before the project's registration is kept and counted once the
+registration arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from budget.events import Record
+from budget.indicators import Indicator, performance_completion
+
+
+@dataclass(slots=True)
+class Totals:
+    """Budget and paid summed over a department's projects in one fiscal year."""
+
+    fiscal_year: int
+    department_id: str
+    department_name: str = ""
+    budget: int = 0
+    paid: int = 0
+    projects: int = 0
+
+    @property
+    def execution_rate(self) -> float | None:
+        return self.paid / self.budget if self.budget > 0 else None
+
+
+@dataclass(slots=True)
+class ProjectState:
+    project_id: str
+    fiscal_year: int | None = None
+    name: str | None = None
+    department_id: str | None = None
+    department_name: str | None = None
+    fund_source: str | None = None
+    kind: str = "project"
+    plan: tuple[float, ...] | None = None
+    approved: int | None = None
+    approved_on: int | None = None
+    # Last-writer-wins versions, (business day, event_id): the fold gives the
+    # same state whatever order a project's events arrive in.
+    approved_version: tuple[int, str] | None = None
+    registered_version: tuple[int, str] | None = None
+    adjusted: int = 0
+    payments: int = 0
+    reversals: int = 0
+    last_payment_on: int | None = None
+    indicators: dict[str, Indicator] = field(default_factory=dict)
+    completion: float | None = None
+    rollup: Totals | None = None  # the department totals this project counts in
+
+    @property
+    def registered(self) -> bool:
+        return self.fiscal_year is not None
+
+    @property
+    def budget(self) -> int:
+        return (self.approved or 0) + self.adjusted
+
+    @property
+    def has_budget(self) -> bool:
+        return self.approved is not None or self.adjusted != 0
+
+    @property
+    def paid(self) -> int:
+        return self.payments - self.reversals
+
+    @property
+    def execution_rate(self) -> float | None:
+        budget = self.budget
+        return (self.payments - self.reversals) / budget if budget > 0 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "project_id": self.project_id,
+            "fiscal_year": self.fiscal_year,
+            "name": self.name,
+            "department_id": self.department_id,
+            "department_name": self.department_name,
+            "fund_source": self.fund_source,
+            "kind": self.kind,
+            "plan": list(self.plan) if self.plan is not None else None,
+            "approved": self.approved,
+            "approved_on": self.approved_on,
+            "approved_version": self.approved_version,
+            "registered_version": self.registered_version,
+            "adjusted": self.adjusted,
+            "payments": self.payments,
+            "reversals": self.reversals,
+            "last_payment_on": self.last_payment_on,
+            "indicators": [ind.to_dict() for ind in self.indicators.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProjectState:
+        plan = data.get("plan")
+        state = cls(
+            project_id=data["project_id"],
+            fiscal_year=data.get("fiscal_year"),
+            name=data.get("name"),
+            department_id=data.get("department_id"),
+            department_name=data.get("department_name"),
+            fund_source=data.get("fund_source"),
+            kind=data.get("kind") or "project",
+            plan=tuple(plan) if plan is not None else None,
+            approved=data.get("approved"),
+            approved_on=data.get("approved_on"),
+            approved_version=_version(data.get("approved_version")),
+            registered_version=_version(data.get("registered_version")),
+            adjusted=data.get("adjusted", 0),
+            payments=data.get("payments", 0),
+            reversals=data.get("reversals", 0),
+            last_payment_on=data.get("last_payment_on"),
+        )
+        for item in data.get("indicators", ()):
+            ind = Indicator(**item)
+            ind.defined_version = _version(item.get("defined_version"))
+            ind.reported_version = _version(item.get("reported_version"))
+            state.indicators[ind.indicator_id] = ind
+        state.completion = performance_completion(state.indicators)
+        return state
+
+
+def _version(value: Any) -> tuple[int, str] | None:
+    return (int(value[0]), str(value[1])) if value else None
+
+
+def counts_in_rollup(state: ProjectState) -> bool:
+    # A department_overall line already contains the department's projects;
+    # adding it to the sums would count the same money twice.
+    return state.registered and state.kind == "project"
+
+
+class Ledger:
+    """All project states plus department totals, kept consistent on every event."""
+
+    __slots__ = ("departments", "projects", "seen")
+
+    def __init__(self, *, track_event_ids: bool = False) -> None:
+        self.projects: dict[str, ProjectState] = {}
+        self.departments: dict[tuple[int, str], Totals] = {}
+        # The embedded engine deduplicates in its log; other callers (Faust,
+        # tests) ask the ledger to remember event ids instead.
+        self.seen: set[str] | None = set() if track_event_ids else None
+
+    def project(self, project_id: str) -> ProjectState:
+        state = self.projects.get(project_id)
+        if state is None:
+            state = self.projects[project_id] = ProjectState(project_id)
+        return state
+
+    def apply_once(self, record: Record) -> ProjectState | None:
+        """Apply unless this event_id was applied before; None for a duplicate."""
+        if self.seen is None:
+            raise RuntimeError("apply_once needs Ledger(track_event_ids=True)")
+        if record.event_id in self.seen:
+            return None
+        self.seen.add(record.event_id)
+        return self.apply(record)
+
+    def apply(self, record: Record) -> ProjectState:
+        kind, event_id, day, project_id, amount, details = record
+        state = self.projects.get(project_id)
+        if state is None:
+            state = self.projects[project_id] = ProjectState(project_id)
+        totals = state.rollup
+        if kind == "payment":
+            state.payments += amount  # type: ignore[operator]
+            if totals is not None:
+                totals.paid += amount  # type: ignore[operator]
+            if state.last_payment_on is None or day > state.last_payment_on:
+                state.last_payment_on = day
+        elif kind == "payment_reversed":
+            state.reversals += amount  # type: ignore[operator]
+            if totals is not None:
+                totals.paid -= amount  # type: ignore[operator]
+        elif kind == "budget_adjusted":
+            state.adjusted += amount  # type: ignore[operator]
+            if totals is not None:
+                totals.budget += amount  # type: ignore[operator]
+        elif kind == "budget_approved":
+            # 年初批复 happens once; a corrected approval (later date) replaces it.
+            version = (day, event_id)
+            if state.approved_version is None or version > state.approved_version:
+                before = state.approved or 0
+                state.approved = amount
+                state.approved_on = day
+                state.approved_version = version
+                if totals is not None:
+                    totals.budget += amount - before  # type: ignore[operator]
+        elif kind == "project_registered":
+            version = (day, event_id)
+            if state.registered_version is None or version > state.registered_version:
+                state.registered_version = version
+                self._register(state, details or {})
+        elif kind == "indicator_defined":
+            self._define_indicator(state, (day, event_id), details or {})
+        elif kind == "indicator_reported":
+            self._report_indicator(state, (day, event_id), details or {})
+        else:
+            raise ValueError(f"the ledger does not fold events of type {kind!r}")
+        return state
+
+    def _register(self, state: ProjectState, details: Mapping[str, Any]) -> None:
+        self._leave_rollup(state)
+        state.fiscal_year = int(details["fiscal_year"])
+        state.name = details["name"]
+        state.department_id = details["department_id"]
+        state.department_name = details["department_name"]
+        state.fund_source = details["fund_source"]
+        state.kind = details.get("kind") or "project"
+        plan = details.get("spending_plan")
+        state.plan = tuple(plan) if plan is not None else None
+        self._join_rollup(state)
+
+    def attach(self, state: ProjectState) -> None:
+        """Adopt a state restored from storage, counting it in its department."""
+        self.projects[state.project_id] = state
+        state.rollup = None
+        self._join_rollup(state)
+
+    def _join_rollup(self, state: ProjectState) -> None:
+        if not counts_in_rollup(state):
+            return
+        assert state.fiscal_year is not None and state.department_id is not None
+        key = (state.fiscal_year, state.department_id)
+        totals = self.departments.get(key)
+        if totals is None:
+            totals = self.departments[key] = Totals(state.fiscal_year, state.department_id)
+        totals.department_name = state.department_name or totals.department_name
+        totals.budget += state.budget
+        totals.paid += state.paid
+        totals.projects += 1
+        state.rollup = totals
+
+    def _leave_rollup(self, state: ProjectState) -> None:
+        totals = state.rollup
+        if totals is None:
+            return
+        totals.budget -= state.budget
+        totals.paid -= state.paid
+        totals.projects -= 1
+        state.rollup = None
+
+    def _define_indicator(
+        self, state: ProjectState, version: tuple[int, str], details: Mapping[str, Any]
+    ) -> None:
+        ind = state.indicators.get(details["indicator_id"])
+        if ind is None:
+            ind = state.indicators[details["indicator_id"]] = Indicator(details["indicator_id"])
+        if ind.defined_version is not None and version < ind.defined_version:
+            return
+        ind.defined_version = version
+        ind.name = details.get("name")
+        ind.target = float(details["target"])
+        ind.unit = details.get("unit")
+        ind.direction = details.get("direction") or "higher_better"
+        ind.weight = float(details.get("weight", 1.0))
+        ind.category = details.get("category")
+        state.completion = performance_completion(state.indicators)
+
+    def _report_indicator(
+        self, state: ProjectState, version: tuple[int, str], details: Mapping[str, Any]
+    ) -> None:
+        ind = state.indicators.get(details["indicator_id"])
+        if ind is None:
+            ind = state.indicators[details["indicator_id"]] = Indicator(details["indicator_id"])
+        # The latest report by business date wins, whatever the arrival order.
+        if ind.reported_version is None or version > ind.reported_version:
+            ind.actual = details["actual"]
+            ind.reported_on = version[0]
+            ind.reported_version = version
+            state.completion = performance_completion(state.indicators)
+
+
+def fold(records: Iterable[Record]) -> Ledger:
+    """The reference fold: unique events (first occurrence of each event_id) applied in order."""
+    ledger = Ledger(track_event_ids=True)
+    for record in records:
+        ledger.apply_once(record)
+    return ledger
+
+
+def region_totals(ledger: Ledger, fiscal_year: int) -> tuple[int, int]:
+    budget = paid = 0
+    for (year, _), totals in ledger.departments.items():
+        if year == fiscal_year:
+            budget += totals.budget
+            paid += totals.paid
+    return budget, paid

@@ -1,0 +1,66 @@
+"""Exact money: the ledger counts in fen (分, 1/100 yuan) as Python ints.
+
+Treasury payments are settled to the fen, so an integer count of fen is exact
+and an order of magnitude faster than Decimal on the hot path.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+FEN_PER_YUAN = 100
+FEN_PER_WAN = 1_000_000  # 万元
+
+
+class MoneyError(ValueError):
+    """An amount that is not an exact number of fen."""
+
+
+def to_fen(value: object, *, per_unit: int = FEN_PER_YUAN) -> int:
+    """Parse a yuan (or, with ``per_unit=FEN_PER_WAN``, 万元) amount into fen.
+
+    Accepts a decimal string ("1500000.00"), an int or a float (taken by its
+    shortest repr, which is what the JSON text said). Rejects anything that is
+    not a whole number of fen rather than silently rounding money.
+    """
+    if isinstance(value, bool):
+        raise MoneyError("amount must be a number or a decimal string, not a boolean")
+    if isinstance(value, int):
+        return value * per_unit
+    if isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(",", "")
+        if not text:
+            raise MoneyError("amount is empty")
+    elif isinstance(value, Decimal):
+        text = str(value)
+    else:
+        raise MoneyError(f"amount must be a number or a decimal string, got {type(value).__name__}")
+    try:
+        exact = Decimal(text)
+    except InvalidOperation:
+        raise MoneyError(f"amount {value!r} is not a decimal number") from None
+    if not exact.is_finite():
+        raise MoneyError(f"amount {value!r} is not a finite number")
+    fen = exact * per_unit
+    if fen != fen.to_integral_value():
+        unit = "万元" if per_unit == FEN_PER_WAN else "yuan"
+        raise MoneyError(f"amount {value!r} ({unit}) is not a whole number of fen (分)")
+    return int(fen)
+
+
+def fen_to_str(fen: int) -> str:
+    """Format fen as a yuan decimal string with two places: 150000 -> "1500.00"."""
+    sign = "-" if fen < 0 else ""
+    whole, part = divmod(abs(fen), FEN_PER_YUAN)
+    return f"{sign}{whole}.{part:02d}"
+
+
+def fen_to_decimal(fen: int) -> Decimal:
+    return Decimal(fen).scaleb(-2)
+
+
+def format_wan(fen: int) -> str:
+    """Human Chinese display in 万元 with two decimals: 1500000000 -> "1500.00万元"."""
+    return f"{fen / FEN_PER_WAN:,.2f}万元"

@@ -1,0 +1,1 @@
+"""Connectors: the outside world (files, Kafka, Alertmanager, Grafana, notifications)."""

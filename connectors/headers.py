@@ -1,0 +1,65 @@
+"""Column headers of the budget systems' exports, Chinese or English.
+
+Two layouts: a *projects* sheet (registration + approved budget) and a
+*payments* sheet. The README lists every accepted header.
+"""
+
+from __future__ import annotations
+
+import re
+
+PROJECT_HEADERS: dict[str, str] = {
+    "项目编码": "project_id", "项目代码": "project_id", "项目编号": "project_id", "project_id": "project_id",
+    "项目名称": "name", "name": "name", "project_name": "name",
+    "单位编码": "department_id", "部门编码": "department_id", "预算单位编码": "department_id",
+    "单位代码": "department_id", "department_id": "department_id",
+    "单位名称": "department_name", "部门名称": "department_name", "预算单位名称": "department_name",
+    "预算单位": "department_name", "department_name": "department_name",
+    "资金性质": "fund_source", "资金来源": "fund_source", "预算类别": "fund_source",
+    "fund_source": "fund_source",
+    "年度": "fiscal_year", "预算年度": "fiscal_year", "fiscal_year": "fiscal_year",
+    "年初预算数": "approved_amount", "年初预算": "approved_amount", "批复金额": "approved_amount",
+    "预算批复数": "approved_amount", "approved_amount": "approved_amount", "budget": "approved_amount",
+    "批复日期": "approved_on", "approved_on": "approved_on",
+    "项目类型": "kind", "支出类型": "kind", "kind": "kind",
+}
+
+PAYMENT_HEADERS: dict[str, str] = {
+    "支付凭证号": "event_id", "凭证号": "event_id", "支付凭证编号": "event_id", "event_id": "event_id",
+    "项目编码": "project_id", "项目代码": "project_id", "项目编号": "project_id", "project_id": "project_id",
+    "支付日期": "occurred_on", "日期": "occurred_on", "occurred_on": "occurred_on",
+    "支付金额": "amount", "金额": "amount", "amount": "amount",
+    "收款人": "payee", "收款人名称": "payee", "收款单位": "payee", "payee": "payee",
+    "支付方式": "method", "method": "method",
+    "原支付凭证号": "original_event_id", "原凭证号": "original_event_id",
+    "original_event_id": "original_event_id",
+}
+
+FUND_SOURCES: dict[str, str] = {
+    "一般公共预算": "general", "一般公共预算资金": "general", "general": "general",
+    "政府性基金预算": "government_fund", "政府性基金": "government_fund",
+    "government_fund": "government_fund",
+    "国有资本经营预算": "state_capital", "国有资本经营": "state_capital", "state_capital": "state_capital",
+    "社会保险基金预算": "social_insurance", "社会保险基金": "social_insurance",
+    "social_insurance": "social_insurance",
+}
+
+KINDS: dict[str, str] = {
+    "项目支出": "project", "项目": "project", "project": "project",
+    "部门整体支出": "department_overall", "部门整体": "department_overall",
+    "department_overall": "department_overall",
+}
+
+_UNIT = re.compile(r"[（(]\s*(万元|元|yuan|wan|10k yuan)\s*[)）]\s*$", re.IGNORECASE)
+
+
+def split_header(header: object) -> tuple[str, str | None]:
+    """'年初预算数（万元）' -> ('年初预算数', 'wan'); unit None when the header names none."""
+    text = str(header or "").strip().replace("\ufeff", "")
+    match = _UNIT.search(text)
+    if not match:
+        return text.lower() if text.isascii() else text, None
+    unit = match.group(1).lower()
+    base = text[: match.start()].strip()
+    base = base.lower() if base.isascii() else base
+    return base, ("wan" if unit in ("万元", "wan", "10k yuan") else "yuan")

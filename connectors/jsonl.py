@@ -1,0 +1,28 @@
+"""JSON Lines in the contract format: one event object per line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from budget.events import EventRejected, parse_event
+from connectors.parsed import Accepted, Parsed, Rejected
+
+
+def parse_lines(lines: Iterable[bytes], origin: str, *, first_line: int = 1) -> Iterator[Parsed]:
+    for number, line in enumerate(lines, start=first_line):
+        text = line.strip()
+        if not text:
+            continue
+        source = f"{origin}:{number}"
+        try:
+            event = parse_event(text)
+        except EventRejected as err:
+            yield Rejected(source, err.reason, text.decode("utf-8", errors="replace"))
+            continue
+        yield Accepted(event.to_record(), source)
+
+
+def read_jsonl(path: Path) -> Iterator[Parsed]:
+    with path.open("rb") as handle:
+        yield from parse_lines(handle, str(path))

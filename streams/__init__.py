@@ -1,0 +1,1 @@
+"""Runtimes and the composition root: embedded engine, Faust app, CLI, HTTP service."""

@@ -1,0 +1,283 @@
+"""The `budgetwatch` command line (DESIGN §7 and issue contracts)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from alerts.profile import Profile, ProfileError
+from budget.calendar import iso, to_day
+from budget.events import parse_day
+from connectors.exports import write_reductions_xlsx
+from connectors.files import InputError, read_events
+from connectors.profiles import load_profile
+from connectors.synthetic import Spec, generate
+from connectors.tabular import Layout, TabularError, Unit
+from streams import render
+from streams.engine import Engine
+from streams.errors import BudgetwatchError
+from streams.ingest import IngestCounts, ingest
+from streams.settings import Settings
+from streams.store import Store
+
+app = typer.Typer(
+    name="budgetwatch",
+    help="预算执行与绩效目标\"双监控\" — real-time budget-execution monitoring and alerting.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DbOption = Annotated[
+    str | None,
+    typer.Option("--db", help="SQLite store [env BUDGETWATCH_DB; default ./budgetwatch.db]"),
+]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option("--profile", help="policy profile: baseline, provincial or a YAML file [env BUDGETWATCH_PROFILE]"),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+def resolve(db: str | None, profile: str | None) -> tuple[str, Profile]:
+    s = settings()
+    return db or s.db, load_profile(profile or s.profile)
+
+
+def open_engine(db: str | None, profile: str | None) -> Engine:
+    path, prof = resolve(db, profile)
+    return Engine(Store(path), prof, commit_every=settings().commit_every)
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2))
+    sys.stdout.write("\n")
+
+
+def parse_as_of(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return to_day(parse_day(value))
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=render.console(), transient=False,
+    )
+
+
+def _count_lines(path: Path) -> int | None:
+    if path.suffix.lower() not in (".jsonl", ".ndjson", ".json"):
+        return None
+    count = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count
+
+
+def ingest_files(
+    store: Store, files: list[Path], *, layout: Layout = "auto", unit: Unit = "auto", show: bool = True
+) -> IngestCounts:
+    total = IngestCounts()
+    with progress_bar() as bar:
+        for path in files:
+            task = bar.add_task(f"导入 {path.name}", total=_count_lines(path))
+            counts = ingest(
+                store, read_events(path, layout=layout, unit=unit),
+                on_batch=lambda n, t=task: bar.advance(t, n),  # type: ignore[misc]
+            )
+            bar.update(task, completed=counts.read, total=counts.read)
+            total.add(counts)
+    return total
+
+
+@app.command("ingest")
+def ingest_cmd(
+    files: Annotated[list[Path], typer.Argument(help="JSONL, CSV or XLSX files")],
+    db: DbOption = None,
+    layout: Annotated[str, typer.Option(help="auto | projects | payments (CSV/XLSX)")] = "auto",
+    unit: Annotated[str, typer.Option(help="auto | yuan | wan: unit of amounts in CSV/XLSX")] = "auto",
+    as_json: JsonOption = False,
+) -> None:
+    """Append events to the log (duplicates ignored, bad input kept with its reason)."""
+    if layout not in ("auto", "projects", "payments"):
+        raise typer.BadParameter("--layout must be auto, projects or payments")
+    if unit not in ("auto", "yuan", "wan"):
+        raise typer.BadParameter("--unit must be auto, yuan or wan")
+    with Store(db or settings().db) as store:
+        counts = ingest_files(store, files, layout=layout, unit=unit, show=not as_json)  # type: ignore[arg-type]
+    if as_json:
+        emit_json(counts.to_json())
+        return
+    out = render.console()
+    out.print(render.ingest_table(counts))
+    out.print(f"read={counts.read} accepted={counts.accepted} duplicate={counts.duplicates} rejected={counts.rejected}")
+    if counts.rejected:
+        out.print(f"[yellow]{counts.rejected} 条记录被拒收，原因见 `budgetwatch rejected`[/yellow]")
+
+
+@app.command("run")
+def run_cmd(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="process up to this business date (YYYY-MM-DD)")] = None,
+    db: DbOption = None,
+    profile: ProfileOption = None,
+    rebuild: Annotated[bool, typer.Option(help="forget derived state and replay the whole log")] = False,
+    commit_every: Annotated[int | None, typer.Option(help="events between commits")] = None,
+) -> None:
+    """Process the log in business-date order up to --as-of (default: the latest event date)."""
+    engine = open_engine(db, profile)
+    if commit_every:
+        engine.commit_every = commit_every
+    if rebuild:
+        engine.rebuild()
+    out = render.console()
+    with progress_bar() as bar:
+        task = bar.add_task("处理事件", total=None)
+
+        def advance(done: int, pending: int) -> None:
+            bar.update(task, completed=done, total=pending)
+
+        summary = engine.run(parse_as_of(as_of), progress=advance)
+    active = engine.store.alert_rows(status="firing")
+    out.print(
+        f"处理至 {iso(summary.as_of) if summary.as_of else '—'}：事件 {summary.events} 条，"
+        f"预警变化 {summary.transitions} 次，当前预警 {len(active)} 条"
+    )
+    out.print(f"events={summary.events} transitions={summary.transitions} active_alerts={len(active)}")
+
+
+@app.command("status")
+def status_cmd(
+    db: DbOption = None,
+    profile: ProfileOption = None,
+    as_json: JsonOption = False,
+    year: Annotated[int | None, typer.Option(help="fiscal year (default: the clock's year)")] = None,
+    limit: Annotated[int, typer.Option(help="projects shown in the human table")] = 20,
+) -> None:
+    """Region, department and project figures as of the clock."""
+    status = open_engine(db, profile).status(year)
+    if as_json:
+        emit_json(status)
+        return
+    out = render.console()
+    out.print(render.region_table(status))
+    depts = sorted(status["departments"], key=lambda d: (d["execution_rate"] is None, d["execution_rate"] or 0))
+    out.print(render.departments_table(depts, "各部门执行率（由低到高）"))
+    projects = sorted(
+        (p for p in status["projects"] if p["execution_rate"] is not None), key=lambda p: p["execution_rate"]
+    )
+    out.print(render.projects_table(projects[:limit], f"执行率最低的{min(limit, len(projects))}个项目"))
+
+
+@app.command("alerts")
+def alerts_cmd(
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    all_: Annotated[bool, typer.Option("--all", help="every transition, not just active alerts")] = False,
+    department: Annotated[str | None, typer.Option(help="only this department")] = None,
+) -> None:
+    """Active alerts (every transition with --all)."""
+    with Store(db or settings().db) as store:
+        rows = store.transition_rows() if all_ else store.alert_rows(status="firing")
+    if department:
+        rows = [r for r in rows if r["department_id"] == department]
+    if as_json:
+        emit_json(rows)
+        return
+    title = f"预警变化记录（{len(rows)}条）" if all_ else f"当前预警（{len(rows)}条）"
+    render.console().print(render.alerts_table(rows, title, transitions=all_))
+
+
+@app.command("reductions")
+def reductions_cmd(
+    db: DbOption = None,
+    profile: ProfileOption = None,
+    as_json: JsonOption = False,
+    xlsx: Annotated[Path | None, typer.Option("--xlsx", help="also write the proposals to this XLSX file")] = None,
+) -> None:
+    """Reduction proposals (调减建议) for projects with low_execution firing."""
+    engine = open_engine(db, profile)
+    proposals = [p.to_json() for p in engine.reductions()]
+    clock = engine.monitor.clock
+    if xlsx is not None:
+        write_reductions_xlsx(xlsx, proposals, iso(clock) if clock else "")
+    if as_json:
+        emit_json(proposals)
+        return
+    out = render.console()
+    out.print(render.reductions_table(proposals, f"调减建议（{len(proposals)}个项目）"))
+    if xlsx is not None:
+        out.print(f"已写入 {xlsx}")
+
+
+@app.command("rejected")
+def rejected_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Rejected input (dead letters) with source and reason."""
+    with Store(db or settings().db) as store:
+        rows = store.rejections()
+    if as_json:
+        emit_json(rows)
+        return
+    render.console().print(render.rejected_table(rows))
+
+
+@app.command("generate")
+def generate_cmd(
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to write")],
+    projects: Annotated[int, typer.Option(help="number of projects")] = 4000,
+    seed: Annotated[int, typer.Option(help="random seed")] = 7,
+    year: Annotated[int, typer.Option(help="fiscal year")] = 2025,
+    payments_per_project: Annotated[int, typer.Option(help="mean payments per project")] = 50,
+) -> None:
+    """Write a seeded, realistic fiscal year of events (with a few malformed lines)."""
+    spec = Spec(projects=projects, seed=seed, fiscal_year=year, payments_per_project=payments_per_project)
+    count = 0
+    with out.open("wb") as handle:
+        for line in generate(spec):
+            handle.write(line)
+            handle.write(b"\n")
+            count += 1
+    render.console().print(f"已生成 {count} 条事件 → {out}")
+
+
+@app.command("demo")
+def demo_cmd(
+    directory: Annotated[Path, typer.Option("--dir", help="where the demo writes its files")] = Path("demo"),
+    projects: Annotated[int, typer.Option(help="number of projects")] = 4000,
+    seed: Annotated[int, typer.Option(help="random seed")] = 7,
+    as_of: Annotated[str, typer.Option("--as-of", help="run up to this date")] = "2025-09-30",
+    profile: ProfileOption = None,
+) -> None:
+    """Generate a fiscal year, ingest it, run it to 09-30 and show warnings and proposals."""
+    from streams.demo import run_demo
+
+    run_demo(directory, projects=projects, seed=seed, as_of=as_of, profile=load_profile(profile or settings().profile))
+
+
+def main() -> None:
+    try:
+        app()
+    except (BudgetwatchError, ProfileError, InputError, TabularError) as err:
+        render.console().print(f"[red]错误 error:[/red] {err}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""The embedded engine: the SQLite log processed by the monitor, in event time.
+
+A run takes the pending events in business-date order, lets the monitor close
+day after day up to ``as_of``, and commits state + alerts + transitions +
+outbox + cursor in one SQLite transaction every ``commit_every`` events (at a
+day boundary) and at the end. The cursor (clock, seq) means: every event with
+seq <= seq and day <= clock is in the committed state. A crash — even
+SIGKILL — resumes from there, so nothing is lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from alerts.lifecycle import Alert, Transition
+from alerts.monitor import Monitor
+from alerts.profile import Profile
+from alerts.reductions import Proposal
+from budget.calendar import iso
+from budget.ledger import ProjectState
+from budget.report import status
+from streams.errors import ClockError, StoreError
+from streams.store import Store
+
+Progress = Callable[[int, int], None]  # (events processed so far, events pending)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    events: int
+    transitions: int
+    days: int
+    as_of: int | None
+    commits: int
+
+
+def profile_fingerprint(profile: Profile) -> str:
+    return hashlib.sha256(orjson.dumps(profile.model_dump(mode="json"))).hexdigest()[:16]
+
+
+class Engine:
+    def __init__(self, store: Store, profile: Profile, *, commit_every: int = 100_000) -> None:
+        self.store = store
+        self.profile = profile
+        self.commit_every = commit_every
+        self.monitor = Monitor(profile)
+        self._loaded = False
+
+    def load(self) -> Monitor:
+        """Restore the monitor from the last commit (once)."""
+        if not self._loaded:
+            self._check_profile()
+            clock, _ = self.store.cursor()
+            states = [ProjectState.from_dict(d) for d in self.store.project_states()]
+            alerts = [Alert.from_json(d) for d in self.store.alert_rows()]
+            self.monitor.restore(states, alerts, clock)
+            self._loaded = True
+        return self.monitor
+
+    def _check_profile(self) -> None:
+        fingerprint = f"{self.profile.name}:{profile_fingerprint(self.profile)}"
+        stored = self.store.meta("profile")
+        if stored is None:
+            self.store.set_meta("profile", fingerprint)
+        elif stored != fingerprint and self.store.cursor()[0] is not None:
+            raise StoreError(
+                f"{self.store.path}: state was computed with profile {stored.split(':')[0]!r} "
+                f"(fingerprint {stored}); this run uses {fingerprint}. Alerts would mix two "
+                "policies: rerun with `budgetwatch run --rebuild` to recompute from the log "
+                "with the new profile, or pass the original --profile"
+            )
+
+    def run(self, as_of: int | None = None, *, progress: Progress | None = None) -> RunSummary:
+        monitor = self.load()
+        store = self.store
+        clock, seq = store.cursor()
+        max_seq = store.max_seq()
+        if as_of is None:
+            latest = store.max_day()
+            as_of = max(latest, clock) if latest is not None and clock is not None else (latest or clock)
+            if as_of is None:
+                return RunSummary(0, 0, 0, None, 0)
+        if clock is not None and as_of < clock:
+            raise ClockError(
+                f"the store's clock is already at {iso(clock)}; cannot run back to {iso(as_of)}. "
+                "Business time only moves forward: pass --as-of on or after "
+                f"{iso(clock)}, or `--rebuild` to replay the log from the start"
+            )
+        pending = self._count_pending(clock, seq, as_of, max_seq) if progress else 0
+        start_applied = monitor.applied
+        transitions: list[Transition] = []
+        total_transitions = days = commits = 0
+        since_commit = monitor.applied
+        records = store.pending(clock, seq, as_of, max_seq)
+        for day, closed in monitor.process(records, as_of):
+            days += 1
+            transitions.extend(closed)
+            if monitor.applied - since_commit >= self.commit_every:
+                self._commit(transitions, day, max_seq)
+                total_transitions += len(transitions)
+                commits += 1
+                transitions = []
+                since_commit = monitor.applied
+                if progress:
+                    progress(monitor.applied - start_applied, pending)
+        final = monitor.clock if monitor.clock is not None else as_of
+        self._commit(transitions, final, max_seq)
+        total_transitions += len(transitions)
+        commits += 1
+        if progress:
+            progress(monitor.applied - start_applied, pending)
+        return RunSummary(monitor.applied - start_applied, total_transitions, days, final, commits)
+
+    def _count_pending(self, clock: int | None, seq: int, as_of: int, max_seq: int) -> int:
+        db = self.store.db
+        floor = clock if clock is not None else -1
+        late = db.execute(
+            "SELECT COUNT(*) FROM events WHERE seq > ? AND seq <= ? AND day <= ?", (seq, max_seq, floor)
+        ).fetchone()[0]
+        later = db.execute(
+            "SELECT COUNT(*) FROM events WHERE day > ? AND day <= ? AND seq <= ?", (floor, as_of, max_seq)
+        ).fetchone()[0]
+        return int(late) + int(later)
+
+    def _commit(self, transitions: list[Transition], clock: int, max_seq: int) -> None:
+        monitor = self.monitor
+        projects = monitor.ledger.projects
+        changed = monitor.changed
+        monitor.changed = set()
+        alert_ids = {t.alert.alert_id for t in transitions}
+        rows = []
+        for t in transitions:
+            row = t.to_json()
+            row["_day"] = t.on
+            rows.append(row)
+        self.store.commit_state(
+            projects=[projects[pid].to_dict() for pid in changed],
+            alerts=[monitor.book.alerts[a].to_json() for a in alert_ids],
+            transitions=rows,
+            clock=clock,
+            seq=max_seq,
+        )
+
+    # -- reading ---------------------------------------------------------
+    def status(self, fiscal_year: int | None = None) -> dict[str, Any]:
+        monitor = self.load()
+        if monitor.clock is None:
+            raise ClockError("nothing has been processed yet: run `budgetwatch run` first")
+        return status(monitor.ledger, monitor.clock, fiscal_year)
+
+    def reductions(self) -> list[Proposal]:
+        return self.load().reductions()
+
+    def rebuild(self) -> None:
+        self.store.reset_derived()
+        self.monitor = Monitor(self.profile)
+        self._loaded = False

@@ -1,0 +1,81 @@
+"""Ingest: parsed input → the SQLite log, in batches, with exact accounting.
+
+Always: read = accepted + rejected, accepted = applied + duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from budget.events import Record
+from connectors.parsed import Accepted, Parsed, Rejected
+from streams.store import Rejection, Store
+
+BATCH = 20_000
+
+
+@dataclass(slots=True)
+class IngestCounts:
+    read: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    reasons: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return self.applied + self.duplicates
+
+    def add(self, other: IngestCounts) -> None:
+        self.read += other.read
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.reasons.extend(other.reasons)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "read": self.read,
+            "accepted": self.accepted,
+            "applied": self.applied,
+            "duplicate": self.duplicates,
+            "rejected": self.rejected,
+            "rejections": self.reasons,
+        }
+
+
+def ingest(
+    store: Store,
+    parsed: Iterable[Parsed],
+    *,
+    on_batch: Callable[[int], None] | None = None,
+    keep_reasons: int = 100,
+) -> IngestCounts:
+    counts = IngestCounts()
+    records: list[tuple[Record, str]] = []
+    rejections: list[Rejection] = []
+
+    def flush() -> None:
+        result = store.append(records, rejections)
+        counts.applied += result.applied
+        counts.duplicates += result.duplicates
+        counts.rejected += len(rejections)
+        if on_batch is not None:
+            on_batch(len(records) + len(rejections))
+        records.clear()
+        rejections.clear()
+
+    for item in parsed:
+        counts.read += 1
+        if isinstance(item, Accepted):
+            records.append((item.record, item.source))
+        else:
+            assert isinstance(item, Rejected)
+            rejections.append(Rejection(item.source, item.reason, item.raw))
+            if len(counts.reasons) < keep_reasons:
+                counts.reasons.append({"source": item.source, "reason": item.reason})
+        if len(records) + len(rejections) >= BATCH:
+            flush()
+    flush()
+    return counts

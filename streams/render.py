@@ -1,0 +1,122 @@
+"""Human output: rich tables in Chinese."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from alerts.messages import FUND_SOURCE_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan
+from streams.ingest import IngestCounts
+
+KIND_LABELS = {"firing": "新预警", "escalated": "升级", "deescalated": "降级", "resolved": "解除"}
+
+
+def ingest_table(counts: IngestCounts, title: str = "导入结果") -> Table:
+    table = Table(title=title)
+    for label in ("读取 read", "接受 accepted", "新增 applied", "重复 duplicate", "拒收 rejected"):
+        table.add_column(label, justify="right")
+    table.add_row(*(str(v) for v in (counts.read, counts.accepted, counts.applied, counts.duplicates, counts.rejected)))
+    return table
+
+
+def region_table(status: Mapping[str, Any]) -> Table:
+    region = status["region"]
+    table = Table(title=f"全区预算执行情况（截至 {status['as_of']}）")
+    for label in ("预算总额", "已支付", "执行率", "序时进度", "部门数", "项目数"):
+        table.add_column(label, justify="right")
+    table.add_row(
+        wan(region["budget"]), wan(region["paid"]), pct(region["execution_rate"]),
+        pct(region["time_progress"]), str(len(status["departments"])), str(len(status["projects"])),
+    )
+    return table
+
+
+def departments_table(departments: Sequence[Mapping[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for label, justify in (("部门编码", "left"), ("部门名称", "left"), ("项目数", "right"),
+                           ("预算", "right"), ("已支付", "right"), ("执行率", "right")):
+        table.add_column(label, justify=justify)  # type: ignore[arg-type]
+    for d in departments:
+        table.add_row(d["department_id"], d["department_name"], str(d.get("projects", "")),
+                      wan(d["budget"]), wan(d["paid"]), pct(d["execution_rate"]))
+    return table
+
+
+def projects_table(projects: Sequence[Mapping[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for label in ("项目编码", "项目名称", "部门", "资金性质", "预算", "已支付", "执行率", "计划进度", "绩效完成率"):
+        table.add_column(label)
+    for p in projects:
+        table.add_row(
+            p["project_id"], p["name"] or "", p["department_id"] or "",
+            FUND_SOURCE_NAMES.get(p["fund_source"] or "", p["fund_source"] or ""),
+            wan(p["budget"]), wan(p["paid"]), pct(p["execution_rate"]),
+            pct(p["expected_progress"]), pct(p["performance_completion"]),
+        )
+    return table
+
+
+def alerts_table(alerts: Iterable[Mapping[str, Any]], title: str, *, transitions: bool = False) -> Table:
+    table = Table(title=title, show_lines=False)
+    columns = ["日期" if transitions else "起始日期", "规则", "级别", "状态", "对象", "部门", "执行率", "说明"]
+    if transitions:
+        columns.insert(1, "变化")
+    for label in columns:
+        table.add_column(label, overflow="fold")
+    for a in alerts:
+        row = [
+            a["date"] if transitions else a["since"],
+            RULE_NAMES.get(a["rule"], a["rule"]),
+            SEVERITY_NAMES.get(a["severity"], a["severity"]),
+            "预警中" if a["status"] == "firing" else "已解除",
+            f"{a.get('subject_name') or ''}（{a['subject_id']}）",
+            a.get("department_name") or a["department_id"],
+            pct(a["figures"].get("execution_rate")),
+            a["message"],
+        ]
+        if transitions:
+            row.insert(1, KIND_LABELS.get(a["transition"], a["transition"]))
+        table.add_row(*row)
+    return table
+
+
+def alert_counts_table(alerts: Iterable[Mapping[str, Any]]) -> Table:
+    counts = Counter((a["rule"], a["severity"]) for a in alerts)
+    table = Table(title="预警数量（按规则和级别）")
+    table.add_column("规则")
+    table.add_column("规则名称")
+    table.add_column("级别")
+    table.add_column("数量", justify="right")
+    for (rule, severity), n in sorted(counts.items()):
+        table.add_row(rule, RULE_NAMES.get(rule, rule), SEVERITY_NAMES.get(severity, severity), str(n))
+    return table
+
+
+def reductions_table(proposals: Sequence[Mapping[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for label in ("项目编码", "项目名称", "部门", "预算", "已支付", "预计年末支出", "建议调减", "调减率"):
+        table.add_column(label)
+    for p in proposals:
+        table.add_row(p["project_id"], p["name"], p.get("department_name") or p["department_id"],
+                      wan(p["budget"]), wan(p["paid"]), wan(p["projected_spend"]),
+                      wan(p["proposed_reduction"]), pct(p["reduction_rate"]))
+    return table
+
+
+def rejected_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table(title=f"拒收记录（{len(rows)}条）")
+    table.add_column("来源")
+    table.add_column("原因", overflow="fold")
+    table.add_column("原始内容", overflow="fold")
+    for r in rows:
+        raw = r["raw"]
+        table.add_row(r["source"], r["reason"], raw if len(raw) <= 120 else raw[:117] + "...")
+    return table
+
+
+def console() -> Console:
+    return Console()

@@ -1,0 +1,336 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+- ``events``: the append-only log; ``event_id`` is UNIQUE, so ingesting the
+  same input twice appends nothing (idempotent ingest).
+- ``rejected``: the dead-letter store — raw input, source, reason.
+- ``projects``, ``alerts``, ``transitions``, ``outbox``, ``cursor``: the derived
+  state, written by the engine in one transaction per commit, so a crash
+  resumes from the last commit with nothing lost or counted twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from budget.events import Record
+from streams.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    project_id TEXT NOT NULL,
+    amount INTEGER,
+    details TEXT,
+    source TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_day ON events(day, seq);
+CREATE TABLE IF NOT EXISTS rejected (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    raw TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    clock INTEGER,
+    seq INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS projects (
+    project_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    department_id TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY,
+    alert_id TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    department_id TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transitions_by_alert ON transitions(alert_id, id);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    transition_id INTEGER NOT NULL,
+    alert_id TEXT NOT NULL,
+    department_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+# Only these event types need their details to fold; others skip the JSON decode.
+_DETAIL_TYPES = "('project_registered','indicator_defined','indicator_reported')"
+_RECORD_COLUMNS = (
+    f"type, event_id, day, project_id, amount, "
+    f"CASE WHEN type IN {_DETAIL_TYPES} THEN details END"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    source: str
+    reason: str
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    applied: int
+    duplicates: int
+
+
+class Store:
+    """A connection to the SQLite file with the operations the runtimes need."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        self.path = str(path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self.db.execute("PRAGMA cache_size=-65536")
+            self.db.executescript(SCHEMA)
+            self.db.execute("INSERT OR IGNORE INTO cursor(id, clock, seq) VALUES (1, NULL, 0)")
+            self.db.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        except sqlite3.DatabaseError as err:
+            raise StoreError(
+                f"{self.path}: cannot open as a budgetwatch store ({err}); "
+                "point --db (or BUDGETWATCH_DB) at a budgetwatch database or a new file"
+            ) from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- the log ---------------------------------------------------------
+    def append(self, records: Sequence[tuple[Record, str]], rejections: Sequence[Rejection]) -> AppendResult:
+        """Append validated records (with their source) and rejections in one transaction."""
+        dumps = orjson.dumps
+        rows = [
+            (
+                r.event_id, r.type, r.day, r.project_id, r.amount,
+                dumps(r.details).decode() if r.details else None, source,
+            )
+            for r, source in records
+        ]
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO events(event_id, type, day, project_id, amount, details, source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            applied = db.total_changes - before
+            if rejections:
+                db.executemany(
+                    "INSERT INTO rejected(source, reason, raw) VALUES (?, ?, ?)",
+                    [(r.source, r.reason, r.raw) for r in rejections],
+                )
+            self._bump(
+                {
+                    "events_applied": applied,
+                    "events_duplicate": len(rows) - applied,
+                    "events_rejected": len(rejections),
+                }
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return AppendResult(applied, len(rows) - applied)
+
+    def _bump(self, counters: dict[str, int]) -> None:
+        self.db.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+            [(k, str(v)) for k, v in counters.items() if v],
+        )
+
+    def counters(self) -> dict[str, int]:
+        keys = ("events_applied", "events_duplicate", "events_rejected")
+        found = dict(
+            self.db.execute(
+                "SELECT key, CAST(value AS INTEGER) FROM meta WHERE key IN (?, ?, ?)", keys
+            ).fetchall()
+        )
+        return {k: int(found.get(k, 0)) for k in keys}
+
+    def max_seq(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
+    def max_day(self) -> int | None:
+        row = self.db.execute("SELECT MAX(day) FROM events").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def event_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def pending(
+        self, clock: int | None, seq: int, until: int, max_seq: int, *, chunk: int = 20000
+    ) -> Iterator[Record]:
+        """Events not yet processed, in business order: late arrivals (dated on or
+        before the clock) first, then by (day, seq) up to ``until``."""
+        loads = orjson.loads
+        make = Record._make
+        db = self.db
+
+        def decode(rows: list[tuple[Any, ...]]) -> Iterator[Record]:
+            for row in rows:
+                if row[5] is None:
+                    yield make(row)
+                else:
+                    yield Record(row[0], row[1], row[2], row[3], row[4], loads(row[5]))
+
+        floor = clock if clock is not None else -1
+        if clock is not None:
+            late = db.execute(
+                f"SELECT {_RECORD_COLUMNS}, seq FROM events WHERE seq > ? AND seq <= ? AND day <= ?"
+                " ORDER BY day, seq",
+                (seq, max_seq, clock),
+            ).fetchall()
+            yield from decode([r[:6] for r in late])
+        last_day, last_seq = floor, 0
+        while True:
+            rows = db.execute(
+                f"SELECT {_RECORD_COLUMNS}, seq FROM events"
+                " WHERE (day, seq) > (?, ?) AND day <= ? AND seq <= ?"
+                " ORDER BY day, seq LIMIT ?",
+                (last_day, last_seq, until, max_seq, chunk),
+            ).fetchall()
+            if not rows:
+                return
+            last_day, last_seq = rows[-1][2], rows[-1][6]
+            yield from decode([r[:6] for r in rows])
+
+    def records(self) -> Iterator[Record]:
+        """Every logged event in arrival order (for export and publish)."""
+        loads = orjson.loads
+        for row in self.db.execute(
+            "SELECT type, event_id, day, project_id, amount, details FROM events ORDER BY seq"
+        ):
+            yield Record(row[0], row[1], row[2], row[3], row[4], loads(row[5]) if row[5] else None)
+
+    def rejections(self) -> list[dict[str, Any]]:
+        return [
+            {"source": s, "reason": r, "raw": raw}
+            for s, r, raw in self.db.execute("SELECT source, reason, raw FROM rejected ORDER BY id")
+        ]
+
+    # -- derived state ---------------------------------------------------
+    def cursor(self) -> tuple[int | None, int]:
+        clock, seq = self.db.execute("SELECT clock, seq FROM cursor WHERE id = 1").fetchone()
+        return clock, int(seq)
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def project_states(self) -> Iterator[dict[str, Any]]:
+        loads = orjson.loads
+        for (state,) in self.db.execute("SELECT state FROM projects"):
+            yield loads(state)
+
+    def alert_rows(self, *, status: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT data FROM alerts"
+        args: tuple[Any, ...] = ()
+        if status is not None:
+            query += " WHERE status = ?"
+            args = (status,)
+        return [orjson.loads(d) for (d,) in self.db.execute(query + " ORDER BY alert_id", args)]
+
+    def transition_rows(self, alert_id: str | None = None) -> list[dict[str, Any]]:
+        query, args = "SELECT data FROM transitions", ()
+        if alert_id is not None:
+            query, args = query + " WHERE alert_id = ?", (alert_id,)  # type: ignore[assignment]
+        return [orjson.loads(d) for (d,) in self.db.execute(query + " ORDER BY id", args)]
+
+    def commit_state(
+        self,
+        *,
+        projects: Iterable[dict[str, Any]],
+        alerts: Iterable[dict[str, Any]],
+        transitions: Iterable[dict[str, Any]],
+        clock: int,
+        seq: int,
+    ) -> None:
+        """State, alerts, transitions, outbox and cursor — all or nothing."""
+        dumps = orjson.dumps
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO projects(project_id, state) VALUES (?, ?)"
+                " ON CONFLICT(project_id) DO UPDATE SET state = excluded.state",
+                [(p["project_id"], dumps(p).decode()) for p in projects],
+            )
+            db.executemany(
+                "INSERT INTO alerts(alert_id, status, department_id, data) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(alert_id) DO UPDATE SET status = excluded.status,"
+                " department_id = excluded.department_id, data = excluded.data",
+                [(a["alert_id"], a["status"], a["department_id"], dumps(a).decode()) for a in alerts],
+            )
+            for t in transitions:
+                cur = db.execute(
+                    "INSERT INTO transitions(alert_id, day, kind, department_id, data) VALUES (?, ?, ?, ?, ?)",
+                    (t["alert_id"], t["_day"], t["transition"], t["department_id"],
+                     dumps({k: v for k, v in t.items() if k != "_day"}).decode()),
+                )
+                db.execute(
+                    "INSERT INTO outbox(transition_id, alert_id, department_id, kind, payload)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (cur.lastrowid, t["alert_id"], t["department_id"], t["transition"],
+                     dumps({k: v for k, v in t.items() if k != "_day"}).decode()),
+                )
+            db.execute("UPDATE cursor SET clock = ?, seq = ? WHERE id = 1", (clock, seq))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def reset_derived(self) -> None:
+        """Forget all derived state; the next run replays the whole log."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        for table in ("projects", "alerts", "transitions", "outbox"):
+            db.execute(f"DELETE FROM {table}")
+        db.execute("UPDATE cursor SET clock = NULL, seq = 0 WHERE id = 1")
+        db.execute("DELETE FROM meta WHERE key = 'profile'")
+        db.execute("COMMIT")
