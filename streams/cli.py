@@ -271,6 +271,11 @@ def demo_cmd(
     run_demo(directory, projects=projects, seed=seed, as_of=as_of, profile=load_profile(profile or settings().profile))
 
 
+# Commands of other areas register themselves on `app` when imported here.
+# One line per module; keep the list sorted.
+# (extension modules)
+
+
 def main() -> None:
     try:
         app()

@@ -119,4 +119,6 @@ def rejected_table(rows: Sequence[Mapping[str, Any]]) -> Table:
 
 
 def console() -> Console:
-    return Console()
+    # Piped output (CI logs, `| less`) gets room for the Chinese columns.
+    probe = Console()
+    return probe if probe.is_terminal else Console(width=160)
