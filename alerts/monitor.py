@@ -23,10 +23,11 @@ from alerts.profile import Profile
 from alerts.reductions import Proposal, proposals
 from alerts.rules import (
     LOW_EXECUTION,
+    DayContext,
+    assess,
+    day_context,
     department_figures,
     evaluate_department,
-    evaluate_project,
-    next_due,
     project_figures,
 )
 from budget.calendar import iso, year_bounds
@@ -62,12 +63,20 @@ class Monitor:
             self.book.add(alert)
         self.clock = clock
         if clock is not None:
+            contexts: dict[int, DayContext] = {}
             for state in self.ledger.projects.values():
-                if state.registered:
-                    self._schedule(state, clock, self._current_findings(state))
-
-    def _current_findings(self, state: ProjectState) -> dict[str, str]:
-        return {r: a.severity for r, a in self.book.firing_rules("project", state.project_id).items()}
+                if state.fiscal_year is None:
+                    continue
+                first, last = year_bounds(state.fiscal_year)
+                if clock < first:
+                    self._schedule_on(state.project_id, first)
+                elif clock <= last:
+                    ctx = contexts.get(state.fiscal_year)
+                    if ctx is None:
+                        ctx = contexts[state.fiscal_year] = day_context(self.profile, clock, state.fiscal_year)
+                    _, due = assess(state, ctx)
+                    if due is not None:
+                        self._schedule_on(state.project_id, due)
 
     # -- feeding ---------------------------------------------------------
     def apply(self, record: Record) -> None:
@@ -141,36 +150,45 @@ class Monitor:
             self._dirty = set()
             touched_departments = self._dirty_departments
             self._dirty_departments = set()
+        contexts: dict[int, DayContext] = {}
+        firing = self.book.firing
         for project_id in touched:
             state = projects[project_id]
-            if state.fiscal_year is not None:
-                transitions.extend(self._evaluate_project(state, day))
+            fiscal_year = state.fiscal_year
+            if fiscal_year is None:
+                continue
+            ctx = contexts.get(fiscal_year)
+            if ctx is None:
+                ctx = contexts[fiscal_year] = day_context(self.profile, day, fiscal_year)
+            if day < ctx.first:
+                self._schedule_on(project_id, ctx.first)
+                continue
+            if day > ctx.last:  # after its fiscal year the project's alerts stand as they are
+                continue
+            findings, due = assess(state, ctx)
+            current = firing.get(("project", project_id))
+            if current is None:
+                if findings:
+                    transitions.extend(self._reconcile_project(state, findings, day))
+            elif not _same(current, findings):
+                transitions.extend(self._reconcile_project(state, findings, day))
+            if due is not None:
+                self._schedule_on(project_id, due)
         for key in touched_departments:
             totals = departments[key]
             if key[0] == year:
                 transitions.extend(self._evaluate_department(totals, day))
         return transitions
 
-    def _evaluate_project(self, state: ProjectState, day: int) -> list[Transition]:
-        first, last = year_bounds(state.fiscal_year)  # type: ignore[arg-type]
-        if day < first:
-            self._schedule_on(state.project_id, first)
-            return []
-        if day > last:
-            return []
+    def _reconcile_project(self, state: ProjectState, findings: dict[str, str], day: int) -> list[Transition]:
         profile = self.profile
-        findings = evaluate_project(state, day, profile)
-        transitions: list[Transition] = []
-        if findings or self.book.firing.get(("project", state.project_id)):
-            transitions = self.book.reconcile(
-                _project_subject(state),
-                findings,
-                day,
-                lambda: project_figures(state, day, profile),
-                self._describer(_project_label(state), day),
-            )
-        self._schedule(state, day, findings)
-        return transitions
+        return self.book.reconcile(
+            _project_subject(state),
+            findings,
+            day,
+            lambda: project_figures(state, day, profile),
+            self._describer(_project_label(state), day),
+        )
 
     def _evaluate_department(self, totals: Totals, day: int) -> list[Transition]:
         profile = self.profile
@@ -201,11 +219,6 @@ class Monitor:
 
         return describe
 
-    def _schedule(self, state: ProjectState, day: int, findings: dict[str, str]) -> None:
-        due = next_due(state, day, self.profile, findings)
-        if due is not None:
-            self._schedule_on(state.project_id, due)
-
     def _schedule_on(self, project_id: str, day: int) -> None:
         previous = self._due_of.get(project_id)
         if previous == day:
@@ -229,6 +242,16 @@ class Monitor:
             if a.rule == LOW_EXECUTION and a.subject_type == "project" and a.subject_id in projects
         ]
         return proposals(flagged, when, self.profile.reduction.round_down_to_yuan)
+
+
+def _same(current: dict[str, Alert], findings: dict[str, str]) -> bool:
+    if len(current) != len(findings):
+        return False
+    for rule, severity in findings.items():
+        alert = current.get(rule)
+        if alert is None or alert.severity != severity:
+            return False
+    return True
 
 
 def _year(day: int) -> int:

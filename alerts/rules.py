@@ -12,10 +12,13 @@ breach: comparisons allow ``EPS`` so binary rounding cannot fire an alert.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from dataclasses import dataclass
 from typing import Any
 
-from alerts.profile import Profile
+from alerts.profile import Floor, Profile
 from budget.calendar import (
+    expected_curve,
     expected_progress,
     first_day_above,
     time_progress_for_year,
@@ -37,6 +40,75 @@ PROJECT_RULES = (LOW_EXECUTION, BEHIND_SCHEDULE, PROGRESS_GAP, OVERSPEND, STALLE
 RULES = (*PROJECT_RULES, DEPARTMENT_LOW_EXECUTION)
 
 Findings = dict[str, str]  # rule -> severity
+
+
+@dataclass(frozen=True, slots=True)
+class DayContext:
+    """What every project evaluated on one day of one fiscal year shares."""
+
+    day: int
+    year: int
+    first: int  # ordinal of Jan 1
+    last: int  # ordinal of Dec 31
+    floor: Floor | None
+    profile: Profile
+
+
+def day_context(profile: Profile, day: int, year: int) -> DayContext:
+    first, last = year_bounds(year)
+    return DayContext(day, year, first, last, profile.floor_on(day, year), profile)
+
+
+def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
+    """Findings on ``ctx.day`` and the next day they may change with no new event.
+
+    The hot path of both runtimes: one pass, no allocation beyond the result.
+    Equivalent to ``evaluate_project`` + ``next_due`` (checked by tests).
+    """
+    findings: Findings = {}
+    approved = state.approved
+    adjusted = state.adjusted
+    if approved is None and adjusted == 0:
+        return findings, None
+    profile = ctx.profile
+    day = ctx.day
+    budget = (approved or 0) + adjusted
+    paid = state.payments - state.reversals
+    due: int | None = None
+    if paid > budget:
+        findings[OVERSPEND] = profile.overspend.severity
+    elif paid < budget:
+        anchor = state.last_payment_on if state.last_payment_on is not None else state.approved_on
+        if anchor is not None:
+            stall_day = anchor + profile.stalled.days
+            if day >= stall_day:
+                findings[STALLED] = profile.stalled.severity
+            else:
+                due = stall_day
+    if budget <= 0:
+        return findings, due
+    rate = paid / budget
+    floor = ctx.floor
+    if floor is not None and rate < floor.floor - EPS:
+        findings[LOW_EXECUTION] = floor.severity
+    curve = state.curve
+    if curve is None:
+        curve = state.curve = expected_curve(ctx.year, state.plan)
+    index = day - ctx.first
+    expected = curve[index] if index < len(curve) else curve[-1]
+    lag = profile.behind_schedule.lag
+    if rate < expected - lag - EPS:
+        findings[BEHIND_SCHEDULE] = profile.behind_schedule.severity
+    else:
+        behind_index = bisect_right(curve, rate + lag + EPS)
+        if behind_index < len(curve):
+            behind_day = ctx.first + behind_index
+            if behind_day > day and (due is None or behind_day < due):
+                due = behind_day
+    completion = state.completion
+    if completion is not None and abs(rate - completion) > profile.progress_gap.gap + EPS:
+        findings[PROGRESS_GAP] = profile.progress_gap.severity
+    return findings, due
 
 
 def in_fiscal_year(state: ProjectState, day: int) -> bool:

@@ -17,6 +17,7 @@ def days_in_year(year: int) -> int:
     return 366 if _cal.isleap(year) else 365
 
 
+@lru_cache(maxsize=256)
 def year_bounds(year: int) -> tuple[int, int]:
     """First and last day of a fiscal year, as ordinals."""
     return dt.date(year, 1, 1).toordinal(), dt.date(year, 12, 31).toordinal()

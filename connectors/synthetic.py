@@ -100,10 +100,9 @@ def generate(spec: Spec) -> Iterator[bytes]:
         has_plan = rng.random() < 0.25
         budget = int(rng.lognormvariate(13.2, 1.0)) * 100 // 10000 * 10000 + 100000  # fen, 100 yuan steps
         approved_offset = rng.randrange(0, 31)
-        behaviour = rng.choices(
-            ["normal", "slow", "stalled", "never", "overspend", "late"],
-            [0.70, 0.12, 0.05, 0.03, 0.02, 0.08],
-        )[0]
+        # One department is in trouble: most of its projects lag (部门整体执行偏慢).
+        weights = [0.2, 0.4, 0.15, 0.15, 0.0, 0.1] if dept_index == 0 else [0.87, 0.04, 0.02, 0.01, 0.02, 0.04]
+        behaviour = rng.choices(["normal", "slow", "stalled", "never", "overspend", "late"], weights)[0]
         lines: list[bytes] = []
         registered = {
             "type": "project_registered", "event_id": f"{pid}-REG", "occurred_on": day(approved_offset),
@@ -129,7 +128,7 @@ def generate(spec: Spec) -> Iterator[bytes]:
                     "reason": "年中追加" if delta > 0 else "年中调减",
                 }))
         spend_share = {
-            "normal": rng.uniform(0.85, 1.0), "slow": rng.uniform(0.15, 0.45),
+            "normal": rng.uniform(0.9, 1.0), "slow": rng.uniform(0.15, 0.45),
             "stalled": rng.uniform(0.05, 0.25), "never": 0.0, "overspend": rng.uniform(1.03, 1.12),
             "late": rng.uniform(0.6, 0.95),
         }[behaviour]
@@ -143,10 +142,12 @@ def generate(spec: Spec) -> Iterator[bytes]:
                     continue
                 if behaviour == "stalled":
                     offset = approved_offset + int(rng.uniform(5, 60))
+                elif behaviour == "overspend":
+                    offset = int(days * 0.66 * rng.random())
                 elif behaviour == "late":
                     offset = int(days * (0.55 + 0.45 * rng.random() ** 0.6))
                 else:
-                    offset = int(days * rng.random() ** (1 / 1.6))  # back-loaded toward year end
+                    offset = int(days * rng.random() ** (1 / 1.25))  # back-loaded toward year end
                 when = day(max(offset, approved_offset))
                 payment_id = f"{pid}-PAY{k:04d}"
                 line = dumps({
@@ -165,7 +166,7 @@ def generate(spec: Spec) -> Iterator[bytes]:
                         "amount": _amount(back), "original_event_id": payment_id,
                     }))
         if rng.random() < 0.6:
-            performance = {"normal": rng.uniform(0.8, 1.05), "slow": rng.uniform(0.3, 1.0)}.get(
+            performance = {"normal": rng.uniform(0.85, 1.05), "slow": rng.uniform(0.3, 1.0)}.get(
                 behaviour, rng.uniform(0.2, 1.1)
             )
             for n, (category, label, unit, direction) in enumerate(rng.sample(INDICATORS, rng.randint(2, 4))):

@@ -307,17 +307,26 @@ class Store:
                 " department_id = excluded.department_id, data = excluded.data",
                 [(a["alert_id"], a["status"], a["department_id"], dumps(a).decode()) for a in alerts],
             )
-            for t in transitions:
-                cur = db.execute(
-                    "INSERT INTO transitions(alert_id, day, kind, department_id, data) VALUES (?, ?, ?, ?, ?)",
-                    (t["alert_id"], t["_day"], t["transition"], t["department_id"],
-                     dumps({k: v for k, v in t.items() if k != "_day"}).decode()),
+            rows = list(transitions)
+            if rows:
+                # Ids assigned here (the engine is the only writer of transitions) so
+                # both tables go in with one executemany each.
+                next_id = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM transitions").fetchone()[0])
+                encoded = [dumps({k: v for k, v in t.items() if k != "_day"}).decode() for t in rows]
+                db.executemany(
+                    "INSERT INTO transitions(id, alert_id, day, kind, department_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (next_id + i, t["alert_id"], t["_day"], t["transition"], t["department_id"], data)
+                        for i, (t, data) in enumerate(zip(rows, encoded, strict=True))
+                    ],
                 )
-                db.execute(
+                db.executemany(
                     "INSERT INTO outbox(transition_id, alert_id, department_id, kind, payload)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (cur.lastrowid, t["alert_id"], t["department_id"], t["transition"],
-                     dumps({k: v for k, v in t.items() if k != "_day"}).decode()),
+                    [
+                        (next_id + i, t["alert_id"], t["department_id"], t["transition"], data)
+                        for i, (t, data) in enumerate(zip(rows, encoded, strict=True))
+                    ],
                 )
             db.execute("UPDATE cursor SET clock = ?, seq = ? WHERE id = 1", (clock, seq))
             db.execute("COMMIT")

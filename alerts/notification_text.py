@@ -1,0 +1,147 @@
+"""Chinese notification text for one alert transition (pure: no I/O, no clock).
+
+The engine stores each transition as ``Transition.to_json()`` (alert fields plus
+``transition``, ``date`` and ``previous_severity``). This module turns such a
+mapping into the title, a Markdown body (DingTalk, WeCom) and a plain-text body
+(email, webhook) for a new alert, a severity change or a resolution, with the
+figures and the recommended action.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from alerts.messages import KIND_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan
+
+SUBJECT_TYPE_NAMES: dict[str, str] = {"project": "项目", "department": "部门"}
+
+AUDIENCE_PREFIX: dict[str, str] = {
+    "department": "",
+    "default": "",
+    "escalation": "【抄送财政局】",
+}
+
+
+def _days(value: Any) -> str:
+    return "—" if value is None else f"{value}天"
+
+
+# (figure key, label, formatter) in display order; a figure absent or None is left out.
+FIGURES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("budget", "预算金额", wan),
+    ("paid", "已支付", wan),
+    ("execution_rate", "预算执行率", pct),
+    ("time_progress", "序时进度", pct),
+    ("expected_progress", "计划进度", pct),
+    ("floor", "执行进度要求", pct),
+    ("performance_completion", "绩效目标完成率", pct),
+    ("days_without_payment", "连续未支付天数", _days),
+    ("projects", "项目个数", lambda v: f"{v}个"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationText:
+    title: str
+    markdown: str
+    plain: str
+
+
+def figure_lines(transition: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(label, formatted value) for the figures that explain the alert."""
+    figures: Mapping[str, Any] = transition.get("figures") or {}
+    rule = transition.get("rule")
+    lines: list[tuple[str, str]] = []
+    for key, label, fmt in FIGURES:
+        value = figures.get(key)
+        if value is None:
+            continue
+        if key == "days_without_payment" and rule != "stalled":
+            continue
+        if key == "expected_progress" and value == figures.get("time_progress"):
+            continue
+        lines.append((label, fmt(value)))
+    return lines
+
+
+def severity_text(transition: Mapping[str, Any]) -> str:
+    kind = transition.get("transition", "firing")
+    severity = str(transition.get("severity", ""))
+    name = SEVERITY_NAMES.get(severity, severity)
+    previous = transition.get("previous_severity")
+    if kind in ("escalated", "deescalated") and previous:
+        return f"{SEVERITY_NAMES.get(previous, previous)} → {name}"
+    return name
+
+
+def headline(transition: Mapping[str, Any]) -> str:
+    """e.g. 【新预警·严重预警】预算执行率偏低：教育局 校舍改造"""
+    kind = str(transition.get("transition", "firing"))
+    rule = str(transition.get("rule", ""))
+    severity = str(transition.get("severity", ""))
+    kind_name = KIND_NAMES.get(kind, kind)
+    tag = kind_name if kind == "resolved" else f"{kind_name}·{SEVERITY_NAMES.get(severity, severity)}"
+    department = transition.get("department_name") or transition.get("department_id", "")
+    subject = transition.get("subject_name") or transition.get("subject_id", "")
+    who = department if transition.get("subject_type") == "department" else f"{department} {subject}"
+    return f"【{tag}】{RULE_NAMES.get(rule, rule)}：{who}"
+
+
+def subject_text(transition: Mapping[str, Any]) -> str:
+    kind = SUBJECT_TYPE_NAMES.get(str(transition.get("subject_type")), "对象")
+    name = transition.get("subject_name") or ""
+    return f"{kind} {name}（{transition.get('subject_id', '')}）".replace("  ", " ")
+
+
+def compose_notification(
+    transition: Mapping[str, Any], *, audience: str = "department", reference: str | None = None
+) -> NotificationText:
+    """Title, Markdown and plain text for one transition.
+
+    ``audience`` is ``department`` (the department's own channels), ``default``
+    (the fallback contact) or ``escalation`` (the bureau copy); ``reference``
+    is the delivery's dedup key, printed so a person can quote it.
+    """
+    title = AUDIENCE_PREFIX.get(audience, "") + headline(transition)
+    kind = str(transition.get("transition", "firing"))
+    department = transition.get("department_name") or ""
+    department_id = transition.get("department_id", "")
+    fields: list[tuple[str, str]] = [
+        ("预算单位", f"{department}（{department_id}）" if department else str(department_id)),
+        ("预警对象", subject_text(transition)),
+        ("预警规则", RULE_NAMES.get(str(transition.get("rule")), str(transition.get("rule")))),
+        ("预警级别", severity_text(transition)),
+        ("变动类型", KIND_NAMES.get(kind, kind)),
+        ("业务日期", str(transition.get("date", ""))),
+    ]
+    since = transition.get("since")
+    if since and kind != "firing":
+        fields.append(("预警起始", str(since)))
+    figures = figure_lines(transition)
+    message = str(transition.get("message", ""))
+    action = str(transition.get("action", ""))
+    footer = f"预警编号：{transition.get('alert_id', '')}"
+    if reference:
+        footer += f"；通知编号：{reference}"
+
+    md: list[str] = [f"### {title}", ""]
+    md += [f"- **{label}**：{value}" for label, value in fields]
+    md += ["", f"**情况说明**：{message}", ""]
+    if figures:
+        md += ["**关键数据**：", ""]
+        md += [f"- {label}：{value}" for label, value in figures]
+        md.append("")
+    md += [f"**{'处理建议' if kind == 'resolved' else '建议措施'}**：{action}", "", f"> {footer}"]
+
+    plain: list[str] = [title, ""]
+    plain += [f"{label}：{value}" for label, value in fields]
+    plain += ["", f"情况说明：{message}", ""]
+    if figures:
+        plain.append("关键数据：")
+        plain += [f"  {label}：{value}" for label, value in figures]
+        plain.append("")
+    plain += [f"{'处理建议' if kind == 'resolved' else '建议措施'}：{action}", "", footer, ""]
+    plain.append("（本邮件由预算执行监控系统 budgetwatch 自动发送，请勿直接回复。）")
+    return NotificationText(title=title, markdown="\n".join(md), plain="\n".join(plain))

@@ -1,0 +1,94 @@
+import datetime as dt
+
+import orjson
+import pytest
+
+from budget.events import EventRejected, parse_event, parse_event_object, record_to_json_dict
+from tests import builders as b
+
+
+def test_every_contract_type_validates_and_round_trips() -> None:
+    events = [
+        b.registered("P1", plan=[i / 12 for i in range(1, 13)]),
+        b.approved("P1", "1500000.00"),
+        b.adjusted("P1", "-200000", on="2025-06-01"),
+        b.payment("P1", "1000.50", on="2025-03-01"),
+        b.reversal("P1", "0.50", on="2025-03-02"),
+        b.indicator("P1", "I1", 100, direction="lower_better"),
+        b.report("P1", "I1", 80.5, on="2025-03-31"),
+        b.report("P1", "I1", True, on="2025-04-30"),
+    ]
+    for event in events:
+        record = parse_event(orjson.dumps(event)).to_record()
+        assert record.type == event["type"]
+        again = record_to_json_dict(record)
+        assert parse_event_object(again).to_record() == record
+
+
+def test_money_is_int_fen_and_dates_are_ordinals() -> None:
+    record = b.record(b.payment("P1", "1000.50", on="2025-03-01", event_id="E1"))
+    assert record.amount == 100050
+    assert record.day == dt.date(2025, 3, 1).toordinal()
+
+
+def test_a_full_iso_datetime_is_accepted_as_its_date() -> None:
+    event = b.payment("P1", "1", on="2025-03-01T23:10:00+08:00")
+    assert parse_event_object(event).occurred_on == dt.date(2025, 3, 1)
+
+
+def test_unknown_fields_are_ignored() -> None:
+    event = {**b.payment("P1", "1", on="2025-03-01"), "voucher_note": "x"}
+    assert parse_event_object(event).to_record().amount == 100
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"event_id": "x"}', "missing field 'type'"),
+        (b'{"type": "grant", "event_id": "x"}', "unknown event type 'grant'"),
+        (b'{"type": "payment", "event_id": "x", "occurred_on": "2025-03-01", "amount": "1"}',
+         "missing field 'project_id'"),
+        (b'{"type": "payment", "event_id": "x", "occurred_on": "2025-02-30", "project_id": "P", "amount": "1"}',
+         "occurred_on"),
+        (b'{"type": "payment", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P", "amount": "0"}',
+         "greater than 0"),
+        (b'{"type": "payment", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P", "amount": "-3"}',
+         "greater than 0"),
+        (b'{"type": "payment_reversed", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P",'
+         b' "amount": "0"}', "greater than 0"),
+        (b'{"type": "payment", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P", "amount": "1.005"}',
+         "whole number of fen"),
+        (b'{"type": "budget_approved", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P",'
+         b' "amount": "-1"}', "greater than or equal to 0"),
+        (b'{"type": "payment", "event_id": "", "occurred_on": "2025-03-01", "project_id": "P", "amount": "1"}',
+         "event_id"),
+        (b'{"type": "payment", "event_id": "x", "occurred_on": "1850-03-01", "project_id": "P", "amount": "1"}',
+         "outside"),
+        (b'{"type": "indicator_reported", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P"}',
+         "missing field"),
+        (b'{"type": "indicator_defined", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P",'
+         b' "indicator_id": "I", "name": "n", "target": 1, "weight": 0}', "weight"),
+    ],
+)
+def test_bad_input_is_rejected_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(EventRejected) as caught:
+        parse_event(raw)
+    assert reason in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("plan", "reason"),
+    [([0.1] * 11, "12 monthly"), ([0.5, 0.4] + [1.0] * 10, "cumulative"), ([1.2] * 12, "outside 0-1")],
+)
+def test_spending_plans_must_be_twelve_cumulative_fractions(plan: list[float], reason: str) -> None:
+    with pytest.raises(EventRejected) as caught:
+        parse_event_object(b.registered("P1", plan=plan))
+    assert reason in caught.value.reason
+
+
+def test_fund_source_must_be_one_of_the_four_budgets() -> None:
+    with pytest.raises(EventRejected) as caught:
+        parse_event_object(b.registered("P1", fund_source="lottery"))
+    assert "fund_source" in caught.value.reason

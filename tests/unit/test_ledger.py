@@ -1,0 +1,88 @@
+from budget.ledger import Ledger, ProjectState, fold, region_totals
+from tests import builders as b
+
+
+def test_budget_paid_and_rate() -> None:
+    ledger = fold(b.records([
+        b.registered("P1"), b.approved("P1", "1000000"), b.adjusted("P1", "200000", on="2025-05-01"),
+        b.adjusted("P1", "-100000", on="2025-06-01"), b.payment("P1", "330000", on="2025-03-01"),
+        b.reversal("P1", "30000", on="2025-03-05"),
+    ]))
+    state = ledger.projects["P1"]
+    assert state.budget == 110000000
+    assert state.paid == 30000000
+    assert state.execution_rate == 300000 / 1100000
+
+
+def test_adjusting_the_budget_to_zero_leaves_no_rate() -> None:
+    ledger = fold(b.records([b.registered("P1"), b.approved("P1", "500"), b.adjusted("P1", "-500", on="2025-04-01")]))
+    assert ledger.projects["P1"].budget == 0
+    assert ledger.projects["P1"].execution_rate is None
+    assert ledger.departments[(2025, "D01")].execution_rate is None
+
+
+def test_a_payment_before_registration_is_kept_and_counted_once_registered() -> None:
+    ledger = Ledger()
+    for r in b.records([b.payment("P1", "100", on="2025-02-01"), b.approved("P1", "1000")]):
+        ledger.apply(r)
+    assert not ledger.projects["P1"].registered
+    assert ledger.departments == {}
+    ledger.apply(b.record(b.registered("P1")))
+    totals = ledger.departments[(2025, "D01")]
+    assert (totals.budget, totals.paid, totals.projects) == (100000, 10000, 1)
+
+
+def test_department_and_region_are_sums_not_means_of_rates() -> None:
+    ledger = fold(b.records([
+        b.registered("A"), b.approved("A", "100"), b.payment("A", "90", on="2025-03-01"),
+        b.registered("B"), b.approved("B", "900"), b.payment("B", "90", on="2025-03-01"),
+        b.registered("C", department_id="D02", department_name="教育局"), b.approved("C", "1000"),
+        b.payment("C", "500", on="2025-03-01"),
+    ]))
+    assert ledger.departments[(2025, "D01")].execution_rate == 180 / 1000  # not (0.9 + 0.1) / 2
+    assert region_totals(ledger, 2025) == (200000, 68000)
+
+
+def test_department_overall_is_not_added_into_the_sums() -> None:
+    ledger = fold(b.records([
+        b.registered("A"), b.approved("A", "100"),
+        b.registered("ALL", kind="department_overall"), b.approved("ALL", "5000"),
+    ]))
+    assert ledger.departments[(2025, "D01")].budget == 10000
+    assert ledger.projects["ALL"].budget == 500000
+
+
+def test_re_registration_moves_the_project_between_departments() -> None:
+    ledger = fold(b.records([
+        b.registered("A"), b.approved("A", "100"),
+        b.registered("A", department_id="D02", department_name="教育局", on="2025-02-01", event_id="A-REG2"),
+    ]))
+    assert ledger.departments[(2025, "D01")].budget == 0
+    assert ledger.departments[(2025, "D01")].projects == 0
+    assert ledger.departments[(2025, "D02")].budget == 10000
+
+
+def test_later_approval_replaces_earlier_whatever_the_arrival_order() -> None:
+    early = b.approved("A", "100", on="2025-01-05", event_id="A-APP-1")
+    late = b.approved("A", "300", on="2025-02-05", event_id="A-APP-2")
+    for order in ([early, late], [late, early]):
+        ledger = fold(b.records([b.registered("A"), *order]))
+        assert ledger.projects["A"].budget == 30000
+        assert ledger.departments[(2025, "D01")].budget == 30000
+
+
+def test_duplicates_are_applied_once() -> None:
+    pay = b.payment("A", "100", on="2025-03-01", event_id="E1")
+    ledger = fold(b.records([b.registered("A"), b.approved("A", "1000"), pay, pay, pay]))
+    assert ledger.projects["A"].paid == 10000
+
+
+def test_state_survives_a_round_trip_through_its_dict() -> None:
+    ledger = fold(b.records([
+        b.registered("A", plan=[i / 12 for i in range(1, 13)]), b.approved("A", "1000"),
+        b.payment("A", "10", on="2025-03-01"), b.indicator("A", "I1", 10), b.report("A", "I1", 5, on="2025-03-31"),
+    ]))
+    state = ledger.projects["A"]
+    again = ProjectState.from_dict(state.to_dict())
+    assert again.to_dict() == state.to_dict()
+    assert again.completion == 0.5

@@ -1,0 +1,122 @@
+"""The alert lifecycle and the event-time monitor (pure)."""
+
+from __future__ import annotations
+
+from alerts.lifecycle import Alert
+from alerts.monitor import Monitor
+from alerts.profile import Profile
+from budget.ledger import ProjectState
+from connectors.profiles import load_profile
+from tests import builders as b
+from tests.builders import day
+
+
+def run(events: list[dict], until: str, profile: Profile | None = None,
+        monitor: Monitor | None = None) -> tuple[Monitor, list[dict]]:
+    monitor = monitor or Monitor(profile or load_profile("baseline"))
+    records = sorted(b.records(events), key=lambda r: r.day)
+    found = []
+    for _, transitions in monitor.process(records, day(until)):
+        found.extend(t.to_json() for t in transitions)
+    return monitor, found
+
+
+def by_rule(transitions: list[dict]) -> dict[str, list[tuple[str, str, str]]]:
+    out: dict[str, list[tuple[str, str, str]]] = {}
+    for t in transitions:
+        out.setdefault(t["rule"], []).append((t["transition"], t["date"], t["severity"]))
+    return out
+
+
+def test_time_driven_rules_fire_on_their_business_date_with_no_events() -> None:
+    events = [b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
+              b.payment("P", "100000", on="2025-02-01")]
+    monitor, transitions = run(events, "2025-09-30")
+    rules = by_rule(transitions)
+    # 90 days after the last payment on 02-01.
+    assert rules["stalled"] == [("firing", "2025-05-02", "warning")]
+    # Time progress passes 0.30 (rate 0.10 + 20 points) on day 110.
+    assert rules["behind_schedule"] == [("firing", "2025-04-20", "warning")]
+    # The floor applies from 06-30, however late the run.
+    assert rules["low_execution"] == [("firing", "2025-06-30", "critical")]
+    assert rules["department_low_execution"] == [("firing", "2025-06-30", "warning")]
+    assert monitor.clock == day("2025-09-30")
+
+
+def test_evaluating_the_same_state_again_changes_nothing() -> None:
+    monitor, first = run([b.registered("P"), b.approved("P", "1000")], "2025-07-01")
+    assert first
+    again = []
+    for _, transitions in monitor.process([], day("2025-07-10")):
+        again.extend(transitions)
+    assert again == []
+
+
+def test_a_payment_resolves_and_the_alert_keeps_its_identity() -> None:
+    events = [b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
+              b.payment("P", "100000", on="2025-02-01"), b.payment("P", "500000", on="2025-07-15")]
+    monitor, transitions = run(events, "2025-09-30")
+    low = [t for t in transitions if t["rule"] == "low_execution"]
+    assert [(t["transition"], t["date"]) for t in low] == [("firing", "2025-06-30"), ("resolved", "2025-07-15")]
+    assert low[0]["alert_id"] == low[1]["alert_id"] == "2025:low_execution:project:P"
+    assert low[1]["figures"]["execution_rate"] == 0.6
+    assert "预警解除" in low[1]["message"]
+
+
+def test_severity_changes_with_the_provincial_floors_and_a_new_episode_keeps_the_id() -> None:
+    provincial = load_profile("provincial")
+    events = [b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
+              b.payment("P", "200000", on="2025-03-01"), b.payment("P", "300000", on="2025-07-15")]
+    _, transitions = run(events, "2025-09-30", provincial)
+    low = [(t["transition"], t["date"], t["severity"]) for t in transitions if t["rule"] == "low_execution"]
+    assert low == [
+        ("firing", "2025-04-30", "warning"),  # 20% < 25%
+        ("escalated", "2025-06-30", "critical"),  # 20% < 40%
+        ("resolved", "2025-07-15", "critical"),  # 50% >= 40%
+        ("firing", "2025-08-31", "critical"),  # 50% < 60%
+    ]
+    episodes = {t["alert_id"] for t in transitions if t["rule"] == "low_execution"}
+    assert episodes == {"2025:low_execution:project:P"}
+    assert [t for t in transitions if t["rule"] == "low_execution"][-1]["since"] == "2025-08-31"
+
+
+def test_a_late_event_is_applied_at_the_clock() -> None:
+    monitor, _ = run([b.registered("P"), b.approved("P", "1000000", on="2025-01-05")], "2025-07-31")
+    late = [b.payment("P", "900000", on="2025-03-01")]
+    _, transitions = run(late, "2025-07-31", monitor=monitor)
+    resolved = {t["rule"]: t["date"] for t in transitions if t["transition"] == "resolved"}
+    assert resolved == {"low_execution": "2025-07-31", "behind_schedule": "2025-07-31",
+                        "department_low_execution": "2025-07-31"}
+    # By business date the last payment is 03-01, 152 days ago: still stalled.
+    assert "stalled" in monitor.book.firing_rules("project", "P")
+
+
+def test_alert_messages_are_chinese_with_figures_and_an_action() -> None:
+    _, transitions = run([b.registered("P", name="展示厅经费项目", department_name="科创中心"),
+                          b.approved("P", "100000", on="2025-01-05")], "2025-06-30")
+    low = next(t for t in transitions if t["rule"] == "low_execution")
+    assert "科创中心「展示厅经费项目」" in low["message"]
+    assert "0.00%" in low["message"] and "30.00%" in low["message"]
+    assert "调减" in low["action"] and "10个工作日" in low["action"]
+    assert low["figures"]["budget"] == "100000.00"
+
+
+def test_restoring_a_monitor_mid_year_gives_the_same_transitions() -> None:
+    events = [b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
+              b.payment("P", "100000", on="2025-02-01"), b.payment("P", "500000", on="2025-08-15"),
+              b.registered("Q", plan=[0.0] * 5 + [0.5] * 6 + [1.0]), b.approved("Q", "10")]
+    _, whole = run(events, "2025-12-31")
+    cut = day("2025-05-10")
+    first, part1 = run([e for e in events if day(e["occurred_on"]) <= cut], "2025-05-10")
+    restored = Monitor(load_profile("baseline"))
+    restored.restore(
+        [ProjectState.from_dict(s.to_dict()) for s in first.ledger.projects.values()],
+        [Alert.from_json(a.to_json()) for a in first.book.alerts.values()],
+        first.clock,
+    )
+    rest = sorted(b.records([e for e in events if day(e["occurred_on"]) > cut]), key=lambda r: r.day)
+    part2 = []
+    for _, transitions in restored.process(rest, day("2025-12-31")):
+        part2.extend(t.to_json() for t in transitions)
+    assert part1 + part2 == whole
+    assert len(whole) > 5

@@ -1,0 +1,32 @@
+from decimal import Decimal
+
+import pytest
+
+from budget.money import FEN_PER_WAN, MoneyError, fen_to_str, format_wan, to_fen
+
+
+@pytest.mark.parametrize(
+    ("value", "fen"),
+    [("1500000.00", 150000000), ("0.01", 1), (12, 1200), (12.5, 1250), ("1,234.50", 123450),
+     (Decimal("3.10"), 310), ("-20.00", -2000), (0.1, 10), (1234567.89, 123456789)],
+)
+def test_amounts_become_exact_fen(value: object, fen: int) -> None:
+    assert to_fen(value) == fen
+
+
+def test_wan_amounts_scale_to_fen() -> None:
+    assert to_fen("1.2345", per_unit=FEN_PER_WAN) == 1234500
+    assert to_fen("150", per_unit=FEN_PER_WAN) == 150000000
+
+
+@pytest.mark.parametrize("value", ["1.001", "abc", "", "NaN", "Infinity", True, None, [1]])
+def test_what_is_not_whole_fen_is_refused_not_rounded(value: object) -> None:
+    with pytest.raises(MoneyError):
+        to_fen(value)
+
+
+def test_formatting() -> None:
+    assert fen_to_str(150000000) == "1500000.00"
+    assert fen_to_str(-5) == "-0.05"
+    assert fen_to_str(0) == "0.00"
+    assert format_wan(150000000) == "150.00万元"
