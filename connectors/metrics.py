@@ -1,0 +1,254 @@
+"""Prometheus metrics of budget execution, computed at scrape time (DESIGN §8).
+
+A custom collector reads a :class:`alerts.monitor.Monitor` (handed in through a
+callable, so the embedded service and a Faust worker can each pass their own)
+and turns its ledger and alert book into gauges. Nothing is kept between
+scrapes: every scrape shows the monitor as it stands.
+
+Labels are bounded: department, fund source, rule, severity and outcome. The
+only per-project series is ``budget_project_execution_ratio``, and only for the
+projects that have an active alert (a bounded, actionable set).
+
+The collector registers on the registry it is given, never on the global one.
+It does no I/O itself: event counters and processing progress come from
+callables too (the service reads them from SQLite, a worker from its tables).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from alerts.monitor import Monitor
+from budget.calendar import from_day, time_progress_for_year, year_of
+from budget.ledger import counts_in_rollup, region_totals
+
+FEN_PER_YUAN = 100.0
+# Business dates are Chinese calendar days: midnight in UTC+8.
+CHINA = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
+OUTCOMES = ("applied", "duplicate", "rejected")
+
+# name -> (type, help, labels); the README table and the dashboards test use this.
+_DF = ("department", "fund_source")
+METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "budget_allocated_yuan": ("gauge", "Budget (approved + adjustments) of the year, yuan", _DF),
+    "budget_paid_yuan": ("gauge", "Paid (payments - reversals) in the year, yuan", _DF),
+    "budget_projects": ("gauge", "Registered projects in the fiscal year", _DF),
+    "budget_region_execution_ratio": ("gauge", "Region execution rate, paid / budget", ()),
+    "budget_department_execution_ratio": (
+        "gauge", "Department execution rate, paid / budget", ("department",),
+    ),
+    "budget_fund_source_execution_ratio": (
+        "gauge", "Execution rate of one fund source, paid / budget", ("fund_source",),
+    ),
+    "budget_time_progress_ratio": ("gauge", "Time progress of the fiscal year at the clock", ()),
+    "budget_department_info": (
+        "info", "Department names (join on department)", ("department", "department_name"),
+    ),
+    "budget_alerts_firing": (
+        "gauge", "Active alerts by rule, severity and department",
+        ("rule", "severity", "department"),
+    ),
+    "budget_project_execution_ratio": (
+        "gauge", "Execution rate of a project with an active alert", ("project", "department"),
+    ),
+    "budget_events_total": ("counter", "Input events by outcome", ("outcome",)),
+    "budget_processing_lag_days": (
+        "gauge", "Latest business date received minus the clock, days", (),
+    ),
+    "budget_processing_lag_seconds": (
+        "gauge", "Seconds the oldest unprocessed input has waited (0 when caught up)", (),
+    ),
+    "budget_clock_timestamp_seconds": (
+        "gauge", "The last closed business day (00:00 UTC+8) as a Unix time", (),
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far processing is behind its input, as the runtime sees it."""
+
+    latest_event_day: int | None = None  # latest business date received (date ordinal)
+    waiting_seconds: float = 0.0  # wall time the oldest unprocessed input has waited
+
+
+MonitorSource = Callable[[], Monitor | None]
+CounterSource = Callable[[], Mapping[str, int]]
+ProgressSource = Callable[[], Progress]
+
+
+def day_timestamp(day: int) -> float:
+    """Unix time of 00:00 (UTC+8) of a business day given as a date ordinal."""
+    return dt.datetime.combine(from_day(day), dt.time(), CHINA).timestamp()
+
+
+def _ratio(paid: int, budget: int) -> float | None:
+    return paid / budget if budget > 0 else None
+
+
+class BudgetCollector(Collector):
+    """Computes every ``budget_*`` metric from a monitor when scraped."""
+
+    def __init__(
+        self,
+        monitor: MonitorSource,
+        *,
+        counters: CounterSource | None = None,
+        progress: ProgressSource | None = None,
+    ) -> None:
+        self._monitor = monitor
+        self._counters = counters
+        self._progress = progress
+
+    def describe(self) -> Iterator[Metric]:
+        # Describing without collecting keeps registration free of side effects.
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._events()
+        monitor = self._monitor()
+        clock = monitor.clock if monitor is not None else None
+        yield from self._lag(clock)
+        if monitor is None or clock is None:
+            return
+        yield from self._business(monitor, clock)
+
+    # -- families ----------------------------------------------------------
+    def _events(self) -> Iterator[Metric]:
+        if self._counters is None:
+            return
+        found = self._counters()
+        family = CounterMetricFamily(
+            "budget_events", METRICS["budget_events_total"][1], labels=["outcome"]
+        )
+        for outcome in OUTCOMES:
+            family.add_metric([outcome], float(found.get(f"events_{outcome}", 0)))
+        yield family
+
+    def _lag(self, clock: int | None) -> Iterator[Metric]:
+        if self._progress is None:
+            return
+        progress = self._progress()
+        latest = progress.latest_event_day
+        if latest is None:
+            yield _gauge("budget_processing_lag_days", 0.0)
+        elif clock is not None:  # before the first run there is no clock to measure from
+            yield _gauge("budget_processing_lag_days", float(max(0, latest - clock)))
+        yield _gauge("budget_processing_lag_seconds", max(0.0, progress.waiting_seconds))
+
+    def _business(self, monitor: Monitor, clock: int) -> Iterator[Metric]:
+        year = year_of(clock)
+        ledger = monitor.ledger
+        yield _gauge("budget_clock_timestamp_seconds", day_timestamp(clock))
+        yield _gauge("budget_time_progress_ratio", time_progress_for_year(clock, year))
+
+        # Sums by (department, fund source) over the projects that count in the
+        # rollups (department_overall lines would count the same money twice).
+        cells: dict[tuple[str, str], list[int]] = {}
+        names: dict[str, str] = {}
+        for state in ledger.projects.values():
+            if state.fiscal_year != year or not counts_in_rollup(state):
+                continue
+            department = state.department_id or ""
+            key = (department, state.fund_source or "")
+            cell = cells.get(key)
+            if cell is None:
+                cell = cells[key] = [0, 0, 0]
+            cell[0] += state.budget
+            cell[1] += state.paid
+            cell[2] += 1
+            if state.department_name:
+                names[department] = state.department_name
+        allocated = _family("budget_allocated_yuan")
+        paid = _family("budget_paid_yuan")
+        projects = _family("budget_projects")
+        by_fund: dict[str, list[int]] = {}
+        for (department, fund), (budget_fen, paid_fen, count) in sorted(cells.items()):
+            allocated.add_metric([department, fund], budget_fen / FEN_PER_YUAN)
+            paid.add_metric([department, fund], paid_fen / FEN_PER_YUAN)
+            projects.add_metric([department, fund], float(count))
+            total = by_fund.setdefault(fund, [0, 0])
+            total[0] += budget_fen
+            total[1] += paid_fen
+        yield allocated
+        yield paid
+        yield projects
+
+        region_budget, region_paid = region_totals(ledger, year)
+        region = _ratio(region_paid, region_budget)
+        if region is not None:
+            yield _gauge("budget_region_execution_ratio", region)
+
+        departments = _family("budget_department_execution_ratio")
+        info = InfoMetricFamily(
+            "budget_department", METRICS["budget_department_info"][1], labels=["department"]
+        )
+        for (fy, department), totals in sorted(ledger.departments.items()):
+            if fy != year or totals.projects <= 0:
+                continue
+            rate = totals.execution_rate
+            if rate is not None:
+                departments.add_metric([department], rate)
+            name = totals.department_name or names.get(department) or department
+            info.add_metric([department], {"department_name": name})
+        yield departments
+        yield info
+
+        funds = _family("budget_fund_source_execution_ratio")
+        for fund, (budget_fen, paid_fen) in sorted(by_fund.items()):
+            rate = _ratio(paid_fen, budget_fen)
+            if rate is not None:
+                funds.add_metric([fund], rate)
+        yield funds
+
+        firing: dict[tuple[str, str, str], int] = {}
+        in_alert: dict[str, str] = {}
+        for alert in monitor.book.active():
+            key3 = (alert.rule, alert.severity, alert.department_id)
+            firing[key3] = firing.get(key3, 0) + 1
+            if alert.subject_type == "project":
+                in_alert[alert.subject_id] = alert.department_id
+        alerts = _family("budget_alerts_firing")
+        for (rule, severity, department), count in sorted(firing.items()):
+            alerts.add_metric([rule, severity, department], float(count))
+        yield alerts
+
+        per_project = _family("budget_project_execution_ratio")
+        for project_id, department in sorted(in_alert.items()):
+            alerted = ledger.projects.get(project_id)
+            rate = alerted.execution_rate if alerted is not None else None
+            if rate is not None:
+                per_project.add_metric([project_id, department], rate)
+        yield per_project
+
+
+def _family(name: str) -> GaugeMetricFamily:
+    _, help_text, labels = METRICS[name]
+    return GaugeMetricFamily(name, help_text, labels=list(labels))
+
+
+def _gauge(name: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, METRICS[name][1], value=value)
+
+
+def register(
+    registry: CollectorRegistry,
+    monitor: MonitorSource,
+    *,
+    counters: CounterSource | None = None,
+    progress: ProgressSource | None = None,
+) -> BudgetCollector:
+    """Create the collector and register it on ``registry`` (never the global one)."""
+    collector = BudgetCollector(monitor, counters=counters, progress=progress)
+    registry.register(collector)
+    return collector

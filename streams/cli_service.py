@@ -1,0 +1,84 @@
+"""`budgetwatch serve`: registers the long-running service on the CLI app."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from aiohttp import web
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams import render
+from streams.cli import DbOption, ProfileOption, app, open_engine, settings
+from streams.errors import BudgetwatchError
+from streams.service import Service, build_app, optional_workers
+
+
+class ServiceSettings(BaseSettings):
+    """Settings only `serve` reads (the shared ones are in streams.settings)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    http_host: str = Field(
+        default="127.0.0.1", validation_alias=AliasChoices("BUDGETWATCH_HTTP_HOST"),
+        description="address `budgetwatch serve` listens on",
+    )
+    grafana_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("GRAFANA_URL"),
+        description="Grafana base URL; alert transitions become annotations when set",
+    )
+    grafana_token: str | None = Field(
+        default=None, validation_alias=AliasChoices("GRAFANA_TOKEN"),
+        description="Grafana service-account token (annotations:write)",
+    )
+
+
+PORT_HELP = "HTTP port (env BUDGETWATCH_HTTP_PORT; default 8080)"
+HOST_HELP = "listen address (env BUDGETWATCH_HTTP_HOST; default 127.0.0.1)"
+LIVE_HELP = "wall-clock time: close business days as the calendar moves (default: event time)"
+TICK_HELP = "--live: seconds between checks of the wall clock"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@app.command("serve")
+def serve_cmd(
+    port: Annotated[int | None, typer.Option("--port", help=PORT_HELP)] = None,
+    host: Annotated[str | None, typer.Option("--host", help=HOST_HELP)] = None,
+    db: DbOption = None,
+    profile: ProfileOption = None,
+    live: Annotated[bool, typer.Option("--live", help=LIVE_HELP)] = False,
+    tick: Annotated[float, typer.Option("--tick", help=TICK_HELP)] = 60.0,
+) -> None:
+    """Serve HTTP ingest, continuous processing, /metrics and the JSON API."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    extra = ServiceSettings()
+    listen_host = host or extra.http_host
+    listen_port = port if port is not None else settings().http_port
+    engine = open_engine(db, profile)
+    service = Service(engine, live=live, tick_seconds=tick)
+    service.prepare()
+    application = build_app(
+        service,
+        workers=optional_workers(
+            service, grafana_url=extra.grafana_url, grafana_token=extra.grafana_token
+        ),
+    )
+    mode = "实时时钟" if live else "事件时间"
+    grafana = "，Grafana 注释已开启" if extra.grafana_url else ""
+    render.console().print(
+        f"budgetwatch 服务：http://{listen_host}:{listen_port} "
+        f"（{mode}；数据库 {engine.store.path}）{grafana}；Ctrl+C 停止",
+        highlight=False,
+    )
+    try:
+        web.run_app(application, host=listen_host, port=listen_port, print=None, access_log=None)
+    except OSError as err:
+        raise BudgetwatchError(
+            f"无法在 {listen_host}:{listen_port} 上监听（{err.strerror or err}）："
+            "端口可能已被占用，请换一个 --port 或设置 BUDGETWATCH_HTTP_PORT"
+        ) from None
+    finally:
+        service.close()
+        engine.store.close()

@@ -1,0 +1,526 @@
+"""`budgetwatch serve`: the long-running embedded service (aiohttp).
+
+- ``POST /events``: one JSON event, a JSON array of events or JSON Lines; the
+  answer counts read / accepted / applied / duplicate / rejected with the
+  reasons (a rejected line's source is ``http:<request-id>:<line>``).
+  ``?wait=1`` answers only once the events have been processed.
+- Continuous processing: each ingest wakes the processor (an ``asyncio.Event``,
+  no polling); a burst that lands while a run is busy is handled by the next
+  run. In event time (default) a run goes up to the latest business date
+  received; with ``live`` the clock is the wall clock (injected), checked
+  every ``tick_seconds`` so time-driven rules fire on days without events.
+- ``GET /metrics`` (Prometheus), ``/healthz``, ``/api/status``,
+  ``/api/alerts`` (``?all=1`` for every transition, ``?department=``),
+  ``/api/reductions``, ``/api/rejected``: the same JSON as the CLI's ``--json``.
+
+Threading: every use of SQLite, the engine and its monitor runs on one worker
+thread (a single-thread executor), so a long run never blocks the event loop
+and nothing is touched from two threads. Handlers and background workers go
+through :meth:`Service.db`.
+
+Extension hooks:
+- ``build_app(service, routes=[...])``: each route registrar is called with
+  ``(app, service)`` and may add routes (e.g. a web board).
+- ``build_app(service, workers=[...])``: each worker is an object with
+  ``async def run_forever(stop: asyncio.Event)``, started with the app and
+  stopped (``stop`` set) on shutdown — the outbox dispatcher and the
+  Alertmanager pusher plug in here. ``service.subscribe()`` gives a worker an
+  event that is set after every commit that stored alert transitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import importlib
+import importlib.util
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from budget.calendar import iso, to_day
+from connectors import metrics
+from connectors.grafana import AnnotationError, GrafanaAnnotator
+from connectors.jsonl import parse_lines
+from connectors.parsed import Parsed
+from streams.engine import Engine, RunSummary
+from streams.errors import BudgetwatchError, ClockError
+from streams.ingest import IngestCounts, ingest
+
+log = logging.getLogger("budgetwatch.service")
+
+T = TypeVar("T")
+Clock = Callable[[], dt.date]
+CHINA = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
+MAX_BODY_BYTES = 256 * 1024 * 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def today_in_china() -> dt.date:
+    """The wall-clock business date (China has one time zone, UTC+8)."""
+    return dt.datetime.now(CHINA).date()
+
+
+class Worker(Protocol):
+    """A background task started with the service (outbox dispatcher, pushers, …)."""
+
+    async def run_forever(self, stop: asyncio.Event) -> None: ...
+
+
+RouteRegistrar = Callable[[web.Application, "Service"], None]
+
+
+def json_text(data: Any) -> str:
+    """Exactly what the CLI prints with ``--json`` (streams.cli.emit_json)."""
+    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+
+
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        text=json_text(data), status=status, content_type="application/json", charset="utf-8",
+        headers=headers,
+    )
+
+
+def error_response(message: str, *, status: int) -> web.Response:
+    return json_response({"error": message}, status=status)
+
+
+def split_body(body: bytes) -> list[bytes]:
+    """The event texts of a request body, numbered from 1 in the rejection sources.
+
+    One JSON object (even pretty-printed over several lines) is one event; a JSON
+    array holds one event per element; anything else is JSON Lines, one per line
+    (a bad line is rejected on its own, the others still count).
+    """
+    text = body.strip()
+    if not text:
+        return []
+    if text[:1] in (b"{", b"["):
+        try:
+            whole = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            whole = None
+        if isinstance(whole, dict):
+            return [text]
+        if isinstance(whole, list):
+            return [orjson.dumps(item) for item in whole]
+    return body.splitlines()
+
+
+class Service:
+    """The engine behind the HTTP API: ingest, continuous processing, readings."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        live: bool = False,
+        clock: Clock = today_in_china,
+        tick_seconds: float = 60.0,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = engine.store
+        self.live = live
+        self.clock = clock
+        self.tick_seconds = tick_seconds
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budgetwatch-db")
+        self._wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self._run_lock = asyncio.Lock()
+        self._progress = asyncio.Condition()
+        self._subscribers: list[asyncio.Event] = []
+        self._ingested = 0  # tickets: ingests that appended something
+        self._processed = 0  # the last ticket a finished run covered
+        self._pending_since: float | None = None  # monotonic time of the oldest unprocessed ingest
+        self.last_error: str | None = None
+        self.last_run: RunSummary | None = None
+        self.runs = 0
+        metrics.register(
+            self.registry,
+            self._loaded_monitor,
+            counters=self.store.counters,
+            progress=self._metrics_progress,
+        )
+
+    # -- the database thread -------------------------------------------------
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the one thread that owns SQLite and the engine."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(fn, *args))
+
+    def prepare(self) -> None:
+        """Restore the engine from the store (blocking; raises StoreError on a profile mismatch)."""
+        self._executor.submit(self.engine.load).result()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    def _loaded_monitor(self) -> Any:
+        return self.engine.monitor if self.engine.monitor.clock is not None else None
+
+    def _metrics_progress(self) -> metrics.Progress:
+        since = self._pending_since
+        waiting = time.monotonic() - since if since is not None else 0.0
+        return metrics.Progress(latest_event_day=self.store.max_day(), waiting_seconds=waiting)
+
+    # -- ingest ----------------------------------------------------------------
+    async def ingest_body(self, body: bytes, request_id: str) -> tuple[IngestCounts, int]:
+        """Append the events of one request; returns the counts and a ticket for :meth:`wait`."""
+        texts = split_body(body)
+        origin = f"http:{request_id}"
+
+        def work() -> IngestCounts:
+            parsed: Iterable[Parsed] = parse_lines(texts, origin)
+            return ingest(self.store, parsed)
+
+        counts = await self.db(work)
+        ticket = self._processed
+        if counts.applied:
+            self._ingested += 1
+            ticket = self._ingested
+            if self._pending_since is None:
+                self._pending_since = time.monotonic()
+            self._wake.set()
+        return counts, ticket
+
+    async def wait(self, ticket: int) -> None:
+        """Until a run has covered everything ingested up to ``ticket``."""
+        async with self._progress:
+            await self._progress.wait_for(
+                lambda: self._processed >= ticket or self.stopping.is_set()
+            )
+
+    # -- processing --------------------------------------------------------------
+    def _run_sync(self) -> RunSummary:
+        as_of: int | None = None
+        if self.live:
+            today = to_day(self.clock())
+            clock, _ = self.store.cursor()
+            as_of = today if clock is None else max(today, clock)
+        return self.engine.run(as_of)
+
+    def _reset_engine(self) -> None:
+        # A failed run may have applied events in memory that were never committed:
+        # start again from the last commit.
+        old = self.engine
+        self.engine = Engine(self.store, old.profile, commit_every=old.commit_every)
+        self.engine.load()
+
+    async def process_now(self) -> RunSummary | None:
+        """One run over everything pending (also what the processor does when woken)."""
+        async with self._run_lock:
+            ticket = self._ingested
+            summary: RunSummary | None = None
+            try:
+                summary = await self.db(self._run_sync)
+            except Exception as err:
+                self.last_error = f"处理事件失败：{err}"
+                log.exception("processing failed; the next wake-up retries from the last commit")
+                with contextlib.suppress(Exception):
+                    await self.db(self._reset_engine)
+            else:
+                self.last_error = None
+                self.last_run = summary
+                self.runs += 1
+            async with self._progress:
+                self._processed = max(self._processed, ticket)
+                if self._processed >= self._ingested:
+                    self._pending_since = None
+                self._progress.notify_all()
+            if summary is not None and summary.transitions:
+                for event in self._subscribers:
+                    event.set()
+            return summary
+
+    async def run_processor(self) -> None:
+        """Process whenever woken (ingest) and, in live mode, every ``tick_seconds``."""
+        while not self.stopping.is_set():
+            if self.live:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.tick_seconds)
+            else:
+                await self._wake.wait()
+            if self.stopping.is_set():
+                return
+            self._wake.clear()
+            await self.process_now()
+
+    def wake(self) -> None:
+        """Ask for a run now (e.g. after the injected clock moved in live mode)."""
+        self._wake.set()
+
+    def subscribe(self) -> asyncio.Event:
+        """An event set after each commit that stored alert transitions (and on shutdown)."""
+        event = asyncio.Event()
+        self._subscribers.append(event)
+        return event
+
+    async def shutdown(self) -> None:
+        self.stopping.set()
+        self._wake.set()
+        for event in self._subscribers:
+            event.set()
+        async with self._progress:
+            self._progress.notify_all()
+
+    # -- readings (same data as the CLI) -----------------------------------------
+    def status_json(self, year: int | None) -> dict[str, Any]:
+        return self.engine.status(year)
+
+    def alerts_json(self, all_: bool, department: str | None) -> list[dict[str, Any]]:
+        rows = self.store.transition_rows() if all_ else self.store.alert_rows(status="firing")
+        if department:
+            rows = [r for r in rows if r["department_id"] == department]
+        return rows
+
+    def reductions_json(self) -> list[dict[str, Any]]:
+        return [p.to_json() for p in self.engine.reductions()]
+
+    def health(self) -> dict[str, Any]:
+        clock = self.engine.monitor.clock
+        return {
+            "status": "error" if self.last_error else "ok",
+            "mode": "live" if self.live else "event_time",
+            "clock": iso(clock) if clock is not None else None,
+            "runs": self.runs,
+            "pending": self._processed < self._ingested,
+            "error": self.last_error,
+        }
+
+
+# -- HTTP handlers -------------------------------------------------------------------
+SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-ID", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+
+
+async def post_events(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    request_id = _request_id(request)
+    body = await request.read()
+    if not body.strip():
+        return error_response(
+            "请求体为空：POST /events 需要一个 JSON 事件、一个 JSON 数组"
+            "或 JSON Lines（每行一个事件）",
+            status=400,
+        )
+    counts, ticket = await service.ingest_body(body, request_id)
+    answer: dict[str, Any] = {"request_id": request_id, **counts.to_json()}
+    if _flag(request, "wait"):
+        await service.wait(ticket)
+        clock = service.engine.monitor.clock
+        answer["processed"] = service.last_error is None
+        answer["as_of"] = iso(clock) if clock is not None else None
+        if service.last_error:
+            answer["error"] = service.last_error
+    return json_response(answer, headers={"X-Request-ID": request_id})
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    body = await service.db(generate_latest, service.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def get_health(request: web.Request) -> web.Response:
+    health = request.app[SERVICE].health()
+    return json_response(health, status=503 if health["status"] != "ok" else 200)
+
+
+async def get_status(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    year_text = request.query.get("year")
+    year: int | None = None
+    if year_text:
+        if not year_text.isdigit():
+            return error_response(
+                f"参数 year={year_text!r} 不是年份：请用如 ?year=2025", status=400
+            )
+        year = int(year_text)
+    try:
+        data = await service.db(service.status_json, year)
+    except ClockError:
+        return error_response(
+            "尚未处理任何事件：请先 POST /events 发送事件（或 `budgetwatch ingest` 后重启服务）",
+            status=409,
+        )
+    return json_response(data)
+
+
+async def get_alerts(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    rows = await service.db(
+        service.alerts_json, _flag(request, "all"), request.query.get("department") or None
+    )
+    return json_response(rows)
+
+
+async def get_reductions(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    return json_response(await service.db(service.reductions_json))
+
+
+async def get_rejected(request: web.Request) -> web.Response:
+    service = request.app[SERVICE]
+    return json_response(await service.db(service.store.rejections))
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Any]
+) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException:
+        raise
+    except BudgetwatchError as err:
+        return error_response(str(err), status=409)
+
+
+def build_app(
+    service: Service,
+    *,
+    routes: Iterable[RouteRegistrar] = (),
+    workers: Iterable[Worker] = (),
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> web.Application:
+    """The aiohttp application: core routes, extra routes, the processor and workers."""
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_middleware])
+    app[SERVICE] = service
+    app.router.add_post("/events", post_events)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/healthz", get_health)
+    app.router.add_get("/api/status", get_status)
+    app.router.add_get("/api/alerts", get_alerts)
+    app.router.add_get("/api/reductions", get_reductions)
+    app.router.add_get("/api/rejected", get_rejected)
+    for registrar in routes:
+        registrar(app, service)
+    background = list(workers)
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(service.run_processor(), name="budgetwatch-processor")]
+        for worker in background:
+            name = type(worker).__name__
+            tasks.append(asyncio.create_task(worker.run_forever(service.stopping), name=name))
+        service.wake()  # process whatever was logged before the start (CLI ingest, a crash)
+        yield
+        await service.shutdown()
+        _done, still = await asyncio.wait(tasks, timeout=10)
+        for task in still:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+# -- workers ---------------------------------------------------------------------------
+GRAFANA_CURSOR = "grafana_annotations_cursor"
+
+
+class GrafanaAnnotations:
+    """Annotates each stored transition once, in order, tracked by a cursor in the store.
+
+    Delivery is at-least-once: the cursor moves after Grafana accepted the
+    annotation, so a crash between the two re-sends one annotation.
+    """
+
+    def __init__(
+        self, service: Service, annotator: GrafanaAnnotator, *, batch: int = 100,
+        retry_seconds: float = 30.0,
+    ) -> None:
+        self.service = service
+        self.annotator = annotator
+        self.batch = batch
+        self.retry_seconds = retry_seconds
+        self.sent = 0
+        self.last_error: str | None = None
+
+    def _pending(self) -> list[tuple[int, dict[str, Any]]]:
+        store = self.service.store
+        after = int(store.meta(GRAFANA_CURSOR) or 0)
+        rows = store.db.execute(
+            "SELECT id, data FROM transitions WHERE id > ? ORDER BY id LIMIT ?", (after, self.batch)
+        ).fetchall()
+        return [(int(i), orjson.loads(d)) for i, d in rows]
+
+    async def flush(self) -> int:
+        """Send every pending transition; raises AnnotationError when Grafana fails."""
+        sent = 0
+        while True:
+            rows = await self.service.db(self._pending)
+            if not rows:
+                return sent
+            for transition_id, data in rows:
+                await asyncio.to_thread(self.annotator.annotate, data)
+                store = self.service.store
+                await self.service.db(store.set_meta, GRAFANA_CURSOR, str(transition_id))
+                sent += 1
+                self.sent += 1
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        wake = self.service.subscribe()
+        while not stop.is_set():
+            wake.clear()
+            timeout: float | None = None
+            try:
+                await self.flush()
+                self.last_error = None
+            except AnnotationError as err:
+                self.last_error = str(err)
+                log.warning("%s", err)
+                timeout = self.retry_seconds
+            if stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=timeout)
+
+
+def optional_workers(
+    service: Service, *, grafana_url: str | None = None, grafana_token: str | None = None
+) -> list[Worker]:
+    """The background workers this installation has: Grafana annotations when
+    GRAFANA_URL/GRAFANA_TOKEN are set, and the outbox dispatcher / Alertmanager
+    pusher when ``streams.outbox`` provides ``service_workers(service)``."""
+    found: list[Worker] = []
+    if grafana_url:
+        annotator = GrafanaAnnotator.from_url(grafana_url, grafana_token or "")
+        found.append(GrafanaAnnotations(service, annotator))
+    found.extend(outbox_workers(service))
+    return found
+
+
+def outbox_workers(service: Service) -> list[Worker]:
+    """Hook for notifications: ``streams.outbox.service_workers(service)`` if that module has it."""
+    if importlib.util.find_spec("streams.outbox") is None:
+        return []
+    outbox = importlib.import_module("streams.outbox")
+    factory = getattr(outbox, "service_workers", None)
+    if factory is None:
+        return []
+    return list(factory(service))
