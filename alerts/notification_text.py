@@ -82,10 +82,14 @@ def headline(transition: Mapping[str, Any]) -> str:
     rule = str(transition.get("rule", ""))
     severity = str(transition.get("severity", ""))
     kind_name = KIND_NAMES.get(kind, kind)
-    tag = kind_name if kind == "resolved" else f"{kind_name}·{SEVERITY_NAMES.get(severity, severity)}"
+    tag = (
+        kind_name if kind == "resolved" else f"{kind_name}·{SEVERITY_NAMES.get(severity, severity)}"
+    )
     department = transition.get("department_name") or transition.get("department_id", "")
     subject = transition.get("subject_name") or transition.get("subject_id", "")
-    who = department if transition.get("subject_type") == "department" else f"{department} {subject}"
+    who = (
+        department if transition.get("subject_type") == "department" else f"{department} {subject}"
+    )
     return f"【{tag}】{RULE_NAMES.get(rule, rule)}：{who}"
 
 

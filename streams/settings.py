@@ -18,3 +18,29 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, gt=0, description="replication of the topics")
     store: str = Field(default="memory://", description="Faust table store: memory:// or rocksdb://")
     web_port: int = Field(default=6066, description="Faust worker web port (/metrics)")
+    web_bind: str = Field(default="127.0.0.1", description="Faust worker web address (0.0.0.0 in a container)")
+    clock: str = Field(
+        default="wall", pattern="^(wall|off)$",
+        description="Faust clock ticks: wall (the leader ticks today's date) or off (ticks come from the log only)",
+    )
+    clock_interval: float = Field(default=60.0, gt=0, description="seconds between wall-clock ticks")
+    timezone: str = Field(default="Asia/Shanghai", description="time zone of the wall-clock business date")
+    dedup_days: int = Field(
+        default=400, gt=0, description="Faust: days of event ids remembered per project for deduplication"
+    )
+    # notifications and Alertmanager (streams/outbox.py)
+    departments: str | None = Field(default=None, description="department directory YAML")
+    alertmanager_url: str | None = Field(default=None, description="Alertmanager base URL")
+    alertmanager_interval: float = Field(default=60.0, gt=0, description="seconds between re-sends")
+    smtp_host: str | None = Field(default=None, description="SMTP server for email notifications")
+    smtp_port: int = Field(default=25, description="SMTP port")
+    smtp_user: str | None = Field(default=None, description="SMTP user (optional)")
+    smtp_password: str | None = Field(default=None, description="SMTP password (optional)")
+    smtp_from: str = Field(default="budgetwatch@localhost", description="sender address")
+    smtp_starttls: bool = Field(default=False, description="STARTTLS after connecting")
+    smtp_tls: bool = Field(default=False, description="implicit TLS (port 465)")
+    deliver_interval: float = Field(default=2.0, gt=0, description="seconds between outbox polls")
+    delivery_max_attempts: int = Field(default=20, gt=0, description="then a delivery fails")
+    delivery_backoff: float = Field(default=30.0, gt=0, description="first retry delay (doubles)")
+    delivery_backoff_max: float = Field(default=3600.0, gt=0, description="longest retry delay")
+    notify_timeout: float = Field(default=10.0, gt=0, description="HTTP/SMTP timeout per request")

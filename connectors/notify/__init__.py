@@ -1,0 +1,44 @@
+"""Notification channels: generic webhook, DingTalk robot, WeCom robot, email (SMTP).
+
+Every channel has the same shape — ``await channel.send(note)`` — and raises
+``DeliveryError`` (``transient`` when retrying soon may help: a 5xx, a timeout,
+a refused connection, a rate limit). Dependencies come in: the HTTP client
+(``httpx.AsyncClient``), the SMTP settings and the sending function. The outbox
+dispatcher (streams/outbox.py) decides when to retry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from alerts.notification_text import NotificationText
+
+DEDUP_HEADER = "X-Budgetwatch-Dedup-Key"
+
+
+class DeliveryError(Exception):
+    """A notification did not reach its channel; ``transient`` errors are retried soon."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """One notification to one channel: the transition, its text and its dedup key."""
+
+    dedup_key: str
+    transition: Mapping[str, Any]
+    text: NotificationText
+    now: dt.datetime  # wall clock at sending (DingTalk signs it; email dates it)
+    recipient: str  # department id, "default" or "escalation"
+
+
+class Channel(Protocol):
+    name: str
+
+    async def send(self, note: Note) -> None: ...

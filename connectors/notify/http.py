@@ -1,0 +1,58 @@
+"""Shared HTTP POST for the channels: maps httpx outcomes to DeliveryError."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from connectors.notify import DeliveryError
+
+
+def redact(url: str) -> str:
+    """The URL without its query (robot tokens and signatures live there)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+async def post_json(
+    client: httpx.AsyncClient, url: str, body: Any, *, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    try:
+        response = await client.post(url, json=body, headers=headers)
+    except httpx.TimeoutException as err:
+        raise DeliveryError(
+            f"{redact(url)}: 请求超时（{type(err).__name__}）", transient=True
+        ) from None
+    except httpx.TransportError as err:
+        raise DeliveryError(
+            f"{redact(url)}: 无法连接（{err or type(err).__name__}）", transient=True
+        ) from None
+    if response.status_code >= 500 or response.status_code == 429:
+        raise DeliveryError(
+            f"{redact(url)}: HTTP {response.status_code} {response.text[:200]}", transient=True
+        )
+    if response.status_code >= 400:
+        raise DeliveryError(
+            f"{redact(url)}: HTTP {response.status_code} {response.text[:200]}；"
+            "请检查部门目录中的地址和密钥",
+            transient=False,
+        )
+    return response
+
+
+def check_errcode(url: str, response: httpx.Response, *, rate_limited: frozenset[int]) -> None:
+    """DingTalk and WeCom answer HTTP 200 with ``errcode`` != 0 on failure."""
+    try:
+        data = response.json()
+    except ValueError:
+        raise DeliveryError(
+            f"{redact(url)}: 应答不是 JSON：{response.text[:200]}", transient=True
+        ) from None
+    code = data.get("errcode", 0) if isinstance(data, dict) else 0
+    if code:
+        message = data.get("errmsg", "") if isinstance(data, dict) else ""
+        raise DeliveryError(
+            f"{redact(url)}: errcode={code} {message}", transient=int(code) in rate_limited
+        )

@@ -1,0 +1,37 @@
+"""Generic webhook: a JSON POST of the transition with its Chinese text and dedup key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from connectors.notify import DEDUP_HEADER, Note
+from connectors.notify.http import post_json
+
+
+def webhook_body(note: Note) -> dict[str, Any]:
+    return {
+        "dedup_key": note.dedup_key,
+        "recipient": note.recipient,
+        "title": note.text.title,
+        "text": note.text.plain,
+        "markdown": note.text.markdown,
+        "transition": dict(note.transition),
+    }
+
+
+@dataclass(slots=True)
+class WebhookChannel:
+    url: str
+    client: httpx.AsyncClient
+    name: str = "webhook"
+
+    async def send(self, note: Note) -> None:
+        await post_json(
+            self.client,
+            self.url,
+            webhook_body(note),
+            headers={DEDUP_HEADER: note.dedup_key, "Idempotency-Key": note.dedup_key},
+        )

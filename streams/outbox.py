@@ -1,0 +1,784 @@
+"""Persistent delivery of alert notifications (at-least-once) and the Alertmanager push.
+
+The engine writes one ``outbox`` row per alert transition in the same
+transaction as the state. The dispatcher here:
+
+1. **fans out** every outbox row to its recipients' channels — the department
+   (or the directory's ``default`` when the department is not listed) and the
+   bureau's ``escalation`` contact for its severities — as rows of
+   ``deliveries``, one per (notification, recipient, channel), in one
+   transaction with a marker in ``delivery_fanout``;
+2. **delivers** them: first-in first-out per (recipient, channel); each attempt
+   retries transient errors a few times at once (tenacity), then a failure is
+   stored with its error and a persistent ``next_attempt`` (exponential
+   backoff, capped) so an outage of hours loses nothing and survives restarts;
+   after ``max_attempts`` a delivery becomes ``failed`` — still listed by
+   ``budgetwatch outbox`` and re-queued by ``budgetwatch outbox --retry-failed``;
+3. **pushes** active alerts to Alertmanager every interval (and at once when
+   the set of active alerts changes), and ends resolved ones.
+
+Dedup key: ``{alert_id}|{transition}|{date}[|n]|{recipient}|{channel}`` — the
+same for every retry and for the same transition re-derived by a replay
+(``run --rebuild``), so receivers can drop duplicates (header
+``X-Budgetwatch-Dedup-Key``, webhook field ``dedup_key``, email Message-ID) and
+a rebuild does not notify departments twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from alerts.notification_text import compose_notification
+from connectors.alertmanager import (
+    AlertmanagerError,
+    alert_labels,
+    firing_alert,
+    post_alerts,
+    resolved_alert,
+)
+from connectors.directory import CHANNELS, Directory, DirectoryError, load_directory
+from connectors.notify import DeliveryError, Note
+from connectors.notify.channels import channel_for
+from connectors.notify.smtp import SendMail, SmtpSettings
+from streams.errors import BudgetwatchError
+from streams.settings import Settings
+from streams.store import Store
+
+log = logging.getLogger("budgetwatch.outbox")
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+STATUSES = (PENDING, DELIVERED, FAILED)
+NO_CHANNEL = "none"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedup_key TEXT NOT NULL UNIQUE,
+    outbox_id INTEGER NOT NULL,
+    alert_id TEXT NOT NULL,
+    department_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    created_at REAL NOT NULL,
+    delivered_at REAL,
+    last_error TEXT,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_status ON deliveries(status, recipient, channel, id);
+CREATE TABLE IF NOT EXISTS delivery_fanout (
+    outbox_id INTEGER PRIMARY KEY,
+    fingerprint TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alertmanager_sent (
+    alert_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    data TEXT NOT NULL,
+    sent_at REAL NOT NULL
+);
+"""
+
+# Outbox rows not yet fanned out, with the fingerprint of their content and the
+# occurrence number of the same (alert, transition, date) — stable under replay.
+_UNFANNED = """
+SELECT x.id, x.department_id, x.payload, x.fp, x.n FROM (
+    SELECT o.id, o.department_id, o.payload,
+           o.alert_id || '|' || o.kind || '|'
+               || COALESCE(json_extract(o.payload, '$.date'), '') AS fp,
+           ROW_NUMBER() OVER (
+               PARTITION BY o.alert_id, o.kind, json_extract(o.payload, '$.date') ORDER BY o.id
+           ) - 1 AS n
+    FROM outbox o
+) x LEFT JOIN delivery_fanout f ON f.outbox_id = x.id
+WHERE f.outbox_id IS NULL OR f.fingerprint != x.fp
+ORDER BY x.id
+"""
+
+T = TypeVar("T")
+
+
+class NotifyConfigError(BudgetwatchError):
+    """The department directory or the notification settings cannot be used."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    tries: int = 3  # immediate tries per attempt (tenacity), transient errors only
+    wait: float = 0.5  # first pause between immediate tries, doubled, at most wait_max
+    wait_max: float = 5.0
+    backoff: float = 30.0  # persistent: next attempt after backoff * 2**(attempts-1) ...
+    backoff_max: float = 3600.0  # ... at most this
+    max_attempts: int = 20  # then the delivery is `failed` (kept, listed, re-queueable)
+    per_target: int = 50  # deliveries per (recipient, channel) per round
+    concurrency: int = 8  # targets served at once
+
+    def delay(self, attempts: int) -> float:
+        return float(min(self.backoff * 2 ** max(attempts - 1, 0), self.backoff_max))
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: int
+    dedup_key: str
+    outbox_id: int
+    recipient: str
+    channel: str
+    status: str
+    attempts: int
+    next_attempt: float
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class DispatchStats:
+    fanned_out: int = 0  # outbox rows routed
+    created: int = 0  # deliveries created
+    delivered: int = 0
+    failed_attempts: int = 0  # attempts that failed (will be retried)
+    gave_up: int = 0  # deliveries that reached max_attempts (status failed)
+    alertmanager_pushed: int = 0  # alerts sent to Alertmanager
+    alertmanager_error: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class DeliveryLog:
+    """The dispatcher's tables, on its own SQLite connection to the store file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        Store(self.path).close()  # the store's own tables (outbox, alerts) and WAL mode
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.executescript(SCHEMA)
+        self._signature: tuple[int, int] | None = None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- fan-out ---------------------------------------------------------
+    def fan_out(self, directory: Directory, now: float) -> tuple[int, int]:
+        """Route new outbox rows to deliveries. Returns (outbox rows, deliveries created)."""
+        db = self.db
+        count, top = db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM outbox").fetchone()
+        signature = (int(count), int(top))
+        if signature == self._signature:
+            return 0, 0
+        rows = db.execute(_UNFANNED).fetchall()
+        created = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for outbox_id, department_id, payload, fingerprint, n in rows:
+                transition = orjson.loads(payload)
+                base = fingerprint if not n else f"{fingerprint}|{n}"
+                common = (
+                    outbox_id,
+                    transition["alert_id"],
+                    department_id,
+                    transition["transition"],
+                )
+                for recipient, contact in directory.recipients(transition):
+                    channels = contact.channels() if contact is not None else []
+                    if not channels:
+                        who = "default" if recipient == "default" else f"部门 {recipient}"
+                        error = (
+                            f"{who} 在部门目录中没有任何通知通道"
+                            f"（部门 {department_id} 的预警无人接收）；"
+                            "请在目录中为其配置 webhook/dingtalk/wecom/email 或配置 default"
+                        )
+                        created += self._insert(
+                            base, recipient, NO_CHANNEL, common, FAILED, now, payload, error
+                        )
+                    for channel in channels:
+                        created += self._insert(
+                            base, recipient, channel, common, PENDING, now, payload, None
+                        )
+                db.execute(
+                    "INSERT INTO delivery_fanout(outbox_id, fingerprint) VALUES (?, ?)"
+                    " ON CONFLICT(outbox_id) DO UPDATE SET fingerprint = excluded.fingerprint",
+                    (outbox_id, fingerprint),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._signature = signature
+        return len(rows), created
+
+    def _insert(
+        self,
+        base: str,
+        recipient: str,
+        channel: str,
+        common: tuple[int, str, str, str],
+        status: str,
+        now: float,
+        payload: str,
+        error: str | None,
+    ) -> int:
+        cursor = self.db.execute(
+            "INSERT OR IGNORE INTO deliveries(dedup_key, outbox_id, alert_id, department_id, kind,"
+            " recipient, channel, status, attempts, next_attempt, created_at, last_error, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+            (
+                f"{base}|{recipient}|{channel}",
+                *common,
+                recipient,
+                channel,
+                status,
+                now,
+                now,
+                error,
+                payload,
+            ),
+        )
+        return cursor.rowcount
+
+    # -- delivery --------------------------------------------------------
+    def pending_by_target(self, per_target: int) -> dict[tuple[str, str], list[Delivery]]:
+        """Pending deliveries, oldest first, at most ``per_target`` per (recipient, channel)."""
+        rows = self.db.execute(
+            "SELECT id, dedup_key, outbox_id, recipient, channel, status, attempts, next_attempt,"
+            " payload"
+            " FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY recipient, channel ORDER BY id) AS rn"
+            "       FROM deliveries WHERE status = ?)"
+            " WHERE rn <= ? ORDER BY id",
+            (PENDING, per_target),
+        ).fetchall()
+        groups: dict[tuple[str, str], list[Delivery]] = {}
+        for row in rows:
+            d = Delivery(
+                row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], orjson.loads(row[8])
+            )
+            groups.setdefault((d.recipient, d.channel), []).append(d)
+        return groups
+
+    def delivered(self, delivery_id: int, now: float) -> None:
+        self.db.execute(
+            "UPDATE deliveries SET status = ?, attempts = attempts + 1, delivered_at = ?,"
+            " last_error = NULL"
+            " WHERE id = ?",
+            (DELIVERED, now, delivery_id),
+        )
+
+    def attempt_failed(
+        self,
+        delivery: Delivery,
+        now: float,
+        error: str,
+        policy: RetryPolicy,
+        *,
+        final: bool = False,
+    ) -> str:
+        attempts = delivery.attempts + 1
+        status = FAILED if final or attempts >= policy.max_attempts else PENDING
+        self.db.execute(
+            "UPDATE deliveries SET status = ?, attempts = ?, next_attempt = ?, last_error = ?"
+            " WHERE id = ?",
+            (status, attempts, now + policy.delay(attempts), error[:2000], delivery.id),
+        )
+        return status
+
+    def retry_failed(self, now: float) -> int:
+        """Re-queue failed deliveries (after fixing the directory or the receiver)."""
+        cursor = self.db.execute(
+            "UPDATE deliveries SET status = ?, attempts = 0, next_attempt = ?"
+            " WHERE status = ? AND channel != ?",
+            (PENDING, now, FAILED, NO_CHANNEL),
+        )
+        return cursor.rowcount
+
+    # -- reading ---------------------------------------------------------
+    def summary(self) -> dict[str, dict[str, int]]:
+        """{channel: {status: count}} over every delivery."""
+        found: dict[str, dict[str, int]] = {}
+        for channel, status, count in self.db.execute(
+            "SELECT channel, status, COUNT(*) FROM deliveries GROUP BY channel, status"
+        ):
+            found.setdefault(channel, {s: 0 for s in STATUSES})[status] = int(count)
+        return found
+
+    def backlog(self) -> int:
+        """Outbox rows not yet fanned out."""
+        return int(
+            self.db.execute(
+                "SELECT COUNT(*) FROM outbox o LEFT JOIN delivery_fanout f ON f.outbox_id = o.id"
+                " WHERE f.outbox_id IS NULL"
+            ).fetchone()[0]
+        )
+
+    def rows(self, statuses: tuple[str, ...], limit: int | None = None) -> list[dict[str, Any]]:
+        marks = ",".join("?" for _ in statuses)
+        query = (
+            "SELECT id, dedup_key, outbox_id, alert_id, department_id, kind, recipient, channel,"
+            " status,"
+            " attempts, next_attempt, created_at, delivered_at, last_error"
+            f" FROM deliveries WHERE status IN ({marks}) ORDER BY id"
+        )
+        args: list[Any] = list(statuses)
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(limit)
+        names = (
+            "id",
+            "dedup_key",
+            "outbox_id",
+            "alert_id",
+            "department_id",
+            "transition",
+            "recipient",
+            "channel",
+            "status",
+            "attempts",
+            "next_attempt",
+            "created_at",
+            "delivered_at",
+            "last_error",
+        )
+        out = []
+        for row in self.db.execute(query, args):
+            item = dict(zip(names, row, strict=True))
+            for key in ("next_attempt", "created_at", "delivered_at"):
+                if item[key] is not None:
+                    item[key] = dt.datetime.fromtimestamp(item[key], dt.UTC).isoformat()
+            if item["status"] != PENDING:
+                item["next_attempt"] = None
+            out.append(item)
+        return out
+
+    # -- Alertmanager ----------------------------------------------------
+    def firing_severities(self) -> dict[str, str]:
+        return {
+            a: s
+            for a, s in self.db.execute(
+                "SELECT alert_id, json_extract(data, '$.severity') FROM alerts"
+                " WHERE status = 'firing'"
+            )
+        }
+
+    def sent_firing(self) -> dict[str, tuple[str, dict[str, str], dict[str, Any]]]:
+        """Alerts last pushed as firing: {alert_id: (severity, labels, alert)}."""
+        return {
+            a: (s, orjson.loads(labels), orjson.loads(data))
+            for a, s, labels, data in self.db.execute(
+                "SELECT alert_id, severity, labels, data FROM alertmanager_sent"
+                " WHERE status = 'firing'"
+            )
+        }
+
+    def alerts(self, ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        if ids is None:
+            query = "SELECT alert_id, data FROM alerts WHERE status = 'firing'"
+            return {a: orjson.loads(d) for a, d in self.db.execute(query)}
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" for _ in chunk)
+            for a, d in self.db.execute(
+                f"SELECT alert_id, data FROM alerts WHERE alert_id IN ({marks})", chunk
+            ):
+                found[a] = orjson.loads(d)
+        return found
+
+    def record_pushed(self, firing: list[dict[str, Any]], ended: list[str], now: float) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO alertmanager_sent(alert_id, status, severity, labels, data, sent_at)"
+                " VALUES (?, 'firing', ?, ?, ?, ?)"
+                " ON CONFLICT(alert_id) DO UPDATE SET status = 'firing',"
+                " severity = excluded.severity, labels = excluded.labels, data = excluded.data,"
+                " sent_at = excluded.sent_at",
+                [
+                    (
+                        a["alert_id"],
+                        a["severity"],
+                        orjson.dumps(alert_labels(a)).decode(),
+                        orjson.dumps(a).decode(),
+                        now,
+                    )
+                    for a in firing
+                ],
+            )
+            db.executemany(
+                "UPDATE alertmanager_sent SET status = 'resolved', sent_at = ? WHERE alert_id = ?",
+                [(now, a) for a in ended],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+
+class Dispatcher:
+    """Fans the outbox out to the channels, delivers with retries, pushes to Alertmanager.
+
+    ``serve`` starts it with::
+
+        dispatcher = Dispatcher.from_settings(store, settings)
+        task = asyncio.create_task(dispatcher.run_forever(stop_event))
+
+    Without a directory (``BUDGETWATCH_DEPARTMENTS`` unset) nothing is fanned
+    out — the outbox keeps every transition and is routed once a directory is
+    configured; without ``BUDGETWATCH_ALERTMANAGER_URL`` nothing is pushed.
+    """
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        directory: Directory | None,
+        *,
+        client: httpx.AsyncClient | None = None,
+        smtp: SmtpSettings | None = None,
+        send_mail: SendMail | None = None,
+        alertmanager_url: str | None = None,
+        alertmanager_interval: float = 60.0,
+        policy: RetryPolicy | None = None,
+        poll_interval: float = 2.0,
+        clock: Callable[[], dt.datetime] = utcnow,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        timeout: float = 10.0,
+    ) -> None:
+        self.log = DeliveryLog(db_path)
+        self.directory = directory
+        self._own_client = client is None
+        self.client = client or httpx.AsyncClient(timeout=timeout)
+        self.smtp = smtp
+        self.send_mail = send_mail
+        self.alertmanager_url = alertmanager_url
+        self.alertmanager_interval = alertmanager_interval
+        self.policy = policy or RetryPolicy()
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.sleep = sleep
+        self._lock = asyncio.Lock()
+        self._am_next: float | None = None  # wall time of the next periodic push
+        self._am_sent: dict[str, str] | None = None  # alert_id -> severity last pushed
+        self.wake: asyncio.Event | None = None  # set by the engine after new transitions
+
+    @classmethod
+    def from_settings(
+        cls,
+        store: Store | str | Path,
+        settings: Settings,
+        *,
+        directory: Directory | None = None,
+        **overrides: Any,
+    ) -> Dispatcher:
+        """Build from the settings (env BUDGETWATCH_*); a bad directory raises DirectoryError."""
+        path = store.path if isinstance(store, Store) else str(store)
+        if directory is None and settings.departments:
+            directory = load_directory(settings.departments)
+        smtp = None
+        if settings.smtp_host:
+            smtp = SmtpSettings(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                sender=settings.smtp_from,
+                username=settings.smtp_user,
+                password=settings.smtp_password,
+                starttls=settings.smtp_starttls,
+                tls=settings.smtp_tls,
+                timeout=settings.notify_timeout,
+            )
+        options: dict[str, Any] = {
+            "smtp": smtp,
+            "alertmanager_url": settings.alertmanager_url,
+            "alertmanager_interval": settings.alertmanager_interval,
+            "poll_interval": settings.deliver_interval,
+            "timeout": settings.notify_timeout,
+            "policy": RetryPolicy(
+                backoff=settings.delivery_backoff,
+                backoff_max=settings.delivery_backoff_max,
+                max_attempts=settings.delivery_max_attempts,
+            ),
+        }
+        options.update(overrides)
+        return cls(path, directory, **options)
+
+    @property
+    def enabled(self) -> bool:
+        return self.directory is not None or bool(self.alertmanager_url)
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a SQLite call off the event loop (the engine may hold the write lock)."""
+        async with self._lock:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self.client.aclose()
+        self.log.close()
+
+    # -- one round -------------------------------------------------------
+    async def run_once(self, now: dt.datetime | None = None) -> DispatchStats:
+        """Fan out new transitions, send what is due, push to Alertmanager when due."""
+        now = now or self.clock()
+        stats = DispatchStats()
+        ts = now.timestamp()
+        if self.directory is not None:
+            stats.fanned_out, stats.created = await self._db(self.log.fan_out, self.directory, ts)
+            groups = await self._db(self.log.pending_by_target, self.policy.per_target)
+            gate = asyncio.Semaphore(self.policy.concurrency)
+
+            async def serve(rows: list[Delivery]) -> None:
+                async with gate:
+                    await self._send_group(rows, now, stats)
+
+            await asyncio.gather(*(serve(rows) for rows in groups.values()))
+        if self.alertmanager_url and await self._am_due(ts):
+            await self._push(now, stats)
+        return stats
+
+    async def _send_group(
+        self, rows: list[Delivery], now: dt.datetime, stats: DispatchStats
+    ) -> None:
+        """Oldest first; stop at the first delivery not yet due or failing (keeps order)."""
+        for delivery in rows:
+            if delivery.next_attempt > now.timestamp():
+                return
+            if not await self._deliver(delivery, now, stats):
+                return
+
+    async def _deliver(self, delivery: Delivery, now: dt.datetime, stats: DispatchStats) -> bool:
+        ts = now.timestamp()
+        assert self.directory is not None
+        contact = self.directory.contact(delivery.recipient)
+        channel = None
+        if contact is not None:
+            channel = channel_for(
+                contact,
+                delivery.channel,
+                client=self.client,
+                smtp=self.smtp,
+                send_mail=self.send_mail,
+            )
+        if channel is None:
+            error = (
+                f"部门目录中已没有 {delivery.recipient} 的 {delivery.channel} 通道；"
+                "恢复目录配置后运行 `budgetwatch outbox --retry-failed`"
+            )
+            await self._db(self.log.attempt_failed, delivery, ts, error, self.policy, final=True)
+            stats.gave_up += 1
+            stats.errors.append(f"{delivery.dedup_key}: {error}")
+            return True  # nothing to wait for: do not block the rest of the queue
+        audience = (
+            delivery.recipient if delivery.recipient in ("default", "escalation") else "department"
+        )
+        note = Note(
+            dedup_key=delivery.dedup_key,
+            transition=delivery.payload,
+            text=compose_notification(
+                delivery.payload, audience=audience, reference=delivery.dedup_key
+            ),
+            now=now,
+            recipient=delivery.recipient,
+        )
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.policy.tries),
+                wait=wait_exponential(multiplier=self.policy.wait, max=self.policy.wait_max),
+                retry=retry_if_exception(lambda e: isinstance(e, DeliveryError) and e.transient),
+                sleep=self.sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    await channel.send(note)
+        except Exception as err:  # a failed attempt never stops the dispatcher
+            error = str(err) if isinstance(err, DeliveryError) else f"{type(err).__name__}: {err}"
+            status = await self._db(self.log.attempt_failed, delivery, ts, error, self.policy)
+            stats.failed_attempts += 1
+            if status == FAILED:
+                stats.gave_up += 1
+            stats.errors.append(f"{delivery.dedup_key}: {error}")
+            log.warning(
+                "投递失败 %s（第%d次）：%s", delivery.dedup_key, delivery.attempts + 1, error
+            )
+            return False
+        await self._db(self.log.delivered, delivery.id, ts)
+        stats.delivered += 1
+        return True
+
+    # -- Alertmanager ----------------------------------------------------
+    async def _am_due(self, ts: float) -> bool:
+        if self._am_next is None or ts >= self._am_next:
+            return True
+        current = await self._db(self.log.firing_severities)
+        return current != self._am_sent
+
+    async def _push(self, now: dt.datetime, stats: DispatchStats) -> None:
+        ts = now.timestamp()
+        firing = await self._db(self.log.alerts)
+        sent = await self._db(self.log.sent_firing)
+        ended_ids = [a for a in sent if a not in firing]
+        ended_rows = await self._db(self.log.alerts, ended_ids) if ended_ids else {}
+        body: list[dict[str, Any]] = []
+        for alert_id, alert in firing.items():
+            previous = sent.get(alert_id)
+            if previous is not None and previous[1] != alert_labels(alert):
+                # The severity changed: end the series with the old labels.
+                body.append(resolved_alert(previous[2], now=now, labels=previous[1]))
+            body.append(firing_alert(alert, now=now, interval=self.alertmanager_interval))
+        for alert_id in ended_ids:
+            _, labels, last = sent[alert_id]
+            alert = ended_rows.get(alert_id) or last
+            body.append(resolved_alert(alert, now=now, labels=labels))
+        assert self.alertmanager_url is not None
+        try:
+            if body:
+                await post_alerts(self.client, self.alertmanager_url, body)
+        except AlertmanagerError as err:
+            stats.alertmanager_error = str(err)
+            log.warning("推送 Alertmanager 失败：%s", err)
+            self._am_next = ts + min(self.alertmanager_interval, 15.0)
+            self._am_sent = None
+            return
+        await self._db(self.log.record_pushed, list(firing.values()), ended_ids, ts)
+        stats.alertmanager_pushed = len(body)
+        self._am_next = ts + self.alertmanager_interval
+        self._am_sent = {a: str(alert["severity"]) for a, alert in firing.items()}
+
+    # -- the loop --------------------------------------------------------
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        """Poll every ``poll_interval`` s (or when ``wake`` is set) until ``stop`` is set.
+
+        A bad round is logged and retried next round; it never ends the loop.
+        """
+        try:
+            while not stop.is_set():
+                try:
+                    await self.run_once()
+                except Exception:
+                    log.exception("通知投递轮次出错，将在下一轮重试")
+                await self._pause(stop)
+        finally:
+            await self.aclose()
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(stop.wait())]
+        if self.wake is not None:
+            waiters.append(asyncio.ensure_future(self.wake.wait()))
+        try:
+            await asyncio.wait(
+                waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            if self.wake is not None:
+                self.wake.clear()
+
+
+def service_workers(service: Any) -> list[Dispatcher]:
+    """The hook `budgetwatch serve` calls (streams.service.outbox_workers).
+
+    Returns the dispatcher when a directory or an Alertmanager URL is configured
+    (env BUDGETWATCH_DEPARTMENTS / BUDGETWATCH_ALERTMANAGER_URL), woken after
+    every commit that stored transitions; registers the delivery metrics on the
+    service's registry either way.
+    """
+    settings = Settings()
+    register_delivery_metrics(service.registry, service.store.path)
+    try:
+        dispatcher = Dispatcher.from_settings(service.store, settings)
+    except DirectoryError as err:
+        raise NotifyConfigError(str(err)) from None
+    if not dispatcher.enabled:
+        dispatcher.log.close()
+        return []
+    subscribe = getattr(service, "subscribe", None)
+    if subscribe is not None:
+        dispatcher.wake = subscribe()
+    return [dispatcher]
+
+
+# -- metrics ---------------------------------------------------------------
+
+
+class DeliveryCollector(Collector):
+    """Delivery status counts from the store, read at scrape time."""
+
+    def __init__(self, db_path: str | Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = str(db_path)
+        self.clock = clock
+        DeliveryLog(self.path).close()  # make sure the tables exist
+
+    def collect(self) -> Iterator[Metric]:
+        db = sqlite3.connect(self.path, timeout=5)
+        try:
+            counts = db.execute(
+                "SELECT channel, status, COUNT(*) FROM deliveries GROUP BY channel, status"
+            ).fetchall()
+            oldest = db.execute(
+                "SELECT MIN(created_at) FROM deliveries WHERE status = ?", (PENDING,)
+            ).fetchone()[0]
+            backlog = db.execute(
+                "SELECT COUNT(*) FROM outbox o LEFT JOIN delivery_fanout f ON f.outbox_id = o.id"
+                " WHERE f.outbox_id IS NULL"
+            ).fetchone()[0]
+        finally:
+            db.close()
+        table = {(c, s): int(n) for c, s, n in counts}
+        deliveries = GaugeMetricFamily(
+            "budget_notification_deliveries",
+            "Notification deliveries by channel and current status (pending, delivered, failed)",
+            labels=["channel", "status"],
+        )
+        delivered = CounterMetricFamily(
+            "budget_notifications_delivered",
+            "Notifications delivered, by channel",
+            labels=["channel"],
+        )
+        for channel in (*CHANNELS, NO_CHANNEL):
+            for status in STATUSES:
+                deliveries.add_metric([channel, status], table.get((channel, status), 0))
+            delivered.add_metric([channel], table.get((channel, DELIVERED), 0))
+        yield deliveries
+        yield delivered
+        age = GaugeMetricFamily(
+            "budget_notification_oldest_pending_age_seconds",
+            "Age of the oldest pending delivery (0 when none)",
+        )
+        age.add_metric([], max(self.clock() - oldest, 0.0) if oldest is not None else 0.0)
+        yield age
+        unrouted = GaugeMetricFamily(
+            "budget_notification_outbox_backlog",
+            "Alert transitions in the outbox not yet routed to channels",
+        )
+        unrouted.add_metric([], int(backlog))
+        yield unrouted
+
+
+def register_delivery_metrics(
+    registry: CollectorRegistry, db_path: str | Path, *, clock: Callable[[], float] = time.time
+) -> DeliveryCollector:
+    """Register the delivery metrics on ``registry`` (not the global one)."""
+    collector = DeliveryCollector(db_path, clock)
+    registry.register(collector)
+    return collector
