@@ -1,0 +1,308 @@
+"""`budgetwatch serve` in-process: aiohttp's test server on 127.0.0.1, a temp SQLite store.
+
+POST /events with ``?wait=1`` answers once the events are processed, so no test
+waits on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+from connectors.profiles import load_profile
+from streams.cli import app as cli_app
+from streams.engine import Engine
+from streams.service import Service, build_app, split_body
+from streams.store import Store
+from tests import builders as b
+
+Scenario = Callable[[TestClient[Any, Any], Service], Awaitable[None]]
+
+
+def lagging_county() -> list[dict[str, Any]]:
+    """P1 pays 10 % by 06-30 (low_execution on 06-30); P2 is on track."""
+    return [
+        b.registered("P1", department_id="D01", department_name="教育局"),
+        b.approved("P1", "1000000.00"),
+        b.payment("P1", "100000.00", on="2025-06-10", event_id="P1-PAY-1"),
+        b.registered("P2", department_id="D02", department_name="卫生健康委员会"),
+        b.approved("P2", "500000.00"),
+        b.payment("P2", "300000.00", on="2025-06-20", event_id="P2-PAY-1"),
+        b.payment("P2", "10000.00", on="2025-07-01", event_id="P2-PAY-2"),
+    ]
+
+
+def serve(
+    tmp_path: Path,
+    scenario: Scenario,
+    *,
+    routes: list[Callable[[web.Application, Service], None]] | None = None,
+    workers: list[Any] | None = None,
+    **options: Any,
+) -> Path:
+    db = tmp_path / "budgetwatch.db"
+
+    async def main() -> None:
+        engine = Engine(Store(db), load_profile("baseline"))
+        service = Service(engine, **options)
+        service.prepare()
+        application = build_app(service, routes=routes or [], workers=workers or [])
+        try:
+            async with TestClient(TestServer(application, host="127.0.0.1")) as client:
+                await scenario(client, service)
+        finally:
+            service.close()
+            engine.store.close()
+
+    asyncio.run(main())
+    return db
+
+
+async def post(client: TestClient[Any, Any], body: bytes, *, wait: bool = True,
+               headers: dict[str, str] | None = None) -> dict[str, Any]:
+    path = "/events?wait=1" if wait else "/events"
+    response = await client.post(path, data=body, headers=headers)
+    assert response.status == 200, await response.text()
+    data: dict[str, Any] = await response.json()
+    return data
+
+
+def cli_json(db: Path, *args: str) -> str:
+    result = CliRunner().invoke(cli_app, [*args, "--db", str(db), "--json"])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_posted_events_are_processed_and_the_alert_is_served(tmp_path: Path) -> None:
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        answer = await post(client, b.jsonl(lagging_county()))
+        assert (answer["read"], answer["accepted"], answer["applied"]) == (7, 7, 7)
+        assert (answer["duplicate"], answer["rejected"], answer["rejections"]) == (0, 0, [])
+        assert answer["processed"] is True and answer["as_of"] == "2025-07-01"
+        alerts = await (await client.get("/api/alerts")).json()
+        low = [a for a in alerts if a["rule"] == "low_execution"]
+        assert [(a["subject_id"], a["since"], a["department_id"]) for a in low] == [
+            ("P1", "2025-06-30", "D01")
+        ]
+        only_d02 = await (await client.get("/api/alerts?department=D02")).json()
+        assert all(a["department_id"] == "D02" for a in only_d02)
+        history = await (await client.get("/api/alerts?all=1")).json()
+        assert any(t["transition"] == "firing" and t["rule"] == "low_execution" for t in history)
+        health = await (await client.get("/healthz")).json()
+        assert health["status"] == "ok" and health["clock"] == "2025-07-01"
+
+    serve(tmp_path, scenario)
+
+
+def test_rejected_lines_are_reported_with_source_and_duplicates_counted(tmp_path: Path) -> None:
+    good = b.jsonl(lagging_county()[:2])
+    body = good + b"{not json\n" + b'{"type":"grant","event_id":"x","occurred_on":"2025-01-01"}\n'
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        answer = await post(client, body, headers={"X-Request-ID": "req-7"})
+        assert answer["request_id"] == "req-7"
+        assert (answer["read"], answer["applied"], answer["rejected"]) == (4, 2, 2)
+        assert [r["source"] for r in answer["rejections"]] == ["http:req-7:3", "http:req-7:4"]
+        assert "grant" in answer["rejections"][1]["reason"]
+        again = await post(client, good)
+        assert (again["applied"], again["duplicate"]) == (0, 2)
+        rejected = await (await client.get("/api/rejected")).json()
+        assert [r["source"] for r in rejected] == ["http:req-7:3", "http:req-7:4"]
+        assert rejected[0]["raw"] == "{not json"
+        scraped = await (await client.get("/metrics")).text()
+        values = {
+            (s.name, s.labels.get("outcome")): s.value
+            for family in text_string_to_metric_families(scraped)
+            for s in family.samples
+        }
+        assert values[("budget_events_total", "applied")] == 2.0
+        assert values[("budget_events_total", "duplicate")] == 2.0
+        assert values[("budget_events_total", "rejected")] == 2.0
+
+    serve(tmp_path, scenario)
+
+
+def test_one_json_event_an_array_and_an_empty_body(tmp_path: Path) -> None:
+    events = lagging_county()
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        pretty = json.dumps(events[0], ensure_ascii=False, indent=2).encode()
+        one = await post(client, pretty)
+        assert (one["read"], one["applied"]) == (1, 1)
+        array = await post(client, orjson.dumps(events[1:3]))
+        assert (array["read"], array["applied"]) == (2, 2)
+        empty = await client.post("/events", data=b"  \n")
+        assert empty.status == 400
+        assert "请求体为空" in (await empty.json())["error"]
+
+    serve(tmp_path, scenario)
+    assert split_body(b'{"a":1}\n{"b":2}\n') == [b'{"a":1}', b'{"b":2}']
+
+
+def test_the_api_answers_the_same_json_as_the_cli(tmp_path: Path) -> None:
+    served: dict[str, str] = {}
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        await post(client, b.jsonl(lagging_county()))
+        for path in ("/api/status", "/api/alerts", "/api/alerts?all=1", "/api/reductions"):
+            response = await client.get(path)
+            assert response.status == 200
+            assert response.content_type == "application/json"
+            served[path] = await response.text()
+
+    db = serve(tmp_path, scenario)
+    assert served["/api/status"] == cli_json(db, "status")
+    assert served["/api/alerts"] == cli_json(db, "alerts")
+    assert served["/api/alerts?all=1"] == cli_json(db, "alerts", "--all")
+    assert served["/api/reductions"] == cli_json(db, "reductions")
+    assert json.loads(served["/api/reductions"])[0]["project_id"] == "P1"
+
+
+def test_status_before_any_event_says_what_to_do(tmp_path: Path) -> None:
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        response = await client.get("/api/status")
+        assert response.status == 409
+        assert "POST /events" in (await response.json())["error"]
+        bad_year = await client.get("/api/status?year=abc")
+        assert bad_year.status == 400
+
+    serve(tmp_path, scenario)
+
+
+def test_metrics_match_the_status_figures(tmp_path: Path) -> None:
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        await post(client, b.jsonl(lagging_county()))
+        status = await (await client.get("/api/status")).json()
+        response = await client.get("/metrics")
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(await response.text())
+            for s in family.samples
+        }
+        region = samples[("budget_region_execution_ratio", ())]
+        assert region == pytest.approx(status["region"]["execution_rate"], abs=1e-6)
+        progress = samples[("budget_time_progress_ratio", ())]
+        assert progress == pytest.approx(status["region"]["time_progress"], abs=1e-6)
+        project = ("budget_project_execution_ratio", (("department", "D01"), ("project", "P1")))
+        assert samples[project] == pytest.approx(0.1)
+        assert not any(dict(k[1]).get("project") == "P2" for k in samples)
+        assert samples[("budget_processing_lag_days", ())] == 0.0
+
+    serve(tmp_path, scenario)
+
+
+def test_live_mode_closes_days_by_the_injected_wall_clock(tmp_path: Path) -> None:
+    today = [dt.date(2025, 6, 29)]
+    county = lagging_county()[:3]  # P1 only: 10 % paid by 06-10
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        answer = await post(client, b.jsonl(county))
+        assert answer["as_of"] == "2025-06-29"
+        assert not [a for a in await (await client.get("/api/alerts")).json()
+                    if a["rule"] == "low_execution"]
+        # A payment dated in the future waits for its day.
+        future = b.payment("P1", "500000.00", on="2025-07-15", event_id="P1-PAY-FUTURE")
+        await post(client, b.jsonl([future]))
+        today[0] = dt.date(2025, 6, 30)
+        await service.process_now()
+        alerts = await (await client.get("/api/alerts")).json()
+        low = [a for a in alerts if a["rule"] == "low_execution"]
+        assert [(a["subject_id"], a["since"]) for a in low] == [("P1", "2025-06-30")]
+        status = await (await client.get("/api/status")).json()
+        assert status["as_of"] == "2025-06-30" and status["region"]["paid"] == "100000.00"
+        scraped = await (await client.get("/metrics")).text()
+        assert "budget_processing_lag_days 15.0" in scraped
+        today[0] = dt.date(2025, 7, 15)
+        await service.process_now()
+        status = await (await client.get("/api/status")).json()
+        assert status["region"]["paid"] == "600000.00"
+
+    serve(tmp_path, scenario, live=True, clock=lambda: today[0], tick_seconds=3600)
+
+
+def test_a_burst_of_concurrent_posts_is_all_processed(tmp_path: Path) -> None:
+    events = lagging_county()
+    payments = [
+        b.payment("P2", "100.00", on="2025-07-02", event_id=f"BURST-{i}") for i in range(40)
+    ]
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        await post(client, b.jsonl(events))
+        answers = await asyncio.gather(*(post(client, b.jsonl([p]), wait=False) for p in payments))
+        assert sum(a["applied"] for a in answers) == 40
+        await post(client, b.jsonl([b.payment("P2", "1.00", on="2025-07-02", event_id="LAST")]))
+        status = await (await client.get("/api/status")).json()
+        p2 = next(p for p in status["projects"] if p["project_id"] == "P2")
+        assert p2["paid"] == "314001.00"
+
+    serve(tmp_path, scenario)
+
+
+def test_extension_hooks_add_routes_and_run_workers_until_stop(tmp_path: Path) -> None:
+    seen: dict[str, Any] = {"commits": 0, "stopped": False}
+
+    class Worker:
+        def __init__(self) -> None:
+            self.service: Service | None = None
+
+        async def run_forever(self, stop: asyncio.Event) -> None:
+            assert self.service is not None
+            committed = self.service.subscribe()
+            seen["started"] = True
+            while not stop.is_set():
+                await committed.wait()
+                committed.clear()
+                if not stop.is_set():
+                    seen["commits"] += 1
+            seen["stopped"] = True
+
+    worker = Worker()
+
+    def board(application: web.Application, service: Service) -> None:
+        async def handler(_: web.Request) -> web.Response:
+            return web.Response(text=f"看板 {service.health()['clock']}")
+
+        application.router.add_get("/board", handler)
+        worker.service = service
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        await post(client, b.jsonl(lagging_county()))
+        assert await (await client.get("/board")).text() == "看板 2025-07-01"
+        await asyncio.sleep(0)  # let the worker observe the commit's notification
+        assert seen.get("started") is True
+
+    serve(tmp_path, scenario, routes=[board], workers=[worker])
+    assert seen["stopped"] is True
+    assert seen["commits"] >= 1
+
+
+def test_runs_that_end_on_the_same_day_apply_each_event_once(tmp_path: Path) -> None:
+    """Regression (streams/store.py `pending`): events of the clock's own day were
+    applied again by every later run that ended on that day."""
+    from connectors.jsonl import parse_lines
+    from streams.ingest import ingest
+
+    with Store(tmp_path / "runs.db") as store:
+        engine = Engine(store, load_profile("baseline"))
+        ingest(store, parse_lines(b.jsonl(lagging_county()).splitlines(), "t"))
+        engine.run(None)
+        for i in range(3):
+            payment = b.payment("P2", "100.00", on="2025-07-01", event_id=f"SAME-DAY-{i}")
+            ingest(store, parse_lines(b.jsonl([payment]).splitlines(), "t"))
+            engine.run(None)
+        assert engine.monitor.ledger.projects["P2"].paid == 31_030_000  # fen
+        restored = Engine(store, load_profile("baseline")).load()
+        assert restored.ledger.projects["P2"].paid == 31_030_000
