@@ -221,7 +221,9 @@ class Store:
                 (seq, max_seq, clock),
             ).fetchall()
             yield from decode([r[:6] for r in late])
-        last_day, last_seq = floor, 0
+        # Then the days after the clock (the clock's own day was closed: new events of it
+        # came in `late` above), so (floor, max_seq) and not (floor, 0).
+        last_day, last_seq = floor, max_seq
         while True:
             rows = db.execute(
                 f"SELECT {_RECORD_COLUMNS}, seq FROM events"
