@@ -1,0 +1,377 @@
+"""The distributed runtime: a Faust app on Kafka (DESIGN §7), province scale.
+
+Topics (key → value):
+
+* ``budget-events`` — ``project_id`` → one contract event (JSON); clock ticks
+  ``__clock__`` → ``{"type": "clock_tick", "as_of": "YYYY-MM-DD"}`` on every partition.
+* ``budget-departments`` — ``"<fiscal_year>:<department_id>"`` → budget/paid deltas
+  per department and day, and ``closed`` markers (one per tick per source partition).
+* ``budget-alerts`` — ``alert_id`` → one transition: the fields of
+  ``budgetwatch alerts --json`` plus ``transition``, ``date``, ``previous_severity``.
+* ``budget-events-dlq`` — the raw key → reason, raw value, topic/partition/offset.
+
+Agents run with ``concurrency=1`` under ``processing_guarantee="at_least_once"``;
+state lives in changelog-backed tables (``projects``, ``departments``), RocksDB in
+production (``BUDGETWATCH_STORE=rocksdb://``), ``memory://`` in tests. The agents
+only move bytes: every decision is in :mod:`streams.faust_state`, which drives the
+same :class:`alerts.monitor.Monitor` as the embedded engine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import faust
+import orjson
+from faust.types import TableT
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from alerts.lifecycle import Transition
+from alerts.profile import Profile
+from budget.calendar import from_day
+from connectors.profiles import load_profile
+from streams.faust_state import (
+    CLOCK_KEY,
+    DepartmentPartition,
+    Output,
+    ProjectPartition,
+    dead_letter,
+    tick_value,
+)
+from streams.settings import Settings
+
+log = logging.getLogger("budgetwatch.faust")
+
+EVENTS_TOPIC = "budget-events"
+DEPARTMENTS_TOPIC = "budget-departments"
+ALERTS_TOPIC = "budget-alerts"
+DLQ_TOPIC = "budget-events-dlq"
+
+
+class Outlet(Protocol):
+    """Where agents send what they produce: Kafka topics in a worker, a list in tests."""
+
+    async def send(
+        self, topic: str, key: str | None, value: bytes, partition: int | None = None
+    ) -> None: ...
+
+
+class TopicOutlet:
+    def __init__(self, topics: Mapping[str, faust.TopicT]) -> None:
+        self.topics = topics
+
+    async def send(
+        self, topic: str, key: str | None, value: bytes, partition: int | None = None
+    ) -> None:
+        await self.topics[topic].send(
+            key=key.encode("utf-8") if key is not None else None, value=value, partition=partition
+        )
+
+
+class MemoryOutlet:
+    """Records every message in order; the functional tests feed them onward."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str | None, bytes, int | None]] = []
+
+    async def send(
+        self, topic: str, key: str | None, value: bytes, partition: int | None = None
+    ) -> None:
+        self.messages.append((topic, key, value, partition))
+
+    def take(self, topic: str) -> list[tuple[str | None, bytes, int | None]]:
+        taken = [(k, v, p) for t, k, v, p in self.messages if t == topic]
+        self.messages = [m for m in self.messages if m[0] != topic]
+        return taken
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.messages = Counter(
+            "budget_stream_messages_total",
+            "budget-events messages by outcome (buffered, duplicate, redelivered, rejected, tick)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.transitions = Counter(
+            "budget_stream_alert_transitions_total",
+            "Alert transitions sent to budget-alerts",
+            ["rule", "severity", "transition"],
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "budget_stream_dead_letters_total",
+            "Messages sent to budget-events-dlq",
+            ["topic"],
+            registry=self.registry,
+        )
+        self.clock = Gauge(
+            "budget_stream_clock_timestamp_seconds",
+            "Business date closed so far on a partition (midnight UTC, unix seconds)",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "budget_stream_pending_events",
+            "Events buffered until the next clock tick",
+            ["partition"],
+            registry=self.registry,
+        )
+        self.dedup = Gauge(
+            "budget_stream_dedup_event_ids",
+            "Event ids remembered for deduplication",
+            ["partition"],
+            registry=self.registry,
+        )
+
+
+def _day_seconds(day: int | None) -> float:
+    if day is None:
+        return 0.0
+    return dt.datetime.combine(from_day(day), dt.time(), tzinfo=dt.UTC).timestamp()
+
+
+class BudgetApp:
+    """The Faust app with its topics, tables and agents, built from :class:`Settings`."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        profile: Profile | None = None,
+        outlet: Outlet | None = None,
+        app_id: str = "budgetwatch",
+    ) -> None:
+        s = settings or Settings()
+        self.settings = s
+        self.profile = profile or load_profile(s.profile)
+        self.partitions = s.partitions
+        self.app = faust.App(
+            app_id,
+            broker=_broker_url(s.kafka_bootstrap),
+            store=s.store,
+            processing_guarantee="at_least_once",
+            topic_partitions=s.partitions,
+            topic_replication_factor=s.replication_factor,
+            web_port=s.web_port,
+            web_bind=s.web_bind,
+            web_enabled=True,
+            autodiscover=False,
+        )
+        app = self.app
+        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.events_topic = app.topic(EVENTS_TOPIC, partitions=s.partitions, **raw)  # type: ignore[arg-type]
+        self.departments_topic = app.topic(DEPARTMENTS_TOPIC, partitions=s.partitions, **raw)  # type: ignore[arg-type]
+        self.alerts_topic = app.topic(ALERTS_TOPIC, partitions=s.partitions, **raw)  # type: ignore[arg-type]
+        self.dlq_topic = app.topic(DLQ_TOPIC, partitions=s.partitions, **raw)  # type: ignore[arg-type]
+        self.projects_table = app.Table("projects", partitions=s.partitions, key_type=str)
+        self.departments_table = app.Table("departments", partitions=s.partitions, key_type=str)
+        self.outlet: Outlet = outlet or TopicOutlet(
+            {
+                DEPARTMENTS_TOPIC: self.departments_topic,
+                ALERTS_TOPIC: self.alerts_topic,
+                DLQ_TOPIC: self.dlq_topic,
+                EVENTS_TOPIC: self.events_topic,
+            }
+        )
+        self.metrics = Metrics()
+        self.project_partitions: dict[int, ProjectPartition] = {}
+        self.department_partitions: dict[int, DepartmentPartition] = {}
+        self.events_agent = app.agent(self.events_topic, name="budget-events", concurrency=1)(
+            self._events
+        )
+        self.departments_agent = app.agent(
+            self.departments_topic, name="budget-departments", concurrency=1
+        )(self._departments)
+        app.page("/metrics")(self._metrics_view)
+        app.page("/budgetwatch/partitions")(self._partitions_view)
+        if s.clock == "wall":
+            app.timer(interval=s.clock_interval, on_leader=True)(self.wall_clock_tick)
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+
+    # -- partition state ---------------------------------------------------
+    def project_partition(self, partition: int) -> ProjectPartition:
+        state = self.project_partitions.get(partition)
+        if state is None:
+            state = ProjectPartition.restore(
+                partition,
+                self.profile,
+                _items(self.projects_table),
+                topic=EVENTS_TOPIC,
+                dedup_days=self.settings.dedup_days,
+            )
+            self.project_partitions[partition] = state
+        return state
+
+    def department_partition(self, partition: int) -> DepartmentPartition:
+        state = self.department_partitions.get(partition)
+        if state is None:
+            state = DepartmentPartition.restore(
+                partition,
+                self.profile,
+                self.partitions,
+                _items(self.departments_table),
+                topic=DEPARTMENTS_TOPIC,
+            )
+            self.department_partitions[partition] = state
+        return state
+
+    async def _on_revoked(self, sender: Any, revoked: Iterable[Any], **_: Any) -> None:
+        # Another worker owns these now; rebuild from the changelog if they come back.
+        for tp in revoked:
+            if tp.topic == EVENTS_TOPIC:
+                self.project_partitions.pop(tp.partition, None)
+            elif tp.topic == DEPARTMENTS_TOPIC:
+                self.department_partitions.pop(tp.partition, None)
+
+    # -- agents ------------------------------------------------------------
+    async def _events(self, stream: faust.StreamT[bytes]) -> AsyncIterator[str]:
+        async for event in stream.events():
+            message = event.message
+            partition, offset = message.partition, message.offset
+            try:
+                state = self.project_partition(partition)
+                out = state.handle(offset, message.key, message.value)
+            except Exception as err:  # never a silent ack: the message goes to the DLQ
+                log.exception("budget-events %s:%s failed", partition, offset)
+                out = Output(outcome="rejected")
+                out.dead_letters.append(
+                    dead_letter(
+                        reason=f"internal error {type(err).__name__}: {err}; "
+                        "the message was not applied — fix the cause and re-publish it "
+                        "(its event_id keeps the retry idempotent)",
+                        raw=message.value,
+                        topic=EVENTS_TOPIC,
+                        partition=partition,
+                        offset=offset,
+                        key=message.key,
+                    )
+                )
+                self.project_partitions.pop(partition, None)  # rebuild from the table next time
+            await self._emit(out, self.projects_table, EVENTS_TOPIC)
+            state_now = self.project_partitions.get(partition)
+            if state_now is not None:
+                self.metrics.clock.labels(EVENTS_TOPIC, str(partition)).set(
+                    _day_seconds(state_now.clock)
+                )
+                if out.outcome in ("buffered", "tick"):
+                    self.metrics.pending.labels(str(partition)).set(state_now.pending_count())
+                    self.metrics.dedup.labels(str(partition)).set(state_now.dedup_memory())
+            yield out.outcome
+
+    async def _departments(self, stream: faust.StreamT[bytes]) -> AsyncIterator[str]:
+        async for event in stream.events():
+            message = event.message
+            partition, offset = message.partition, message.offset
+            try:
+                body = orjson.loads(message.value)
+                if not isinstance(body, dict):
+                    raise ValueError("a department message must be a JSON object")
+                out = self.department_partition(partition).handle(offset, message.key, body)
+            except Exception as err:
+                log.exception("budget-departments %s:%s failed", partition, offset)
+                out = Output(outcome="rejected")
+                out.dead_letters.append(
+                    dead_letter(
+                        reason=f"{type(err).__name__}: {err}; department messages come from "
+                        "the budget-events agent only — look for a foreign producer",
+                        raw=message.value,
+                        topic=DEPARTMENTS_TOPIC,
+                        partition=partition,
+                        offset=offset,
+                        key=message.key,
+                    )
+                )
+                self.department_partitions.pop(partition, None)
+            await self._emit(out, self.departments_table, DEPARTMENTS_TOPIC)
+            state_now = self.department_partitions.get(partition)
+            if state_now is not None:
+                self.metrics.clock.labels(DEPARTMENTS_TOPIC, str(partition)).set(
+                    _day_seconds(state_now.clock)
+                )
+            yield out.outcome
+
+    async def _emit(self, out: Output, table: TableT[Any, Any], topic: str) -> None:
+        """Table writes first (project values, then the meta that commits them), then messages."""
+        for key, value in out.writes:
+            table[key] = value
+        for transition in out.transitions:
+            await self.outlet.send(
+                ALERTS_TOPIC, transition.alert.alert_id, transition_bytes(transition)
+            )
+            alert = transition.alert
+            self.metrics.transitions.labels(alert.rule, alert.severity, transition.kind).inc()
+        for letter in out.dead_letters:
+            await self.outlet.send(DLQ_TOPIC, letter["key"], orjson.dumps(letter))
+            self.metrics.dead_letters.labels(topic).inc()
+        for key, delta in out.departments:
+            await self.outlet.send(DEPARTMENTS_TOPIC, key, orjson.dumps(delta))
+        for marker in out.markers:
+            body = orjson.dumps(marker)
+            for partition in range(self.partitions):
+                await self.outlet.send(
+                    DEPARTMENTS_TOPIC, f"__closed__:{marker['source']}", body, partition
+                )
+        if topic == EVENTS_TOPIC:
+            self.metrics.messages.labels(out.outcome).inc()
+
+    # -- the wall clock (live mode) ------------------------------------------
+    async def wall_clock_tick(self) -> None:
+        """Publish today's tick (in the bureau's time zone) to every partition."""
+        today = dt.datetime.now(ZoneInfo(self.settings.timezone)).date()
+        for partition in range(self.partitions):
+            await self.outlet.send(EVENTS_TOPIC, CLOCK_KEY, tick_value(today), partition)
+
+    # -- web -----------------------------------------------------------------
+    async def _metrics_view(
+        self, web: faust.web.View, request: faust.web.Request
+    ) -> faust.web.Response:
+        return web.bytes(generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+    async def _partitions_view(
+        self, web: faust.web.View, request: faust.web.Request
+    ) -> faust.web.Response:
+        return web.json(
+            {
+                "events": {
+                    str(p): {
+                        "clock": _iso(s.clock),
+                        "pending": s.pending_count(),
+                        "dedup_ids": s.dedup_memory(),
+                        "projects": len(s.monitor.ledger.projects),
+                    }
+                    for p, s in sorted(self.project_partitions.items())
+                },
+                "departments": {
+                    str(p): {"clock": _iso(s.clock), "departments": len(s.totals)}
+                    for p, s in sorted(self.department_partitions.items())
+                },
+            }
+        )
+
+
+def transition_bytes(transition: Transition) -> bytes:
+    return orjson.dumps(transition.to_json())
+
+
+def _iso(day: int | None) -> str | None:
+    return from_day(day).isoformat() if day is not None else None
+
+
+def _items(table: TableT[Any, Any]) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    return ((str(k), v) for k, v in table.items())
+
+
+def _broker_url(bootstrap: str) -> str:
+    hosts = [h.strip() for h in bootstrap.split(",") if h.strip()]
+    return ";".join(h if "://" in h else f"kafka://{h}" for h in hosts)
+
+
+def create_app(settings: Settings | None = None, **kwargs: Any) -> BudgetApp:
+    return BudgetApp(settings, **kwargs)

@@ -1,0 +1,763 @@
+"""The partition state machines behind the Faust agents (DESIGN §7, distributed runtime).
+
+No Faust here and no I/O: the agents in :mod:`streams.faust_app` hand each Kafka
+message (partition, offset, key, raw value) to these classes and write back what
+they return — table values, alert transitions, dead letters, department deltas.
+Every rule and rate is the pure core's: a :class:`ProjectPartition` drives one
+:class:`alerts.monitor.Monitor` per partition of ``budget-events`` exactly as the
+embedded :class:`streams.engine.Engine` drives one for the SQLite log.
+
+The clock is a stream. ``budget-events`` carries, next to the contract events,
+clock ticks ``{"type": "clock_tick", "as_of": "YYYY-MM-DD"}`` (key ``__clock__``)
+sent to *every* partition. Events are buffered (in the changelog-backed table)
+until a tick; a tick is one ``Engine.run(as_of)`` on that partition: pending events
+in business-date order, days closed up to ``as_of`` — checkpoints and due dates
+fire with no event at all. Ticks live in the partition log next to the events, so
+replaying a partition replays its clock: the same alerts, to the day.
+
+Crash consistency under ``at_least_once``. Each partition keeps a meta value
+(``__partition__:<n>``: committed epoch, clock, last applied offset) in the same
+table — the same changelog partition — as its project values, written after them.
+A changelog partition is a prefix of what was written, so after a crash:
+
+* a message at or below the meta's offset is a redelivery and is skipped;
+* a message whose project value was written but not the meta is caught by the
+  project's own event-id memory, stored in the same value as the state it
+  protects (one changelog record: state and dedup memory change together);
+* a tick writes its project values with ``epoch = committed + 1`` and keeps the
+  pre-tick value as ``prev``; a value from an uncommitted epoch is read back as
+  its ``prev``, so a redelivered tick recomputes from exactly the pre-tick state.
+
+Dedup memory is bounded by time: per project, the ids of events whose business
+date is within ``dedup_days`` of the partition clock (default 400, more than a
+fiscal year, so re-sending a whole year is harmless). An event older than that
+horizon cannot be checked and goes to the dead-letter topic instead of risking a
+double count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any
+
+import orjson
+
+from alerts.lifecycle import Alert, Transition
+from alerts.monitor import Monitor
+from alerts.profile import Profile
+from budget.calendar import iso, year_of
+from budget.events import EventRejected, Record, parse_day, parse_event
+from budget.ledger import ProjectState, Totals, counts_in_rollup
+
+CLOCK_KEY = "__clock__"
+CLOCK_TYPE = "clock_tick"
+META_PREFIX = "__partition__:"
+DEPARTMENT_META_PREFIX = "__departments__:"
+
+Value = dict[str, Any]
+
+
+def meta_key(partition: int) -> str:
+    return f"{META_PREFIX}{partition}"
+
+
+def department_meta_key(partition: int) -> str:
+    return f"{DEPARTMENT_META_PREFIX}{partition}"
+
+
+def department_key(fiscal_year: int, department_id: str) -> str:
+    return f"{fiscal_year}:{department_id}"
+
+
+def tick_value(as_of: dt.date) -> bytes:
+    return orjson.dumps({"type": CLOCK_TYPE, "as_of": as_of.isoformat()})
+
+
+def _text(raw: bytes | str | None) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="replace")
+    return raw
+
+
+@dataclass(slots=True)
+class Output:
+    """What one message produced; the agent writes/sends it in this order."""
+
+    writes: list[tuple[str, Value]] = field(default_factory=list)  # table key -> value
+    transitions: list[Transition] = field(default_factory=list)
+    dead_letters: list[Value] = field(default_factory=list)
+    departments: list[tuple[str, Value]] = field(default_factory=list)  # dept key -> delta
+    markers: list[Value] = field(default_factory=list)  # broadcast to every department partition
+    outcome: str = "applied"  # applied | buffered | duplicate | redelivered | rejected | tick
+
+
+def dead_letter(
+    *,
+    reason: str,
+    raw: bytes | str | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | str | None,
+) -> Value:
+    return {
+        "reason": reason,
+        "raw": _text(raw),
+        "key": _text(key) if key is not None else None,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "source": f"{topic}:{partition}:{offset}",
+    }
+
+
+def _versioned(
+    epoch: int, committed_epoch: int, current: Value | None, previous: Value | None
+) -> Value:
+    """Wrap ``current`` so a reader can fall back to the last committed value."""
+    return {"epoch": epoch, "cur": current, "prev": previous if epoch > committed_epoch else None}
+
+
+def _committed(value: Mapping[str, Any], committed_epoch: int) -> Value | None:
+    if int(value.get("epoch", 0)) > committed_epoch:
+        prev = value.get("prev")
+        return dict(prev) if prev is not None else None
+    cur = value.get("cur")
+    return dict(cur) if cur is not None else None
+
+
+# ---------------------------------------------------------------------------
+# budget-events partitions: projects
+# ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Meta:
+    epoch: int = 0
+    clock: int | None = None
+    offset: int = -1
+    seq: int = 0
+
+    def to_value(self, partition: int) -> Value:
+        return {
+            "p": partition,
+            "epoch": self.epoch,
+            "clock": self.clock,
+            "offset": self.offset,
+            "seq": self.seq,
+        }
+
+
+class ProjectPartition:
+    """One partition of ``budget-events``: its projects, alerts, buffer and clock."""
+
+    def __init__(
+        self,
+        partition: int,
+        profile: Profile,
+        *,
+        topic: str = "budget-events",
+        dedup_days: int = 400,
+    ) -> None:
+        self.partition = partition
+        self.topic = topic
+        self.profile = profile
+        self.dedup_days = dedup_days
+        self.monitor = Monitor(profile)
+        self.meta = _Meta()
+        self.seen: dict[str, dict[str, int]] = {}  # project -> event_id -> day
+        self.pending: dict[str, list[tuple[int, Record]]] = {}  # project -> [(seq, record)]
+        self.contributed: dict[
+            str, tuple[str, int, int]
+        ] = {}  # project -> (dept key, budget, paid)
+        self.alerts_of: dict[str, set[str]] = {}  # project -> alert ids
+        self.committed: dict[str, Value | None] = {}  # project -> value as of the committed epoch
+
+    # -- restoring -------------------------------------------------------
+    @classmethod
+    def restore(
+        cls,
+        partition: int,
+        profile: Profile,
+        items: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        topic: str = "budget-events",
+        dedup_days: int = 400,
+    ) -> ProjectPartition:
+        """Rebuild from table items (any partitions mixed in are ignored)."""
+        self = cls(partition, profile, topic=topic, dedup_days=dedup_days)
+        values: list[tuple[str, Mapping[str, Any]]] = []
+        for key, value in items:
+            if not isinstance(value, Mapping) or value.get("p") != partition:
+                continue
+            if key == meta_key(partition):
+                self.meta = _Meta(
+                    int(value["epoch"]), value.get("clock"), int(value["offset"]), int(value["seq"])
+                )
+            elif not key.startswith(META_PREFIX):
+                values.append((key, value))
+        states: list[ProjectState] = []
+        alerts: list[Alert] = []
+        for project_id, value in values:
+            body = _committed(value, self.meta.epoch)
+            self.committed[project_id] = body
+            if body is None:
+                continue
+            if body.get("state") is not None:
+                states.append(ProjectState.from_dict(body["state"]))
+            for item in body.get("alerts", ()):
+                alert = Alert.from_json(item)
+                alerts.append(alert)
+                self.alerts_of.setdefault(project_id, set()).add(alert.alert_id)
+            if body.get("seen"):
+                self.seen[project_id] = {str(k): int(v) for k, v in body["seen"].items()}
+            if body.get("pending"):
+                self.pending[project_id] = [(int(s), Record(*r)) for s, r in body["pending"]]
+            if body.get("contributed"):
+                dept, budget, paid = body["contributed"]
+                self.contributed[project_id] = (str(dept), int(budget), int(paid))
+        self.monitor.restore(states, alerts, self.meta.clock)
+        return self
+
+    # -- one message -----------------------------------------------------
+    def handle(self, offset: int, key: bytes | str | None, raw: bytes | str | None) -> Output:
+        """Process one message of this partition (an event or a clock tick)."""
+        if offset <= self.meta.offset:
+            return Output(outcome="redelivered")
+        key_text = _text(key) if key is not None else None
+        where = f"{self.topic}:{self.partition}:{offset}"
+        if key_text == CLOCK_KEY:
+            try:
+                as_of = _parse_tick(raw)
+            except ValueError as err:
+                return self._reject(offset, key, raw, f"clock tick at {where}: {err}")
+            return self.tick(offset, as_of)
+        if raw is None:
+            return self._reject(
+                offset, key, raw, "empty message (a tombstone?); expected one JSON event"
+            )
+        try:
+            record = parse_event(raw).to_record()
+        except EventRejected as err:
+            return self._reject(offset, key, raw, err.reason)
+        if key_text != record.project_id:
+            return self._reject(
+                offset,
+                key,
+                raw,
+                f"message key {key_text!r} is not the event's project_id {record.project_id!r}: "
+                "publish with key = project_id so a project's events stay on one partition "
+                "(`budgetwatch publish` does)",
+            )
+        return self.receive(offset, record, key, raw)
+
+    def _reject(
+        self, offset: int, key: bytes | str | None, raw: bytes | str | None, reason: str
+    ) -> Output:
+        self.meta.offset = offset
+        out = Output(outcome="rejected")
+        out.dead_letters.append(
+            dead_letter(
+                reason=reason,
+                raw=raw,
+                topic=self.topic,
+                partition=self.partition,
+                offset=offset,
+                key=key,
+            )
+        )
+        out.writes.append((meta_key(self.partition), self.meta.to_value(self.partition)))
+        return out
+
+    def receive(
+        self,
+        offset: int,
+        record: Record,
+        key: bytes | str | None = None,
+        raw: bytes | str | None = None,
+    ) -> Output:
+        """Buffer a valid event until the next tick, unless it is a duplicate."""
+        clock = self.meta.clock
+        if clock is not None and record.day < clock - self.dedup_days:
+            return self._reject(
+                offset,
+                key,
+                raw,
+                f"event {record.event_id!r} is dated {iso(record.day)}, "
+                f"more than {self.dedup_days} days before the partition clock {iso(clock)}: "
+                "too old to check for duplicates; "
+                "correct it with a budget_adjusted event dated within the fiscal year",
+            )
+        project_id = record.project_id
+        seen = self.seen.setdefault(project_id, {})
+        self.meta.offset = offset
+        out = Output(outcome="buffered")
+        if record.event_id in seen:
+            out.outcome = "duplicate"
+        else:
+            seen[record.event_id] = record.day
+            self.pending.setdefault(project_id, []).append((self.meta.seq, record))
+            self.meta.seq += 1
+            out.writes.append((project_id, self._value(project_id, self.meta.epoch)))
+        out.writes.append((meta_key(self.partition), self.meta.to_value(self.partition)))
+        return out
+
+    def tick(self, offset: int, as_of: int) -> Output:
+        """Close days up to ``as_of`` (never backwards): ``Engine.run(as_of)`` on this partition."""
+        monitor = self.monitor
+        clock = self.meta.clock
+        until = as_of if clock is None else max(as_of, clock)
+        epoch = self.meta.epoch + 1
+        out = Output(outcome="tick")
+        due: list[tuple[int, Record]] = []
+        touched: set[str] = set()
+        for project_id, items in self.pending.items():
+            keep = [item for item in items if item[1].day > until]
+            if len(keep) != len(items):
+                due.extend(item for item in items if item[1].day <= until)
+                touched.add(project_id)
+                self.pending[project_id] = keep
+        due.sort(key=lambda item: (item[1].day, item[0]))
+        deltas: dict[tuple[str, int], list[Any]] = {}
+        monitor.changed = set()
+        for day, transitions in monitor.process((record for _, record in due), until):
+            # This monitor sees only its partition's share of a department: department
+            # alerts are judged by the department agent from the deltas sent below.
+            out.transitions.extend(t for t in transitions if t.alert.subject_type == "project")
+            changed = monitor.changed
+            if changed:
+                monitor.changed = set()
+                touched |= changed
+                self._contribute(changed, day, deltas)
+            for t in transitions:
+                if t.alert.subject_type == "project":
+                    self.alerts_of.setdefault(t.alert.subject_id, set()).add(t.alert.alert_id)
+                    touched.add(t.alert.subject_id)
+        cutoff = (monitor.clock if monitor.clock is not None else until) - self.dedup_days
+        for project_id in touched:
+            seen = self.seen.get(project_id)
+            if seen:
+                stale = [eid for eid, day in seen.items() if day < cutoff]
+                for eid in stale:
+                    del seen[eid]
+        for project_id in sorted(touched):
+            out.writes.append((project_id, self._value(project_id, epoch)))
+        self.meta.epoch = epoch
+        self.meta.clock = monitor.clock if monitor.clock is not None else until
+        self.meta.offset = offset
+        out.writes.append((meta_key(self.partition), self.meta.to_value(self.partition)))
+        # The tick is committed once the meta is written; from now on the values
+        # just written are the committed ones.
+        for project_id in touched:
+            self.committed[project_id] = self._body(project_id)
+        for (dept, day), (budget, paid, projects, fiscal_year, department_id, name) in sorted(
+            deltas.items(), key=lambda kv: (kv[0][1], kv[0][0])
+        ):
+            out.departments.append(
+                (
+                    dept,
+                    {
+                        "kind": "delta",
+                        "source": self.partition,
+                        "epoch": epoch,
+                        "day": day,
+                        "fiscal_year": fiscal_year,
+                        "department_id": department_id,
+                        "department_name": name,
+                        "budget": budget,
+                        "paid": paid,
+                        "projects": projects,
+                    },
+                )
+            )
+        out.markers.append(
+            {"kind": "closed", "source": self.partition, "epoch": epoch, "day": self.meta.clock}
+        )
+        return out
+
+    def _contribute(
+        self, changed: Iterable[str], day: int, deltas: dict[tuple[str, int], list[Any]]
+    ) -> None:
+        projects = self.monitor.ledger.projects
+        for project_id in changed:
+            state = projects[project_id]
+            before = self.contributed.get(project_id)
+            after: tuple[str, int, int] | None = None
+            if counts_in_rollup(state):
+                assert state.fiscal_year is not None and state.department_id is not None
+                after = (
+                    department_key(state.fiscal_year, state.department_id),
+                    state.budget,
+                    state.paid,
+                )
+            if before == after:
+                continue
+            if before is not None:
+                entry = deltas.get((before[0], day))
+                if entry is None:
+                    year, _, dept_id = before[0].partition(":")
+                    entry = deltas[(before[0], day)] = [0, 0, 0, int(year), dept_id, ""]
+                entry[0] -= before[1]
+                entry[1] -= before[2]
+                entry[2] -= 1
+            if after is not None:
+                entry = deltas.get((after[0], day))
+                if entry is None:
+                    entry = deltas[(after[0], day)] = [
+                        0,
+                        0,
+                        0,
+                        state.fiscal_year,
+                        state.department_id,
+                        "",
+                    ]
+                entry[0] += after[1]
+                entry[1] += after[2]
+                entry[2] += 1
+                entry[5] = state.department_name or ""
+                self.contributed[project_id] = after
+            else:
+                self.contributed.pop(project_id, None)
+
+    def _body(self, project_id: str) -> Value:
+        state = self.monitor.ledger.projects.get(project_id)
+        book = self.monitor.book.alerts
+        contributed = self.contributed.get(project_id)
+        return {
+            "state": state.to_dict() if state is not None else None,
+            "alerts": [book[a].to_json() for a in sorted(self.alerts_of.get(project_id, ()))],
+            "seen": dict(self.seen.get(project_id, {})),
+            "pending": [[seq, list(record)] for seq, record in self.pending.get(project_id, ())],
+            "contributed": list(contributed) if contributed is not None else None,
+        }
+
+    def _value(self, project_id: str, epoch: int) -> Value:
+        body = self._body(project_id)
+        value = _versioned(epoch, self.meta.epoch, body, self.committed.get(project_id))
+        value["p"] = self.partition
+        if epoch == self.meta.epoch:
+            self.committed[project_id] = body
+        return value
+
+    # -- reading ---------------------------------------------------------
+    @property
+    def clock(self) -> int | None:
+        return self.meta.clock
+
+    def pending_count(self) -> int:
+        return sum(len(items) for items in self.pending.values())
+
+    def dedup_memory(self) -> int:
+        return sum(len(ids) for ids in self.seen.values())
+
+
+def _parse_tick(raw: bytes | str | None) -> int:
+    if raw is None:
+        raise ValueError('empty clock tick; expected {"type": "clock_tick", "as_of": "YYYY-MM-DD"}')
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise ValueError(f"not valid JSON: {err}") from None
+    if not isinstance(data, dict) or data.get("type") != CLOCK_TYPE or "as_of" not in data:
+        raise ValueError('expected {"type": "clock_tick", "as_of": "YYYY-MM-DD"}')
+    return parse_day(data["as_of"]).toordinal()
+
+
+# ---------------------------------------------------------------------------
+# budget-departments partitions: department roll-ups and their alerts
+# ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _DepartmentMeta:
+    epoch: int = 0
+    clock: int | None = None
+    offset: int = -1
+    markers: dict[int, list[list[int]]] = field(default_factory=dict)  # source -> [[epoch, day]]
+    last_epoch: dict[int, int] = field(default_factory=dict)  # source -> last epoch seen (dedup)
+
+    def to_value(self, partition: int) -> Value:
+        return {
+            "p": partition,
+            "epoch": self.epoch,
+            "clock": self.clock,
+            "offset": self.offset,
+            "markers": {str(k): v for k, v in self.markers.items()},
+            "last_epoch": {str(k): v for k, v in self.last_epoch.items()},
+        }
+
+
+class DepartmentPartition:
+    """One partition of ``budget-departments``: department totals (sums of budget and
+    paid, never means of rates) and ``department_low_execution``.
+
+    Project partitions send per-(department, day) deltas and, after each tick, a
+    ``closed`` marker to every department partition. Tick k is one *round* here:
+    when every source partition has sent its k-th marker, the deltas dated up to
+    that tick's day are applied in day order and the days closed — the same
+    department evaluations, on the same days, as the embedded engine's monitor.
+    """
+
+    def __init__(
+        self, partition: int, profile: Profile, sources: int, *, topic: str = "budget-departments"
+    ) -> None:
+        self.partition = partition
+        self.sources = sources
+        self.topic = topic
+        self.judge = Monitor(profile)  # its department evaluation and alert book, nothing else
+        self.meta = _DepartmentMeta()
+        self.totals: dict[str, Totals] = {}
+        self.pending: dict[
+            str, dict[int, list[int]]
+        ] = {}  # dept key -> day -> [budget, paid, projects]
+        self.received: dict[
+            str, dict[int, tuple[int, set[int]]]
+        ] = {}  # dept -> source -> (epoch, days)
+        self.committed: dict[str, Value | None] = {}
+
+    @classmethod
+    def restore(
+        cls,
+        partition: int,
+        profile: Profile,
+        sources: int,
+        items: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        topic: str = "budget-departments",
+    ) -> DepartmentPartition:
+        self = cls(partition, profile, sources, topic=topic)
+        values: list[tuple[str, Mapping[str, Any]]] = []
+        for key, value in items:
+            if not isinstance(value, Mapping) or value.get("p") != partition:
+                continue
+            if key == department_meta_key(partition):
+                self.meta = _DepartmentMeta(
+                    int(value["epoch"]),
+                    value.get("clock"),
+                    int(value["offset"]),
+                    {int(k): [list(m) for m in v] for k, v in value.get("markers", {}).items()},
+                    {int(k): int(v) for k, v in value.get("last_epoch", {}).items()},
+                )
+            elif not key.startswith(DEPARTMENT_META_PREFIX):
+                values.append((key, value))
+        alerts: list[Alert] = []
+        for key, value in values:
+            body = _committed(value, self.meta.epoch)
+            self.committed[key] = body
+            if body is None:
+                continue
+            t = body["totals"]
+            self.totals[key] = Totals(
+                int(t["fiscal_year"]),
+                t["department_id"],
+                t["department_name"],
+                int(t["budget"]),
+                int(t["paid"]),
+                int(t["projects"]),
+            )
+            self.pending[key] = {int(d): list(v) for d, v in body.get("pending", {}).items()}
+            self.received[key] = {
+                int(src): (int(ep), {int(d) for d in days})
+                for src, (ep, days) in body.get("received", {}).items()
+            }
+            alerts.extend(Alert.from_json(a) for a in body.get("alerts", ()))
+        self.judge.restore((), alerts, self.meta.clock)
+        return self
+
+    def handle(self, offset: int, key: bytes | str | None, message: Mapping[str, Any]) -> Output:
+        if offset <= self.meta.offset:
+            return Output(outcome="redelivered")
+        self.meta.offset = offset
+        kind = message.get("kind")
+        source = int(message["source"])
+        epoch = int(message["epoch"])
+        out = Output(outcome="applied")
+        if kind == "delta":
+            dept = _text(key)
+            day = int(message["day"])
+            # A tick redone after a crash re-sends the same deltas: each is unique by
+            # (source, epoch, department, day), remembered with the department's totals.
+            received = self.received.setdefault(dept, {})
+            last = received.get(source)
+            if epoch <= self.meta.last_epoch.get(source, 0) or (
+                last is not None and (last[0] > epoch or (last[0] == epoch and day in last[1]))
+            ):
+                out.outcome = "duplicate"
+            else:
+                if last is None or last[0] < epoch:
+                    received[source] = (epoch, {day})
+                else:
+                    last[1].add(day)
+                totals = self.totals.get(dept)
+                if totals is None:
+                    totals = self.totals[dept] = Totals(
+                        int(message["fiscal_year"]), str(message["department_id"])
+                    )
+                if message.get("department_name"):
+                    totals.department_name = message["department_name"]
+                bucket = self.pending.setdefault(dept, {}).setdefault(day, [0, 0, 0])
+                bucket[0] += int(message["budget"])
+                bucket[1] += int(message["paid"])
+                bucket[2] += int(message["projects"])
+                out.writes.append((dept, self._value(dept, self.meta.epoch)))
+        elif kind == "closed":
+            if epoch <= self.meta.last_epoch.get(source, 0):
+                out.outcome = "duplicate"
+            else:
+                self.meta.last_epoch[source] = epoch
+                self.meta.markers.setdefault(source, []).append([epoch, int(message["day"])])
+                self._rounds(out)
+        else:
+            out.outcome = "rejected"
+            out.dead_letters.append(
+                dead_letter(
+                    reason=f"unknown department message kind {kind!r}; expected delta or closed",
+                    raw=orjson.dumps(dict(message)),
+                    topic=self.topic,
+                    partition=self.partition,
+                    offset=offset,
+                    key=key,
+                )
+            )
+        out.writes.append((department_meta_key(self.partition), self.meta.to_value(self.partition)))
+        return out
+
+    def _rounds(self, out: Output) -> None:
+        markers = self.meta.markers
+        while len(markers) >= self.sources and all(markers.get(s) for s in range(self.sources)):
+            until = min(markers[s].pop(0)[1] for s in range(self.sources))
+            self._close_round(until, out)
+
+    def _close_round(self, until: int, out: Output) -> None:
+        epoch = self.meta.epoch + 1
+        due: list[tuple[int, str, list[int]]] = []
+        for dept, days in self.pending.items():
+            for day in [d for d in days if d <= until]:
+                due.append((day, dept, days.pop(day)))
+        due.sort()
+        touched = {dept for _, dept, _ in due}
+        for _day, transitions in self._process(due, until):
+            out.transitions.extend(transitions)
+            touched.update(_department_key_of(t.alert) for t in transitions)
+        for dept in sorted(touched):
+            if dept in self.totals:
+                out.writes.append((dept, self._value(dept, epoch)))
+        self.meta.epoch = epoch
+        for dept in touched:
+            if dept in self.totals:
+                self.committed[dept] = self._body(dept)
+
+    def _process(
+        self, due: list[tuple[int, str, list[int]]], until: int
+    ) -> Iterator[tuple[int, list[Transition]]]:
+        """Monitor.process for department deltas: same grouping, same late-day rule."""
+        if self.meta.clock is None:
+            if not due:
+                self.meta.clock = until
+                return
+            self.meta.clock = min(due[0][0], until + 1) - 1
+        start = self.meta.clock
+        for day, group in groupby(due, key=lambda item: max(item[0], start)):
+            yield from self._close_empty_days_before(day)
+            dirty: set[str] = set()
+            for _, dept, (budget, paid, projects) in group:
+                totals = self.totals[dept]
+                totals.budget += budget
+                totals.paid += paid
+                totals.projects += projects
+                dirty.add(dept)
+            fresh = day > self.meta.clock
+            self.meta.clock = day
+            yield day, self._close(day, fresh, dirty)
+        yield from self._close_empty_days_before(until + 1)
+
+    def _close_empty_days_before(self, day: int) -> Iterator[tuple[int, list[Transition]]]:
+        assert self.meta.clock is not None
+        while self.meta.clock + 1 < day:
+            self.meta.clock += 1
+            yield self.meta.clock, self._close(self.meta.clock, True, set())
+
+    def _close(self, day: int, fresh: bool, dirty: set[str]) -> list[Transition]:
+        judge = self.judge
+        keys: Iterable[str] = (
+            list(self.totals) if fresh and judge._is_checkpoint(day) else sorted(dirty)
+        )
+        year = year_of(day)
+        transitions: list[Transition] = []
+        for dept in keys:
+            totals = self.totals[dept]
+            if totals.fiscal_year == year:
+                transitions.extend(judge._evaluate_department(totals, day))
+        return transitions
+
+    def _body(self, dept: str) -> Value:
+        t = self.totals[dept]
+        alerts = self.judge.book.alerts
+        prefix = f"{t.fiscal_year}:"
+        suffix = f":department:{t.department_id}"
+        return {
+            "totals": {
+                "fiscal_year": t.fiscal_year,
+                "department_id": t.department_id,
+                "department_name": t.department_name,
+                "budget": t.budget,
+                "paid": t.paid,
+                "projects": t.projects,
+            },
+            "pending": {str(d): v for d, v in self.pending.get(dept, {}).items()},
+            "received": {
+                str(s): [ep, sorted(days)] for s, (ep, days) in self.received.get(dept, {}).items()
+            },
+            "alerts": [
+                a.to_json()
+                for aid, a in sorted(alerts.items())
+                if aid.startswith(prefix) and aid.endswith(suffix)
+            ],
+        }
+
+    def _value(self, dept: str, epoch: int) -> Value:
+        body = self._body(dept)
+        value = _versioned(epoch, self.meta.epoch, body, self.committed.get(dept))
+        value["p"] = self.partition
+        if epoch == self.meta.epoch:
+            self.committed[dept] = body
+        return value
+
+    @property
+    def clock(self) -> int | None:
+        return self.meta.clock
+
+
+def _department_key_of(alert: Alert) -> str:
+    return department_key(alert.fiscal_year, alert.subject_id)
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as kafka-python and the Java
+    client) gives a string key — how ``budgetwatch publish`` and the agents agree."""
+    from kafka.partitioner.default import murmur2
+
+    return int(murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+def status_of(partitions: Iterable[ProjectPartition], fiscal_year: int | None = None) -> Value:
+    """``budgetwatch status --json`` over project partitions (all of them for the region):
+    the same :func:`budget.report.status` the embedded engine answers with."""
+    from budget.ledger import Ledger
+    from budget.report import status
+
+    ledger = Ledger()
+    clocks: list[int] = []
+    for part in partitions:
+        for state in part.monitor.ledger.projects.values():
+            ledger.attach(ProjectState.from_dict(state.to_dict()))
+        if part.clock is not None:
+            clocks.append(part.clock)
+    if not clocks:
+        raise ValueError("no partition has closed a day yet: publish a clock tick first")
+    return status(ledger, min(clocks), fiscal_year)
