@@ -18,16 +18,15 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, gt=0, description="replication of the topics")
     store: str = Field(default="memory://", description="Faust table store: memory:// or rocksdb://")
     web_port: int = Field(default=6066, description="Faust worker web port (/metrics)")
-    web_bind: str = Field(default="127.0.0.1", description="Faust worker web address (0.0.0.0 in a container)")
+    web_bind: str = Field(default="127.0.0.1", description="Faust web address (0.0.0.0 in Docker)")
     clock: str = Field(
-        default="wall", pattern="^(wall|off)$",
-        description="Faust clock ticks: wall (the leader ticks today's date) or off (ticks come from the log only)",
+        default="wall",
+        pattern="^(wall|off)$",
+        description="Faust clock: wall (the leader ticks today) or off (ticks only from the log)",
     )
-    clock_interval: float = Field(default=60.0, gt=0, description="seconds between wall-clock ticks")
-    timezone: str = Field(default="Asia/Shanghai", description="time zone of the wall-clock business date")
-    dedup_days: int = Field(
-        default=400, gt=0, description="Faust: days of event ids remembered per project for deduplication"
-    )
+    clock_interval: float = Field(default=60.0, gt=0, description="seconds between clock ticks")
+    timezone: str = Field(default="Asia/Shanghai", description="time zone of the wall clock")
+    dedup_days: int = Field(default=400, gt=0, description="Faust: days of event ids kept per project")
     # notifications and Alertmanager (streams/outbox.py)
     departments: str | None = Field(default=None, description="department directory YAML")
     alertmanager_url: str | None = Field(default=None, description="Alertmanager base URL")
