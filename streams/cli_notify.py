@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -111,7 +110,7 @@ def outbox_cmd(
     """Notification deliveries: pending, failed (with the last error) and delivered counts."""
     log = _open_log(db)
     try:
-        requeued = log.retry_failed(time.time()) if retry_failed else 0
+        requeued = log.retry_failed() if retry_failed else 0
         statuses = STATUSES if show_all else (PENDING, FAILED)
         summary, backlog, rows = log.summary(), log.backlog(), log.rows(statuses, limit)
     finally:

@@ -304,12 +304,12 @@ class DeliveryLog:
         )
         return status
 
-    def retry_failed(self, now: float) -> int:
-        """Re-queue failed deliveries (after fixing the directory or the receiver)."""
+    def retry_failed(self) -> int:
+        """Re-queue failed deliveries, due at once (after fixing the directory or the receiver)."""
         cursor = self.db.execute(
-            "UPDATE deliveries SET status = ?, attempts = 0, next_attempt = ?"
+            "UPDATE deliveries SET status = ?, attempts = 0, next_attempt = 0"
             " WHERE status = ? AND channel != ?",
-            (PENDING, now, FAILED, NO_CHANNEL),
+            (PENDING, FAILED, NO_CHANNEL),
         )
         return cursor.rowcount
 

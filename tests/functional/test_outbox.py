@@ -1,0 +1,322 @@
+"""The outbox dispatcher in-process: fan-out, retries and backoff with an injected
+clock, restarts, rebuilds, the Alertmanager push, metrics and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client import CollectorRegistry
+from typer.testing import CliRunner
+
+from connectors.directory import Directory, parse_directory
+from connectors.notify import DEDUP_HEADER
+from connectors.notify.smtp import SmtpSettings
+from connectors.profiles import load_profile
+from streams.cli import app
+from streams.engine import Engine
+from streams.outbox import DeliveryLog, Dispatcher, RetryPolicy, register_delivery_metrics
+from streams.store import Store
+from tests.notify_helpers import EDU, HEALTH, fire, outbox_count, resolve, write_yaml
+
+T0 = dt.datetime(2025, 7, 1, 8, 0, tzinfo=dt.UTC)
+
+DIRECTORY = {
+    "default": {"name": "财政局绩效科", "webhook": "https://hooks.example/default"},
+    "escalation": {
+        "name": "财政局（升级）",
+        "email": ["bureau@czj.example"],
+        "severities": ["critical"],
+    },
+    "departments": {
+        EDU: {
+            "name": "教育局",
+            "webhook": "https://hooks.example/edu",
+            "dingtalk": {"url": "https://ding.example/robot/send?access_token=T", "secret": "SECx"},
+            "wecom": "https://wecom.example/send?key=K",
+        },
+    },
+}
+
+
+class Receiver:
+    """An httpx MockTransport that records requests and can fail on demand."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.acked: list[str] = []  # dedup keys of the requests answered with success
+        self.fail: Callable[[httpx.Request], bool] = lambda request: False
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.fail(request):
+            return httpx.Response(500, text="down")
+        self.acked.append(request.headers[DEDUP_HEADER])
+        if "ding" in request.url.host or "wecom" in request.url.host:
+            return httpx.Response(200, json={"errcode": 0, "errmsg": "ok"})
+        return httpx.Response(200, json={"ok": True})
+
+    def ok_keys(self) -> list[str]:
+        return list(self.acked)
+
+
+class Mail:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    async def __call__(self, message: Any, **kwargs: Any) -> None:
+        self.sent.append(message)
+
+
+async def no_sleep(seconds: float) -> None:
+    return None
+
+
+def dispatcher(
+    path: Path, receiver: Receiver, mail: Mail, directory: Directory | None = None, **options: Any
+) -> Dispatcher:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(receiver))
+    return Dispatcher(
+        path,
+        directory or parse_directory(DIRECTORY),
+        client=client,
+        send_mail=mail,
+        smtp=SmtpSettings("mail.example"),
+        sleep=no_sleep,
+        clock=lambda: T0,
+        **options,
+    )
+
+
+def run(d: Dispatcher, now: dt.datetime) -> Any:
+    return asyncio.run(d.run_once(now))
+
+
+def test_fan_out_to_every_channel_once(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    assert fire(db) == 8
+    receiver, mail = Receiver(), Mail()
+    d = dispatcher(db, receiver, mail)
+    stats = run(d, T0)
+    # D101: 4 transitions x (webhook, dingtalk, wecom); D102 is not listed: 4 x default webhook;
+    # the bureau gets an email for each critical one (low_execution of P1 and P2).
+    assert (stats.fanned_out, stats.created, stats.delivered) == (8, 18, 18)
+    hosts = Counter(r.url.host for r in receiver.requests)
+    assert hosts == {"hooks.example": 8, "ding.example": 4, "wecom.example": 4}
+    paths = Counter(r.url.path for r in receiver.requests if r.url.host == "hooks.example")
+    assert paths == {"/edu": 4, "/default": 4}
+    assert len(mail.sent) == 2 and all("抄送财政局" in m["Subject"] for m in mail.sent)
+    keys = receiver.ok_keys() + [m[DEDUP_HEADER] for m in mail.sent]
+    assert len(set(keys)) == 18
+    default_bodies = [json.loads(r.content) for r in receiver.requests if r.url.path == "/default"]
+    assert {b["transition"]["department_id"] for b in default_bodies} == {HEALTH}
+    # nothing new: nothing sent again
+    assert run(d, T0 + dt.timedelta(minutes=5)).delivered == 0
+    assert len(receiver.requests) == 16
+
+
+def test_retries_with_backoff_on_an_injected_clock(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    fire(db)
+    receiver, mail = Receiver(), Mail()
+    receiver.fail = lambda r: r.url.path == "/edu"
+    policy = RetryPolicy(tries=3, backoff=30, backoff_max=120, max_attempts=50)
+    d = dispatcher(db, receiver, mail, policy=policy)
+    first = run(d, T0)
+    edu = [r for r in receiver.requests if r.url.path == "/edu"]
+    # only the head of the queue is tried (3 immediate tries), the rest wait behind it
+    assert len(edu) == 3 and first.failed_attempts == 1
+    head = json.loads(edu[0].content)["dedup_key"]
+    assert all(json.loads(r.content)["dedup_key"] == head for r in edu)
+    rows = {r["dedup_key"]: r for r in DeliveryLog(db).rows(("pending",))}
+    assert rows[head]["attempts"] == 1 and "HTTP 500" in rows[head]["last_error"]
+    assert rows[head]["next_attempt"] == (T0 + dt.timedelta(seconds=30)).isoformat()
+    # not due yet: nothing is tried
+    before = len(receiver.requests)
+    run(d, T0 + dt.timedelta(seconds=29))
+    assert len(receiver.requests) == before
+    # due: tried again, fails again, the delay doubles (30, 60, 120, 120 …)
+    run(d, T0 + dt.timedelta(seconds=30))
+    rows = {r["dedup_key"]: r for r in DeliveryLog(db).rows(("pending",))}
+    assert rows[head]["attempts"] == 2
+    assert rows[head]["next_attempt"] == (T0 + dt.timedelta(seconds=90)).isoformat()
+    assert policy.delay(3) == 120 and policy.delay(9) == 120
+    # the receiver recovers: the whole queue drains in order, each key once
+    receiver.fail = lambda r: False
+    stats = run(d, T0 + dt.timedelta(seconds=90))
+    assert stats.delivered == 4
+    delivered = [json.loads(r.content)["dedup_key"] for r in receiver.requests[-4:]]
+    assert delivered[0] == head
+    assert len(set(delivered)) == 4
+    assert DeliveryLog(db).summary()["webhook"]["pending"] == 0
+
+
+def test_failed_after_max_attempts_is_listed_and_requeued(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    fire(db)
+    receiver, mail = Receiver(), Mail()
+    receiver.fail = lambda r: r.url.host == "wecom.example"
+    d = dispatcher(db, receiver, mail, policy=RetryPolicy(tries=1, backoff=1, max_attempts=2))
+    run(d, T0)
+    stats = run(d, T0 + dt.timedelta(seconds=5))
+    assert stats.gave_up == 1
+    runner = CliRunner()
+    result = runner.invoke(app, ["outbox", "--db", str(db), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    failed = [r for r in data["deliveries"] if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["channel"] == "wecom"
+    assert "HTTP 500" in failed[0]["last_error"]
+    assert data["totals"]["pending"] == 3  # queued behind the failed one, never dropped
+    # after the fix, --retry-failed re-queues it and everything goes out
+    receiver.fail = lambda r: False
+    result = runner.invoke(app, ["outbox", "--db", str(db), "--retry-failed"])
+    assert "已重新排队 1 条" in result.output
+    run(d, T0 + dt.timedelta(seconds=10))
+    run(d, T0 + dt.timedelta(seconds=20))
+    assert DeliveryLog(db).summary()["wecom"] == {"pending": 0, "delivered": 4, "failed": 0}
+
+
+def test_restart_loses_none_and_rebuild_sends_nothing_twice(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    fire(db)
+    receiver, mail = Receiver(), Mail()
+    receiver.fail = lambda r: r.url.host == "ding.example"
+    first = dispatcher(db, receiver, mail)
+    run(first, T0)
+    asyncio.run(first.aclose())
+    assert resolve(db) == 8
+    # a new dispatcher on the same file: the failed ones and the new transitions go out
+    receiver.fail = lambda r: False
+    second = dispatcher(db, receiver, mail)
+    stats = run(second, T0 + dt.timedelta(hours=2))
+    assert stats.fanned_out == 8
+    keys = Counter(receiver.ok_keys())
+    with Store(db) as store:
+        expected = {
+            k
+            for (k,) in store.db.execute(
+                "SELECT dedup_key FROM deliveries WHERE channel != 'email'"
+            )
+        }
+    assert set(keys) == expected and len(expected) == 32
+    assert max(keys.values()) == 1
+    # a rebuild replays the log: same transitions, same keys, nothing re-sent
+    with Store(db) as store:
+        engine = Engine(store, load_profile("baseline"))
+        engine.rebuild()
+        engine.run(dt.date(2025, 7, 6).toordinal())
+    assert outbox_count(db) == 16
+    third = dispatcher(db, receiver, Mail())  # a fresh process scans the whole outbox
+    again = run(third, T0 + dt.timedelta(hours=3))
+    assert (again.created, again.delivered) == (0, 0)
+    # even when every outbox row looks new (ids reused after a reset), the content
+    # keys of the re-derived transitions match: nothing is created or sent twice
+    with Store(db) as store:
+        store.db.execute("DELETE FROM delivery_fanout")
+    fourth = dispatcher(db, receiver, Mail())
+    again = run(fourth, T0 + dt.timedelta(hours=4))
+    assert (again.fanned_out, again.created, again.delivered) == (16, 0, 0)
+    assert len(receiver.acked) == 32
+
+
+def test_unroutable_department_is_visible_not_dropped(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    fire(db)
+    directory = parse_directory(
+        {"departments": {EDU: {"name": "教育局", "webhook": "https://hooks.example/edu"}}}
+    )
+    receiver = Receiver()
+    d = dispatcher(db, receiver, Mail(), directory=directory)
+    run(d, T0)
+    log = DeliveryLog(db)
+    assert log.summary()["none"]["failed"] == 4
+    unrouted = log.rows(("failed",))
+    assert all(
+        r["department_id"] == HEALTH and "没有任何通知通道" in r["last_error"] for r in unrouted
+    )
+    registry = CollectorRegistry()
+    register_delivery_metrics(registry, db, clock=lambda: T0.timestamp())
+    assert (
+        registry.get_sample_value(
+            "budget_notification_deliveries", {"channel": "none", "status": "failed"}
+        )
+        == 4
+    )
+    assert (
+        registry.get_sample_value(
+            "budget_notification_deliveries", {"channel": "webhook", "status": "delivered"}
+        )
+        == 4
+    )
+    assert (
+        registry.get_sample_value("budget_notifications_delivered_total", {"channel": "webhook"})
+        == 4
+    )
+    assert registry.get_sample_value("budget_notification_outbox_backlog") == 0
+
+
+def test_alertmanager_push_resend_and_resolve(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    fire(db)
+    posts: list[list[dict[str, Any]]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/v2/alerts"
+        posts.append(json.loads(request.content))
+        return httpx.Response(200)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    d = Dispatcher(
+        db, None, client=client, alertmanager_url="http://am.example/", alertmanager_interval=60
+    )
+    t1 = T0 + dt.timedelta(days=9)  # 07-10: the wall clock is after the business dates
+    assert run(d, t1).alertmanager_pushed == 8
+    assert {a["labels"]["department"] for a in posts[0]} == {EDU, HEALTH}
+    assert all(a["endsAt"] == "2025-07-10T08:04:00Z" for a in posts[0])
+    run(d, t1 + dt.timedelta(seconds=30))
+    assert len(posts) == 1  # nothing changed, not yet due
+    run(d, t1 + dt.timedelta(seconds=60))
+    assert len(posts) == 2  # re-sent while active
+    resolve(db)
+    stats = run(d, t1 + dt.timedelta(seconds=70))  # a change is pushed at once
+    assert stats.alertmanager_pushed == 8
+    assert all(a["endsAt"] == "2025-07-04T16:00:00Z" for a in posts[-1])  # 07-05 Beijing
+    assert {a["labels"]["alertname"] for a in posts[-1]} == {
+        "low_execution",
+        "behind_schedule",
+        "stalled",
+        "department_low_execution",
+    }
+    run(d, t1 + dt.timedelta(seconds=200))
+    assert len(posts) == 3  # nothing active, nothing to end: no more posts
+
+
+def test_cli_alertmanager_config_and_deliver_once(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    fire(db)
+    directory = write_yaml(
+        tmp_path / "departments.yaml",
+        {
+            "departments": {EDU: {"name": "教育局", "webhook": "http://127.0.0.1:9/edu"}},
+        },
+    )
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["alertmanager-config", "--departments", str(directory), "--group-wait", "1s"]
+    )
+    assert result.exit_code == 0, result.output
+    assert 'department="D101"' in result.output and "group_wait: 1s" in result.output
+    bad = write_yaml(tmp_path / "bad.yaml", {"departments": {EDU: {"webhook": "x"}}})
+    result = runner.invoke(app, ["alertmanager-config", "--departments", str(bad)])
+    assert result.exit_code != 0
+    result = runner.invoke(
+        app, ["deliver", "--once", "--db", str(db)], env={"BUDGETWATCH_DEPARTMENTS": ""}
+    )
+    assert result.exit_code != 0
