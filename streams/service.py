@@ -460,6 +460,7 @@ class GrafanaAnnotations:
         self.retry_seconds = retry_seconds
         self.sent = 0
         self.last_error: str | None = None
+        self._flushing = asyncio.Lock()  # one flush at a time: each transition sent once
 
     def _pending(self) -> list[tuple[int, dict[str, Any]]]:
         store = self.service.store
@@ -471,6 +472,10 @@ class GrafanaAnnotations:
 
     async def flush(self) -> int:
         """Send every pending transition; raises AnnotationError when Grafana fails."""
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         sent = 0
         while True:
             rows = await self.service.db(self._pending)
