@@ -59,7 +59,9 @@ class Harness:
     def partitions(self) -> int:
         return self.bapp.partitions
 
-    async def put(self, key: str, value: bytes, *, partition: int | None = None, offset: int | None = None) -> Any:
+    async def put(
+        self, key: str, value: bytes, *, partition: int | None = None, offset: int | None = None
+    ) -> Any:
         """One message on budget-events at the next offset of its partition (or a given one)."""
         p = partition_for(key, self.partitions) if partition is None else partition
         at = self.offsets.get(p, 0) if offset is None else offset
@@ -96,5 +98,7 @@ async def running(bapp: BudgetApp, outlet: MemoryOutlet) -> AsyncIterator[Harnes
     raw = faust.Schema(key_serializer="raw", value_serializer="raw")
     app = bapp.app
     async with bapp.events_agent.test_context(channel=app.channel(schema=raw)) as events:
-        async with bapp.departments_agent.test_context(channel=app.channel(schema=raw)) as departments:
+        async with bapp.departments_agent.test_context(
+            channel=app.channel(schema=raw)
+        ) as departments:
             yield Harness(bapp, outlet, events, departments)

@@ -52,7 +52,10 @@ def embedded(year: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         engine = Engine(store, profile)
         engine.run(to_day(parse_day(AS_OF)))
         return {
-            "transitions": [{k: v for k, v in r.items() if not k.startswith("_")} for r in store.transition_rows()],
+            "transitions": [
+                {k: v for k, v in r.items() if not k.startswith("_")}
+                for r in store.transition_rows()
+            ],
             "alerts": store.alert_rows(),
             "status": engine.status(),
             "rejected": counts.rejected,
@@ -76,11 +79,15 @@ def distributed(year: Path) -> dict[str, Any]:
     projects = list(bapp.projects_table.items())
     departments = list(bapp.departments_table.items())
     result["projects"] = [ProjectPartition.restore(p, profile, projects) for p in range(4)]
-    result["departments"] = [DepartmentPartition.restore(p, profile, 4, departments) for p in range(4)]
+    result["departments"] = [
+        DepartmentPartition.restore(p, profile, 4, departments) for p in range(4)
+    ]
     return result
 
 
-def test_every_transition_is_the_same_to_the_day(embedded: dict[str, Any], distributed: dict[str, Any]) -> None:
+def test_every_transition_is_the_same_to_the_day(
+    embedded: dict[str, Any], distributed: dict[str, Any]
+) -> None:
     assert len(embedded["transitions"]) > 100, "the year should raise plenty of alerts"
     rules = {t["rule"] for t in embedded["transitions"]}
     assert {"low_execution", "department_low_execution", "stalled"} <= rules
@@ -92,8 +99,12 @@ def test_alerts_json_is_the_same(embedded: dict[str, Any], distributed: dict[str
 
 
 def test_tables_hold_the_same_alerts(embedded: dict[str, Any], distributed: dict[str, Any]) -> None:
-    from_tables = [a.to_json() for p in distributed["projects"] for a in p.monitor.book.alerts.values()]
-    from_tables += [a.to_json() for d in distributed["departments"] for a in d.judge.book.alerts.values()]
+    from_tables = [
+        a.to_json() for p in distributed["projects"] for a in p.monitor.book.alerts.values()
+    ]
+    from_tables += [
+        a.to_json() for d in distributed["departments"] for a in d.judge.book.alerts.values()
+    ]
     assert canonical(from_tables) == canonical(embedded["alerts"])
 
 
@@ -102,7 +113,10 @@ def test_status_is_the_same(embedded: dict[str, Any], distributed: dict[str, Any
     assert status == embedded["status"]
     by_id = {d["department_id"]: d for d in embedded["status"]["departments"]}
     rolled = {
-        t.department_id: t for part in distributed["departments"] for t in part.totals.values() if t.projects
+        t.department_id: t
+        for part in distributed["departments"]
+        for t in part.totals.values()
+        if t.projects
     }
     assert set(rolled) == set(by_id)
     for dept_id, totals in rolled.items():
@@ -113,7 +127,12 @@ def test_status_is_the_same(embedded: dict[str, Any], distributed: dict[str, Any
         ), dept_id
 
 
-def test_rejected_input_is_accounted_the_same(embedded: dict[str, Any], distributed: dict[str, Any]) -> None:
+def test_rejected_input_is_accounted_the_same(
+    embedded: dict[str, Any], distributed: dict[str, Any]
+) -> None:
     assert embedded["rejected"] > 0
     assert len(distributed["dead_letters"]) == embedded["rejected"]
-    assert all(d["reason"] and d["source"].startswith("budget-events:") for d in distributed["dead_letters"])
+    assert all(
+        d["reason"] and d["source"].startswith("budget-events:")
+        for d in distributed["dead_letters"]
+    )

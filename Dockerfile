@@ -1,0 +1,19 @@
+# budgetwatch — one image for the Faust worker and the one-shot publisher.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY budget ./budget
+COPY alerts ./alerts
+COPY connectors ./connectors
+COPY streams ./streams
+# rocksdict: the RocksDB table store of faust-streaming (BUDGETWATCH_STORE=rocksdb://).
+RUN pip install . "faust-streaming[rocksdict]"
+
+# Table state (RocksDB) lives under the working directory; it is a cache of the
+# changelog topics, rebuilt on start when the volume is empty.
+WORKDIR /data
+EXPOSE 6066
+ENTRYPOINT ["budgetwatch"]
+CMD ["worker"]
