@@ -1,0 +1,159 @@
+"""Alert transitions become Grafana annotations through grafana-client.
+
+Grafana itself cannot run on this machine, so a local HTTP receiver on
+127.0.0.1 stands in for Grafana's `POST /api/annotations`: it records what the
+real grafana-client sends (path, bearer token, JSON body) and can fail for a
+while. The service side is real: `budgetwatch serve`'s aiohttp app in-process
+with a temp SQLite store, and the Grafana worker reading the transitions table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from connectors.grafana import AnnotationError, GrafanaAnnotator, annotation_for
+from connectors.profiles import load_profile
+from streams.engine import Engine
+from streams.service import GRAFANA_CURSOR, GrafanaAnnotations, Service, build_app, optional_workers
+from streams.store import Store
+from tests import builders as b
+
+CHINA = dt.timezone(dt.timedelta(hours=8))
+
+
+def county() -> list[dict[str, Any]]:
+    return [
+        b.registered("P1", department_id="D01", department_name="教育局"),
+        b.approved("P1", "1000000.00"),
+        b.payment("P1", "100000.00", on="2025-06-10", event_id="P1-PAY-1"),
+        b.registered("P2", department_id="D02", department_name="卫生健康委员会"),
+        b.approved("P2", "500000.00"),
+        b.payment("P2", "400000.00", on="2025-06-20", event_id="P2-PAY-1"),
+        b.payment("P2", "1.00", on="2025-07-01", event_id="P2-PAY-2"),
+    ]
+
+
+class FakeGrafana:
+    """Stands in for Grafana's annotations API; fails the first ``failures`` requests."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.received: list[dict[str, Any]] = []
+        self.authorizations: set[str] = set()
+        self.arrived = asyncio.Event()
+        self.expected = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.authorizations.add(request.headers.get("Authorization", ""))
+        if self.failures > 0:
+            self.failures -= 1
+            return web.json_response({"message": "database is locked"}, status=500)
+        body = await request.json()
+        self.received.append(body)
+        if self.expected and len(self.received) >= self.expected:
+            self.arrived.set()
+        return web.json_response({"id": len(self.received), "message": "Annotation added"})
+
+    def app(self) -> web.Application:
+        application = web.Application()
+        application.router.add_post("/api/annotations", self.handle)
+        return application
+
+
+def run(tmp_path: Path, grafana: FakeGrafana, scenario: Any) -> None:
+    async def main() -> None:
+        async with TestServer(grafana.app(), host="127.0.0.1") as receiver:
+            url = str(receiver.make_url("")).rstrip("/")
+            engine = Engine(Store(tmp_path / "bw.db"), load_profile("baseline"))
+            service = Service(engine)
+            service.prepare()
+            try:
+                await scenario(service, url)
+            finally:
+                service.close()
+                engine.store.close()
+
+    asyncio.run(main())
+
+
+def test_each_transition_is_annotated_once_even_after_grafana_fails(tmp_path: Path) -> None:
+    grafana = FakeGrafana(failures=2)
+
+    async def scenario(service: Service, url: str) -> None:
+        annotator = GrafanaAnnotator.from_url(url, "glsa_token")
+        worker = GrafanaAnnotations(service, annotator, retry_seconds=3600)
+        async with TestClient(TestServer(build_app(service), host="127.0.0.1")) as client:
+            await client.post("/events?wait=1", data=b.jsonl(county()))
+            transitions = await (await client.get("/api/alerts?all=1")).json()
+        assert transitions
+        with pytest.raises(AnnotationError, match="GRAFANA_URL"):  # says what to check
+            await worker.flush()
+        assert grafana.received == []
+        cursor_after_failure = await service.db(service.store.meta, GRAFANA_CURSOR)
+        with contextlib.suppress(AnnotationError):  # the second failure (if not retried inside)
+            await worker.flush()
+        assert await worker.flush() == len(transitions)  # Grafana is back: all of them
+        assert await worker.flush() == 0  # and never again
+        assert cursor_after_failure is None
+        assert len(grafana.received) == len(transitions)
+        assert grafana.authorizations == {"Bearer glsa_token"}
+        for sent, transition in zip(grafana.received, transitions, strict=True):
+            assert sent["tags"][:2] == ["budgetwatch", transition["transition"]]
+            assert f"department:{transition['department_id']}" in sent["tags"]
+            assert f"rule:{transition['rule']}" in sent["tags"]
+            day = dt.date.fromisoformat(transition["date"])
+            midnight = dt.datetime.combine(day, dt.time(), CHINA)
+            assert sent["time"] == int(midnight.timestamp() * 1000)
+            assert transition["subject_name"] in sent["text"]
+        first = grafana.received[0]["text"]
+        assert first.startswith("【新预警") and "建议：" in first
+
+    run(tmp_path, grafana, scenario)
+
+
+def test_the_worker_annotates_new_transitions_in_the_background(tmp_path: Path) -> None:
+    grafana = FakeGrafana()
+
+    async def scenario(service: Service, url: str) -> None:
+        workers = optional_workers(service, grafana_url=url, grafana_token="t0ken")
+        annotating = [w for w in workers if isinstance(w, GrafanaAnnotations)]
+        assert len(annotating) == 1
+        application = build_app(service, workers=annotating)
+        async with TestClient(TestServer(application, host="127.0.0.1")) as client:
+            await client.post("/events?wait=1", data=b.jsonl(county()))
+            transitions = await (await client.get("/api/alerts?all=1")).json()
+            grafana.expected = len(transitions)
+            if len(grafana.received) < len(transitions):
+                await asyncio.wait_for(grafana.arrived.wait(), timeout=60)  # a guard, not a timing
+        assert [s["tags"][1] for s in grafana.received] == [t["transition"] for t in transitions]
+        assert grafana.authorizations == {"Bearer t0ken"}
+
+    run(tmp_path, grafana, scenario)
+
+
+def test_without_grafana_url_there_is_no_annotation_worker(tmp_path: Path) -> None:
+    async def scenario(service: Service, url: str) -> None:
+        workers = optional_workers(service)
+        assert not [w for w in workers if isinstance(w, GrafanaAnnotations)]
+
+    run(tmp_path, FakeGrafana(), scenario)
+
+
+def test_a_resolution_says_so_in_chinese_without_an_action() -> None:
+    note = annotation_for({
+        "transition": "resolved", "rule": "low_execution", "severity": "critical",
+        "department_id": "D01", "subject_name": "校舍改造", "date": "2025-09-01",
+        "message": "执行率已恢复", "action": "无需处理",
+        "alert_id": "2025:low_execution:project:P1",
+    })
+    assert note.text.startswith("【预警解除·严重】校舍改造")
+    assert "建议" not in note.text
+    assert "resolved" in note.tags
