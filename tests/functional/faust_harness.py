@@ -97,8 +97,7 @@ class Harness:
 async def running(bapp: BudgetApp, outlet: MemoryOutlet) -> AsyncIterator[Harness]:
     raw = faust.Schema(key_serializer="raw", value_serializer="raw")
     app = bapp.app
-    async with bapp.events_agent.test_context(channel=app.channel(schema=raw)) as events:
-        async with bapp.departments_agent.test_context(
-            channel=app.channel(schema=raw)
-        ) as departments:
-            yield Harness(bapp, outlet, events, departments)
+    events_ctx = bapp.events_agent.test_context(channel=app.channel(schema=raw))
+    departments_ctx = bapp.departments_agent.test_context(channel=app.channel(schema=raw))
+    async with events_ctx as events, departments_ctx as departments:
+        yield Harness(bapp, outlet, events, departments)

@@ -1,0 +1,236 @@
+"""Faust agents under at-least-once delivery: duplicates and redeliveries change
+nothing, bad input lands in the DLQ with a reason and its topic:partition:offset,
+time-driven rules fire on every partition with no event, and a crash in the middle
+of a tick is recomputed exactly from the changelog tables."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import orjson
+import pytest
+
+from alerts.profile import Profile
+from connectors.profiles import load_profile
+from connectors.synthetic import Spec, generate
+from streams.faust_state import ProjectPartition, meta_key, partition_for, status_of
+from tests.functional.faust_harness import Harness, make_app, running
+
+AS_OF = "2025-09-30"
+
+
+@pytest.fixture(scope="module")
+def profile() -> Profile:
+    return load_profile("baseline")
+
+
+@pytest.fixture(scope="module")
+def lines() -> list[bytes]:
+    return [line for line in generate(Spec(projects=40, seed=5)) if line.strip()]
+
+
+def event(kind: str, event_id: str, day: str, project: str, **fields: Any) -> bytes:
+    return json.dumps(
+        {"type": kind, "event_id": event_id, "occurred_on": day, "project_id": project, **fields}
+    ).encode()
+
+
+def register(project: str, department: str = "D01") -> list[bytes]:
+    return [
+        event(
+            "project_registered",
+            f"{project}-reg",
+            "2025-01-10",
+            project,
+            fiscal_year=2025,
+            name=f"项目{project}",
+            department_id=department,
+            department_name="教育局",
+            fund_source="general",
+        ),
+        event("budget_approved", f"{project}-ok", "2025-01-15", project, amount="1000000.00"),
+    ]
+
+
+def run(profile: Profile, scenario: Any, partitions: int = 4) -> tuple[Harness, Any]:
+    bapp, outlet = make_app(profile, partitions=partitions)
+
+    async def go() -> tuple[Harness, Any]:
+        async with running(bapp, outlet) as h:
+            return h, await scenario(h)
+
+    return asyncio.run(go())
+
+
+def restored(h: Harness, profile: Profile) -> list[ProjectPartition]:
+    items = list(h.bapp.projects_table.items())
+    return [ProjectPartition.restore(p, profile, items) for p in range(h.partitions)]
+
+
+def canonical(rows: list[dict[str, Any]]) -> list[bytes]:
+    return sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in rows)
+
+
+def test_publishing_the_year_twice_changes_nothing(profile: Profile, lines: list[bytes]) -> None:
+    async def once(h: Harness) -> None:
+        await h.publish(lines)
+        await h.tick(AS_OF)
+
+    async def twice(h: Harness) -> None:
+        await h.publish(lines)
+        await h.publish(lines)  # every event re-sent: new offsets, same event_ids
+        await h.tick(AS_OF)
+        await h.publish(lines)  # and again after the clock moved on
+        await h.tick(AS_OF)
+
+    h1, _ = run(profile, once)
+    h2, _ = run(profile, twice)
+    assert len(h1.alerts) > 10
+    assert canonical(h2.alerts) == canonical(h1.alerts)
+    assert status_of(restored(h2, profile)) == status_of(restored(h1, profile))
+
+
+def test_a_redelivered_message_is_skipped(profile: Profile) -> None:
+    project = "P-REDELIVER"
+    p = partition_for(project, 4)
+
+    async def scenario(h: Harness) -> list[str]:
+        for line in register(project):
+            await h.put(project, line)
+        pay = event("payment", "pay-1", "2025-02-01", project, amount="100000.00")
+        first = h.offsets.get(p, 0)
+        await h.put(project, pay)
+        outcomes = []
+        # the broker re-delivers the same offset after a crash before the commit
+        await h.put(project, pay, offset=first)
+        outcomes.append(h.events.results[max(h.events.results)])
+        # and the producer re-sends the same event (a new offset, the same event_id)
+        await h.put(project, pay)
+        outcomes.append(h.events.results[max(h.events.results)])
+        await h.tick("2025-03-01")
+        return outcomes
+
+    h, outcomes = run(profile, scenario)
+    assert outcomes == ["redelivered", "duplicate"]
+    (view,) = [x for x in status_of(restored(h, profile))["projects"] if x["project_id"] == project]
+    assert view["paid"] == "100000.00"
+
+
+def test_a_project_write_without_its_meta_is_still_deduplicated(profile: Profile) -> None:
+    """Crash after the project's changelog record, before the partition meta: the
+    redelivered event is recognised by the id stored with the project's state."""
+    project = "P-CRASH"
+    part = ProjectPartition(0, profile)
+    writes: list[tuple[str, Any]] = []
+    for offset, line in enumerate(register(project)):
+        writes += part.handle(offset, project, line).writes
+    pay = event("payment", "pay-9", "2025-02-01", project, amount="5000.00")
+    out = part.handle(2, project, pay)
+    assert [k for k, _ in out.writes] == [project, meta_key(0)]
+    lost_meta = writes + out.writes[:1]  # the meta record never reached the changelog
+    again = ProjectPartition.restore(0, profile, lost_meta)
+    assert again.handle(2, project, pay).outcome == "duplicate"
+    tick = again.handle(3, "__clock__", b'{"type": "clock_tick", "as_of": "2025-03-01"}')
+    assert tick.outcome == "tick"
+    assert again.monitor.ledger.projects[project].paid == 500000
+
+
+def test_a_tick_interrupted_half_way_is_recomputed_exactly(
+    profile: Profile, lines: list[bytes]
+) -> None:
+    part = ProjectPartition(0, profile)
+    writes: dict[str, Any] = {}
+    for offset, line in enumerate(lines):
+        for key, value in part.handle(offset, ProjectKey.of(line), line).writes:
+            writes[key] = value
+    tick_offset = len(lines)
+    tick = b'{"type": "clock_tick", "as_of": "2025-09-30"}'
+    complete = part.handle(tick_offset, "__clock__", tick)
+    assert complete.transitions and len(complete.writes) > 10
+    # the worker died after writing half of the tick's project values
+    half = dict(writes)
+    for key, value in complete.writes[: len(complete.writes) // 2]:
+        half[key] = value
+    again = ProjectPartition.restore(0, profile, half.items())
+    assert again.clock is None, "the tick's meta was not written: it is not committed"
+    redo = again.handle(tick_offset, "__clock__", tick)
+    assert [t.to_json() for t in redo.transitions] == [t.to_json() for t in complete.transitions]
+    assert redo.writes == complete.writes
+
+
+class ProjectKey:
+    @staticmethod
+    def of(line: bytes) -> str:
+        try:
+            value = orjson.loads(line).get("project_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            return "unparsable"
+        return value if isinstance(value, str) else "unparsable"
+
+
+def test_bad_events_land_in_the_dlq_with_a_reason(profile: Profile) -> None:
+    bad = {
+        "not-json": (b'{"type": "payment", "event_id": ', "not valid JSON"),
+        "unknown-type": (
+            event("refund", "r1", "2025-03-01", "not-json"),
+            "unknown event type 'refund'",
+        ),
+        "zero-payment": (event("payment", "z1", "2025-03-01", "not-json", amount="0"), "amount"),
+        "bad-date": (
+            event("payment", "d1", "2025-02-30", "not-json", amount="1.00"),
+            "occurred_on",
+        ),
+        "wrong-key": (
+            event("payment", "k1", "2025-03-01", "P-OTHER", amount="1.00"),
+            "is not the event's project_id",
+        ),
+    }
+
+    async def scenario(h: Harness) -> list[tuple[int, int]]:
+        where = []
+        for raw, _ in bad.values():
+            p = partition_for("not-json", 4)
+            where.append((p, h.offsets.get(p, 0)))
+            await h.put("not-json", raw)
+        return where
+
+    h, where = run(profile, scenario)
+    assert len(h.dead_letters) == len(bad)
+    for letter, (raw, reason), (p, offset) in zip(h.dead_letters, bad.values(), where, strict=True):
+        assert reason in letter["reason"]
+        assert letter["raw"] == raw.decode()
+        assert (letter["topic"], letter["partition"], letter["offset"]) == (
+            "budget-events",
+            p,
+            offset,
+        )
+        assert letter["source"] == f"budget-events:{p}:{offset}"
+    assert h.bapp.project_partitions[partition_for("not-json", 4)].pending_count() == 0
+
+
+def test_time_driven_rules_fire_on_every_partition_with_no_event(profile: Profile) -> None:
+    projects = [f"P-QUIET-{i}" for i in range(24)]
+    assert len({partition_for(p, 4) for p in projects}) == 4, "projects on every partition"
+
+    async def scenario(h: Harness) -> list[dict[str, Any]]:
+        for project in projects:
+            for line in register(project, department="D-QUIET"):
+                await h.put(project, line)
+        await h.tick("2025-01-31")
+        before = list(h.alerts)
+        await h.tick(AS_OF)  # no event at all between the ticks
+        return before
+
+    h, before = run(profile, scenario)
+    assert before == []
+    fired = {(a["rule"], a["subject_id"]): a for a in h.alerts if a["transition"] == "firing"}
+    for project in projects:
+        assert fired[("stalled", project)]["date"] == "2025-04-15"  # 90 days after approval
+        assert fired[("low_execution", project)]["date"] == "2025-06-30"  # the checkpoint
+        assert ("behind_schedule", project) in fired
+    assert fired[("department_low_execution", "D-QUIET")]["date"] == "2025-06-30"
+    assert {a["date"] for a in h.alerts} <= {"2025-04-15", "2025-06-30"} | {
+        a["date"] for a in h.alerts if a["rule"] == "behind_schedule"
+    }
