@@ -223,8 +223,12 @@ def test_http_errors_map_to_transient_or_permanent() -> None:
 def test_webhook_body_and_headers() -> None:
     seen: list[httpx.Request] = []
 
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
     async def go() -> None:
-        transport = httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(204))
+        transport = httpx.MockTransport(handler)
         async with httpx.AsyncClient(transport=transport) as client:
             await WebhookChannel("https://hooks.example/budget", client).send(
                 note(key="abc|webhook")

@@ -1,0 +1,184 @@
+"""A real Alertmanager on 127.0.0.1, configured by `budgetwatch alertmanager-config`,
+receives the pushed alerts and delivers them, routed by department, to a local
+webhook receiver — then the resolution."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from typer.testing import CliRunner
+
+from streams.cli import app
+from streams.outbox import Dispatcher
+from tests.notify_helpers import EDU, HEALTH, fire, free_port, resolve, write_yaml
+
+ALERTMANAGER = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
+AMTOOL = shutil.which("amtool")
+
+pytestmark = pytest.mark.skipif(
+    ALERTMANAGER is None or AMTOOL is None,
+    reason="needs the Alertmanager binaries (`alertmanager` or `prometheus-alertmanager`, "
+    "and `amtool`: Debian package prometheus-alertmanager)",
+)
+
+RULES = {"low_execution", "behind_schedule", "stalled", "department_low_execution"}
+
+
+async def until(check: Callable[[], bool], what: str, seconds: float = 60.0) -> None:
+    """Wait for a condition (the deadline only guards against a hang)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def test_alertmanager_routes_by_department_then_resolves(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    assert fire(db) == 8
+    hook_port, am_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{hook_port}"
+    directory = write_yaml(
+        tmp_path / "departments.yaml",
+        {
+            "default": {"name": "财政局绩效科", "webhook": f"{base}/am/default"},
+            "escalation": {
+                "name": "财政局（升级）",
+                "webhook": f"{base}/am/bureau",
+                "severities": ["critical"],
+            },
+            "departments": {
+                EDU: {"name": "教育局", "webhook": f"{base}/am/{EDU}"},
+                HEALTH: {"name": "卫生健康委员会", "webhook": f"{base}/am/{HEALTH}"},
+            },
+        },
+    )
+    config = tmp_path / "alertmanager.yml"
+    result = CliRunner().invoke(
+        app,
+        [
+            "alertmanager-config",
+            "--departments",
+            str(directory),
+            "--out",
+            str(config),
+            "--group-wait",
+            "1s",
+            "--group-interval",
+            "1s",
+            "--repeat-interval",
+            "1h",
+            "--resolve-timeout",
+            "1m",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    check = subprocess.run(
+        [str(AMTOOL), "check-config", str(config)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # receiver path -> (alertname, department, status) of every alert it was sent
+    received: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
+    annotations: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        payload = await request.json()
+        for alert in payload["alerts"]:
+            labels = alert["labels"]
+            received[request.match_info["name"]].add(
+                (labels["alertname"], labels["department"], alert["status"])
+            )
+            annotations.append(alert["annotations"])
+        return web.Response(text="ok")
+
+    process = subprocess.Popen(
+        [
+            str(ALERTMANAGER),
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{am_port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    async def scenario() -> None:
+        server = web.Application()
+        server.router.add_post("/am/{name}", hook)
+        runner = web.AppRunner(server)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+        am = f"http://127.0.0.1:{am_port}"
+        try:
+            async with httpx.AsyncClient() as probe:
+                ready = False
+
+                async def is_ready() -> None:
+                    nonlocal ready
+                    try:
+                        ready = (await probe.get(f"{am}/-/ready")).status_code == 200
+                    except httpx.TransportError:
+                        ready = False
+
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 30
+                while not ready:
+                    assert process.poll() is None, (
+                        process.stderr.read().decode() if process.stderr else ""
+                    )
+                    assert loop.time() < deadline, "Alertmanager did not become ready"
+                    await is_ready()
+                    await asyncio.sleep(0.1)
+
+            dispatcher = Dispatcher(db, None, alertmanager_url=am, alertmanager_interval=60)
+            stats = await dispatcher.run_once()
+            assert stats.alertmanager_error is None and stats.alertmanager_pushed == 8
+            firing = {(rule, dept, "firing") for rule in RULES for dept in (EDU, HEALTH)}
+            await until(lambda: received[EDU] | received[HEALTH] >= firing, "firing notifications")
+            # routed by department: each department gets only its own alerts
+            assert received[EDU] == {(r, EDU, "firing") for r in RULES}
+            assert received[HEALTH] == {(r, HEALTH, "firing") for r in RULES}
+            # the bureau gets the critical ones too (continue: true); nothing falls to default
+            await until(lambda: len(received["bureau"]) == 2, "escalation copies")
+            assert received["bureau"] == {
+                ("low_execution", EDU, "firing"),
+                ("low_execution", HEALTH, "firing"),
+            }
+            assert "default" not in received
+
+            resolve(db)
+            stats = await dispatcher.run_once()  # the change is pushed at once
+            assert stats.alertmanager_error is None and stats.alertmanager_pushed == 8
+            resolved = {(rule, dept, "resolved") for rule in RULES for dept in (EDU, HEALTH)}
+            await until(
+                lambda: received[EDU] | received[HEALTH] >= resolved, "resolved notifications"
+            )
+            await dispatcher.aclose()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    summaries = {a["summary"] for a in annotations}
+    assert "【新预警·严重预警】预算执行率偏低：教育局 校舍改造" in summaries
+    assert any("请预算单位" in a["action"] for a in annotations)

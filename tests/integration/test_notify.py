@@ -1,0 +1,197 @@
+"""Real servers on 127.0.0.1: a webhook receiver that fails for a while, a DingTalk
+stand-in that checks the signature, a WeCom stand-in that checks the payload,
+and an SMTP server (aiosmtpd) that receives the Chinese email. The dispatcher
+is restarted in the middle; every notification arrives, once per dedup key."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import email
+import email.policy
+import hashlib
+import hmac
+from collections import Counter, defaultdict
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiosmtpd.controller import Controller
+
+from connectors.directory import parse_directory
+from connectors.notify import DEDUP_HEADER
+from connectors.notify.smtp import SmtpSettings
+from streams.outbox import DeliveryLog, Dispatcher, RetryPolicy
+from tests.notify_helpers import EDU, HEALTH, fire, free_port, resolve
+
+SECRET = "SEC-test-秘钥-0123"
+T0 = dt.datetime(2025, 7, 10, 1, 0, tzinfo=dt.UTC)
+
+
+class Receivers:
+    def __init__(self) -> None:
+        self.down = True  # the department's own webhook fails until this is False
+        self.acked: dict[str, Counter[str]] = defaultdict(Counter)  # path -> dedup key -> acks
+        self.bodies: dict[str, list[Any]] = defaultdict(list)
+        self.refused = 0
+        self.bad_signatures = 0
+
+    async def hook(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name == "flaky" and self.down:
+            self.refused += 1
+            return web.Response(status=500, text="维护中")
+        body = await request.json()
+        assert body["dedup_key"] == request.headers[DEDUP_HEADER]
+        self.acked[name][body["dedup_key"]] += 1
+        self.bodies[name].append(body)
+        return web.json_response({"ok": True})
+
+    async def dingtalk(self, request: web.Request) -> web.Response:
+        timestamp, sign = request.query.get("timestamp", ""), request.query.get("sign", "")
+        expected = base64.b64encode(
+            hmac.new(SECRET.encode(), f"{timestamp}\n{SECRET}".encode(), hashlib.sha256).digest()
+        ).decode()
+        if request.query.get("access_token") != "T" or sign != expected:
+            self.bad_signatures += 1
+            return web.json_response({"errcode": 310000, "errmsg": "sign not match"})
+        body = await request.json()
+        assert body["msgtype"] == "markdown"
+        self.acked["dingtalk"][request.headers[DEDUP_HEADER]] += 1
+        self.bodies["dingtalk"].append({"timestamp": int(timestamp), **body})
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    async def wecom(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if request.query.get("key") != "K" or body.get("msgtype") != "markdown":
+            return web.json_response({"errcode": 40008, "errmsg": "invalid message type"})
+        content = body["markdown"]["content"]
+        if not isinstance(content, str) or len(content.encode()) > 4096:
+            return web.json_response({"errcode": 40058, "errmsg": "content exceed max length"})
+        self.acked["wecom"][request.headers[DEDUP_HEADER]] += 1
+        self.bodies["wecom"].append(body)
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], EmailMessage]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.messages.append((list(envelope.rcpt_tos), message))
+        return "250 OK"
+
+
+def test_every_channel_every_notification_across_an_outage_and_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    assert fire(db) == 8
+    receivers, mailbox = Receivers(), Mailbox()
+    smtp_port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_post("/hook/{name}", receivers.hook)
+        app.router.add_post("/dingtalk", receivers.dingtalk)
+        app.router.add_post("/wecom", receivers.wecom)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        base = f"http://127.0.0.1:{port}"
+        directory = parse_directory(
+            {
+                "escalation": {"name": "财政局绩效科", "email": ["jxk@czj.example"]},
+                "departments": {
+                    EDU: {
+                        "name": "教育局",
+                        "webhook": f"{base}/hook/flaky",
+                        "dingtalk": {"url": f"{base}/dingtalk?access_token=T", "secret": SECRET},
+                        "wecom": f"{base}/wecom?key=K",
+                        "email": ["cwk@jyj.example", "kz@jyj.example"],
+                    },
+                    HEALTH: {"name": "卫生健康委员会", "webhook": f"{base}/hook/health"},
+                },
+            }
+        )
+        smtp = SmtpSettings(host="127.0.0.1", port=smtp_port, sender="budgetwatch@czj.example")
+        policy = RetryPolicy(tries=2, wait=0.01, backoff=30, backoff_max=300)
+
+        def make() -> Dispatcher:
+            return Dispatcher(db, directory, smtp=smtp, policy=policy, clock=lambda: T0)
+
+        try:
+            first = make()
+            await first.run_once(T0)
+            await first.run_once(T0 + dt.timedelta(seconds=30))  # still down: retried, backed off
+            await first.aclose()
+            pending = DeliveryLog(db).rows(("pending",))
+            assert {r["channel"] for r in pending} == {"webhook"}
+            assert all(r["recipient"] == EDU for r in pending)
+            assert max(r["attempts"] for r in pending) == 2
+            assert receivers.refused == 4  # the head of the queue: 2 attempts x 2 tries
+
+            resolve(db)  # 8 more transitions while the dispatcher is down
+            receivers.down = False
+            second = make()  # a restart on the same SQLite file
+            now = T0 + dt.timedelta(seconds=200)
+            for _ in range(5):
+                await second.run_once(now)
+                now += dt.timedelta(seconds=300)
+            await second.aclose()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        controller.stop()
+
+    log = DeliveryLog(db)
+    assert log.rows(("pending", "failed")) == []
+    summary = log.summary()
+    assert summary["webhook"]["delivered"] == 16
+    assert summary["dingtalk"]["delivered"] == summary["wecom"]["delivered"] == 8
+    assert (
+        summary["email"]["delivered"] == 8 + 4
+    )  # D101's 8, the bureau's 2 critical x (fire, resolve)
+
+    # the flaky receiver got each of its 8 notifications exactly once after recovering
+    flaky = receivers.acked["flaky"]
+    assert len(flaky) == 8 and set(flaky.values()) == {1}
+    kinds = Counter(b["transition"]["transition"] for b in receivers.bodies["flaky"])
+    assert kinds == {"firing": 4, "resolved": 4}
+    assert len(receivers.acked["health"]) == 8
+    assert all(b["transition"]["department_id"] == HEALTH for b in receivers.bodies["health"])
+
+    # DingTalk: every request signed correctly, markdown in Chinese
+    assert receivers.bad_signatures == 0 and len(receivers.acked["dingtalk"]) == 8
+    assert any("预算执行率偏低" in b["markdown"]["title"] for b in receivers.bodies["dingtalk"])
+    assert {b["timestamp"] for b in receivers.bodies["dingtalk"]} >= {int(T0.timestamp() * 1000)}
+
+    # WeCom: markdown content with the figures and the action
+    contents = [b["markdown"]["content"] for b in receivers.bodies["wecom"]]
+    assert len(contents) == 8 and any(
+        "预算执行率：10.00%" in c and "建议措施" in c for c in contents
+    )
+
+    # email: Chinese subject and body, decoded from the SMTP wire
+    by_rcpt: dict[str, list[EmailMessage]] = defaultdict(list)
+    for rcpts, message in mailbox.messages:
+        for rcpt in rcpts:
+            by_rcpt[rcpt].append(message)
+    assert len(by_rcpt["cwk@jyj.example"]) == 8 and len(by_rcpt["kz@jyj.example"]) == 8
+    assert len(by_rcpt["jxk@czj.example"]) == 4
+    subjects = {str(m["Subject"]) for m in by_rcpt["cwk@jyj.example"]}
+    assert "【新预警·严重预警】预算执行率偏低：教育局 校舍改造" in subjects
+    assert "【预警解除】预算执行率偏低：教育局 校舍改造" in subjects
+    bureau = by_rcpt["jxk@czj.example"][0]
+    assert str(bureau["Subject"]).startswith("【抄送财政局】")
+    body = bureau.get_body().get_content()  # type: ignore[union-attr]
+    assert "已支付：10.00万元" in body and "建议措施" in body
+    assert len({m["Message-ID"] for m in by_rcpt["cwk@jyj.example"]}) == 8
