@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
@@ -21,7 +22,14 @@ from connectors.notify.smtp import SmtpSettings
 from connectors.profiles import load_profile
 from streams.cli import app
 from streams.engine import Engine
-from streams.outbox import DeliveryLog, Dispatcher, RetryPolicy, register_delivery_metrics
+from streams.errors import BudgetwatchError
+from streams.outbox import (
+    DeliveryLog,
+    Dispatcher,
+    RetryPolicy,
+    register_delivery_metrics,
+    service_workers,
+)
 from streams.store import Store
 from tests.notify_helpers import EDU, HEALTH, fire, outbox_count, resolve, write_yaml
 
@@ -320,3 +328,35 @@ def test_cli_alertmanager_config_and_deliver_once(tmp_path: Path) -> None:
         app, ["deliver", "--once", "--db", str(db)], env={"BUDGETWATCH_DEPARTMENTS": ""}
     )
     assert result.exit_code != 0
+
+
+def test_serve_hook_builds_the_dispatcher_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams.service import Service
+
+    db = tmp_path / "bw.db"
+    fire(db)
+    for name in ("BUDGETWATCH_DEPARTMENTS", "BUDGETWATCH_ALERTMANAGER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with Store(db) as store:
+        service = Service(Engine(store, load_profile("baseline")))
+        assert service_workers(service) == []  # nothing configured: no worker ...
+        assert (
+            service.registry.get_sample_value(  # ... but the metrics are there
+                "budget_notification_outbox_backlog"
+            )
+            == 8
+        )
+        directory = write_yaml(tmp_path / "d.yaml", DIRECTORY)
+        monkeypatch.setenv("BUDGETWATCH_DEPARTMENTS", str(directory))
+        service = Service(Engine(store, load_profile("baseline")))
+        workers = service_workers(service)
+        assert len(workers) == 1 and workers[0].directory is not None
+        assert workers[0].wake is not None  # woken after each commit with transitions
+        asyncio.run(workers[0].aclose())
+        monkeypatch.setenv(
+            "BUDGETWATCH_DEPARTMENTS", str(write_yaml(tmp_path / "bad.yaml", {"x": 1}))
+        )
+        with pytest.raises(BudgetwatchError, match=r"bad\.yaml"):
+            service_workers(Service(Engine(store, load_profile("baseline"))))
