@@ -11,7 +11,7 @@ that routes by the ``department`` label to each department's webhook and email.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -238,7 +238,3 @@ def build_config(
         },
         "receivers": receivers,
     }
-
-
-def active_alerts(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [row for row in rows if row.get("status") == "firing"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -166,7 +167,8 @@ def deliver_cmd(
         if alertmanager_url:
             overrides["alertmanager_url"] = alertmanager_url
         dispatcher = Dispatcher.from_settings(path, s, directory=directory, **overrides)
-        if once:
+        if once:  # the summary below reports the errors; no log lines as well
+            logging.getLogger("budgetwatch.outbox").setLevel(logging.ERROR)
             try:
                 return await dispatcher.run_once()
             finally:

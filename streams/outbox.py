@@ -205,12 +205,17 @@ class DeliveryLog:
                 for recipient, contact in directory.recipients(transition):
                     channels = contact.channels() if contact is not None else []
                     if not channels:
-                        who = "default" if recipient == "default" else f"部门 {recipient}"
-                        error = (
-                            f"{who} 在部门目录中没有任何通知通道"
-                            f"（部门 {department_id} 的预警无人接收）；"
-                            "请在目录中为其配置 webhook/dingtalk/wecom/email 或配置 default"
-                        )
+                        if recipient == "default":
+                            error = (
+                                f"部门 {department_id} 不在部门目录中，"
+                                "目录也没有配置带通道的 default；"
+                                "请为该部门或 default 配置 webhook/dingtalk/wecom/email"
+                            )
+                        else:
+                            error = (
+                                f"部门 {recipient} 在部门目录中没有任何通知通道；"
+                                "请为其配置 webhook/dingtalk/wecom/email"
+                            )
                         created += self._insert(
                             base, recipient, NO_CHANNEL, common, FAILED, now, payload, error
                         )
@@ -365,7 +370,8 @@ class DeliveryLog:
             item = dict(zip(names, row, strict=True))
             for key in ("next_attempt", "created_at", "delivered_at"):
                 if item[key] is not None:
-                    item[key] = dt.datetime.fromtimestamp(item[key], dt.UTC).isoformat()
+                    moment = dt.datetime.fromtimestamp(item[key], dt.UTC)
+                    item[key] = moment.isoformat(timespec="seconds")
             if item["status"] != PENDING:
                 item["next_attempt"] = None
             out.append(item)

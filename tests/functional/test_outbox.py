@@ -247,7 +247,7 @@ def test_unroutable_department_is_visible_not_dropped(tmp_path: Path) -> None:
     assert log.summary()["none"]["failed"] == 4
     unrouted = log.rows(("failed",))
     assert all(
-        r["department_id"] == HEALTH and "没有任何通知通道" in r["last_error"] for r in unrouted
+        r["department_id"] == HEALTH and "不在部门目录中" in r["last_error"] for r in unrouted
     )
     registry = CollectorRegistry()
     register_delivery_metrics(registry, db, clock=lambda: T0.timestamp())
