@@ -171,7 +171,7 @@ class AlertBook:
                 self._update(alert, kind, day, evidence, describe)
                 transitions.append(Transition(_snapshot(alert), kind, day, previous))
             still_firing[rule] = alert
-        for rule, alert in current.items():
+        for rule, alert in sorted(current.items()):
             if rule in findings:
                 continue
             alert.status = RESOLVED

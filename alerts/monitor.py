@@ -122,7 +122,7 @@ class Monitor:
             yield self.clock, self._close(self.clock, fresh=True)
 
     # -- evaluating ------------------------------------------------------
-    def _is_checkpoint(self, day: int) -> bool:
+    def is_checkpoint(self, day: int) -> bool:
         year = _year(day)
         days = self._checkpoints.get(year)
         if days is None:
@@ -134,7 +134,7 @@ class Monitor:
         projects = self.ledger.projects
         departments = self.ledger.departments
         year = _year(day)
-        checkpoint = fresh and self._is_checkpoint(day)
+        checkpoint = fresh and self.is_checkpoint(day)
         if checkpoint:
             touched: Iterable[str] = list(projects)
             touched_departments: Iterable[tuple[int, str]] = list(departments)
@@ -152,7 +152,8 @@ class Monitor:
             self._dirty_departments = set()
         contexts: dict[int, DayContext] = {}
         firing = self.book.firing
-        for project_id in touched:
+        # Sorted, so a run resumed after a restart lists a day's transitions in the same order.
+        for project_id in sorted(touched):
             state = projects[project_id]
             fiscal_year = state.fiscal_year
             if fiscal_year is None:
@@ -174,10 +175,10 @@ class Monitor:
                 transitions.extend(self._reconcile_project(state, findings, day))
             if due is not None:
                 self._schedule_on(project_id, due)
-        for key in touched_departments:
+        for key in sorted(touched_departments):
             totals = departments[key]
             if key[0] == year:
-                transitions.extend(self._evaluate_department(totals, day))
+                transitions.extend(self.assess_department(totals, day))
         return transitions
 
     def _reconcile_project(self, state: ProjectState, findings: dict[str, str], day: int) -> list[Transition]:
@@ -190,7 +191,7 @@ class Monitor:
             self._describer(_project_label(state), day),
         )
 
-    def _evaluate_department(self, totals: Totals, day: int) -> list[Transition]:
+    def assess_department(self, totals: Totals, day: int) -> list[Transition]:
         profile = self.profile
         findings = evaluate_department(totals, day, profile)
         if not findings and not self.book.firing.get(("department", totals.department_id)):

@@ -97,7 +97,7 @@ class ProjectState:
             "payments": self.payments,
             "reversals": self.reversals,
             "last_payment_on": self.last_payment_on,
-            "indicators": [ind.to_dict() for ind in self.indicators.values()],
+            "indicators": [self.indicators[k].to_dict() for k in sorted(self.indicators)],
         }
 
     @classmethod

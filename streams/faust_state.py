@@ -685,14 +685,14 @@ class DepartmentPartition:
     def _close(self, day: int, fresh: bool, dirty: set[str]) -> list[Transition]:
         judge = self.judge
         keys: Iterable[str] = (
-            list(self.totals) if fresh and judge._is_checkpoint(day) else sorted(dirty)
+            list(self.totals) if fresh and judge.is_checkpoint(day) else sorted(dirty)
         )
         year = year_of(day)
         transitions: list[Transition] = []
         for dept in keys:
             totals = self.totals[dept]
             if totals.fiscal_year == year:
-                transitions.extend(judge._evaluate_department(totals, day))
+                transitions.extend(judge.assess_department(totals, day))
         return transitions
 
     def _body(self, dept: str) -> Value:

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from connectors.jsonl import parse_lines
+from connectors.profiles import load_profile
+from streams.engine import Engine
+from streams.ingest import IngestCounts, ingest
+from streams.store import Store
+from tests.builders import jsonl
+
+
+def ingest_events(store: Store, events: list[dict[str, Any]], origin: str = "test.jsonl") -> IngestCounts:
+    return ingest(store, parse_lines(jsonl(events).splitlines(), origin))
+
+
+def engine(path: Path | str, profile: str = "baseline", commit_every: int = 100_000) -> Engine:
+    return Engine(Store(path), load_profile(profile), commit_every=commit_every)
+
+
+def outcome(e: Engine) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(status, every transition, alerts) — what two runs must agree on."""
+    return e.status(), e.store.transition_rows(), e.store.alert_rows()

@@ -1,0 +1,128 @@
+"""The embedded engine on a real SQLite file."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.errors import ClockError, StoreError
+from tests import builders as b
+from tests.builders import day
+from tests.functional.engine_helpers import engine, ingest_events, outcome
+from tests.strategies import deliveries, event_logs
+
+
+def test_ingest_counts_and_idempotence(tmp_path: Path) -> None:
+    e = engine(tmp_path / "bw.db")
+    events = [b.registered("P"), b.approved("P", "1000"), b.payment("P", "10", on="2025-02-01")]
+    first = ingest_events(e.store, events + [events[2]])
+    assert (first.read, first.applied, first.duplicates, first.rejected) == (4, 3, 1, 0)
+    again = ingest_events(e.store, events)
+    assert (again.read, again.applied, again.duplicates) == (3, 0, 3)
+    assert e.store.event_count() == 3
+    assert e.store.counters() == {"events_applied": 3, "events_duplicate": 4, "events_rejected": 0}
+
+
+def test_bad_lines_are_kept_with_source_and_reason_and_nothing_else_is_lost(tmp_path: Path) -> None:
+    e = engine(tmp_path / "bw.db")
+    from connectors.jsonl import parse_lines
+    from streams.ingest import ingest
+
+    lines = [b'{"type":"payment"', b"", b'{"type":"payment","event_id":"x","occurred_on":"2025-01-02",'
+             b'"project_id":"P","amount":"5"}', b'{"type":"refund","event_id":"y"}']
+    counts = ingest(e.store, parse_lines(lines, "in.jsonl"))
+    assert counts.read == counts.accepted + counts.rejected == 3
+    rows = e.store.rejections()
+    assert [r["source"] for r in rows] == ["in.jsonl:1", "in.jsonl:4"]
+    assert "not valid JSON" in rows[0]["reason"] and rows[0]["raw"] == '{"type":"payment"'
+    assert "unknown event type 'refund'" in rows[1]["reason"]
+
+
+def test_status_figures_and_a_region_rate_to_two_decimals(tmp_path: Path) -> None:
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, [
+        b.registered("A"), b.approved("A", "1234567.89"), b.payment("A", "456789.12", on="2025-03-01"),
+        b.registered("B", department_id="D02", department_name="教育局"), b.approved("B", "765432.11"),
+        b.payment("B", "543210.88", on="2025-04-01"), b.reversal("B", "10.00", on="2025-04-02"),
+    ])
+    e.run(day("2025-09-30"))
+    status = e.status()
+    assert status["as_of"] == "2025-09-30"
+    assert status["region"]["budget"] == "2000000.00"
+    assert status["region"]["paid"] == "999990.00"
+    assert round(status["region"]["execution_rate"], 2) == 0.50
+    assert status["region"]["time_progress"] == round(273 / 365, 6)
+    assert [d["department_id"] for d in status["departments"]] == ["D01", "D02"]
+    project = next(p for p in status["projects"] if p["project_id"] == "B")
+    assert project["paid"] == "543200.88" and project["fund_source"] == "general"
+
+
+def test_the_clock_never_goes_back(tmp_path: Path) -> None:
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, [b.registered("P"), b.approved("P", "1000")])
+    e.run(day("2025-07-01"))
+    with pytest.raises(ClockError, match="already at 2025-07-01"):
+        e.run(day("2025-06-01"))
+
+
+def test_a_different_profile_is_refused_until_rebuild(tmp_path: Path) -> None:
+    path = tmp_path / "bw.db"
+    e = engine(path)
+    ingest_events(e.store, [b.registered("P"), b.approved("P", "1000")])
+    e.run(day("2025-07-01"))
+    other = engine(path, "provincial")
+    with pytest.raises(StoreError, match="--rebuild"):
+        other.run(day("2025-08-01"))
+    other.rebuild()
+    other.run(day("2025-08-01"))
+    assert {a["severity"] for a in other.store.alert_rows(status="firing") if a["rule"] == "low_execution"} == {
+        "critical"}
+
+
+def test_events_after_as_of_wait_for_a_later_run(tmp_path: Path) -> None:
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, [b.registered("P"), b.approved("P", "1000"), b.payment("P", "900", on="2025-08-01")])
+    e.run(day("2025-07-01"))
+    assert e.status()["region"]["paid"] == "0.00"
+    e.run(day("2025-08-31"))
+    assert e.status()["region"]["paid"] == "900.00"
+
+
+def _resumed(path: Path, events: list[dict[str, Any]], stops: list[int], commit_every: int) -> Any:
+    for stop in sorted(stops):
+        e = engine(path, commit_every=commit_every)  # a new process, as after a restart
+        e.run(stop)
+        e.store.close()
+    e = engine(path, commit_every=commit_every)
+    e.run(day("2025-12-31"))
+    return outcome(e)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), events=event_logs(max_events=30))
+def test_one_run_and_a_run_resumed_anywhere_agree(data: st.DataObject, events: list[dict[str, Any]]) -> None:
+    delivered = data.draw(deliveries(events))
+    stops = data.draw(st.lists(st.integers(day("2025-01-01"), day("2025-12-31")), max_size=3))
+    commit_every = data.draw(st.integers(1, 50))
+    batch = data.draw(st.integers(1, 10))
+    with tempfile.TemporaryDirectory() as tmp:
+        one = engine(Path(tmp) / "one.db")
+        ingest_events(one.store, events)
+        one.run(day("2025-12-31"))
+        reference = outcome(one)
+        many = Path(tmp) / "many.db"
+        store = engine(many).store
+        for start in range(0, len(delivered), batch):
+            ingest_events(store, delivered[start:start + batch])
+        store.close()
+        status, transitions, alerts = _resumed(many, events, stops, commit_every)
+        assert status == reference[0]
+        assert [(t["alert_id"], t["transition"], t["date"]) for t in transitions] == [
+            (t["alert_id"], t["transition"], t["date"]) for t in reference[1]]
+        assert transitions == reference[1]
+        assert alerts == reference[2]
