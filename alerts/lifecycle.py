@@ -223,4 +223,4 @@ class AlertBook:
 
 
 def _snapshot(alert: Alert) -> Alert:
-    return Alert(**{name: getattr(alert, name) for name in Alert.__slots__})  # type: ignore[attr-defined]
+    return Alert(**{name: getattr(alert, name) for name in Alert.__slots__})

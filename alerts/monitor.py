@@ -144,9 +144,9 @@ class Monitor:
         else:
             touched = self._dirty
             if fresh:
-                due = self._due.pop(day, None)
-                if due:
-                    touched = touched | due
+                due_today = self._due.pop(day, None)
+                if due_today:
+                    touched = touched | due_today
             self._dirty = set()
             touched_departments = self._dirty_departments
             self._dirty_departments = set()

@@ -112,7 +112,9 @@ def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
 
 
 def in_fiscal_year(state: ProjectState, day: int) -> bool:
-    first, last = year_bounds(state.fiscal_year)  # type: ignore[arg-type]
+    if state.fiscal_year is None:
+        return False
+    first, last = year_bounds(state.fiscal_year)
     return first <= day <= last
 
 

@@ -9,7 +9,10 @@ from connectors.jsonl import read_jsonl
 from connectors.parsed import Parsed
 from connectors.tabular import Layout, Unit, read_table
 
-SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "table", ".xlsx": "table", ".xlsm": "table"}
+SUFFIXES = {
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+    ".csv": "table", ".xlsx": "table", ".xlsm": "table",
+}
 
 
 class InputError(ValueError):

@@ -198,19 +198,23 @@ def generate(spec: Spec) -> Iterator[bytes]:
             lines.insert(0, lines.pop(2))
         yield from lines
 
+    # Malformed input of the kinds budget systems really send, one per kind.
+    pay = {"type": "payment", "occurred_on": f"{year}-03-01", "project_id": "X", "amount": "5.00"}
     bad = [
         b'{"type": "payment", "event_id": "BAD-1", "occurred_on": "2025-03-01"',
-        b'{"type": "grant", "event_id": "BAD-2", "occurred_on": "2025-03-01", "project_id": "X"}',
-        b'{"type": "payment", "event_id": "BAD-3", "occurred_on": "2025-03-01", "project_id": "X", "amount": "-5.00"}',
-        b'{"type": "payment", "event_id": "BAD-4", "occurred_on": "2025-02-30", "project_id": "X", "amount": "5.00"}',
-        b'{"type": "payment", "event_id": "BAD-5", "occurred_on": "2025-03-01", "amount": "5.00"}',
-        b'{"type": "payment", "event_id": "BAD-6", "occurred_on": "2025-03-01", "project_id": "X", "amount": "1.005"}',
-        b'{"type": "budget_approved", "event_id": "BAD-7", "occurred_on": "2025-03-01", "project_id": "X", "amount": "abc"}',
-        b'{"type": "indicator_reported", "event_id": "BAD-8", "occurred_on": "2025-03-01", "project_id": "X"}',
+        dumps({"type": "grant", "event_id": "BAD-2", "occurred_on": f"{year}-03-01", "project_id": "X"}),
+        dumps({**pay, "event_id": "BAD-3", "amount": "-5.00"}),
+        dumps({**pay, "event_id": "BAD-4", "occurred_on": f"{year}-02-30"}),
+        dumps({k: v for k, v in {**pay, "event_id": "BAD-5"}.items() if k != "project_id"}),
+        dumps({**pay, "event_id": "BAD-6", "amount": "1.005"}),
+        dumps({**pay, "type": "budget_approved", "event_id": "BAD-7", "amount": "abc"}),
+        dumps({"type": "indicator_reported", "event_id": "BAD-8", "occurred_on": f"{year}-03-01", "project_id": "X"}),
         b'["not", "an", "object"]',
-        b'{"type": "project_registered", "event_id": "BAD-10", "occurred_on": "2025-01-01", "project_id": "X", "fiscal_year": 2025, "name": "n", "department_id": "D", "department_name": "d", "fund_source": "lottery"}',
-        b'{"type": "payment", "event_id": "BAD-11", "occurred_on": "2025-03-01", "project_id": "X", "amount": 0}',
-        b'not json at all',
+        dumps({
+            "type": "project_registered", "event_id": "BAD-10", "occurred_on": f"{year}-01-01", "project_id": "X",
+            "fiscal_year": year, "name": "n", "department_id": "D", "department_name": "d", "fund_source": "lottery",
+        }),
+        dumps({**pay, "event_id": "BAD-11", "amount": 0}),
+        b"not json at all",
     ]
-    for k in range(min(spec.malformed, len(bad))):
-        yield bad[k].replace(b"2025", str(year).encode())
+    yield from bad[: spec.malformed]

@@ -20,7 +20,7 @@ from tests.strategies import deliveries, event_logs
 def test_ingest_counts_and_idempotence(tmp_path: Path) -> None:
     e = engine(tmp_path / "bw.db")
     events = [b.registered("P"), b.approved("P", "1000"), b.payment("P", "10", on="2025-02-01")]
-    first = ingest_events(e.store, events + [events[2]])
+    first = ingest_events(e.store, [*events, events[2]])
     assert (first.read, first.applied, first.duplicates, first.rejected) == (4, 3, 1, 0)
     again = ingest_events(e.store, events)
     assert (again.read, again.applied, again.duplicates) == (3, 0, 3)

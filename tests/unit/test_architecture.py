@@ -29,7 +29,9 @@ def test_imports_point_one_way(layer: str) -> None:
     forbidden = set(LAYERS[LAYERS.index(layer) + 1:])
     for path in sorted((ROOT / layer).rglob("*.py")):
         bad = imports(path) & forbidden
-        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}: imports point streams → connectors → alerts → budget"
+        assert not bad, (
+            f"{path.relative_to(ROOT)} imports {sorted(bad)}: imports point streams → connectors → alerts → budget"
+        )
 
 
 @pytest.mark.parametrize("layer", ["budget", "alerts"])

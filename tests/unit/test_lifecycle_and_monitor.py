@@ -55,7 +55,7 @@ def test_evaluating_the_same_state_again_changes_nothing() -> None:
 def test_a_payment_resolves_and_the_alert_keeps_its_identity() -> None:
     events = [b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
               b.payment("P", "100000", on="2025-02-01"), b.payment("P", "500000", on="2025-07-15")]
-    monitor, transitions = run(events, "2025-09-30")
+    _, transitions = run(events, "2025-09-30")
     low = [t for t in transitions if t["rule"] == "low_execution"]
     assert [(t["transition"], t["date"]) for t in low] == [("firing", "2025-06-30"), ("resolved", "2025-07-15")]
     assert low[0]["alert_id"] == low[1]["alert_id"] == "2025:low_execution:project:P"
