@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -107,15 +108,23 @@ def _cell_text(value: Any) -> str | None:
     return text or None
 
 
+_LOOSE_DATE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
+
+
 def _cell_date(value: Any) -> Any:
+    """Date cells, 20250315, 2025/3/15, 2025.3.15 and 2025年3月15日 become ISO dates."""
     if isinstance(value, dt.datetime):
         return value.date().isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
     text = _cell_text(value)
-    if text and len(text) in (8,) and text.isdigit():  # 20240315
+    if text and len(text) == 8 and text.isdigit():
         return f"{text[:4]}-{text[4:6]}-{text[6:]}"
-    return text.replace("/", "-") if text else text
+    match = _LOOSE_DATE.match(text or "")
+    if match:
+        year, month, day = match.groups()
+        return f"{year}-{int(month):02d}-{int(day):02d}"
+    return text
 
 
 def _cell_fen(value: Any, unit: str) -> int:

@@ -78,7 +78,7 @@ def parse_as_of(value: str | None) -> int | None:
 def progress_bar() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=render.console(), transient=False,
+        console=render.console(stderr=True), transient=False,
     )
 
 
@@ -93,14 +93,15 @@ def _count_lines(path: Path) -> int | None:
 
 
 def ingest_files(
-    store: Store, files: list[Path], *, layout: Layout = "auto", unit: Unit = "auto", show: bool = True
+    store: Store, files: list[Path], *, layout: Layout = "auto", unit: Unit = "auto"
 ) -> IngestCounts:
     total = IngestCounts()
     with progress_bar() as bar:
         for path in files:
+            parsed = read_events(path, layout=layout, unit=unit)  # refuses a missing or unknown file first
             task = bar.add_task(f"导入 {path.name}", total=_count_lines(path))
             counts = ingest(
-                store, read_events(path, layout=layout, unit=unit),
+                store, parsed,
                 on_batch=lambda n, t=task: bar.advance(t, n),  # type: ignore[misc]
             )
             bar.update(task, completed=counts.read, total=counts.read)
@@ -122,7 +123,7 @@ def ingest_cmd(
     if unit not in ("auto", "yuan", "wan"):
         raise typer.BadParameter("--unit must be auto, yuan or wan")
     with Store(db or settings().db) as store:
-        counts = ingest_files(store, files, layout=layout, unit=unit, show=not as_json)  # type: ignore[arg-type]
+        counts = ingest_files(store, files, layout=layout, unit=unit)  # type: ignore[arg-type]
     if as_json:
         emit_json(counts.to_json())
         return

@@ -118,7 +118,8 @@ def rejected_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
-def console() -> Console:
+def console(*, stderr: bool = False) -> Console:
+    """Tables go to stdout; progress bars to stderr, so `--json` output stays clean."""
+    probe = Console(stderr=stderr)
     # Piped output (CI logs, `| less`) gets room for the Chinese columns.
-    probe = Console()
-    return probe if probe.is_terminal else Console(width=160)
+    return probe if probe.is_terminal else Console(width=160, stderr=stderr)

@@ -1,0 +1,187 @@
+"""CLI end to end on scenarios from the source practice (the real console script)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openpyxl import load_workbook
+
+from tests import builders as b
+
+BIN = Path(sys.executable).parent / "budgetwatch"
+
+
+def cli(db: Path, *args: str, check: bool = True, profile: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUDGETWATCH_")}
+    env["BUDGETWATCH_DB"] = str(db)
+    if profile:
+        env["BUDGETWATCH_PROFILE"] = profile
+    return subprocess.run([str(BIN), *args], env=env, capture_output=True, text=True, check=check, timeout=120)
+
+
+def as_json(db: Path, *args: str) -> Any:
+    return json.loads(cli(db, *args, "--json").stdout)
+
+
+def science_park() -> list[dict[str, Any]]:
+    """高新区科创中心 (seed report 000): of three projects, two are under 30% at 09-30 —
+    园区修缮 pays a little every month, 展示厅 never pays — while 启迪运营 is on course."""
+    dept = {"department_id": "KC", "department_name": "高新区科创中心"}
+    events = []
+    for pid, name, budget in (("QD", "启迪运营管理项目", "2000000"), ("XS", "园区修缮经费项目", "1500000"),
+                              ("ZS", "展示厅经费项目", "100000")):
+        events += [b.registered(pid, name=name, on="2025-01-10", **dept), b.approved(pid, budget, on="2025-01-10")]
+    for month in range(2, 10):
+        events.append(b.payment("XS", "50000", on=f"2025-{month:02d}-15", event_id=f"XS-{month}"))
+        events.append(b.payment("QD", "175000", on=f"2025-{month:02d}-20", event_id=f"QD-{month}"))
+    return events
+
+
+@pytest.fixture
+def park(tmp_path: Path) -> Path:
+    db = tmp_path / "park.db"
+    source = tmp_path / "park.jsonl"
+    source.write_bytes(b.jsonl(science_park()))
+    ingest = cli(db, "ingest", str(source))
+    assert "read=22 accepted=22 duplicate=0 rejected=0" in ingest.stdout
+    cli(db, "run", "--as-of", "2025-09-30")
+    return db
+
+
+def test_two_of_three_projects_under_30_percent(park: Path) -> None:
+    alerts = as_json(park, "alerts")
+    fired = {(a["rule"], a["subject_id"]): a for a in alerts}
+    assert {s for r, s in fired if r == "low_execution"} == {"XS", "ZS"}
+    assert {s for r, s in fired if r == "stalled"} == {"ZS"}  # only the project that never paid
+    assert fired[("low_execution", "XS")]["since"] == "2025-06-30"
+    assert fired[("stalled", "ZS")]["since"] == "2025-04-10"  # 90 days after the approval
+    xs = fired[("low_execution", "XS")]
+    assert xs["severity"] == "critical" and xs["department_id"] == "KC" and xs["status"] == "firing"
+    # The figures that caused it: on 06-30, five payments of 50,000 had been made.
+    assert xs["figures"]["execution_rate"] == round(250000 / 1500000, 6)
+    assert "园区修缮经费项目" in xs["message"] and "16.67%" in xs["message"]
+    for key in ("alert_id", "rule", "severity", "status", "subject_type", "subject_id", "department_id",
+                "fiscal_year", "since", "figures", "message"):
+        assert key in xs
+    assert ("department_low_execution", "KC") not in fired  # 1.8M of 3.6M = 50%
+
+
+def test_reduction_proposals_100_percent_and_partial(park: Path, tmp_path: Path) -> None:
+    xlsx = tmp_path / "调减建议.xlsx"
+    proposals = json.loads(cli(park, "reductions", "--json", "--xlsx", str(xlsx)).stdout)
+    by_id = {p["project_id"]: p for p in proposals}
+    assert set(by_id) == {"XS", "ZS"}
+    assert by_id["ZS"]["proposed_reduction"] == "100000.00" and by_id["ZS"]["reduction_rate"] == 1.0
+    # 400,000 paid by 09-30 (day 273): projected 534,798.53, so 965,201.47 → 965,200 (down to 100 元).
+    assert by_id["XS"]["proposed_reduction"] == "965200.00"
+    assert by_id["XS"]["reduction_rate"] == round(965200 / 1500000, 6)
+    for key in ("project_id", "name", "department_id", "budget", "paid", "proposed_reduction", "reduction_rate"):
+        assert key in by_id["XS"]
+    sheet = load_workbook(xlsx).active
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0][0] == "项目编码" and "建议调减金额（元）" in rows[0]
+    assert {r[0] for r in rows[1:]} == {"XS", "ZS"}
+
+
+def test_status_json_shape_and_region_rate(park: Path) -> None:
+    status = as_json(park, "status")
+    assert status["as_of"] == "2025-09-30"
+    assert status["region"] == {"budget": "3600000.00", "paid": "1800000.00", "execution_rate": 0.5,
+                                "time_progress": round(273 / 365, 6)}
+    assert status["departments"][0]["execution_rate"] == 0.5
+    project = next(p for p in status["projects"] if p["project_id"] == "QD")
+    for key in ("project_id", "name", "department_id", "fund_source", "budget", "paid", "execution_rate",
+                "expected_progress", "performance_completion"):
+        assert key in project
+    assert project["paid"] == "1400000.00" and project["execution_rate"] == 0.7
+
+
+def test_human_output_is_chinese(park: Path) -> None:
+    assert "全区预算执行情况" in cli(park, "status").stdout
+    assert "当前预警" in cli(park, "alerts").stdout
+    assert "调减建议" in cli(park, "reductions").stdout
+    transitions = cli(park, "alerts", "--all").stdout
+    assert "预警变化记录" in transitions and "新预警" in transitions
+
+
+def test_all_lists_every_transition_including_resolutions(park: Path, tmp_path: Path) -> None:
+    late = tmp_path / "late.jsonl"
+    late.write_bytes(b.jsonl([b.payment("XS", "600000", on="2025-10-09", event_id="XS-big")]))
+    cli(park, "ingest", str(late))
+    cli(park, "run")  # default: up to the latest event date
+    transitions = as_json(park, "alerts", "--all")
+    xs_low = [(t["transition"], t["date"]) for t in transitions
+              if t["subject_id"] == "XS" and t["rule"] == "low_execution"]
+    assert xs_low == [("firing", "2025-06-30"), ("resolved", "2025-10-09")]
+    assert as_json(park, "status")["as_of"] == "2025-10-09"
+
+
+def test_region_totals_give_a_known_rate_to_two_decimals(tmp_path: Path) -> None:
+    db = tmp_path / "region.db"
+    events = []
+    for n, (budget, paid) in enumerate([("1000000.00", "123456.78"), ("2500000.50", "1700000.00"),
+                                        ("333333.33", "0.01")]):
+        pid = f"R{n}"
+        events += [b.registered(pid, department_id=f"D{n}", department_name=f"部门{n}"), b.approved(pid, budget),
+                   b.payment(pid, paid, on="2025-05-05")]
+    source = tmp_path / "region.jsonl"
+    source.write_bytes(b.jsonl(events))
+    cli(db, "ingest", str(source))
+    cli(db, "run", "--as-of", "2025-06-30")
+    region = as_json(db, "status")["region"]
+    assert region["budget"] == "3833333.83" and region["paid"] == "1823456.79"
+    assert f"{region['execution_rate']:.2f}" == "0.48"  # 1,823,456.79 / 3,833,333.83 = 47.57%
+
+
+def test_bad_input_of_every_kind_is_kept_with_its_reason(tmp_path: Path) -> None:
+    db = tmp_path / "bad.db"
+    source = tmp_path / "mixed.jsonl"
+    cli(db, "generate", "--projects", "3", "--out", str(source))
+    result = json.loads(cli(db, "ingest", "--json", str(source)).stdout)
+    assert result["rejected"] == 12
+    assert result["read"] == result["accepted"] + result["rejected"]
+    assert result["accepted"] == result["applied"] + result["duplicate"]
+    rejected = as_json(db, "rejected")
+    assert len(rejected) == 12
+    reasons = " | ".join(r["reason"] for r in rejected)
+    for expected in ("not valid JSON", "unknown event type 'grant'", "greater than 0", "is not a date",
+                     "missing field 'project_id'", "whole number of fen", "not a decimal number",
+                     "must be a JSON object", "fund_source"):
+        assert expected in reasons
+    assert all(r["source"].startswith(str(source) + ":") and r["raw"] for r in rejected)
+    # Nothing else was lost: the valid lines are all in the log.
+    status_run = cli(db, "run")
+    assert "events=" in status_run.stdout
+
+
+def test_errors_are_clear_and_exit_non_zero(tmp_path: Path) -> None:
+    db = tmp_path / "e.db"
+    missing = cli(db, "ingest", str(tmp_path / "nope.jsonl"), check=False)
+    assert missing.returncode == 2 and "no such file" in missing.stdout
+    wrong = cli(db, "run", check=False, profile="nationwide")
+    assert wrong.returncode == 2 and "not a shipped profile" in wrong.stdout
+    source = tmp_path / "x.jsonl"
+    source.write_bytes(b.jsonl([b.registered("P"), b.approved("P", "10")]))
+    cli(db, "ingest", str(source))
+    cli(db, "run", "--as-of", "2025-08-01")
+    back = cli(db, "run", "--as-of", "2025-07-01", check=False)
+    assert back.returncode == 2 and "already at 2025-08-01" in back.stdout
+
+
+def test_the_stricter_provincial_profile(tmp_path: Path) -> None:
+    db = tmp_path / "prov.db"
+    source = tmp_path / "park.jsonl"
+    source.write_bytes(b.jsonl(science_park()))
+    cli(db, "ingest", str(source))
+    cli(db, "run", "--as-of", "2025-09-30", profile="provincial")
+    alerts = as_json(db, "alerts")
+    low = {a["subject_id"] for a in alerts if a["rule"] == "low_execution"}
+    # QD at 70% is above the 08-31 floor of 60%; the department at 50% is below it.
+    assert low == {"XS", "ZS"}
+    assert any(a["rule"] == "department_low_execution" and a["severity"] == "critical" for a in alerts)
