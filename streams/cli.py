@@ -38,11 +38,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="SQLite store [env BUDGETWATCH_DB; default ./budgetwatch.db]"),
+    typer.Option("--db", help="SQLite store (env BUDGETWATCH_DB; default ./budgetwatch.db)"),
 ]
 ProfileOption = Annotated[
     str | None,
-    typer.Option("--profile", help="policy profile: baseline, provincial or a YAML file [env BUDGETWATCH_PROFILE]"),
+    typer.Option("--profile", help="policy profile: baseline, provincial or a YAML file (env BUDGETWATCH_PROFILE)"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
 
