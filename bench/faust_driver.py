@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import Counter
+from typing import Any
 
 import faust
 import orjson
@@ -37,7 +38,7 @@ async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float,
     outlet = MemoryOutlet()
     settings = Settings(partitions=partitions, store="memory://", clock="off")
     bapp = BudgetApp(settings, profile=load_profile("baseline"), outlet=outlet, app_id="budgetwatch-bench")
-    raw: faust.Schema = faust.Schema(key_serializer="raw", value_serializer="raw")
+    raw: Any = faust.Schema(key_serializer="raw", value_serializer="raw")
     app = bapp.app
     keyed = [(_key(line), line) for line in lines]  # the producer's work, not timed
     offsets: dict[int, int] = {}
