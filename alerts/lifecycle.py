@@ -52,9 +52,12 @@ class Alert:
     figures: dict[str, Any]
     message: str
     action: str
+    # The disposition loop's state of the current episode (alerts.dispositions), kept
+    # by the embedded engine; None where no disposition desk runs (Faust).
+    disposition: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "alert_id": self.alert_id,
             "rule": self.rule,
             "severity": self.severity,
@@ -71,6 +74,9 @@ class Alert:
             "message": self.message,
             "action": self.action,
         }
+        if self.disposition is not None:
+            data["disposition"] = self.disposition
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Alert:
@@ -93,6 +99,7 @@ class Alert:
             figures=dict(data.get("figures") or {}),
             message=data.get("message", ""),
             action=data.get("action", ""),
+            disposition=data.get("disposition"),
         )
 
 

@@ -20,6 +20,10 @@ KIND_NAMES: dict[str, str] = {
     "escalated": "预警升级",
     "deescalated": "预警降级",
     "resolved": "预警解除",
+    "disposed": "已处置",
+    "disposition_approved": "处置已审批",
+    "disposition_returned": "处置被退回",
+    "disposition_overdue": "逾期未处置",
 }
 FUND_SOURCE_NAMES: dict[str, str] = {
     "general": "一般公共预算",

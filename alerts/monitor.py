@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from itertools import chain, groupby
 from typing import Any
 
+from alerts.dispositions import DESK_TYPES, DISPOSITION_EVENT_TYPES, Desk
 from alerts.lifecycle import Alert, AlertBook, Subject, Transition
 from alerts.messages import compose
 from alerts.profile import Profile
@@ -53,6 +54,8 @@ class Monitor:
         # What a persisting runtime must write out; it drains these after a commit.
         self.changed: set[str] = set()
         self.applied = 0
+        # The disposition loop (alerts.dispositions), attached by runtimes that run it.
+        self.desk: Desk | None = None
 
     # -- restoring -------------------------------------------------------
     def restore(self, states: Iterable[ProjectState], alerts: Iterable[Alert], clock: int | None) -> None:
@@ -80,6 +83,14 @@ class Monitor:
 
     # -- feeding ---------------------------------------------------------
     def apply(self, record: Record) -> None:
+        if record.type in DESK_TYPES:
+            if self.desk is not None:
+                routed = self.desk.take(record, self)
+                if routed is None:
+                    return
+                record = routed
+            elif record.type in DISPOSITION_EVENT_TYPES:
+                return  # no disposition loop here: such events change no figure
         state = self.ledger.apply(record)
         self.applied += 1
         self._dirty.add(state.project_id)
@@ -179,6 +190,8 @@ class Monitor:
             totals = departments[key]
             if key[0] == year:
                 transitions.extend(self.assess_department(totals, day))
+        if self.desk is not None:
+            return self.desk.close(day, fresh, transitions, self.book)
         return transitions
 
     def _reconcile_project(self, state: ProjectState, findings: dict[str, str], day: int) -> list[Transition]:

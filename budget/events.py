@@ -21,6 +21,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from budget.money import MoneyError, fen_to_str, to_fen
@@ -209,6 +210,67 @@ class IndicatorReported(EventBase):
         return actual
 
 
+class DispositionAction(StrEnum):
+    continue_ = "continue"  # 继续执行并说明原因
+    reallocate = "reallocate"  # 调剂
+    reduce = "reduce"  # 调减 (needs the bureau's approval; emits budget_adjusted)
+    recover = "recover"  # 收回 (needs the bureau's approval; emits budget_adjusted)
+    cancel = "cancel"  # 取消
+
+
+# `{fiscal_year}:{rule}:{project|department}:{subject_id}` (alerts.lifecycle.alert_id_for)
+_ALERT_ID = r"^\d{4}:[a-z_]+:(project|department):\S.*$"
+Note = Annotated[str, Field(max_length=2000)]
+
+
+class _AlertEvent(EventBase):
+    """An event about an alert (the disposition loop); ``project_id`` defaults from ``alert_id``:
+    the project of a project alert, the alert id itself for a department alert."""
+
+    alert_id: Annotated[str, Field(min_length=1, max_length=200, pattern=_ALERT_ID)]
+    note: Note | None = None
+    by: Annotated[str, Field(max_length=200)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _project_from_alert(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("project_id") and isinstance(data.get("alert_id"), str):
+            parts = data["alert_id"].strip().split(":", 3)
+            if len(parts) == 4:
+                data = {**data, "project_id": parts[3] if parts[2] == "project" else data["alert_id"].strip()}
+        return data
+
+    @model_validator(mode="after")
+    def _project_matches(self) -> _AlertEvent:
+        _, _, subject_type, subject_id = self.alert_id.split(":", 3)
+        if subject_type == "project" and self.project_id != subject_id:
+            raise ValueError(f"project_id {self.project_id!r} is not the project of alert {self.alert_id!r}")
+        return self
+
+
+class AlertDisposed(_AlertEvent):
+    """处置: a department's answer to an alert (DESIGN §3, the disposition loop)."""
+
+    type: Literal["alert_disposed"]
+    action: DispositionAction
+    amount: Annotated[Fen, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _amount_for_adjustments(self) -> AlertDisposed:
+        if self.action in (DispositionAction.reduce, DispositionAction.recover) and self.amount is None:
+            raise ValueError(f"action {self.action.value!r} needs an amount (yuan > 0)")
+        return self
+
+
+class DispositionApproved(_AlertEvent):
+    """The bureau's decision on a `reduce`/`recover` disposition: approved (emits the
+    budget_adjusted) or returned to the department (``approved: false``)."""
+
+    type: Literal["disposition_approved"]
+    disposition_event_id: Text
+    approved: bool = True
+
+
 BudgetEvent = Annotated[
     ProjectRegistered
     | BudgetApproved
@@ -216,7 +278,9 @@ BudgetEvent = Annotated[
     | Payment
     | PaymentReversed
     | IndicatorDefined
-    | IndicatorReported,
+    | IndicatorReported
+    | AlertDisposed
+    | DispositionApproved,
     Field(discriminator="type"),
 ]
 
@@ -228,6 +292,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "payment_reversed",
     "indicator_defined",
     "indicator_reported",
+    "alert_disposed",
+    "disposition_approved",
 )
 
 _ADAPTER: TypeAdapter[BudgetEvent] = TypeAdapter(BudgetEvent)

@@ -107,9 +107,11 @@ class Escalation(Contact):
     severities: tuple[Literal["warning", "critical"], ...] = ("critical",)
 
     def wants(self, transition: dict[str, Any]) -> bool:
-        """The bureau gets transitions of an alert at (or leaving) an escalated severity."""
+        """The bureau gets transitions of an alert at (or leaving) an escalated severity,
+        and every alert whose disposition is overdue (the disposition loop's escalation)."""
         return (
-            transition.get("severity") in self.severities
+            transition.get("transition") == "disposition_overdue"
+            or transition.get("severity") in self.severities
             or transition.get("previous_severity") in self.severities
         )
 

@@ -61,6 +61,10 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "budget_project_execution_ratio": (
         "gauge", "Execution rate of a project with an active alert", ("project", "department"),
     ),
+    "budget_alerts_disposition_overdue": (
+        "gauge", "Active alerts whose department missed the disposition deadline (escalated)",
+        ("department",),
+    ),
     "budget_events_total": ("counter", "Input events by outcome", ("outcome",)),
     "budget_processing_lag_days": (
         "gauge", "Latest business date received minus the clock, days", (),
@@ -213,15 +217,23 @@ class BudgetCollector(Collector):
 
         firing: dict[tuple[str, str, str], int] = {}
         in_alert: dict[str, str] = {}
+        overdue: dict[str, int] = {}
         for alert in monitor.book.active():
             key3 = (alert.rule, alert.severity, alert.department_id)
             firing[key3] = firing.get(key3, 0) + 1
+            late = alert.disposition is not None and alert.disposition.get("status") == "overdue"
+            overdue[alert.department_id] = overdue.get(alert.department_id, 0) + late
             if alert.subject_type == "project":
                 in_alert[alert.subject_id] = alert.department_id
         alerts = _family("budget_alerts_firing")
         for (rule, severity, department), count in sorted(firing.items()):
             alerts.add_metric([rule, severity, department], float(count))
         yield alerts
+        # Per department with an active alert (0 where the disposition loop does not run).
+        late_family = _family("budget_alerts_disposition_overdue")
+        for department, count in sorted(overdue.items()):
+            late_family.add_metric([department], float(count))
+        yield late_family
 
         per_project = _family("budget_project_execution_ratio")
         for project_id, department in sorted(in_alert.items()):

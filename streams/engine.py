@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from alerts.dispositions import Desk
 from alerts.lifecycle import Alert, Transition
 from alerts.monitor import Monitor
 from alerts.profile import Profile
@@ -39,16 +40,32 @@ class RunSummary:
     commits: int
 
 
+DERIVED_SOURCE = "budgetwatch:disposition_approved"
+
+
+def new_monitor(profile: Profile, dispositions: bool = True) -> Monitor:
+    """The embedded runtime's monitor: rules plus the disposition loop (alerts.dispositions)."""
+    monitor = Monitor(profile)
+    if dispositions:
+        monitor.desk = Desk(profile.disposition.deadline_working_days)
+    return monitor
+
+
 def profile_fingerprint(profile: Profile) -> str:
     return hashlib.sha256(orjson.dumps(profile.model_dump(mode="json"))).hexdigest()[:16]
 
 
 class Engine:
-    def __init__(self, store: Store, profile: Profile, *, commit_every: int = 100_000) -> None:
+    def __init__(
+        self, store: Store, profile: Profile, *, commit_every: int = 100_000, dispositions: bool = True
+    ) -> None:
         self.store = store
         self.profile = profile
         self.commit_every = commit_every
-        self.monitor = Monitor(profile)
+        # The disposition loop (deadlines, escalation, approvals); off only to compare the
+        # rule transitions alone (e.g. with the Faust runtime, which has no loop).
+        self.dispositions = dispositions
+        self.monitor = new_monitor(profile, dispositions)
         self._loaded = False
 
     def load(self) -> Monitor:
@@ -59,6 +76,8 @@ class Engine:
             states = [ProjectState.from_dict(d) for d in self.store.project_states()]
             alerts = [Alert.from_json(d) for d in self.store.alert_rows()]
             self.monitor.restore(states, alerts, clock)
+            if self.monitor.desk is not None:
+                self.monitor.desk.restore(alerts, clock)
             self._loaded = True
         return self.monitor
 
@@ -132,6 +151,10 @@ class Engine:
         projects = monitor.ledger.projects
         changed = monitor.changed
         monitor.changed = set()
+        if monitor.desk is not None:  # the disposition loop's output, before the state that follows from it
+            refused, emitted = monitor.desk.drain()
+            self.store.append_derived(emitted, DERIVED_SOURCE)
+            self.store.add_rejections_once([(r.event_id, r.reason, r.raw) for r in refused])
         alert_ids = {t.alert.alert_id for t in transitions}
         rows = []
         for t in transitions:
@@ -158,5 +181,5 @@ class Engine:
 
     def rebuild(self) -> None:
         self.store.reset_derived()
-        self.monitor = Monitor(self.profile)
+        self.monitor = new_monitor(self.profile, self.dispositions)
         self._loaded = False

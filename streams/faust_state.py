@@ -45,6 +45,7 @@ from typing import Any
 
 import orjson
 
+from alerts.dispositions import DISPOSITION_EVENT_TYPES
 from alerts.lifecycle import Alert, Transition
 from alerts.monitor import Monitor
 from alerts.profile import Profile
@@ -282,6 +283,14 @@ class ProjectPartition:
         raw: bytes | str | None = None,
     ) -> Output:
         """Buffer a valid event until the next tick, unless it is a duplicate."""
+        if record.type in DISPOSITION_EVENT_TYPES:
+            return self._reject(
+                offset,
+                key,
+                raw,
+                f"{record.type} events are handled by the embedded runtime (budgetwatch serve / "
+                "dispose), which runs the disposition loop; the Kafka workers have none",
+            )
         clock = self.meta.clock
         if clock is not None and record.day < clock - self.dedup_days:
             return self._reject(

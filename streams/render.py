@@ -12,7 +12,11 @@ from rich.table import Table
 from alerts.messages import FUND_SOURCE_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan
 from streams.ingest import IngestCounts
 
-KIND_LABELS = {"firing": "新预警", "escalated": "升级", "deescalated": "降级", "resolved": "解除"}
+KIND_LABELS = {
+    "firing": "新预警", "escalated": "升级", "deescalated": "降级", "resolved": "解除",
+    "disposed": "已处置", "disposition_approved": "处置已审批", "disposition_returned": "处置被退回",
+    "disposition_overdue": "逾期未处置",
+}
 
 
 def ingest_table(counts: IngestCounts, title: str = "导入结果") -> Table:

@@ -219,7 +219,9 @@ class Service:
         # A failed run may have applied events in memory that were never committed:
         # start again from the last commit.
         old = self.engine
-        self.engine = Engine(self.store, old.profile, commit_every=old.commit_every)
+        self.engine = Engine(
+            self.store, old.profile, commit_every=old.commit_every, dispositions=old.dispositions
+        )
         self.engine.load()
 
     async def process_now(self) -> RunSummary | None:

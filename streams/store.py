@@ -80,7 +80,9 @@ CREATE TABLE IF NOT EXISTS meta (
 """
 
 # Only these event types need their details to fold; others skip the JSON decode.
-_DETAIL_TYPES = "('project_registered','indicator_defined','indicator_reported')"
+_DETAIL_TYPES = (
+    "('project_registered','indicator_defined','indicator_reported','alert_disposed','disposition_approved')"
+)
 _RECORD_COLUMNS = (
     f"type, event_id, day, project_id, amount, "
     f"CASE WHEN type IN {_DETAIL_TYPES} THEN details END"
@@ -243,6 +245,51 @@ class Store:
             "SELECT type, event_id, day, project_id, amount, details FROM events ORDER BY seq"
         ):
             yield Record(row[0], row[1], row[2], row[3], row[4], loads(row[5]) if row[5] else None)
+
+    def append_derived(self, records: Sequence[Record], source: str) -> None:
+        """Append events the processing itself derived (an approved disposition's
+        budget_adjusted); not input, so the ingest counters do not move."""
+        if not records:
+            return
+        dumps = orjson.dumps
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT OR IGNORE INTO events(event_id, type, day, project_id, amount, details, source)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (r.event_id, r.type, r.day, r.project_id, r.amount,
+                     dumps(r.details).decode() if r.details else None, source)
+                    for r in records
+                ],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def add_rejections_once(self, refused: Sequence[tuple[str, str, str]]) -> None:
+        """Dead letters found while processing — (event_id, reason, raw) of a logged event
+        that is valid alone but not in context; the source is the event's own. Kept once:
+        a replay that refuses the same event again adds nothing."""
+        if not refused:
+            return
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for event_id, reason, raw in refused:
+                row = db.execute("SELECT source FROM events WHERE event_id = ?", (event_id,)).fetchone()
+                source = (row[0] if row and row[0] else "log") + f" (event_id {event_id})"
+                db.execute(
+                    "INSERT INTO rejected(source, reason, raw) SELECT ?, ?, ?"
+                    " WHERE NOT EXISTS (SELECT 1 FROM rejected WHERE source = ? AND reason = ?)",
+                    (source, reason, raw, source, reason),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def rejections(self) -> list[dict[str, Any]]:
         return [

@@ -27,7 +27,7 @@ PROJECTS = {  # project -> (department id, department name, project name)
 def _run(path: Path, events: list[dict[str, Any]], as_of: str) -> int:
     with Store(path) as store:
         ingest(store, parse_lines(jsonl(events).splitlines(), "test.jsonl"))
-        summary = Engine(store, load_profile("baseline")).run(to_day(parse_day(as_of)))
+        summary = Engine(store, load_profile("baseline"), dispositions=False).run(to_day(parse_day(as_of)))
     return summary.transitions
 
 

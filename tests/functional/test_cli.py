@@ -118,7 +118,8 @@ def test_all_lists_every_transition_including_resolutions(park: Path, tmp_path: 
     transitions = as_json(park, "alerts", "--all")
     xs_low = [(t["transition"], t["date"]) for t in transitions
               if t["subject_id"] == "XS" and t["rule"] == "low_execution"]
-    assert xs_low == [("firing", "2025-06-30"), ("resolved", "2025-10-09")]
+    # undisposed, the alert escalated to the bureau on the 11th working day (the disposition loop)
+    assert xs_low == [("firing", "2025-06-30"), ("disposition_overdue", "2025-07-15"), ("resolved", "2025-10-09")]
     assert as_json(park, "status")["as_of"] == "2025-10-09"
 
 

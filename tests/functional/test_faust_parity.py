@@ -49,7 +49,7 @@ def embedded(year: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
     profile = load_profile("baseline")
     with Store(str(tmp_path_factory.mktemp("db") / "bw.db")) as store:
         counts = ingest(store, read_events(year))
-        engine = Engine(store, profile)
+        engine = Engine(store, profile, dispositions=False)  # Faust has no disposition loop
         engine.run(to_day(parse_day(AS_OF)))
         return {
             "transitions": [

@@ -217,7 +217,7 @@ def test_restart_loses_none_and_rebuild_sends_nothing_twice(tmp_path: Path) -> N
     assert max(keys.values()) == 1
     # a rebuild replays the log: same transitions, same keys, nothing re-sent
     with Store(db) as store:
-        engine = Engine(store, load_profile("baseline"))
+        engine = Engine(store, load_profile("baseline"), dispositions=False)
         engine.rebuild()
         engine.run(dt.date(2025, 7, 6).toordinal())
     assert outbox_count(db) == 16

@@ -1,0 +1,116 @@
+"""The disposition loop through the embedded engine and its SQLite store: replay,
+dead letters, the emitted budget_adjusted in the log, escalation to the bureau."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connectors.directory import ESCALATION, parse_directory
+from streams.engine import DERIVED_SOURCE
+from streams.outbox import DeliveryLog
+from tests.functional.engine_helpers import engine, ingest_events, outcome
+from tests.unit.test_dispositions import ALERT, approval, base, disposed
+
+
+def d(text: str) -> int:
+    return dt.date.fromisoformat(text).toordinal()
+
+
+def overdue_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(r["alert_id"], r["date"]) for r in rows if r["transition"] == "disposition_overdue"]
+
+
+def test_escalation_fires_once_on_the_right_working_day_across_restarts(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    e = engine(db)
+    ingest_events(e.store, base())
+    e.run(d("2025-07-14"))
+    assert overdue_rows(e.store.transition_rows()) == []
+    e.store.close()
+    for day in ("2025-07-15", "2025-07-16", "2025-08-29"):  # a new process each time, no events
+        e = engine(db)
+        e.run(d(day))
+        e.store.close()
+    e = engine(db)
+    rows = e.store.transition_rows()
+    assert [r for r in overdue_rows(rows) if r[0] == ALERT] == [(ALERT, "2025-07-15")]
+    outbox = e.store.db.execute(
+        "SELECT alert_id, department_id, payload FROM outbox WHERE kind = 'disposition_overdue'"
+        " AND alert_id = ?", (ALERT,)
+    ).fetchall()
+    assert len(outbox) == 1
+    payload = orjson.loads(outbox[0][2])
+    assert payload["date"] == "2025-07-15" and payload["disposition"]["status"] == "overdue"
+    (row,) = [a for a in e.store.alert_rows() if a["alert_id"] == ALERT]
+    assert row["status"] == "firing" and row["disposition"]["overdue_on"] == "2025-07-15"
+
+
+def test_the_overdue_outbox_row_reaches_the_bureau_escalation_contact(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    e = engine(db)
+    ingest_events(e.store, base())
+    e.run(d("2025-07-16"))
+    e.store.close()
+    directory = parse_directory({
+        "departments": {"D01": {"name": "园区管理局", "webhook": "https://hooks.example/d01"}},
+        # the bureau only follows critical alerts, yet an overdue disposition always reaches it
+        "escalation": {"name": "财政局绩效科", "webhook": "https://hooks.example/bureau", "severities": ["critical"]},
+    })
+    log = DeliveryLog(db)
+    log.fan_out(directory, 0.0)
+    rows = log.db.execute(
+        "SELECT recipient, kind, alert_id FROM deliveries WHERE kind = 'disposition_overdue' ORDER BY recipient"
+    ).fetchall()
+    log.close()
+    assert (ESCALATION, "disposition_overdue", ALERT) in rows
+    assert ("D01", "disposition_overdue", ALERT) in rows
+    # warning alerts' escalations reach the bureau too (stalled is a warning here)
+    assert all(r[0] in (ESCALATION, "D01") for r in rows)
+
+
+def test_approved_reduction_lands_in_the_log_and_a_rebuild_gives_the_same_result(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    e = engine(db)
+    counts = ingest_events(e.store, [*base(), disposed("DSP-1", "2025-07-02", "reduce", "700000.00"),
+                                     approval("APR-1", "2025-07-03", "DSP-1")])
+    assert counts.applied == 7
+    e.run(d("2025-09-30"))
+    logged = e.store.db.execute(
+        "SELECT type, day, project_id, amount, source FROM events WHERE event_id = 'DSP-1@budget_adjusted'"
+    ).fetchall()
+    assert logged == [("budget_adjusted", d("2025-07-03"), "P1", -70_000_000, DERIVED_SOURCE)]
+    assert e.store.counters()["events_applied"] == 7  # derived, not input: the counters do not move
+    status, transitions, alerts = outcome(e)
+    (project,) = status["projects"]
+    assert (project["budget"], project["paid"]) == ("300000.00", "100000.00")
+    assert [t["transition"] for t in transitions if t["alert_id"] == ALERT] == [
+        "firing", "disposed", "disposition_approved", "resolved"]
+    # a new process resumes with the same figures; a rebuild replays the log (the approval
+    # re-emits the adjustment, the logged copy is skipped): the same alerts, to the day
+    e.store.close()
+    e = engine(db)
+    e.run(d("2025-10-31"))
+    assert e.status()["projects"][0]["budget"] == "300000.00"
+    e.rebuild()
+    e.run(d("2025-09-30"))
+    assert outcome(e) == (status, transitions, alerts)
+    assert e.store.event_count() == 8
+
+
+def test_a_refused_disposition_goes_to_the_dead_letters_once_and_nothing_else_is_lost(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    e = engine(db)
+    ingest_events(e.store, [*base(), disposed("DSP-1", "2025-07-02", "reduce", "900000.01")], "in.jsonl")
+    e.run(d("2025-07-10"))
+    (dead,) = e.store.rejections()
+    assert dead["source"] == "in.jsonl:6 (event_id DSP-1)"
+    assert "调减金额 900000.01 元超过项目 P1 未支出预算 900000.00 元" in dead["reason"]
+    assert orjson.loads(dead["raw"])["event_id"] == "DSP-1"
+    assert e.status()["projects"][0]["paid"] == "100000.00"
+    e.rebuild()
+    e.run(d("2025-07-10"))
+    assert len(e.store.rejections()) == 1
