@@ -1,11 +1,13 @@
 """Drive the real Faust agents of streams.faust_app in memory (``agent.test_context()``,
 no broker) — the same driver the functional tests use (tests/functional/faust_harness.py).
 
-What is timed: every message through the ``budget-events`` agent (parse, dedup,
-buffer, changelog-table writes) and the year-end clock tick on every partition
-(the monitor over the buffered events, every day closed, alerts and department
-deltas emitted), plus the department agent on what the ticks sent. Kafka I/O and
-serialisation to a broker are not included: this is the agent code path only.
+The stream is the live one: the year's events in business-date order and, after
+each day's events, a clock tick for that day on every partition (what the wall
+clock sends in production), so every day is closed as it ends. What is timed: every
+message through the ``budget-events`` agent (parse, dedup, buffer, changelog-table
+writes), every tick (the monitor over the day's events, time-driven rules, alerts
+and department deltas), and the department agent on what the ticks sent. Kafka I/O
+and serialisation to a broker are not included: this is the agent code path only.
 """
 
 from __future__ import annotations
@@ -24,13 +26,19 @@ from streams.faust_state import CLOCK_KEY, partition_for, tick_value
 from streams.settings import Settings
 
 
-def _key(line: bytes) -> str:
+def _key_and_day(line: bytes) -> tuple[str, str]:
     try:
         data = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return "unparsable"
-    value = data.get("project_id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else "unkeyed"
+        return "unparsable", "9999"
+    if not isinstance(data, dict):
+        return "unkeyed", "9999"
+    value, day = data.get("project_id"), data.get("occurred_on")
+    try:
+        when = dt.date.fromisoformat(day[:10]).isoformat() if isinstance(day, str) else "9999"
+    except ValueError:
+        when = "9999"  # invalid: sent last, the agent rejects it
+    return value if isinstance(value, str) else "unkeyed", when
 
 
 async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float, dict[str, int], int]:
@@ -40,7 +48,9 @@ async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float,
     bapp = BudgetApp(settings, profile=load_profile("baseline"), outlet=outlet, app_id="budgetwatch-bench")
     raw: Any = faust.Schema(key_serializer="raw", value_serializer="raw")
     app = bapp.app
-    keyed = [(_key(line), line) for line in lines]  # the producer's work, not timed
+    # The producer's work, not timed: key by project, order by business date.
+    keyed = sorted(((*_key_and_day(line), line) for line in lines), key=lambda item: item[1])
+    last = dt.date.fromordinal(as_of).isoformat()
     offsets: dict[int, int] = {}
     department_offsets: dict[int, int] = {}
     outcomes: Counter[str] = Counter()
@@ -67,15 +77,22 @@ async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float,
             events.sent_offset = at
             await events.put(value=value, key=key.encode("utf-8"), partition=partition)
 
+        async def tick(day: str) -> None:
+            value = tick_value(dt.date.fromisoformat(day))
+            for p in range(partitions):
+                await put(CLOCK_KEY, value, p)
+                await forward()
+
         started = time.perf_counter()
-        for key, line in keyed:
+        current: str | None = None
+        for key, day, line in keyed:
+            if day != current and current is not None and current <= last:
+                await tick(current)
+            current = day
             await put(key, line, partition_for(key, partitions))
             if outlet.messages:
                 await forward()
-        tick = tick_value(dt.date.fromordinal(as_of))
-        for p in range(partitions):
-            await put(CLOCK_KEY, tick, p)
-            await forward()
+        await tick(last)
         seconds = time.perf_counter() - started
         outcomes.update(str(r) for r in events.results.values())
     return seconds, dict(outcomes), alerts

@@ -183,6 +183,7 @@ class BudgetApp:
         self.metrics = Metrics()
         self.project_partitions: dict[int, ProjectPartition] = {}
         self.department_partitions: dict[int, DepartmentPartition] = {}
+        self._sizes: dict[int, tuple[ProjectPartition, int, int]] = {}  # gauges, kept incrementally
         self.events_agent = app.agent(self.events_topic, name="budget-events", concurrency=1)(
             self._events
         )
@@ -261,9 +262,22 @@ class BudgetApp:
                     _day_seconds(state_now.clock)
                 )
                 if out.outcome in ("buffered", "tick"):
-                    self.metrics.pending.labels(str(partition)).set(state_now.pending_count())
-                    self.metrics.dedup.labels(str(partition)).set(state_now.dedup_memory())
+                    pending, dedup = self._buffer_sizes(state_now, out.outcome)
+                    self.metrics.pending.labels(str(partition)).set(pending)
+                    self.metrics.dedup.labels(str(partition)).set(dedup)
             yield out.outcome
+
+    def _buffer_sizes(self, state: ProjectPartition, outcome: str) -> tuple[int, int]:
+        """(pending events, dedup ids) of a partition, counted in full only after a tick or
+        a rebuild: a buffered event adds exactly one of each, so counting every partition's
+        buffers on every message (O(projects) per event) is not needed."""
+        known = self._sizes.get(state.partition)
+        if outcome == "tick" or known is None or known[0] is not state:
+            sizes = (state.pending_count(), state.dedup_memory())
+        else:
+            sizes = (known[1] + 1, known[2] + 1)
+        self._sizes[state.partition] = (state, *sizes)
+        return sizes
 
     async def _departments(self, stream: faust.StreamT[bytes]) -> AsyncIterator[str]:
         async for event in stream.events():
