@@ -149,6 +149,7 @@ async def _load(url: str, rate: int, seconds: float, projects: int, probe_every:
         "probes": len(latencies), "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99), "max_ms": max(latencies, default=0.0),
         "mean_ms": statistics.fmean(latencies) if latencies else 0.0,
+        "latencies_ms": [round(x, 2) for x in latencies],
     }
 
 

@@ -1,0 +1,43 @@
+"""`bench/` still runs: the whole benchmark on a tiny input (seconds), structure checked.
+
+No timing is asserted here — benchmarks never run inside `make test`; `make bench`
+and `make bench-quick` measure.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FIGURES = {
+    "ingest_events_per_s", "replay_events_per_s", "baseline_events_per_s", "replay_vs_baseline",
+    "faust_agent_events_per_s", "alert_latency_p50_ms", "alert_latency_p99_ms", "peak_rss_mb",
+    "mb_per_100k_projects",
+}
+
+
+@pytest.mark.slow
+def test_bench_runs_on_a_tiny_input(tmp_path: Path) -> None:
+    out = tmp_path / "results" / "latest.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--workdir", str(tmp_path / "work"), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "budgetwatch benchmarks" in done.stdout
+    result = orjson.loads(out.read_bytes())
+    assert set(result) == {"machine", "python", "date", "figures", "scaling"}
+    assert all(isinstance(result[k], str) and result[k] for k in ("machine", "python", "date"))
+    assert set(result["figures"]) == FIGURES
+    for name, value in result["figures"].items():
+        assert isinstance(value, int | float) and value > 0, (name, value)
+    assert len(result["scaling"]) == 3
+    for row in result["scaling"]:
+        assert set(row) == {"projects", "events", "replay_s"}
+        assert row["projects"] > 0 and row["events"] > 0 and row["replay_s"] > 0
+    assert [r["projects"] for r in result["scaling"]] == sorted(r["projects"] for r in result["scaling"])
