@@ -275,7 +275,8 @@ def demo_cmd(
 # Commands of other areas register themselves on `app` when imported here.
 # One line per module; keep the list sorted.
 # (extension modules)
-from streams import cli_kafka  # noqa: E402, F401, I001
+from streams import cli_board  # noqa: E402, F401, I001
+from streams import cli_kafka  # noqa: E402, F401
 from streams import cli_notify  # noqa: E402, F401
 from streams import cli_service  # noqa: E402, F401
 

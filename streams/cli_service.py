@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams import render
+from streams import board, render
 from streams.cli import DbOption, ProfileOption, app, open_engine, settings
 from streams.errors import BudgetwatchError
 from streams.service import Service, build_app, optional_workers
@@ -61,6 +61,7 @@ def serve_cmd(
     service.prepare()
     application = build_app(
         service,
+        routes=[board.register],  # the warning board; users from BUDGETWATCH_USERS
         workers=optional_workers(
             service, grafana_url=extra.grafana_url, grafana_token=extra.grafana_token
         ),

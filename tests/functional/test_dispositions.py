@@ -114,3 +114,27 @@ def test_a_refused_disposition_goes_to_the_dead_letters_once_and_nothing_else_is
     e.rebuild()
     e.run(d("2025-07-10"))
     assert len(e.store.rejections()) == 1
+
+
+def test_budgetwatch_dispose_appends_an_alert_disposed_event(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    db = tmp_path / "bw.db"
+    e = engine(db)
+    ingest_events(e.store, base())
+    e.run(d("2025-07-01"))
+    e.store.close()
+    runner = CliRunner()
+    bad = runner.invoke(app, ["dispose", ALERT, "--action", "reduce", "--note", "缩减", "--db", str(db)])
+    assert bad.exit_code != 0 and "needs an amount" in str(bad.exception)
+    ok = runner.invoke(app, ["dispose", ALERT, "--action", "continue", "--note", "已招标", "--by", "jyj",
+                             "--db", str(db), "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert orjson.loads(ok.output)["applied"] == 1
+    e = engine(db)
+    e.run(d("2025-07-20"))
+    (row,) = [a for a in e.store.alert_rows() if a["alert_id"] == ALERT]
+    assert row["disposition"]["status"] == "disposed" and row["disposition"]["latest"]["by"] == "jyj"
+    assert row["disposition"]["latest"]["on"] == "2025-07-01"

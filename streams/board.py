@@ -1,0 +1,669 @@
+"""The warning board (预警看板) and the disposition API, served by `budgetwatch serve`.
+
+Server-rendered HTML (jinja2, templates in ``streams/web/templates``) plus one small
+script (``web/static/board.js``) and the vendored uPlot chart library. Pages:
+
+- ``/``: region (or, for a department user, its department) execution vs time
+  progress, departments ranked with rates and alert counts, the alert list with
+  filters that refreshes itself from ``/board/alerts.json`` (polling, no reload);
+- ``/alerts/{id}``: one alert, its history, the disposition form (its department or
+  the bureau) and, for the bureau, the approval of a reduce/recover;
+- ``/projects/{id}``: payments over time against the expected progress curve,
+  indicators and alert history;
+- ``/reductions`` and ``/reductions.xlsx``: reduction proposals;
+- ``GET/POST /api/alerts/{id}/dispositions`` (+ ``POST /api/alerts/{id}/approvals``).
+
+Access (``streams.auth``): with a users file (``BUDGETWATCH_USERS``) every page needs
+a login session (HttpOnly, SameSite=Strict cookie; Secure behind https) and every form
+POST a CSRF token; the API takes ``Authorization: Bearer <token>``. A department user
+sees only its department — pages of other departments answer 404 — and the core API
+(/api/status, /api/alerts, /api/reductions) is filtered the same way; /api/rejected,
+/metrics and POST /events are the bureau's. Without a users file the API stays open as
+before and the board cannot be used (there is nobody to log in).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import orjson
+from aiohttp import web
+
+from alerts.dispositions import (
+    ACTION_NAMES,
+    ACTIONS,
+    AWAITING,
+    DISPOSITION_KINDS,
+    STATUS_NAMES,
+    disposition_view,
+)
+from alerts.messages import FUND_SOURCE_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan
+from alerts.rules import RULES
+from budget.calendar import expected_curve, iso, time_progress_for_year, year_bounds
+from budget.events import EventRejected, parse_event_object
+from budget.indicators import completion
+from budget.report import project_view
+from connectors.exports import write_reductions_xlsx
+from streams.auth import Sessions, User, Users, load_users, same_token
+from streams.errors import ClockError
+from streams.render import KIND_LABELS
+from streams.service import SERVICE, Service, json_response, json_text, today_in_china
+
+WEB = Path(__file__).resolve().parent / "web"
+SESSION_COOKIE = "bw_session"
+LOGIN_CSRF_COOKIE = "bw_login_csrf"
+# Core endpoints guarded when users are configured; the filtered ones answer a
+# department user with its own department's rows only.
+FILTERED = ("/api/status", "/api/alerts", "/api/reductions")
+BUREAU_ONLY = ("/api/rejected", "/metrics", "/events")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Board:
+    def __init__(self, service: Service, users: Users | None) -> None:
+        self.service = service
+        self.users = users
+        self.sessions = Sessions()
+        self._tokens: dict[str, str] = {}  # sha256(token) -> login, after one scrypt check
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(WEB / "templates")),
+            autoescape=jinja2.select_autoescape(("html",)),
+            undefined=jinja2.StrictUndefined,
+        )
+        self.env.filters.update(pct=pct, wan=wan)
+        self.env.globals.update(
+            RULE_NAMES=RULE_NAMES, SEVERITY_NAMES=SEVERITY_NAMES, STATUS_NAMES=STATUS_NAMES,
+            ACTION_NAMES=ACTION_NAMES, KIND_LABELS=KIND_LABELS, FUND_SOURCE_NAMES=FUND_SOURCE_NAMES,
+            ACTIONS=ACTIONS,
+        )
+
+    # -- who is asking -------------------------------------------------------------
+    def user_of(self, request: web.Request) -> User | None:
+        if self.users is None:
+            return None
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            return self._by_token(header.removeprefix("Bearer ").strip())
+        session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        return self.users.by_login(session.login) if session is not None else None
+
+    def _by_token(self, token: str) -> User | None:
+        assert self.users is not None
+        if not token:
+            return None
+        key = hashlib.sha256(token.encode()).hexdigest()
+        login = self._tokens.get(key)
+        if login is not None:
+            return self.users.by_login(login)
+        user = self.users.by_token(token)
+        if user is not None:
+            self._tokens[key] = user.login
+        return user
+
+    def csrf_of(self, request: web.Request) -> str | None:
+        session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        return session.csrf if session is not None else None
+
+    # -- rendering -------------------------------------------------------------------
+    def page(self, request: web.Request, template: str, code: int = 200, **context: Any) -> web.Response:
+        user = self.user_of(request)
+        text = self.env.get_template(template).render(
+            user=user, csrf=self.csrf_of(request) or "", clock=self.clock_text(), **context
+        )
+        return web.Response(text=text, status=code, content_type="text/html", charset="utf-8",
+                            headers=SECURITY_HEADERS)
+
+    def clock_text(self) -> str:
+        clock = self.service.engine.monitor.clock
+        return iso(clock) if clock is not None else "—"
+
+    def business_date(self) -> str:
+        """The date of a disposition recorded now: the business clock in event time."""
+        if self.service.live:
+            return self.service.clock().isoformat()
+        clock = self.service.engine.monitor.clock
+        return iso(clock) if clock is not None else today_in_china().isoformat()
+
+    # -- reading (on the DB thread) ------------------------------------------------------
+    def alerts(self, user: User | None) -> list[dict[str, Any]]:
+        rows = self.service.store.alert_rows()
+        return [r for r in rows if user is None or user.sees(r["department_id"])]
+
+    def status(self, user: User | None) -> dict[str, Any] | None:
+        try:
+            data = self.service.engine.status()
+        except ClockError:
+            return None
+        return scope_status(data, user)
+
+    def alert(self, alert_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        row = self.service.store.db.execute("SELECT data FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+        if row is None:
+            return None, []
+        return orjson.loads(row[0]), self.service.store.transition_rows(alert_id)
+
+    def refusal(self, event_id: str) -> str | None:
+        row = self.service.store.db.execute(
+            "SELECT reason FROM rejected WHERE source LIKE ? ORDER BY id DESC LIMIT 1", (f"% (event_id {event_id})",)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def project(self, project_id: str) -> dict[str, Any] | None:
+        monitor = self.service.engine.monitor
+        state = monitor.ledger.projects.get(project_id)
+        if state is None or state.fiscal_year is None or monitor.clock is None:
+            return None
+        clock = monitor.clock
+        view = project_view(state, clock)
+        first, last = year_bounds(state.fiscal_year)
+        rows = self.service.store.db.execute(
+            "SELECT day, type, amount, event_id FROM events WHERE project_id = ? AND type IN"
+            " ('payment','payment_reversed','budget_approved','budget_adjusted') ORDER BY day, seq",
+            (project_id,),
+        ).fetchall()
+        budget_by_day: dict[int, int] = {}
+        paid_by_day: dict[int, int] = {}
+        payments = []
+        for day, kind, amount, event_id in rows:
+            if kind == "payment":
+                paid_by_day[day] = paid_by_day.get(day, 0) + amount
+                payments.append({"date": iso(day), "amount": _yuan(amount), "event_id": event_id})
+            elif kind == "payment_reversed":
+                paid_by_day[day] = paid_by_day.get(day, 0) - amount
+                payments.append({"date": iso(day), "amount": _yuan(-amount), "event_id": event_id})
+            elif kind == "budget_adjusted":
+                budget_by_day[day] = budget_by_day.get(day, 0) + amount
+        approved = state.approved or 0
+        curve = expected_curve(state.fiscal_year, state.plan)
+        xs: list[int] = []
+        actual: list[float | None] = []
+        expected: list[float] = []
+        paid = sum(v for d, v in paid_by_day.items() if d < first)
+        budget = approved + sum(v for d, v in budget_by_day.items() if d < first)
+        for index, day in enumerate(range(first, last + 1)):
+            paid += paid_by_day.get(day, 0)
+            budget += budget_by_day.get(day, 0)
+            xs.append(int(dt.datetime.combine(dt.date.fromordinal(day), dt.time()).timestamp()))
+            expected.append(round(curve[index], 4))
+            actual.append(round(paid / budget, 4) if day <= clock and budget > 0 else None)
+        indicators = []
+        for ind in sorted(state.indicators.values(), key=lambda i: i.indicator_id):
+            done = None
+            if ind.target is not None and ind.actual is not None:
+                done = completion(ind.direction, ind.target, ind.actual)
+            indicators.append({"id": ind.indicator_id, "name": ind.name or ind.indicator_id, "target": ind.target,
+                               "unit": ind.unit or "", "actual": ind.actual, "completion": done,
+                               "reported_on": iso(ind.reported_on) if ind.reported_on else None})
+        history = [t for t in self.service.store.transition_rows()
+                   if t["subject_type"] == "project" and t["subject_id"] == project_id]
+        return {
+            "project": view, "payments": payments, "indicators": indicators, "history": history,
+            "chart": {"x": xs, "actual": actual, "expected": expected},
+            "time_progress": time_progress_for_year(clock, state.fiscal_year),
+        }
+
+    def reductions(self, user: User | None) -> list[dict[str, Any]]:
+        found = [p.to_json() for p in self.service.engine.reductions()]
+        return [p for p in found if user is None or user.sees(p["department_id"])]
+
+    # -- writing -----------------------------------------------------------------------
+    async def record(self, event: dict[str, Any]) -> str | None:
+        """Append one event to the log and wait until it is processed; the refusal reason
+        if the event was rejected (at the boundary or in processing), else None."""
+        try:
+            parse_event_object(event)
+        except EventRejected as err:
+            return err.reason
+        counts, ticket = await self.service.ingest_body(orjson.dumps(event), f"board-{uuid.uuid4().hex[:12]}")
+        if counts.rejected:
+            return str(counts.reasons[0]["reason"]) if counts.reasons else "事件被拒收"
+        await self.service.wait(ticket)
+        if self.service.last_error:
+            return self.service.last_error
+        return await self.service.db(self.refusal, str(event["event_id"]))
+
+
+def _yuan(fen: int) -> str:
+    from budget.money import fen_to_str
+
+    return fen_to_str(fen)
+
+
+def scope_status(data: dict[str, Any], user: User | None) -> dict[str, Any]:
+    """The status a user may see: a department user gets its department only, and its
+    department's figures in place of the region's."""
+    if user is None or user.is_bureau:
+        return data
+    mine = [d for d in data["departments"] if d["department_id"] == user.department_id]
+    region = dict(data["region"])
+    if mine:
+        region.update(budget=mine[0]["budget"], paid=mine[0]["paid"], execution_rate=mine[0]["execution_rate"])
+    else:
+        region.update(budget="0.00", paid="0.00", execution_rate=None)
+    return {
+        **data,
+        "scope": f"department:{user.department_id}",
+        "region": region,
+        "departments": mine,
+        "projects": [p for p in data["projects"] if p["department_id"] == user.department_id],
+        "unregistered_projects": [],
+    }
+
+
+def alert_view(row: dict[str, Any]) -> dict[str, Any]:
+    view = disposition_view(row)
+    figures = row.get("figures") or {}
+    return {
+        "alert_id": row["alert_id"], "rule": row["rule"], "rule_name": RULE_NAMES.get(row["rule"], row["rule"]),
+        "severity": row["severity"], "severity_name": SEVERITY_NAMES.get(row["severity"], row["severity"]),
+        "status": row["status"], "status_name": "预警中" if row["status"] == "firing" else "已解除",
+        "subject_type": row["subject_type"], "subject_id": row["subject_id"],
+        "subject_name": row.get("subject_name") or row["subject_id"],
+        "department_id": row["department_id"], "department_name": row.get("department_name") or "",
+        "since": row["since"], "updated_on": row["updated_on"],
+        "execution_rate": pct(figures.get("execution_rate")),
+        "message": row.get("message", ""),
+        "disposition": view,
+    }
+
+
+def filter_alerts(rows: list[dict[str, Any]], query: Any) -> list[dict[str, Any]]:
+    rule, severity = query.get("rule") or "", query.get("severity") or ""
+    department, status = query.get("department") or "", query.get("status") or "firing"
+    overdue = query.get("overdue") or ""
+    out = []
+    for r in rows:
+        if rule and r["rule"] != rule:
+            continue
+        if severity and r["severity"] != severity:
+            continue
+        if department and r["department_id"] != department:
+            continue
+        if status != "all" and r["status"] != status:
+            continue
+        state = (r.get("disposition") or {}).get("status")
+        if overdue == "1" and state != "overdue":
+            continue
+        if overdue == "0" and state == "overdue":
+            continue
+        out.append(r)
+    out.sort(key=lambda r: (r["status"] != "firing", r["severity"] != "critical", r["since"], r["alert_id"]))
+    return out
+
+
+# -- middleware: the core API under access control -------------------------------------------
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    board: Board = request.app[BOARD]
+    path = request.path
+    if board.users is None or (path not in FILTERED and path not in BUREAU_ONLY):
+        return await handler(request)
+    user = board.user_of(request)
+    if user is None:
+        return _json_error("需要登录或 API 令牌（Authorization: Bearer …）", 401)
+    if user.is_bureau:
+        return await handler(request)
+    if path in BUREAU_ONLY:
+        return _json_error("仅财政局用户可以访问", 403)
+    response = await handler(request)
+    if not isinstance(response, web.Response) or response.status != 200 or response.text is None:
+        return response
+    data = orjson.loads(response.text)
+    if path == "/api/status":
+        data = scope_status(data, user)
+    else:
+        data = [r for r in data if r.get("department_id") == user.department_id]
+    return json_response(data)
+
+
+def _json_error(message: str, status: int) -> web.Response:
+    return json_response({"error": message}, status=status)
+
+
+# -- handlers ----------------------------------------------------------------------------------
+def _board(request: web.Request) -> Board:
+    return request.app[BOARD]
+
+
+def _login_required(request: web.Request) -> User:
+    user = _board(request).user_of(request)
+    if user is None:
+        raise web.HTTPSeeOther("/login")
+    return user
+
+
+async def _form_with_csrf(request: web.Request) -> tuple[User, Any]:
+    board = _board(request)
+    user = _login_required(request)
+    form = await request.post()
+    if not same_token(str(form.get("csrf", "")), board.csrf_of(request)):
+        raise web.HTTPForbidden(text="CSRF 校验失败：请刷新页面后重新提交", content_type="text/plain")
+    return user, form
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+async def login_page(request: web.Request) -> web.Response:
+    board = _board(request)
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or uuid.uuid4().hex + uuid.uuid4().hex
+    response = board.page(request, "login.html", login_csrf=token, error=None, configured=board.users is not None)
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict", secure=_secure(request),
+                        path="/login")
+    return response
+
+
+async def login_post(request: web.Request) -> web.Response:
+    board = _board(request)
+    form = await request.post()
+    token = request.cookies.get(LOGIN_CSRF_COOKIE)
+    if not same_token(str(form.get("csrf", "")), token):
+        raise web.HTTPForbidden(text="CSRF 校验失败：请刷新登录页后重试", content_type="text/plain")
+    user = None
+    if board.users is not None:
+        user = board.users.authenticate(str(form.get("login", "")), str(form.get("password", "")))
+    if user is None:
+        return board.page(request, "login.html", code=401, login_csrf=token, error="用户名或密码错误",
+                          configured=board.users is not None)
+    session_id, _ = board.sessions.create(user.login)
+    response = web.HTTPSeeOther("/")
+    response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="Strict", secure=_secure(request),
+                        path="/", max_age=int(board.sessions.seconds))
+    raise response
+
+
+async def logout_post(request: web.Request) -> web.Response:
+    await _form_with_csrf(request)
+    _board(request).sessions.drop(request.cookies.get(SESSION_COOKIE))
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    raise response
+
+
+async def board_page(request: web.Request) -> web.Response:
+    board = _board(request)
+    user = _login_required(request)
+    status, rows = await board.service.db(lambda: (board.status(user), board.alerts(user)))
+    firing = [r for r in rows if r["status"] == "firing"]
+    counts = Counter(r["department_id"] for r in firing)
+    overdue = Counter(r["department_id"] for r in firing if (r.get("disposition") or {}).get("status") == "overdue")
+    departments = []
+    if status is not None:
+        for d in status["departments"]:
+            departments.append({**d, "alerts": counts.get(d["department_id"], 0),
+                                "overdue": overdue.get(d["department_id"], 0)})
+        departments.sort(key=lambda d: (d["execution_rate"] is None, d["execution_rate"] or 0.0))
+    shown = [alert_view(r) for r in filter_alerts(rows, request.query)]
+    return board.page(
+        request, "board.html", status=status, departments=departments, alerts=shown, query=request.query,
+        rules=RULES, department_ids=sorted({r["department_id"] for r in rows}),
+        totals={"firing": len(firing), "overdue": sum(overdue.values()),
+                "awaiting": sum(1 for r in firing if (r.get("disposition") or {}).get("status") == AWAITING)},
+    )
+
+
+async def board_alerts_json(request: web.Request) -> web.Response:
+    board = _board(request)
+    user = board.user_of(request)
+    if user is None:
+        return _json_error("需要登录", 401)
+    rows = await board.service.db(board.alerts, user)
+    shown = [alert_view(r) for r in filter_alerts(rows, request.query)]
+    return web.json_response({"clock": board.clock_text(), "count": len(shown), "alerts": shown},
+                             dumps=lambda d: orjson.dumps(d).decode(), headers={"Cache-Control": "no-store"})
+
+
+async def _visible_alert(request: web.Request, user: User | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    board = _board(request)
+    alert, history = await board.service.db(board.alert, request.match_info["alert_id"])
+    if alert is None or (user is not None and not user.sees(alert["department_id"])):
+        raise web.HTTPNotFound(text="未找到该预警", content_type="text/plain")
+    return alert, history
+
+
+async def alert_page(request: web.Request) -> web.Response:
+    user = _login_required(request)
+    alert, history = await _visible_alert(request, user)
+    return _alert_response(request, user, alert, history, error=None, status=200)
+
+
+def _alert_response(request: web.Request, user: User, alert: dict[str, Any], history: list[dict[str, Any]],
+                    *, error: str | None, status: int) -> web.Response:
+    view = alert_view(alert)
+    return _board(request).page(
+        request, "alert.html", code=status, alert=view, raw=alert, history=history, error=error,
+        notice=request.query.get("ok"), awaiting=view["disposition"]["status"] == AWAITING,
+    )
+
+
+def _disposition_event(alert: dict[str, Any], user: User | None, data: Any, date: str) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "alert_disposed", "event_id": f"disp-{uuid.uuid4().hex}", "occurred_on": date,
+        "alert_id": alert["alert_id"], "action": str(data.get("action") or ""),
+        "note": str(data.get("note") or "").strip() or None,
+        "by": user.login if user is not None else (str(data.get("by") or "").strip() or None),
+    }
+    amount = str(data.get("amount") or "").strip()
+    if amount:
+        try:
+            event["amount"] = str(Decimal(amount))
+        except InvalidOperation:
+            event["amount"] = amount  # refused by the event contract with its reason
+    return event
+
+
+def _approval_event(alert: dict[str, Any], user: User | None, data: Any, date: str) -> dict[str, Any]:
+    decision = data.get("approved", True)
+    approved = decision if isinstance(decision, bool) else str(decision) not in ("0", "false", "return")
+    return {
+        "type": "disposition_approved", "event_id": f"appr-{uuid.uuid4().hex}", "occurred_on": date,
+        "alert_id": alert["alert_id"], "disposition_event_id": str(data.get("disposition_event_id") or ""),
+        "approved": approved, "note": str(data.get("note") or "").strip() or None,
+        "by": user.login if user is not None else (str(data.get("by") or "").strip() or None),
+    }
+
+
+async def dispose_post(request: web.Request) -> web.Response:
+    board = _board(request)
+    user, form = await _form_with_csrf(request)
+    alert, history = await _visible_alert(request, user)
+    if not str(form.get("note") or "").strip():
+        return _alert_response(request, user, alert, history, error="请填写处置说明", status=400)
+    error = await board.record(_disposition_event(alert, user, form, board.business_date()))
+    if error:
+        alert, history = await _visible_alert(request, user)
+        return _alert_response(request, user, alert, history, error=error, status=400)
+    raise web.HTTPSeeOther(f"/alerts/{alert['alert_id']}?ok=disposed")
+
+
+async def approve_post(request: web.Request) -> web.Response:
+    board = _board(request)
+    user, form = await _form_with_csrf(request)
+    alert, history = await _visible_alert(request, user)
+    if not user.is_bureau:
+        raise web.HTTPForbidden(text="仅财政局用户可以审批", content_type="text/plain")
+    error = await board.record(_approval_event(alert, user, form, board.business_date()))
+    if error:
+        alert, history = await _visible_alert(request, user)
+        return _alert_response(request, user, alert, history, error=error, status=400)
+    raise web.HTTPSeeOther(f"/alerts/{alert['alert_id']}?ok=approved")
+
+
+async def project_page(request: web.Request) -> web.Response:
+    board = _board(request)
+    user = _login_required(request)
+    data = await board.service.db(board.project, request.match_info["project_id"])
+    if data is None or not user.sees(data["project"]["department_id"]):
+        raise web.HTTPNotFound(text="未找到该项目", content_type="text/plain")
+    chart = orjson.dumps({**data["chart"], "time_progress": data["time_progress"]}).decode()
+    return board.page(request, "project.html", chart_json=chart, **data)
+
+
+async def reductions_page(request: web.Request) -> web.Response:
+    board = _board(request)
+    user = _login_required(request)
+    proposals = await board.service.db(board.reductions, user)
+    return board.page(request, "reductions.html", proposals=proposals)
+
+
+async def reductions_xlsx(request: web.Request) -> web.Response:
+    board = _board(request)
+    user = _login_required(request)
+    proposals = await board.service.db(board.reductions, user)
+
+    def build() -> bytes:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "reductions.xlsx"
+            write_reductions_xlsx(path, proposals, board.clock_text())
+            return path.read_bytes()
+
+    body = await board.service.db(build)
+    name = f"调减建议{board.clock_text()}.xlsx"
+    from urllib.parse import quote
+
+    return web.Response(body=body, headers={
+        "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "Content-Disposition": f"attachment; filename=\"reductions.xlsx\"; filename*=UTF-8''{quote(name)}",
+        "Cache-Control": "no-store",
+    })
+
+
+# -- the disposition API ------------------------------------------------------------------
+def _api_user(request: web.Request) -> User | None:
+    """The caller of the API (None when no users file: open, as the rest of the API)."""
+    board = _board(request)
+    if board.users is None:
+        return None
+    user = board.user_of(request)
+    if user is None:
+        raise web.HTTPUnauthorized(text=json_text({"error": "需要 API 令牌（Authorization: Bearer …）或登录"}),
+                                   content_type="application/json")
+    bearer = request.headers.get("Authorization", "").startswith("Bearer ")
+    # a browser session must prove the request comes from our page
+    if not bearer and request.method == "POST" and not same_token(
+        request.headers.get("X-CSRF-Token"), board.csrf_of(request)
+    ):
+            raise web.HTTPForbidden(text=json_text({"error": "CSRF 校验失败（X-CSRF-Token）"}),
+                                    content_type="application/json")
+    return user
+
+
+async def _api_alert(request: web.Request, user: User | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    board = _board(request)
+    alert, history = await board.service.db(board.alert, request.match_info["alert_id"])
+    if alert is None or (user is not None and not user.sees(alert["department_id"])):
+        raise web.HTTPNotFound(text=json_text({"error": "未找到该预警"}), content_type="application/json")
+    return alert, history
+
+
+def _dispositions_json(alert: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "alert_id": alert["alert_id"],
+        "status": alert["status"],
+        "department_id": alert["department_id"],
+        "disposition": alert.get("disposition"),
+        "history": [
+            {"transition": t["transition"], "date": t["date"], "disposition": t.get("disposition"),
+             "message": t.get("message")}
+            for t in history if t["transition"] in DISPOSITION_KINDS
+        ],
+    }
+
+
+async def api_dispositions_get(request: web.Request) -> web.Response:
+    alert, history = await _api_alert(request, _api_user(request))
+    return json_response(_dispositions_json(alert, history))
+
+
+async def _api_body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(text=json_text({"error": "请求体应为 JSON 对象"}), content_type="application/json")
+    return data
+
+
+async def api_dispositions_post(request: web.Request) -> web.Response:
+    board = _board(request)
+    user = _api_user(request)
+    alert, _ = await _api_alert(request, user)
+    data = await _api_body(request)
+    event = _disposition_event(alert, user, data, str(data.get("occurred_on") or board.business_date()))
+    error = await board.record(event)
+    alert, history = await _api_alert(request, user)
+    if error:
+        return json_response({"error": error, "event_id": event["event_id"]}, status=422)
+    return json_response({"event_id": event["event_id"], **_dispositions_json(alert, history)}, status=201)
+
+
+async def api_approvals_post(request: web.Request) -> web.Response:
+    board = _board(request)
+    user = _api_user(request)
+    if user is not None and not user.is_bureau:
+        return _json_error("仅财政局用户可以审批", 403)
+    alert, _ = await _api_alert(request, user)
+    data = await _api_body(request)
+    event = _approval_event(alert, user, data, str(data.get("occurred_on") or board.business_date()))
+    error = await board.record(event)
+    alert, history = await _api_alert(request, user)
+    if error:
+        return json_response({"error": error, "event_id": event["event_id"]}, status=422)
+    return json_response({"event_id": event["event_id"], **_dispositions_json(alert, history)}, status=201)
+
+
+BOARD: web.AppKey[Board] = web.AppKey("board", Board)
+
+
+def install(app: web.Application, service: Service, users: Users | None) -> Board:
+    board = Board(service, users)
+    app[BOARD] = board
+    app.middlewares.append(access_middleware)
+    router = app.router
+    router.add_get("/", board_page)
+    router.add_get("/login", login_page)
+    router.add_post("/login", login_post)
+    router.add_post("/logout", logout_post)
+    router.add_get("/board/alerts.json", board_alerts_json)
+    router.add_get("/alerts/{alert_id}", alert_page)
+    router.add_post("/alerts/{alert_id}/dispose", dispose_post)
+    router.add_post("/alerts/{alert_id}/approve", approve_post)
+    router.add_get("/projects/{project_id}", project_page)
+    router.add_get("/reductions", reductions_page)
+    router.add_get("/reductions.xlsx", reductions_xlsx)
+    router.add_get("/api/alerts/{alert_id}/dispositions", api_dispositions_get)
+    router.add_post("/api/alerts/{alert_id}/dispositions", api_dispositions_post)
+    router.add_post("/api/alerts/{alert_id}/approvals", api_approvals_post)
+    router.add_static("/static", str(WEB / "static"))
+    return board
+
+
+def register(app: web.Application, service: Service) -> None:
+    """Route registrar for ``build_app``: users from ``BUDGETWATCH_USERS`` (unset: open API,
+    no board logins)."""
+    path = os.environ.get("BUDGETWATCH_USERS")
+    install(app, service, load_users(path) if path else None)
+
+
+__all__ = ["BOARD", "SERVICE", "Board", "install", "register"]

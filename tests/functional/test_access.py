@@ -1,0 +1,221 @@
+"""Access control of the board and the API: a department sees and disposes of its own
+alerts only, through every route; forms without a valid CSRF token are refused."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import orjson
+from aiohttp.test_utils import TestClient
+
+from streams.service import Service
+from streams.store import Store
+from tests.board_helpers import ALERT_EDU, ALERT_HEALTH, EDU, HEALTH, bearer, login, prepare, serve
+
+Client = TestClient[Any, Any]
+# Every route the served app has, and how a department user of D102 is kept from D101's data.
+ROUTES = {
+    ("POST", "/events"), ("GET", "/metrics"), ("GET", "/healthz"), ("GET", "/api/status"), ("GET", "/api/alerts"),
+    ("GET", "/api/reductions"), ("GET", "/api/rejected"), ("GET", "/"), ("GET", "/login"), ("POST", "/login"),
+    ("POST", "/logout"), ("GET", "/board/alerts.json"), ("GET", "/alerts/{alert_id}"),
+    ("POST", "/alerts/{alert_id}/dispose"), ("POST", "/alerts/{alert_id}/approve"), ("GET", "/projects/{project_id}"),
+    ("GET", "/reductions"), ("GET", "/reductions.xlsx"), ("GET", "/api/alerts/{alert_id}/dispositions"),
+    ("POST", "/api/alerts/{alert_id}/dispositions"), ("POST", "/api/alerts/{alert_id}/approvals"),
+    ("GET", "/static/{filename}"),
+}
+
+
+def routes_of(client: Client) -> set[tuple[str, str]]:
+    found = set()
+    for route in client.server.app.router.routes():
+        if route.method == "HEAD":
+            continue
+        info = route.resource.get_info() if route.resource is not None else {}
+        path = info.get("path") or info.get("formatter") or (info.get("prefix", "") + "/{filename}")
+        found.add((route.method, path))
+    return found
+
+
+def event_count(service: Service) -> int:
+    return service.store.event_count()
+
+
+def test_a_department_cannot_read_or_dispose_of_another_departments_alert_anywhere(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        assert routes_of(client) == ROUTES, "a new route needs its access rule tested here"
+        before = event_count(service)
+        h = bearer("wjw")  # D102
+        # the core API, filtered
+        alerts = await (await client.get("/api/alerts", headers=h)).json()
+        assert {a["department_id"] for a in alerts} == {HEALTH}
+        assert await (await client.get(f"/api/alerts?department={EDU}", headers=h)).json() == []
+        every = await (await client.get("/api/alerts?all=1", headers=h)).json()
+        assert every and {a["department_id"] for a in every} == {HEALTH}
+        status = await (await client.get("/api/status", headers=h)).json()
+        assert [d["department_id"] for d in status["departments"]] == [HEALTH]
+        assert {p["project_id"] for p in status["projects"]} == {"P2"}
+        assert status["region"]["budget"] == "1000000.00"  # its own department, not the region's 2,000,000
+        proposals = await (await client.get("/api/reductions", headers=h)).json()
+        assert [p["project_id"] for p in proposals] == ["P2"]
+        for path in ("/api/rejected", "/metrics"):
+            assert (await client.get(path, headers=h)).status == 403
+            assert (await client.get(path)).status == 401
+        assert (await client.post("/events", data=b"{}", headers=h)).status == 403
+        # the disposition API: another department's alert does not exist for it
+        assert (await client.get(f"/api/alerts/{ALERT_EDU}/dispositions", headers=h)).status == 404
+        answer = await client.post(f"/api/alerts/{ALERT_EDU}/dispositions", headers=h,
+                                   data=orjson.dumps({"action": "continue", "note": "越权"}))
+        assert answer.status == 404
+        assert (await client.post(f"/api/alerts/{ALERT_EDU}/approvals", headers=h, data=b"{}")).status == 403
+        assert (await client.get(f"/api/alerts/{ALERT_HEALTH}/dispositions", headers=h)).status == 200
+        # the pages, with a logged-in session of D102
+        csrf = await login(client, "wjw")
+        board = await (await client.get("/")).text()
+        assert "P2" in board and "P1" not in board and "校舍维修改造" not in board and "教育局" not in board
+        listed = await (await client.get(f"/board/alerts.json?status=all&department={EDU}")).json()
+        assert listed["alerts"] == []
+        listed = await (await client.get("/board/alerts.json?status=all")).json()
+        assert {a["department_id"] for a in listed["alerts"]} == {HEALTH}
+        assert (await client.get(f"/alerts/{ALERT_EDU}")).status == 404
+        assert (await client.get("/projects/P1")).status == 404
+        assert (await client.get("/projects/P2")).status == 200
+        answer = await client.post(f"/alerts/{ALERT_EDU}/dispose", allow_redirects=False,
+                                   data={"csrf": csrf, "action": "continue", "note": "越权处置"})
+        assert answer.status == 404
+        answer = await client.post(f"/alerts/{ALERT_HEALTH}/approve", allow_redirects=False,
+                                   data={"csrf": csrf, "disposition_event_id": "x", "approved": "1"})
+        assert answer.status == 403  # departments do not approve
+        page = await (await client.get("/reductions")).text()
+        assert "P2" in page and "P1" not in page
+        xlsx = await (await client.get("/reductions.xlsx")).read()
+        sheet = openpyxl.load_workbook(io.BytesIO(xlsx)).active
+        assert sheet is not None
+        ids = {row[0] for row in sheet.iter_rows(values_only=True)}
+        assert "P2" in ids and "P1" not in ids
+        # public routes carry no data
+        assert (await client.get("/healthz")).status == 200
+        assert (await client.get("/static/board.css")).status == 200
+        assert event_count(service) == before  # nothing was appended by any attempt
+
+    serve(db, scenario)
+
+
+def test_forms_without_a_valid_csrf_token_are_refused(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        before = event_count(service)
+        # the login form itself
+        assert (await client.post("/login", data={"login": "jyj", "password": "edu-pass-1"})).status == 403
+        csrf = await login(client, "jyj")
+        for data in ({"action": "continue", "note": "说明"}, {"action": "continue", "note": "说明", "csrf": "forged"}):
+            answer = await client.post(f"/alerts/{ALERT_EDU}/dispose", data=data, allow_redirects=False)
+            assert answer.status == 403
+        assert (await client.post("/logout", data={}, allow_redirects=False)).status == 403
+        # a browser session calling the JSON API must send X-CSRF-Token
+        body = orjson.dumps({"action": "continue", "note": "说明"})
+        assert (await client.post(f"/api/alerts/{ALERT_EDU}/dispositions", data=body)).status == 403
+        assert event_count(service) == before
+        answer = await client.post(f"/api/alerts/{ALERT_EDU}/dispositions", data=body,
+                                   headers={"X-CSRF-Token": csrf})
+        assert answer.status == 201
+        assert event_count(service) == before + 1
+
+    serve(db, scenario)
+
+
+def test_dispositions_are_recorded_with_who_made_them_and_the_bureau_sees_and_approves(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        csrf = await login(client, "jyj")
+        answer = await client.post(f"/alerts/{ALERT_EDU}/dispose", allow_redirects=False, data={
+            "csrf": csrf, "action": "reduce", "amount": "500000", "note": "项目缩减规模", "by": "someone-else"})
+        assert answer.status == 303, await answer.text()
+        # a reduction beyond the unspent budget is refused with the reason, on the page
+        page = await client.post(f"/alerts/{ALERT_EDU}/dispose", data={
+            "csrf": csrf, "action": "reduce", "amount": "950000", "note": "太多"})
+        assert page.status == 400 and "超过项目 P1 未支出预算" in await page.text()
+        seen = await (await client.get(f"/api/alerts/{ALERT_EDU}/dispositions", headers=bearer("jxk"))).json()
+        latest = seen["disposition"]["latest"]
+        assert (latest["by"], latest["action"], latest["amount"]) == ("jyj", "reduce", "500000.00")
+        assert seen["disposition"]["status"] == "awaiting_approval"
+        assert [h["transition"] for h in seen["history"]] == ["disposed"]
+        answer = await client.post(f"/api/alerts/{ALERT_EDU}/approvals", headers=bearer("jxk"),
+                                   data=orjson.dumps({"disposition_event_id": latest["event_id"], "note": "同意"}))
+        assert answer.status == 201, await answer.text()
+        approved = await answer.json()
+        assert approved["disposition"]["status"] == "approved"
+        assert approved["disposition"]["latest"]["approval"]["by"] == "jxk"
+        status = await (await client.get("/api/status", headers=bearer("jxk"))).json()
+        p1 = next(p for p in status["projects"] if p["project_id"] == "P1")
+        assert p1["budget"] == "500000.00"
+        with Store(db) as store:
+            assert store.db.execute("SELECT amount FROM events WHERE event_id = ?",
+                                    (f"{latest['event_id']}@budget_adjusted",)).fetchone() == (-50_000_000,)
+
+    serve(db, scenario)
+
+
+def test_without_a_users_file_the_api_stays_open_and_the_board_needs_a_login(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        alerts = await (await client.get("/api/alerts")).json()
+        assert {a["department_id"] for a in alerts} == {EDU, HEALTH}
+        answer = await client.get("/", allow_redirects=False)
+        assert answer.status == 303 and answer.headers["Location"] == "/login"
+        assert "未配置用户文件" in await (await client.get("/login")).text()
+        answer = await client.post(f"/api/alerts/{ALERT_EDU}/dispositions",
+                                   data=orjson.dumps({"action": "continue", "note": "说明", "by": "脚本"}))
+        assert answer.status == 201
+        assert (await answer.json())["disposition"]["latest"]["by"] == "脚本"
+
+    serve(db, scenario, with_users=False)
+
+
+def test_session_cookies_are_httponly_strict_and_secure_behind_https(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        page = await client.get("/login", headers={"X-Forwarded-Proto": "https"})
+        cookie = page.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" in cookie
+        client.session.cookie_jar.clear()  # a Secure cookie does not come back over plain http
+        page = await client.get("/login")
+        assert "Secure" not in page.headers["Set-Cookie"]
+        found = re.search(r'name="csrf" value="([^"]+)"', await page.text())
+        assert found is not None
+        csrf = found.group(1)
+        answer = await client.post("/login", allow_redirects=False,
+                                   data={"login": "jxk", "password": "bureau-pass-3", "csrf": csrf})
+        cookie = answer.headers["Set-Cookie"]
+        assert answer.status == 303 and "bw_session=" in cookie
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie  # plain http
+        wrong = await client.post("/login", data={"login": "jxk", "password": "nope", "csrf": csrf})
+        assert wrong.status == 401 and "用户名或密码错误" in await wrong.text()
+
+    serve(db, scenario)
+
+
+def test_secrets_are_hashed_with_salt_and_the_example_users_file_loads() -> None:
+    from streams.auth import hash_secret, load_users, verify_secret
+
+    one, two = hash_secret("s3cret"), hash_secret("s3cret")
+    assert one != two and "s3cret" not in one  # salted
+    assert verify_secret("s3cret", one) and not verify_secret("S3cret", one)
+    example = load_users(Path(__file__).resolve().parents[2] / "examples" / "users.yaml")
+    bureau = example.authenticate("jxk", "change-me-jxk")
+    assert bureau is not None and bureau.is_bureau
+    assert example.authenticate("jyj", "wrong") is None
