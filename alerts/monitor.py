@@ -91,13 +91,14 @@ class Monitor:
                 record = routed
             elif record.type in DISPOSITION_EVENT_TYPES:
                 return  # no disposition loop here: such events change no figure
-        state = self.ledger.apply(record)
+        if record.type == "project_registered":
+            # A re-registration may move the project: the department it leaves changes too.
+            before = self.ledger.projects.get(record.project_id)
+            if before is not None and before.rollup is not None:
+                self._dirty_departments.add((before.rollup.fiscal_year, before.rollup.department_id))
+        # The hot path: changed projects and departments are derived once per closed day.
+        self._dirty.add(self.ledger.apply(record).project_id)
         self.applied += 1
-        self._dirty.add(state.project_id)
-        self.changed.add(state.project_id)
-        totals = state.rollup
-        if totals is not None:
-            self._dirty_departments.add((totals.fiscal_year, totals.department_id))
 
     def process(self, records: Iterable[Record], until: int) -> Iterator[tuple[int, list[Transition]]]:
         """Apply ``records`` (sorted by business day, none after ``until``) and close every
@@ -145,6 +146,14 @@ class Monitor:
         projects = self.ledger.projects
         departments = self.ledger.departments
         year = _year(day)
+        dirty = self._dirty
+        if dirty:
+            self.changed |= dirty
+            dirty_departments = self._dirty_departments
+            for project_id in dirty:
+                totals = projects[project_id].rollup
+                if totals is not None:
+                    dirty_departments.add((totals.fiscal_year, totals.department_id))
         checkpoint = fresh and self.is_checkpoint(day)
         if checkpoint:
             touched: Iterable[str] = list(projects)

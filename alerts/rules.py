@@ -12,15 +12,15 @@ breach: comparisons allow ``EPS`` so binary rounding cannot fire an alert.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
 from alerts.profile import Floor, Profile
 from budget.calendar import (
-    expected_curve,
     expected_progress,
     first_day_above,
+    first_index_above,
+    progress_at,
     time_progress_for_year,
     year_bounds,
 )
@@ -91,17 +91,15 @@ def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
     floor = ctx.floor
     if floor is not None and rate < floor.floor - EPS:
         findings[LOW_EXECUTION] = floor.severity
-    curve = state.curve
-    if curve is None:
-        curve = state.curve = expected_curve(ctx.year, state.plan)
     index = day - ctx.first
-    expected = curve[index] if index < len(curve) else curve[-1]
+    plan = state.plan
+    expected = progress_at(index, ctx.year, plan)
     lag = profile.behind_schedule.lag
     if rate < expected - lag - EPS:
         findings[BEHIND_SCHEDULE] = profile.behind_schedule.severity
     else:
-        behind_index = bisect_right(curve, rate + lag + EPS)
-        if behind_index < len(curve):
+        behind_index = first_index_above(ctx.year, plan, rate + lag + EPS, index)
+        if behind_index is not None:
             behind_day = ctx.first + behind_index
             if behind_day > day and (due is None or behind_day < due):
                 due = behind_day

@@ -38,7 +38,7 @@ def time_progress_for_year(day: int, fiscal_year: int) -> float:
     return (day - first + 1) / (last - first + 1)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=16)
 def expected_curve(fiscal_year: int, plan: tuple[float, ...] | None) -> tuple[float, ...]:
     """Expected cumulative progress for each day of the year (index 0 = Jan 1).
 
@@ -59,15 +59,71 @@ def expected_curve(fiscal_year: int, plan: tuple[float, ...] | None) -> tuple[fl
     return tuple(curve)
 
 
+@lru_cache(maxsize=256)
+def _months(year: int) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+    """Per month (index of its first day in the year, its length), and the month of each day."""
+    spans: list[tuple[int, int]] = []
+    month_of: list[int] = []
+    start = 0
+    for month in range(12):
+        length = _cal.monthrange(year, month + 1)[1]
+        spans.append((start, length))
+        month_of.extend([month] * length)
+        start += length
+    return tuple(spans), tuple(month_of)
+
+
+def progress_at(index: int, fiscal_year: int, plan: Sequence[float] | None) -> float:
+    """``expected_curve(fiscal_year, plan)[index]`` (clamped to the year) by the same
+    arithmetic, without building or caching a 366-value curve per plan: a province has
+    tens of thousands of distinct plans."""
+    total = days_in_year(fiscal_year)
+    if index >= total:
+        index = total - 1
+    if plan is None:
+        return (index + 1) / total
+    spans, month_of = _months(fiscal_year)
+    month = month_of[index]
+    start, length = spans[month]
+    previous = plan[month - 1] if month else 0.0
+    return previous + (plan[month] - previous) * (index - start + 1) / length
+
+
+def first_index_above(fiscal_year: int, plan: Sequence[float] | None, threshold: float, after: int) -> int | None:
+    """``bisect_right(expected_curve(...), threshold)`` without the curve: the first day
+    index whose expected progress exceeds ``threshold``, None if none does. Requires that
+    the value at index ``after`` does not exceed it (the search starts there)."""
+    total = days_in_year(fiscal_year)
+    if plan is None:
+        index = max(int(threshold * total) - 1, 0)
+        while index > 0 and index / total > threshold:  # value(index - 1) = index / total
+            index -= 1
+        while index < total and (index + 1) / total <= threshold:
+            index += 1
+        return index if index < total else None
+    spans, month_of = _months(fiscal_year)
+    for month in range(month_of[min(max(after, 0), total - 1)], 12):
+        start, length = spans[month]
+        previous = plan[month - 1] if month else 0.0
+        target = plan[month]
+        if previous + (target - previous) * length / length <= threshold:
+            continue
+        step = target - previous
+        d = min(max(int((threshold - previous) * length / step), 1), length) if step > 0 else 1
+        while d > 1 and previous + step * (d - 1) / length > threshold:
+            d -= 1
+        while d <= length and previous + step * d / length <= threshold:
+            d += 1
+        return start + d - 1
+    return None
+
+
 def expected_progress(day: int, fiscal_year: int, plan: Sequence[float] | None) -> float:
-    curve = expected_curve(fiscal_year, tuple(plan) if plan is not None else None)
     first, _ = year_bounds(fiscal_year)
     index = day - first
     if index < 0:
         return 0.0
-    if index >= len(curve):
-        return curve[-1]
-    return curve[index]
+    return progress_at(index, fiscal_year, plan)
 
 
 def first_day_above(

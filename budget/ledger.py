@@ -56,7 +56,6 @@ class ProjectState:
     indicators: dict[str, Indicator] = field(default_factory=dict)
     completion: float | None = None
     rollup: Totals | None = None  # the department totals this project counts in
-    curve: tuple[float, ...] | None = None  # memo of the expected-progress curve
 
     @property
     def registered(self) -> bool:
@@ -220,7 +219,6 @@ class Ledger:
         state.kind = details.get("kind") or "project"
         plan = details.get("spending_plan")
         state.plan = tuple(plan) if plan is not None else None
-        state.curve = None
         self._join_rollup(state)
 
     def attach(self, state: ProjectState) -> None:

@@ -17,8 +17,7 @@ from connectors.parsed import Accepted, Parsed, Rejected
 from streams import render
 from streams.cli import _count_lines, app, emit_json, parse_as_of, progress_bar, settings
 from streams.errors import BudgetwatchError
-from streams.faust_app import EVENTS_TOPIC
-from streams.faust_state import CLOCK_KEY, tick_value
+from streams.faust_state import CLOCK_KEY, EVENTS_TOPIC, tick_value
 from streams.ingest import IngestCounts
 
 BootstrapOption = Annotated[

@@ -151,10 +151,10 @@ class Engine:
         projects = monitor.ledger.projects
         changed = monitor.changed
         monitor.changed = set()
-        if monitor.desk is not None:  # the disposition loop's output, before the state that follows from it
+        refused: list[Any] = []
+        emitted: list[Any] = []
+        if monitor.desk is not None:  # the disposition loop's output, committed with the state that follows from it
             refused, emitted = monitor.desk.drain()
-            self.store.append_derived(emitted, DERIVED_SOURCE)
-            self.store.add_rejections_once([(r.event_id, r.reason, r.raw) for r in refused])
         alert_ids = {t.alert.alert_id for t in transitions}
         rows = []
         for t in transitions:
@@ -167,6 +167,9 @@ class Engine:
             transitions=rows,
             clock=clock,
             seq=max_seq,
+            derived=emitted,
+            derived_source=DERIVED_SOURCE,
+            refused=[(r.event_id, r.reason, r.raw) for r in refused],
         )
 
     # -- reading ---------------------------------------------------------

@@ -47,10 +47,7 @@ from streams.settings import Settings
 
 log = logging.getLogger("budgetwatch.faust")
 
-EVENTS_TOPIC = "budget-events"
-DEPARTMENTS_TOPIC = "budget-departments"
-ALERTS_TOPIC = "budget-alerts"
-DLQ_TOPIC = "budget-events-dlq"
+from streams.faust_state import ALERTS_TOPIC, DEPARTMENTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC  # noqa: E402
 
 
 class Outlet(Protocol):

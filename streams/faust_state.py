@@ -58,6 +58,13 @@ CLOCK_TYPE = "clock_tick"
 META_PREFIX = "__partition__:"
 DEPARTMENT_META_PREFIX = "__departments__:"
 
+# Topic names (contract): here rather than in faust_app so that `publish` can name
+# them without importing Faust.
+EVENTS_TOPIC = "budget-events"
+DEPARTMENTS_TOPIC = "budget-departments"
+ALERTS_TOPIC = "budget-alerts"
+DLQ_TOPIC = "budget-events-dlq"
+
 Value = dict[str, Any]
 
 

@@ -101,13 +101,13 @@ CREATE TABLE IF NOT EXISTS alertmanager_sent (
 # occurrence number of the same (alert, transition, date) — stable under replay.
 _UNFANNED = """
 SELECT x.id, x.department_id, x.payload, x.fp, x.n FROM (
-    SELECT o.id, o.department_id, o.payload,
+    SELECT o.id, o.department_id, t.data AS payload,
            o.alert_id || '|' || o.kind || '|'
-               || COALESCE(json_extract(o.payload, '$.date'), '') AS fp,
+               || COALESCE(json_extract(t.data, '$.date'), '') AS fp,
            ROW_NUMBER() OVER (
-               PARTITION BY o.alert_id, o.kind, json_extract(o.payload, '$.date') ORDER BY o.id
+               PARTITION BY o.alert_id, o.kind, json_extract(t.data, '$.date') ORDER BY o.id
            ) - 1 AS n
-    FROM outbox o
+    FROM outbox o JOIN transitions t ON t.id = o.transition_id
 ) x LEFT JOIN delivery_fanout f ON f.outbox_id = x.id
 WHERE f.outbox_id IS NULL OR f.fingerprint != x.fp
 ORDER BY x.id

@@ -65,13 +65,14 @@ CREATE TABLE IF NOT EXISTS transitions (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transitions_by_alert ON transitions(alert_id, id);
+-- One row per transition to deliver; the content is the transition's own JSON
+-- (join on transition_id), stored once.
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
     transition_id INTEGER NOT NULL,
     alert_id TEXT NOT NULL,
     department_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL
+    kind TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -107,6 +108,7 @@ class Store:
 
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         self.path = str(path)
+        self.synchronous = synchronous
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -114,6 +116,7 @@ class Store:
             self.db.execute("PRAGMA busy_timeout=30000")
             self.db.execute("PRAGMA cache_size=-65536")
             self.db.executescript(SCHEMA)
+            self._migrate()
             self.db.execute("INSERT OR IGNORE INTO cursor(id, clock, seq) VALUES (1, NULL, 0)")
             self.db.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
@@ -124,6 +127,12 @@ class Store:
                 f"{self.path}: cannot open as a budgetwatch store ({err}); "
                 "point --db (or BUDGETWATCH_DB) at a budgetwatch database or a new file"
             ) from None
+
+    def _migrate(self) -> None:
+        # Stores made before the outbox referenced its transition kept a copy of it.
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(outbox)")}
+        if "payload" in columns:
+            self.db.execute("ALTER TABLE outbox DROP COLUMN payload")
 
     def close(self) -> None:
         self.db.close()
@@ -218,25 +227,28 @@ class Store:
         floor = clock if clock is not None else -1
         if clock is not None:
             late = db.execute(
-                f"SELECT {_RECORD_COLUMNS}, seq FROM events WHERE seq > ? AND seq <= ? AND day <= ?"
+                f"SELECT {_RECORD_COLUMNS} FROM events WHERE seq > ? AND seq <= ? AND day <= ?"
                 " ORDER BY day, seq",
                 (seq, max_seq, clock),
             ).fetchall()
-            yield from decode([r[:6] for r in late])
+            yield from decode(late)
         # Then the days after the clock (the clock's own day was closed: new events of it
         # came in `late` above), so (floor, max_seq) and not (floor, 0).
         last_day, last_seq = floor, max_seq
         while True:
             rows = db.execute(
-                f"SELECT {_RECORD_COLUMNS}, seq FROM events"
+                f"SELECT {_RECORD_COLUMNS} FROM events"
                 " WHERE (day, seq) > (?, ?) AND day <= ? AND seq <= ?"
                 " ORDER BY day, seq LIMIT ?",
                 (last_day, last_seq, until, max_seq, chunk),
             ).fetchall()
             if not rows:
                 return
-            last_day, last_seq = rows[-1][2], rows[-1][6]
-            yield from decode([r[:6] for r in rows])
+            # The keyset's seq comes from the unique event_id of the chunk's last row,
+            # so the rows need no extra column to slice off.
+            last_day = rows[-1][2]
+            last_seq = db.execute("SELECT seq FROM events WHERE event_id = ?", (rows[-1][1],)).fetchone()[0]
+            yield from decode(rows)
 
     def records(self) -> Iterator[Record]:
         """Every logged event in arrival order (for export and publish)."""
@@ -246,50 +258,34 @@ class Store:
         ):
             yield Record(row[0], row[1], row[2], row[3], row[4], loads(row[5]) if row[5] else None)
 
-    def append_derived(self, records: Sequence[Record], source: str) -> None:
-        """Append events the processing itself derived (an approved disposition's
-        budget_adjusted); not input, so the ingest counters do not move."""
-        if not records:
-            return
+    @staticmethod
+    def _append_derived(db: sqlite3.Connection, records: Sequence[Record], source: str) -> None:
+        """Events the processing itself derived (an approved disposition's budget_adjusted);
+        not input, so the ingest counters do not move."""
         dumps = orjson.dumps
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany(
-                "INSERT OR IGNORE INTO events(event_id, type, day, project_id, amount, details, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (r.event_id, r.type, r.day, r.project_id, r.amount,
-                     dumps(r.details).decode() if r.details else None, source)
-                    for r in records
-                ],
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        db.executemany(
+            "INSERT OR IGNORE INTO events(event_id, type, day, project_id, amount, details, source)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r.event_id, r.type, r.day, r.project_id, r.amount,
+                 dumps(r.details).decode() if r.details else None, source)
+                for r in records
+            ],
+        )
 
-    def add_rejections_once(self, refused: Sequence[tuple[str, str, str]]) -> None:
+    @staticmethod
+    def _add_rejections_once(db: sqlite3.Connection, refused: Sequence[tuple[str, str, str]]) -> None:
         """Dead letters found while processing — (event_id, reason, raw) of a logged event
         that is valid alone but not in context; the source is the event's own. Kept once:
         a replay that refuses the same event again adds nothing."""
-        if not refused:
-            return
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for event_id, reason, raw in refused:
-                row = db.execute("SELECT source FROM events WHERE event_id = ?", (event_id,)).fetchone()
-                source = (row[0] if row and row[0] else "log") + f" (event_id {event_id})"
-                db.execute(
-                    "INSERT INTO rejected(source, reason, raw) SELECT ?, ?, ?"
-                    " WHERE NOT EXISTS (SELECT 1 FROM rejected WHERE source = ? AND reason = ?)",
-                    (source, reason, raw, source, reason),
-                )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        for event_id, reason, raw in refused:
+            row = db.execute("SELECT source FROM events WHERE event_id = ?", (event_id,)).fetchone()
+            source = (row[0] if row and row[0] else "log") + f" (event_id {event_id})"
+            db.execute(
+                "INSERT INTO rejected(source, reason, raw) SELECT ?, ?, ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM rejected WHERE source = ? AND reason = ?)",
+                (source, reason, raw, source, reason),
+            )
 
     def rejections(self) -> list[dict[str, Any]]:
         return [
@@ -339,12 +335,26 @@ class Store:
         transitions: Iterable[dict[str, Any]],
         clock: int,
         seq: int,
+        derived: Sequence[Record] = (),
+        derived_source: str = "",
+        refused: Sequence[tuple[str, str, str]] = (),
     ) -> None:
-        """State, alerts, transitions, outbox and cursor — all or nothing."""
+        """Derived events, refusals, state, alerts, transitions, outbox and cursor — all or nothing.
+
+        Written with synchronous=NORMAL: in WAL mode that survives a process crash
+        (kill -9); a power cut may drop the last commits, and since the cursor is in
+        the same transaction the next run recomputes them from the log, which ingest
+        writes with the store's own (FULL by default) durability.
+        """
         dumps = orjson.dumps
         db = self.db
+        db.execute("PRAGMA synchronous=NORMAL")
         db.execute("BEGIN IMMEDIATE")
         try:
+            if derived:
+                self._append_derived(db, derived, derived_source)
+            if refused:
+                self._add_rejections_once(db, refused)
             db.executemany(
                 "INSERT INTO projects(project_id, state) VALUES (?, ?)"
                 " ON CONFLICT(project_id) DO UPDATE SET state = excluded.state",
@@ -370,18 +380,16 @@ class Store:
                     ],
                 )
                 db.executemany(
-                    "INSERT INTO outbox(transition_id, alert_id, department_id, kind, payload)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (next_id + i, t["alert_id"], t["department_id"], t["transition"], data)
-                        for i, (t, data) in enumerate(zip(rows, encoded, strict=True))
-                    ],
+                    "INSERT INTO outbox(transition_id, alert_id, department_id, kind) VALUES (?, ?, ?, ?)",
+                    [(next_id + i, t["alert_id"], t["department_id"], t["transition"]) for i, t in enumerate(rows)],
                 )
             db.execute("UPDATE cursor SET clock = ?, seq = ? WHERE id = 1", (clock, seq))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        finally:
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
 
     def reset_derived(self) -> None:
         """Forget all derived state; the next run replays the whole log."""

@@ -32,7 +32,10 @@ def snapshot(db: Path) -> dict[str, Any]:
         "reductions": json.loads(cli("reductions", "--json", db=db).stdout),
     }
     with sqlite3.connect(db) as con:
-        out["outbox"] = con.execute("SELECT alert_id, kind, payload FROM outbox ORDER BY id").fetchall()
+        out["outbox"] = con.execute(
+            "SELECT o.alert_id, o.kind, t.data FROM outbox o JOIN transitions t ON t.id = o.transition_id"
+            " ORDER BY o.id"
+        ).fetchall()
         out["events"] = con.execute("SELECT COUNT(*) FROM events").fetchone()[0]
     return out
 

@@ -39,8 +39,9 @@ def test_escalation_fires_once_on_the_right_working_day_across_restarts(tmp_path
     rows = e.store.transition_rows()
     assert [r for r in overdue_rows(rows) if r[0] == ALERT] == [(ALERT, "2025-07-15")]
     outbox = e.store.db.execute(
-        "SELECT alert_id, department_id, payload FROM outbox WHERE kind = 'disposition_overdue'"
-        " AND alert_id = ?", (ALERT,)
+        "SELECT o.alert_id, o.department_id, t.data FROM outbox o JOIN transitions t ON t.id = o.transition_id"
+        " WHERE o.kind = 'disposition_overdue'"
+        " AND o.alert_id = ?", (ALERT,)
     ).fetchall()
     assert len(outbox) == 1
     payload = orjson.loads(outbox[0][2])

@@ -1,11 +1,17 @@
+import bisect
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from budget.calendar import (
     checkpoint_day,
+    expected_curve,
     expected_progress,
     first_day_above,
+    first_index_above,
+    progress_at,
     time_progress,
     time_progress_for_year,
 )
@@ -46,3 +52,22 @@ def test_first_day_above_finds_the_crossing() -> None:
 def test_checkpoint_of_feb_29_in_a_common_year_is_feb_28() -> None:
     assert checkpoint_day(2025, "02-29") == day("2025-02-28")
     assert checkpoint_day(2024, "02-29") == day("2024-02-29")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    year=st.sampled_from([2024, 2025]),
+    raw=st.one_of(st.none(), st.lists(st.floats(0, 1), min_size=12, max_size=12)),
+    threshold=st.floats(-0.1, 1.1),
+    index=st.integers(0, 365),
+)
+def test_the_arithmetic_curve_equals_the_materialised_one(
+    year: int, raw: list[float] | None, threshold: float, index: int
+) -> None:
+    plan = None if raw is None else (*sorted(raw[:11]), 1.0)
+    curve = expected_curve(year, plan)
+    index = min(index, len(curve) - 1)
+    assert progress_at(index, year, plan) == curve[index]
+    if curve[index] <= threshold:  # the precondition of the search
+        found = bisect.bisect_right(curve, threshold)
+        assert first_index_above(year, plan, threshold, index) == (found if found < len(curve) else None)
