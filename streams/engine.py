@@ -51,6 +51,15 @@ def new_monitor(profile: Profile, dispositions: bool = True) -> Monitor:
     return monitor
 
 
+TransitionRow = tuple[str, int, str, str, str]  # alert_id, day, kind, department_id, JSON
+
+
+def encode_transition(transition: Transition) -> TransitionRow:
+    alert = transition.alert
+    data = orjson.dumps(transition.to_json()).decode()
+    return alert.alert_id, transition.on, transition.kind, alert.department_id, data
+
+
 def profile_fingerprint(profile: Profile) -> str:
     return hashlib.sha256(orjson.dumps(profile.model_dump(mode="json"))).hexdigest()[:16]
 
@@ -112,13 +121,15 @@ class Engine:
             )
         pending = self._count_pending(clock, seq, as_of, max_seq) if progress else 0
         start_applied = monitor.applied
-        transitions: list[Transition] = []
+        # Transitions are encoded as their day closes: a commit batch holds one compact
+        # row per transition, not the snapshot objects and their JSON dicts.
+        transitions: list[TransitionRow] = []
         total_transitions = days = commits = 0
         since_commit = monitor.applied
         records = store.pending(clock, seq, as_of, max_seq)
         for day, closed in monitor.process(records, as_of):
             days += 1
-            transitions.extend(closed)
+            transitions.extend(map(encode_transition, closed))
             if monitor.applied - since_commit >= self.commit_every:
                 self._commit(transitions, day, max_seq)
                 total_transitions += len(transitions)
@@ -146,7 +157,7 @@ class Engine:
         ).fetchone()[0]
         return int(late) + int(later)
 
-    def _commit(self, transitions: list[Transition], clock: int, max_seq: int) -> None:
+    def _commit(self, transitions: list[TransitionRow], clock: int, max_seq: int) -> None:
         monitor = self.monitor
         projects = monitor.ledger.projects
         changed = monitor.changed
@@ -155,16 +166,11 @@ class Engine:
         emitted: list[Any] = []
         if monitor.desk is not None:  # the disposition loop's output, committed with the state that follows from it
             refused, emitted = monitor.desk.drain()
-        alert_ids = {t.alert.alert_id for t in transitions}
-        rows = []
-        for t in transitions:
-            row = t.to_json()
-            row["_day"] = t.on
-            rows.append(row)
+        alerts = monitor.book.alerts
         self.store.commit_state(
-            projects=[projects[pid].to_dict() for pid in changed],
-            alerts=[monitor.book.alerts[a].to_json() for a in alert_ids],
-            transitions=rows,
+            projects=(projects[pid].to_dict() for pid in changed),
+            alerts=(alerts[a].to_json() for a in {row[0] for row in transitions}),
+            transitions=transitions,
             clock=clock,
             seq=max_seq,
             derived=emitted,

@@ -332,7 +332,7 @@ class Store:
         *,
         projects: Iterable[dict[str, Any]],
         alerts: Iterable[dict[str, Any]],
-        transitions: Iterable[dict[str, Any]],
+        transitions: Sequence[tuple[str, int, str, str, str]],
         clock: int,
         seq: int,
         derived: Sequence[Record] = (),
@@ -358,30 +358,25 @@ class Store:
             db.executemany(
                 "INSERT INTO projects(project_id, state) VALUES (?, ?)"
                 " ON CONFLICT(project_id) DO UPDATE SET state = excluded.state",
-                [(p["project_id"], dumps(p).decode()) for p in projects],
+                ((p["project_id"], dumps(p).decode()) for p in projects),
             )
             db.executemany(
                 "INSERT INTO alerts(alert_id, status, department_id, data) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(alert_id) DO UPDATE SET status = excluded.status,"
                 " department_id = excluded.department_id, data = excluded.data",
-                [(a["alert_id"], a["status"], a["department_id"], dumps(a).decode()) for a in alerts],
+                ((a["alert_id"], a["status"], a["department_id"], dumps(a).decode()) for a in alerts),
             )
-            rows = list(transitions)
-            if rows:
+            if transitions:
                 # Ids assigned here (the engine is the only writer of transitions) so
                 # both tables go in with one executemany each.
                 next_id = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM transitions").fetchone()[0])
-                encoded = [dumps({k: v for k, v in t.items() if k != "_day"}).decode() for t in rows]
                 db.executemany(
                     "INSERT INTO transitions(id, alert_id, day, kind, department_id, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (next_id + i, t["alert_id"], t["_day"], t["transition"], t["department_id"], data)
-                        for i, (t, data) in enumerate(zip(rows, encoded, strict=True))
-                    ],
+                    ((next_id + i, *row) for i, row in enumerate(transitions)),
                 )
                 db.executemany(
                     "INSERT INTO outbox(transition_id, alert_id, department_id, kind) VALUES (?, ?, ?, ?)",
-                    [(next_id + i, t["alert_id"], t["department_id"], t["transition"]) for i, t in enumerate(rows)],
+                    ((next_id + i, a, dept, kind) for i, (a, _, kind, dept, _) in enumerate(transitions)),
                 )
             db.execute("UPDATE cursor SET clock = ?, seq = ? WHERE id = 1", (clock, seq))
             db.execute("COMMIT")
