@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import calendar as _cal
 import datetime as dt
-from bisect import bisect_right
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -90,9 +89,9 @@ def progress_at(index: int, fiscal_year: int, plan: Sequence[float] | None) -> f
 
 
 def first_index_above(fiscal_year: int, plan: Sequence[float] | None, threshold: float, after: int) -> int | None:
-    """``bisect_right(expected_curve(...), threshold)`` without the curve: the first day
-    index whose expected progress exceeds ``threshold``, None if none does. Requires that
-    the value at index ``after`` does not exceed it (the search starts there)."""
+    """The first day index after ``after`` whose expected progress exceeds ``threshold``
+    (None if none does), computed month by month without the curve. Requires that the
+    value at index ``after`` does not exceed it (the search starts in its month)."""
     total = days_in_year(fiscal_year)
     if plan is None:
         index = max(int(threshold * total) - 1, 0)
@@ -130,15 +129,15 @@ def first_day_above(
     fiscal_year: int, plan: Sequence[float] | None, threshold: float, after: int
 ) -> int | None:
     """First ordinal day > ``after`` in the fiscal year whose expected progress exceeds
-    ``threshold``; None if the curve never does. Used to schedule time-driven rules
-    instead of re-evaluating every project every day."""
+    ``threshold``; None if none does. The reference for the hot path's
+    ``first_index_above``: a plain scan, because the curve is not strictly monotone —
+    float rounding can put a month's last day a hair above the next month's first."""
     curve = expected_curve(fiscal_year, tuple(plan) if plan is not None else None)
-    first, last = year_bounds(fiscal_year)
-    index = bisect_right(curve, threshold)
-    if index >= len(curve):
-        return None
-    day = max(first + index, after + 1)
-    return day if day <= last else None
+    first, _ = year_bounds(fiscal_year)
+    for index in range(max(after + 1 - first, 0), len(curve)):
+        if curve[index] > threshold:
+            return first + index
+    return None
 
 
 def checkpoint_day(year: int, month_day: str) -> int:

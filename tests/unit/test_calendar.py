@@ -1,4 +1,3 @@
-import bisect
 import datetime as dt
 
 import pytest
@@ -69,5 +68,14 @@ def test_the_arithmetic_curve_equals_the_materialised_one(
     index = min(index, len(curve) - 1)
     assert progress_at(index, year, plan) == curve[index]
     if curve[index] <= threshold:  # the precondition of the search
-        found = bisect.bisect_right(curve, threshold)
-        assert first_index_above(year, plan, threshold, index) == (found if found < len(curve) else None)
+        found = next((i for i in range(index + 1, len(curve)) if curve[i] > threshold), None)
+        assert first_index_above(year, plan, threshold, index) == found
+
+
+def test_a_month_end_rounding_blip_does_not_delay_the_crossing() -> None:
+    # Float rounding puts 2024-09-30 (0.7455…339) above 2024-10-01 (0.7455…338) on this plan:
+    # the curve is not monotone, so a binary search would report November.
+    plan = (0.0,) * 7 + (0.47552369812864825, 0.7455187552906338, 0.7455187552906338, 1.0, 1.0)
+    threshold = 0.7455187552906338
+    assert first_index_above(2024, plan, threshold, 0) == 273  # 09-30
+    assert first_day_above(2024, plan, threshold, day("2024-01-01")) == day("2024-09-30")
