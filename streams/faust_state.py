@@ -161,7 +161,31 @@ class _Meta:
         }
 
 
-class ProjectPartition:
+class _VersionedPartition:
+    """A partition whose table values are versioned by tick epoch (see ``_versioned``)."""
+
+    partition: int
+    meta: Any  # _Meta or _DepartmentMeta: both carry epoch and clock
+    committed: dict[str, Value | None]
+
+    def _body(self, key: str) -> Value:
+        raise NotImplementedError
+
+    def _value(self, key: str, epoch: int) -> Value:
+        body = self._body(key)
+        value = _versioned(epoch, self.meta.epoch, body, self.committed.get(key))
+        value["p"] = self.partition
+        if epoch == self.meta.epoch:
+            self.committed[key] = body
+        return value
+
+    @property
+    def clock(self) -> int | None:
+        clock: int | None = self.meta.clock
+        return clock
+
+
+class ProjectPartition(_VersionedPartition):
     """One partition of ``budget-events``: its projects, alerts, buffer and clock."""
 
     def __init__(
@@ -452,18 +476,7 @@ class ProjectPartition:
             "contributed": list(contributed) if contributed is not None else None,
         }
 
-    def _value(self, project_id: str, epoch: int) -> Value:
-        body = self._body(project_id)
-        value = _versioned(epoch, self.meta.epoch, body, self.committed.get(project_id))
-        value["p"] = self.partition
-        if epoch == self.meta.epoch:
-            self.committed[project_id] = body
-        return value
-
     # -- reading ---------------------------------------------------------
-    @property
-    def clock(self) -> int | None:
-        return self.meta.clock
 
     def pending_count(self) -> int:
         return sum(len(items) for items in self.pending.values())
@@ -508,7 +521,7 @@ class _DepartmentMeta:
         }
 
 
-class DepartmentPartition:
+class DepartmentPartition(_VersionedPartition):
     """One partition of ``budget-departments``: department totals (sums of budget and
     paid, never means of rates) and ``department_low_execution``.
 
@@ -736,17 +749,6 @@ class DepartmentPartition:
             ],
         }
 
-    def _value(self, dept: str, epoch: int) -> Value:
-        body = self._body(dept)
-        value = _versioned(epoch, self.meta.epoch, body, self.committed.get(dept))
-        value["p"] = self.partition
-        if epoch == self.meta.epoch:
-            self.committed[dept] = body
-        return value
-
-    @property
-    def clock(self) -> int | None:
-        return self.meta.clock
 
 
 def _department_key_of(alert: Alert) -> str:

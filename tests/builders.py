@@ -88,3 +88,38 @@ def day(text: str) -> int:
 
 def jsonl(events: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(e) + b"\n" for e in events)
+
+
+def alert_transition(**over: Any) -> dict[str, Any]:
+    """The JSON of one alert transition, as the engine stores it and notifications receive it."""
+    data: dict[str, Any] = {
+        "alert_id": "2025:low_execution:project:P1",
+        "rule": "low_execution",
+        "severity": "critical",
+        "status": "firing",
+        "subject_type": "project",
+        "subject_id": "P1",
+        "subject_name": "校舍改造",
+        "department_id": "D101",
+        "department_name": "教育局",
+        "fiscal_year": 2025,
+        "since": "2025-06-30",
+        "updated_on": "2025-06-30",
+        "figures": {
+            "budget": "1000000.00",
+            "paid": "100000.00",
+            "execution_rate": 0.1,
+            "time_progress": 0.49589,
+            "expected_progress": 0.49589,
+            "floor": 0.3,
+            "performance_completion": None,
+            "days_without_payment": 147,
+        },
+        "message": "【新预警·严重预警】预算执行率偏低：校舍改造截至2025-06-30预算执行率为10.00%。",
+        "action": "请预算单位在10个工作日内说明执行缓慢原因并提出整改措施。",
+        "transition": "firing",
+        "date": "2025-06-30",
+        "previous_severity": None,
+    }
+    data.update(over)
+    return data

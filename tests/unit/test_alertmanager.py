@@ -9,30 +9,13 @@ import yaml
 
 from connectors.alertmanager import alert_labels, build_config, firing_alert, resolved_alert
 from connectors.directory import parse_directory
+from tests.builders import alert_transition
 
 NOW = dt.datetime(2025, 7, 10, 4, 0, tzinfo=dt.UTC)
 
 
 def alert(**over: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "alert_id": "2025:low_execution:project:P1",
-        "rule": "low_execution",
-        "severity": "critical",
-        "status": "firing",
-        "subject_type": "project",
-        "subject_id": "P1",
-        "subject_name": "校舍改造",
-        "department_id": "D101",
-        "department_name": "教育局",
-        "fiscal_year": 2025,
-        "since": "2025-06-30",
-        "updated_on": "2025-06-30",
-        "figures": {"budget": "1000000.00", "paid": "100000.00", "execution_rate": 0.1},
-        "message": "校舍改造截至2025-06-30预算执行率为10.00%。",
-        "action": "请说明原因并整改。",
-    }
-    data.update(over)
-    return data
+    return alert_transition(**over)
 
 
 def test_labels_and_chinese_annotations() -> None:
@@ -46,8 +29,8 @@ def test_labels_and_chinese_annotations() -> None:
     }
     notes = body["annotations"]
     assert notes["summary"] == "【新预警·严重预警】预算执行率偏低：教育局 校舍改造"
-    assert notes["description"].startswith("校舍改造截至")
-    assert notes["action"] == "请说明原因并整改。"
+    assert notes["description"].startswith(alert()["message"])
+    assert notes["action"] == alert()["action"]
     assert "预算执行率10.00%" in notes["figures"]
     assert body["startsAt"] == "2025-06-29T16:00:00Z"  # 06-30 00:00 Beijing time
     assert body["endsAt"] == "2025-07-10T04:04:00Z"  # four intervals ahead

@@ -22,42 +22,13 @@ from connectors.notify.dingtalk import DingTalkChannel, dingtalk_body, sign, sig
 from connectors.notify.smtp import SmtpSettings, build_message, message_id
 from connectors.notify.webhook import WebhookChannel, webhook_body
 from connectors.notify.wecom import MAX_BYTES, WeComChannel, wecom_body
+from tests.builders import alert_transition
 
 NOW = dt.datetime(2025, 7, 1, 9, 30, tzinfo=dt.UTC)
 
 
 def transition(**over: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "alert_id": "2025:low_execution:project:P1",
-        "rule": "low_execution",
-        "severity": "critical",
-        "status": "firing",
-        "subject_type": "project",
-        "subject_id": "P1",
-        "subject_name": "校舍改造",
-        "department_id": "D101",
-        "department_name": "教育局",
-        "fiscal_year": 2025,
-        "since": "2025-06-30",
-        "updated_on": "2025-06-30",
-        "figures": {
-            "budget": "1000000.00",
-            "paid": "100000.00",
-            "execution_rate": 0.1,
-            "time_progress": 0.49589,
-            "expected_progress": 0.49589,
-            "floor": 0.3,
-            "performance_completion": None,
-            "days_without_payment": 147,
-        },
-        "message": "【新预警·严重预警】预算执行率偏低：校舍改造截至2025-06-30预算执行率为10.00%。",
-        "action": "请预算单位在10个工作日内说明执行缓慢原因并提出整改措施。",
-        "transition": "firing",
-        "date": "2025-06-30",
-        "previous_severity": None,
-    }
-    data.update(over)
-    return data
+    return alert_transition(**over)
 
 
 def note(t: dict[str, Any] | None = None, key: str = "k1") -> Note:
