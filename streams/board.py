@@ -55,9 +55,10 @@ from budget.indicators import completion
 from budget.report import project_view
 from connectors.exports import write_reductions_xlsx
 from streams.auth import Sessions, User, Users, load_users, same_token
+from streams.clock import today_in_china
 from streams.errors import ClockError
 from streams.render import KIND_LABELS
-from streams.service import SERVICE, Service, json_response, json_text, today_in_china
+from streams.service import SERVICE, Service, json_response, json_text
 
 WEB = Path(__file__).resolve().parent / "web"
 SESSION_COOKIE = "bw_session"

@@ -20,6 +20,7 @@ from connectors.profiles import load_profile
 from connectors.synthetic import Spec, generate
 from connectors.tabular import Layout, TabularError, Unit
 from streams import render
+from streams.clock import today_in_china
 from streams.engine import Engine
 from streams.errors import BudgetwatchError
 from streams.ingest import IngestCounts, ingest
@@ -58,7 +59,7 @@ def resolve(db: str | None, profile: str | None) -> tuple[str, Profile]:
 
 def open_engine(db: str | None, profile: str | None) -> Engine:
     path, prof = resolve(db, profile)
-    return Engine(Store(path), prof, commit_every=settings().commit_every)
+    return Engine(Store(path), prof, commit_every=settings().commit_every, today=today_in_china)
 
 
 def emit_json(data: Any) -> None:
@@ -162,6 +163,11 @@ def run_cmd(
         f"预警变化 {summary.transitions} 次，当前预警 {len(active)} 条"
     )
     out.print(f"events={summary.events} transitions={summary.transitions} active_alerts={len(active)}")
+    if summary.as_of is not None and (waiting := engine.waiting_after(summary.as_of)):
+        out.print(
+            f"[yellow]{waiting} 条事件的业务日期晚于 {iso(summary.as_of)}，等待以后处理"
+            f"（如日期有误请更正后重新导入；确需处理请用 --as-of）[/yellow]"
+        )
 
 
 @app.command("status")

@@ -10,6 +10,7 @@ SIGKILL — resumes from there, so nothing is lost or counted twice.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from alerts.lifecycle import Alert, Transition
 from alerts.monitor import Monitor
 from alerts.profile import Profile
 from alerts.reductions import Proposal
-from budget.calendar import iso
+from budget.calendar import iso, to_day
 from budget.ledger import ProjectState
 from budget.report import status
 from streams.errors import ClockError, StoreError
@@ -66,9 +67,19 @@ def profile_fingerprint(profile: Profile) -> str:
 
 class Engine:
     def __init__(
-        self, store: Store, profile: Profile, *, commit_every: int = 100_000, dispositions: bool = True
+        self,
+        store: Store,
+        profile: Profile,
+        *,
+        commit_every: int = 100_000,
+        dispositions: bool = True,
+        today: Callable[[], dt.date] | None = None,
     ) -> None:
         self.store = store
+        # With no --as-of a run goes to the latest event date, but never past today when
+        # a wall clock is given: one mistyped year must not push business time forward
+        # for good (the clock never goes back). Such events wait for their day.
+        self.today = today
         self.profile = profile
         self.commit_every = commit_every
         # The disposition loop (deadlines, escalation, approvals); off only to compare the
@@ -109,7 +120,7 @@ class Engine:
         clock, seq = store.cursor()
         max_seq = store.max_seq()
         if as_of is None:
-            latest = store.max_day()
+            latest = store.max_day(not_after=to_day(self.today()) if self.today is not None else None)
             as_of = max(latest, clock) if latest is not None and clock is not None else (latest or clock)
             if as_of is None:
                 return RunSummary(0, 0, 0, None, 0)
@@ -145,6 +156,11 @@ class Engine:
         if progress:
             progress(monitor.applied - start_applied, pending)
         return RunSummary(monitor.applied - start_applied, total_transitions, days, final, commits)
+
+    def waiting_after(self, day: int) -> int:
+        """Events in the log dated after ``day`` (they wait for a later run)."""
+        row = self.store.db.execute("SELECT COUNT(*) FROM events WHERE day > ?", (day,)).fetchone()
+        return int(row[0])
 
     def _count_pending(self, clock: int | None, seq: int, as_of: int, max_seq: int) -> int:
         db = self.store.db

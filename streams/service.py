@@ -54,6 +54,7 @@ from connectors import metrics
 from connectors.grafana import AnnotationError, GrafanaAnnotator
 from connectors.jsonl import parse_lines
 from connectors.parsed import Parsed
+from streams.clock import today_in_china
 from streams.engine import Engine, RunSummary
 from streams.errors import BudgetwatchError, ClockError
 from streams.ingest import IngestCounts, ingest
@@ -62,14 +63,8 @@ log = logging.getLogger("budgetwatch.service")
 
 T = TypeVar("T")
 Clock = Callable[[], dt.date]
-CHINA = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
 MAX_BODY_BYTES = 256 * 1024 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-def today_in_china() -> dt.date:
-    """The wall-clock business date (China has one time zone, UTC+8)."""
-    return dt.datetime.now(CHINA).date()
 
 
 class Worker(Protocol):
@@ -220,7 +215,8 @@ class Service:
         # start again from the last commit.
         old = self.engine
         self.engine = Engine(
-            self.store, old.profile, commit_every=old.commit_every, dispositions=old.dispositions
+            self.store, old.profile, commit_every=old.commit_every, dispositions=old.dispositions,
+            today=old.today,
         )
         self.engine.load()
 

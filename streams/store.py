@@ -201,8 +201,11 @@ class Store:
     def max_seq(self) -> int:
         return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
-    def max_day(self) -> int | None:
-        row = self.db.execute("SELECT MAX(day) FROM events").fetchone()
+    def max_day(self, not_after: int | None = None) -> int | None:
+        if not_after is None:
+            row = self.db.execute("SELECT MAX(day) FROM events").fetchone()
+        else:
+            row = self.db.execute("SELECT MAX(day) FROM events WHERE day <= ?", (not_after,)).fetchone()
         return None if row[0] is None else int(row[0])
 
     def event_count(self) -> int:

@@ -186,3 +186,20 @@ def test_the_stricter_provincial_profile(tmp_path: Path) -> None:
     # QD at 70% is above the 08-31 floor of 60%; the department at 50% is below it.
     assert low == {"XS", "ZS"}
     assert any(a["rule"] == "department_low_execution" and a["severity"] == "critical" for a in alerts)
+
+
+def test_a_mistyped_future_date_does_not_push_business_time_forward(tmp_path: Path) -> None:
+    db = tmp_path / "typo.db"
+    source = tmp_path / "typo.jsonl"
+    source.write_bytes(b.jsonl([
+        b.registered("P"), b.approved("P", "1000"), b.payment("P", "10", on="2025-03-01"),
+        b.payment("P", "20", on="2095-03-01", event_id="TYPO"),  # 2095 for 2025
+    ]))
+    cli(db, "ingest", str(source))
+    run = cli(db, "run")  # no --as-of: up to the latest event date, but never past today
+    assert "1 条事件的业务日期晚于" in run.stdout
+    status = as_json(db, "status")
+    assert status["as_of"] == "2025-03-01"  # the latest event date that is not in the future
+    assert status["region"]["paid"] == "10.00"
+    cli(db, "run", "--as-of", "2095-03-01")  # an explicit date is obeyed
+    assert as_json(db, "status", "--year", "2025")["region"]["paid"] == "30.00"
