@@ -165,8 +165,14 @@ class _VersionedPartition:
     """A partition whose table values are versioned by tick epoch (see ``_versioned``)."""
 
     partition: int
+    topic: str
     meta: Any  # _Meta or _DepartmentMeta: both carry epoch and clock
     committed: dict[str, Value | None]
+
+    def _dead_letter(self, reason: str, raw: bytes | str | None, offset: int, key: bytes | str | None) -> Value:
+        return dead_letter(
+            reason=reason, raw=raw, topic=self.topic, partition=self.partition, offset=offset, key=key
+        )
 
     def _body(self, key: str) -> Value:
         raise NotImplementedError
@@ -293,16 +299,7 @@ class ProjectPartition(_VersionedPartition):
     ) -> Output:
         self.meta.offset = offset
         out = Output(outcome="rejected")
-        out.dead_letters.append(
-            dead_letter(
-                reason=reason,
-                raw=raw,
-                topic=self.topic,
-                partition=self.partition,
-                offset=offset,
-                key=key,
-            )
-        )
+        out.dead_letters.append(self._dead_letter(reason, raw, offset, key))
         out.writes.append((meta_key(self.partition), self.meta.to_value(self.partition)))
         return out
 
@@ -644,13 +641,9 @@ class DepartmentPartition(_VersionedPartition):
         else:
             out.outcome = "rejected"
             out.dead_letters.append(
-                dead_letter(
-                    reason=f"unknown department message kind {kind!r}; expected delta or closed",
-                    raw=orjson.dumps(dict(message)),
-                    topic=self.topic,
-                    partition=self.partition,
-                    offset=offset,
-                    key=key,
+                self._dead_letter(
+                    f"unknown department message kind {kind!r}; expected delta or closed",
+                    orjson.dumps(dict(message)), offset, key,
                 )
             )
         out.writes.append((department_meta_key(self.partition), self.meta.to_value(self.partition)))
