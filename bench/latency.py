@@ -154,12 +154,14 @@ async def _load(url: str, rate: int, seconds: float, projects: int, probe_every:
 
 
 def measure(root: Path, *, rate: int = 1000, seconds: float = 30.0, projects: int = 2000,
-            probe_every: float = 0.05) -> dict[str, Any]:
-    """Start `budgetwatch serve` on a fresh store, drive it, stop it; returns the figures."""
+            probe_every: float = 0.05, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Start `budgetwatch serve` on a fresh store, drive it, stop it; returns the figures.
+    ``extra_env`` sets serve's environment for experiments (e.g. BUDGETWATCH_SYNCHRONOUS)."""
     with tempfile.TemporaryDirectory(prefix="bw-latency-") as tmp:
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAFANA_", "BUDGETWATCH_"))}
         env["PYTHONPATH"] = str(root)
+        env.update(extra_env or {})
         log_path = Path(tmp) / "serve.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(

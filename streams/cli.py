@@ -59,7 +59,8 @@ def resolve(db: str | None, profile: str | None) -> tuple[str, Profile]:
 
 def open_engine(db: str | None, profile: str | None) -> Engine:
     path, prof = resolve(db, profile)
-    return Engine(Store(path), prof, commit_every=settings().commit_every, today=today_in_china)
+    s = settings()
+    return Engine(Store(path, synchronous=s.synchronous), prof, commit_every=s.commit_every, today=today_in_china)
 
 
 def emit_json(data: Any) -> None:
@@ -123,7 +124,7 @@ def ingest_cmd(
         raise typer.BadParameter("--layout must be auto, projects or payments")
     if unit not in ("auto", "yuan", "wan"):
         raise typer.BadParameter("--unit must be auto, yuan or wan")
-    with Store(db or settings().db) as store:
+    with Store(db or settings().db, synchronous=settings().synchronous) as store:
         counts = ingest_files(store, files, layout=layout, unit=unit)  # type: ignore[arg-type]
     if as_json:
         emit_json(counts.to_json())

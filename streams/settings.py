@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -12,6 +14,10 @@ class Settings(BaseSettings):
     db: str = Field(default="budgetwatch.db", description="SQLite store of the embedded engine")
     profile: str = Field(default="baseline", description="policy profile: a shipped name or a YAML file")
     commit_every: int = Field(default=100_000, gt=0, description="events between engine commits")
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="SQLite durability of ingest: FULL survives a power cut; NORMAL only a process crash",
+    )
     http_port: int = Field(default=8080, description="port of `budgetwatch serve`")
     kafka_bootstrap: str = Field(default="localhost:9092", description="Kafka bootstrap servers")
     partitions: int = Field(default=8, gt=0, description="partitions of budget-events")
