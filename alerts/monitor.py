@@ -4,7 +4,7 @@ embedded engine and by Faust agents (DESIGN §7).
 Events are applied in business-date order; the clock closes day after day. On
 closing a day the monitor evaluates only what may have changed: projects
 touched that day, projects whose time-driven rules fall due that day (see
-``rules.next_due``) and, on a checkpoint day of the profile, everything. So
+``rules.assess``) and, on a checkpoint day of the profile, everything. So
 a year of 100k projects costs (touched project-days + due project-days +
 checkpoints x projects) evaluations, not 365 x projects.
 
@@ -34,10 +34,6 @@ from alerts.rules import (
 from budget.calendar import iso, year_bounds
 from budget.events import Record
 from budget.ledger import Ledger, ProjectState, Totals
-
-
-def _day_of(record: Record) -> int:
-    return record.day
 
 
 class Monitor:
