@@ -109,13 +109,6 @@ def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
     return findings, due
 
 
-def in_fiscal_year(state: ProjectState, day: int) -> bool:
-    if state.fiscal_year is None:
-        return False
-    first, last = year_bounds(state.fiscal_year)
-    return first <= day <= last
-
-
 def evaluate_project(state: ProjectState, day: int, profile: Profile) -> Findings:
     """Rules firing for a registered project on ordinal ``day`` of its fiscal year."""
     findings: Findings = {}
