@@ -349,11 +349,6 @@ def parse_event_object(data: Mapping[str, Any]) -> BudgetEvent:
         raise EventRejected(describe(err)) from None
 
 
-def event_to_json_dict(event: BudgetEvent) -> dict[str, Any]:
-    """The contract JSON form of an event (amounts as yuan decimal strings)."""
-    return event.model_dump(mode="json", exclude_none=True)
-
-
 def record_to_json_dict(record: Record) -> dict[str, Any]:
     """Rebuild the contract JSON of a stored record."""
     data: dict[str, Any] = {

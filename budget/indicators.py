@@ -19,10 +19,6 @@ class Indicator:
     defined_version: tuple[int, str] | None = None
     reported_version: tuple[int, str] | None = None
 
-    @property
-    def defined(self) -> bool:
-        return self.target is not None
-
     def to_dict(self) -> dict[str, object]:
         return {
             "indicator_id": self.indicator_id,

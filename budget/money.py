@@ -57,10 +57,6 @@ def fen_to_str(fen: int) -> str:
     return f"{sign}{whole}.{part:02d}"
 
 
-def fen_to_decimal(fen: int) -> Decimal:
-    return Decimal(fen).scaleb(-2)
-
-
 def format_wan(fen: int) -> str:
     """Human Chinese display in 万元 with two decimals: 1500000000 -> "1500.00万元"."""
     return f"{fen / FEN_PER_WAN:,.2f}万元"
