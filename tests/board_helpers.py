@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from budget.calendar import to_day
 from budget.events import parse_day
@@ -18,9 +17,10 @@ from streams.auth import Users, hash_secret, parse_users
 from streams.board import install
 from streams.engine import Engine
 from streams.ingest import ingest
-from streams.service import Service, build_app
+from streams.service import Service
 from streams.store import Store
 from tests.builders import approved, jsonl, payment, registered
+from tests.service_harness import run_service
 
 PLAN = [0.0] * 11 + [1.0]  # only low_execution fires (on Monday 06-30)
 EDU, HEALTH = "D101", "D102"
@@ -69,20 +69,8 @@ Scenario = Callable[[TestClient[Any, Any], Service], Awaitable[None]]
 
 
 def serve(db: Path, scenario: Scenario, *, with_users: bool = True) -> None:
-    async def main() -> None:
-        engine = Engine(Store(db), load_profile("baseline"))
-        service = Service(engine)
-        service.prepare()
-        configured = users() if with_users else None
-        application = build_app(service, routes=[lambda app, s: install(app, s, configured)])
-        try:
-            async with TestClient(TestServer(application, host="127.0.0.1")) as client:
-                await scenario(client, service)
-        finally:
-            service.close()
-            engine.store.close()
-
-    asyncio.run(main())
+    configured = users() if with_users else None
+    run_service(db, scenario, routes=[lambda app, s: install(app, s, configured)])
 
 
 def bearer(login: str) -> dict[str, str]:

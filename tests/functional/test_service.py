@@ -16,16 +16,17 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from connectors.profiles import load_profile
 from streams.cli import app as cli_app
 from streams.engine import Engine
-from streams.service import Service, build_app, split_body
+from streams.service import Service, split_body
 from streams.store import Store
 from tests import builders as b
+from tests.service_harness import run_service
 
 Scenario = Callable[[TestClient[Any, Any], Service], Awaitable[None]]
 
@@ -52,20 +53,7 @@ def serve(
     **options: Any,
 ) -> Path:
     db = tmp_path / "budgetwatch.db"
-
-    async def main() -> None:
-        engine = Engine(Store(db), load_profile("baseline"))
-        service = Service(engine, **options)
-        service.prepare()
-        application = build_app(service, routes=routes or [], workers=workers or [])
-        try:
-            async with TestClient(TestServer(application, host="127.0.0.1")) as client:
-                await scenario(client, service)
-        finally:
-            service.close()
-            engine.store.close()
-
-    asyncio.run(main())
+    run_service(db, scenario, routes=routes, workers=workers, **options)
     return db
 
 
