@@ -3,9 +3,13 @@
 A run takes the pending events in business-date order, lets the monitor close
 day after day up to ``as_of``, and commits state + alerts + transitions +
 outbox + cursor in one SQLite transaction every ``commit_every`` events (at a
-day boundary) and at the end. The cursor (clock, seq) means: every event with
-seq <= seq and day <= clock is in the committed state. A crash — even
-SIGKILL — resumes from there, so nothing is lost or counted twice.
+day boundary) and at the end. Transitions stream into the open transaction as
+their days close; each commit rewrites the projects changed since the last, so
+by default a commit covers at least ``SNAPSHOT_SPACING`` events per tracked
+project — a province's replay would otherwise spend its time rewriting state.
+The cursor (clock, seq) means: every event with seq <= seq and day <= clock is
+in the committed state. A crash — even SIGKILL — resumes from there, so nothing
+is lost or counted twice.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from budget.calendar import iso, to_day
 from budget.ledger import ProjectState
 from budget.report import status
 from streams.errors import ClockError, StoreError
-from streams.store import Store
+from streams.store import Batch, Store, TransitionRow
 
 Progress = Callable[[int, int], None]  # (events processed so far, events pending)
 
@@ -42,6 +46,10 @@ class RunSummary:
 
 
 DERIVED_SOURCE = "budgetwatch:disposition_approved"
+DEFAULT_COMMIT_EVERY = 100_000
+# With the default cadence a commit covers at least this many events per tracked project,
+# so state rows written stay under 1/SNAPSHOT_SPACING per event whatever the scale.
+SNAPSHOT_SPACING = 4
 
 
 def new_monitor(profile: Profile, dispositions: bool = True) -> Monitor:
@@ -50,9 +58,6 @@ def new_monitor(profile: Profile, dispositions: bool = True) -> Monitor:
     if dispositions:
         monitor.desk = Desk(profile.disposition.deadline_working_days)
     return monitor
-
-
-TransitionRow = tuple[str, int, str, str, str]  # alert_id, day, kind, department_id, JSON
 
 
 def encode_transition(transition: Transition) -> TransitionRow:
@@ -71,7 +76,7 @@ class Engine:
         store: Store,
         profile: Profile,
         *,
-        commit_every: int = 100_000,
+        commit_every: int | None = None,
         dispositions: bool = True,
         today: Callable[[], dt.date] | None = None,
     ) -> None:
@@ -81,6 +86,7 @@ class Engine:
         # for good (the clock never goes back). Such events wait for their day.
         self.today = today
         self.profile = profile
+        # None: every DEFAULT_COMMIT_EVERY events, spaced out with the project count.
         self.commit_every = commit_every
         # The disposition loop (deadlines, escalation, approvals); off only to compare the
         # rule transitions alone (e.g. with the Faust runtime, which has no loop).
@@ -131,31 +137,40 @@ class Engine:
                 f"{iso(clock)}, or `--rebuild` to replay the log from the start"
             )
         pending = self._count_pending(clock, seq, as_of, max_seq) if progress else 0
-        start_applied = monitor.applied
-        # Transitions are encoded as their day closes: a commit batch holds one compact
-        # row per transition, not the snapshot objects and their JSON dicts.
-        transitions: list[TransitionRow] = []
+        start_applied = since_commit = monitor.applied
         total_transitions = days = commits = 0
-        since_commit = monitor.applied
         records = store.pending(clock, seq, as_of, max_seq)
-        for day, closed in monitor.process(records, as_of):
-            days += 1
-            transitions.extend(map(encode_transition, closed))
-            if monitor.applied - since_commit >= self.commit_every:
-                self._commit(transitions, day, max_seq)
-                total_transitions += len(transitions)
-                commits += 1
-                transitions = []
-                since_commit = monitor.applied
-                if progress:
-                    progress(monitor.applied - start_applied, pending)
-        final = monitor.clock if monitor.clock is not None else as_of
-        self._commit(transitions, final, max_seq)
-        total_transitions += len(transitions)
+        touched: set[str] = set()  # alerts with a transition in the open batch
+        batch = store.begin()
+        try:
+            for day, closed in monitor.process(records, as_of):
+                days += 1
+                if closed:
+                    batch.add_transitions([encode_transition(t) for t in closed])
+                    touched.update(t.alert.alert_id for t in closed)
+                if monitor.applied - since_commit >= self._commit_interval():
+                    self._commit(batch, touched, day, max_seq)
+                    touched = set()
+                    total_transitions += batch.transitions
+                    commits += 1
+                    since_commit = monitor.applied
+                    if progress:
+                        progress(monitor.applied - start_applied, pending)
+                    batch = store.begin()
+            final = monitor.clock if monitor.clock is not None else as_of
+            self._commit(batch, touched, final, max_seq)
+        finally:
+            batch.rollback()  # only if still open: an error left the batch uncommitted
+        total_transitions += batch.transitions
         commits += 1
         if progress:
             progress(monitor.applied - start_applied, pending)
         return RunSummary(monitor.applied - start_applied, total_transitions, days, final, commits)
+
+    def _commit_interval(self) -> int:
+        if self.commit_every is not None:
+            return self.commit_every
+        return max(DEFAULT_COMMIT_EVERY, SNAPSHOT_SPACING * len(self.monitor.ledger.projects))
 
     def waiting_after(self, day: int) -> int:
         """Events in the log dated after ``day`` (they wait for a later run)."""
@@ -173,7 +188,7 @@ class Engine:
         ).fetchone()[0]
         return int(late) + int(later)
 
-    def _commit(self, transitions: list[TransitionRow], clock: int, max_seq: int) -> None:
+    def _commit(self, batch: Batch, touched: set[str], clock: int, max_seq: int) -> None:
         monitor = self.monitor
         projects = monitor.ledger.projects
         changed = monitor.changed
@@ -183,10 +198,9 @@ class Engine:
         if monitor.desk is not None:  # the disposition loop's output, committed with the state that follows from it
             refused, emitted = monitor.desk.drain()
         alerts = monitor.book.alerts
-        self.store.commit_state(
+        batch.commit(
             projects=(projects[pid].to_dict() for pid in changed),
-            alerts=(alerts[a].to_json() for a in {row[0] for row in transitions}),
-            transitions=transitions,
+            alerts=(alerts[a].to_json() for a in touched),
             clock=clock,
             seq=max_seq,
             derived=emitted,

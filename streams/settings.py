@@ -13,7 +13,11 @@ class Settings(BaseSettings):
 
     db: str = Field(default="budgetwatch.db", description="SQLite store of the embedded engine")
     profile: str = Field(default="baseline", description="policy profile: a shipped name or a YAML file")
-    commit_every: int = Field(default=100_000, gt=0, description="events between engine commits")
+    commit_every: int | None = Field(
+        default=None,
+        gt=0,
+        description="events between engine commits; unset: 100,000, or 4 per tracked project if more",
+    )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",
         description="SQLite durability of ingest: FULL survives a power cut; NORMAL only a process crash",

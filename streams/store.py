@@ -330,34 +330,88 @@ class Store:
             query, args = query + " WHERE alert_id = ?", (alert_id,)  # type: ignore[assignment]
         return [orjson.loads(d) for (d,) in self.db.execute(query + " ORDER BY id", args)]
 
-    def commit_state(
+    def begin(self) -> Batch:
+        """Open the engine's write transaction (see :class:`Batch`)."""
+        return Batch(self)
+
+    def reset_derived(self) -> None:
+        """Forget all derived state; the next run replays the whole log."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        for table in ("projects", "alerts", "transitions", "outbox"):
+            db.execute(f"DELETE FROM {table}")
+        db.execute("UPDATE cursor SET clock = NULL, seq = 0 WHERE id = 1")
+        db.execute("DELETE FROM meta WHERE key = 'profile'")
+        db.execute("COMMIT")
+
+
+TransitionRow = tuple[str, int, str, str, str]  # alert_id, day, kind, department_id, JSON
+
+
+class Batch:
+    """One write transaction of the engine: transitions go in as their days close, then
+    derived events, refusals, state, alerts and cursor at :meth:`commit` — all or nothing.
+
+    Streaming the transitions keeps a batch's memory flat however long it runs, so the
+    engine can commit rarely (each commit rewrites every project changed since the last).
+    Written with synchronous=NORMAL: in WAL mode that survives a process crash (kill -9);
+    a power cut may drop the last commits, and since the cursor is in the same
+    transaction the next run recomputes them from the log, which ingest writes with the
+    store's own (FULL by default) durability.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        db = self.db = store.db
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("BEGIN IMMEDIATE")
+        self.open = True
+        try:
+            # Ids assigned here (the engine is the only writer of transitions) so both
+            # tables go in with one executemany each.
+            self._next_id = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM transitions").fetchone()[0])
+        except BaseException:
+            self.rollback()
+            raise
+        self.transitions = 0
+
+    def add_transitions(self, rows: Sequence[TransitionRow]) -> None:
+        if not rows:
+            return
+        db, first = self.db, self._next_id
+        try:
+            db.executemany(
+                "INSERT INTO transitions(id, alert_id, day, kind, department_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+                [(first + i, *row) for i, row in enumerate(rows)],
+            )
+            db.executemany(
+                "INSERT INTO outbox(transition_id, alert_id, department_id, kind) VALUES (?, ?, ?, ?)",
+                [(first + i, a, dept, kind) for i, (a, _, kind, dept, _) in enumerate(rows)],
+            )
+        except BaseException:
+            self.rollback()
+            raise
+        self._next_id += len(rows)
+        self.transitions += len(rows)
+
+    def commit(
         self,
         *,
         projects: Iterable[dict[str, Any]],
         alerts: Iterable[dict[str, Any]],
-        transitions: Sequence[tuple[str, int, str, str, str]],
         clock: int,
         seq: int,
         derived: Sequence[Record] = (),
         derived_source: str = "",
         refused: Sequence[tuple[str, str, str]] = (),
     ) -> None:
-        """Derived events, refusals, state, alerts, transitions, outbox and cursor — all or nothing.
-
-        Written with synchronous=NORMAL: in WAL mode that survives a process crash
-        (kill -9); a power cut may drop the last commits, and since the cursor is in
-        the same transaction the next run recomputes them from the log, which ingest
-        writes with the store's own (FULL by default) durability.
-        """
         dumps = orjson.dumps
         db = self.db
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("BEGIN IMMEDIATE")
         try:
             if derived:
-                self._append_derived(db, derived, derived_source)
+                Store._append_derived(db, derived, derived_source)
             if refused:
-                self._add_rejections_once(db, refused)
+                Store._add_rejections_once(db, refused)
             db.executemany(
                 "INSERT INTO projects(project_id, state) VALUES (?, ?)"
                 " ON CONFLICT(project_id) DO UPDATE SET state = excluded.state",
@@ -369,32 +423,16 @@ class Store:
                 " department_id = excluded.department_id, data = excluded.data",
                 ((a["alert_id"], a["status"], a["department_id"], dumps(a).decode()) for a in alerts),
             )
-            if transitions:
-                # Ids assigned here (the engine is the only writer of transitions) so
-                # both tables go in with one executemany each.
-                next_id = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM transitions").fetchone()[0])
-                db.executemany(
-                    "INSERT INTO transitions(id, alert_id, day, kind, department_id, data) VALUES (?, ?, ?, ?, ?, ?)",
-                    ((next_id + i, *row) for i, row in enumerate(transitions)),
-                )
-                db.executemany(
-                    "INSERT INTO outbox(transition_id, alert_id, department_id, kind) VALUES (?, ?, ?, ?)",
-                    ((next_id + i, a, dept, kind) for i, (a, _, kind, dept, _) in enumerate(transitions)),
-                )
             db.execute("UPDATE cursor SET clock = ?, seq = ? WHERE id = 1", (clock, seq))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            self.rollback()
             raise
-        finally:
-            db.execute(f"PRAGMA synchronous={self.synchronous}")
+        self.open = False
+        db.execute(f"PRAGMA synchronous={self.store.synchronous}")
 
-    def reset_derived(self) -> None:
-        """Forget all derived state; the next run replays the whole log."""
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        for table in ("projects", "alerts", "transitions", "outbox"):
-            db.execute(f"DELETE FROM {table}")
-        db.execute("UPDATE cursor SET clock = NULL, seq = 0 WHERE id = 1")
-        db.execute("DELETE FROM meta WHERE key = 'profile'")
-        db.execute("COMMIT")
+    def rollback(self) -> None:
+        if self.open:
+            self.open = False
+            self.db.execute("ROLLBACK")
+            self.db.execute(f"PRAGMA synchronous={self.store.synchronous}")

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from budget.calendar import iso
+from connectors.profiles import load_profile
 from streams.errors import ClockError, StoreError
 from tests import builders as b
 from tests.builders import day
@@ -91,6 +93,68 @@ def test_events_after_as_of_wait_for_a_later_run(tmp_path: Path) -> None:
     assert e.status()["region"]["paid"] == "0.00"
     e.run(day("2025-08-31"))
     assert e.status()["region"]["paid"] == "900.00"
+
+
+def _year_of_two_projects() -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for pid in ("A", "B"):
+        events += [b.registered(pid), b.approved(pid, "1000")]
+        events += [b.payment(pid, "10", on=f"2025-{m:02d}-10") for m in (2, 5, 8, 11)]
+    return events
+
+
+def test_an_error_mid_run_commits_nothing_of_its_batch_and_the_next_run_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference = engine(tmp_path / "one.db")
+    ingest_events(reference.store, _year_of_two_projects())
+    reference.run(day("2025-12-31"))
+
+    path = tmp_path / "bw.db"
+    e = engine(path, commit_every=4)
+    ingest_events(e.store, _year_of_two_projects())
+    real_apply = e.monitor.apply
+    seen: list[str] = []
+
+    def failing_apply(record: Any) -> None:
+        seen.append(record.event_id)
+        if len(seen) == 9:  # the disk fills, a bug: any error inside a batch
+            raise OSError("disk full")
+        real_apply(record)
+
+    monkeypatch.setattr(e.monitor, "apply", failing_apply)
+    with pytest.raises(OSError, match="disk full"):
+        e.run(day("2025-12-31"))
+    assert not e.store.db.in_transaction
+    clock, _ = e.store.cursor()
+    assert clock is not None and clock < day("2025-12-31")
+    committed = e.store.transition_rows()
+    # Nothing after the last committed clock was written: the open batch was rolled back.
+    assert all(t["date"] <= iso(clock) for t in committed)
+    e.store.close()
+
+    again = engine(path, commit_every=4)
+    again.run(day("2025-12-31"))
+    assert outcome(again) == outcome(reference)
+
+
+def test_the_default_cadence_spaces_commits_with_the_number_of_projects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams import engine as engine_module
+    from streams.engine import SNAPSHOT_SPACING, Engine
+
+    monkeypatch.setattr(engine_module, "DEFAULT_COMMIT_EVERY", 3)
+    auto = Engine(engine(tmp_path / "auto.db").store, load_profile("baseline"))
+    ingest_events(auto.store, _year_of_two_projects())
+    assert auto._commit_interval() == 3  # nothing tracked yet
+    spaced = auto.run(day("2025-12-31"))
+    assert auto._commit_interval() == SNAPSHOT_SPACING * 2
+    fixed = engine(tmp_path / "fixed.db", commit_every=3)
+    ingest_events(fixed.store, _year_of_two_projects())
+    every_three = fixed.run(day("2025-12-31"))
+    assert spaced.commits < every_three.commits
+    assert outcome(auto) == outcome(fixed)
 
 
 def _resumed(path: Path, events: list[dict[str, Any]], stops: list[int], commit_every: int) -> Any:
