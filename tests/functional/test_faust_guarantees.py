@@ -15,6 +15,7 @@ import pytest
 from alerts.profile import Profile
 from connectors.profiles import load_profile
 from connectors.synthetic import Spec, generate
+from streams.faust_app import table_items
 from streams.faust_state import ProjectPartition, meta_key, partition_for, status_of
 from tests.functional.faust_harness import Harness, make_app, running
 
@@ -65,7 +66,7 @@ def run(profile: Profile, scenario: Any, partitions: int = 4) -> tuple[Harness, 
 
 
 def restored(h: Harness, profile: Profile) -> list[ProjectPartition]:
-    items = list(h.bapp.projects_table.items())
+    items = list(table_items(h.bapp.projects_table))
     return [ProjectPartition.restore(p, profile, items) for p in range(h.partitions)]
 
 

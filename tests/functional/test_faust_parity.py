@@ -16,6 +16,7 @@ from connectors.files import read_events
 from connectors.profiles import load_profile
 from connectors.synthetic import Spec, generate
 from streams.engine import Engine
+from streams.faust_app import table_items
 from streams.faust_state import DepartmentPartition, ProjectPartition, status_of
 from streams.ingest import ingest
 from streams.store import Store
@@ -76,8 +77,8 @@ def distributed(year: Path) -> dict[str, Any]:
     result = asyncio.run(scenario())
     # Rebuild every partition from the changelog-backed tables alone, as a new
     # worker would after a restart or a rebalance.
-    projects = list(bapp.projects_table.items())
-    departments = list(bapp.departments_table.items())
+    projects = list(table_items(bapp.projects_table))
+    departments = list(table_items(bapp.departments_table))
     result["projects"] = [ProjectPartition.restore(p, profile, projects) for p in range(4)]
     result["departments"] = [
         DepartmentPartition.restore(p, profile, 4, departments) for p in range(4)
