@@ -31,6 +31,7 @@ from budget.calendar import iso, to_day
 from budget.ledger import ProjectState
 from budget.report import status
 from streams.errors import ClockError, StoreError
+from streams.gc_tuning import fewer_collections
 from streams.store import Batch, Store, TransitionRow
 
 Progress = Callable[[int, int], None]  # (events processed so far, events pending)
@@ -49,7 +50,7 @@ DERIVED_SOURCE = "budgetwatch:disposition_approved"
 DEFAULT_COMMIT_EVERY = 100_000
 # With the default cadence a commit covers at least this many events per tracked project,
 # so state rows written stay under 1/SNAPSHOT_SPACING per event whatever the scale.
-SNAPSHOT_SPACING = 4
+SNAPSHOT_SPACING = 10
 
 
 def new_monitor(profile: Profile, dispositions: bool = True) -> Monitor:
@@ -143,22 +144,23 @@ class Engine:
         touched: set[str] = set()  # alerts with a transition in the open batch
         batch = store.begin()
         try:
-            for day, closed in monitor.process(records, as_of):
-                days += 1
-                if closed:
-                    batch.add_transitions([encode_transition(t) for t in closed])
-                    touched.update(t.alert.alert_id for t in closed)
-                if monitor.applied - since_commit >= self._commit_interval():
-                    self._commit(batch, touched, day, max_seq)
-                    touched = set()
-                    total_transitions += batch.transitions
-                    commits += 1
-                    since_commit = monitor.applied
-                    if progress:
-                        progress(monitor.applied - start_applied, pending)
-                    batch = store.begin()
-            final = monitor.clock if monitor.clock is not None else as_of
-            self._commit(batch, touched, final, max_seq)
+            with fewer_collections():
+                for day, closed in monitor.process(records, as_of):
+                    days += 1
+                    if closed:
+                        batch.add_transitions([encode_transition(t) for t in closed])
+                        touched.update(t.alert.alert_id for t in closed)
+                    if monitor.applied - since_commit >= self._commit_interval():
+                        self._commit(batch, touched, day, max_seq)
+                        touched = set()
+                        total_transitions += batch.transitions
+                        commits += 1
+                        since_commit = monitor.applied
+                        if progress:
+                            progress(monitor.applied - start_applied, pending)
+                        batch = store.begin()
+                final = monitor.clock if monitor.clock is not None else as_of
+                self._commit(batch, touched, final, max_seq)
         finally:
             batch.rollback()  # only if still open: an error left the batch uncommitted
         total_transitions += batch.transitions

@@ -16,7 +16,7 @@ class Settings(BaseSettings):
     commit_every: int | None = Field(
         default=None,
         gt=0,
-        description="events between engine commits; unset: 100,000, or 4 per tracked project if more",
+        description="events between engine commits; unset: 100,000, or 10 per tracked project if more",
     )
     synchronous: Literal["FULL", "NORMAL"] = Field(
         default="FULL",
