@@ -32,7 +32,6 @@ caused it; a replay regenerates it from the approval and skips the logged copy
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -185,7 +184,7 @@ class Desk:
             if action in NEEDS_APPROVAL
             else "请财政局绩效科跟踪整改落实情况。"
         )
-        self._transitions.append(Transition(_snapshot(alert, message, follow), DISPOSED, day))
+        self._transitions.append(Transition(alert.snapshot(message, follow), DISPOSED, day))
 
     def _approve(
         self, record: Record, day: int, details: Mapping[str, Any], alert: Alert, monitor: Monitor
@@ -239,7 +238,7 @@ class Desk:
         latest["approval"] = approval
         state["latest"] = latest
         alert.disposition = state
-        self._transitions.append(Transition(_snapshot(alert, message, follow), kind, day))
+        self._transitions.append(Transition(alert.snapshot(message, follow), kind, day))
         return emitted
 
     @staticmethod
@@ -313,7 +312,7 @@ class Desk:
             f"（{state.get('working_days', self.deadline_working_days)}个工作日）仍未处置，已升级报财政局。"
         )
         follow = "请财政局绩效科督促预算单位立即处置；预算单位应尽快说明原因并提出整改措施。"
-        return Transition(_snapshot(alert, message, follow), OVERDUE_KIND, day)
+        return Transition(alert.snapshot(message, follow), OVERDUE_KIND, day)
 
     def drain(self) -> tuple[list[Refusal], list[Record]]:
         refused, emitted = self.refused, self.emitted
@@ -324,9 +323,6 @@ class Desk:
 def orjson_free_dumps(data: Mapping[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
-
-def _snapshot(alert: Alert, message: str, action: str) -> Alert:
-    return dataclasses.replace(alert, message=message, action=action)
 
 
 def _day(value: Any) -> int | None:

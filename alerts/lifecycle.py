@@ -56,6 +56,16 @@ class Alert:
     # by the embedded engine; None where no disposition desk runs (Faust).
     disposition: dict[str, Any] | None = None
 
+    def snapshot(self, message: str | None = None, action: str | None = None) -> Alert:
+        """A copy as the alert stands now (what a transition records), optionally with
+        another message and action. Positional: this runs once per transition."""
+        return Alert(
+            self.alert_id, self.rule, self.severity, self.status, self.subject_type, self.subject_id,
+            self.subject_name, self.department_id, self.department_name, self.fiscal_year, self.since,
+            self.updated_on, self.figures, self.message if message is None else message,
+            self.action if action is None else action, self.disposition,
+        )
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "alert_id": self.alert_id,
@@ -169,21 +179,21 @@ class AlertBook:
             alert = current.get(rule)
             if alert is None:
                 alert = self._fire(subject, rule, severity, day, evidence, describe)
-                transitions.append(Transition(_snapshot(alert), FIRING, day))
+                transitions.append(Transition(alert.snapshot(), FIRING, day))
             elif alert.severity != severity:
                 up = SEVERITY_RANK[severity] > SEVERITY_RANK[alert.severity]
                 kind = ESCALATED if up else DEESCALATED
                 previous = alert.severity
                 alert.severity = severity
                 self._update(alert, kind, day, evidence, describe)
-                transitions.append(Transition(_snapshot(alert), kind, day, previous))
+                transitions.append(Transition(alert.snapshot(), kind, day, previous))
             still_firing[rule] = alert
         for rule, alert in sorted(current.items()):
             if rule in findings:
                 continue
             alert.status = RESOLVED
             self._update(alert, RESOLVED, day, evidence, describe)
-            transitions.append(Transition(_snapshot(alert), RESOLVED, day, alert.severity))
+            transitions.append(Transition(alert.snapshot(), RESOLVED, day, alert.severity))
         if still_firing:
             self.firing[key] = still_firing
         else:
@@ -227,7 +237,3 @@ class AlertBook:
         alert.updated_on = day
         alert.figures = evidence
         alert.message, alert.action = describe(alert.rule, kind, alert.severity, evidence)
-
-
-def _snapshot(alert: Alert) -> Alert:
-    return Alert(**{name: getattr(alert, name) for name in Alert.__slots__})

@@ -120,3 +120,16 @@ def test_restoring_a_monitor_mid_year_gives_the_same_transitions() -> None:
         part2.extend(t.to_json() for t in transitions)
     assert part1 + part2 == whole
     assert len(whole) > 5
+
+
+def test_a_snapshot_copies_every_field_and_can_carry_another_message() -> None:
+    import dataclasses
+
+    values: dict[str, object] = {}
+    for i, f in enumerate(dataclasses.fields(Alert)):
+        values[f.name] = i if f.type in ("int", "int | None") else {"n": i} if "dict" in str(f.type) else f"v{i}"
+    alert = Alert(**values)  # type: ignore[arg-type]
+    copy = alert.snapshot()
+    assert copy == alert and copy is not alert
+    other = alert.snapshot("新消息", "新措施")
+    assert dataclasses.replace(alert, message="新消息", action="新措施") == other
