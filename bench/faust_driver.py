@@ -8,6 +8,12 @@ message through the ``budget-events`` agent (parse, dedup, buffer, changelog-tab
 writes), every tick (the monitor over the day's events, time-driven rules, alerts
 and department deltas), and the department agent on what the ticks sent. Kafka I/O
 and serialisation to a broker are not included: this is the agent code path only.
+
+Changelog writes: with no broker the app's producer never sends, and its buffer
+would keep every table write (that, not the agents, was most of the driver's RSS).
+:class:`ChangelogSink` takes them out of the buffer after each message, as a broker
+would, and counts them — messages and bytes per event are the changelog traffic a
+real deployment would send to Kafka.
 """
 
 from __future__ import annotations
@@ -41,13 +47,31 @@ def _key_and_day(line: bytes) -> tuple[str, str]:
     return value if isinstance(value, str) else "unkeyed", when
 
 
-async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float, dict[str, int], int]:
-    """(seconds, outcomes, alert transitions) for ``lines`` then a tick at ``as_of``."""
+class ChangelogSink:
+    """Takes produced messages out of a broker-less producer's buffer, counting them."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self.messages = 0
+        self.bytes = 0
+
+    def drain(self) -> None:
+        queue = self.app.producer.buffer.pending
+        while not queue.empty():
+            future = queue.get_nowait()
+            value = future.message.value
+            self.messages += 1
+            self.bytes += len(value) if isinstance(value, bytes | str) else 0
+
+
+async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float, dict[str, int], int, ChangelogSink]:
+    """(seconds, outcomes, alert transitions, changelog) for ``lines`` then a tick at ``as_of``."""
     outlet = MemoryOutlet()
     settings = Settings(partitions=partitions, store="memory://", clock="off")
     bapp = BudgetApp(settings, profile=load_profile("baseline"), outlet=outlet, app_id="budgetwatch-bench")
     raw: Any = faust.Schema(key_serializer="raw", value_serializer="raw")
     app = bapp.app
+    changelog = ChangelogSink(app)
     # The producer's work, not timed: key by project, order by business date.
     keyed = sorted(((*_key_and_day(line), line) for line in lines), key=lambda item: item[1])
     last = dt.date.fromordinal(as_of).isoformat()
@@ -68,6 +92,7 @@ async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float,
                 department_offsets[q] = at + 1
                 departments.sent_offset = at
                 await departments.put(value=value, key=key.encode("utf-8"), partition=q)
+                changelog.drain()
             alerts += len(outlet.take(ALERTS_TOPIC))
             outlet.take(DLQ_TOPIC)
 
@@ -76,6 +101,7 @@ async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float,
             offsets[partition] = at + 1
             events.sent_offset = at
             await events.put(value=value, key=key.encode("utf-8"), partition=partition)
+            changelog.drain()
 
         async def tick(day: str) -> None:
             value = tick_value(dt.date.fromisoformat(day))
@@ -95,4 +121,4 @@ async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float,
         await tick(last)
         seconds = time.perf_counter() - started
         outcomes.update(str(r) for r in events.results.values())
-    return seconds, dict(outcomes), alerts
+    return seconds, dict(outcomes), alerts, changelog

@@ -135,10 +135,11 @@ def faust_piece(path: str, partitions: int = 4) -> dict[str, Any]:
     from bench.faust_driver import drive
 
     lines = [line.strip() for line in Path(path).read_bytes().splitlines() if line.strip()]
-    seconds, outcomes, alerts = asyncio.run(drive(lines, partitions, year_end()))
+    seconds, outcomes, alerts, changelog = asyncio.run(drive(lines, partitions, year_end()))
     return {
         "events": len(lines), "seconds": seconds, "events_per_s": len(lines) / seconds,
         "outcomes": outcomes, "alerts": alerts, "partitions": partitions,
+        "changelog_messages": changelog.messages, "changelog_bytes": changelog.bytes,
         "peak_rss_mb": peak_rss_mb(),
     }
 
