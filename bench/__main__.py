@@ -204,6 +204,10 @@ def _meets(name: str, value: float) -> str:
     return "[green]yes[/green]" if ok else "[red]no[/red]"
 
 
+def _per_event(runs: list[dict[str, Any]], key: str) -> float:
+    return median([r[key] / r["events"] for r in runs])
+
+
 def report(result: dict[str, Any], details: dict[str, Any], console: Console) -> None:
     f = result["figures"]
     table = Table(title=f"budgetwatch benchmarks ({details['mode']}) — {result['date']}")
@@ -222,7 +226,10 @@ def report(result: dict[str, Any], details: dict[str, Any], console: Console) ->
          "same run: read + decode every event in business order, sum per project"),
         ("replay_vs_baseline", f"{f['replay_vs_baseline']:.3f}", "median of paired ratios"),
         ("faust_agent_events_per_s", f"{f['faust_agent_events_per_s']:,}",
-         f"real agents, in-memory test driver (no broker), {plan['faust_projects']:,} projects"),
+         f"real agents, in-memory test driver (no broker), {plan['faust_projects']:,} projects; "
+         f"changelog {_per_event(details['faust'], 'changelog_messages'):.1f} messages and "
+         f"{_per_event(details['faust'], 'changelog_bytes'):,.0f} B per event; "
+         f"peak RSS {max(r['peak_rss_mb'] for r in details['faust']):.0f} MB"),
         ("alert_latency_p50_ms", f"{f['alert_latency_p50_ms']:.1f}",
          f"serve subprocess, {plan['latency_rate']}/s for {plan['latency_seconds']:g}s"),
         ("alert_latency_p99_ms", f"{f['alert_latency_p99_ms']:.1f}",
