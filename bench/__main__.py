@@ -48,8 +48,8 @@ class Plan:
 
 
 PLANS = {
-    # Faust at 2,000 projects: the in-memory test driver keeps every changelog write, and
-    # each write carries the project's whole record, so 20,000 projects passed 9 GB RSS.
+    # Faust at 2,000 projects: the agents run ~2k events/s in the in-memory driver, so a
+    # larger year would take most of the run's time for the same per-event figure.
     "full": Plan("full", 100_000, 20, 3, 2_000, 30.0, 1000, 2000, (10_000, 100_000, 500_000)),
     "quick": Plan("quick", 10_000, 20, 3, 300, 10.0, 1000, 1000, (2_000, 5_000, 10_000)),
     "tiny": Plan("tiny", 200, 10, 1, 50, 1.5, 200, 50, (50, 100, 200)),

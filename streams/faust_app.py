@@ -315,7 +315,10 @@ class BudgetApp:
     async def _emit(self, out: Output, table: TableT[Any, Any], topic: str) -> None:
         """Table writes first (project values, then the meta that commits them), then messages."""
         for key, value in out.writes:
-            table[key] = orjson.dumps(value)
+            if value is not None:
+                table[key] = orjson.dumps(value)
+            elif key in table:
+                del table[key]  # a tombstone in the changelog
         for transition in out.transitions:
             await self.outlet.send(
                 ALERTS_TOPIC, transition.alert.alert_id, transition_bytes(transition)

@@ -17,22 +17,30 @@ replaying a partition replays its clock: the same alerts, to the day.
 
 Crash consistency under ``at_least_once``. Each partition keeps a meta value
 (``__partition__:<n>``: committed epoch, clock, last applied offset) in the same
-table — the same changelog partition — as its project values, written after them.
+table — the same changelog partition — as its other values, written after them.
 A changelog partition is a prefix of what was written, so after a crash:
 
 * a message at or below the meta's offset is a redelivery and is skipped;
-* a message whose project value was written but not the meta is caught by the
-  project's own event-id memory, stored in the same value as the state it
-  protects (one changelog record: state and dedup memory change together);
-* a tick writes its project values with ``epoch = committed + 1`` and keeps the
-  pre-tick value as ``prev``; a value from an uncommitted epoch is read back as
-  its ``prev``, so a redelivered tick recomputes from exactly the pre-tick state.
+* each accepted event has its own small entry (``__event__:<project>:<event_id>``:
+  the record, its arrival seq and the epoch it arrived in), written before the
+  meta: it is both the buffer and the dedup memory, so a redelivered event whose
+  entry was written is a duplicate. Whether an entry is still pending follows from
+  the committed meta alone: it was applied iff a committed tick came after its
+  arrival (epoch) and reached its day (clock). Nothing rewrites entries at a tick;
+* a tick writes the touched projects' values (state, alerts, department share)
+  with ``epoch = committed + 1`` and keeps the pre-tick value as ``prev``; a value
+  from an uncommitted epoch is read back as its ``prev``, so a redelivered tick
+  recomputes from exactly the pre-tick state.
+
+So an event costs one small changelog record when it arrives, not a rewrite of its
+project's whole record (state, alerts, every id) as it did when all of it was one
+value — that grew with the square of a project's events.
 
 Dedup memory is bounded by time: per project, the ids of events whose business
 date is within ``dedup_days`` of the partition clock (default 400, more than a
-fiscal year, so re-sending a whole year is harmless). An event older than that
-horizon cannot be checked and goes to the dead-letter topic instead of risking a
-double count.
+fiscal year, so re-sending a whole year is harmless); older entries get a tombstone
+once a committed tick has applied them. An event older than that horizon cannot be
+checked and goes to the dead-letter topic instead of risking a double count.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from budget.ledger import ProjectState, Totals, counts_in_rollup
 CLOCK_KEY = "__clock__"
 CLOCK_TYPE = "clock_tick"
 META_PREFIX = "__partition__:"
+EVENT_PREFIX = "__event__:"
 DEPARTMENT_META_PREFIX = "__departments__:"
 
 # Topic names (contract): here rather than in faust_app so that `publish` can name
@@ -70,6 +79,10 @@ Value = dict[str, Any]
 
 def meta_key(partition: int) -> str:
     return f"{META_PREFIX}{partition}"
+
+
+def event_key(project_id: str, event_id: str) -> str:
+    return f"{EVENT_PREFIX}{project_id}:{event_id}"
 
 
 def department_meta_key(partition: int) -> str:
@@ -96,7 +109,7 @@ def _text(raw: bytes | str | None) -> str:
 class Output:
     """What one message produced; the agent writes/sends it in this order."""
 
-    writes: list[tuple[str, Value]] = field(default_factory=list)  # table key -> value
+    writes: list[tuple[str, Value | None]] = field(default_factory=list)  # table key -> value (None: delete)
     transitions: list[Transition] = field(default_factory=list)
     dead_letters: list[Value] = field(default_factory=list)
     departments: list[tuple[str, Value]] = field(default_factory=list)  # dept key -> delta
@@ -230,6 +243,7 @@ class ProjectPartition(_VersionedPartition):
         """Rebuild from table items (any partitions mixed in are ignored)."""
         self = cls(partition, profile, topic=topic, dedup_days=dedup_days)
         values: list[tuple[str, Mapping[str, Any]]] = []
+        entries: list[Mapping[str, Any]] = []
         for key, value in items:
             if not isinstance(value, Mapping) or value.get("p") != partition:
                 continue
@@ -237,6 +251,8 @@ class ProjectPartition(_VersionedPartition):
                 self.meta = _Meta(
                     int(value["epoch"]), value.get("clock"), int(value["offset"]), int(value["seq"])
                 )
+            elif key.startswith(EVENT_PREFIX):
+                entries.append(value)
             elif not key.startswith(META_PREFIX):
                 values.append((key, value))
         states: list[ProjectState] = []
@@ -252,13 +268,17 @@ class ProjectPartition(_VersionedPartition):
                 alert = Alert.from_json(item)
                 alerts.append(alert)
                 self.alerts_of.setdefault(project_id, set()).add(alert.alert_id)
-            if body.get("seen"):
-                self.seen[project_id] = {str(k): int(v) for k, v in body["seen"].items()}
-            if body.get("pending"):
-                self.pending[project_id] = [(int(s), Record(*r)) for s, r in body["pending"]]
             if body.get("contributed"):
                 dept, budget, paid = body["contributed"]
                 self.contributed[project_id] = (str(dept), int(budget), int(paid))
+        clock = self.meta.clock
+        for entry in sorted(entries, key=lambda e: int(e["seq"])):
+            record = Record(*entry["record"])
+            self.seen.setdefault(record.project_id, {})[record.event_id] = record.day
+            applied = int(entry["epoch"]) < self.meta.epoch and clock is not None and record.day <= clock
+            if not applied:
+                self.pending.setdefault(record.project_id, []).append((int(entry["seq"]), record))
+            self.meta.seq = max(self.meta.seq, int(entry["seq"]) + 1)
         self.monitor.restore(states, alerts, self.meta.clock)
         return self
 
@@ -339,8 +359,11 @@ class ProjectPartition(_VersionedPartition):
         else:
             seen[record.event_id] = record.day
             self.pending.setdefault(project_id, []).append((self.meta.seq, record))
+            out.writes.append((
+                event_key(project_id, record.event_id),
+                {"p": self.partition, "epoch": self.meta.epoch, "seq": self.meta.seq, "record": list(record)},
+            ))
             self.meta.seq += 1
-            out.writes.append((project_id, self._value(project_id, self.meta.epoch)))
         out.writes.append((meta_key(self.partition), self.meta.to_value(self.partition)))
         return out
 
@@ -375,19 +398,22 @@ class ProjectPartition(_VersionedPartition):
                 if t.alert.subject_type == "project":
                     self.alerts_of.setdefault(t.alert.subject_id, set()).add(t.alert.alert_id)
                     touched.add(t.alert.subject_id)
-        cutoff = (monitor.clock if monitor.clock is not None else until) - self.dedup_days
-        for project_id in touched:
-            seen = self.seen.get(project_id)
-            if seen:
-                stale = [eid for eid, day in seen.items() if day < cutoff]
-                for eid in stale:
-                    del seen[eid]
         for project_id in sorted(touched):
             out.writes.append((project_id, self._value(project_id, epoch)))
         self.meta.epoch = epoch
         self.meta.clock = monitor.clock if monitor.clock is not None else until
         self.meta.offset = offset
         out.writes.append((meta_key(self.partition), self.meta.to_value(self.partition)))
+        # Forget ids past the dedup horizon, after the meta: an entry is deleted only once
+        # the tick is committed (a redone tick must find its events again), and from then
+        # on the meta's clock refuses such old events before any id is looked up.
+        cutoff = self.meta.clock - self.dedup_days
+        for project_id in sorted(touched):
+            seen = self.seen.get(project_id)
+            if seen:
+                for eid in sorted(eid for eid, day in seen.items() if day < cutoff):
+                    del seen[eid]
+                    out.writes.append((event_key(project_id, eid), None))
         # The tick is committed once the meta is written; from now on the values
         # just written are the committed ones.
         for project_id in touched:
@@ -468,8 +494,6 @@ class ProjectPartition(_VersionedPartition):
         return {
             "state": state.to_dict() if state is not None else None,
             "alerts": [book[a].to_json() for a in sorted(self.alerts_of.get(project_id, ()))],
-            "seen": dict(self.seen.get(project_id, {})),
-            "pending": [[seq, list(record)] for seq, record in self.pending.get(project_id, ())],
             "contributed": list(contributed) if contributed is not None else None,
         }
 

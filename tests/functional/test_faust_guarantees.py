@@ -16,7 +16,7 @@ from alerts.profile import Profile
 from connectors.profiles import load_profile
 from connectors.synthetic import Spec, generate
 from streams.faust_app import table_items
-from streams.faust_state import ProjectPartition, meta_key, partition_for, status_of
+from streams.faust_state import ProjectPartition, event_key, meta_key, partition_for, status_of
 from tests.functional.faust_harness import Harness, make_app, running
 
 AS_OF = "2025-09-30"
@@ -120,8 +120,8 @@ def test_a_redelivered_message_is_skipped(profile: Profile) -> None:
 
 
 def test_a_project_write_without_its_meta_is_still_deduplicated(profile: Profile) -> None:
-    """Crash after the project's changelog record, before the partition meta: the
-    redelivered event is recognised by the id stored with the project's state."""
+    """Crash after the event's changelog entry, before the partition meta: the
+    redelivered event is recognised by its entry, which is also its buffer."""
     project = "P-CRASH"
     part = ProjectPartition(0, profile)
     writes: list[tuple[str, Any]] = []
@@ -129,7 +129,7 @@ def test_a_project_write_without_its_meta_is_still_deduplicated(profile: Profile
         writes += part.handle(offset, project, line).writes
     pay = event("payment", "pay-9", "2025-02-01", project, amount="5000.00")
     out = part.handle(2, project, pay)
-    assert [k for k, _ in out.writes] == [project, meta_key(0)]
+    assert [k for k, _ in out.writes] == [event_key(project, "pay-9"), meta_key(0)]
     lost_meta = writes + out.writes[:1]  # the meta record never reached the changelog
     again = ProjectPartition.restore(0, profile, lost_meta)
     assert again.handle(2, project, pay).outcome == "duplicate"
