@@ -203,9 +203,7 @@ def alerts_cmd(
 ) -> None:
     """Active alerts (every transition with --all)."""
     with Store(db or settings().db) as store:
-        rows = store.transition_rows() if all_ else store.alert_rows(status="firing")
-    if department:
-        rows = [r for r in rows if r["department_id"] == department]
+        rows = store.listed_alerts(every_transition=all_, department=department)
     if as_json:
         emit_json(rows)
         return

@@ -282,10 +282,7 @@ class Service:
         return self.engine.status(year)
 
     def alerts_json(self, all_: bool, department: str | None) -> list[dict[str, Any]]:
-        rows = self.store.transition_rows() if all_ else self.store.alert_rows(status="firing")
-        if department:
-            rows = [r for r in rows if r["department_id"] == department]
-        return rows
+        return self.store.listed_alerts(every_transition=all_, department=department)
 
     def reductions_json(self) -> list[dict[str, Any]]:
         return [p.to_json() for p in self.engine.reductions()]

@@ -65,6 +65,7 @@ CREATE TABLE IF NOT EXISTS transitions (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transitions_by_alert ON transitions(alert_id, id);
+CREATE INDEX IF NOT EXISTS alerts_by_department ON alerts(department_id, status);
 -- One row per transition to deliver; the content is the transition's own JSON
 -- (join on transition_id), stored once.
 CREATE TABLE IF NOT EXISTS outbox (
@@ -236,17 +237,27 @@ class Store:
             ).fetchall()
             yield from decode(late)
         # Then the days after the clock (the clock's own day was closed: new events of it
-        # came in `late` above), so (floor, max_seq) and not (floor, 0).
+        # came in `late` above). Keyset pages that each stay on the (day, seq) index as a
+        # range: the rest of the last page's day, then the days after it. A page never
+        # rescans what came before it, so a live service whose events all carry today's
+        # date does not read the whole day again on every run.
         last_day, last_seq = floor, max_seq
         while True:
-            rows = db.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM events"
-                " WHERE (day, seq) > (?, ?) AND day <= ? AND seq <= ?"
-                " ORDER BY day, seq LIMIT ?",
-                (last_day, last_seq, until, max_seq, chunk),
-            ).fetchall()
+            rows: list[tuple[Any, ...]] = []
+            if last_seq < max_seq:
+                rows = db.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM events WHERE day = ? AND seq > ? AND seq <= ?"
+                    " ORDER BY seq LIMIT ?",
+                    (last_day, last_seq, max_seq, chunk),
+                ).fetchall()
             if not rows:
-                return
+                rows = db.execute(
+                    f"SELECT {_RECORD_COLUMNS} FROM events WHERE day > ? AND day <= ? AND seq <= ?"
+                    " ORDER BY day, seq LIMIT ?",
+                    (last_day, until, max_seq, chunk),
+                ).fetchall()
+                if not rows:
+                    return
             # The keyset's seq comes from the unique event_id of the chunk's last row,
             # so the rows need no extra column to slice off.
             last_day = rows[-1][2]
@@ -316,19 +327,21 @@ class Store:
         for (state,) in self.db.execute("SELECT state FROM projects"):
             yield loads(state)
 
-    def alert_rows(self, *, status: str | None = None) -> list[dict[str, Any]]:
-        query = "SELECT data FROM alerts"
-        args: tuple[Any, ...] = ()
-        if status is not None:
-            query += " WHERE status = ?"
-            args = (status,)
-        return [orjson.loads(d) for (d,) in self.db.execute(query + " ORDER BY alert_id", args)]
+    def alert_rows(self, *, status: str | None = None, department: str | None = None) -> list[dict[str, Any]]:
+        where, args = _filters(status=status, department_id=department)
+        query = f"SELECT data FROM alerts{where} ORDER BY alert_id"
+        return [orjson.loads(d) for (d,) in self.db.execute(query, args)]
 
-    def transition_rows(self, alert_id: str | None = None) -> list[dict[str, Any]]:
-        query, args = "SELECT data FROM transitions", ()
-        if alert_id is not None:
-            query, args = query + " WHERE alert_id = ?", (alert_id,)  # type: ignore[assignment]
-        return [orjson.loads(d) for (d,) in self.db.execute(query + " ORDER BY id", args)]
+    def transition_rows(self, alert_id: str | None = None, *, department: str | None = None) -> list[dict[str, Any]]:
+        where, args = _filters(alert_id=alert_id, department_id=department)
+        query = f"SELECT data FROM transitions{where} ORDER BY id"
+        return [orjson.loads(d) for (d,) in self.db.execute(query, args)]
+
+    def listed_alerts(self, *, every_transition: bool, department: str | None) -> list[dict[str, Any]]:
+        """What `budgetwatch alerts [--all] [--department]` and GET /api/alerts list."""
+        if every_transition:
+            return self.transition_rows(department=department)
+        return self.alert_rows(status="firing", department=department)
 
     def begin(self) -> Batch:
         """Open the engine's write transaction (see :class:`Batch`)."""
@@ -346,6 +359,14 @@ class Store:
 
 
 TransitionRow = tuple[str, int, str, str, str]  # alert_id, day, kind, department_id, JSON
+
+
+def _filters(**columns: str | None) -> tuple[str, tuple[str, ...]]:
+    """A WHERE clause matching the given (trusted) column names to the values not None."""
+    given = {name: value for name, value in columns.items() if value is not None}
+    if not given:
+        return "", ()
+    return " WHERE " + " AND ".join(f"{name} = ?" for name in given), tuple(given.values())
 
 
 class Batch:

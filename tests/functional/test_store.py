@@ -1,0 +1,61 @@
+"""The SQLite store's reads: the pending events in business order, page by page, and
+the alert listings filtered in SQL."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from budget.events import Record
+from streams.store import Rejection, Store
+from tests import builders as b
+
+
+def _payments(days: list[int]) -> list[tuple[Record, str]]:
+    return [(Record("payment", f"E{n}", day, f"P{n % 3}", 100, None), "test") for n, day in enumerate(days)]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    days=st.lists(st.integers(0, 6), min_size=0, max_size=60),
+    late=st.lists(st.integers(0, 6), max_size=10),
+    chunk=st.integers(1, 7),
+    clock=st.one_of(st.none(), st.integers(0, 5)),
+    until=st.integers(0, 6),
+)
+def test_pending_pages_give_the_business_order_whatever_the_page_size(
+    days: list[int], late: list[int], chunk: int, clock: int | None, until: int
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "s.db") as store:
+        store.append(_payments(days), [])
+        seq = store.max_seq()
+        store.append([(Record("payment", f"L{n}", d, "P9", 1, None), "test") for n, d in enumerate(late)],
+                     [Rejection("x", "y", "z")])
+        max_seq = store.max_seq()
+        rows = list(store.db.execute("SELECT seq, event_id, day FROM events"))
+        floor = clock if clock is not None else -1
+        # late arrivals (after the cursor, dated on or before the clock) first, then later days
+        first = sorted((d, s, e) for s, e, d in rows if s > seq and d <= floor) if clock is not None else []
+        then = sorted((d, s, e) for s, e, d in rows if floor < d <= until)
+        expected = [e for _, _, e in first + then]
+        got = [r.event_id for r in store.pending(clock, seq if clock is not None else 0, until, max_seq, chunk=chunk)]
+        assert got == expected
+
+
+def test_alert_listings_filter_by_department_in_sql(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.db") as store:
+        batch = store.begin()
+        rows = [b.alert_transition(alert_id=f"A{n}", department_id=f"D{n % 2}") for n in range(4)]
+        batch.add_transitions(
+            [(r["alert_id"], 739000, "firing", r["department_id"], orjson.dumps(r).decode()) for r in rows]
+        )
+        batch.commit(projects=[], alerts=rows, clock=739000, seq=0)
+        assert [r["alert_id"] for r in store.listed_alerts(every_transition=False, department="D1")] == ["A1", "A3"]
+        assert [r["alert_id"] for r in store.listed_alerts(every_transition=True, department="D0")] == ["A0", "A2"]
+        assert len(store.listed_alerts(every_transition=False, department=None)) == 4
+        assert store.listed_alerts(every_transition=True, department="D9") == []
+
