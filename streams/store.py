@@ -241,21 +241,17 @@ class Store:
         # range: the rest of the last page's day, then the days after it. A page never
         # rescans what came before it, so a live service whose events all carry today's
         # date does not read the whole day again on every run.
+        def page(where: str, order: str, args: tuple[int, ...]) -> list[tuple[Any, ...]]:
+            query = f"SELECT {_RECORD_COLUMNS} FROM events WHERE {where} ORDER BY {order} LIMIT ?"
+            return db.execute(query, (*args, chunk)).fetchall()
+
         last_day, last_seq = floor, max_seq
         while True:
             rows: list[tuple[Any, ...]] = []
             if last_seq < max_seq:
-                rows = db.execute(
-                    f"SELECT {_RECORD_COLUMNS} FROM events WHERE day = ? AND seq > ? AND seq <= ?"
-                    " ORDER BY seq LIMIT ?",
-                    (last_day, last_seq, max_seq, chunk),
-                ).fetchall()
+                rows = page("day = ? AND seq > ? AND seq <= ?", "seq", (last_day, last_seq, max_seq))
             if not rows:
-                rows = db.execute(
-                    f"SELECT {_RECORD_COLUMNS} FROM events WHERE day > ? AND day <= ? AND seq <= ?"
-                    " ORDER BY day, seq LIMIT ?",
-                    (last_day, until, max_seq, chunk),
-                ).fetchall()
+                rows = page("day > ? AND day <= ? AND seq <= ?", "day, seq", (last_day, until, max_seq))
                 if not rows:
                     return
             # The keyset's seq comes from the unique event_id of the chunk's last row,
