@@ -19,9 +19,10 @@ same :class:`alerts.monitor.Monitor` as the embedded engine.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -41,6 +42,7 @@ from streams.faust_state import (
     Output,
     ProjectPartition,
     dead_letter,
+    is_meta_key,
     tick_value,
 )
 from streams.settings import Settings
@@ -49,13 +51,16 @@ log = logging.getLogger("budgetwatch.faust")
 
 from streams.faust_state import ALERTS_TOPIC, DEPARTMENTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC  # noqa: E402
 
+Delivery = Awaitable[Any] | None  # the broker's acknowledgement of one message, if any
+
 
 class Outlet(Protocol):
-    """Where agents send what they produce: Kafka topics in a worker, a list in tests."""
+    """Where agents send what they produce: Kafka topics in a worker, a list in tests.
+    ``send`` hands the message over and returns its delivery, to be awaited."""
 
     async def send(
         self, topic: str, key: str | None, value: bytes, partition: int | None = None
-    ) -> None: ...
+    ) -> Delivery: ...
 
 
 class TopicOutlet:
@@ -64,8 +69,8 @@ class TopicOutlet:
 
     async def send(
         self, topic: str, key: str | None, value: bytes, partition: int | None = None
-    ) -> None:
-        await self.topics[topic].send(
+    ) -> Delivery:
+        return await self.topics[topic].send(
             key=key.encode("utf-8") if key is not None else None, value=value, partition=partition
         )
 
@@ -78,8 +83,9 @@ class MemoryOutlet:
 
     async def send(
         self, topic: str, key: str | None, value: bytes, partition: int | None = None
-    ) -> None:
+    ) -> Delivery:
         self.messages.append((topic, key, value, partition))
+        return None
 
     def take(self, topic: str) -> list[tuple[str | None, bytes, int | None]]:
         taken = [(k, v, p) for t, k, v, p in self.messages if t == topic]
@@ -313,29 +319,33 @@ class BudgetApp:
             yield out.outcome
 
     async def _emit(self, out: Output, table: TableT[Any, Any], topic: str) -> None:
-        """Table writes first (project values, then the meta that commits them), then messages."""
-        for key, value in out.writes:
-            if value is not None:
-                table[key] = orjson.dumps(value)
-            elif key in table:
-                del table[key]  # a tombstone in the changelog
+        """Table values, then the messages — awaited until the broker has them — then the
+        meta record that commits the message (and the tombstones after it). A crash
+        before the meta redoes the message, so its alerts, dead letters and department
+        deltas are sent again (at least once); none can be lost behind a committed meta."""
+        send = self.outlet.send
+        commit_at = next((i for i, (key, _) in enumerate(out.writes) if is_meta_key(key)), len(out.writes))
+        _write(table, out.writes[:commit_at])
+        deliveries: list[Delivery] = []
         for transition in out.transitions:
-            await self.outlet.send(
-                ALERTS_TOPIC, transition.alert.alert_id, transition_bytes(transition)
-            )
+            deliveries.append(await send(ALERTS_TOPIC, transition.alert.alert_id, transition_bytes(transition)))
             alert = transition.alert
             self.metrics.transitions.labels(alert.rule, alert.severity, transition.kind).inc()
         for letter in out.dead_letters:
-            await self.outlet.send(DLQ_TOPIC, letter["key"], orjson.dumps(letter))
+            deliveries.append(await send(DLQ_TOPIC, letter["key"], orjson.dumps(letter)))
             self.metrics.dead_letters.labels(topic).inc()
         for key, delta in out.departments:
-            await self.outlet.send(DEPARTMENTS_TOPIC, key, orjson.dumps(delta))
+            deliveries.append(await send(DEPARTMENTS_TOPIC, key, orjson.dumps(delta)))
         for marker in out.markers:
             body = orjson.dumps(marker)
             for partition in range(self.partitions):
-                await self.outlet.send(
-                    DEPARTMENTS_TOPIC, f"__closed__:{marker['source']}", body, partition
+                deliveries.append(
+                    await send(DEPARTMENTS_TOPIC, f"__closed__:{marker['source']}", body, partition)
                 )
+        pending = [d for d in deliveries if d is not None]
+        if pending:
+            await asyncio.gather(*pending)
+        _write(table, out.writes[commit_at:])
         if topic == EVENTS_TOPIC:
             self.metrics.messages.labels(out.outcome).inc()
 
@@ -380,6 +390,14 @@ def transition_bytes(transition: Transition) -> bytes:
 
 def _iso(day: int | None) -> str | None:
     return from_day(day).isoformat() if day is not None else None
+
+
+def _write(table: TableT[Any, Any], writes: Iterable[tuple[str, Any]]) -> None:
+    for key, value in writes:
+        if value is not None:
+            table[key] = orjson.dumps(value)
+        elif key in table:
+            del table[key]  # a tombstone in the changelog
 
 
 def table_items(table: TableT[Any, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:

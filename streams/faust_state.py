@@ -85,6 +85,11 @@ def event_key(project_id: str, event_id: str) -> str:
     return f"{EVENT_PREFIX}{project_id}:{event_id}"
 
 
+def is_meta_key(key: str) -> bool:
+    """The partition records whose write commits a message (project or department side)."""
+    return key.startswith((META_PREFIX, DEPARTMENT_META_PREFIX))
+
+
 def department_meta_key(partition: int) -> str:
     return f"{DEPARTMENT_META_PREFIX}{partition}"
 

@@ -235,3 +235,46 @@ def test_time_driven_rules_fire_on_every_partition_with_no_event(profile: Profil
     assert {a["date"] for a in h.alerts} <= {"2025-04-15", "2025-06-30"} | {
         a["date"] for a in h.alerts if a["rule"] == "behind_schedule"
     }
+
+
+class SlowBroker:
+    """An outlet whose deliveries are acknowledged only when the test says so."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.acks: list[asyncio.Future[None]] = []
+
+    async def send(self, topic: str, key: str | None, value: bytes, partition: int | None = None) -> Any:
+        self.sent.append(topic)
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.acks.append(ack)
+        return ack
+
+
+def test_a_tick_commits_its_meta_only_once_the_broker_has_its_alerts(profile: Profile) -> None:
+    """The meta record commits a message: written before the alerts were delivered, a
+    crash in between would skip the redelivered tick and lose them."""
+    from streams.faust_app import BudgetApp
+    from streams.settings import Settings
+
+    broker = SlowBroker()
+    bapp = BudgetApp(Settings(partitions=1, store="memory://", clock="off"), profile=profile,
+                     outlet=broker, app_id="budgetwatch-test")
+    part = ProjectPartition(0, profile)
+    for offset, line in enumerate(register("P-ACK")):
+        part.handle(offset, "P-ACK", line)
+    out = part.handle(2, "__clock__", b'{"type": "clock_tick", "as_of": "2025-09-30"}')
+    assert out.transitions, "the stalled project raises alerts by 09-30"
+    table: dict[str, bytes] = {}
+
+    async def scenario() -> None:
+        emit = asyncio.ensure_future(bapp._emit(out, table, "budget-events"))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert "budget-alerts" in broker.sent
+        assert meta_key(0) not in table and "P-ACK" in table  # values written, not committed
+        for ack in broker.acks:
+            ack.set_result(None)
+        await emit
+        assert meta_key(0) in table
+
+    asyncio.run(scenario())
