@@ -140,7 +140,7 @@ class Desk:
         clock = monitor.clock
         day = record.day if clock is None else max(record.day, clock)
         details = record.details or {}
-        alert = monitor.book.alerts.get(str(details.get("alert_id", "")))
+        alert = monitor.book.get(str(details.get("alert_id", "")))
         if alert is None:
             self._refuse(record, f"预警 {details.get('alert_id')!r} 不存在（尚未触发，或编号有误）")
             return None
@@ -272,7 +272,7 @@ class Desk:
         for t in transitions:
             if t.kind != FIRING:
                 continue
-            alert = book.alerts.get(t.alert.alert_id)
+            alert = book.get(t.alert.alert_id)
             if alert is None:
                 continue
             deadline, escalate = deadlines(t.on, self.deadline_working_days)
@@ -292,6 +292,7 @@ class Desk:
             self.due.setdefault(escalate, set()).add(alert.alert_id)
         if fresh:
             for alert_id in sorted(self.due.pop(day, ())):
+                # Firing alerts are never forgotten: one missing from memory is resolved, not overdue.
                 overdue = self._overdue(book.alerts.get(alert_id), day)
                 if overdue is not None:
                     out.append(overdue)

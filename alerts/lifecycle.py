@@ -134,18 +134,46 @@ class Transition:
 Describe = Callable[[str, str, str, Mapping[str, Any]], tuple[str, str]]
 
 
+# alert_id -> the alert as last persisted, or None if it was never raised.
+Archive = Callable[[str], Alert | None]
+
+
 @dataclass(slots=True)
 class AlertBook:
-    """All alerts ever raised (firing or resolved), indexed by subject for reconciliation."""
+    """All alerts ever raised (firing or resolved), indexed by subject for reconciliation.
+
+    With an ``archive`` (a lookup the runtime passes in, e.g. its store), resolved alerts
+    may be forgotten once persisted (:meth:`forget_resolved`) and are fetched back by
+    :meth:`get` when a new episode or a disposition needs them: most alerts of a year
+    are resolved, and each holds its figures and Chinese message."""
 
     alerts: dict[str, Alert] = field(default_factory=dict)
     firing: dict[tuple[str, str], dict[str, Alert]] = field(default_factory=dict)
+    archive: Archive | None = None
 
     def add(self, alert: Alert) -> None:
         """Adopt an alert restored from storage."""
         self.alerts[alert.alert_id] = alert
         if alert.status == FIRING:
             self.firing.setdefault((alert.subject_type, alert.subject_id), {})[alert.rule] = alert
+
+    def get(self, alert_id: str) -> Alert | None:
+        alert = self.alerts.get(alert_id)
+        if alert is None and self.archive is not None:
+            alert = self.archive(alert_id)
+            if alert is not None:
+                self.alerts[alert_id] = alert
+        return alert
+
+    def forget_resolved(self) -> int:
+        """Drop resolved alerts from memory; the caller guarantees the archive holds each
+        as it stands now. Returns how many were dropped."""
+        if self.archive is None:
+            raise ValueError("forget_resolved needs an archive to fetch the alerts back from")
+        resolved = [a for a, alert in self.alerts.items() if alert.status == RESOLVED]
+        for alert_id in resolved:
+            del self.alerts[alert_id]
+        return len(resolved)
 
     def active(self) -> Iterator[Alert]:
         for by_rule in self.firing.values():
@@ -211,7 +239,7 @@ class AlertBook:
     ) -> Alert:
         alert_id = alert_id_for(subject.fiscal_year, rule, subject.subject_type, subject.subject_id)
         message, action = describe(rule, FIRING, severity, evidence)
-        alert = self.alerts.get(alert_id)
+        alert = self.get(alert_id)
         if alert is None:
             alert = Alert(
                 alert_id, rule, severity, FIRING, subject.subject_type, subject.subject_id,

@@ -124,7 +124,9 @@ def replay_piece(db: str, with_baseline: bool = True) -> dict[str, Any]:
         result.update(
             events=summary.events, seconds=seconds, events_per_s=summary.events / seconds,
             transitions=summary.transitions, days=summary.days, commits=summary.commits,
-            projects=len(monitor.ledger.projects), alerts=len(monitor.book.alerts),
+            projects=len(monitor.ledger.projects),
+            alerts=store.db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0],
+            alerts_in_memory=len(monitor.book.alerts),
             start_rss_mb=start_rss, end_rss_mb=rss_mb(), peak_rss_mb=peak_rss_mb(),
         )
     return result

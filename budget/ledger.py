@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from budget.events import Record
@@ -106,10 +107,10 @@ class ProjectState:
             project_id=data["project_id"],
             fiscal_year=data.get("fiscal_year"),
             name=data.get("name"),
-            department_id=data.get("department_id"),
-            department_name=data.get("department_name"),
-            fund_source=data.get("fund_source"),
-            kind=data.get("kind") or "project",
+            department_id=_interned(data.get("department_id")),
+            department_name=_interned(data.get("department_name")),
+            fund_source=_interned(data.get("fund_source")),
+            kind=intern(data.get("kind") or "project"),
             plan=tuple(plan) if plan is not None else None,
             approved=data.get("approved"),
             approved_on=data.get("approved_on"),
@@ -122,6 +123,9 @@ class ProjectState:
         )
         for item in data.get("indicators", ()):
             ind = Indicator(**item)
+            ind.indicator_id = intern(ind.indicator_id)
+            ind.name, ind.unit, ind.category = _interned(ind.name), _interned(ind.unit), _interned(ind.category)
+            ind.direction = intern(ind.direction)
             ind.defined_version = _version(item.get("defined_version"))
             ind.reported_version = _version(item.get("reported_version"))
             state.indicators[ind.indicator_id] = ind
@@ -131,6 +135,11 @@ class ProjectState:
 
 def _version(value: Any) -> tuple[int, str] | None:
     return (int(value[0]), str(value[1])) if value else None
+
+
+def _interned(value: str | None) -> str | None:
+    # Indicator names, units and categories come from a small vocabulary (受益人数, 人次).
+    return intern(value) if value is not None else None
 
 
 def counts_in_rollup(state: ProjectState) -> bool:
@@ -213,10 +222,12 @@ class Ledger:
         self._leave_rollup(state)
         state.fiscal_year = int(details["fiscal_year"])
         state.name = details["name"]
-        state.department_id = details["department_id"]
-        state.department_name = details["department_name"]
-        state.fund_source = details["fund_source"]
-        state.kind = details.get("kind") or "project"
+        # Interned: a province has 100k projects but a few hundred departments and four
+        # fund sources; one copy of each string instead of one per project.
+        state.department_id = intern(details["department_id"])
+        state.department_name = intern(details["department_name"])
+        state.fund_source = intern(details["fund_source"])
+        state.kind = intern(details.get("kind") or "project")
         plan = details.get("spending_plan")
         state.plan = tuple(plan) if plan is not None else None
         self._join_rollup(state)
@@ -253,26 +264,28 @@ class Ledger:
     def _define_indicator(
         self, state: ProjectState, version: tuple[int, str], details: Mapping[str, Any]
     ) -> None:
-        ind = state.indicators.get(details["indicator_id"])
+        indicator_id = intern(details["indicator_id"])
+        ind = state.indicators.get(indicator_id)
         if ind is None:
-            ind = state.indicators[details["indicator_id"]] = Indicator(details["indicator_id"])
+            ind = state.indicators[indicator_id] = Indicator(indicator_id)
         if ind.defined_version is not None and version < ind.defined_version:
             return
         ind.defined_version = version
-        ind.name = details.get("name")
+        ind.name = _interned(details.get("name"))
         ind.target = float(details["target"])
-        ind.unit = details.get("unit")
-        ind.direction = details.get("direction") or "higher_better"
+        ind.unit = _interned(details.get("unit"))
+        ind.direction = intern(details.get("direction") or "higher_better")
         ind.weight = float(details.get("weight", 1.0))
-        ind.category = details.get("category")
+        ind.category = _interned(details.get("category"))
         state.completion = performance_completion(state.indicators)
 
     def _report_indicator(
         self, state: ProjectState, version: tuple[int, str], details: Mapping[str, Any]
     ) -> None:
-        ind = state.indicators.get(details["indicator_id"])
+        indicator_id = intern(details["indicator_id"])
+        ind = state.indicators.get(indicator_id)
         if ind is None:
-            ind = state.indicators[details["indicator_id"]] = Indicator(details["indicator_id"])
+            ind = state.indicators[indicator_id] = Indicator(indicator_id)
         # The latest report by business date wins, whatever the arrival order.
         if ind.reported_version is None or version > ind.reported_version:
             ind.actual = details["actual"]

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from alerts.dispositions import Desk
-from alerts.lifecycle import Alert, Transition
+from alerts.lifecycle import RESOLVED, Alert, Transition
 from alerts.monitor import Monitor
 from alerts.profile import Profile
 from alerts.reductions import Proposal
@@ -102,11 +102,18 @@ class Engine:
             clock, _ = self.store.cursor()
             states = [ProjectState.from_dict(d) for d in self.store.project_states()]
             alerts = [Alert.from_json(d) for d in self.store.alert_rows()]
-            self.monitor.restore(states, alerts, clock)
+            # Resolved alerts stay in the store until a new episode or a disposition
+            # needs one (AlertBook.archive); the desk still reads their adjustments.
+            self.monitor.book.archive = self._archived
+            self.monitor.restore(states, [a for a in alerts if a.status != RESOLVED], clock)
             if self.monitor.desk is not None:
                 self.monitor.desk.restore(alerts, clock)
             self._loaded = True
         return self.monitor
+
+    def _archived(self, alert_id: str) -> Alert | None:
+        data = self.store.alert_row(alert_id)
+        return Alert.from_json(data) if data is not None else None
 
     def _check_profile(self) -> None:
         fingerprint = f"{self.profile.name}:{profile_fingerprint(self.profile)}"
@@ -209,6 +216,7 @@ class Engine:
             derived_source=DERIVED_SOURCE,
             refused=[(r.event_id, r.reason, r.raw) for r in refused],
         )
+        monitor.book.forget_resolved()  # each is in the store as of this commit
 
     # -- reading ---------------------------------------------------------
     def status(self, fiscal_year: int | None = None) -> dict[str, Any]:

@@ -328,6 +328,10 @@ class Store:
         query = f"SELECT data FROM alerts{where} ORDER BY alert_id"
         return [orjson.loads(d) for (d,) in self.db.execute(query, args)]
 
+    def alert_row(self, alert_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT data FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+        return orjson.loads(row[0]) if row is not None else None
+
     def transition_rows(self, alert_id: str | None = None, *, department: str | None = None) -> list[dict[str, Any]]:
         where, args = _filters(alert_id=alert_id, department_id=department)
         query = f"SELECT data FROM transitions{where} ORDER BY id"

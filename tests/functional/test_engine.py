@@ -190,3 +190,42 @@ def test_one_run_and_a_run_resumed_anywhere_agree(data: st.DataObject, events: l
             (t["alert_id"], t["transition"], t["date"]) for t in reference[1]]
         assert transitions == reference[1]
         assert alerts == reference[2]
+
+
+def test_resolved_alerts_leave_memory_and_come_back_for_a_disposition_and_a_new_episode(
+    tmp_path: Path,
+) -> None:
+    """Committed resolved alerts are dropped from the book and fetched from the store
+    when needed; the transitions are exactly those of a pure monitor that keeps all."""
+    from alerts.dispositions import Desk
+    from alerts.monitor import Monitor
+    from tests.unit.test_dispositions import ALERT, approval, base, disposed
+
+    events = [
+        *base(),  # low_execution fires on 06-30
+        b.payment("P1", "300000.00", on="2025-07-10", event_id="PAY-4"),  # 40%: resolved
+        disposed("DSP-1", "2025-07-21", action="reduce", amount="100000.00"),  # on the resolved alert
+        approval("APR-1", "2025-07-25", "DSP-1"),
+        b.reversal("P1", "300000.00", on="2025-08-15", event_id="REV-1"),  # 11%: a new episode
+    ]
+    e = engine(tmp_path / "bw.db", commit_every=1)
+    ingest_events(e.store, events)
+    e.run(day("2025-07-15"))
+    assert e.store.alert_row(ALERT)["status"] == "resolved"  # type: ignore[index]
+    assert ALERT not in e.monitor.book.alerts  # forgotten once committed
+    e.run(day("2025-12-31"))
+
+    pure = Monitor(load_profile("baseline"))
+    pure.desk = Desk(load_profile("baseline").disposition.deadline_working_days)
+    expected = []
+    from tests.builders import record
+    for _, transitions in pure.process(sorted((record(x) for x in events), key=lambda r: r.day),
+                                       day("2025-12-31")):
+        expected.extend(t.to_json() for t in transitions)
+    got = e.store.transition_rows()
+    kinds = [(t["transition"], t["date"]) for t in got if t["alert_id"] == ALERT]
+    assert kinds[:5] == [("firing", "2025-06-30"), ("resolved", "2025-07-10"), ("disposed", "2025-07-21"),
+                         ("disposition_approved", "2025-07-25"), ("firing", "2025-08-15")]
+    assert got == expected
+    # The approved reduction came through the resolved alert: 900,000 budget.
+    assert e.status()["projects"][0]["budget"] == "900000.00"

@@ -133,3 +133,51 @@ def test_a_snapshot_copies_every_field_and_can_carry_another_message() -> None:
     assert copy == alert and copy is not alert
     other = alert.snapshot("新消息", "新措施")
     assert dataclasses.replace(alert, message="新消息", action="新措施") == other
+
+
+def test_a_book_forgets_resolved_alerts_only_with_an_archive_and_fetches_them_back() -> None:
+    import pytest
+
+    from alerts.lifecycle import AlertBook
+
+    events = [b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
+              b.payment("P", "100000", on="2025-02-01"), b.payment("P", "500000", on="2025-08-15")]
+    monitor, transitions = run(events, "2025-12-31")
+    resolved = {a for a, alert in monitor.book.alerts.items() if alert.status == "resolved"}
+    assert resolved and any(t["transition"] == "resolved" for t in transitions), \
+        "the August payment resolves mid-year alerts"
+    with pytest.raises(ValueError, match="archive"):
+        monitor.book.forget_resolved()
+    stored = {a.alert_id: a.to_json() for a in monitor.book.alerts.values()}
+    asked: list[str] = []
+
+    def archive(alert_id: str) -> Alert | None:
+        asked.append(alert_id)
+        return Alert.from_json(stored[alert_id]) if alert_id in stored else None
+
+    book: AlertBook = monitor.book
+    book.archive = archive
+    firing = {a.alert_id for a in book.active()}
+    assert book.forget_resolved() == len(resolved)
+    assert set(book.alerts) == firing
+    some = sorted(resolved)[0]
+    fetched = book.get(some)
+    assert fetched is not None and fetched.to_json() == stored[some] and some in book.alerts
+    assert book.get(some) is fetched and asked == [some]  # fetched once, then kept
+    assert book.get("2025:overspend:project:nobody") is None
+
+
+def test_repeated_department_and_indicator_strings_are_stored_once() -> None:
+    from budget.ledger import Ledger
+
+    ledger = Ledger()
+    for pid in ("A", "B"):
+        for event in (b.registered(pid, department_id="D" + "01", department_name="教育" + "局"),
+                      b.indicator(pid, "I" + "1", target=100)):
+            ledger.apply(b.record(event))
+    a, bb = ledger.projects["A"], ledger.projects["B"]
+    assert a.department_name == "教育局" and a.department_name is bb.department_name
+    assert a.department_id is bb.department_id and a.fund_source is bb.fund_source
+    assert next(iter(a.indicators)) is next(iter(bb.indicators))
+    restored = ProjectState.from_dict(a.to_dict())
+    assert restored.department_name is a.department_name
