@@ -325,7 +325,6 @@ def orjson_free_dumps(data: Mapping[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
-
 def _day(value: Any) -> int | None:
     if not value:
         return None

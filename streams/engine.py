@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from alerts.dispositions import Desk
-from alerts.lifecycle import RESOLVED, Alert, Transition
+from alerts.lifecycle import FIRING, RESOLVED, Alert, Transition
 from alerts.monitor import Monitor
 from alerts.profile import Profile
 from alerts.reductions import Proposal
@@ -101,13 +101,25 @@ class Engine:
             self._check_profile()
             clock, _ = self.store.cursor()
             states = [ProjectState.from_dict(d) for d in self.store.project_states()]
-            alerts = [Alert.from_json(d) for d in self.store.alert_rows()]
             # Resolved alerts stay in the store until a new episode or a disposition
-            # needs one (AlertBook.archive); the desk still reads their adjustments.
+            # needs one (AlertBook.archive); the desk still reads their adjustments, so
+            # every row passes by once, and only the unresolved ones are kept.
+            unresolved: list[Alert] = []
+
+            def each_alert() -> Iterator[Alert]:
+                for data in self.store.each_alert():
+                    alert = Alert.from_json(data)
+                    if alert.status != RESOLVED:
+                        unresolved.append(alert)
+                    yield alert
+
+            desk = self.monitor.desk
+            if desk is not None:
+                desk.restore(each_alert(), clock)
+            else:
+                unresolved.extend(Alert.from_json(d) for d in self.store.each_alert(status=FIRING))
             self.monitor.book.archive = self._archived
-            self.monitor.restore(states, [a for a in alerts if a.status != RESOLVED], clock)
-            if self.monitor.desk is not None:
-                self.monitor.desk.restore(alerts, clock)
+            self.monitor.restore(states, unresolved, clock)
             self._loaded = True
         return self.monitor
 

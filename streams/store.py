@@ -324,9 +324,14 @@ class Store:
             yield loads(state)
 
     def alert_rows(self, *, status: str | None = None, department: str | None = None) -> list[dict[str, Any]]:
+        return list(self.each_alert(status=status, department=department))
+
+    def each_alert(self, *, status: str | None = None, department: str | None = None) -> Iterator[dict[str, Any]]:
+        """Alert rows one at a time (a province has hundreds of thousands)."""
         where, args = _filters(status=status, department_id=department)
-        query = f"SELECT data FROM alerts{where} ORDER BY alert_id"
-        return [orjson.loads(d) for (d,) in self.db.execute(query, args)]
+        loads = orjson.loads
+        for (data,) in self.db.execute(f"SELECT data FROM alerts{where} ORDER BY alert_id", args):
+            yield loads(data)
 
     def alert_row(self, alert_id: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT data FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()

@@ -213,6 +213,11 @@ def test_resolved_alerts_leave_memory_and_come_back_for_a_disposition_and_a_new_
     e.run(day("2025-07-15"))
     assert e.store.alert_row(ALERT)["status"] == "resolved"  # type: ignore[index]
     assert ALERT not in e.monitor.book.alerts  # forgotten once committed
+    e.run(day("2025-07-31"))
+    e.store.close()
+    # A restart while the alert is resolved: its approved reduction (logged as a derived
+    # budget_adjusted the next run reads) must still be known, or it would count twice.
+    e = engine(tmp_path / "bw.db", commit_every=1)
     e.run(day("2025-12-31"))
 
     pure = Monitor(load_profile("baseline"))
