@@ -6,7 +6,8 @@ business-date order, the events of the log that concern it:
 
 - when an alert fires (a new episode), it gets a deadline: the profile's
   ``disposition.deadline_working_days``-th working day after the firing day
-  (weekends skipped) and an escalation day, the next working day;
+  (weekends and the calendar's public holidays skipped, make-up working days
+  counted: ``alerts.workdays``) and an escalation day, the next working day;
 - ``alert_disposed`` records the department's answer (``continue``,
   ``reallocate``, ``reduce``, ``recover``, ``cancel``); a ``reduce``/``recover``
   larger than the project's unspent budget (budget − paid) is refused with a
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from alerts.lifecycle import FIRING, Alert, AlertBook, Transition
 from alerts.messages import wan
-from alerts.workdays import add_working_days
+from alerts.workdays import WEEKDAYS, WorkCalendar
 from budget.calendar import iso, to_day
 from budget.events import Record, parse_day, record_to_json_dict
 from budget.money import fen_to_str, to_fen
@@ -94,9 +95,11 @@ def adjustment_event_id(disposition_event_id: str) -> str:
     return f"{disposition_event_id}@budget_adjusted"
 
 
-def deadlines(fired_on: int, working_days: int) -> tuple[int, int]:
-    """(deadline, escalation day) of an alert that fired on ``fired_on``."""
-    return add_working_days(fired_on, working_days), add_working_days(fired_on, working_days + 1)
+def deadlines(fired_on: int, working_days: int, calendar: WorkCalendar = WEEKDAYS) -> tuple[int, int]:
+    """(deadline, escalation day) of an alert that fired on ``fired_on``: the
+    ``working_days``-th working day after it, and the working day after that."""
+    deadline = calendar.add_working_days(fired_on, working_days)
+    return deadline, calendar.add_working_days(deadline, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +114,9 @@ class Refusal:
 class Desk:
     """Disposition state machine of one monitor (see the module docstring)."""
 
-    def __init__(self, deadline_working_days: int = 10) -> None:
+    def __init__(self, deadline_working_days: int = 10, calendar: WorkCalendar = WEEKDAYS) -> None:
         self.deadline_working_days = deadline_working_days
+        self.calendar = calendar
         self.due: dict[int, set[str]] = {}  # escalation day -> alert ids
         self.generated: set[str] = set()  # ids of budget_adjusted the desk emitted
         # Drained by the runtime after each commit:
@@ -275,7 +279,7 @@ class Desk:
             alert = book.get(t.alert.alert_id)
             if alert is None:
                 continue
-            deadline, escalate = deadlines(t.on, self.deadline_working_days)
+            deadline, escalate = deadlines(t.on, self.deadline_working_days, self.calendar)
             previous = alert.disposition or {}
             state: dict[str, Any] = {
                 "status": PENDING,

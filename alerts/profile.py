@@ -3,12 +3,15 @@ is read by ``connectors.profiles``)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from bisect import bisect_right
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from alerts.workdays import WEEKDAYS, WorkCalendar
 from budget.calendar import checkpoint_day
 
 Severity = Literal["warning", "critical"]
@@ -73,8 +76,77 @@ class DepartmentLowExecution(_Strict):
     severity: Severity = "warning"
 
 
+def _expand(entry: Any) -> list[dt.date]:
+    """A date, or a range written ``YYYY-MM-DD..YYYY-MM-DD`` (both ends included)."""
+    if isinstance(entry, dt.date):
+        return [entry]
+    if isinstance(entry, str):
+        first, sep, last = entry.partition("..")
+        try:
+            start = dt.date.fromisoformat(first.strip())
+            end = dt.date.fromisoformat(last.strip()) if sep else start
+        except ValueError:
+            raise ValueError(f"{entry!r} is not a date or a YYYY-MM-DD..YYYY-MM-DD range") from None
+        if end < start:
+            raise ValueError(f"range {entry!r} ends before it starts")
+        return [dt.date.fromordinal(d) for d in range(start.toordinal(), end.toordinal() + 1)]
+    raise ValueError(f"{entry!r} is not a date or a YYYY-MM-DD..YYYY-MM-DD range")
+
+
+class CalendarYear(_Strict):
+    """One year's public holidays and make-up working days (调休上班)."""
+
+    source: str = ""  # e.g. the State Council notice: 国办发明电〔2024〕12号
+    holidays: tuple[dt.date, ...] = ()
+    workdays: tuple[dt.date, ...] = ()
+
+    @field_validator("holidays", "workdays", mode="before")
+    @classmethod
+    def _dates(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        return tuple(day for entry in value for day in _expand(entry))
+
+
+class HolidayCalendar(_Strict):
+    """Working-day calendar of disposition deadlines; years it does not list count
+    Monday to Friday."""
+
+    name: str = ""
+    description: str = ""
+    years: dict[int, CalendarYear] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HolidayCalendar:
+        for year, entry in self.years.items():
+            for day in (*entry.holidays, *entry.workdays):
+                if day.year != year:
+                    raise ValueError(f"years.{year}: {day.isoformat()} is not in {year}")
+            for day in entry.workdays:
+                if day.weekday() < 5:
+                    raise ValueError(
+                        f"years.{year}: make-up working day {day.isoformat()} is a weekday already; "
+                        "list only the Saturdays and Sundays that are worked"
+                    )
+            both = set(entry.holidays) & set(entry.workdays)
+            if both:
+                raise ValueError(
+                    f"years.{year}: {min(both).isoformat()} is both a holiday and a working day"
+                )
+        return self
+
+    def work_calendar(self) -> WorkCalendar:
+        return WorkCalendar.of(
+            (d.toordinal() for entry in self.years.values() for d in entry.holidays),
+            (d.toordinal() for entry in self.years.values() for d in entry.workdays),
+            self.years,
+        )
+
+
 class Disposition(_Strict):
     deadline_working_days: int = Field(default=10, gt=0, le=60)
+    # A name or file resolved by connectors.profiles into the calendar itself; none: Mon–Fri.
+    calendar: HolidayCalendar | None = None
 
 
 class Reduction(_Strict):
@@ -95,6 +167,21 @@ class Profile(_Strict):
 
     def model_post_init(self, _context: Any) -> None:
         object.__setattr__(self, "_floor_cache", {})
+
+    @cached_property
+    def work_calendar(self) -> WorkCalendar:
+        """The working days disposition deadlines count (Mon–Fri without a calendar)."""
+        calendar = self.disposition.calendar
+        return calendar.work_calendar() if calendar is not None else WEEKDAYS
+
+    def uncovered_calendar_year(self, day: int) -> int | None:
+        """The year of ``day`` when the profile's holiday calendar does not list it
+        (its deadlines then count Monday to Friday); None if listed or no calendar."""
+        calendar = self.disposition.calendar
+        year = dt.date.fromordinal(day).year
+        if calendar is None or year in calendar.years:
+            return None
+        return year
 
     def floors_in_year(self, year: int) -> tuple[list[int], list[Floor]]:
         cache: dict[int, tuple[list[int], list[Floor]]] = self._floor_cache  # type: ignore[attr-defined]

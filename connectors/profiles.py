@@ -1,19 +1,26 @@
-"""Load a policy profile by name (shipped: baseline, provincial) or from a YAML file."""
+"""Load a policy profile by name (shipped: baseline, provincial) or from a YAML file.
+
+A profile's ``disposition.calendar`` may name a shipped holiday calendar
+(``cn-mainland``) or a YAML file (relative to the profile's own file); it is read
+here and handed to the pure model as data."""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from alerts.profile import Profile, ProfileError, profile_from_mapping
 
 SHIPPED = ("baseline", "provincial")
+SHIPPED_CALENDARS = ("cn-mainland",)
 
 
 def load_profile(name_or_path: str | None) -> Profile:
     name = name_or_path or "baseline"
+    base: Path | None = None
     if name in SHIPPED:
         text = resources.files("alerts").joinpath(f"profiles/{name}.yaml").read_text("utf-8")
         origin = f"profile {name!r}"
@@ -25,8 +32,33 @@ def load_profile(name_or_path: str | None) -> Profile:
             )
         text = path.read_text("utf-8")
         origin = str(path)
+        base = path.parent
+    data = _yaml(text, origin)
+    if isinstance(data, dict):
+        disposition = data.get("disposition")
+        if isinstance(disposition, dict) and isinstance(disposition.get("calendar"), str):
+            calendar = _load_calendar(disposition["calendar"], base, origin)
+            data = {**data, "disposition": {**disposition, "calendar": calendar}}
+    return profile_from_mapping(data, origin=origin)
+
+
+def _yaml(text: str, origin: str) -> Any:
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ProfileError(f"{origin}: not valid YAML ({err})") from None
-    return profile_from_mapping(data, origin=origin)
+
+
+def _load_calendar(name: str, base: Path | None, origin: str) -> Any:
+    if name in SHIPPED_CALENDARS:
+        text = resources.files("alerts").joinpath(f"calendars/{name}.yaml").read_text("utf-8")
+        return _yaml(text, f"calendar {name!r}")
+    path = Path(name)
+    if base is not None and not path.is_absolute():
+        path = base / path
+    if not path.exists():
+        raise ProfileError(
+            f"{origin}: disposition.calendar {name!r} is neither a shipped calendar "
+            f"({', '.join(SHIPPED_CALENDARS)}) nor a file ({path} does not exist)"
+        )
+    return _yaml(path.read_text("utf-8"), str(path))

@@ -164,6 +164,11 @@ def run_cmd(
         f"预警变化 {summary.transitions} 次，当前预警 {len(active)} 条"
     )
     out.print(f"events={summary.events} transitions={summary.transitions} active_alerts={len(active)}")
+    if summary.as_of is not None and (year := engine.profile.uncovered_calendar_year(summary.as_of)):
+        out.print(
+            f"[yellow]节假日安排未包含 {year} 年：该年处置期限暂按周一至周五计算；"
+            f"国务院办公厅公布该年放假安排后，请补充日历并用 --rebuild 重算[/yellow]"
+        )
     if summary.as_of is not None and (waiting := engine.waiting_after(summary.as_of)):
         out.print(
             f"[yellow]{waiting} 条事件的业务日期晚于 {iso(summary.as_of)}，等待以后处理"

@@ -57,7 +57,7 @@ def new_monitor(profile: Profile, dispositions: bool = True) -> Monitor:
     """The embedded runtime's monitor: rules plus the disposition loop (alerts.dispositions)."""
     monitor = Monitor(profile)
     if dispositions:
-        monitor.desk = Desk(profile.disposition.deadline_working_days)
+        monitor.desk = Desk(profile.disposition.deadline_working_days, profile.work_calendar)
     return monitor
 
 

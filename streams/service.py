@@ -146,6 +146,7 @@ class Service:
         self.last_error: str | None = None
         self.last_run: RunSummary | None = None
         self.runs = 0
+        self._calendar_warned: set[int] = set()  # years already reported missing from the calendar
         metrics.register(
             self.registry,
             self._loaded_monitor,
@@ -210,6 +211,17 @@ class Service:
             as_of = today if clock is None else max(today, clock)
         return self.engine.run(as_of)
 
+    def _warn_uncovered_year(self, summary: RunSummary) -> None:
+        if summary.as_of is None:
+            return
+        year = self.engine.profile.uncovered_calendar_year(summary.as_of)
+        if year is not None and year not in self._calendar_warned:
+            self._calendar_warned.add(year)
+            log.warning(
+                "the holiday calendar does not list %d: disposition deadlines count Monday to "
+                "Friday until the year's schedule is added (then run --rebuild)", year,
+            )
+
     def _reset_engine(self) -> None:
         # A failed run may have applied events in memory that were never committed:
         # start again from the last commit.
@@ -236,6 +248,7 @@ class Service:
                 self.last_error = None
                 self.last_run = summary
                 self.runs += 1
+                self._warn_uncovered_year(summary)
             async with self._progress:
                 self._processed = max(self._processed, ticket)
                 if self._processed >= self._ingested:

@@ -203,3 +203,10 @@ def test_a_mistyped_future_date_does_not_push_business_time_forward(tmp_path: Pa
     assert status["region"]["paid"] == "10.00"
     cli(db, "run", "--as-of", "2095-03-01")  # an explicit date is obeyed
     assert as_json(db, "status", "--year", "2025")["region"]["paid"] == "30.00"
+
+
+def test_a_year_missing_from_the_holiday_calendar_is_warned_about(park: Path) -> None:
+    covered = cli(park, "run", "--as-of", "2026-03-31")
+    assert "节假日安排未包含" not in covered.stdout
+    uncovered = cli(park, "run", "--as-of", "2027-01-15")
+    assert "节假日安排未包含 2027 年" in uncovered.stdout

@@ -139,3 +139,22 @@ def test_budgetwatch_dispose_appends_an_alert_disposed_event(tmp_path: Path) -> 
     (row,) = [a for a in e.store.alert_rows() if a["alert_id"] == ALERT]
     assert row["disposition"]["status"] == "disposed" and row["disposition"]["latest"]["by"] == "jyj"
     assert row["disposition"]["latest"]["on"] == "2025-07-01"
+
+
+def test_a_deadline_set_before_national_day_waits_out_the_holiday_week(tmp_path: Path) -> None:
+    # Low execution checked on Friday 09-26: ten working days on the national calendar end on
+    # 10-16 (10-01..10-08 off, Sunday 09-28 and Saturday 10-11 worked), not Mon–Fri's 10-10.
+    profile = tmp_path / "autumn.yaml"
+    profile.write_text(
+        "name: autumn\nlow_execution: {floors: [{checkpoint: '09-26', floor: 0.3}]}\n"
+        "disposition: {deadline_working_days: 10, calendar: cn-mainland}\n", "utf-8")
+    e = engine(tmp_path / "bw.db", profile=str(profile))
+    ingest_events(e.store, base())
+    e.run(d("2025-10-16"))
+    (row,) = [a for a in e.store.alert_rows() if a["alert_id"] == ALERT]
+    assert row["since"] == "2025-09-26"
+    assert (row["disposition"]["deadline"], row["disposition"]["escalate_on"]) == ("2025-10-16", "2025-10-17")
+    assert [r for r in overdue_rows(e.store.transition_rows()) if r[0] == ALERT] == []  # Mon–Fri: 10-13
+    e.run(d("2025-10-20"))
+    assert [r for r in overdue_rows(e.store.transition_rows()) if r[0] == ALERT] == [(ALERT, "2025-10-17")]
+    e.store.close()

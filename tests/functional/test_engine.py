@@ -221,7 +221,8 @@ def test_resolved_alerts_leave_memory_and_come_back_for_a_disposition_and_a_new_
     e.run(day("2025-12-31"))
 
     pure = Monitor(load_profile("baseline"))
-    pure.desk = Desk(load_profile("baseline").disposition.deadline_working_days)
+    baseline = load_profile("baseline")
+    pure.desk = Desk(baseline.disposition.deadline_working_days, baseline.work_calendar)
     expected = []
     from tests.builders import record
     for _, transitions in pure.process(sorted((record(x) for x in events), key=lambda r: r.day),

@@ -294,3 +294,20 @@ def test_runs_that_end_on_the_same_day_apply_each_event_once(tmp_path: Path) -> 
         assert engine.monitor.ledger.projects["P2"].paid == 31_030_000  # fen
         restored = Engine(store, load_profile("baseline")).load()
         assert restored.ledger.projects["P2"].paid == 31_030_000
+
+
+def test_a_year_missing_from_the_holiday_calendar_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    today = [dt.date(2026, 12, 30)]
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        await post(client, b.jsonl(lagging_county()))
+        assert "does not list" not in caplog.text  # 2026 is on the shipped calendar
+        for day in (dt.date(2027, 1, 4), dt.date(2027, 1, 5)):
+            today[0] = day
+            await service.process_now()
+        assert caplog.text.count("the holiday calendar does not list 2027") == 1
+
+    with caplog.at_level("WARNING", logger="budgetwatch.service"):
+        serve(tmp_path, scenario, live=True, clock=lambda: today[0], tick_seconds=3600)

@@ -32,8 +32,58 @@ def test_a_user_profile_file(tmp_path: Path) -> None:
     assert profile.name == "county"
     assert profile.low_execution.floors[0].severity == "critical"
     assert profile.stalled.days == 90  # defaults for what the file leaves out
+    assert profile.disposition.calendar is None  # no calendar named: deadlines count Mon–Fri
+    assert not profile.work_calendar.holidays and profile.uncovered_calendar_year(day("2025-10-01")) is None
 
 
+def test_shipped_profiles_count_deadlines_on_the_national_calendar() -> None:
+    for name in ("baseline", "provincial"):
+        profile = load_profile(name)
+        assert profile.disposition.calendar is not None and profile.disposition.calendar.name == "cn-mainland"
+        assert not profile.work_calendar.is_working_day(day("2025-10-08"))  # National Day week
+        assert profile.work_calendar.is_working_day(day("2025-10-11"))  # a make-up Saturday
+        assert profile.uncovered_calendar_year(day("2026-06-30")) is None
+        assert profile.uncovered_calendar_year(day("2027-01-04")) == 2027
+
+
+def test_a_user_calendar_file_next_to_the_profile(tmp_path: Path) -> None:
+    (tmp_path / "local.yaml").write_text(
+        "name: local\nyears:\n  2027:\n    holidays: [2027-01-01, '2027-02-05..2027-02-11']\n"
+        "    workdays: [2027-02-20]\n", "utf-8")
+    path = tmp_path / "county.yaml"
+    path.write_text("name: county\ndisposition: {deadline_working_days: 5, calendar: local.yaml}\n", "utf-8")
+    profile = load_profile(str(path))
+    calendar = profile.work_calendar
+    assert calendar.covers(2027) and not calendar.covers(2025)
+    assert len(calendar.holidays) == 8 and calendar.is_working_day(day("2027-02-20"))
+    assert calendar.add_working_days(day("2027-02-04"), 1) == day("2027-02-12")
+    assert profile.uncovered_calendar_year(day("2027-03-01")) is None
+
+
+@pytest.mark.parametrize(
+    ("calendar", "reason"),
+    [
+        ("years: {2025: {workdays: [2025-10-09]}}", "is a weekday already"),
+        ("years: {2025: {holidays: [2026-01-01]}}", "is not in 2025"),
+        ("years: {2025: {holidays: ['2025-10-08..2025-10-01']}}", "ends before it starts"),
+        ("years: {2025: {holidays: ['10/01']}}", "not a date or a YYYY-MM-DD..YYYY-MM-DD range"),
+        ("years: {2025: {holidays: [2025-10-11], workdays: [2025-10-11]}}", "both a holiday and a working day"),
+    ],
+)
+def test_bad_calendars_name_the_problem(tmp_path: Path, calendar: str, reason: str) -> None:
+    (tmp_path / "cal.yaml").write_text(calendar, "utf-8")
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\ndisposition: {calendar: cal.yaml}\n", "utf-8")
+    with pytest.raises(ProfileError) as caught:
+        load_profile(str(path))
+    assert reason in str(caught.value) and "disposition.calendar" in str(caught.value)
+
+
+def test_a_missing_calendar_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\ndisposition: {calendar: cn-atlantis}\n", "utf-8")
+    with pytest.raises(ProfileError, match="neither a shipped calendar"):
+        load_profile(str(path))
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
