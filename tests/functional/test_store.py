@@ -26,11 +26,12 @@ def _payments(days: list[int]) -> list[tuple[Record, str]]:
     chunk=st.integers(1, 7),
     clock=st.one_of(st.none(), st.integers(0, 5)),
     until=st.integers(0, 6),
+    in_memory=st.booleans(),  # a file is read through a second connection, :memory: cannot be
 )
 def test_pending_pages_give_the_business_order_whatever_the_page_size(
-    days: list[int], late: list[int], chunk: int, clock: int | None, until: int
+    days: list[int], late: list[int], chunk: int, clock: int | None, until: int, in_memory: bool
 ) -> None:
-    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "s.db") as store:
+    with tempfile.TemporaryDirectory() as tmp, Store(":memory:" if in_memory else Path(tmp) / "s.db") as store:
         store.append(_payments(days), [])
         seq = store.max_seq()
         store.append([(Record("payment", f"L{n}", d, "P9", 1, None), "test") for n, d in enumerate(late)],
