@@ -4,6 +4,7 @@ the alert listings filtered in SQL."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from budget.events import Record
+from connectors.parsed import Parsed
 from streams.store import Rejection, Store
 from tests import builders as b
 
@@ -60,3 +62,26 @@ def test_alert_listings_filter_by_department_in_sql(tmp_path: Path) -> None:
         assert len(store.listed_alerts(every_transition=False, department=None)) == 4
         assert store.listed_alerts(every_transition=True, department="D9") == []
 
+
+
+def test_an_ingest_runs_with_fewer_collections_and_restores_the_threshold(tmp_path: Path) -> None:
+    import gc
+
+    from connectors.jsonl import parse_lines
+    from streams.gc_tuning import RUN_GEN0_THRESHOLD
+    from streams.ingest import ingest
+
+    before = gc.get_threshold()
+    seen: list[int] = []
+
+    text = b.jsonl([b.registered("P1"), b.payment("P1", "10", on="2025-03-01")])
+
+    def lines() -> Iterator[Parsed]:
+        for parsed in parse_lines(text.splitlines(), "t.jsonl"):
+            seen.append(gc.get_threshold()[0])
+            yield parsed
+
+    with Store(tmp_path / "s.db") as store:
+        counts = ingest(store, lines())
+    assert counts.applied == 2 and seen == [max(before[0], RUN_GEN0_THRESHOLD)] * 2
+    assert gc.get_threshold() == before
