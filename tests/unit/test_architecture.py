@@ -42,3 +42,18 @@ def test_the_core_does_no_io_and_reads_no_clock(layer: str) -> None:
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
         for call in ("date.today(", "datetime.now(", "open(", "print("):
             assert call not in text, f"{path.relative_to(ROOT)} calls {call}"
+
+
+def test_every_data_file_of_a_package_is_shipped_with_it() -> None:
+    # `pip install .` (the Docker image) copies only the package-data globs: a profile or
+    # calendar left out would load in a checkout and fail in the image.
+    import tomllib
+
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["setuptools"]["package-data"]
+    for layer in LAYERS:
+        data = [p for p in (ROOT / layer).rglob("*") if p.is_file() and p.suffix in {".yaml", ".yml", ".json"}]
+        for path in data:
+            relative = path.relative_to(ROOT / layer)
+            assert any(relative.match(glob) for glob in package_data.get(layer, [])), (
+                f"{layer}/{relative} is not in [tool.setuptools.package-data] {layer}"
+            )
