@@ -177,9 +177,8 @@ class Profile(_Strict):
     def uncovered_calendar_year(self, day: int) -> int | None:
         """The year of ``day`` when the profile's holiday calendar does not list it
         (its deadlines then count Monday to Friday); None if listed or no calendar."""
-        calendar = self.disposition.calendar
         year = dt.date.fromordinal(day).year
-        if calendar is None or year in calendar.years:
+        if self.disposition.calendar is None or self.work_calendar.covers(year):
             return None
         return year
 

@@ -41,9 +41,6 @@ class WorkCalendar:
     _exceptions: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        both = self.holidays & self.workdays
-        if both:
-            raise ValueError(f"{len(both)} day(s) are both a holiday and a working day")
         exceptions = {d for d in self.holidays if _weekday_rule(d)}
         exceptions |= {d for d in self.workdays if not _weekday_rule(d)}
         object.__setattr__(self, "_exceptions", tuple(sorted(exceptions)))
@@ -111,14 +108,3 @@ def _add_weekdays(day: int, count: int) -> int:
             rest -= 1
     return current
 
-
-def is_working_day(day: int, calendar: WorkCalendar = WEEKDAYS) -> bool:
-    return calendar.is_working_day(day)
-
-
-def add_working_days(day: int, count: int, calendar: WorkCalendar = WEEKDAYS) -> int:
-    return calendar.add_working_days(day, count)
-
-
-def working_days_between(start: int, end: int, calendar: WorkCalendar = WEEKDAYS) -> int:
-    return calendar.working_days_between(start, end)
