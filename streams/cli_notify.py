@@ -198,6 +198,13 @@ def deliver_cmd(
         f"推送 Alertmanager {stats.alertmanager_pushed} 条",
         highlight=False,
     )
+    if stats.skipped_historical:
+        out.print(
+            f"[yellow]{stats.skipped_historical} 条预警变动早于业务日期 {s.notify_horizon_days} 天以上"
+            "（历史数据），未通知；仍可用 `budgetwatch alerts --all` 查看"
+            "（设置 BUDGETWATCH_NOTIFY_HORIZON_DAYS=0 则全部通知）[/yellow]",
+            highlight=False,
+        )
     for error in stats.errors[:20]:
         out.print(f"[yellow]{error}[/yellow]", highlight=False)
     if stats.alertmanager_error:

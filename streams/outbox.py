@@ -160,6 +160,7 @@ class DispatchStats:
     failed_attempts: int = 0  # attempts that failed (will be retried)
     gave_up: int = 0  # deliveries that reached max_attempts (status failed)
     alertmanager_pushed: int = 0  # alerts sent to Alertmanager
+    skipped_historical: int = 0  # transitions older than the horizon: routed to nobody
     alertmanager_error: str | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -182,19 +183,30 @@ class DeliveryLog:
         self.db.close()
 
     # -- fan-out ---------------------------------------------------------
-    def fan_out(self, directory: Directory, now: float) -> tuple[int, int]:
-        """Route new outbox rows to deliveries. Returns (outbox rows, deliveries created)."""
+    def fan_out(self, directory: Directory, now: float, *, horizon_days: int = 0) -> tuple[int, int, int]:
+        """Route new outbox rows to deliveries. Returns (outbox rows, deliveries created,
+        rows skipped as history).
+
+        With ``horizon_days``, a transition dated more than that many days before the
+        store's business clock is routed to nobody: importing last spring's payments in
+        October must not send departments months of stale warnings. It stays in
+        ``alerts --all``; a row is judged once, when it is first fanned out."""
         db = self.db
         count, top = db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM outbox").fetchone()
         signature = (int(count), int(top))
         if signature == self._signature:
-            return 0, 0
+            return 0, 0, 0
         rows = db.execute(_UNFANNED).fetchall()
-        created = 0
+        oldest = self._oldest_notified(horizon_days)
+        created = skipped = 0
         db.execute("BEGIN IMMEDIATE")
         try:
             for outbox_id, department_id, payload, fingerprint, n in rows:
                 transition = orjson.loads(payload)
+                if oldest is not None and transition.get("date", oldest) < oldest:
+                    skipped += 1
+                    self._mark_fanned(outbox_id, fingerprint)
+                    continue
                 base = fingerprint if not n else f"{fingerprint}|{n}"
                 common = (
                     outbox_id,
@@ -223,17 +235,29 @@ class DeliveryLog:
                         created += self._insert(
                             base, recipient, channel, common, PENDING, now, payload, None
                         )
-                db.execute(
-                    "INSERT INTO delivery_fanout(outbox_id, fingerprint) VALUES (?, ?)"
-                    " ON CONFLICT(outbox_id) DO UPDATE SET fingerprint = excluded.fingerprint",
-                    (outbox_id, fingerprint),
-                )
+                self._mark_fanned(outbox_id, fingerprint)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         self._signature = signature
-        return len(rows), created
+        return len(rows), created, skipped
+
+    def _mark_fanned(self, outbox_id: int, fingerprint: str) -> None:
+        self.db.execute(
+            "INSERT INTO delivery_fanout(outbox_id, fingerprint) VALUES (?, ?)"
+            " ON CONFLICT(outbox_id) DO UPDATE SET fingerprint = excluded.fingerprint",
+            (outbox_id, fingerprint),
+        )
+
+    def _oldest_notified(self, horizon_days: int) -> str | None:
+        """The earliest transition date (ISO) still notified, or None for no limit."""
+        if horizon_days <= 0:
+            return None
+        row = self.db.execute("SELECT clock FROM cursor WHERE id = 1").fetchone()
+        if row is None or row[0] is None:
+            return None
+        return dt.date.fromordinal(int(row[0]) - horizon_days).isoformat()
 
     def _insert(
         self,
@@ -470,8 +494,10 @@ class Dispatcher:
         clock: Callable[[], dt.datetime] = utcnow,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         timeout: float = 10.0,
+        horizon_days: int = 0,
     ) -> None:
         self.log = DeliveryLog(db_path)
+        self.horizon_days = horizon_days  # see DeliveryLog.fan_out; 0: every transition
         self.directory = directory
         self._own_client = client is None
         self.client = client or httpx.AsyncClient(timeout=timeout)
@@ -519,6 +545,7 @@ class Dispatcher:
             "alertmanager_interval": settings.alertmanager_interval,
             "poll_interval": settings.deliver_interval,
             "timeout": settings.notify_timeout,
+            "horizon_days": settings.notify_horizon_days,
             "policy": RetryPolicy(
                 backoff=settings.delivery_backoff,
                 backoff_max=settings.delivery_backoff_max,
@@ -549,7 +576,15 @@ class Dispatcher:
         stats = DispatchStats()
         ts = now.timestamp()
         if self.directory is not None:
-            stats.fanned_out, stats.created = await self._db(self.log.fan_out, self.directory, ts)
+            stats.fanned_out, stats.created, stats.skipped_historical = await self._db(
+                self.log.fan_out, self.directory, ts, horizon_days=self.horizon_days
+            )
+            if stats.skipped_historical:
+                log.info(
+                    "%d transitions dated more than %d days before the business clock were not "
+                    "notified (history); they stay in alerts --all",
+                    stats.skipped_historical, self.horizon_days,
+                )
             groups = await self._db(self.log.pending_by_target, self.policy.per_target)
             gate = asyncio.Semaphore(self.policy.concurrency)
 

@@ -53,3 +53,8 @@ class Settings(BaseSettings):
     delivery_backoff: float = Field(default=30.0, gt=0, description="first retry delay (doubles)")
     delivery_backoff_max: float = Field(default=3600.0, gt=0, description="longest retry delay")
     notify_timeout: float = Field(default=10.0, gt=0, description="HTTP/SMTP timeout per request")
+    notify_horizon_days: int = Field(
+        default=30, ge=0,
+        description="notify only transitions dated within this many days of the business clock "
+        "(older ones — a backfilled history — stay in alerts --all, unsent); 0 = every transition",
+    )

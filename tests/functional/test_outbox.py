@@ -129,6 +129,27 @@ def test_fan_out_to_every_channel_once(tmp_path: Path) -> None:
     assert len(receiver.requests) == 16
 
 
+def test_a_backfilled_history_is_not_notified_beyond_the_horizon(tmp_path: Path) -> None:
+    # Imported late: the 06-30 firings are history once the business clock is at 07-06;
+    # with a 3-day horizon only the 07-05 resolutions reach the departments.
+    for horizon, expect_firings in ((3, False), (0, True)):
+        db = tmp_path / f"h{horizon}.db"
+        fire(db)
+        resolve(db)
+        receiver, mail = Receiver(), Mail()
+        d = dispatcher(db, receiver, mail, horizon_days=horizon)
+        stats = run(d, T0)
+        assert stats.fanned_out == 16
+        assert stats.skipped_historical == (0 if expect_firings else 8)
+        kinds = Counter(json.loads(r.content)["transition"]["transition"]
+                        for r in receiver.requests if r.url.host == "hooks.example")
+        assert kinds["resolved"] == 8 and (kinds["firing"] == 8) is expect_firings
+        assert stats.created == stats.delivered == len(receiver.requests) + len(mail.sent)
+        again = run(d, T0 + dt.timedelta(minutes=5))  # judged once: nothing re-fanned, nothing sent
+        assert (again.fanned_out, again.skipped_historical, again.delivered) == (0, 0, 0)
+        asyncio.run(d.aclose())
+
+
 def test_retries_with_backoff_on_an_injected_clock(tmp_path: Path) -> None:
     db = tmp_path / "bw.db"
     fire(db)
@@ -354,9 +375,28 @@ def test_serve_hook_builds_the_dispatcher_from_the_environment(
         workers = service_workers(service)
         assert len(workers) == 1 and workers[0].directory is not None
         assert workers[0].wake is not None  # woken after each commit with transitions
+        assert workers[0].horizon_days == 30  # the default horizon of notified history
         asyncio.run(workers[0].aclose())
+        monkeypatch.setenv("BUDGETWATCH_NOTIFY_HORIZON_DAYS", "0")
+        workers = service_workers(Service(Engine(store, load_profile("baseline"))))
+        assert workers[0].horizon_days == 0
+        asyncio.run(workers[0].aclose())
+        monkeypatch.delenv("BUDGETWATCH_NOTIFY_HORIZON_DAYS")
         monkeypatch.setenv(
             "BUDGETWATCH_DEPARTMENTS", str(write_yaml(tmp_path / "bad.yaml", {"x": 1}))
         )
         with pytest.raises(BudgetwatchError, match=r"bad\.yaml"):
             service_workers(Service(Engine(store, load_profile("baseline"))))
+
+
+def test_deliver_once_says_how_much_history_it_left_unsent(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    fire(db)
+    resolve(db)
+    directory = write_yaml(tmp_path / "departments.yaml", {"departments": {}})  # nobody reachable
+    result = CliRunner().invoke(
+        app, ["deliver", "--once", "--db", str(db), "--departments", str(directory)],
+        env={"BUDGETWATCH_NOTIFY_HORIZON_DAYS": "3", "BUDGETWATCH_ALERTMANAGER_URL": ""},
+    )
+    assert result.exit_code == 0, result.output
+    assert "8 条预警变动早于业务日期 3 天以上" in result.output and "alerts --all" in result.output
