@@ -174,13 +174,16 @@ class Profile(_Strict):
         calendar = self.disposition.calendar
         return calendar.work_calendar() if calendar is not None else WEEKDAYS
 
-    def uncovered_calendar_year(self, day: int) -> int | None:
-        """The year of ``day`` when the profile's holiday calendar does not list it
-        (its deadlines then count Monday to Friday); None if listed or no calendar."""
-        year = dt.date.fromordinal(day).year
-        if self.disposition.calendar is None or self.work_calendar.covers(year):
-            return None
-        return year
+    def uncovered_calendar_years(self, first_day: int, last_day: int) -> list[int]:
+        """Years a deadline set between ``first_day`` and ``last_day`` may count days in
+        that the holiday calendar does not list (they count Monday to Friday): a deadline
+        set in late December ends in the next year. Empty without a calendar."""
+        if self.disposition.calendar is None:
+            return []
+        # deadline and escalation day: n + 1 working days, with room for a holiday week
+        reach = (self.disposition.deadline_working_days + 1) * 7 // 5 + 14
+        first, last = dt.date.fromordinal(first_day).year, dt.date.fromordinal(last_day + reach).year
+        return [year for year in range(first, last + 1) if not self.work_calendar.covers(year)]
 
     def floors_in_year(self, year: int) -> tuple[list[int], list[Floor]]:
         cache: dict[int, tuple[list[int], list[Floor]]] = self._floor_cache  # type: ignore[attr-defined]

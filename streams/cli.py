@@ -164,9 +164,9 @@ def run_cmd(
         f"预警变化 {summary.transitions} 次，当前预警 {len(active)} 条"
     )
     out.print(f"events={summary.events} transitions={summary.transitions} active_alerts={len(active)}")
-    if summary.as_of is not None and (year := engine.profile.uncovered_calendar_year(summary.as_of)):
+    if summary.as_of is not None and (years := engine.uncovered_calendar_years(summary.as_of)):
         out.print(
-            f"[yellow]节假日安排未包含 {year} 年：该年处置期限暂按周一至周五计算；"
+            f"[yellow]节假日安排未包含 {'、'.join(map(str, years))} 年：其处置期限暂按周一至周五计算；"
             f"国务院办公厅公布该年放假安排后，请补充日历并用 --rebuild 重算[/yellow]"
         )
     if summary.as_of is not None and (waiting := engine.waiting_after(summary.as_of)):

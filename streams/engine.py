@@ -156,6 +156,7 @@ class Engine:
                 "Business time only moves forward: pass --as-of on or after "
                 f"{iso(clock)}, or `--rebuild` to replay the log from the start"
             )
+        store.mark_run_until(as_of)
         pending = self._count_pending(clock, seq, as_of, max_seq) if progress else 0
         start_applied = since_commit = monitor.applied
         total_transitions = days = commits = 0
@@ -192,6 +193,12 @@ class Engine:
         if self.commit_every is not None:
             return self.commit_every
         return max(DEFAULT_COMMIT_EVERY, SNAPSHOT_SPACING * len(self.monitor.ledger.projects))
+
+    def uncovered_calendar_years(self, as_of: int) -> list[int]:
+        """Years the log's deadlines (first event .. ``as_of``, and the days they reach)
+        count in that the profile's holiday calendar does not list."""
+        first = self.store.min_day()
+        return self.profile.uncovered_calendar_years(min(first, as_of) if first is not None else as_of, as_of)
 
     def waiting_after(self, day: int) -> int:
         """Events in the log dated after ``day`` (they wait for a later run)."""

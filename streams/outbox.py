@@ -56,7 +56,7 @@ from connectors.notify.channels import channel_for
 from connectors.notify.smtp import SendMail, SmtpSettings
 from streams.errors import BudgetwatchError
 from streams.settings import Settings
-from streams.store import Store
+from streams.store import Store, business_day
 
 log = logging.getLogger("budgetwatch.outbox")
 
@@ -251,13 +251,15 @@ class DeliveryLog:
         )
 
     def _oldest_notified(self, horizon_days: int) -> str | None:
-        """The earliest transition date (ISO) still notified, or None for no limit."""
+        """The earliest transition date (ISO) still notified, or None for no limit.
+
+        Judged against where the engine's run is heading (``business_day``), not how far
+        its last commit got: a backfill commits in steps, and a round between two steps
+        must not take the year's history for news."""
         if horizon_days <= 0:
             return None
-        row = self.db.execute("SELECT clock FROM cursor WHERE id = 1").fetchone()
-        if row is None or row[0] is None:
-            return None
-        return dt.date.fromordinal(int(row[0]) - horizon_days).isoformat()
+        day = business_day(self.db)
+        return None if day is None else dt.date.fromordinal(day - horizon_days).isoformat()
 
     def _insert(
         self,

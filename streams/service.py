@@ -214,13 +214,13 @@ class Service:
     def _warn_uncovered_year(self, summary: RunSummary) -> None:
         if summary.as_of is None:
             return
-        year = self.engine.profile.uncovered_calendar_year(summary.as_of)
-        if year is not None and year not in self._calendar_warned:
-            self._calendar_warned.add(year)
-            log.warning(
-                "the holiday calendar does not list %d: disposition deadlines count Monday to "
-                "Friday until the year's schedule is added (then run --rebuild)", year,
-            )
+        for year in self.engine.uncovered_calendar_years(summary.as_of):
+            if year not in self._calendar_warned:
+                self._calendar_warned.add(year)
+                log.warning(
+                    "the holiday calendar does not list %d: disposition deadlines count Monday to "
+                    "Friday until the year's schedule is added (then run --rebuild)", year,
+                )
 
     def _reset_engine(self) -> None:
         # A failed run may have applied events in memory that were never committed:

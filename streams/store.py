@@ -223,6 +223,10 @@ class Store:
     def max_seq(self) -> int:
         return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
 
+    def min_day(self) -> int | None:
+        row = self.db.execute("SELECT MIN(day) FROM events").fetchone()
+        return None if row[0] is None else int(row[0])
+
     def max_day(self, not_after: int | None = None) -> int | None:
         if not_after is None:
             row = self.db.execute("SELECT MAX(day) FROM events").fetchone()
@@ -333,6 +337,13 @@ class Store:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def mark_run_until(self, day: int) -> None:
+        """Record the business day a run is heading to, before its first batch commits:
+        readers that judge by business time (the notification horizon) then see where
+        this run ends, not how far its last commit got."""
+        if self.meta(RUN_UNTIL_KEY) != str(day):
+            self.set_meta(RUN_UNTIL_KEY, str(day))
+
     def set_meta(self, key: str, value: str) -> None:
         self.db.execute(
             "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -382,6 +393,20 @@ class Store:
         db.execute("UPDATE cursor SET clock = NULL, seq = 0 WHERE id = 1")
         db.execute("DELETE FROM meta WHERE key = 'profile'")
         db.execute("COMMIT")
+
+
+RUN_UNTIL_KEY = "run_until"
+
+
+def business_day(db: sqlite3.Connection) -> int | None:
+    """The store's business day as readers should judge it: the day the current (or last)
+    run is heading to, or the committed clock if later. None before any run."""
+    row = db.execute(
+        "SELECT MAX(day) FROM (SELECT clock AS day FROM cursor WHERE id = 1"
+        " UNION ALL SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?)",
+        (RUN_UNTIL_KEY,),
+    ).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 TransitionRow = tuple[str, int, str, str, str]  # alert_id, day, kind, department_id, JSON

@@ -208,5 +208,7 @@ def test_a_mistyped_future_date_does_not_push_business_time_forward(tmp_path: Pa
 def test_a_year_missing_from_the_holiday_calendar_is_warned_about(park: Path) -> None:
     covered = cli(park, "run", "--as-of", "2026-03-31")
     assert "节假日安排未包含" not in covered.stdout
+    december = cli(park, "run", "--as-of", "2026-12-24")  # its deadlines reach into 2027
+    assert "节假日安排未包含 2027 年" in december.stdout
     uncovered = cli(park, "run", "--as-of", "2027-01-15")
     assert "节假日安排未包含 2027 年" in uncovered.stdout

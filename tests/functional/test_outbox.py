@@ -145,9 +145,62 @@ def test_a_backfilled_history_is_not_notified_beyond_the_horizon(tmp_path: Path)
                         for r in receiver.requests if r.url.host == "hooks.example")
         assert kinds["resolved"] == 8 and (kinds["firing"] == 8) is expect_firings
         assert stats.created == stats.delivered == len(receiver.requests) + len(mail.sent)
-        again = run(d, T0 + dt.timedelta(minutes=5))  # judged once: nothing re-fanned, nothing sent
-        assert (again.fanned_out, again.skipped_historical, again.delivered) == (0, 0, 0)
         asyncio.run(d.aclose())
+        # judged once, also by a new dispatcher (no in-memory state): nothing re-fanned or sent
+        d = dispatcher(db, receiver, mail, horizon_days=horizon)
+        again = run(d, T0 + dt.timedelta(minutes=5))
+        assert (again.fanned_out, again.skipped_historical, again.created, again.delivered) == (0, 0, 0, 0)
+        asyncio.run(d.aclose())
+
+
+def test_a_backfill_fanned_out_between_its_commits_is_judged_by_where_the_run_ends(
+    tmp_path: Path,
+) -> None:
+    # A dispatcher polls while a backfill commits in steps: the 06-30 firings are committed
+    # with the clock at 07-01, yet the run is heading to 07-06, so they are history (3 days).
+    from budget.calendar import to_day
+    from budget.events import parse_day
+    from connectors.jsonl import parse_lines
+    from streams.ingest import ingest
+    from tests.builders import approved, jsonl, payment, registered
+    from tests.notify_helpers import PROJECTS
+
+    events: list[dict[str, Any]] = []
+    for pid, (dept, dept_name, name) in PROJECTS.items():
+        events += [
+            registered(pid, name=name, department_id=dept, department_name=dept_name, on="2025-01-02"),
+            approved(pid, "1000000.00", on="2025-01-02"),
+            payment(pid, "100000.00", on="2025-02-03", event_id=f"{pid}-PAY-1"),
+            payment(pid, "1.00", on="2025-07-01", event_id=f"{pid}-PAY-SMALL"),  # a commit on 07-01
+            payment(pid, "600000.00", on="2025-07-05", event_id=f"{pid}-PAY-2"),
+        ]
+    directory = parse_directory(DIRECTORY)
+    db = tmp_path / "bw.db"
+    log = DeliveryLog(db)
+    totals = [0, 0, 0]
+    clocks: list[int | None] = []
+    with Store(db) as store:
+        ingest(store, parse_lines(jsonl(events).splitlines(), "backfill.jsonl"))
+        engine = Engine(store, load_profile("baseline"), dispositions=False, commit_every=1)
+
+        def poll(done: int, pending: int) -> None:  # after each commit, as `serve` would
+            clocks.append(store.cursor()[0])
+            for i, n in enumerate(log.fan_out(directory, 0.0, horizon_days=3)):
+                totals[i] += n
+
+        engine.run(to_day(parse_day("2025-07-06")), progress=poll)
+    log.close()
+    assert to_day(parse_day("2025-07-01")) in clocks  # a round did see the clock at 07-01
+    fanned, created, skipped = totals
+    with Store(db) as store:
+        outbox_dates = [r[0] for r in store.db.execute(
+            "SELECT json_extract(t.data, '$.date') FROM outbox o JOIN transitions t ON t.id = o.transition_id")]
+        delivered_dates = {r[0] for r in store.db.execute(
+            "SELECT DISTINCT json_extract(t.data, '$.date') FROM deliveries d"
+            " JOIN outbox o ON o.id = d.outbox_id JOIN transitions t ON t.id = o.transition_id")}
+    assert "2025-06-30" in outbox_dates and fanned == len(outbox_dates)
+    assert skipped == sum(1 for day in outbox_dates if day < "2025-07-03") >= 8
+    assert created > 0 and delivered_dates == {"2025-07-05"}
 
 
 def test_retries_with_backoff_on_an_injected_clock(tmp_path: Path) -> None:

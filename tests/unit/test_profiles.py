@@ -33,7 +33,8 @@ def test_a_user_profile_file(tmp_path: Path) -> None:
     assert profile.low_execution.floors[0].severity == "critical"
     assert profile.stalled.days == 90  # defaults for what the file leaves out
     assert profile.disposition.calendar is None  # no calendar named: deadlines count Mon–Fri
-    assert not profile.work_calendar.holidays and profile.uncovered_calendar_year(day("2025-10-01")) is None
+    assert not profile.work_calendar.holidays
+    assert profile.uncovered_calendar_years(day("2020-01-01"), day("2030-12-31")) == []
 
 
 def test_shipped_profiles_count_deadlines_on_the_national_calendar() -> None:
@@ -42,8 +43,11 @@ def test_shipped_profiles_count_deadlines_on_the_national_calendar() -> None:
         assert profile.disposition.calendar is not None and profile.disposition.calendar.name == "cn-mainland"
         assert not profile.work_calendar.is_working_day(day("2025-10-08"))  # National Day week
         assert profile.work_calendar.is_working_day(day("2025-10-11"))  # a make-up Saturday
-        assert profile.uncovered_calendar_year(day("2026-06-30")) is None
-        assert profile.uncovered_calendar_year(day("2027-01-04")) == 2027
+        assert profile.uncovered_calendar_years(day("2025-01-02"), day("2026-06-30")) == []
+        assert profile.uncovered_calendar_years(day("2025-01-02"), day("2027-01-04")) == [2027]
+        # a deadline set on 2026-12-31 counts days of 2027; a backfill from 2024 counts 2024's
+        assert profile.uncovered_calendar_years(day("2026-12-01"), day("2026-12-31")) == [2027]
+        assert profile.uncovered_calendar_years(day("2024-11-01"), day("2025-03-31")) == [2024]
 
 
 def test_a_user_calendar_file_next_to_the_profile(tmp_path: Path) -> None:
@@ -57,7 +61,7 @@ def test_a_user_calendar_file_next_to_the_profile(tmp_path: Path) -> None:
     assert calendar.covers(2027) and not calendar.covers(2025)
     assert len(calendar.holidays) == 8 and calendar.is_working_day(day("2027-02-20"))
     assert calendar.add_working_days(day("2027-02-04"), 1) == day("2027-02-12")
-    assert profile.uncovered_calendar_year(day("2027-03-01")) is None
+    assert profile.uncovered_calendar_years(day("2027-03-01"), day("2027-06-30")) == []
 
 
 @pytest.mark.parametrize(
