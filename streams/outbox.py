@@ -188,9 +188,9 @@ class DeliveryLog:
         rows skipped as history).
 
         With ``horizon_days``, a transition dated more than that many days before the
-        store's business clock is routed to nobody: importing last spring's payments in
-        October must not send departments months of stale warnings. It stays in
-        ``alerts --all``; a row is judged once, when it is first fanned out."""
+        store's business day (:func:`streams.store.business_day`) is routed to nobody:
+        importing last spring's payments in October must not send departments months of
+        stale warnings. It stays in ``alerts --all``; a row is judged when first fanned out."""
         db = self.db
         count, top = db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM outbox").fetchone()
         signature = (int(count), int(top))

@@ -209,7 +209,9 @@ class Service:
             today = to_day(self.clock())
             clock, _ = self.store.cursor()
             as_of = today if clock is None else max(today, clock)
-        return self.engine.run(as_of)
+        summary = self.engine.run(as_of)
+        self._warn_uncovered_year(summary)  # here: it reads the store, on the database thread
+        return summary
 
     def _warn_uncovered_year(self, summary: RunSummary) -> None:
         if summary.as_of is None:
@@ -248,7 +250,6 @@ class Service:
                 self.last_error = None
                 self.last_run = summary
                 self.runs += 1
-                self._warn_uncovered_year(summary)
             async with self._progress:
                 self._processed = max(self._processed, ticket)
                 if self._processed >= self._ingested:
