@@ -51,6 +51,7 @@ DEFAULT_COMMIT_EVERY = 100_000
 # With the default cadence a commit covers at least this many events per tracked project,
 # so state rows written stay under 1/SNAPSHOT_SPACING per event whatever the scale.
 SNAPSHOT_SPACING = 10
+TRANSITION_SLICE = 2_000
 
 
 def new_monitor(profile: Profile, dispositions: bool = True) -> Monitor:
@@ -168,8 +169,14 @@ class Engine:
                 for day, closed in monitor.process(records, as_of):
                     days += 1
                     if closed:
-                        batch.add_transitions([encode_transition(t) for t in closed])
                         touched.update(t.alert.alert_id for t in closed)
+                        # A checkpoint day closes tens of thousands of alerts at once; its
+                        # encoded rows (~1 KB each) go in slices so the peak stays flat.
+                        for start in range(0, len(closed), TRANSITION_SLICE):
+                            batch.add_transitions(
+                                [encode_transition(t) for t in closed[start:start + TRANSITION_SLICE]]
+                            )
+                        del closed
                     if monitor.applied - since_commit >= self._commit_interval():
                         self._commit(batch, touched, day, max_seq)
                         touched = set()

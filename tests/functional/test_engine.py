@@ -235,3 +235,41 @@ def test_resolved_alerts_leave_memory_and_come_back_for_a_disposition_and_a_new_
     assert got == expected
     # The approved reduction came through the resolved alert: 900,000 budget.
     assert e.status()["projects"][0]["budget"] == "900000.00"
+
+
+def test_a_day_of_many_transitions_is_written_in_bounded_slices_with_nothing_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streams import engine as engine_module
+    from streams.store import Batch
+
+    # Seven projects that never pay: on 06-30 (a checkpoint) each fires low_execution at once.
+    events: list[dict[str, Any]] = []
+    for n in range(7):
+        events += [b.registered(f"P{n}"), b.approved(f"P{n}", "1000")]
+    whole = engine(tmp_path / "whole.db")
+    ingest_events(whole.store, events)
+    whole.run(day("2025-07-01"))
+
+    sizes: list[int] = []
+    real_add = Batch.add_transitions
+
+    def recording_add(self: Batch, rows: Any) -> None:
+        sizes.append(len(rows))
+        real_add(self, rows)
+
+    monkeypatch.setattr(engine_module, "TRANSITION_SLICE", 2)
+    monkeypatch.setattr(Batch, "add_transitions", recording_add)
+    sliced = engine(tmp_path / "sliced.db")
+    ingest_events(sliced.store, events)
+    sliced.run(day("2025-07-01"))
+
+    assert max(sizes) == 2 and len(sizes) > 3
+    rows = sliced.store.transition_rows()
+    assert sum(sizes) == len(rows)
+    assert sum(1 for t in rows if t["date"] == "2025-06-30" and t["rule"] == "low_execution") == 7
+    assert outcome(sliced) == outcome(whole)
+    ids = [r[0] for r in sliced.store.db.execute("SELECT id FROM transitions ORDER BY id")]
+    assert ids == list(range(1, len(ids) + 1))
+    outbox = [r[0] for r in sliced.store.db.execute("SELECT transition_id FROM outbox ORDER BY transition_id")]
+    assert outbox == ids
