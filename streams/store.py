@@ -253,37 +253,41 @@ class Store:
                 else:
                     yield Record(row[0], row[1], row[2], row[3], row[4], loads(row[5]))
 
-        floor = clock if clock is not None else -1
-        if clock is not None:
-            late = db.execute(
-                f"SELECT {_RECORD_COLUMNS} FROM events WHERE seq > ? AND seq <= ? AND day <= ?"
-                " ORDER BY day, seq",
-                (seq, max_seq, clock),
-            ).fetchall()
-            yield from decode(late)
-        # Then the days after the clock (the clock's own day was closed: new events of it
-        # came in `late` above). Keyset pages that each stay on the (day, seq) index as a
-        # range: the rest of the last page's day, then the days after it. A page never
-        # rescans what came before it, so a live service whose events all carry today's
-        # date does not read the whole day again on every run.
+        # Keyset pages that each stay on the (day, seq) index as a range: the rest of the
+        # last page's day, then the days after it. A page never rescans what came before
+        # it, so a live service whose events all carry today's date does not read the
+        # whole day again on every run, and memory holds one page however many wait.
         def page(where: str, order: str, args: tuple[int, ...]) -> list[tuple[Any, ...]]:
             query = f"SELECT {_RECORD_COLUMNS} FROM events WHERE {where} ORDER BY {order} LIMIT ?"
             return db.execute(query, (*args, chunk)).fetchall()
 
-        last_day, last_seq = floor, max_seq
-        while True:
-            rows: list[tuple[Any, ...]] = []
-            if last_seq < max_seq:
-                rows = page("day = ? AND seq > ? AND seq <= ?", "seq", (last_day, last_seq, max_seq))
-            if not rows:
-                rows = page("day > ? AND day <= ? AND seq <= ?", "day, seq", (last_day, until, max_seq))
+        def pages(after_day: int, last_day: int, after_seq: int) -> Iterator[Record]:
+            """Events dated in (after_day, last_day] with seq in (after_seq, max_seq]."""
+            day, seq_in_day = after_day, max_seq
+            while True:
+                rows: list[tuple[Any, ...]] = []
+                if seq_in_day < max_seq:
+                    rows = page("day = ? AND seq > ? AND seq <= ?", "seq", (day, seq_in_day, max_seq))
                 if not rows:
-                    return
-            # The keyset's seq comes from the unique event_id of the chunk's last row,
-            # so the rows need no extra column to slice off.
-            last_day = rows[-1][2]
-            last_seq = db.execute("SELECT seq FROM events WHERE event_id = ?", (rows[-1][1],)).fetchone()[0]
-            yield from decode(rows)
+                    rows = page(
+                        "day > ? AND day <= ? AND seq > ? AND seq <= ?", "day, seq",
+                        (day, last_day, after_seq, max_seq),
+                    )
+                    if not rows:
+                        return
+                # The keyset's seq comes from the unique event_id of the page's last row,
+                # so the rows need no extra column to slice off.
+                day = rows[-1][2]
+                seq_in_day = db.execute("SELECT seq FROM events WHERE event_id = ?", (rows[-1][1],)).fetchone()[0]
+                yield from decode(rows)
+
+        if clock is None:
+            yield from pages(-1, until, 0)
+            return
+        # Late arrivals first (dated on or before the clock, whose days were closed: they
+        # are applied at the clock), then the days after the clock.
+        yield from pages(-1, clock, seq)
+        yield from pages(clock, until, 0)
 
     def records(self) -> Iterator[Record]:
         """Every logged event in arrival order (for export and publish)."""

@@ -49,6 +49,21 @@ def test_pending_pages_give_the_business_order_whatever_the_page_size(
         assert got == expected
 
 
+
+def test_late_arrivals_are_read_page_by_page_too(tmp_path: Path) -> None:
+    # A region's year imported into a store whose clock is already at year end arrives
+    # all "late": it must be read a page at a time, not fetched whole into memory.
+    with Store(tmp_path / "s.db") as store:
+        store.append(_payments([3, 1, 2] * 10), [])
+        seq = store.max_seq()
+        store.append([(Record("payment", f"L{n}", n % 4, "P9", 1, None), "test") for n in range(25)], [])
+        statements: list[str] = []
+        store.reader().set_trace_callback(statements.append)
+        got = list(store.pending(5, seq, 6, store.max_seq(), chunk=4))
+        assert [r.event_id for r in got] == [f"L{n}" for n in sorted(range(25), key=lambda n: (n % 4, n))]
+        reads = [s for s in statements if "FROM events WHERE" in s and "ORDER BY" in s]
+        assert len(reads) >= 25 // 4 and all(s.rstrip().endswith("LIMIT 4") for s in reads)
+
 def test_alert_listings_filter_by_department_in_sql(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db") as store:
         batch = store.begin()
