@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from budget.versions import version_to_json
+
 
 @dataclass(slots=True)
 class Indicator:
@@ -16,8 +18,8 @@ class Indicator:
     category: str | None = None
     actual: float | bool | None = None
     reported_on: int | None = None
-    defined_version: tuple[int, str] | None = None
-    reported_version: tuple[int, str] | None = None
+    defined_version: str | None = None  # budget.versions
+    reported_version: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -30,8 +32,8 @@ class Indicator:
             "category": self.category,
             "actual": self.actual,
             "reported_on": self.reported_on,
-            "defined_version": self.defined_version,
-            "reported_version": self.reported_version,
+            "defined_version": version_to_json(self.defined_version),
+            "reported_version": version_to_json(self.reported_version),
         }
 
 

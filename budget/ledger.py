@@ -16,6 +16,7 @@ from typing import Any
 
 from budget.events import Record
 from budget.indicators import Indicator, performance_completion
+from budget.versions import version, version_from_json, version_to_json
 
 
 @dataclass(slots=True)
@@ -46,10 +47,10 @@ class ProjectState:
     plan: tuple[float, ...] | None = None
     approved: int | None = None
     approved_on: int | None = None
-    # Last-writer-wins versions, (business day, event_id): the fold gives the
-    # same state whatever order a project's events arrive in.
-    approved_version: tuple[int, str] | None = None
-    registered_version: tuple[int, str] | None = None
+    # Last-writer-wins versions of (business day, event_id) (budget.versions): the
+    # fold gives the same state whatever order a project's events arrive in.
+    approved_version: str | None = None
+    registered_version: str | None = None
     adjusted: int = 0
     payments: int = 0
     reversals: int = 0
@@ -91,8 +92,8 @@ class ProjectState:
             "plan": list(self.plan) if self.plan is not None else None,
             "approved": self.approved,
             "approved_on": self.approved_on,
-            "approved_version": self.approved_version,
-            "registered_version": self.registered_version,
+            "approved_version": version_to_json(self.approved_version),
+            "registered_version": version_to_json(self.registered_version),
             "adjusted": self.adjusted,
             "payments": self.payments,
             "reversals": self.reversals,
@@ -114,8 +115,8 @@ class ProjectState:
             plan=tuple(plan) if plan is not None else None,
             approved=data.get("approved"),
             approved_on=data.get("approved_on"),
-            approved_version=_version(data.get("approved_version")),
-            registered_version=_version(data.get("registered_version")),
+            approved_version=version_from_json(data.get("approved_version")),
+            registered_version=version_from_json(data.get("registered_version")),
             adjusted=data.get("adjusted", 0),
             payments=data.get("payments", 0),
             reversals=data.get("reversals", 0),
@@ -126,15 +127,11 @@ class ProjectState:
             ind.indicator_id = intern(ind.indicator_id)
             ind.name, ind.unit, ind.category = _interned(ind.name), _interned(ind.unit), _interned(ind.category)
             ind.direction = intern(ind.direction)
-            ind.defined_version = _version(item.get("defined_version"))
-            ind.reported_version = _version(item.get("reported_version"))
+            ind.defined_version = version_from_json(item.get("defined_version"))
+            ind.reported_version = version_from_json(item.get("reported_version"))
             state.indicators[ind.indicator_id] = ind
         state.completion = performance_completion(state.indicators)
         return state
-
-
-def _version(value: Any) -> tuple[int, str] | None:
-    return (int(value[0]), str(value[1])) if value else None
 
 
 def _interned(value: str | None) -> str | None:
@@ -197,23 +194,23 @@ class Ledger:
                 totals.budget += amount  # type: ignore[operator]
         elif kind == "budget_approved":
             # 年初批复 happens once; a corrected approval (later date) replaces it.
-            version = (day, event_id)
-            if state.approved_version is None or version > state.approved_version:
+            stamp = version(day, event_id)
+            if state.approved_version is None or stamp > state.approved_version:
                 before = state.approved or 0
                 state.approved = amount
                 state.approved_on = day
-                state.approved_version = version
+                state.approved_version = stamp
                 if totals is not None:
                     totals.budget += amount - before  # type: ignore[operator]
         elif kind == "project_registered":
-            version = (day, event_id)
-            if state.registered_version is None or version > state.registered_version:
-                state.registered_version = version
+            stamp = version(day, event_id)
+            if state.registered_version is None or stamp > state.registered_version:
+                state.registered_version = stamp
                 self._register(state, details or {})
         elif kind == "indicator_defined":
-            self._define_indicator(state, (day, event_id), details or {})
+            self._define_indicator(state, version(day, event_id), details or {})
         elif kind == "indicator_reported":
-            self._report_indicator(state, (day, event_id), details or {})
+            self._report_indicator(state, day, version(day, event_id), details or {})
         else:
             raise ValueError(f"the ledger does not fold events of type {kind!r}")
         return state
@@ -261,16 +258,14 @@ class Ledger:
         totals.projects -= 1
         state.rollup = None
 
-    def _define_indicator(
-        self, state: ProjectState, version: tuple[int, str], details: Mapping[str, Any]
-    ) -> None:
+    def _define_indicator(self, state: ProjectState, stamp: str, details: Mapping[str, Any]) -> None:
         indicator_id = intern(details["indicator_id"])
         ind = state.indicators.get(indicator_id)
         if ind is None:
             ind = state.indicators[indicator_id] = Indicator(indicator_id)
-        if ind.defined_version is not None and version < ind.defined_version:
+        if ind.defined_version is not None and stamp < ind.defined_version:
             return
-        ind.defined_version = version
+        ind.defined_version = stamp
         ind.name = _interned(details.get("name"))
         ind.target = float(details["target"])
         ind.unit = _interned(details.get("unit"))
@@ -279,18 +274,16 @@ class Ledger:
         ind.category = _interned(details.get("category"))
         state.completion = performance_completion(state.indicators)
 
-    def _report_indicator(
-        self, state: ProjectState, version: tuple[int, str], details: Mapping[str, Any]
-    ) -> None:
+    def _report_indicator(self, state: ProjectState, day: int, stamp: str, details: Mapping[str, Any]) -> None:
         indicator_id = intern(details["indicator_id"])
         ind = state.indicators.get(indicator_id)
         if ind is None:
             ind = state.indicators[indicator_id] = Indicator(indicator_id)
         # The latest report by business date wins, whatever the arrival order.
-        if ind.reported_version is None or version > ind.reported_version:
+        if ind.reported_version is None or stamp > ind.reported_version:
             ind.actual = details["actual"]
-            ind.reported_on = version[0]
-            ind.reported_version = version
+            ind.reported_on = day
+            ind.reported_version = stamp
             state.completion = performance_completion(state.indicators)
 
 
