@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from budget.versions import version_to_json
-
 
 @dataclass(slots=True)
 class Indicator:
@@ -32,8 +30,8 @@ class Indicator:
             "category": self.category,
             "actual": self.actual,
             "reported_on": self.reported_on,
-            "defined_version": version_to_json(self.defined_version),
-            "reported_version": version_to_json(self.reported_version),
+            "defined_version": self.defined_version,
+            "reported_version": self.reported_version,
         }
 
 

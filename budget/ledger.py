@@ -16,7 +16,7 @@ from typing import Any
 
 from budget.events import Record
 from budget.indicators import Indicator, performance_completion
-from budget.versions import version, version_from_json, version_to_json
+from budget.versions import stored_version, version
 
 
 @dataclass(slots=True)
@@ -92,8 +92,8 @@ class ProjectState:
             "plan": list(self.plan) if self.plan is not None else None,
             "approved": self.approved,
             "approved_on": self.approved_on,
-            "approved_version": version_to_json(self.approved_version),
-            "registered_version": version_to_json(self.registered_version),
+            "approved_version": self.approved_version,
+            "registered_version": self.registered_version,
             "adjusted": self.adjusted,
             "payments": self.payments,
             "reversals": self.reversals,
@@ -115,8 +115,8 @@ class ProjectState:
             plan=tuple(plan) if plan is not None else None,
             approved=data.get("approved"),
             approved_on=data.get("approved_on"),
-            approved_version=version_from_json(data.get("approved_version")),
-            registered_version=version_from_json(data.get("registered_version")),
+            approved_version=stored_version(data.get("approved_version")),
+            registered_version=stored_version(data.get("registered_version")),
             adjusted=data.get("adjusted", 0),
             payments=data.get("payments", 0),
             reversals=data.get("reversals", 0),
@@ -127,8 +127,8 @@ class ProjectState:
             ind.indicator_id = intern(ind.indicator_id)
             ind.name, ind.unit, ind.category = _interned(ind.name), _interned(ind.unit), _interned(ind.category)
             ind.direction = intern(ind.direction)
-            ind.defined_version = version_from_json(item.get("defined_version"))
-            ind.reported_version = version_from_json(item.get("reported_version"))
+            ind.defined_version = stored_version(item.get("defined_version"))
+            ind.reported_version = stored_version(item.get("reported_version"))
             state.indicators[ind.indicator_id] = ind
         state.completion = performance_completion(state.indicators)
         return state

@@ -5,26 +5,23 @@ indicator's definition and report, so a fold gives the same state whatever order
 its events arrive in. Kept as a tuple, each version was three objects (a tuple, a
 day int, the id); a province holds ~500k of them. As ``"DDDDDDD:event_id"`` — the
 ordinal day zero-padded to seven digits, so string order is (day, event_id) order —
-it is one. Stored state keeps the ``[day, event_id]`` JSON form.
+it is one, stored as it is. State stored before (``[day, event_id]``) still loads.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-DAY_DIGITS = 7  # date.max.toordinal() == 3652059
-
 
 def version(day: int, event_id: str) -> str:
-    return f"{day:07d}:{event_id}"
+    return f"{day:07d}:{event_id}"  # seven digits: date.max.toordinal() == 3652059
 
 
-def version_to_json(value: str | None) -> list[Any] | None:
-    if value is None:
+def stored_version(value: Any) -> str | None:
+    """A version as stored: the string itself, or the ``[day, event_id]`` pair of
+    state written before versions were strings (or None)."""
+    if not value:
         return None
-    return [int(value[:DAY_DIGITS]), value[DAY_DIGITS + 1:]]
-
-
-def version_from_json(value: Any) -> str | None:
-    """From the stored ``[day, event_id]`` form (or None)."""
-    return version(int(value[0]), str(value[1])) if value else None
+    if isinstance(value, str):
+        return value
+    return version(int(value[0]), str(value[1]))
