@@ -104,6 +104,12 @@ class AppendResult:
     duplicates: int
 
 
+# The writer's page cache. Measured at 100k projects: 16 MB and 64 MB ingest (93k–100k
+# events/s) and replay (46.7k–49.5k) alike — the OS page cache is behind it — while
+# 64 MB added ~50 MB to every process's peak RSS. The reader keeps SQLite's 2 MB.
+PAGE_CACHE_KIB = 16 * 1024
+
+
 class Store:
     """A connection to the SQLite file with the operations the runtimes need."""
 
@@ -116,7 +122,7 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.execute("PRAGMA busy_timeout=30000")
-            self.db.execute("PRAGMA cache_size=-65536")
+            self.db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             self.db.executescript(SCHEMA)
             self._migrate()
             self.db.execute("INSERT OR IGNORE INTO cursor(id, clock, seq) VALUES (1, NULL, 0)")
