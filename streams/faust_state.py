@@ -22,9 +22,11 @@ A changelog partition is a prefix of what was written, so after a crash:
 
 * a message at or below the meta's offset is a redelivery and is skipped;
 * each accepted event has its own small entry (``__event__:<project>:<event_id>``:
-  the record, its arrival seq and the epoch it arrived in), written before the
-  meta: it is both the buffer and the dedup memory, so a redelivered event whose
-  entry was written is a duplicate. Whether an entry is still pending follows from
+  the record, its arrival seq and the epoch it arrived in) and no meta of its own:
+  the entry is both the buffer and the dedup memory, so a redelivered event whose
+  entry was written is a duplicate, and restore recounts the arrival seq from the
+  entries. Ticks, rejections and the department agent's messages write the meta.
+  Whether an entry is still pending follows from
   the committed meta alone: it was applied iff a committed tick came after its
   arrival (epoch) and reached its day (clock). Nothing rewrites entries at a tick;
 * a tick writes the touched projects' values (state, alerts, department share)
@@ -358,18 +360,20 @@ class ProjectPartition(_VersionedPartition):
         project_id = record.project_id
         seen = self.seen.setdefault(project_id, {})
         self.meta.offset = offset
-        out = Output(outcome="buffered")
+        # No meta record here: the event's own entry commits it (a redelivery after a
+        # crash finds the entry and is a duplicate; restore recounts seq from entries),
+        # and the next tick's meta covers its offset. A meta per event was a third of
+        # the changelog traffic.
         if record.event_id in seen:
-            out.outcome = "duplicate"
-        else:
-            seen[record.event_id] = record.day
-            self.pending.setdefault(project_id, []).append((self.meta.seq, record))
-            out.writes.append((
-                event_key(project_id, record.event_id),
-                {"p": self.partition, "epoch": self.meta.epoch, "seq": self.meta.seq, "record": list(record)},
-            ))
-            self.meta.seq += 1
-        out.writes.append((meta_key(self.partition), self.meta.to_value(self.partition)))
+            return Output(outcome="duplicate")
+        seen[record.event_id] = record.day
+        self.pending.setdefault(project_id, []).append((self.meta.seq, record))
+        out = Output(outcome="buffered")
+        out.writes.append((
+            event_key(project_id, record.event_id),
+            {"p": self.partition, "epoch": self.meta.epoch, "seq": self.meta.seq, "record": list(record)},
+        ))
+        self.meta.seq += 1
         return out
 
     def tick(self, offset: int, as_of: int) -> Output:

@@ -129,10 +129,11 @@ def test_a_project_write_without_its_meta_is_still_deduplicated(profile: Profile
         writes += part.handle(offset, project, line).writes
     pay = event("payment", "pay-9", "2025-02-01", project, amount="5000.00")
     out = part.handle(2, project, pay)
-    assert [k for k, _ in out.writes] == [event_key(project, "pay-9"), meta_key(0)]
-    lost_meta = writes + out.writes[:1]  # the meta record never reached the changelog
-    again = ProjectPartition.restore(0, profile, lost_meta)
+    # The entry is the event's only record: no meta until the next tick.
+    assert [k for k, _ in out.writes] == [event_key(project, "pay-9")]
+    again = ProjectPartition.restore(0, profile, writes + out.writes)
     assert again.handle(2, project, pay).outcome == "duplicate"
+    assert again.meta.seq == part.meta.seq  # arrival order recounted from the entries
     tick = again.handle(3, "__clock__", b'{"type": "clock_tick", "as_of": "2025-03-01"}')
     assert tick.outcome == "tick"
     assert again.monitor.ledger.projects[project].paid == 500000
