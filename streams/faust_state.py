@@ -197,13 +197,24 @@ class _VersionedPartition:
     def _body(self, key: str) -> Value:
         raise NotImplementedError
 
-    def _value(self, key: str, epoch: int) -> Value:
-        body = self._body(key)
+    def _value(self, key: str, epoch: int, body: Value | None = None) -> Value:
+        if body is None:
+            body = self._body(key)
         value = _versioned(epoch, self.meta.epoch, body, self.committed.get(key))
         value["p"] = self.partition
         if epoch == self.meta.epoch:
             self.committed[key] = body
         return value
+
+    def _write_next_epoch(self, keys: Iterable[str], out: Output) -> dict[str, Value]:
+        """Write each key's value for the next epoch; returns their bodies, which become
+        the committed values once the meta of that epoch is written."""
+        epoch = self.meta.epoch + 1
+        bodies: dict[str, Value] = {}
+        for key in keys:
+            body = bodies[key] = self._body(key)
+            out.writes.append((key, self._value(key, epoch, body)))
+        return bodies
 
     @property
     def clock(self) -> int | None:
@@ -407,8 +418,7 @@ class ProjectPartition(_VersionedPartition):
                 if t.alert.subject_type == "project":
                     self.alerts_of.setdefault(t.alert.subject_id, set()).add(t.alert.alert_id)
                     touched.add(t.alert.subject_id)
-        for project_id in sorted(touched):
-            out.writes.append((project_id, self._value(project_id, epoch)))
+        bodies = self._write_next_epoch(sorted(touched), out)
         self.meta.epoch = epoch
         self.meta.clock = monitor.clock if monitor.clock is not None else until
         self.meta.offset = offset
@@ -425,8 +435,7 @@ class ProjectPartition(_VersionedPartition):
                     out.writes.append((event_key(project_id, eid), None))
         # The tick is committed once the meta is written; from now on the values
         # just written are the committed ones.
-        for project_id in touched:
-            self.committed[project_id] = self._body(project_id)
+        self.committed.update(bodies)
         for (dept, day), (budget, paid, projects, fiscal_year, department_id, name) in sorted(
             deltas.items(), key=lambda kv: (kv[0][1], kv[0][0])
         ):
@@ -699,13 +708,9 @@ class DepartmentPartition(_VersionedPartition):
         for _day, transitions in self._process(due, until):
             out.transitions.extend(transitions)
             touched.update(_department_key_of(t.alert) for t in transitions)
-        for dept in sorted(touched):
-            if dept in self.totals:
-                out.writes.append((dept, self._value(dept, epoch)))
+        bodies = self._write_next_epoch(sorted(d for d in touched if d in self.totals), out)
         self.meta.epoch = epoch
-        for dept in touched:
-            if dept in self.totals:
-                self.committed[dept] = self._body(dept)
+        self.committed.update(bodies)
 
     def _process(
         self, due: list[tuple[int, str, list[int]]], until: int
