@@ -119,6 +119,9 @@ class Desk:
         self.calendar = calendar
         self.due: dict[int, set[str]] = {}  # escalation day -> alert ids
         self.generated: set[str] = set()  # ids of budget_adjusted the desk emitted
+        # alert id -> the adjustments its episodes caused, carried into each new episode
+        # (kept here so a new episode of a resolved alert needs nothing from the store)
+        self.adjustments: dict[str, list[str]] = {}
         # Drained by the runtime after each commit:
         self.refused: list[Refusal] = []
         self.emitted: list[Record] = []  # budget_adjusted to append to the log
@@ -130,7 +133,9 @@ class Desk:
             state = alert.disposition
             if not state:
                 continue
-            self.generated.update(state.get("adjustments") or ())
+            if state.get("adjustments"):
+                self.adjustments[alert.alert_id] = list(state["adjustments"])
+                self.generated.update(state["adjustments"])
             if alert.status == FIRING and state.get("status") in (PENDING, RETURNED):
                 escalate = _day(state.get("escalate_on"))
                 if escalate is not None and (clock is None or escalate > clock):
@@ -229,6 +234,7 @@ class Desk:
             self.emitted.append(emitted)
             approval["adjustment_event_id"] = adjustment
             state["adjustments"] = [*(state.get("adjustments") or ()), adjustment]
+            self.adjustments[alert.alert_id] = list(state["adjustments"])
             state["status"] = APPROVED
             kind = APPROVED_KIND
             message = f"财政局已审批{action_name}{wan(latest.get('amount'))}，预算已相应调整。"
@@ -280,7 +286,6 @@ class Desk:
             if alert is None:
                 continue
             deadline, escalate = deadlines(t.on, self.deadline_working_days, self.calendar)
-            previous = alert.disposition or {}
             state: dict[str, Any] = {
                 "status": PENDING,
                 "deadline": iso(deadline),
@@ -289,8 +294,9 @@ class Desk:
                 "overdue_on": None,
                 "latest": None,
             }
-            if previous.get("adjustments"):
-                state["adjustments"] = list(previous["adjustments"])
+            adjustments = self.adjustments.get(alert.alert_id)
+            if adjustments:
+                state["adjustments"] = list(adjustments)
             alert.disposition = state
             t.alert.disposition = state
             self.due.setdefault(escalate, set()).add(alert.alert_id)

@@ -144,7 +144,7 @@ class AlertBook:
 
     With an ``archive`` (a lookup the runtime passes in, e.g. its store), resolved alerts
     may be forgotten once persisted (:meth:`forget_resolved`) and are fetched back by
-    :meth:`get` when a new episode or a disposition needs them: most alerts of a year
+    :meth:`get` when a disposition needs them: most alerts of a year
     are resolved, and each holds its figures and Chinese message."""
 
     alerts: dict[str, Alert] = field(default_factory=dict)
@@ -239,7 +239,10 @@ class AlertBook:
     ) -> Alert:
         alert_id = alert_id_for(subject.fiscal_year, rule, subject.subject_type, subject.subject_id)
         message, action = describe(rule, FIRING, severity, evidence)
-        alert = self.get(alert_id)
+        # A new episode sets every field, so one resolved earlier and forgotten is not
+        # fetched back from the archive; the episode starts with no disposition state
+        # (a desk gives it its own, with the adjustments of earlier episodes).
+        alert = self.alerts.get(alert_id)
         if alert is None:
             alert = Alert(
                 alert_id, rule, severity, FIRING, subject.subject_type, subject.subject_id,
@@ -258,6 +261,7 @@ class AlertBook:
             alert.subject_name = subject.name
             alert.department_id = subject.department_id
             alert.department_name = subject.department_name
+            alert.disposition = None
         return alert
 
     @staticmethod

@@ -102,9 +102,9 @@ class Engine:
             self._check_profile()
             clock, _ = self.store.cursor()
             states = [ProjectState.from_dict(d) for d in self.store.project_states()]
-            # Resolved alerts stay in the store until a new episode or a disposition
-            # needs one (AlertBook.archive); the desk still reads their adjustments, so
-            # every row passes by once, and only the unresolved ones are kept.
+            # Resolved alerts stay in the store until a disposition needs one
+            # (AlertBook.archive); the desk still reads their adjustments, so every
+            # row passes by once, and only the unresolved ones are kept.
             unresolved: list[Alert] = []
 
             def each_alert() -> Iterator[Alert]:

@@ -233,6 +233,11 @@ def test_resolved_alerts_leave_memory_and_come_back_for_a_disposition_and_a_new_
     assert kinds[:5] == [("firing", "2025-06-30"), ("resolved", "2025-07-10"), ("disposed", "2025-07-21"),
                          ("disposition_approved", "2025-07-25"), ("firing", "2025-08-15")]
     assert got == expected
+    # The new episode starts its own disposition but carries the earlier adjustment, so
+    # a restart that finds only this row still knows the logged copy is the desk's own.
+    refired = [t for t in got if t["alert_id"] == ALERT and t["transition"] == "firing"][-1]
+    assert refired["disposition"]["adjustments"] == ["DSP-1@budget_adjusted"]
+    assert refired["disposition"]["status"] == "pending"
     # The approved reduction came through the resolved alert: 900,000 budget.
     assert e.status()["projects"][0]["budget"] == "900000.00"
 
