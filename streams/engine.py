@@ -171,7 +171,8 @@ class Engine:
                     if closed:
                         touched.update(t.alert.alert_id for t in closed)
                         # A checkpoint day closes tens of thousands of alerts at once; its
-                        # encoded rows (~1 KB each) go in slices so the peak stays flat.
+                        # encoded rows (~1 KB each) go in slices so the peak stays flat, and
+                        # its list is let go before the monitor builds the next day's.
                         for start in range(0, len(closed), TRANSITION_SLICE):
                             batch.add_transitions(
                                 [encode_transition(t) for t in closed[start:start + TRANSITION_SLICE]]

@@ -64,6 +64,24 @@ def test_late_arrivals_are_read_page_by_page_too(tmp_path: Path) -> None:
         reads = [s for s in statements if "FROM events WHERE" in s and "ORDER BY" in s]
         assert len(reads) >= 25 // 4 and all(s.rstrip().endswith("LIMIT 4") for s in reads)
 
+
+def test_a_few_late_arrivals_are_found_by_seq_without_walking_the_processed_log(tmp_path: Path) -> None:
+    # A live service runs after every small batch: its new events must be found by their
+    # seq range, not by scanning the day index over everything processed before.
+    with Store(tmp_path / "s.db") as store:
+        store.append(_payments([n % 5 for n in range(200)]), [])
+        seq = store.max_seq()
+        store.append([(Record("payment", f"L{n}", 2, "P9", 1, None), "test") for n in range(3)], [])
+        statements: list[str] = []
+        store.reader().set_trace_callback(statements.append)
+        got = [r.event_id for r in store.pending(4, seq, 4, store.max_seq(), chunk=100)]
+        assert got == ["L0", "L1", "L2"]
+        store.reader().set_trace_callback(None)
+        late = [s for s in statements if "WHERE seq >" in s and "day <= 4" in s]
+        assert len(late) == 1
+        plan = " ".join(str(row[-1]) for row in store.reader().execute(f"EXPLAIN QUERY PLAN {late[0]}"))
+        assert "INTEGER PRIMARY KEY" in plan and "events_by_day" not in plan
+
 def test_alert_listings_filter_by_department_in_sql(tmp_path: Path) -> None:
     with Store(tmp_path / "s.db") as store:
         batch = store.begin()
