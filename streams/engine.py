@@ -177,6 +177,7 @@ class Engine:
                             batch.add_transitions(
                                 [encode_transition(t) for t in closed[start:start + TRANSITION_SLICE]]
                             )
+                        self._store_resolved(batch, closed, touched)
                         del closed
                     if monitor.applied - since_commit >= self._commit_interval():
                         self._commit(batch, touched, day, max_seq)
@@ -196,6 +197,27 @@ class Engine:
         if progress:
             progress(monitor.applied - start_applied, pending)
         return RunSummary(monitor.applied - start_applied, total_transitions, days, final, commits)
+
+    def _store_resolved(self, batch: Batch, closed: list[Transition], touched: set[str]) -> None:
+        """Write the alerts resolved today into the open batch and let them go.
+
+        A resolved alert is needed again only by a disposition (read back from the
+        store, AlertBook.archive; this connection sees the open batch) — a new episode
+        starts afresh. Held until the commit instead, a province's batch kept ~100k of
+        them (figures, Chinese message) alive at once: most of the replay's peak."""
+        alerts = self.monitor.book.alerts
+        done: list[Alert] = []
+        for t in closed:
+            if t.kind == RESOLVED:
+                alert = alerts.get(t.alert.alert_id)
+                if alert is not None and alert.status == RESOLVED:
+                    done.append(alert)
+        if not done:
+            return
+        batch.add_alerts(a.to_json() for a in done)
+        for alert in done:
+            alerts.pop(alert.alert_id, None)
+            touched.discard(alert.alert_id)
 
     def _commit_interval(self) -> int:
         if self.commit_every is not None:

@@ -487,6 +487,23 @@ class Batch:
         self._next_id += len(rows)
         self.transitions += len(rows)
 
+    def add_alerts(self, alerts: Iterable[dict[str, Any]]) -> None:
+        """Alert rows written ahead of the commit (visible to this connection at once)."""
+        try:
+            self._put_alerts(alerts)
+        except BaseException:
+            self.rollback()
+            raise
+
+    def _put_alerts(self, alerts: Iterable[dict[str, Any]]) -> None:
+        dumps = orjson.dumps
+        self.db.executemany(
+            "INSERT INTO alerts(alert_id, status, department_id, data) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(alert_id) DO UPDATE SET status = excluded.status,"
+            " department_id = excluded.department_id, data = excluded.data",
+            ((a["alert_id"], a["status"], a["department_id"], dumps(a).decode()) for a in alerts),
+        )
+
     def commit(
         self,
         *,
@@ -510,12 +527,7 @@ class Batch:
                 " ON CONFLICT(project_id) DO UPDATE SET state = excluded.state",
                 ((p["project_id"], dumps(p).decode()) for p in projects),
             )
-            db.executemany(
-                "INSERT INTO alerts(alert_id, status, department_id, data) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(alert_id) DO UPDATE SET status = excluded.status,"
-                " department_id = excluded.department_id, data = excluded.data",
-                ((a["alert_id"], a["status"], a["department_id"], dumps(a).decode()) for a in alerts),
-            )
+            self._put_alerts(alerts)
             db.execute("UPDATE cursor SET clock = ?, seq = ? WHERE id = 1", (clock, seq))
             db.execute("COMMIT")
         except BaseException:

@@ -278,3 +278,54 @@ def test_a_day_of_many_transitions_is_written_in_bounded_slices_with_nothing_los
     assert ids == list(range(1, len(ids) + 1))
     outbox = [r[0] for r in sliced.store.db.execute("SELECT transition_id FROM outbox ORDER BY transition_id")]
     assert outbox == ids
+
+
+def test_an_alert_leaves_memory_the_day_it_resolves_and_a_disposition_reads_it_from_the_open_batch(
+    tmp_path: Path,
+) -> None:
+    """Resolved on 07-10 and disposed on 07-21 in one open batch: the resolved alert is
+    written into the transaction and dropped at once, the disposition reads it back
+    from there, and the year's transitions are those of a monitor that keeps all."""
+    from alerts.dispositions import Desk
+    from alerts.monitor import Monitor
+    from tests.builders import record
+    from tests.unit.test_dispositions import ALERT, approval, base, disposed
+
+    events = [
+        *base(),
+        b.payment("P1", "300000.00", on="2025-07-10", event_id="PAY-4"),  # resolves low_execution
+        disposed("DSP-1", "2025-07-21", action="reduce", amount="100000.00"),
+        approval("APR-1", "2025-07-25", "DSP-1"),
+        b.reversal("P1", "300000.00", on="2025-08-15", event_id="REV-1"),
+    ]
+    e = engine(tmp_path / "bw.db", commit_every=10**9)
+    ingest_events(e.store, events)
+    e.run(day("2025-07-05"))  # firing since 06-30, committed
+    fetched: list[tuple[str, int | None, str | None]] = []
+    book = e.monitor.book
+    real_archive = book.archive
+    assert real_archive is not None
+
+    def recording_archive(alert_id: str) -> Any:
+        alert = real_archive(alert_id)
+        fetched.append((alert_id, e.monitor.clock, alert.status if alert is not None else None))
+        return alert
+
+    book.archive = recording_archive
+    summary = e.run(day("2025-07-31"))
+    assert summary.commits == 1
+    # Dropped on 07-10, so the disposition of 07-21 had to read it — resolved, from the
+    # batch that was still open (the run commits once, at its end).
+    assert fetched == [(ALERT, day("2025-07-20"), "resolved")]
+    e.run(day("2025-12-31"))
+
+    baseline = load_profile("baseline")
+    pure = Monitor(baseline)
+    pure.desk = Desk(baseline.disposition.deadline_working_days, baseline.work_calendar)
+    expected = []
+    for _, transitions in pure.process(sorted((record(x) for x in events), key=lambda r: r.day),
+                                       day("2025-12-31")):
+        expected.extend(t.to_json() for t in transitions)
+    assert e.store.transition_rows() == expected
+    assert e.store.alert_rows() == [pure.book.alerts[a].to_json() for a in sorted(pure.book.alerts)]
+    assert e.status()["projects"][0]["budget"] == "900000.00"
