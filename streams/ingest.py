@@ -13,7 +13,10 @@ from connectors.parsed import Accepted, Parsed, Rejected
 from streams.gc_tuning import fewer_collections
 from streams.store import Rejection, Store
 
-BATCH = 20_000
+# Records per transaction. Measured at 100k projects (3.05M events): 50k batches take
+# 2-10% less CPU than 20k (61 commits instead of 153, each rewriting the index pages it
+# touched) for +35 MB of peak RSS (116 vs 81 MB); 100k batches gain nothing more.
+BATCH = 50_000
 
 
 @dataclass(slots=True)
@@ -67,7 +70,7 @@ def ingest(
         records.clear()
         rejections.clear()
 
-    # A batch keeps ~20k young records alive: see streams.gc_tuning.
+    # A batch keeps up to BATCH young records alive: see streams.gc_tuning.
     with fewer_collections():
         for item in parsed:
             counts.read += 1
