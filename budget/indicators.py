@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from budget.versions import version_pair
+
 
 @dataclass(slots=True)
 class Indicator:
@@ -30,8 +32,8 @@ class Indicator:
             "category": self.category,
             "actual": self.actual,
             "reported_on": self.reported_on,
-            "defined_version": self.defined_version,
-            "reported_version": self.reported_version,
+            "defined_version": version_pair(self.defined_version),
+            "reported_version": version_pair(self.reported_version),
         }
 
 

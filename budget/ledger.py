@@ -16,7 +16,7 @@ from typing import Any
 
 from budget.events import Record
 from budget.indicators import Indicator, performance_completion
-from budget.versions import stored_version, version
+from budget.versions import stored_version, version, version_pair
 
 
 @dataclass(slots=True)
@@ -92,8 +92,8 @@ class ProjectState:
             "plan": list(self.plan) if self.plan is not None else None,
             "approved": self.approved,
             "approved_on": self.approved_on,
-            "approved_version": self.approved_version,
-            "registered_version": self.registered_version,
+            "approved_version": version_pair(self.approved_version),
+            "registered_version": version_pair(self.registered_version),
             "adjusted": self.adjusted,
             "payments": self.payments,
             "reversals": self.reversals,

@@ -5,7 +5,9 @@ indicator's definition and report, so a fold gives the same state whatever order
 its events arrive in. Kept as a tuple, each version was three objects (a tuple, a
 day int, the id); a province holds ~500k of them. As ``"DDDDDDD:event_id"`` — the
 ordinal day zero-padded to seven digits, so string order is (day, event_id) order —
-it is one, stored as it is. State stored before (``[day, event_id]``) still loads.
+it is one in memory. Stored state keeps the ``[day, event_id]`` pair: code of an
+earlier release reads a version as that pair (a Faust worker not yet upgraded, a
+rolled-back binary), and it would silently misread a string.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ def version(day: int, event_id: str) -> str:
     return f"{day:07d}:{event_id}"  # seven digits: date.max.toordinal() == 3652059
 
 
+def version_pair(value: str | None) -> list[Any] | None:
+    """The stored form: ``[day, event_id]`` (or None)."""
+    if value is None:
+        return None
+    return [int(value[:7]), value[8:]]
+
+
 def stored_version(value: Any) -> str | None:
-    """A version as stored: the string itself, or the ``[day, event_id]`` pair of
-    state written before versions were strings (or None)."""
+    """A version from its stored ``[day, event_id]`` pair (or a string, or None)."""
     if not value:
         return None
     if isinstance(value, str):
