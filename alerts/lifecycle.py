@@ -148,14 +148,17 @@ class AlertBook:
     are resolved, and each holds its figures and Chinese message."""
 
     alerts: dict[str, Alert] = field(default_factory=dict)
-    firing: dict[tuple[str, str], dict[str, Alert]] = field(default_factory=dict)
+    # (subject_type, subject_id, fiscal_year) -> rule -> alert: an alert's identity has its
+    # year, so a department's alert of last year is not judged by this year's totals.
+    firing: dict[tuple[str, str, int], dict[str, Alert]] = field(default_factory=dict)
     archive: Archive | None = None
 
     def add(self, alert: Alert) -> None:
         """Adopt an alert restored from storage."""
         self.alerts[alert.alert_id] = alert
         if alert.status == FIRING:
-            self.firing.setdefault((alert.subject_type, alert.subject_id), {})[alert.rule] = alert
+            key = (alert.subject_type, alert.subject_id, alert.fiscal_year)
+            self.firing.setdefault(key, {})[alert.rule] = alert
 
     def get(self, alert_id: str) -> Alert | None:
         alert = self.alerts.get(alert_id)
@@ -179,8 +182,8 @@ class AlertBook:
         for by_rule in self.firing.values():
             yield from by_rule.values()
 
-    def firing_rules(self, subject_type: str, subject_id: str) -> Mapping[str, Alert]:
-        return self.firing.get((subject_type, subject_id)) or {}
+    def firing_rules(self, subject_type: str, subject_id: str, fiscal_year: int) -> Mapping[str, Alert]:
+        return self.firing.get((subject_type, subject_id, fiscal_year)) or {}
 
     def reconcile(
         self,
@@ -190,7 +193,7 @@ class AlertBook:
         figures: Callable[[], dict[str, Any]],
         describe: Describe,
     ) -> list[Transition]:
-        key = (subject.subject_type, subject.subject_id)
+        key = (subject.subject_type, subject.subject_id, subject.fiscal_year)
         current = self.firing.get(key)
         if not findings and not current:
             return []

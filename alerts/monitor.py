@@ -183,7 +183,7 @@ class Monitor:
             if day > ctx.last:  # after its fiscal year the project's alerts stand as they are
                 continue
             findings, due = assess(state, ctx)
-            current = firing.get(("project", project_id))
+            current = firing.get(("project", project_id, fiscal_year))
             if current is None:
                 if findings:
                     transitions.extend(self._reconcile_project(state, findings, day))
@@ -212,7 +212,7 @@ class Monitor:
     def assess_department(self, totals: Totals, day: int) -> list[Transition]:
         profile = self.profile
         findings = evaluate_department(totals, day, profile)
-        if not findings and not self.book.firing.get(("department", totals.department_id)):
+        if not findings and not self.book.firing.get(("department", totals.department_id, totals.fiscal_year)):
             return []
         subject = Subject(
             "department", totals.department_id, totals.fiscal_year, totals.department_id,

@@ -88,7 +88,7 @@ def test_a_late_event_is_applied_at_the_clock() -> None:
     assert resolved == {"low_execution": "2025-07-31", "behind_schedule": "2025-07-31",
                         "department_low_execution": "2025-07-31"}
     # By business date the last payment is 03-01, 152 days ago: still stalled.
-    assert "stalled" in monitor.book.firing_rules("project", "P")
+    assert "stalled" in monitor.book.firing_rules("project", "P", 2025)
 
 
 def test_alert_messages_are_chinese_with_figures_and_an_action() -> None:
@@ -181,3 +181,23 @@ def test_repeated_department_and_indicator_strings_are_stored_once() -> None:
     assert next(iter(a.indicators)) is next(iter(bb.indicators))
     restored = ProjectState.from_dict(a.to_dict())
     assert restored.department_name is a.department_name
+
+
+def test_a_department_alert_belongs_to_its_fiscal_year() -> None:
+    # D01 under the floor all through 2024; in 2025 its only project is registered and
+    # approved on 06-30 with nothing paid. The 2024 alert stands as it was (its year is
+    # over, like a project's), and 2025 gets its own alert on 06-30 — it used to be
+    # taken for the 2024 one (same rule, same severity) and never fired.
+    events = [
+        b.registered("A", on="2024-01-02", year=2024), b.approved("A", "1000000", on="2024-01-02"),
+        b.registered("B", on="2025-06-30", year=2025), b.approved("B", "1000000", on="2025-06-30"),
+    ]
+    monitor, transitions = run(events, "2025-12-31")
+    departments = [(t["alert_id"], t["transition"], t["date"]) for t in transitions
+                   if t["subject_type"] == "department"]
+    assert departments == [
+        ("2024:department_low_execution:department:D01", "firing", "2024-06-30"),
+        ("2025:department_low_execution:department:D01", "firing", "2025-06-30"),
+    ]
+    assert monitor.book.firing_rules("department", "D01", 2024)["department_low_execution"].since == day("2024-06-30")
+    assert monitor.book.firing_rules("department", "D01", 2025)["department_low_execution"].since == day("2025-06-30")
