@@ -14,16 +14,18 @@ from __future__ import annotations
 
 from typing import Any
 
+DAY_DIGITS = 7  # date.max.toordinal() == 3652059
+
 
 def version(day: int, event_id: str) -> str:
-    return f"{day:07d}:{event_id}"  # seven digits: date.max.toordinal() == 3652059
+    return f"{day:0{DAY_DIGITS}d}:{event_id}"
 
 
 def version_pair(value: str | None) -> list[Any] | None:
     """The stored form: ``[day, event_id]`` (or None)."""
     if value is None:
         return None
-    return [int(value[:7]), value[8:]]
+    return [int(value[:DAY_DIGITS]), value[DAY_DIGITS + 1:]]
 
 
 def stored_version(value: Any) -> str | None:
