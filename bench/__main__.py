@@ -135,7 +135,8 @@ def run(plan: Plan, workdir: Path, out: Path, console: Console) -> dict[str, Any
     fausts = []
     for rep in range(plan.reps):
         fausts.append(run_piece("faust", path=str(faust_file)))
-        step(f"faust agents {rep + 1}/{plan.reps}: {fausts[-1]['events_per_s']:,.0f} events/s")
+        step(f"faust agents {rep + 1}/{plan.reps}: {fausts[-1]['events_per_s']:,.0f} events/s, "
+             f"floor {fausts[-1]['floor_events_per_s']:,.0f}")
     details["faust"] = fausts
 
     step(f"latency: budgetwatch serve at {plan.latency_rate}/s for {plan.latency_seconds:g}s")
@@ -174,6 +175,8 @@ def run(plan: Plan, workdir: Path, out: Path, console: Console) -> dict[str, Any
         "replay_vs_baseline": round(median(
             [r["events_per_s"] / r["baseline_events_per_s"] for r in replays]), 3),
         "faust_agent_events_per_s": round(median([r["events_per_s"] for r in fausts])),
+        "faust_floor_events_per_s": round(median([r["floor_events_per_s"] for r in fausts])),
+        "faust_vs_floor": round(median([r["events_per_s"] / r["floor_events_per_s"] for r in fausts]), 3),
         "alert_latency_p50_ms": round(lat["p50_ms"], 2),
         "alert_latency_p99_ms": round(lat["p99_ms"], 2),
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in replays), 1),
@@ -230,6 +233,9 @@ def report(result: dict[str, Any], details: dict[str, Any], console: Console) ->
          f"changelog {_per_event(details['faust'], 'changelog_messages'):.1f} messages and "
          f"{_per_event(details['faust'], 'changelog_bytes'):,.0f} B per event; "
          f"peak RSS {max(r['peak_rss_mb'] for r in details['faust']):.0f} MB"),
+        ("faust_floor_events_per_s", f"{f['faust_floor_events_per_s']:,}",
+         "same run, same driver and messages: an agent doing one table write per message"),
+        ("faust_vs_floor", f"{f['faust_vs_floor']:.3f}", "median of paired ratios"),
         ("alert_latency_p50_ms", f"{f['alert_latency_p50_ms']:.1f}",
          f"serve subprocess, {plan['latency_rate']}/s for {plan['latency_seconds']:g}s"),
         ("alert_latency_p99_ms", f"{f['alert_latency_p99_ms']:.1f}",

@@ -64,6 +64,63 @@ class ChangelogSink:
             self.bytes += len(value) if isinstance(value, bytes | str) else 0
 
 
+def _schedule(lines: list[bytes]) -> list[tuple[str, str, bytes]]:
+    """The producer's work, not timed: key by project, order by business date."""
+    return sorted(((*_key_and_day(line), line) for line in lines), key=lambda item: item[1])
+
+
+async def drive_floor(lines: list[bytes], partitions: int, as_of: int) -> tuple[float, int]:
+    """The same messages through the same test driver into an agent that does only the
+    least an at-least-once agent with changelog state must: one table write per message.
+
+    This is the Faust path's practical ceiling, measured in the same run as
+    :func:`drive` (seconds, messages): what the driver, the stream and the changelog
+    cost per message before any of budgetwatch's work."""
+    app = faust.App("budgetwatch-floor", broker="kafka://localhost:9092", store="memory://", autodiscover=False)
+    raw: Any = faust.Schema(key_serializer="raw", value_serializer="raw")
+    topic = app.topic("floor-events", partitions=partitions, key_serializer="raw", value_serializer="raw")
+    table = app.Table("floor", partitions=partitions, key_type=str, value_type=bytes)
+
+    async def floor_agent(stream: faust.StreamT[bytes]) -> Any:
+        async for event in stream.events():
+            message = event.message
+            table[message.key.decode("utf-8")] = message.value
+            yield None
+
+    agent = app.agent(topic, name="floor", concurrency=1)(floor_agent)
+    changelog = ChangelogSink(app)
+    keyed = _schedule(lines)
+    last = dt.date.fromordinal(as_of).isoformat()
+    offsets: dict[int, int] = {}
+    sent = 0
+    async with agent.test_context(channel=app.channel(schema=raw)) as events:
+
+        async def put(key: str, value: bytes, partition: int) -> None:
+            nonlocal sent
+            at = offsets.get(partition, 0)
+            offsets[partition] = at + 1
+            events.sent_offset = at
+            await events.put(value=value, key=key.encode("utf-8"), partition=partition)
+            changelog.drain()
+            sent += 1
+
+        async def tick(day: str) -> None:
+            value = tick_value(dt.date.fromisoformat(day))
+            for p in range(partitions):
+                await put(CLOCK_KEY, value, p)
+
+        started = time.perf_counter()
+        current: str | None = None
+        for key, day, line in keyed:
+            if day != current and current is not None and current <= last:
+                await tick(current)
+            current = day
+            await put(key, line, partition_for(key, partitions))
+        await tick(last)
+        seconds = time.perf_counter() - started
+    return seconds, sent
+
+
 async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float, dict[str, int], int, ChangelogSink]:
     """(seconds, outcomes, alert transitions, changelog) for ``lines`` then a tick at ``as_of``."""
     outlet = MemoryOutlet()
@@ -72,8 +129,7 @@ async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float,
     raw: Any = faust.Schema(key_serializer="raw", value_serializer="raw")
     app = bapp.app
     changelog = ChangelogSink(app)
-    # The producer's work, not timed: key by project, order by business date.
-    keyed = sorted(((*_key_and_day(line), line) for line in lines), key=lambda item: item[1])
+    keyed = _schedule(lines)
     last = dt.date.fromordinal(as_of).isoformat()
     offsets: dict[int, int] = {}
     department_offsets: dict[int, int] = {}

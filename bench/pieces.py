@@ -6,7 +6,8 @@ last line of stdout. Pieces:
 * ``ingest``   — JSONL file → a fresh SQLite log (the `budgetwatch ingest` path).
 * ``replay``   — the baseline loop, then the embedded engine over the whole year
   (every day closed up to Dec 31, so time-driven rules are evaluated for every day).
-* ``faust``    — the real Faust agents through the in-memory test driver.
+* ``faust``    — the real Faust agents through the in-memory test driver, then the
+  floor: the same messages through the same driver into an agent doing one table write.
 """
 
 from __future__ import annotations
@@ -133,17 +134,22 @@ def replay_piece(db: str, with_baseline: bool = True) -> dict[str, Any]:
 
 
 # -- Faust agents (in-memory test driver) ------------------------------------------------
-def faust_piece(path: str, partitions: int = 4) -> dict[str, Any]:
-    from bench.faust_driver import drive
+def faust_piece(path: str, partitions: int = 4, with_floor: bool = True) -> dict[str, Any]:
+    from bench.faust_driver import drive, drive_floor
 
     lines = [line.strip() for line in Path(path).read_bytes().splitlines() if line.strip()]
     seconds, outcomes, alerts, changelog = asyncio.run(drive(lines, partitions, year_end()))
-    return {
+    result = {
         "events": len(lines), "seconds": seconds, "events_per_s": len(lines) / seconds,
         "outcomes": outcomes, "alerts": alerts, "partitions": partitions,
         "changelog_messages": changelog.messages, "changelog_bytes": changelog.bytes,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),  # the agents' own, taken before the floor runs
     }
+    if with_floor:
+        floor_seconds, floor_messages = asyncio.run(drive_floor(lines, partitions, year_end()))
+        result.update(floor_seconds=floor_seconds, floor_messages=floor_messages,
+                      floor_events_per_s=len(lines) / floor_seconds)
+    return result
 
 
 PIECES: dict[str, Callable[..., dict[str, Any]]] = {

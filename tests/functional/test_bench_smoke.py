@@ -16,8 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {
     "ingest_events_per_s", "replay_events_per_s", "baseline_events_per_s", "replay_vs_baseline",
-    "faust_agent_events_per_s", "alert_latency_p50_ms", "alert_latency_p99_ms", "peak_rss_mb",
-    "mb_per_100k_projects",
+    "faust_agent_events_per_s", "faust_floor_events_per_s", "faust_vs_floor",
+    "alert_latency_p50_ms", "alert_latency_p99_ms", "peak_rss_mb", "mb_per_100k_projects",
 }
 
 
@@ -41,3 +41,9 @@ def test_bench_runs_on_a_tiny_input(tmp_path: Path) -> None:
         assert set(row) == {"projects", "events", "replay_s"}
         assert row["projects"] > 0 and row["events"] > 0 and row["replay_s"] > 0
     assert [r["projects"] for r in result["scaling"]] == sorted(r["projects"] for r in result["scaling"])
+    # The Faust floor is measured on exactly the messages the agents were given (events
+    # and ticks), so their ratio compares like with like.
+    details = orjson.loads(out.with_name("latest-details.json").read_bytes())
+    for run in details["faust"]:
+        assert run["floor_messages"] == sum(run["outcomes"].values()), run
+        assert run["floor_events_per_s"] > 0
