@@ -132,6 +132,22 @@ class Metrics:
             ["partition"],
             registry=self.registry,
         )
+        self._children: dict[tuple[Any, ...], Any] = {}
+        self._clocks: dict[tuple[str, int], int | None] = {}
+
+    def child(self, metric: Counter | Gauge, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: the agents set several per message."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def show_clock(self, topic: str, partition: int, day: int | None) -> None:
+        """The partition clock gauge; it moves only at ticks, so it is set on a change."""
+        if self._clocks.get((topic, partition), -1) != day:
+            self._clocks[(topic, partition)] = day
+            self.child(self.clock, topic, str(partition)).set(_day_seconds(day))
 
 
 def _day_seconds(day: int | None) -> float:
@@ -265,13 +281,11 @@ class BudgetApp:
             await self._emit(out, self.projects_table, EVENTS_TOPIC)
             state_now = self.project_partitions.get(partition)
             if state_now is not None:
-                self.metrics.clock.labels(EVENTS_TOPIC, str(partition)).set(
-                    _day_seconds(state_now.clock)
-                )
+                self.metrics.show_clock(EVENTS_TOPIC, partition, state_now.clock)
                 if out.outcome in ("buffered", "tick"):
                     pending, dedup = self._buffer_sizes(state_now, out.outcome)
-                    self.metrics.pending.labels(str(partition)).set(pending)
-                    self.metrics.dedup.labels(str(partition)).set(dedup)
+                    self.metrics.child(self.metrics.pending, str(partition)).set(pending)
+                    self.metrics.child(self.metrics.dedup, str(partition)).set(dedup)
             yield out.outcome
 
     def _buffer_sizes(self, state: ProjectPartition, outcome: str) -> tuple[int, int]:
@@ -313,9 +327,7 @@ class BudgetApp:
             await self._emit(out, self.departments_table, DEPARTMENTS_TOPIC)
             state_now = self.department_partitions.get(partition)
             if state_now is not None:
-                self.metrics.clock.labels(DEPARTMENTS_TOPIC, str(partition)).set(
-                    _day_seconds(state_now.clock)
-                )
+                self.metrics.show_clock(DEPARTMENTS_TOPIC, partition, state_now.clock)
             yield out.outcome
 
     async def _emit(self, out: Output, table: TableT[Any, Any], topic: str) -> None:
@@ -330,10 +342,10 @@ class BudgetApp:
         for transition in out.transitions:
             deliveries.append(await send(ALERTS_TOPIC, transition.alert.alert_id, transition_bytes(transition)))
             alert = transition.alert
-            self.metrics.transitions.labels(alert.rule, alert.severity, transition.kind).inc()
+            self.metrics.child(self.metrics.transitions, alert.rule, alert.severity, transition.kind).inc()
         for letter in out.dead_letters:
             deliveries.append(await send(DLQ_TOPIC, letter["key"], orjson.dumps(letter)))
-            self.metrics.dead_letters.labels(topic).inc()
+            self.metrics.child(self.metrics.dead_letters, topic).inc()
         for key, delta in out.departments:
             deliveries.append(await send(DEPARTMENTS_TOPIC, key, orjson.dumps(delta)))
         for marker in out.markers:
@@ -347,7 +359,7 @@ class BudgetApp:
             await asyncio.gather(*pending)
         _write(table, out.writes[commit_at:])
         if topic == EVENTS_TOPIC:
-            self.metrics.messages.labels(out.outcome).inc()
+            self.metrics.child(self.metrics.messages, out.outcome).inc()
 
     # -- the wall clock (live mode) ------------------------------------------
     async def wall_clock_tick(self) -> None:

@@ -1,0 +1,60 @@
+"""The Faust agents' Prometheus metrics, read back from the app's own registry."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+
+from connectors.profiles import load_profile
+from streams.faust_state import partition_for
+from tests.functional.faust_harness import make_app, running
+
+
+def event(type_: str, event_id: str, day: str, project: str, **fields: object) -> bytes:
+    return json.dumps(
+        {"type": type_, "event_id": event_id, "occurred_on": day, "project_id": project, **fields}
+    ).encode()
+
+
+def midnight(day: str) -> float:
+    return dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), tzinfo=dt.UTC).timestamp()
+
+
+def test_clock_messages_buffers_and_transitions_are_counted_per_partition() -> None:
+    bapp, outlet = make_app(load_profile("baseline"), partitions=2)
+    registry = bapp.metrics.registry
+    project = "P1"
+    home = partition_for(project, 2)
+    registered = event(
+        "project_registered", "r1", "2025-01-10", project, fiscal_year=2025, name="项目",
+        department_id="D01", department_name="单位", fund_source="general",
+    )
+    approved = event("budget_approved", "b1", "2025-01-10", project, amount="1000000.00")
+
+    async def scenario() -> list[float | None]:
+        async with running(bapp, outlet) as h:
+            await h.publish([registered, approved, approved])  # the last one a duplicate
+            buffered = registry.get_sample_value("budget_stream_pending_events", {"partition": str(home)})
+            await h.tick("2025-01-31")
+            first = registry.get_sample_value(
+                "budget_stream_clock_timestamp_seconds", {"topic": "budget-events", "partition": str(home)}
+            )
+            await h.tick("2025-07-01")  # past the 06-30 checkpoint: nothing paid, it fires
+            return [buffered, first]
+
+    buffered, first = asyncio.run(scenario())
+    value = registry.get_sample_value
+    assert buffered == 2
+    assert first == midnight("2025-01-31")
+    for p in ("0", "1"):
+        assert value("budget_stream_clock_timestamp_seconds",
+                     {"topic": "budget-events", "partition": p}) == midnight("2025-07-01")
+        assert value("budget_stream_pending_events", {"partition": p}) == 0
+    assert value("budget_stream_dedup_event_ids", {"partition": str(home)}) == 2
+    assert value("budget_stream_messages_total", {"outcome": "buffered"}) == 2
+    assert value("budget_stream_messages_total", {"outcome": "duplicate"}) == 1
+    assert value("budget_stream_messages_total", {"outcome": "tick"}) == 4  # 2 ticks x 2 partitions
+    fired = value("budget_stream_alert_transitions_total",
+                  {"rule": "low_execution", "severity": "critical", "transition": "firing"})
+    assert fired == 1
