@@ -4,8 +4,9 @@ Topics (key → value):
 
 * ``budget-events`` — ``project_id`` → one contract event (JSON); clock ticks
   ``__clock__`` → ``{"type": "clock_tick", "as_of": "YYYY-MM-DD"}`` on every partition.
-* ``budget-departments`` — ``"<fiscal_year>:<department_id>"`` → budget/paid deltas
-  per department and day, and ``closed`` markers (one per tick per source partition).
+* ``budget-departments`` — ``__closed__:<source>`` → a ``closed`` marker per tick to
+  every partition, carrying the budget/paid deltas (per department and day) of the
+  departments that partition holds (``partition_for("<fiscal_year>:<department_id>")``).
 * ``budget-alerts`` — ``alert_id`` → one transition: the fields of
   ``budgetwatch alerts --json`` plus ``transition``, ``date``, ``previous_severity``.
 * ``budget-events-dlq`` — the raw key → reason, raw value, topic/partition/offset.
@@ -43,6 +44,7 @@ from streams.faust_state import (
     ProjectPartition,
     dead_letter,
     is_meta_key,
+    partition_for,
     tick_value,
 )
 from streams.settings import Settings
@@ -346,14 +348,22 @@ class BudgetApp:
         for letter in out.dead_letters:
             deliveries.append(await send(DLQ_TOPIC, letter["key"], orjson.dumps(letter)))
             self.metrics.child(self.metrics.dead_letters, topic).inc()
-        for key, delta in out.departments:
-            deliveries.append(await send(DEPARTMENTS_TOPIC, key, orjson.dumps(delta)))
-        for marker in out.markers:
-            body = orjson.dumps(marker)
-            for partition in range(self.partitions):
-                deliveries.append(
-                    await send(DEPARTMENTS_TOPIC, f"__closed__:{marker['source']}", body, partition)
-                )
+        if out.markers:
+            # A tick's deltas ride on its marker to each department partition: one message
+            # per partition and tick, not one per department and day (those were half
+            # the messages the agents handled).
+            deltas: dict[int, list[tuple[str, Any]]] = {}
+            for key, delta in out.departments:
+                deltas.setdefault(partition_for(key, self.partitions), []).append((key, delta))
+            for marker in out.markers:
+                for partition in range(self.partitions):
+                    body = orjson.dumps({**marker, "deltas": deltas.pop(partition, [])})
+                    deliveries.append(
+                        await send(DEPARTMENTS_TOPIC, f"__closed__:{marker['source']}", body, partition)
+                    )
+        else:
+            for key, delta in out.departments:
+                deliveries.append(await send(DEPARTMENTS_TOPIC, key, orjson.dumps(delta)))
         pending = [d for d in deliveries if d is not None]
         if pending:
             await asyncio.gather(*pending)

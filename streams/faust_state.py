@@ -564,8 +564,10 @@ class DepartmentPartition(_VersionedPartition):
     """One partition of ``budget-departments``: department totals (sums of budget and
     paid, never means of rates) and ``department_low_execution``.
 
-    Project partitions send per-(department, day) deltas and, after each tick, a
-    ``closed`` marker to every department partition. Tick k is one *round* here:
+    After each tick a project partition sends a ``closed`` marker to every department
+    partition, carrying its per-(department, day) deltas for the departments held
+    there (a lone ``delta`` message, as earlier workers sent, is still taken). Tick k
+    is one *round* here:
     when every source partition has sent its k-th marker, the deltas dated up to
     that tick's day are applied in day order and the days closed — the same
     department evaluations, on the same days, as the embedded engine's monitor.
@@ -645,35 +647,21 @@ class DepartmentPartition(_VersionedPartition):
         source = int(message["source"])
         epoch = int(message["epoch"])
         out = Output(outcome="applied")
-        if kind == "delta":
+        if kind == "delta":  # one department's delta (what workers before batching sent)
             dept = _text(key)
-            day = int(message["day"])
-            # A tick redone after a crash re-sends the same deltas: each is unique by
-            # (source, epoch, department, day), remembered with the department's totals.
-            received = self.received.setdefault(dept, {})
-            last = received.get(source)
-            if epoch <= self.meta.last_epoch.get(source, 0) or (
-                last is not None and (last[0] > epoch or (last[0] == epoch and day in last[1]))
-            ):
-                out.outcome = "duplicate"
-            else:
-                if last is None or last[0] < epoch:
-                    received[source] = (epoch, {day})
-                else:
-                    last[1].add(day)
-                totals = self.totals.get(dept)
-                if totals is None:
-                    totals = self.totals[dept] = Totals(
-                        int(message["fiscal_year"]), str(message["department_id"])
-                    )
-                if message.get("department_name"):
-                    totals.department_name = message["department_name"]
-                bucket = self.pending.setdefault(dept, {}).setdefault(day, [0, 0, 0])
-                bucket[0] += int(message["budget"])
-                bucket[1] += int(message["paid"])
-                bucket[2] += int(message["projects"])
+            if self._take_delta(dept, source, epoch, message):
                 out.writes.append((dept, self._value(dept, self.meta.epoch)))
+            else:
+                out.outcome = "duplicate"
         elif kind == "closed":
+            # The tick's deltas for this partition's departments ride on its marker:
+            # one message per source and tick instead of one per department and day.
+            touched: set[str] = set()
+            for dept, delta in message.get("deltas", ()):
+                if self._take_delta(dept, source, epoch, delta):
+                    touched.add(dept)
+            for dept in sorted(touched):
+                out.writes.append((dept, self._value(dept, self.meta.epoch)))
             if epoch <= self.meta.last_epoch.get(source, 0):
                 out.outcome = "duplicate"
             else:
@@ -690,6 +678,33 @@ class DepartmentPartition(_VersionedPartition):
             )
         out.writes.append((department_meta_key(self.partition), self.meta.to_value(self.partition)))
         return out
+
+    def _take_delta(self, dept: str, source: int, epoch: int, delta: Mapping[str, Any]) -> bool:
+        """Add one (department, day) delta of a source's tick to the pending days; False
+        if it was taken before. A tick redone after a crash re-sends the same deltas:
+        each is unique by (source, epoch, department, day), remembered with the
+        department's totals (so in the same changelog write as the sums it changed)."""
+        day = int(delta["day"])
+        received = self.received.setdefault(dept, {})
+        last = received.get(source)
+        if epoch <= self.meta.last_epoch.get(source, 0) or (
+            last is not None and (last[0] > epoch or (last[0] == epoch and day in last[1]))
+        ):
+            return False
+        if last is None or last[0] < epoch:
+            received[source] = (epoch, {day})
+        else:
+            last[1].add(day)
+        totals = self.totals.get(dept)
+        if totals is None:
+            totals = self.totals[dept] = Totals(int(delta["fiscal_year"]), str(delta["department_id"]))
+        if delta.get("department_name"):
+            totals.department_name = delta["department_name"]
+        bucket = self.pending.setdefault(dept, {}).setdefault(day, [0, 0, 0])
+        bucket[0] += int(delta["budget"])
+        bucket[1] += int(delta["paid"])
+        bucket[2] += int(delta["projects"])
+        return True
 
     def _rounds(self, out: Output) -> None:
         markers = self.meta.markers
