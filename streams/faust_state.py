@@ -61,6 +61,7 @@ from alerts.monitor import Monitor
 from alerts.profile import Profile
 from budget.calendar import iso, year_of
 from budget.events import EventRejected, Record, parse_day, parse_event
+from budget.fast_events import fast_record
 from budget.ledger import ProjectState, Totals, counts_in_rollup
 
 CLOCK_KEY = "__clock__"
@@ -240,6 +241,9 @@ class ProjectPartition(_VersionedPartition):
         self.monitor = Monitor(profile)
         self.meta = _Meta()
         self.seen: dict[str, dict[str, int]] = {}  # project -> event_id -> day
+        # project -> the earliest day in its seen ids: a tick looks through a project's
+        # ids for ones past the dedup horizon only when there are some.
+        self.oldest_seen: dict[str, int] = {}
         self.pending: dict[str, list[tuple[int, Record]]] = {}  # project -> [(seq, record)]
         self.contributed: dict[
             str, tuple[str, int, int]
@@ -292,7 +296,7 @@ class ProjectPartition(_VersionedPartition):
         clock = self.meta.clock
         for entry in sorted(entries, key=lambda e: int(e["seq"])):
             record = Record(*entry["record"])
-            self.seen.setdefault(record.project_id, {})[record.event_id] = record.day
+            self._remember(record)
             applied = int(entry["epoch"]) < self.meta.epoch and clock is not None and record.day <= clock
             if not applied:
                 self.pending.setdefault(record.project_id, []).append((int(entry["seq"]), record))
@@ -318,7 +322,8 @@ class ProjectPartition(_VersionedPartition):
                 offset, key, raw, "empty message (a tombstone?); expected one JSON event"
             )
         try:
-            record = parse_event(raw).to_record()
+            # The common shapes without pydantic (an identical Record), else the models.
+            record = fast_record(raw) or parse_event(raw).to_record()
         except EventRejected as err:
             return self._reject(offset, key, raw, err.reason)
         if key_text != record.project_id:
@@ -377,7 +382,7 @@ class ProjectPartition(_VersionedPartition):
         # the changelog traffic.
         if record.event_id in seen:
             return Output(outcome="duplicate")
-        seen[record.event_id] = record.day
+        self._remember(record)
         self.pending.setdefault(project_id, []).append((self.meta.seq, record))
         out = Output(outcome="buffered")
         out.writes.append((
@@ -396,12 +401,15 @@ class ProjectPartition(_VersionedPartition):
         out = Output(outcome="tick")
         due: list[tuple[int, Record]] = []
         touched: set[str] = set()
-        for project_id, items in self.pending.items():
+        for project_id, items in list(self.pending.items()):  # only projects with events waiting
             keep = [item for item in items if item[1].day > until]
             if len(keep) != len(items):
                 due.extend(item for item in items if item[1].day <= until)
                 touched.add(project_id)
-                self.pending[project_id] = keep
+                if keep:
+                    self.pending[project_id] = keep
+                else:
+                    del self.pending[project_id]
         due.sort(key=lambda item: (item[1].day, item[0]))
         deltas: dict[tuple[str, int], list[Any]] = {}
         monitor.changed = set()
@@ -428,11 +436,17 @@ class ProjectPartition(_VersionedPartition):
         # on the meta's clock refuses such old events before any id is looked up.
         cutoff = self.meta.clock - self.dedup_days
         for project_id in sorted(touched):
-            seen = self.seen.get(project_id)
+            oldest = self.oldest_seen.get(project_id)
+            if oldest is None or oldest >= cutoff:
+                continue
+            seen = self.seen[project_id]
+            for eid in sorted(eid for eid, day in seen.items() if day < cutoff):
+                del seen[eid]
+                out.writes.append((event_key(project_id, eid), None))
             if seen:
-                for eid in sorted(eid for eid, day in seen.items() if day < cutoff):
-                    del seen[eid]
-                    out.writes.append((event_key(project_id, eid), None))
+                self.oldest_seen[project_id] = min(seen.values())
+            else:
+                del self.oldest_seen[project_id]
         # The tick is committed once the meta is written; from now on the values
         # just written are the committed ones.
         self.committed.update(bodies)
@@ -516,6 +530,13 @@ class ProjectPartition(_VersionedPartition):
         }
 
     # -- reading ---------------------------------------------------------
+
+    def _remember(self, record: Record) -> None:
+        project_id, day = record.project_id, record.day
+        self.seen.setdefault(project_id, {})[record.event_id] = day
+        oldest = self.oldest_seen.get(project_id)
+        if oldest is None or day < oldest:
+            self.oldest_seen[project_id] = day
 
     def pending_count(self) -> int:
         return sum(len(items) for items in self.pending.values())
