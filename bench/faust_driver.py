@@ -64,9 +64,11 @@ class ChangelogSink:
             self.bytes += len(value) if isinstance(value, bytes | str) else 0
 
 
-def _schedule(lines: list[bytes]) -> list[tuple[str, str, bytes]]:
-    """The producer's work, not timed: key by project, order by business date."""
-    return sorted(((*_key_and_day(line), line) for line in lines), key=lambda item: item[1])
+def _schedule(lines: list[bytes], partitions: int) -> list[tuple[str, str, bytes, int]]:
+    """The producer's work, not timed: key by project, order by business date, partition
+    by key (murmur2, which a Kafka producer computes in its own process)."""
+    keyed = sorted(((*_key_and_day(line), line) for line in lines), key=lambda item: item[1])
+    return [(key, day, line, partition_for(key, partitions)) for key, day, line in keyed]
 
 
 async def drive_floor(lines: list[bytes], partitions: int, as_of: int) -> tuple[float, int]:
@@ -89,7 +91,7 @@ async def drive_floor(lines: list[bytes], partitions: int, as_of: int) -> tuple[
 
     agent = app.agent(topic, name="floor", concurrency=1)(floor_agent)
     changelog = ChangelogSink(app)
-    keyed = _schedule(lines)
+    keyed = _schedule(lines, partitions)
     last = dt.date.fromordinal(as_of).isoformat()
     offsets: dict[int, int] = {}
     sent = 0
@@ -111,11 +113,11 @@ async def drive_floor(lines: list[bytes], partitions: int, as_of: int) -> tuple[
 
         started = time.perf_counter()
         current: str | None = None
-        for key, day, line in keyed:
+        for key, day, line, partition in keyed:
             if day != current and current is not None and current <= last:
                 await tick(current)
             current = day
-            await put(key, line, partition_for(key, partitions))
+            await put(key, line, partition)
         await tick(last)
         seconds = time.perf_counter() - started
     return seconds, sent
@@ -129,7 +131,7 @@ async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float,
     raw: Any = faust.Schema(key_serializer="raw", value_serializer="raw")
     app = bapp.app
     changelog = ChangelogSink(app)
-    keyed = _schedule(lines)
+    keyed = _schedule(lines, partitions)
     last = dt.date.fromordinal(as_of).isoformat()
     offsets: dict[int, int] = {}
     department_offsets: dict[int, int] = {}
@@ -167,11 +169,11 @@ async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float,
 
         started = time.perf_counter()
         current: str | None = None
-        for key, day, line in keyed:
+        for key, day, line, partition in keyed:
             if day != current and current is not None and current <= last:
                 await tick(current)
             current = day
-            await put(key, line, partition_for(key, partitions))
+            await put(key, line, partition)
             if outlet.messages:
                 await forward()
         await tick(last)

@@ -50,6 +50,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import groupby
 from typing import Any
 
@@ -822,6 +823,7 @@ def _department_key_of(alert: Alert) -> str:
     return department_key(alert.fiscal_year, alert.subject_id)
 
 
+@lru_cache(maxsize=1 << 16)  # murmur2 in Python; an agent asks again for the same keys
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as kafka-python and the Java
     client) gives a string key — how ``budgetwatch publish`` and the agents agree."""
