@@ -198,6 +198,12 @@ def deliver_cmd(
         f"推送 Alertmanager {stats.alertmanager_pushed} 条",
         highlight=False,
     )
+    if stats.paced:
+        out.print(
+            f"[yellow]{stats.paced} 个通知队列的钉钉/企业微信机器人已达每分钟 20 条的上限，"
+            "其余通知顺延到下一轮发送[/yellow]",
+            highlight=False,
+        )
     if stats.skipped_historical:
         out.print(
             f"[yellow]{stats.skipped_historical} 条预警变动早于业务日期 {s.notify_horizon_days} 天以上"

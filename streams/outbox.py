@@ -53,6 +53,7 @@ from connectors.alertmanager import (
 from connectors.directory import CHANNELS, Directory, DirectoryError, load_directory
 from connectors.notify import DeliveryError, Note
 from connectors.notify.channels import channel_for
+from connectors.notify.pacing import ROBOT_LIMITS, Window, recipients_of, robot_of
 from connectors.notify.smtp import SendMail, SmtpSettings
 from streams.errors import BudgetwatchError
 from streams.settings import Settings
@@ -161,6 +162,7 @@ class DispatchStats:
     gave_up: int = 0  # deliveries that reached max_attempts (status failed)
     alertmanager_pushed: int = 0  # alerts sent to Alertmanager
     skipped_historical: int = 0  # transitions older than the horizon: routed to nobody
+    paced: int = 0  # (recipient, channel) queues held back this round: their robot's minute is full
     alertmanager_error: str | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -334,6 +336,20 @@ class DeliveryLog:
             (status, attempts, now + policy.delay(attempts), error[:2000], delivery.id),
         )
         return status
+
+    def delivered_since(self, recipients: list[str], channel: str, since: float) -> list[float]:
+        """When deliveries to these recipients' ``channel`` went out after ``since``."""
+        if not recipients:
+            return []
+        marks = ",".join("?" for _ in recipients)
+        return [
+            float(at)
+            for (at,) in self.db.execute(
+                "SELECT delivered_at FROM deliveries WHERE status = ? AND channel = ?"
+                f" AND recipient IN ({marks}) AND delivered_at > ?",
+                (DELIVERED, channel, *recipients, since),
+            )
+        ]
 
     def retry_failed(self) -> int:
         """Re-queue failed deliveries, due at once (after fixing the directory or the receiver)."""
@@ -515,6 +531,8 @@ class Dispatcher:
         self._am_next: float | None = None  # wall time of the next periodic push
         self._am_sent: dict[str, str] | None = None  # alert_id -> severity last pushed
         self.wake: asyncio.Event | None = None  # set by the engine after new transitions
+        # (channel, robot address) -> its recent sends (connectors.notify.pacing)
+        self._windows: dict[tuple[str, str], Window] = {}
 
     @classmethod
     def from_settings(
@@ -595,6 +613,11 @@ class Dispatcher:
                     await self._send_group(rows, now, stats)
 
             await asyncio.gather(*(serve(rows) for rows in groups.values()))
+            if stats.paced:
+                log.info(
+                    "%d queues wait for their robot's rate limit (20 messages a minute); "
+                    "they go on in the next rounds", stats.paced,
+                )
         if self.alertmanager_url and await self._am_due(ts):
             await self._push(now, stats)
         return stats
@@ -602,12 +625,35 @@ class Dispatcher:
     async def _send_group(
         self, rows: list[Delivery], now: dt.datetime, stats: DispatchStats
     ) -> None:
-        """Oldest first; stop at the first delivery not yet due or failing (keeps order)."""
+        """Oldest first; stop at the first delivery not yet due, failing or held back by
+        its robot's rate limit (keeps order; a held delivery costs no attempt)."""
+        ts = now.timestamp()
         for delivery in rows:
-            if delivery.next_attempt > now.timestamp():
+            if delivery.next_attempt > ts:
+                return
+            window = await self._window(delivery, ts)
+            if window is not None and not window.take(ts):
+                stats.paced += 1
                 return
             if not await self._deliver(delivery, now, stats):
                 return
+
+    async def _window(self, delivery: Delivery, ts: float) -> Window | None:
+        """The send window of the robot this delivery posts to (None: not a robot). A new
+        one starts from the deliveries of the last minute, so a restart does not send a
+        robot a second minute's worth."""
+        assert self.directory is not None
+        limit = ROBOT_LIMITS.get(delivery.channel)
+        robot = robot_of(self.directory.contact(delivery.recipient), delivery.channel)
+        if limit is None or robot is None:
+            return None
+        key = (delivery.channel, robot)
+        window = self._windows.get(key)
+        if window is None:
+            recipients = recipients_of(self.directory, delivery.channel, robot)
+            sent = await self._db(self.log.delivered_since, recipients, delivery.channel, ts - limit.seconds)
+            window = self._windows.setdefault(key, Window.seeded(limit, sent))
+        return window
 
     async def _deliver(self, delivery: Delivery, now: dt.datetime, stats: DispatchStats) -> bool:
         ts = now.timestamp()
@@ -647,7 +693,9 @@ class Dispatcher:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.policy.tries),
                 wait=wait_exponential(multiplier=self.policy.wait, max=self.policy.wait_max),
-                retry=retry_if_exception(lambda e: isinstance(e, DeliveryError) and e.transient),
+                retry=retry_if_exception(
+                    lambda e: isinstance(e, DeliveryError) and e.transient and not e.rate_limited
+                ),
                 sleep=self.sleep,
                 reraise=True,
             ):

@@ -24,7 +24,8 @@ PROJECTS = {  # project -> (department id, department name, project name)
 }
 
 
-def _run(path: Path, events: list[dict[str, Any]], as_of: str) -> int:
+def run_events(path: Path, events: list[dict[str, Any]], as_of: str) -> int:
+    """Ingest ``events`` and run the engine to ``as_of``; the transitions it made."""
     with Store(path) as store:
         ingest(store, parse_lines(jsonl(events).splitlines(), "test.jsonl"))
         summary = Engine(store, load_profile("baseline"), dispositions=False).run(to_day(parse_day(as_of)))
@@ -44,7 +45,7 @@ def fire(path: Path) -> int:
             approved(pid, "1000000.00", on="2025-01-02"),
             payment(pid, "100000.00", on="2025-02-03", event_id=f"{pid}-PAY-1"),
         ]
-    return _run(path, events, "2025-07-01")
+    return run_events(path, events, "2025-07-01")
 
 
 def resolve(path: Path) -> int:
@@ -52,7 +53,7 @@ def resolve(path: Path) -> int:
     events = [
         payment(pid, "600000.00", on="2025-07-05", event_id=f"{pid}-PAY-2") for pid in PROJECTS
     ]
-    return _run(path, events, "2025-07-06")
+    return run_events(path, events, "2025-07-06")
 
 
 def outbox_count(path: Path) -> int:

@@ -20,11 +20,15 @@ DEDUP_HEADER = "X-Budgetwatch-Dedup-Key"
 
 
 class DeliveryError(Exception):
-    """A notification did not reach its channel; ``transient`` errors are retried soon."""
+    """A notification did not reach its channel; ``transient`` errors are retried soon.
 
-    def __init__(self, message: str, *, transient: bool) -> None:
+    ``rate_limited``: the receiver refused for sending too fast (a robot's minute was
+    full); retrying at once would only prolong it, so it waits for the next attempt."""
+
+    def __init__(self, message: str, *, transient: bool, rate_limited: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        self.rate_limited = rate_limited
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,7 @@ def check_errcode(url: str, response: httpx.Response, *, rate_limited: frozenset
     code = data.get("errcode", 0) if isinstance(data, dict) else 0
     if code:
         message = data.get("errmsg", "") if isinstance(data, dict) else ""
+        limited = int(code) in rate_limited
         raise DeliveryError(
-            f"{redact(url)}: errcode={code} {message}", transient=int(code) in rate_limited
+            f"{redact(url)}: errcode={code} {message}", transient=limited, rate_limited=limited
         )

@@ -195,3 +195,83 @@ def test_every_channel_every_notification_across_an_outage_and_a_restart(tmp_pat
     body = bureau.get_body().get_content()  # type: ignore[union-attr]
     assert "已支付：10.00万元" in body and "建议措施" in body
     assert len({m["Message-ID"] for m in by_rcpt["cwk@jyj.example"]}) == 8
+
+
+def test_a_robot_gets_at_most_twenty_messages_a_minute_across_a_restart(tmp_path: Path) -> None:
+    """Eight projects of one department fire together on 06-30: 25 warnings for its
+    DingTalk and WeCom robots. The DingTalk stand-in refuses (errcode 130101) a 21st
+    message within 60 s of its signed timestamps, as DingTalk does; the dispatcher
+    never meets that refusal, holds the rest without spending attempts and sends them
+    as the minute frees up, also after a restart."""
+    from tests.builders import approved, payment, registered
+    from tests.notify_helpers import run_events
+
+    db = tmp_path / "bw.db"
+    events: list[dict[str, Any]] = []
+    for i in range(8):
+        pid = f"P{i}"
+        events += [
+            registered(pid, name=f"项目{i}", department_id=EDU, department_name="教育局", on="2025-01-02"),
+            approved(pid, "1000000.00", on="2025-01-02"),
+            payment(pid, "100000.00", on="2025-02-03", event_id=f"{pid}-PAY-1"),
+        ]
+    assert run_events(db, events, "2025-07-01") == 25
+    stamps: list[int] = []  # signed timestamps (ms) of the messages the robot took
+    refused = Counter[str]()
+    wecom_taken: list[str] = []
+
+    async def dingtalk(request: web.Request) -> web.Response:
+        timestamp = int(request.query["timestamp"])
+        if len([s for s in stamps if s > timestamp - 60_000]) >= 20:
+            refused["dingtalk"] += 1
+            return web.json_response({"errcode": 130101, "errmsg": "send too fast, exceed 20 times per minute"})
+        stamps.append(timestamp)
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    async def wecom(request: web.Request) -> web.Response:
+        wecom_taken.append(request.headers[DEDUP_HEADER])
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    async def scenario() -> list[tuple[int, int, int]]:
+        app = web.Application()
+        app.router.add_post("/dingtalk", dingtalk)
+        app.router.add_post("/wecom", wecom)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        directory = parse_directory({"departments": {EDU: {
+            "name": "教育局",
+            "dingtalk": {"url": f"{base}/dingtalk?access_token=T", "secret": SECRET},
+            "wecom": f"{base}/wecom?key=K",
+        }}})
+        rounds: list[tuple[int, int, int]] = []  # (seconds after T0, DingTalk taken, paced queues)
+
+        async def round_at(dispatcher: Dispatcher, seconds: float) -> None:
+            stats = await dispatcher.run_once(T0 + dt.timedelta(seconds=seconds))
+            rounds.append((int(seconds), len(stamps), stats.paced))
+
+        try:
+            first = Dispatcher(db, directory, clock=lambda: T0)
+            await round_at(first, 0)
+            await round_at(first, 30)
+            await first.aclose()
+            second = Dispatcher(db, directory, clock=lambda: T0)  # a restart, same file
+            await round_at(second, 45)
+            await round_at(second, 62)
+            await second.aclose()
+        finally:
+            await runner.cleanup()
+        return rounds
+
+    rounds = asyncio.run(scenario())
+    assert rounds == [(0, 20, 2), (30, 20, 2), (45, 20, 2), (62, 25, 0)]
+    assert refused["dingtalk"] == 0
+    assert len(wecom_taken) == 25 and len(set(wecom_taken)) == 25
+    log = DeliveryLog(db)
+    assert log.rows(("pending", "failed")) == []
+    assert {r["attempts"] for r in log.rows(("delivered",))} == {1}  # waiting cost no attempt
+    # first in, first out: the robot got the department's warnings in outbox order
+    delivered = [r for r in log.rows(("delivered",)) if r["channel"] == "dingtalk"]
+    assert [r["outbox_id"] for r in delivered] == sorted(r["outbox_id"] for r in delivered)
