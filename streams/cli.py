@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -61,6 +62,17 @@ def open_engine(db: str | None, profile: str | None) -> Engine:
     path, prof = resolve(db, profile)
     s = settings()
     return Engine(Store(path, synchronous=s.synchronous), prof, commit_every=s.commit_every, today=today_in_china)
+
+
+@contextmanager
+def opened_engine(db: str | None, profile: str | None) -> Iterator[Engine]:
+    """An engine on the store for one command; the store is closed when it is done (the
+    last connection's close checkpoints the WAL into the database file)."""
+    engine = open_engine(db, profile)
+    try:
+        yield engine
+    finally:
+        engine.store.close()
 
 
 def emit_json(data: Any) -> None:
@@ -145,35 +157,35 @@ def run_cmd(
     commit_every: Annotated[int | None, typer.Option(help="events between commits")] = None,
 ) -> None:
     """Process the log in business-date order up to --as-of (default: the latest event date)."""
-    engine = open_engine(db, profile)
-    if commit_every:
-        engine.commit_every = commit_every
-    if rebuild:
-        engine.rebuild()
-    out = render.console()
-    with progress_bar() as bar:
-        task = bar.add_task("处理事件", total=None)
+    with opened_engine(db, profile) as engine:
+        if commit_every:
+            engine.commit_every = commit_every
+        if rebuild:
+            engine.rebuild()
+        out = render.console()
+        with progress_bar() as bar:
+            task = bar.add_task("处理事件", total=None)
 
-        def advance(done: int, pending: int) -> None:
-            bar.update(task, completed=done, total=pending)
+            def advance(done: int, pending: int) -> None:
+                bar.update(task, completed=done, total=pending)
 
-        summary = engine.run(parse_as_of(as_of), progress=advance)
-    active = engine.store.alert_rows(status="firing")
-    out.print(
-        f"处理至 {iso(summary.as_of) if summary.as_of else '—'}：事件 {summary.events} 条，"
-        f"预警变化 {summary.transitions} 次，当前预警 {len(active)} 条"
-    )
-    out.print(f"events={summary.events} transitions={summary.transitions} active_alerts={len(active)}")
-    if summary.as_of is not None and (years := engine.uncovered_calendar_years(summary.as_of)):
+            summary = engine.run(parse_as_of(as_of), progress=advance)
+        active = engine.store.alert_rows(status="firing")
         out.print(
-            f"[yellow]节假日安排未包含 {'、'.join(map(str, years))} 年：其处置期限暂按周一至周五计算；"
-            f"国务院办公厅公布该年放假安排后，请补充日历并用 --rebuild 重算[/yellow]"
+            f"处理至 {iso(summary.as_of) if summary.as_of else '—'}：事件 {summary.events} 条，"
+            f"预警变化 {summary.transitions} 次，当前预警 {len(active)} 条"
         )
-    if summary.as_of is not None and (waiting := engine.waiting_after(summary.as_of)):
-        out.print(
-            f"[yellow]{waiting} 条事件的业务日期晚于 {iso(summary.as_of)}，等待以后处理"
-            f"（如日期有误请更正后重新导入；确需处理请用 --as-of）[/yellow]"
-        )
+        out.print(f"events={summary.events} transitions={summary.transitions} active_alerts={len(active)}")
+        if summary.as_of is not None and (years := engine.uncovered_calendar_years(summary.as_of)):
+            out.print(
+                f"[yellow]节假日安排未包含 {'、'.join(map(str, years))} 年：其处置期限暂按周一至周五计算；"
+                f"国务院办公厅公布该年放假安排后，请补充日历并用 --rebuild 重算[/yellow]"
+            )
+        if summary.as_of is not None and (waiting := engine.waiting_after(summary.as_of)):
+            out.print(
+                f"[yellow]{waiting} 条事件的业务日期晚于 {iso(summary.as_of)}，等待以后处理"
+                f"（如日期有误请更正后重新导入；确需处理请用 --as-of）[/yellow]"
+            )
 
 
 @app.command("status")
@@ -185,7 +197,8 @@ def status_cmd(
     limit: Annotated[int, typer.Option(help="projects shown in the human table")] = 20,
 ) -> None:
     """Region, department and project figures as of the clock."""
-    status = open_engine(db, profile).status(year)
+    with opened_engine(db, profile) as engine:
+        status = engine.status(year)
     if as_json:
         emit_json(status)
         return
@@ -224,9 +237,9 @@ def reductions_cmd(
     xlsx: Annotated[Path | None, typer.Option("--xlsx", help="also write the proposals to this XLSX file")] = None,
 ) -> None:
     """Reduction proposals (调减建议) for projects with low_execution firing."""
-    engine = open_engine(db, profile)
-    proposals = [p.to_json() for p in engine.reductions()]
-    clock = engine.monitor.clock
+    with opened_engine(db, profile) as engine:
+        proposals = [p.to_json() for p in engine.reductions()]
+        clock = engine.monitor.clock
     if xlsx is not None:
         write_reductions_xlsx(xlsx, proposals, iso(clock) if clock else "")
     if as_json:
