@@ -24,8 +24,9 @@ A changelog partition is a prefix of what was written, so after a crash:
 * each accepted event has its own small entry (``__event__:<project>:<event_id>``:
   the record, its arrival seq and the epoch it arrived in) and no meta of its own:
   the entry is both the buffer and the dedup memory, so a redelivered event whose
-  entry was written is a duplicate, and restore recounts the arrival seq from the
-  entries. Ticks, rejections and the department agent's messages write the meta.
+  entry was written is skipped (restore takes the last entry's offset as handled:
+  messages are handled in offset order), and restore recounts the arrival seq from
+  the entries. Ticks, rejections and the department agent's messages write the meta.
   Whether an entry is still pending follows from
   the committed meta alone: it was applied iff a committed tick came after its
   arrival (epoch) and reached its day (clock). Nothing rewrites entries at a tick;
@@ -302,6 +303,9 @@ class ProjectPartition(_VersionedPartition):
             if not applied:
                 self.pending.setdefault(record.project_id, []).append((int(entry["seq"]), record))
             self.meta.seq = max(self.meta.seq, int(entry["seq"]) + 1)
+            # Messages are handled in offset order, so every offset up to the last entry's
+            # was handled before the crash: redelivered, not sent twice by a producer.
+            self.meta.offset = max(self.meta.offset, int(entry.get("offset", -1)))
         self.monitor.restore(states, alerts, self.meta.clock)
         return self
 
@@ -388,7 +392,10 @@ class ProjectPartition(_VersionedPartition):
         out = Output(outcome="buffered")
         out.writes.append((
             event_key(project_id, record.event_id),
-            {"p": self.partition, "epoch": self.meta.epoch, "seq": self.meta.seq, "record": list(record)},
+            {
+                "p": self.partition, "epoch": self.meta.epoch, "seq": self.meta.seq, "offset": offset,
+                "record": list(record),
+            },
         ))
         self.meta.seq += 1
         return out
