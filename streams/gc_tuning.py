@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,12 +19,31 @@ from contextlib import contextmanager
 RUN_GEN0_THRESHOLD = 200_000
 
 
+_lock = threading.Lock()
+_holders = 0  # blocks inside fewer_collections(), in any thread
+_saved: tuple[int, ...] | None = None  # the threshold before the first of them
+
+
 @contextmanager
 def fewer_collections() -> Iterator[None]:
-    """Raise the young-generation threshold for the block, then restore it."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(before[0], RUN_GEN0_THRESHOLD), *before[1:])
+    """Raise the young-generation threshold for the block, then restore it.
+
+    The threshold is process-wide. serve keeps ingest and the engine on one worker
+    thread, but code embedding them may run them in threads whose blocks overlap
+    without nesting; so the first block in raises it and the last one out restores it
+    (saved by each block, an early exit would lower it under a running one and a late
+    one would leave it raised for good)."""
+    global _holders, _saved
+    with _lock:
+        if _holders == 0:
+            _saved = gc.get_threshold()
+            gc.set_threshold(max(_saved[0], RUN_GEN0_THRESHOLD), *_saved[1:])
+        _holders += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        with _lock:
+            _holders -= 1
+            if _holders == 0 and _saved is not None:
+                gc.set_threshold(*_saved)
+                _saved = None
