@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 RULE_NAMES: dict[str, str] = {
@@ -112,6 +113,11 @@ def compose(
             f"当前预算执行率{pct(figures.get('execution_rate'))}。"
         )
         return message, "预警条件已消除，无需进一步处理；请继续按计划执行。"
-    return label + _situation(rule, subject, figures, as_of), ACTIONS.get(rule, "请核实处理。").format(
-        days=deadline_days
-    )
+    return label + _situation(rule, subject, figures, as_of), _action(rule, deadline_days)
+
+
+@lru_cache(maxsize=256)
+def _action(rule: str, deadline_days: int) -> str:
+    # One string per (rule, deadline): every firing alert holds its action, ~10k at once
+    # in a county's checkpoint, each a copy of the same sentence when formatted anew.
+    return ACTIONS.get(rule, "请核实处理。").format(days=deadline_days)
