@@ -246,6 +246,7 @@ class ProjectPartition(_VersionedPartition):
         # project -> the earliest day in its seen ids: a tick looks through a project's
         # ids for ones past the dedup horizon only when there are some.
         self.oldest_seen: dict[str, int] = {}
+        self._seen_count = 0  # ids in ``seen``, kept as they come and go (a gauge after each tick)
         self.pending: dict[str, list[tuple[int, Record]]] = {}  # project -> [(seq, record)]
         self.contributed: dict[
             str, tuple[str, int, int]
@@ -450,6 +451,7 @@ class ProjectPartition(_VersionedPartition):
             seen = self.seen[project_id]
             for eid in sorted(eid for eid, day in seen.items() if day < cutoff):
                 del seen[eid]
+                self._seen_count -= 1
                 out.writes.append((event_key(project_id, eid), None))
             if seen:
                 self.oldest_seen[project_id] = min(seen.values())
@@ -541,7 +543,10 @@ class ProjectPartition(_VersionedPartition):
 
     def _remember(self, record: Record) -> None:
         project_id, day = record.project_id, record.day
-        self.seen.setdefault(project_id, {})[record.event_id] = day
+        ids = self.seen.setdefault(project_id, {})
+        if record.event_id not in ids:
+            self._seen_count += 1
+        ids[record.event_id] = day
         oldest = self.oldest_seen.get(project_id)
         if oldest is None or day < oldest:
             self.oldest_seen[project_id] = day
@@ -550,7 +555,7 @@ class ProjectPartition(_VersionedPartition):
         return sum(len(items) for items in self.pending.values())
 
     def dedup_memory(self) -> int:
-        return sum(len(ids) for ids in self.seen.values())
+        return self._seen_count
 
 
 def _parse_tick(raw: bytes | str | None) -> int:

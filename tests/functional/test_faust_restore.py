@@ -109,15 +109,32 @@ def test_an_event_costs_one_small_record_however_many_came_before() -> None:
 
 def test_ids_past_the_dedup_horizon_get_tombstones_after_the_tick_commits() -> None:
     part = ProjectPartition(0, PROFILE, dedup_days=10)
+    table: dict[str, Any] = {}  # the compacted changelog: the last value of each key
+
+    def handle(offset: int, key: str, raw: bytes) -> Any:
+        out = part.handle(offset, key, raw)
+        for k, v in out.writes:
+            if v is None:
+                table.pop(k, None)
+            else:
+                table[k] = v
+        return out
+
     payment = {"type": "payment", "event_id": "OLD", "occurred_on": "2025-02-01", "project_id": "P",
                "amount": "1.00"}
-    part.handle(0, "P", orjson.dumps(payment))
-    part.handle(1, CLOCK_KEY, tick_value(dt.date(2025, 2, 1)))
+    handle(0, "P", orjson.dumps(payment))
+    handle(1, CLOCK_KEY, tick_value(dt.date(2025, 2, 1)))
     later = {**payment, "event_id": "NEW", "occurred_on": "2025-03-01"}
-    part.handle(2, "P", orjson.dumps(later))
-    out = part.handle(3, CLOCK_KEY, tick_value(dt.date(2025, 3, 1)))
+    handle(2, "P", orjson.dumps(later))
+    assert part.dedup_memory() == 2
+    out = handle(3, CLOCK_KEY, tick_value(dt.date(2025, 3, 1)))
     keys = [k for k, _ in out.writes]
     assert keys[-1] == event_key("P", "OLD") and out.writes[-1][1] is None
     assert keys.index("__partition__:0") < keys.index(event_key("P", "OLD"))
     assert set(part.seen["P"]) == {"NEW"}
+    assert part.dedup_memory() == 1  # the gauge's count follows the tombstone
+    again = ProjectPartition.restore(0, PROFILE, table.items(), dedup_days=10)
+    assert set(again.seen["P"]) == {"NEW"} and again.dedup_memory() == 1
     assert part.handle(4, "P", orjson.dumps(payment)).outcome == "rejected"  # too old to check
+    again = ProjectPartition.restore(0, PROFILE, [(k, v) for k, v in out.writes if v is not None], dedup_days=10)
+    assert again.dedup_memory() == 0  # only the tick's own values: no event entry among them
