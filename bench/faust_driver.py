@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -71,6 +72,42 @@ def _schedule(lines: list[bytes], partitions: int) -> list[tuple[str, str, bytes
     return [(key, day, line, partition_for(key, partitions)) for key, day, line in keyed]
 
 
+Put = Callable[[str, bytes, int], Awaitable[None]]
+
+
+async def _play(
+    keyed: list[tuple[str, str, bytes, int]],
+    partitions: int,
+    as_of: int,
+    put: Put,
+    settle: Callable[[], Awaitable[None]] | None = None,
+) -> float:
+    """Send the year in business-date order, a clock tick to every partition after each
+    day (what the wall clock sends in production) and one at ``as_of``; ``settle`` runs
+    after every message (the agents' own output handed on). The seconds it took."""
+    last = dt.date.fromordinal(as_of).isoformat()
+
+    async def send(key: str, value: bytes, partition: int) -> None:
+        await put(key, value, partition)
+        if settle is not None:
+            await settle()
+
+    async def tick(day: str) -> None:
+        value = tick_value(dt.date.fromisoformat(day))
+        for p in range(partitions):
+            await send(CLOCK_KEY, value, p)
+
+    started = time.perf_counter()
+    current: str | None = None
+    for key, day, line, partition in keyed:
+        if day != current and current is not None and current <= last:
+            await tick(current)
+        current = day
+        await send(key, line, partition)
+    await tick(last)
+    return time.perf_counter() - started
+
+
 async def drive_floor(lines: list[bytes], partitions: int, as_of: int) -> tuple[float, int]:
     """The same messages through the same test driver into an agent that does only the
     least an at-least-once agent with changelog state must: one table write per message.
@@ -91,8 +128,6 @@ async def drive_floor(lines: list[bytes], partitions: int, as_of: int) -> tuple[
 
     agent = app.agent(topic, name="floor", concurrency=1)(floor_agent)
     changelog = ChangelogSink(app)
-    keyed = _schedule(lines, partitions)
-    last = dt.date.fromordinal(as_of).isoformat()
     offsets: dict[int, int] = {}
     sent = 0
     async with agent.test_context(channel=app.channel(schema=raw)) as events:
@@ -106,20 +141,7 @@ async def drive_floor(lines: list[bytes], partitions: int, as_of: int) -> tuple[
             changelog.drain()
             sent += 1
 
-        async def tick(day: str) -> None:
-            value = tick_value(dt.date.fromisoformat(day))
-            for p in range(partitions):
-                await put(CLOCK_KEY, value, p)
-
-        started = time.perf_counter()
-        current: str | None = None
-        for key, day, line, partition in keyed:
-            if day != current and current is not None and current <= last:
-                await tick(current)
-            current = day
-            await put(key, line, partition)
-        await tick(last)
-        seconds = time.perf_counter() - started
+        seconds = await _play(_schedule(lines, partitions), partitions, as_of, put)
     return seconds, sent
 
 
@@ -132,7 +154,6 @@ async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float,
     app = bapp.app
     changelog = ChangelogSink(app)
     keyed = _schedule(lines, partitions)
-    last = dt.date.fromordinal(as_of).isoformat()
     offsets: dict[int, int] = {}
     department_offsets: dict[int, int] = {}
     outcomes: Counter[str] = Counter()
@@ -161,22 +182,10 @@ async def drive(lines: list[bytes], partitions: int, as_of: int) -> tuple[float,
             await events.put(value=value, key=key.encode("utf-8"), partition=partition)
             changelog.drain()
 
-        async def tick(day: str) -> None:
-            value = tick_value(dt.date.fromisoformat(day))
-            for p in range(partitions):
-                await put(CLOCK_KEY, value, p)
-                await forward()
-
-        started = time.perf_counter()
-        current: str | None = None
-        for key, day, line, partition in keyed:
-            if day != current and current is not None and current <= last:
-                await tick(current)
-            current = day
-            await put(key, line, partition)
+        async def settle() -> None:
             if outlet.messages:
                 await forward()
-        await tick(last)
-        seconds = time.perf_counter() - started
+
+        seconds = await _play(keyed, partitions, as_of, put, settle)
         outcomes.update(str(r) for r in events.results.values())
     return seconds, dict(outcomes), alerts, changelog
