@@ -595,6 +595,13 @@ class Dispatcher:
         now = now or self.clock()
         stats = DispatchStats()
         ts = now.timestamp()
+        started = time.monotonic()
+
+        def moment() -> float:
+            # The round's time plus what it has taken so far: a robot's window counts each
+            # message when it goes, not when the round began (a round of 20 takes seconds).
+            return ts + (time.monotonic() - started)
+
         if self.directory is not None:
             stats.fanned_out, stats.created, stats.skipped_historical = await self._db(
                 self.log.fan_out, self.directory, ts, horizon_days=self.horizon_days
@@ -610,7 +617,7 @@ class Dispatcher:
 
             async def serve(rows: list[Delivery]) -> None:
                 async with gate:
-                    await self._send_group(rows, now, stats)
+                    await self._send_group(rows, now, stats, moment)
 
             await asyncio.gather(*(serve(rows) for rows in groups.values()))
             if stats.paced:
@@ -623,7 +630,7 @@ class Dispatcher:
         return stats
 
     async def _send_group(
-        self, rows: list[Delivery], now: dt.datetime, stats: DispatchStats
+        self, rows: list[Delivery], now: dt.datetime, stats: DispatchStats, moment: Callable[[], float]
     ) -> None:
         """Oldest first; stop at the first delivery not yet due, failing or held back by
         its robot's rate limit (keeps order; a held delivery costs no attempt)."""
@@ -632,10 +639,11 @@ class Dispatcher:
             if delivery.next_attempt > ts:
                 return
             window = await self._window(delivery, ts)
-            if window is not None and not window.take(ts):
+            sent_at = moment()
+            if window is not None and not window.take(sent_at):
                 stats.paced += 1
                 return
-            if not await self._deliver(delivery, now, stats):
+            if not await self._deliver(delivery, now, stats, sent_at):
                 return
 
     async def _window(self, delivery: Delivery, ts: float) -> Window | None:
@@ -655,7 +663,11 @@ class Dispatcher:
             window = self._windows.setdefault(key, Window.seeded(limit, sent))
         return window
 
-    async def _deliver(self, delivery: Delivery, now: dt.datetime, stats: DispatchStats) -> bool:
+    async def _deliver(
+        self, delivery: Delivery, now: dt.datetime, stats: DispatchStats, sent_at: float
+    ) -> bool:
+        """One delivery; ``sent_at`` (when it went, within the round) is recorded as its
+        delivered_at, which seeds a robot's window after a restart."""
         ts = now.timestamp()
         assert self.directory is not None
         contact = self.directory.contact(delivery.recipient)
@@ -712,7 +724,7 @@ class Dispatcher:
                 "投递失败 %s（第%d次）：%s", delivery.dedup_key, delivery.attempts + 1, error
             )
             return False
-        await self._db(self.log.delivered, delivery.id, ts)
+        await self._db(self.log.delivered, delivery.id, sent_at)
         stats.delivered += 1
         return True
 
