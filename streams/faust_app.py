@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -39,6 +39,8 @@ from budget.calendar import from_day
 from connectors.profiles import load_profile
 from streams.faust_state import (
     CLOCK_KEY,
+    DELTAS,
+    TICK_CLOSED,
     DepartmentPartition,
     Output,
     ProjectPartition,
@@ -54,6 +56,7 @@ log = logging.getLogger("budgetwatch.faust")
 from streams.faust_state import ALERTS_TOPIC, DEPARTMENTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC  # noqa: E402
 
 Delivery = Awaitable[Any] | None  # the broker's acknowledgement of one message, if any
+EMIT_RETRY_FIRST, EMIT_RETRY_MAX = 1.0, 60.0  # seconds between attempts to send an output
 
 
 class Outlet(Protocol):
@@ -134,6 +137,13 @@ class Metrics:
             ["partition"],
             registry=self.registry,
         )
+        self.emit_retries = Counter(
+            "budget_stream_emit_retries_total",
+            "Failed attempts to send a message's output (alerts, dead letters, department "
+            "messages) to the broker; the partition waits and retries",
+            ["topic"],
+            registry=self.registry,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._clocks: dict[tuple[str, int], int | None] = {}
 
@@ -168,8 +178,10 @@ class BudgetApp:
         profile: Profile | None = None,
         outlet: Outlet | None = None,
         app_id: str = "budgetwatch",
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         s = settings or Settings()
+        self.sleep = sleep  # between attempts to send a message's output (see _emit_until_sent)
         self.settings = s
         self.profile = profile or load_profile(s.profile)
         self.partitions = s.partitions
@@ -280,7 +292,7 @@ class BudgetApp:
                     )
                 )
                 self.project_partitions.pop(partition, None)  # rebuild from the table next time
-            await self._emit(out, self.projects_table, EVENTS_TOPIC)
+            await self._emit_until_sent(out, self.projects_table, EVENTS_TOPIC, partition, offset)
             state_now = self.project_partitions.get(partition)
             if state_now is not None:
                 self.metrics.show_clock(EVENTS_TOPIC, partition, state_now.clock)
@@ -326,11 +338,39 @@ class BudgetApp:
                     )
                 )
                 self.department_partitions.pop(partition, None)
-            await self._emit(out, self.departments_table, DEPARTMENTS_TOPIC)
+            await self._emit_until_sent(out, self.departments_table, DEPARTMENTS_TOPIC, partition, offset)
             state_now = self.department_partitions.get(partition)
             if state_now is not None:
                 self.metrics.show_clock(DEPARTMENTS_TOPIC, partition, state_now.clock)
             yield out.outcome
+
+    async def _emit_until_sent(
+        self, out: Output, table: TableT[Any, Any], topic: str, partition: int, offset: int
+    ) -> None:
+        """:meth:`_emit`, again and again until the broker has all of it.
+
+        The partition's state has already moved past the message; were the agent to go
+        on (or Faust to ack it) after a failed send, a later tick would reuse the epoch
+        whose markers some department partitions already took, and its deltas would be
+        dropped there as duplicates. So the partition waits — a broker outage or a
+        refused message shows as these retries and a clock that stops, never as a gap.
+        Resending is the at-least-once of a crash: department messages are deduplicated,
+        table values are the same, and a transition may reach budget-alerts again."""
+        delay, attempt = EMIT_RETRY_FIRST, 0
+        while True:
+            try:
+                await self._emit(out, table, topic)
+                return
+            except Exception as err:  # anything short of cancellation: retry
+                attempt += 1
+                self.metrics.child(self.metrics.emit_retries, topic).inc()
+                log.error(
+                    "%s:%s:%s: sending the message's output failed (attempt %d: %s: %s); "
+                    "retrying in %.0f s — the partition waits, nothing is skipped",
+                    topic, partition, offset, attempt, type(err).__name__, err, delay,
+                )
+                await self.sleep(delay)
+                delay = min(delay * 2, EMIT_RETRY_MAX)
 
     async def _emit(self, out: Output, table: TableT[Any, Any], topic: str) -> None:
         """Table values, then the messages — awaited until the broker has them — then the
@@ -343,24 +383,26 @@ class BudgetApp:
         deliveries: list[Delivery] = []
         for transition in out.transitions:
             deliveries.append(await send(ALERTS_TOPIC, transition.alert.alert_id, transition_bytes(transition)))
-            alert = transition.alert
-            self.metrics.child(self.metrics.transitions, alert.rule, alert.severity, transition.kind).inc()
         for letter in out.dead_letters:
             deliveries.append(await send(DLQ_TOPIC, letter["key"], orjson.dumps(letter)))
-            self.metrics.child(self.metrics.dead_letters, topic).inc()
         if out.markers:
             # A tick's deltas ride on its marker to each department partition: one message
             # per partition and tick, not one per department and day (those were half
-            # the messages the agents handled).
+            # the messages the agents handled); chunks ahead of it when they are many.
             deltas: dict[int, list[tuple[str, Any]]] = {}
             for key, delta in out.departments:
                 deltas.setdefault(partition_for(key, self.partitions), []).append((key, delta))
             for marker in out.markers:
+                key = f"__closed__:{marker['source']}"
                 for partition in range(self.partitions):
-                    body = orjson.dumps({**marker, "deltas": deltas.pop(partition, [])})
-                    deliveries.append(
-                        await send(DEPARTMENTS_TOPIC, f"__closed__:{marker['source']}", body, partition)
-                    )
+                    *chunks, last = _chunks(deltas.pop(partition, []))
+                    for chunk in chunks:
+                        body = orjson.dumps({
+                            "kind": DELTAS, "source": marker["source"], "epoch": marker["epoch"], "deltas": chunk,
+                        })
+                        deliveries.append(await send(DEPARTMENTS_TOPIC, key, body, partition))
+                    body = orjson.dumps({**marker, "kind": TICK_CLOSED, "deltas": last})
+                    deliveries.append(await send(DEPARTMENTS_TOPIC, key, body, partition))
         else:
             for key, delta in out.departments:
                 deliveries.append(await send(DEPARTMENTS_TOPIC, key, orjson.dumps(delta)))
@@ -368,6 +410,12 @@ class BudgetApp:
         if pending:
             await asyncio.gather(*pending)
         _write(table, out.writes[commit_at:])
+        # Counted once everything is out (a retried emit is not counted twice).
+        for transition in out.transitions:
+            alert = transition.alert
+            self.metrics.child(self.metrics.transitions, alert.rule, alert.severity, transition.kind).inc()
+        for _ in out.dead_letters:
+            self.metrics.child(self.metrics.dead_letters, topic).inc()
         if topic == EVENTS_TOPIC:
             self.metrics.child(self.metrics.messages, out.outcome).inc()
 
@@ -404,6 +452,25 @@ class BudgetApp:
                 },
             }
         )
+
+
+# Kafka refuses messages over ~1 MB (the producer's max_request_size and the broker's
+# message.max.bytes); a tick's deltas for one partition go in chunks of at most this.
+MAX_DELTAS_BYTES = 256 * 1024
+
+
+def _chunks(items: list[tuple[str, Any]], limit: int = MAX_DELTAS_BYTES) -> list[list[tuple[str, Any]]]:
+    """``items`` cut into runs of at most ``limit`` encoded bytes; at least one run."""
+    runs: list[list[tuple[str, Any]]] = [[]]
+    size = 0
+    for key, delta in items:
+        n = len(key.encode()) + len(orjson.dumps(delta)) + 8
+        if runs[-1] and size + n > limit:
+            runs.append([])
+            size = 0
+        runs[-1].append((key, delta))
+        size += n
+    return runs
 
 
 def transition_bytes(transition: Transition) -> bytes:

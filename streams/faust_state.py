@@ -72,6 +72,13 @@ META_PREFIX = "__partition__:"
 EVENT_PREFIX = "__event__:"
 DEPARTMENT_META_PREFIX = "__departments__:"
 
+# budget-departments message kinds. A tick sends each department partition its deltas in
+# `deltas` chunks (only when they would not fit one message) and a `tick_closed` marker
+# with the rest. `delta` and `closed` (one message per delta, a bare marker) are what
+# workers before that sent; they are still taken. A worker that predates the new kinds
+# dead-letters them instead of closing rounds without their deltas.
+DELTA, CLOSED, DELTAS, TICK_CLOSED = "delta", "closed", "deltas", "tick_closed"
+
 # Topic names (contract): here rather than in faust_app so that `publish` can name
 # them without importing Faust.
 EVENTS_TOPIC = "budget-events"
@@ -681,22 +688,35 @@ class DepartmentPartition(_VersionedPartition):
         source = int(message["source"])
         epoch = int(message["epoch"])
         out = Output(outcome="applied")
-        if kind == "delta":  # one department's delta (what workers before batching sent)
+        if kind == DELTA:  # one department's delta (what workers before batching sent)
             dept = _text(key)
             if self._take_delta(dept, source, epoch, message):
                 out.writes.append((dept, self._value(dept, self.meta.epoch)))
             else:
                 out.outcome = "duplicate"
-        elif kind == "closed":
-            # The tick's deltas for this partition's departments ride on its marker:
-            # one message per source and tick instead of one per department and day.
+        elif kind in (CLOSED, DELTAS, TICK_CLOSED):
+            # A tick's deltas for this partition's departments come in one message with
+            # its marker (tick_closed), after as many `deltas` chunks as kept each message
+            # small; a bad one is dead-lettered alone, the rest and the marker still count.
             touched: set[str] = set()
-            for dept, delta in message.get("deltas", ()):
-                if self._take_delta(dept, source, epoch, delta):
-                    touched.add(dept)
+            for item in message.get("deltas", ()):
+                try:
+                    dept, delta = item
+                    if self._take_delta(str(dept), source, epoch, delta):
+                        touched.add(str(dept))
+                except (KeyError, TypeError, ValueError) as err:
+                    out.dead_letters.append(self._dead_letter(
+                        f"a department delta of source {source} epoch {epoch} cannot be read "
+                        f"({type(err).__name__}: {err}); the other deltas were taken — "
+                        "department messages come from the budget-events agent only",
+                        orjson.dumps(item, default=str), offset, key,
+                    ))
             for dept in sorted(touched):
                 out.writes.append((dept, self._value(dept, self.meta.epoch)))
-            if epoch <= self.meta.last_epoch.get(source, 0):
+            if kind == DELTAS:
+                if message.get("deltas") and not touched:
+                    out.outcome = "duplicate"
+            elif epoch <= self.meta.last_epoch.get(source, 0):
                 out.outcome = "duplicate"
             else:
                 self.meta.last_epoch[source] = epoch
@@ -706,7 +726,8 @@ class DepartmentPartition(_VersionedPartition):
             out.outcome = "rejected"
             out.dead_letters.append(
                 self._dead_letter(
-                    f"unknown department message kind {kind!r}; expected delta or closed",
+                    f"unknown department message kind {kind!r}; expected "
+                    f"{DELTA}, {DELTAS}, {TICK_CLOSED} or {CLOSED}",
                     orjson.dumps(dict(message)), offset, key,
                 )
             )
@@ -718,7 +739,10 @@ class DepartmentPartition(_VersionedPartition):
         if it was taken before. A tick redone after a crash re-sends the same deltas:
         each is unique by (source, epoch, department, day), remembered with the
         department's totals (so in the same changelog write as the sums it changed)."""
-        day = int(delta["day"])
+        # Every field is read before anything changes: a bad delta changes nothing.
+        day, fiscal_year, department_id = int(delta["day"]), int(delta["fiscal_year"]), str(delta["department_id"])
+        sums = (int(delta["budget"]), int(delta["paid"]), int(delta["projects"]))
+        name = delta.get("department_name")
         received = self.received.setdefault(dept, {})
         last = received.get(source)
         if epoch <= self.meta.last_epoch.get(source, 0) or (
@@ -731,13 +755,13 @@ class DepartmentPartition(_VersionedPartition):
             last[1].add(day)
         totals = self.totals.get(dept)
         if totals is None:
-            totals = self.totals[dept] = Totals(int(delta["fiscal_year"]), str(delta["department_id"]))
-        if delta.get("department_name"):
-            totals.department_name = delta["department_name"]
+            totals = self.totals[dept] = Totals(fiscal_year, department_id)
+        if name:
+            totals.department_name = str(name)
         bucket = self.pending.setdefault(dept, {}).setdefault(day, [0, 0, 0])
-        bucket[0] += int(delta["budget"])
-        bucket[1] += int(delta["paid"])
-        bucket[2] += int(delta["projects"])
+        bucket[0] += sums[0]
+        bucket[1] += sums[1]
+        bucket[2] += sums[2]
         return True
 
     def _rounds(self, out: Output) -> None:

@@ -1,6 +1,5 @@
-"""The department partition: a tick's deltas ride on its ``closed`` marker, and a crash
-anywhere inside that one message is recomputed exactly from the changelog prefix."""
-
+"""The department partition: a tick's deltas come with its marker (in chunks when many),
+and a crash anywhere inside those messages is recomputed exactly from the changelog prefix."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,7 +9,9 @@ import pytest
 
 from alerts.profile import Profile
 from connectors.profiles import load_profile
-from streams.faust_state import DepartmentPartition
+from streams.faust_app import _chunks
+from streams.faust_state import CLOSED, TICK_CLOSED, DepartmentPartition
+from streams.faust_state import DELTAS as CHUNK
 
 DEPT = "2025:D01"
 MARKER_KEY = "__closed__:0"
@@ -33,14 +34,18 @@ def delta(on: str, budget: int, paid: int, projects: int, epoch: int = 1) -> dic
     }
 
 
-def closed(until: str, deltas: list[dict[str, Any]], epoch: int = 1) -> dict[str, Any]:
-    return {"kind": "closed", "source": 0, "epoch": epoch, "day": day(until),
+def closed(until: str, deltas: list[dict[str, Any]], epoch: int = 1, kind: str = TICK_CLOSED) -> dict[str, Any]:
+    return {"kind": kind, "source": 0, "epoch": epoch, "day": day(until),
             "deltas": [[DEPT, d] for d in deltas]}
+
+
+def chunk(deltas: list[dict[str, Any]], epoch: int = 1) -> dict[str, Any]:
+    return {"kind": CHUNK, "source": 0, "epoch": epoch, "deltas": [[DEPT, d] for d in deltas]}
 
 
 # Budget 1,000,000 yuan from March, 10% paid: at the 06-30 checkpoint the department is
 # under 30% executed, so department_low_execution fires in the round closing 07-01.
-DELTAS = [delta("2025-03-01", 100_000_000, 0, 1), delta("2025-05-10", 0, 10_000_000, 0)]
+SPENDING = [delta("2025-03-01", 100_000_000, 0, 1), delta("2025-05-10", 0, 10_000_000, 0)]
 
 
 def seen(part: DepartmentPartition) -> tuple[Any, ...]:
@@ -51,12 +56,12 @@ def seen(part: DepartmentPartition) -> tuple[Any, ...]:
 
 def test_one_message_per_tick_gives_what_a_message_per_delta_gave(profile: Profile) -> None:
     batched = DepartmentPartition(0, profile, 1)
-    out = batched.handle(0, MARKER_KEY, closed("2025-07-01", DELTAS))
+    out = batched.handle(0, MARKER_KEY, closed("2025-07-01", SPENDING))
     legacy = DepartmentPartition(0, profile, 1)
     legacy_transitions = []
-    for offset, d in enumerate(DELTAS):
+    for offset, d in enumerate(SPENDING):
         assert legacy.handle(offset, DEPT, d).outcome == "applied"
-    legacy_transitions = legacy.handle(len(DELTAS), MARKER_KEY, closed("2025-07-01", [])).transitions
+    legacy_transitions = legacy.handle(len(SPENDING), MARKER_KEY, closed("2025-07-01", [], kind=CLOSED)).transitions
     assert seen(batched) == seen(legacy)
     assert [t.to_json() for t in out.transitions] == [t.to_json() for t in legacy_transitions]
     assert [(t.alert.rule, t.kind, t.on) for t in out.transitions] == [
@@ -67,21 +72,173 @@ def test_one_message_per_tick_gives_what_a_message_per_delta_gave(profile: Profi
 
 def test_a_crash_anywhere_inside_the_message_counts_its_deltas_once(profile: Profile) -> None:
     whole = DepartmentPartition(0, profile, 1)
-    writes = whole.handle(0, MARKER_KEY, closed("2025-07-01", DELTAS)).writes
+    writes = whole.handle(0, MARKER_KEY, closed("2025-07-01", SPENDING)).writes
     assert len(writes) >= 3  # department values, the round's values, then the meta
     for written in range(len(writes)):  # a changelog partition is a prefix of what was written
         items = [(key, value) for key, value in writes[:written] if value is not None]
         part = DepartmentPartition.restore(0, profile, 1, items)
-        redone = part.handle(0, MARKER_KEY, closed("2025-07-01", DELTAS))
+        redone = part.handle(0, MARKER_KEY, closed("2025-07-01", SPENDING))
         assert redone.outcome == "applied", written
         assert seen(part) == seen(whole), written
 
 
 def test_a_marker_sent_again_after_it_committed_adds_nothing(profile: Profile) -> None:
     part = DepartmentPartition(0, profile, 1)
-    part.handle(0, MARKER_KEY, closed("2025-07-01", DELTAS))
+    part.handle(0, MARKER_KEY, closed("2025-07-01", SPENDING))
     before = seen(part)
-    again = part.handle(1, MARKER_KEY, closed("2025-07-01", DELTAS))  # a tick redone: same epoch
+    again = part.handle(1, MARKER_KEY, closed("2025-07-01", SPENDING))  # a tick redone: same epoch
     assert again.outcome == "duplicate"
     assert again.transitions == []
     assert seen(part) == before
+
+
+def test_a_tick_sent_in_chunks_counts_like_one_message_even_when_it_crashes_between_them(
+    profile: Profile,
+) -> None:
+    one = DepartmentPartition(0, profile, 1)
+    one.handle(0, MARKER_KEY, closed("2025-07-01", SPENDING))
+    messages = [chunk(SPENDING[:1]), closed("2025-07-01", SPENDING[1:])]
+    whole = DepartmentPartition(0, profile, 1)
+    writes: list[tuple[str, Any]] = []
+    for offset, message in enumerate(messages):
+        writes += whole.handle(offset, MARKER_KEY, message).writes
+    assert seen(whole) == seen(one)
+    for written in range(len(writes)):  # a crash anywhere, then the broker redelivers both
+        part = DepartmentPartition.restore(0, profile, 1, [(k, v) for k, v in writes[:written] if v is not None])
+        for offset, message in enumerate(messages):
+            part.handle(offset, MARKER_KEY, message)
+        assert seen(part) == seen(one), written
+
+
+def test_a_bad_delta_is_dead_lettered_alone(profile: Profile) -> None:
+    part = DepartmentPartition(0, profile, 1)
+    broken = {**SPENDING[1], "paid": "lots"}
+    out = part.handle(0, MARKER_KEY, closed("2025-07-01", [SPENDING[0], broken]))
+    assert [d["reason"].split(" (")[0] for d in out.dead_letters] == [
+        "a department delta of source 0 epoch 1 cannot be read"
+    ]
+    assert "lots" in out.dead_letters[0]["raw"]
+    totals = part.totals[DEPT]
+    assert (totals.budget, totals.paid) == (100_000_000, 0)  # the good one, and nothing of the bad
+    assert part.meta.clock == day("2025-07-01")  # the marker still closed the round
+
+
+def test_chunks_keep_every_delta_in_order_and_under_the_limit() -> None:
+    items = [(f"2025:D{i:03d}", {"day": 739000 + i, "department_name": "某某单位" * (i % 7), "budget": i})
+             for i in range(300)]
+    runs = _chunks(items, limit=2_000)
+    assert [item for run in runs for item in run] == items
+    assert len(runs) > 1 and all(run for run in runs)
+    import orjson
+    assert all(len(orjson.dumps(run)) <= 2_000 for run in runs)
+    assert _chunks([]) == [[]]  # a tick with no deltas still sends its marker
+
+
+def test_a_province_tick_reaches_every_department_partition_in_messages_kafka_takes(profile: Profile) -> None:
+    """A year published with one closing tick: 6,000 departments' deltas from one source.
+    One message per partition would pass Kafka's ~1 MB limit; the chunks stay far under
+    it, and the department partitions end with every department's sums."""
+    import asyncio
+
+    import orjson
+
+    from streams.faust_app import MAX_DELTAS_BYTES
+    from streams.faust_state import DEPARTMENTS_TOPIC, EVENTS_TOPIC, Output, partition_for
+    from tests.functional.faust_harness import make_app
+
+    bapp, outlet = make_app(profile, partitions=2)
+    name = "某省某市某区某某局下属事业单位" * 4
+    out = Output(outcome="tick")
+    for i in range(6_000):
+        out.departments.append((f"2025:D{i:05d}", {
+            "kind": "delta", "source": 0, "epoch": 1, "day": day("2025-03-01"), "fiscal_year": 2025,
+            "department_id": f"D{i:05d}", "department_name": name, "budget": 1_000 + i, "paid": i, "projects": 1,
+        }))
+    out.markers.append({"kind": "closed", "source": 0, "epoch": 1, "day": day("2025-03-01")})
+    asyncio.run(bapp._emit(out, bapp.projects_table, EVENTS_TOPIC))
+    sent = outlet.take(DEPARTMENTS_TOPIC)
+    assert sum(len(value) for _, value, _ in sent) > 1_000_000  # one message per partition would not do
+    parts = {p: DepartmentPartition(p, profile, 1) for p in (0, 1)}
+    offsets = {0: 0, 1: 0}
+    for key, value, partition in sent:
+        assert partition is not None and len(value) <= MAX_DELTAS_BYTES + 1_000
+        message = orjson.loads(value)
+        assert all(partition_for(dept, 2) == partition for dept, _ in message["deltas"])
+        parts[partition].handle(offsets[partition], key, message)
+        offsets[partition] += 1
+    kinds = [(p, orjson.loads(v)["kind"]) for _, v, p in sent]
+    for p in (0, 1):  # chunks first, the marker with the last of them
+        mine = [k for q, k in kinds if q == p]
+        assert mine[-1] == "tick_closed" and set(mine[:-1]) == {"deltas"} and len(mine) > 1
+    totals = {d: (t.budget, t.paid) for part in parts.values() for d, t in part.totals.items()}
+    assert len(totals) == 6_000
+    assert totals["2025:D00042"] == (1_042, 42)
+    assert all(part.meta.clock == day("2025-03-01") for part in parts.values())
+
+
+class FlakyBroker:
+    """A MemoryOutlet whose first ``failures`` sends to budget-departments fail."""
+
+    def __init__(self, failures: int) -> None:
+        from streams.faust_app import MemoryOutlet
+
+        self.inner = MemoryOutlet()
+        self.failures = failures
+
+    @property
+    def messages(self) -> list[Any]:
+        return self.inner.messages
+
+    def take(self, topic: str) -> Any:
+        return self.inner.take(topic)
+
+    async def send(self, topic: str, key: str | None, value: bytes, partition: int | None = None) -> None:
+        if topic == "budget-departments" and self.failures:
+            self.failures -= 1
+            raise ConnectionError("broker unreachable")
+        return await self.inner.send(topic, key, value, partition)
+
+
+def test_a_failed_send_is_retried_in_place_and_nothing_is_lost_or_counted_twice(profile: Profile) -> None:
+    """The broker refuses a tick's department messages twice: the partition waits and sends
+    again, and the departments end exactly as with a broker that never failed (the alerts
+    topic may see a transition again, as after a crash: at least once)."""
+    import asyncio
+
+    from connectors.synthetic import Spec, generate
+    from streams.faust_app import BudgetApp
+    from streams.settings import Settings
+    from tests.functional.faust_harness import running
+
+    lines = [line for line in generate(Spec(projects=30, seed=3)) if line.strip()]
+
+    def run(failures: int) -> tuple[Any, list[float], BudgetApp]:
+        slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+
+        broker = FlakyBroker(failures)
+        bapp = BudgetApp(Settings(partitions=2, store="memory://", clock="off"), profile=profile,
+                         outlet=broker, app_id="budgetwatch-test", sleep=sleep)
+
+        async def go() -> Any:
+            async with running(bapp, broker) as h:  # type: ignore[arg-type]
+                await h.publish(lines)
+                await h.tick("2025-07-01")
+                return sorted(
+                    (d, t.budget, t.paid, t.projects)
+                    for part in bapp.department_partitions.values() for d, t in part.totals.items()
+                ), sorted({(a["alert_id"], a["transition"], a["date"]) for a in h.alerts})
+
+        return asyncio.run(go()), slept, bapp
+
+    clean, _, clean_app = run(0)
+    flaky, slept, flaky_app = run(2)
+    assert flaky == clean and clean[0]
+    assert slept == [1.0, 2.0]  # backing off between attempts
+    value = flaky_app.metrics.registry.get_sample_value
+    assert value("budget_stream_emit_retries_total", {"topic": "budget-events"}) == 2
+    ticks = {"outcome": "tick"}
+    assert value("budget_stream_messages_total", ticks) == clean_app.metrics.registry.get_sample_value(
+        "budget_stream_messages_total", ticks)
