@@ -643,7 +643,7 @@ class Dispatcher:
             if window is not None and not window.take(sent_at):
                 stats.paced += 1
                 return
-            if not await self._deliver(delivery, now, stats, sent_at):
+            if not await self._deliver(delivery, now, stats, sent_at, window):
                 return
 
     async def _window(self, delivery: Delivery, ts: float) -> Window | None:
@@ -664,10 +664,18 @@ class Dispatcher:
         return window
 
     async def _deliver(
-        self, delivery: Delivery, now: dt.datetime, stats: DispatchStats, sent_at: float
+        self,
+        delivery: Delivery,
+        now: dt.datetime,
+        stats: DispatchStats,
+        sent_at: float,
+        window: Window | None,
     ) -> bool:
         """One delivery; ``sent_at`` (when it went, within the round) is recorded as its
-        delivered_at, which seeds a robot's window after a restart."""
+        delivered_at, which seeds a robot's window after a restart. To a paced robot
+        (``window``) it is one post, with no immediate retries: each would be a message
+        the window did not count (a timed-out post has often arrived), and a "too fast"
+        answer closes the window for as long as the robot refuses."""
         ts = now.timestamp()
         assert self.directory is not None
         contact = self.directory.contact(delivery.recipient)
@@ -703,7 +711,7 @@ class Dispatcher:
         )
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.policy.tries),
+                stop=stop_after_attempt(1 if window is not None else self.policy.tries),
                 wait=wait_exponential(multiplier=self.policy.wait, max=self.policy.wait_max),
                 retry=retry_if_exception(
                     lambda e: isinstance(e, DeliveryError) and e.transient and not e.rate_limited
@@ -714,6 +722,8 @@ class Dispatcher:
                 with attempt:
                     await channel.send(note)
         except Exception as err:  # a failed attempt never stops the dispatcher
+            if window is not None and isinstance(err, DeliveryError) and err.rate_limited:
+                window.refused(sent_at)
             error = str(err) if isinstance(err, DeliveryError) else f"{type(err).__name__}: {err}"
             status = await self._db(self.log.attempt_failed, delivery, ts, error, self.policy)
             stats.failed_attempts += 1

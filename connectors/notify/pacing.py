@@ -23,13 +23,14 @@ from connectors.directory import DEFAULT, ESCALATION, Contact, Directory
 class RateLimit:
     count: int
     seconds: float
+    refused_for: float  # how long the robot refuses after saying "too fast"
 
 
 # The documented 20 a minute, counted over 62 seconds: the robot counts by arrival
 # time, and network jitter can bring two arrivals closer together than their sends.
 ROBOT_LIMITS: dict[str, RateLimit] = {
-    "dingtalk": RateLimit(20, 62.0),
-    "wecom": RateLimit(20, 62.0),
+    "dingtalk": RateLimit(20, 62.0, refused_for=600.0),  # DingTalk: limited for ten minutes
+    "wecom": RateLimit(20, 62.0, refused_for=62.0),
 }
 
 
@@ -57,6 +58,7 @@ class Window:
 
     limit: RateLimit
     sent: deque[float] = field(default_factory=deque)
+    refused_until: float = 0.0  # the robot said "too fast" (someone else posts to it too)
 
     @classmethod
     def seeded(cls, limit: RateLimit, times: Iterable[float]) -> Window:
@@ -68,9 +70,12 @@ class Window:
         sent = self.sent
         while sent and sent[0] <= now - self.limit.seconds:
             sent.popleft()
-        if len(sent) < self.limit.count:
-            return now
-        return sent[len(sent) - self.limit.count] + self.limit.seconds
+        free = now if len(sent) < self.limit.count else sent[len(sent) - self.limit.count] + self.limit.seconds
+        return max(free, self.refused_until)
+
+    def refused(self, now: float) -> None:
+        """The robot answered "too fast" at ``now``: send it nothing while it refuses."""
+        self.refused_until = max(self.refused_until, now + self.limit.refused_for)
 
     def take(self, now: float) -> bool:
         """Count one send at ``now`` if the robot takes it; False means wait."""

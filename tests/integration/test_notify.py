@@ -197,16 +197,38 @@ def test_every_channel_every_notification_across_an_outage_and_a_restart(tmp_pat
     assert len({m["Message-ID"] for m in by_rcpt["cwk@jyj.example"]}) == 8
 
 
-def test_a_robot_gets_at_most_twenty_messages_a_minute_across_a_restart(tmp_path: Path) -> None:
-    """Eight projects of one department fire together on 06-30: 25 warnings for its
-    DingTalk and WeCom robots. The DingTalk stand-in refuses (errcode 130101) a 21st
-    message within 60 s of its signed timestamps, as DingTalk does; the dispatcher
-    never meets that refusal, holds the rest without spending attempts and sends them
-    as the minute frees up, also after a restart."""
+class Robot:
+    """A DingTalk stand-in that refuses (errcode 130101) a 21st message within 60 s of its
+    signed timestamps and then everything for ten minutes, as DingTalk does, and a WeCom
+    stand-in that takes everything."""
+
+    def __init__(self, foreign: list[int] | None = None) -> None:
+        self.stamps: list[int] = list(foreign or [])  # ms; messages of other senders included
+        self.ours = 0
+        self.refused = 0
+        self.blocked_until = 0  # ms
+        self.wecom: list[str] = []
+
+    async def dingtalk(self, request: web.Request) -> web.Response:
+        timestamp = int(request.query["timestamp"])
+        if timestamp < self.blocked_until or len([s for s in self.stamps if s > timestamp - 60_000]) >= 20:
+            self.refused += 1
+            self.blocked_until = max(self.blocked_until, timestamp + 600_000)  # limited for ten minutes
+            return web.json_response({"errcode": 130101, "errmsg": "send too fast, exceed 20 times per minute"})
+        self.stamps.append(timestamp)
+        self.ours += 1
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    async def wecom_hook(self, request: web.Request) -> web.Response:
+        self.wecom.append(request.headers[DEDUP_HEADER])
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+
+def _eight_projects_fire(db: Path) -> None:
+    """Eight projects of one department fire together on 06-30: 25 warnings."""
     from tests.builders import approved, payment, registered
     from tests.notify_helpers import run_events
 
-    db = tmp_path / "bw.db"
     events: list[dict[str, Any]] = []
     for i in range(8):
         pid = f"P{i}"
@@ -216,26 +238,16 @@ def test_a_robot_gets_at_most_twenty_messages_a_minute_across_a_restart(tmp_path
             payment(pid, "100000.00", on="2025-02-03", event_id=f"{pid}-PAY-1"),
         ]
     assert run_events(db, events, "2025-07-01") == 25
-    stamps: list[int] = []  # signed timestamps (ms) of the messages the robot took
-    refused = Counter[str]()
-    wecom_taken: list[str] = []
 
-    async def dingtalk(request: web.Request) -> web.Response:
-        timestamp = int(request.query["timestamp"])
-        if len([s for s in stamps if s > timestamp - 60_000]) >= 20:
-            refused["dingtalk"] += 1
-            return web.json_response({"errcode": 130101, "errmsg": "send too fast, exceed 20 times per minute"})
-        stamps.append(timestamp)
-        return web.json_response({"errcode": 0, "errmsg": "ok"})
 
-    async def wecom(request: web.Request) -> web.Response:
-        wecom_taken.append(request.headers[DEDUP_HEADER])
-        return web.json_response({"errcode": 0, "errmsg": "ok"})
+def _rounds(db: Path, robot: Robot, plan: list[tuple[int, float]]) -> list[tuple[int, int, int]]:
+    """Dispatch rounds at (dispatcher number, seconds after T0); a new number is a restart.
+    Returns (seconds, DingTalk messages taken so far, queues held back) per round."""
 
     async def scenario() -> list[tuple[int, int, int]]:
         app = web.Application()
-        app.router.add_post("/dingtalk", dingtalk)
-        app.router.add_post("/wecom", wecom)
+        app.router.add_post("/dingtalk", robot.dingtalk)
+        app.router.add_post("/wecom", robot.wecom_hook)
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -246,32 +258,55 @@ def test_a_robot_gets_at_most_twenty_messages_a_minute_across_a_restart(tmp_path
             "dingtalk": {"url": f"{base}/dingtalk?access_token=T", "secret": SECRET},
             "wecom": f"{base}/wecom?key=K",
         }}})
-        rounds: list[tuple[int, int, int]] = []  # (seconds after T0, DingTalk taken, paced queues)
-
-        async def round_at(dispatcher: Dispatcher, seconds: float) -> None:
-            stats = await dispatcher.run_once(T0 + dt.timedelta(seconds=seconds))
-            rounds.append((int(seconds), len(stamps), stats.paced))
-
+        rounds: list[tuple[int, int, int]] = []
+        dispatchers: dict[int, Dispatcher] = {}
         try:
-            first = Dispatcher(db, directory, clock=lambda: T0)
-            await round_at(first, 0)
-            await round_at(first, 30)
-            await first.aclose()
-            second = Dispatcher(db, directory, clock=lambda: T0)  # a restart, same file
-            await round_at(second, 45)
-            await round_at(second, 63)  # 62 s after the first minute's sends went out
-            await second.aclose()
+            for number, seconds in plan:
+                if number not in dispatchers:
+                    for old in dispatchers.values():
+                        await old.aclose()
+                    dispatchers = {number: Dispatcher(db, directory, clock=lambda: T0)}
+                stats = await dispatchers[number].run_once(T0 + dt.timedelta(seconds=seconds))
+                rounds.append((int(seconds), robot.ours, stats.paced))
         finally:
+            for old in dispatchers.values():
+                await old.aclose()
             await runner.cleanup()
         return rounds
 
-    rounds = asyncio.run(scenario())
-    assert rounds == [(0, 20, 2), (30, 20, 2), (45, 20, 2), (63, 25, 0)]
-    assert refused["dingtalk"] == 0
-    assert len(wecom_taken) == 25 and len(set(wecom_taken)) == 25
+    return asyncio.run(scenario())
+
+
+def test_a_robot_gets_at_most_twenty_messages_a_minute_across_a_restart(tmp_path: Path) -> None:
+    """25 warnings for one department's DingTalk and WeCom robots. The dispatcher never
+    meets the robot's refusal, holds the rest without spending attempts and sends them
+    as the minute frees up, also after a restart."""
+    db = tmp_path / "bw.db"
+    _eight_projects_fire(db)
+    robot = Robot()
+    rounds = _rounds(db, robot, [(1, 0), (1, 30), (2, 45), (2, 63)])
+    assert rounds == [(0, 20, 2), (30, 20, 2), (45, 20, 2), (63, 25, 0)]  # 63: 62 s after the first went
+    assert robot.refused == 0
+    assert len(robot.wecom) == 25 and len(set(robot.wecom)) == 25
     log = DeliveryLog(db)
     assert log.rows(("pending", "failed")) == []
     assert {r["attempts"] for r in log.rows(("delivered",))} == {1}  # waiting cost no attempt
     # first in, first out: the robot got the department's warnings in outbox order
     delivered = [r for r in log.rows(("delivered",)) if r["channel"] == "dingtalk"]
     assert [r["outbox_id"] for r in delivered] == sorted(r["outbox_id"] for r in delivered)
+
+
+def test_a_robot_that_says_too_fast_gets_nothing_until_it_takes_messages_again(tmp_path: Path) -> None:
+    """Someone else posted 15 messages to the same robot: ours are refused after 5. One
+    refusal, one attempt spent; nothing is posted while DingTalk blocks (ten minutes),
+    and the rest goes after."""
+    db = tmp_path / "bw.db"
+    _eight_projects_fire(db)
+    t0_ms = int(T0.timestamp() * 1000)
+    robot = Robot(foreign=[t0_ms - 1_000] * 15)
+    rounds = _rounds(db, robot, [(1, 0), (1, 70), (1, 300), (1, 601), (1, 700)])
+    assert robot.refused == 1
+    assert [r[1] for r in rounds] == [5, 5, 5, 25, 25]
+    dingtalk = [r for r in DeliveryLog(db).rows(("pending", "delivered", "failed")) if r["channel"] == "dingtalk"]
+    assert {r["status"] for r in dingtalk} == {"delivered"}
+    assert sorted(r["attempts"] for r in dingtalk).count(2) == 1  # the refused one, sent again later

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from connectors.directory import parse_directory
 from connectors.notify.pacing import ROBOT_LIMITS, RateLimit, Window, recipients_of, robot_of
 
-LIMIT = RateLimit(20, 62.0)
+LIMIT = RateLimit(20, 62.0, refused_for=600.0)
 
 
 def test_the_twenty_first_message_of_a_minute_waits_for_the_first_to_age_out() -> None:
@@ -52,3 +52,12 @@ def test_a_robot_shared_by_several_recipients_is_one_robot() -> None:
     assert robot_of(directory.contact("D3"), "dingtalk") is None
     assert robot_of(directory.contact("D1"), "webhook") is None  # a plain webhook is not paced
     assert set(ROBOT_LIMITS) == {"dingtalk", "wecom"}
+
+
+def test_a_robot_that_said_too_fast_gets_nothing_while_it_refuses() -> None:
+    window = Window(LIMIT)
+    assert window.take(0.0)
+    window.refused(10.0)  # someone else fills the robot's minute
+    assert window.free_at(11.0) == 610.0
+    assert not window.take(609.0)
+    assert window.take(610.0)
