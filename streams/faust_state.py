@@ -408,6 +408,17 @@ class ProjectPartition(_VersionedPartition):
         self.meta.seq += 1
         return out
 
+    def _remember(self, record: Record) -> None:
+        """Add an accepted event's id to the dedup memory (and its counts)."""
+        project_id, day = record.project_id, record.day
+        ids = self.seen.setdefault(project_id, {})
+        if record.event_id not in ids:
+            self._seen_count += 1
+        ids[record.event_id] = day
+        oldest = self.oldest_seen.get(project_id)
+        if oldest is None or day < oldest:
+            self.oldest_seen[project_id] = day
+
     def tick(self, offset: int, as_of: int) -> Output:
         """Close days up to ``as_of`` (never backwards): ``Engine.run(as_of)`` on this partition."""
         monitor = self.monitor
@@ -548,16 +559,6 @@ class ProjectPartition(_VersionedPartition):
 
     # -- reading ---------------------------------------------------------
 
-    def _remember(self, record: Record) -> None:
-        project_id, day = record.project_id, record.day
-        ids = self.seen.setdefault(project_id, {})
-        if record.event_id not in ids:
-            self._seen_count += 1
-        ids[record.event_id] = day
-        oldest = self.oldest_seen.get(project_id)
-        if oldest is None or day < oldest:
-            self.oldest_seen[project_id] = day
-
     def pending_count(self) -> int:
         return sum(len(items) for items in self.pending.values())
 
@@ -605,10 +606,10 @@ class DepartmentPartition(_VersionedPartition):
     """One partition of ``budget-departments``: department totals (sums of budget and
     paid, never means of rates) and ``department_low_execution``.
 
-    After each tick a project partition sends a ``closed`` marker to every department
-    partition, carrying its per-(department, day) deltas for the departments held
-    there (a lone ``delta`` message, as earlier workers sent, is still taken). Tick k
-    is one *round* here:
+    After each tick a project partition sends a ``tick_closed`` marker to every
+    department partition, carrying its per-(department, day) deltas for the departments
+    held there (``deltas`` chunks ahead of it when they are many; the ``delta`` and
+    ``closed`` messages of earlier workers are still taken). Tick k is one *round* here:
     when every source partition has sent its k-th marker, the deltas dated up to
     that tick's day are applied in day order and the days closed — the same
     department evaluations, on the same days, as the embedded engine's monitor.
