@@ -13,6 +13,8 @@ import email.policy
 import hashlib
 import hmac
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from streams.outbox import DeliveryLog, Dispatcher, RetryPolicy
 from tests.notify_helpers import EDU, HEALTH, fire, free_port, resolve
 
 SECRET = "SEC-test-秘钥-0123"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T0 = dt.datetime(2025, 7, 10, 1, 0, tzinfo=dt.UTC)
 
 
@@ -85,6 +88,21 @@ class Mailbox:
         return "250 OK"
 
 
+@asynccontextmanager
+async def receiving(routes: dict[str, Handler]) -> AsyncIterator[str]:
+    """An HTTP server on 127.0.0.1 taking POSTs on ``routes``; yields its base URL."""
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 def test_every_channel_every_notification_across_an_outage_and_a_restart(tmp_path: Path) -> None:
     db = tmp_path / "bw.db"
     assert fire(db) == 8
@@ -94,16 +112,11 @@ def test_every_channel_every_notification_across_an_outage_and_a_restart(tmp_pat
     controller.start()
 
     async def scenario() -> None:
-        app = web.Application()
-        app.router.add_post("/hook/{name}", receivers.hook)
-        app.router.add_post("/dingtalk", receivers.dingtalk)
-        app.router.add_post("/wecom", receivers.wecom)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        base = f"http://127.0.0.1:{port}"
+        routes = {"/hook/{name}": receivers.hook, "/dingtalk": receivers.dingtalk, "/wecom": receivers.wecom}
+        async with receiving(routes) as base:
+            await exchange(base)
+
+    async def exchange(base: str) -> None:
         directory = parse_directory(
             {
                 "escalation": {"name": "财政局绩效科", "email": ["jxk@czj.example"]},
@@ -125,27 +138,24 @@ def test_every_channel_every_notification_across_an_outage_and_a_restart(tmp_pat
         def make() -> Dispatcher:
             return Dispatcher(db, directory, smtp=smtp, policy=policy, clock=lambda: T0)
 
-        try:
-            first = make()
-            await first.run_once(T0)
-            await first.run_once(T0 + dt.timedelta(seconds=30))  # still down: retried, backed off
-            await first.aclose()
-            pending = DeliveryLog(db).rows(("pending",))
-            assert {r["channel"] for r in pending} == {"webhook"}
-            assert all(r["recipient"] == EDU for r in pending)
-            assert max(r["attempts"] for r in pending) == 2
-            assert receivers.refused == 4  # the head of the queue: 2 attempts x 2 tries
+        first = make()
+        await first.run_once(T0)
+        await first.run_once(T0 + dt.timedelta(seconds=30))  # still down: retried, backed off
+        await first.aclose()
+        pending = DeliveryLog(db).rows(("pending",))
+        assert {r["channel"] for r in pending} == {"webhook"}
+        assert all(r["recipient"] == EDU for r in pending)
+        assert max(r["attempts"] for r in pending) == 2
+        assert receivers.refused == 4  # the head of the queue: 2 attempts x 2 tries
 
-            resolve(db)  # 8 more transitions while the dispatcher is down
-            receivers.down = False
-            second = make()  # a restart on the same SQLite file
-            now = T0 + dt.timedelta(seconds=200)
-            for _ in range(5):
-                await second.run_once(now)
-                now += dt.timedelta(seconds=300)
-            await second.aclose()
-        finally:
-            await runner.cleanup()
+        resolve(db)  # 8 more transitions while the dispatcher is down
+        receivers.down = False
+        second = make()  # a restart on the same SQLite file
+        now = T0 + dt.timedelta(seconds=200)
+        for _ in range(5):
+            await second.run_once(now)
+            now += dt.timedelta(seconds=300)
+        await second.aclose()
 
     try:
         asyncio.run(scenario())
@@ -245,14 +255,10 @@ def _rounds(db: Path, robot: Robot, plan: list[tuple[int, float]]) -> list[tuple
     Returns (seconds, DingTalk messages taken so far, queues held back) per round."""
 
     async def scenario() -> list[tuple[int, int, int]]:
-        app = web.Application()
-        app.router.add_post("/dingtalk", robot.dingtalk)
-        app.router.add_post("/wecom", robot.wecom_hook)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with receiving({"/dingtalk": robot.dingtalk, "/wecom": robot.wecom_hook}) as base:
+            return await dispatch(base)
+
+    async def dispatch(base: str) -> list[tuple[int, int, int]]:
         directory = parse_directory({"departments": {EDU: {
             "name": "教育局",
             "dingtalk": {"url": f"{base}/dingtalk?access_token=T", "secret": SECRET},
@@ -271,7 +277,6 @@ def _rounds(db: Path, robot: Robot, plan: list[tuple[int, float]]) -> list[tuple
         finally:
             for old in dispatchers.values():
                 await old.aclose()
-            await runner.cleanup()
         return rounds
 
     return asyncio.run(scenario())
