@@ -385,27 +385,25 @@ class BudgetApp:
             deliveries.append(await send(ALERTS_TOPIC, transition.alert.alert_id, transition_bytes(transition)))
         for letter in out.dead_letters:
             deliveries.append(await send(DLQ_TOPIC, letter["key"], orjson.dumps(letter)))
-        if out.markers:
-            # A tick's deltas ride on its marker to each department partition: one message
-            # per partition and tick, not one per department and day (those were half
-            # the messages the agents handled); chunks ahead of it when they are many.
-            deltas: dict[int, list[tuple[str, Any]]] = {}
-            for key, delta in out.departments:
-                deltas.setdefault(partition_for(key, self.partitions), []).append((key, delta))
-            for marker in out.markers:
-                key = f"__closed__:{marker['source']}"
-                for partition in range(self.partitions):
-                    *chunks, last = _chunks(deltas.pop(partition, []))
-                    for chunk in chunks:
-                        body = orjson.dumps({
-                            "kind": DELTAS, "source": marker["source"], "epoch": marker["epoch"], "deltas": chunk,
-                        })
-                        deliveries.append(await send(DEPARTMENTS_TOPIC, key, body, partition))
-                    body = orjson.dumps({**marker, "kind": TICK_CLOSED, "deltas": last})
+        # A tick's deltas ride on its marker to each department partition: one message per
+        # partition and tick, not one per department and day (those were half the
+        # messages the agents handled); chunks ahead of it when they are many.
+        deltas: dict[int, list[tuple[str, Any]]] = {}
+        for key, delta in out.departments:
+            deltas.setdefault(partition_for(key, self.partitions), []).append((key, delta))
+        for marker in out.markers:
+            key = f"__closed__:{marker['source']}"
+            for partition in range(self.partitions):
+                *chunks, last = _chunks(deltas.pop(partition, []))
+                for chunk in chunks:
+                    body = orjson.dumps({
+                        "kind": DELTAS, "source": marker["source"], "epoch": marker["epoch"], "deltas": chunk,
+                    })
                     deliveries.append(await send(DEPARTMENTS_TOPIC, key, body, partition))
-        else:
-            for key, delta in out.departments:
-                deliveries.append(await send(DEPARTMENTS_TOPIC, key, orjson.dumps(delta)))
+                body = orjson.dumps({**marker, "kind": TICK_CLOSED, "deltas": last})
+                deliveries.append(await send(DEPARTMENTS_TOPIC, key, body, partition))
+        if deltas:  # only a tick makes deltas, and it always closes with a marker
+            raise RuntimeError(f"department deltas without a tick marker: {sorted(deltas)} partitions")
         pending = [d for d in deliveries if d is not None]
         if pending:
             await asyncio.gather(*pending)
