@@ -48,7 +48,7 @@ class Plan:
 
 
 PLANS = {
-    # Faust at 2,000 projects: the agents run ~2k events/s in the in-memory driver, so a
+    # Faust at 2,000 projects: the agents run ~8k events/s in the in-memory driver, so a
     # larger year would take most of the run's time for the same per-event figure.
     "full": Plan("full", 100_000, 20, 3, 2_000, 30.0, 1000, 2000, (10_000, 100_000, 500_000)),
     "quick": Plan("quick", 10_000, 20, 3, 300, 10.0, 1000, 1000, (2_000, 5_000, 10_000)),
