@@ -191,9 +191,33 @@ def test_promtool_accepts_the_prometheus_config() -> None:
     result = _run("promtool", "check", "config", str(PROMETHEUS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
+    assert "4 rules found" in result.stdout + result.stderr  # the rule file it names was read
+
+
+def test_the_workers_own_alerts_fire_when_they_should(compose: dict[str, Any]) -> None:
+    """deploy/prometheus/rules.yml, unit-tested by promtool on made-up series: a worker
+    down, sends to the broker failing, a partition's clock left behind, dead letters."""
+    mounts = dict(v.split(":")[:2] for v in services(compose)["prometheus"]["volumes"])
+    config = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
+    (rules,) = config["rule_files"]
+    assert mounts["./deploy/prometheus/rules.yml"] == f"/etc/prometheus/{rules}"
+    result = _run("promtool", "test", "rules", str(ROOT / "tests" / "integration" / "prometheus_rules_test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
 
 
 def test_amtool_accepts_the_alertmanager_config() -> None:
     result = _run("amtool", "check-config", str(ALERTMANAGER))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_the_workers_alerts_go_to_operations_and_budget_alerts_to_the_office() -> None:
+    def receiver(*labels: str) -> str:
+        result = _run("amtool", "config", "routes", "test", f"--config.file={ALERTMANAGER}", *labels)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout.strip()
+
+    assert receiver("alertname=BudgetwatchWorkerDown", "team=ops", "severity=critical") == "operations"
+    assert receiver("alertname=BudgetwatchDeadLetters", "team=ops", "severity=warning") == "operations"
+    assert receiver("rule=low_execution", "severity=critical", "department_id=D101") == "budget-office"
