@@ -155,6 +155,18 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Stop exporting a partition this worker no longer owns: its last clock would
+        otherwise stand still here, beside the new owner's, and look stuck."""
+        label = str(partition)
+        series: list[tuple[Gauge, tuple[str, ...]]] = [(self.clock, (topic, label))]
+        if topic == EVENTS_TOPIC:
+            series += [(self.pending, (label,)), (self.dedup, (label,))]
+        for gauge, labels in series:
+            if self._children.pop((id(gauge), *labels), None) is not None:
+                gauge.remove(*labels)
+        self._clocks.pop((topic, partition), None)
+
     def show_clock(self, topic: str, partition: int, day: int | None) -> None:
         """The partition clock gauge; it moves only at ticks, so it is set on a change."""
         if self._clocks.get((topic, partition), -1) != day:
@@ -265,8 +277,12 @@ class BudgetApp:
         for tp in revoked:
             if tp.topic == EVENTS_TOPIC:
                 self.project_partitions.pop(tp.partition, None)
+                self._sizes.pop(tp.partition, None)
             elif tp.topic == DEPARTMENTS_TOPIC:
                 self.department_partitions.pop(tp.partition, None)
+            else:
+                continue
+            self.metrics.forget_partition(tp.topic, tp.partition)
 
     # -- agents ------------------------------------------------------------
     async def _events(self, stream: faust.StreamT[bytes]) -> AsyncIterator[str]:

@@ -58,3 +58,32 @@ def test_clock_messages_buffers_and_transitions_are_counted_per_partition() -> N
     fired = value("budget_stream_alert_transitions_total",
                   {"rule": "low_execution", "severity": "critical", "transition": "firing"})
     assert fired == 1
+
+
+def test_a_revoked_partition_is_no_longer_exported_and_comes_back_with_its_owner() -> None:
+    """After a rebalance this worker's last clock of a partition would stand still beside
+    the new owner's and look stuck (BudgetwatchPartitionClockBehind)."""
+    from faust.types import TP
+
+    bapp, outlet = make_app(load_profile("baseline"), partitions=2)
+    value = bapp.metrics.registry.get_sample_value
+    clock = "budget_stream_clock_timestamp_seconds"
+
+    async def scenario() -> list[float | None]:
+        async with running(bapp, outlet) as h:
+            await h.tick("2025-01-31")
+            await bapp._on_revoked(None, [TP("budget-events", 1), TP("budget-departments", 1)])
+            gone = [
+                value(clock, {"topic": "budget-events", "partition": "1"}),
+                value(clock, {"topic": "budget-departments", "partition": "1"}),
+                value("budget_stream_pending_events", {"partition": "1"}),
+            ]
+            kept = value(clock, {"topic": "budget-events", "partition": "0"})
+            await h.tick("2025-02-28")  # partition 1 assigned here again
+            back = value(clock, {"topic": "budget-events", "partition": "1"})
+            return [*gone, kept, back]
+
+    gone_events, gone_departments, gone_pending, kept, back = asyncio.run(scenario())
+    assert gone_events is None and gone_departments is None and gone_pending is None
+    assert kept == midnight("2025-01-31")
+    assert back == midnight("2025-02-28")
