@@ -140,7 +140,7 @@ class Metrics:
         self.emit_retries = Counter(
             "budget_stream_emit_retries_total",
             "Failed attempts to send a message's output (alerts, dead letters, department "
-            "messages) to the broker; the partition waits and retries",
+            "messages) to the broker; the agent waits and retries",
             ["topic"],
             registry=self.registry,
         )
@@ -363,30 +363,41 @@ class BudgetApp:
     async def _emit_until_sent(
         self, out: Output, table: TableT[Any, Any], topic: str, partition: int, offset: int
     ) -> None:
-        """:meth:`_emit`, again and again until the broker has all of it.
+        """:meth:`_emit`, again and again while the broker fails for a passing reason.
 
         The partition's state has already moved past the message; were the agent to go
-        on (or Faust to ack it) after a failed send, a later tick would reuse the epoch
-        whose markers some department partitions already took, and its deltas would be
-        dropped there as duplicates. So the partition waits — a broker outage or a
-        refused message shows as these retries and a clock that stops, never as a gap.
-        Resending is the at-least-once of a crash: department messages are deduplicated,
-        table values are the same, and a transition may reach budget-alerts again."""
+        on after a failed send, a later tick would reuse the epoch whose markers some
+        department partitions already took, and its deltas would be dropped there as
+        duplicates. So while the broker is unreachable or times out, the agent waits and
+        sends the whole output again (the at-least-once of a crash: department messages
+        are deduplicated, table values are the same, a transition may reach
+        budget-alerts again). An error that retrying cannot mend (a message refused as
+        too large, a bug) is raised at once, after the partition's state is dropped, so
+        it is rebuilt from the changelog and nothing in memory runs ahead of it."""
         delay, attempt = EMIT_RETRY_FIRST, 0
         while True:
             try:
                 await self._emit(out, table, topic)
                 return
-            except Exception as err:  # anything short of cancellation: retry
+            except Exception as err:
+                if not _transient(err):
+                    self._drop_partition(topic, partition)
+                    raise
                 attempt += 1
                 self.metrics.child(self.metrics.emit_retries, topic).inc()
                 log.error(
                     "%s:%s:%s: sending the message's output failed (attempt %d: %s: %s); "
-                    "retrying in %.0f s — the partition waits, nothing is skipped",
+                    "retrying in %.0f s — this agent waits, nothing is skipped",
                     topic, partition, offset, attempt, type(err).__name__, err, delay,
                 )
                 await self.sleep(delay)
                 delay = min(delay * 2, EMIT_RETRY_MAX)
+
+    def _drop_partition(self, topic: str, partition: int) -> None:
+        if topic == EVENTS_TOPIC:
+            self.project_partitions.pop(partition, None)
+        else:
+            self.department_partitions.pop(partition, None)
 
     async def _emit(self, out: Output, table: TableT[Any, Any], topic: str) -> None:
         """Table values, then the messages — awaited until the broker has them — then the
@@ -485,6 +496,15 @@ def _chunks(items: list[tuple[str, Any]], limit: int = MAX_DELTAS_BYTES) -> list
         runs[-1].append((key, delta))
         size += n
     return runs
+
+
+def _transient(err: BaseException) -> bool:
+    """Whether sending again may succeed: the broker unreachable, slow or electing."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+
+    if isinstance(err, ConnectionError | OSError | asyncio.TimeoutError | KafkaConnectionError | KafkaTimeoutError):
+        return True
+    return isinstance(err, KafkaError) and bool(getattr(err, "retriable", False))
 
 
 def transition_bytes(transition: Transition) -> bytes:

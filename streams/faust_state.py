@@ -134,6 +134,9 @@ class Output:
     outcome: str = "applied"  # applied | buffered | duplicate | redelivered | rejected | tick
 
 
+DEAD_LETTER_RAW_CHARS = 64 * 1024
+
+
 def dead_letter(
     *,
     reason: str,
@@ -143,9 +146,15 @@ def dead_letter(
     offset: int,
     key: bytes | str | None,
 ) -> Value:
+    text = _text(raw)
+    if len(text) > DEAD_LETTER_RAW_CHARS:
+        # A dead letter must itself fit in a Kafka message (~1 MB): a huge or binary value
+        # (each bad byte becomes an escaped U+FFFD) would be refused and block the agent.
+        reason = f"{reason} (raw value cut to its first {DEAD_LETTER_RAW_CHARS} of {len(text)} characters)"
+        text = text[:DEAD_LETTER_RAW_CHARS]
     return {
         "reason": reason,
-        "raw": _text(raw),
+        "raw": text,
         "key": _text(key) if key is not None else None,
         "topic": topic,
         "partition": partition,

@@ -242,3 +242,46 @@ def test_a_failed_send_is_retried_in_place_and_nothing_is_lost_or_counted_twice(
     ticks = {"outcome": "tick"}
     assert value("budget_stream_messages_total", ticks) == clean_app.metrics.registry.get_sample_value(
         "budget_stream_messages_total", ticks)
+
+
+def test_an_error_retrying_cannot_mend_is_raised_at_once_and_the_state_rebuilt(profile: Profile) -> None:
+    """A message refused for good (too large, say) must not hold the agent — and with it
+    every partition the worker owns — forever: it is raised, and the partition's state
+    is dropped so it is rebuilt from the changelog."""
+    import asyncio
+
+    import pytest
+
+    from streams.faust_app import BudgetApp
+    from streams.faust_state import Output
+    from streams.settings import Settings
+
+    class Refusing(FlakyBroker):
+        async def send(self, topic: str, key: str | None, value: bytes, partition: int | None = None) -> None:
+            raise ValueError("MessageSizeTooLargeError: the message is 1200174 bytes")
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    bapp = BudgetApp(Settings(partitions=1, store="memory://", clock="off"), profile=profile,
+                     outlet=Refusing(0), app_id="budgetwatch-test", sleep=sleep)
+    bapp.project_partition(0)
+    out = Output(outcome="rejected")
+    out.dead_letters.append({"key": "k", "reason": "x"})
+    with pytest.raises(ValueError):
+        asyncio.run(bapp._emit_until_sent(out, {}, "budget-events", 0, 7))  # type: ignore[arg-type]
+    assert slept == [] and 0 not in bapp.project_partitions
+
+
+def test_a_dead_letter_of_a_huge_binary_message_still_fits_a_kafka_message() -> None:
+    import orjson
+
+    from streams.faust_state import dead_letter
+
+    letter = dead_letter(reason="not valid JSON", raw=b"\xff" * 400_000, topic="budget-events",
+                         partition=0, offset=9, key=b"P1")
+    assert len(orjson.dumps(letter)) < 300_000
+    assert "cut to its first 65536 of 400000 characters" in letter["reason"]
+    assert letter["source"] == "budget-events:0:9"
