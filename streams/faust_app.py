@@ -4,9 +4,10 @@ Topics (key → value):
 
 * ``budget-events`` — ``project_id`` → one contract event (JSON); clock ticks
   ``__clock__`` → ``{"type": "clock_tick", "as_of": "YYYY-MM-DD"}`` on every partition.
-* ``budget-departments`` — ``__closed__:<source>`` → a ``closed`` marker per tick to
+* ``budget-departments`` — ``__closed__:<source>`` → a ``tick_closed`` marker per tick to
   every partition, carrying the budget/paid deltas (per department and day) of the
-  departments that partition holds (``partition_for("<fiscal_year>:<department_id>")``).
+  departments that partition holds (``partition_for("<fiscal_year>:<department_id>")``),
+  with ``deltas`` chunks ahead of it when they are many.
 * ``budget-alerts`` — ``alert_id`` → one transition: the fields of
   ``budgetwatch alerts --json`` plus ``transition``, ``date``, ``previous_severity``.
 * ``budget-events-dlq`` — the raw key → reason, raw value, topic/partition/offset.
@@ -275,14 +276,9 @@ class BudgetApp:
     async def _on_revoked(self, sender: Any, revoked: Iterable[Any], **_: Any) -> None:
         # Another worker owns these now; rebuild from the changelog if they come back.
         for tp in revoked:
-            if tp.topic == EVENTS_TOPIC:
-                self.project_partitions.pop(tp.partition, None)
-                self._sizes.pop(tp.partition, None)
-            elif tp.topic == DEPARTMENTS_TOPIC:
-                self.department_partitions.pop(tp.partition, None)
-            else:
-                continue
-            self.metrics.forget_partition(tp.topic, tp.partition)
+            if tp.topic in (EVENTS_TOPIC, DEPARTMENTS_TOPIC):
+                self._drop_partition(tp.topic, tp.partition)
+                self.metrics.forget_partition(tp.topic, tp.partition)
 
     # -- agents ------------------------------------------------------------
     async def _events(self, stream: faust.StreamT[bytes]) -> AsyncIterator[str]:
@@ -307,7 +303,7 @@ class BudgetApp:
                         key=message.key,
                     )
                 )
-                self.project_partitions.pop(partition, None)  # rebuild from the table next time
+                self._drop_partition(EVENTS_TOPIC, partition)  # rebuild from the table next time
             await self._emit_until_sent(out, self.projects_table, EVENTS_TOPIC, partition, offset)
             state_now = self.project_partitions.get(partition)
             if state_now is not None:
@@ -353,7 +349,7 @@ class BudgetApp:
                         key=message.key,
                     )
                 )
-                self.department_partitions.pop(partition, None)
+                self._drop_partition(DEPARTMENTS_TOPIC, partition)
             await self._emit_until_sent(out, self.departments_table, DEPARTMENTS_TOPIC, partition, offset)
             state_now = self.department_partitions.get(partition)
             if state_now is not None:
@@ -394,8 +390,10 @@ class BudgetApp:
                 delay = min(delay * 2, EMIT_RETRY_MAX)
 
     def _drop_partition(self, topic: str, partition: int) -> None:
+        """Forget a partition's state: it is rebuilt from the changelog when next needed."""
         if topic == EVENTS_TOPIC:
             self.project_partitions.pop(partition, None)
+            self._sizes.pop(partition, None)
         else:
             self.department_partitions.pop(partition, None)
 
