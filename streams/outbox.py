@@ -713,9 +713,7 @@ class Dispatcher:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(1 if window is not None else self.policy.tries),
                 wait=wait_exponential(multiplier=self.policy.wait, max=self.policy.wait_max),
-                retry=retry_if_exception(
-                    lambda e: isinstance(e, DeliveryError) and e.transient and not e.rate_limited
-                ),
+                retry=retry_if_exception(lambda e: isinstance(e, DeliveryError) and e.transient),
                 sleep=self.sleep,
                 reraise=True,
             ):
