@@ -53,7 +53,7 @@ from connectors.alertmanager import (
 from connectors.directory import CHANNELS, Directory, DirectoryError, load_directory
 from connectors.notify import DeliveryError, Note
 from connectors.notify.channels import channel_for
-from connectors.notify.pacing import ROBOT_LIMITS, Window, recipients_of, robot_of
+from connectors.notify.pacing import ROBOT_LIMITS, Window, recipients_of, robot_digest, robot_of
 from connectors.notify.smtp import SendMail, SmtpSettings
 from streams.errors import BudgetwatchError
 from streams.settings import Settings
@@ -87,6 +87,13 @@ CREATE INDEX IF NOT EXISTS deliveries_by_status ON deliveries(status, recipient,
 CREATE TABLE IF NOT EXISTS delivery_fanout (
     outbox_id INTEGER PRIMARY KEY,
     fingerprint TEXT NOT NULL
+);
+-- A robot that said "too fast" refuses everything until refused_until (unix seconds);
+-- kept so a restarted dispatcher does not post into the block. Keyed by a digest of
+-- the robot's address, which holds its access token.
+CREATE TABLE IF NOT EXISTS robot_refusals (
+    robot TEXT PRIMARY KEY,
+    refused_until REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS alertmanager_sent (
     alert_id TEXT PRIMARY KEY,
@@ -350,6 +357,18 @@ class DeliveryLog:
                 (DELIVERED, channel, *recipients, since),
             )
         ]
+
+    def refused_until(self, robot: str) -> float:
+        """Until when the robot with this digest refuses messages (0: it does not)."""
+        row = self.db.execute("SELECT refused_until FROM robot_refusals WHERE robot = ?", (robot,)).fetchone()
+        return float(row[0]) if row is not None else 0.0
+
+    def robot_refused(self, robot: str, until: float) -> None:
+        self.db.execute(
+            "INSERT INTO robot_refusals(robot, refused_until) VALUES (?, ?) ON CONFLICT(robot)"
+            " DO UPDATE SET refused_until = MAX(refused_until, excluded.refused_until)",
+            (robot, until),
+        )
 
     def retry_failed(self) -> int:
         """Re-queue failed deliveries, due at once (after fixing the directory or the receiver)."""
@@ -660,7 +679,8 @@ class Dispatcher:
         if window is None:
             recipients = recipients_of(self.directory, delivery.channel, robot)
             sent = await self._db(self.log.delivered_since, recipients, delivery.channel, ts - limit.seconds)
-            window = self._windows.setdefault(key, Window.seeded(limit, sent))
+            refused_until = await self._db(self.log.refused_until, robot_digest(*key))
+            window = self._windows.setdefault(key, Window.seeded(limit, sent, refused_until))
         return window
 
     async def _deliver(
@@ -722,6 +742,9 @@ class Dispatcher:
         except Exception as err:  # a failed attempt never stops the dispatcher
             if window is not None and isinstance(err, DeliveryError) and err.rate_limited:
                 window.refused(sent_at)
+                robot = robot_of(contact, delivery.channel)
+                if robot is not None:
+                    await self._db(self.log.robot_refused, robot_digest(delivery.channel, robot), window.refused_until)
             error = str(err) if isinstance(err, DeliveryError) else f"{type(err).__name__}: {err}"
             status = await self._db(self.log.attempt_failed, delivery, ts, error, self.policy)
             stats.failed_attempts += 1

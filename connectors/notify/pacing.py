@@ -12,6 +12,7 @@ No I/O; time is a parameter (the dispatcher's clock, in unix seconds).
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -52,6 +53,11 @@ def recipients_of(directory: Directory, channel: str, robot: str) -> list[str]:
     return found
 
 
+def robot_digest(channel: str, robot: str) -> str:
+    """A robot's name for storage: its address carries the access token."""
+    return hashlib.sha256(f"{channel}|{robot}".encode()).hexdigest()[:32]
+
+
 @dataclass(slots=True)
 class Window:
     """The sends of the last ``limit.seconds`` to one robot, oldest first."""
@@ -61,9 +67,10 @@ class Window:
     refused_until: float = 0.0  # the robot said "too fast" (someone else posts to it too)
 
     @classmethod
-    def seeded(cls, limit: RateLimit, times: Iterable[float]) -> Window:
-        """A window that already holds earlier sends (e.g. read back after a restart)."""
-        return cls(limit, deque(sorted(times)))
+    def seeded(cls, limit: RateLimit, times: Iterable[float], refused_until: float = 0.0) -> Window:
+        """A window that already holds earlier sends and a refusal still running (e.g.
+        read back after a restart)."""
+        return cls(limit, deque(sorted(times)), refused_until)
 
     def free_at(self, now: float) -> float:
         """The earliest time, ``now`` or later, at which one more message may go."""

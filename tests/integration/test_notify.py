@@ -12,6 +12,7 @@ import email
 import email.policy
 import hashlib
 import hmac
+import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -315,3 +316,17 @@ def test_a_robot_that_says_too_fast_gets_nothing_until_it_takes_messages_again(t
     dingtalk = [r for r in DeliveryLog(db).rows(("pending", "delivered", "failed")) if r["channel"] == "dingtalk"]
     assert {r["status"] for r in dingtalk} == {"delivered"}
     assert sorted(r["attempts"] for r in dingtalk).count(2) == 1  # the refused one, sent again later
+
+
+def test_a_restarted_dispatcher_does_not_post_into_a_robots_block(tmp_path: Path) -> None:
+    """The refusal outlives the dispatcher that met it: restarted 70 s into DingTalk's
+    ten-minute block, the next one posts nothing until the block is over."""
+    db = tmp_path / "bw.db"
+    _eight_projects_fire(db)
+    t0_ms = int(T0.timestamp() * 1000)
+    robot = Robot(foreign=[t0_ms - 1_000] * 15)
+    rounds = _rounds(db, robot, [(1, 0), (2, 70), (2, 300), (3, 599), (3, 601), (3, 700)])
+    assert robot.refused == 1
+    assert [r[1] for r in rounds] == [5, 5, 5, 5, 25, 25]
+    stored = sqlite3.connect(db).execute("SELECT robot FROM robot_refusals").fetchall()
+    assert len(stored) == 1 and len(stored[0][0]) == 32 and "access_token" not in stored[0][0]
