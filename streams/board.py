@@ -474,14 +474,35 @@ def _disposition_event(alert: dict[str, Any], user: User | None, data: Any, date
 
 
 def _approval_event(alert: dict[str, Any], user: User | None, data: Any, date: str) -> dict[str, Any]:
-    decision = data.get("approved", True)
-    approved = decision if isinstance(decision, bool) else str(decision) not in ("0", "false", "return")
+    approved = _decision(data.get("approved", True))
     return {
         "type": "disposition_approved", "event_id": f"appr-{uuid.uuid4().hex}", "occurred_on": date,
         "alert_id": alert["alert_id"], "disposition_event_id": str(data.get("disposition_event_id") or ""),
         "approved": approved, "note": str(data.get("note") or "").strip() or None,
         "by": user.login if user is not None else (str(data.get("by") or "").strip() or None),
     }
+
+
+# What a bureau's decision may be written as: a JSON boolean, or a form's value.
+_APPROVE = {"1", "true", "yes", "approve", "同意"}
+_RETURN = {"0", "false", "no", "return", "退回", "不同意"}
+
+
+class DecisionError(ValueError):
+    """An approval whose decision is neither yes nor no: never read as a yes."""
+
+
+def _decision(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, str | int) else None
+    if text in _APPROVE:
+        return True
+    if text in _RETURN:
+        return False
+    raise DecisionError(
+        f"approved 应为 true（同意）或 false（退回），收到 {orjson.dumps(value).decode()}"
+    )
 
 
 async def dispose_post(request: web.Request) -> web.Response:
@@ -503,7 +524,10 @@ async def approve_post(request: web.Request) -> web.Response:
     alert, history = await _visible_alert(request, user)
     if not user.is_bureau:
         raise web.HTTPForbidden(text="仅财政局用户可以审批", content_type="text/plain")
-    error = await board.record(_approval_event(alert, user, form, board.business_date()))
+    try:
+        error = await board.record(_approval_event(alert, user, form, board.business_date()))
+    except DecisionError as err:
+        error = str(err)
     if error:
         alert, history = await _visible_alert(request, user)
         return _alert_response(request, user, alert, history, error=error, status=400)
@@ -611,7 +635,9 @@ async def api_dispositions_post(request: web.Request) -> web.Response:
     user = _api_user(request)
     alert, _ = await _api_alert(request, user)
     data = await _api_body(request)
-    event = _disposition_event(alert, user, data, str(data.get("occurred_on") or board.business_date()))
+    # The business clock dates it, never the client: a date in the body could move
+    # every user's clock forward (and fire deadlines) for good.
+    event = _disposition_event(alert, user, data, board.business_date())
     error = await board.record(event)
     alert, history = await _api_alert(request, user)
     if error:
@@ -626,7 +652,10 @@ async def api_approvals_post(request: web.Request) -> web.Response:
         return _json_error("仅财政局用户可以审批", 403)
     alert, _ = await _api_alert(request, user)
     data = await _api_body(request)
-    event = _approval_event(alert, user, data, str(data.get("occurred_on") or board.business_date()))
+    try:
+        event = _approval_event(alert, user, data, board.business_date())
+    except DecisionError as err:
+        return _json_error(str(err), 400)
     error = await board.record(event)
     alert, history = await _api_alert(request, user)
     if error:

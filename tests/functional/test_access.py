@@ -219,3 +219,45 @@ def test_secrets_are_hashed_with_salt_and_the_example_users_file_loads() -> None
     bureau = example.authenticate("jxk", "change-me-jxk")
     assert bureau is not None and bureau.is_bureau
     assert example.authenticate("jyj", "wrong") is None
+
+
+def test_a_disposition_is_dated_by_the_business_clock_never_by_the_client(tmp_path: Path) -> None:
+    """A department user posting a date a year ahead would otherwise move every user's
+    business clock there for good, firing deadlines on the way."""
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        before = (await (await client.get("/api/status", headers=bearer("jxk"))).json())["as_of"]
+        answer = await client.post(f"/api/alerts/{ALERT_EDU}/dispositions", headers=bearer("jyj"),
+                                   data=orjson.dumps({"action": "continue", "note": "已完成招标",
+                                                      "occurred_on": "2026-06-30"}))
+        assert answer.status == 201, await answer.text()
+        assert (await answer.json())["disposition"]["latest"]["on"] == before
+        after = (await (await client.get("/api/status", headers=bearer("jxk"))).json())["as_of"]
+        assert after == before == "2025-07-01"
+
+    serve(db, scenario)
+
+
+def test_an_approval_that_is_neither_yes_nor_no_is_refused_not_read_as_yes(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        answer = await client.post(f"/api/alerts/{ALERT_EDU}/dispositions", headers=bearer("jyj"),
+                                   data=orjson.dumps({"action": "reduce", "amount": "1000", "note": "缩减"}))
+        assert answer.status == 201, await answer.text()
+        disposition = (await answer.json())["disposition"]["latest"]["event_id"]
+        for refused in ("maybe", None, 2, "", [True]):
+            answer = await client.post(f"/api/alerts/{ALERT_EDU}/approvals", headers=bearer("jxk"), data=orjson.dumps(
+                {"disposition_event_id": disposition, "approved": refused, "note": "不同意"}))
+            assert answer.status == 400, (refused, await answer.text())
+            assert "approved 应为 true" in (await answer.json())["error"]
+        status = await (await client.get("/api/status", headers=bearer("jxk"))).json()
+        assert next(p for p in status["projects"] if p["project_id"] == "P1")["budget"] == "1000000.00"
+        answer = await client.post(f"/api/alerts/{ALERT_EDU}/approvals", headers=bearer("jxk"), data=orjson.dumps(
+            {"disposition_event_id": disposition, "approved": "no", "note": "退回"}))
+        assert answer.status == 201 and (await answer.json())["disposition"]["status"] == "returned"
+
+    serve(db, scenario)
