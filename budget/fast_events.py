@@ -28,7 +28,8 @@ from budget.money import MoneyError, to_fen
 
 _TEXT_MAX = 200  # events.Text: min_length=1, max_length=200 (after stripping)
 # A plain yuan decimal: exactly what Decimal * 100 turns into this many fen.
-_PLAIN_AMOUNT = re.compile(r"(-?)(0|[1-9][0-9]{0,14})(?:\.([0-9]{1,2}))?")
+# Up to 13 whole digits: below money.MAX_FEN, so no bound check is needed here.
+_PLAIN_AMOUNT = re.compile(r"(-?)(0|[1-9][0-9]{0,12})(?:\.([0-9]{1,2}))?")
 
 # type -> (amount rule, optional string detail fields in model order)
 #   amount rule: "gt0" (> 0), "ge0" (>= 0), "any" (signed), None (no amount field)

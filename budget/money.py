@@ -6,10 +6,13 @@ and an order of magnitude faster than Decimal on the hot path.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 
 FEN_PER_YUAN = 100
 FEN_PER_WAN = 1_000_000  # 万元
+# No single amount reaches 10 万亿元 (a province's whole budget is a few 万亿): a larger
+# one is a unit or typing error. The bound also keeps every stored sum a 64-bit integer.
+MAX_FEN = 10**15
 
 
 class MoneyError(ValueError):
@@ -26,7 +29,7 @@ def to_fen(value: object, *, per_unit: int = FEN_PER_YUAN) -> int:
     if isinstance(value, bool):
         raise MoneyError("amount must be a number or a decimal string, not a boolean")
     if isinstance(value, int):
-        return value * per_unit
+        return _bounded(value * per_unit, value, "万元" if per_unit == FEN_PER_WAN else "yuan")
     if isinstance(value, float):
         text = repr(value)
     elif isinstance(value, str):
@@ -43,11 +46,28 @@ def to_fen(value: object, *, per_unit: int = FEN_PER_YUAN) -> int:
         raise MoneyError(f"amount {value!r} is not a decimal number") from None
     if not exact.is_finite():
         raise MoneyError(f"amount {value!r} is not a finite number")
-    fen = exact * per_unit
+    unit = "万元" if per_unit == FEN_PER_WAN else "yuan"
+    # Checked before multiplying: "1e999999" would overflow the decimal context.
+    if exact and exact.adjusted() >= 15:
+        raise _too_large(value, unit)
+    # Exact: the default 28 digits would round "1.000…0001" (30 digits) to whole fen.
+    with localcontext(prec=len(exact.as_tuple().digits) + 10):
+        fen = exact * per_unit
     if fen != fen.to_integral_value():
-        unit = "万元" if per_unit == FEN_PER_WAN else "yuan"
         raise MoneyError(f"amount {value!r} ({unit}) is not a whole number of fen (分)")
-    return int(fen)
+    return _bounded(int(fen), value, unit)
+
+
+def _bounded(fen: int, value: object, unit: str) -> int:
+    if -MAX_FEN < fen < MAX_FEN:
+        return fen
+    raise _too_large(value, unit)
+
+
+def _too_large(value: object, unit: str) -> MoneyError:
+    return MoneyError(
+        f"amount {value!r} ({unit}) is 10 万亿元 or more: check the unit (元 or 万元) and the digits"
+    )
 
 
 def fen_to_str(fen: int) -> str:

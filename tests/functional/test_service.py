@@ -93,6 +93,24 @@ def test_posted_events_are_processed_and_the_alert_is_served(tmp_path: Path) -> 
     serve(tmp_path, scenario)
 
 
+def test_an_absurd_amount_is_rejected_and_the_rest_of_the_body_is_kept(tmp_path: Path) -> None:
+    """"1e999999" overflowed the decimal context and 10**20 fen SQLite's integers: a 500
+    that lost the valid lines of the same body."""
+    good = b.jsonl(lagging_county()[:1])
+    huge = [
+        b'{"type":"payment","event_id":"X%d","occurred_on":"2025-03-01","project_id":"P1","amount":%s}\n' % (i, amount)
+        for i, amount in enumerate([b'"1e999999"', b'"100000000000000000000"', b"100000000000000000000"])
+    ]
+    body = huge[0] + good + huge[1] + huge[2]
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        answer = await post(client, body)
+        assert (answer["read"], answer["applied"], answer["rejected"]) == (4, 1, 3)
+        assert all("check the unit" in r["reason"] for r in answer["rejections"])
+
+    serve(tmp_path, scenario)
+
+
 def test_rejected_lines_are_reported_with_source_and_duplicates_counted(tmp_path: Path) -> None:
     good = b.jsonl(lagging_county()[:2])
     body = good + b"{not json\n" + b'{"type":"grant","event_id":"x","occurred_on":"2025-01-01"}\n'

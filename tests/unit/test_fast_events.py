@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -135,3 +136,12 @@ def test_a_generated_year_takes_the_fast_path_and_agrees() -> None:
     lines = list(generate(Spec(projects=60, seed=5, payments_per_project=10)))
     fast = sum(check(line) for line in lines)
     assert fast > 0.8 * len(lines)  # the common shapes are handled, not left to pydantic
+
+
+@pytest.mark.parametrize("amount", ["9999999999999.99", "10000000000000", "10000000000000.00", 10**13, 10**19])
+def test_fast_path_agrees_at_the_amount_bound(amount: object) -> None:
+    event = {"type": "payment", "event_id": "E1", "occurred_on": "2025-03-01", "project_id": "P1", "amount": amount}
+    raw = orjson.dumps(event)
+    fast = fast_record(raw)
+    assert fast is None or fast == pydantic_answer(raw)
+    assert pydantic_answer(raw) == ("rejected" if amount != "9999999999999.99" else fast)

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from budget.money import FEN_PER_WAN, MoneyError, fen_to_str, format_wan, to_fen
+from budget.money import FEN_PER_WAN, MAX_FEN, MoneyError, fen_to_str, format_wan, to_fen
 
 
 @pytest.mark.parametrize(
@@ -19,7 +19,8 @@ def test_wan_amounts_scale_to_fen() -> None:
     assert to_fen("150", per_unit=FEN_PER_WAN) == 150000000
 
 
-@pytest.mark.parametrize("value", ["1.001", "abc", "", "NaN", "Infinity", True, None, [1]])
+@pytest.mark.parametrize("value", ["1.001", "abc", "", "NaN", "Infinity", True, None, [1],
+                                   "1.00000000000000000000000000001", "1e-999999"])
 def test_what_is_not_whole_fen_is_refused_not_rounded(value: object) -> None:
     with pytest.raises(MoneyError):
         to_fen(value)
@@ -30,3 +31,19 @@ def test_formatting() -> None:
     assert fen_to_str(-5) == "-0.05"
     assert fen_to_str(0) == "0.00"
     assert format_wan(150000000) == "150.00万元"
+
+
+@pytest.mark.parametrize(
+    "value", ["1e999999", "10000000000000", "-10000000000000", 10**13, 10**20, 1e20, "100000000000000000000"]
+)
+def test_amounts_of_ten_wan_yi_yuan_or_more_are_refused_with_the_unit_to_check(value: object) -> None:
+    with pytest.raises(MoneyError, match="check the unit"):
+        to_fen(value)
+
+
+def test_the_bound_is_just_below_ten_wan_yi_yuan_in_either_unit() -> None:
+    assert to_fen("9999999999999.99") == MAX_FEN - 1
+    assert to_fen("-9999999999999.99") == -(MAX_FEN - 1)
+    assert to_fen("999999999.999999", per_unit=FEN_PER_WAN) == MAX_FEN - 1
+    with pytest.raises(MoneyError, match="万元"):
+        to_fen("1000000000", per_unit=FEN_PER_WAN)
