@@ -321,6 +321,8 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     user = board.user_of(request)
     if user is None:
         return _json_error("需要登录或 API 令牌（Authorization: Bearer …）", 401)
+    if not _came_from_our_page(board, request):
+        return _json_error("CSRF 校验失败（X-CSRF-Token）", 403)
     if user.is_bureau:
         return await handler(request)
     if path in BUREAU_ONLY:
@@ -583,14 +585,18 @@ def _api_user(request: web.Request) -> User | None:
     if user is None:
         raise web.HTTPUnauthorized(text=json_text({"error": "需要 API 令牌（Authorization: Bearer …）或登录"}),
                                    content_type="application/json")
-    bearer = request.headers.get("Authorization", "").startswith("Bearer ")
-    # a browser session must prove the request comes from our page
-    if not bearer and request.method == "POST" and not same_token(
-        request.headers.get("X-CSRF-Token"), board.csrf_of(request)
-    ):
-            raise web.HTTPForbidden(text=json_text({"error": "CSRF 校验失败（X-CSRF-Token）"}),
-                                    content_type="application/json")
+    if not _came_from_our_page(board, request):
+        raise web.HTTPForbidden(text=json_text({"error": "CSRF 校验失败（X-CSRF-Token）"}),
+                                content_type="application/json")
     return user
+
+
+def _came_from_our_page(board: Board, request: web.Request) -> bool:
+    """A POST on a browser session must carry the session's CSRF token (X-CSRF-Token);
+    one with an API token needs none (no browser sends it by itself)."""
+    if request.method != "POST" or request.headers.get("Authorization", "").startswith("Bearer "):
+        return True
+    return same_token(request.headers.get("X-CSRF-Token"), board.csrf_of(request))
 
 
 async def _api_alert(request: web.Request, user: User | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:

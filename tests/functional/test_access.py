@@ -261,3 +261,28 @@ def test_an_approval_that_is_neither_yes_nor_no_is_refused_not_read_as_yes(tmp_p
         assert answer.status == 201 and (await answer.json())["disposition"]["status"] == "returned"
 
     serve(db, scenario)
+
+
+def test_a_browser_session_posting_events_must_send_its_csrf_token(tmp_path: Path) -> None:
+    """POST /events appends to the log: from a bureau's browser session, a page on another
+    site could otherwise make the browser post payments."""
+    db = tmp_path / "bw.db"
+    prepare(db)
+    line = orjson.dumps({"type": "payment", "event_id": "CSRF-1", "occurred_on": "2025-07-01",
+                         "project_id": "P1", "amount": "1.00"})
+
+    async def scenario(client: Client, service: Service) -> None:
+        before = event_count(service)
+        csrf = await login(client, "jxk")
+        for headers in ({}, {"X-CSRF-Token": "forged"}):
+            answer = await client.post("/events", data=line, headers=headers)
+            assert answer.status == 403 and "CSRF" in (await answer.json())["error"]
+        assert event_count(service) == before
+        answer = await client.post("/events", data=line, headers={"X-CSRF-Token": csrf})
+        assert answer.status == 200 and (await answer.json())["applied"] == 1
+        client.session.cookie_jar.clear()
+        answer = await client.post("/events", data=line, headers=bearer("jxk"))  # an API token needs none
+        assert answer.status == 200 and (await answer.json())["duplicate"] == 1
+        assert event_count(service) == before + 1
+
+    serve(db, scenario)
