@@ -33,7 +33,16 @@ async def post_json(
         raise DeliveryError(
             f"{redact(url)}: HTTP {response.status_code} {response.text[:200]}", transient=True
         )
-    if response.status_code >= 400:
+    if 300 <= response.status_code < 400:
+        # Not followed: the message did not arrive, and a redirect must not carry a
+        # department's warnings to an address nobody configured.
+        moved = redact(response.headers.get("Location", "")) or "（未给出新地址）"
+        raise DeliveryError(
+            f"{redact(url)}: HTTP {response.status_code}，接收方要求改投 {moved}，消息未送达；"
+            "请在部门目录中更新地址",
+            transient=False,
+        )
+    if response.status_code >= 400 or response.status_code < 200:
         raise DeliveryError(
             f"{redact(url)}: HTTP {response.status_code} {response.text[:200]}；"
             "请检查部门目录中的地址和密钥",

@@ -330,3 +330,34 @@ def test_a_restarted_dispatcher_does_not_post_into_a_robots_block(tmp_path: Path
     assert [r[1] for r in rounds] == [5, 5, 5, 5, 25, 25]
     stored = sqlite3.connect(db).execute("SELECT robot FROM robot_refusals").fetchall()
     assert len(stored) == 1 and len(stored[0][0]) == 32 and "access_token" not in stored[0][0]
+
+
+def test_a_webhook_that_redirects_has_not_received_the_message(tmp_path: Path) -> None:
+    """A 302 was counted as delivered: the receiver never saw the warnings. Not followed
+    (a POST must not go where nobody configured), it is a failed attempt that says where
+    the receiver moved, without the new address's query (tokens live there)."""
+    db = tmp_path / "bw.db"
+    assert fire(db) == 8
+    seen: list[str] = []
+
+    async def moved(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        raise web.HTTPFound("/new-hook?token=SECRET-9")
+
+    async def scenario() -> None:
+        async with receiving({"/hook": moved}) as base:
+            directory = parse_directory({"departments": {EDU: {"name": "教育局", "webhook": f"{base}/hook"}}})
+            dispatcher = Dispatcher(db, directory, policy=RetryPolicy(tries=1), clock=lambda: T0)
+            try:
+                stats = await dispatcher.run_once(T0)
+            finally:
+                await dispatcher.aclose()
+            assert stats.delivered == 0 and stats.failed_attempts == 1
+
+    asyncio.run(scenario())
+    assert seen == ["/hook"]  # tried once, and the redirect was not followed
+    rows = DeliveryLog(db).rows(("pending", "delivered", "failed"))
+    assert rows and all(r["status"] != "delivered" for r in rows)
+    head = min(rows, key=lambda r: r["id"])
+    assert "改投" in head["last_error"] and "/new-hook" in head["last_error"]
+    assert "SECRET-9" not in head["last_error"]
