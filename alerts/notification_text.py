@@ -90,7 +90,9 @@ def headline(transition: Mapping[str, Any]) -> str:
     who = (
         department if transition.get("subject_type") == "department" else f"{department} {subject}"
     )
-    return f"【{tag}】{RULE_NAMES.get(rule, rule)}：{who}"
+    # One line: a name typed with Alt+Enter in Excel must not break a mail header or a
+    # Markdown heading.
+    return " ".join(f"【{tag}】{RULE_NAMES.get(rule, rule)}：{who}".split())
 
 
 def subject_text(transition: Mapping[str, Any]) -> str:

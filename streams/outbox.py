@@ -740,13 +740,16 @@ class Dispatcher:
                 with attempt:
                     await channel.send(note)
         except Exception as err:  # a failed attempt never stops the dispatcher
+            # Anything but a DeliveryError is a defect that the next attempt would meet
+            # again; retried, it would hold the recipient's queue behind it for hours.
+            unexpected = not isinstance(err, DeliveryError)
             if window is not None and isinstance(err, DeliveryError) and err.rate_limited:
                 window.refused(sent_at)
                 robot = robot_of(contact, delivery.channel)
                 if robot is not None:
                     await self._db(self.log.robot_refused, robot_digest(delivery.channel, robot), window.refused_until)
             error = str(err) if isinstance(err, DeliveryError) else f"{type(err).__name__}: {err}"
-            status = await self._db(self.log.attempt_failed, delivery, ts, error, self.policy)
+            status = await self._db(self.log.attempt_failed, delivery, ts, error, self.policy, final=unexpected)
             stats.failed_attempts += 1
             if status == FAILED:
                 stats.gave_up += 1
@@ -754,7 +757,7 @@ class Dispatcher:
             log.warning(
                 "投递失败 %s（第%d次）：%s", delivery.dedup_key, delivery.attempts + 1, error
             )
-            return False
+            return unexpected  # set aside as failed: the queue behind it goes on
         await self._db(self.log.delivered, delivery.id, sent_at)
         stats.delivered += 1
         return True

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from connectors.directory import Directory, parse_directory
 from connectors.notify import DEDUP_HEADER
+from alerts.notification_text import compose_notification
 from connectors.notify.smtp import SmtpSettings
 from connectors.profiles import load_profile
 from streams.cli import app
@@ -453,3 +454,42 @@ def test_deliver_once_says_how_much_history_it_left_unsent(tmp_path: Path) -> No
     )
     assert result.exit_code == 0, result.output
     assert "8 条预警变动早于业务日期 3 天以上" in result.output and "alerts --all" in result.output
+
+
+def test_a_defect_in_one_delivery_sets_it_aside_instead_of_holding_the_queue(tmp_path: Path) -> None:
+    """An exception that is not a DeliveryError (here the mail library refusing a header)
+    meets every retry again: the delivery is failed at once, listed and re-queueable, and
+    the recipient's next messages go out in the same round."""
+    db = tmp_path / "bw.db"
+    assert fire(db) == 8
+    receiver = Receiver()
+
+    class Picky(Mail):
+        calls = 0
+
+        async def __call__(self, message: Any, **kwargs: Any) -> None:
+            self.calls += 1
+            if self.calls == 1:
+                raise ValueError("Header values may not contain linefeed or carriage return characters")
+            self.sent.append(message)
+
+    mail = Picky()
+    stats = run(dispatcher(db, receiver, mail), T0)
+    assert stats.gave_up == 1 and stats.failed_attempts == 1
+    emails = [r for r in DeliveryLog(db).rows(("pending", "delivered", "failed")) if r["channel"] == "email"]
+    assert sorted(r["status"] for r in emails) == ["delivered", "failed"]
+    failed = next(r for r in emails if r["status"] == "failed")
+    assert failed["attempts"] == 1 and "ValueError: Header values" in failed["last_error"]
+    assert mail.calls == 2 and len(mail.sent) == 1  # the second email went in the same round
+
+
+def test_a_name_with_a_line_break_makes_a_one_line_subject(tmp_path: Path) -> None:
+    from connectors.notify import Note
+    from connectors.notify.smtp import build_message
+
+    transition = {"transition": "firing", "rule": "low_execution", "severity": "critical", "subject_type": "project",
+                  "department_name": "教育局", "subject_name": "校舍改造\r\n二期", "subject_id": "P1"}
+    text = compose_notification(transition)
+    assert "\n" not in text.title and "\r" not in text.title and text.title.endswith("教育局 校舍改造 二期")
+    note = Note(dedup_key="k", transition=transition, text=text, now=T0, recipient=EDU)
+    assert build_message(note, ["a@b.example"], SmtpSettings("mail.example"))["Subject"] == text.title
