@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
+from alerts.notification_text import compose_notification
 from connectors.directory import Directory, parse_directory
 from connectors.notify import DEDUP_HEADER
-from alerts.notification_text import compose_notification
 from connectors.notify.smtp import SmtpSettings
 from connectors.profiles import load_profile
 from streams.cli import app
