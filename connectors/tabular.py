@@ -12,8 +12,11 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,43 +37,133 @@ class TabularError(ValueError):
     """A file whose layout cannot be recognised; nothing of it was imported."""
 
 
-def _decode_csv(data: bytes) -> str:
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A stretch of the file that is not a row (bad bytes, broken quoting)."""
+
+    reason: str
+    raw: str
+
+
+Row = tuple[str, "list[Any] | Unreadable"]
+RAW_LIMIT = 4_000  # characters of an unreadable stretch kept in the dead letter
+
+
+def _encoding_of(data: bytes) -> str:
+    """UTF-8 (with or without BOM) or GB18030 (GBK exports), by which decodes more lines."""
     for encoding in ("utf-8-sig", "gb18030"):
         try:
-            return data.decode(encoding)
+            data.decode(encoding)
+            return encoding
         except UnicodeDecodeError:
             continue
-    return data.decode("utf-8", errors="replace")
+    lines = data.split(b"\n")
+
+    def failures(encoding: str) -> int:
+        bad = 0
+        for line in lines:
+            try:
+                line.decode(encoding)
+            except UnicodeDecodeError:
+                bad += 1
+        return bad
+
+    return min(("utf-8-sig", "gb18030"), key=failures)
 
 
-def csv_rows(path: Path) -> Iterator[tuple[str, list[Any]]]:
-    text = _decode_csv(path.read_bytes())
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        yield f"{path}:{number}", row
+def _decode_lines(data: bytes, origin: str) -> tuple[str, dict[int, Unreadable]]:
+    """The text, with each line that does not decode blanked out and kept as a dead
+    letter (by line number): one bad byte must not spoil the file or slip in as U+FFFD."""
+    encoding = _encoding_of(data)
+    try:
+        return data.decode(encoding), {}
+    except UnicodeDecodeError:
+        pass
+    texts: list[str] = []
+    bad: dict[int, Unreadable] = {}
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        try:
+            texts.append(line.decode(encoding if number == 1 else encoding.removesuffix("-sig")))
+        except UnicodeDecodeError as err:
+            texts.append("")
+            shown = "utf-8" if encoding.startswith("utf-8") else encoding
+            bad[number] = Unreadable(
+                f"line is not valid {shown} text (byte {err.start + 1}); re-export the file in one encoding",
+                line.decode(encoding.removesuffix("-sig"), errors="replace")[:RAW_LIMIT],
+            )
+    return "\n".join(texts), bad
 
 
-def xlsx_rows(path: Path) -> Iterator[tuple[str, list[Any]]]:
+def csv_rows(path: Path) -> Iterator[Row]:
+    """(``file:line`` of the record's first line, cells) per CSV record; what cannot be
+    read as a record comes as :class:`Unreadable` in its place."""
+    text, bad = _decode_lines(path.read_bytes(), str(path))
+    csv.field_size_limit(1 << 30)  # a huge cell is refused by validation, with its line
+    # newline="": the csv module sees \r, \r\n and \n endings itself (old Mac files too).
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    pending_bad = sorted(bad)
+    start = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            end = reader.line_num
+            lines = text.splitlines()[start - 1:end]
+            if "unexpected end of data" in str(err) or end > start + 1:
+                reason = (
+                    f"unclosed quote (\") from line {start} to line {end}: {end - start + 1} lines "
+                    "could not be read as rows; fix the quoting and import the file again"
+                )
+            else:
+                reason = f"not a CSV row ({err}); fix the quoting on this line"
+            yield from _bad_before(path, pending_bad, bad, end + 1)
+            yield f"{path}:{start}", Unreadable(reason, "\n".join(lines)[:RAW_LIMIT])
+            start = end + 1
+            continue
+        yield from _bad_before(path, pending_bad, bad, start + 1)
+        yield f"{path}:{start}", row
+        start = reader.line_num + 1
+    yield from _bad_before(path, pending_bad, bad, 1 << 62)
+
+
+def _bad_before(path: Path, pending: list[int], bad: dict[int, Unreadable], line: int) -> Iterator[Row]:
+    while pending and pending[0] < line:
+        number = pending.pop(0)
+        yield f"{path}:{number}", bad[number]
+
+
+def xlsx_sheets(path: Path) -> Iterator[tuple[str, Iterator[Row]]]:
+    """(sheet title, its rows) for every sheet of the workbook."""
     from openpyxl import load_workbook
 
     workbook = load_workbook(path, read_only=True, data_only=True)
     try:
-        sheet = workbook.worksheets[0]
-        for number, row in enumerate(sheet.iter_rows(values_only=True), start=1):
-            yield f"{path}:{sheet.title}:{number}", list(row)
+        for sheet in workbook.worksheets:
+            rows: Iterator[Row] = (
+                (f"{path}:{sheet.title}:{number}", list(row))
+                for number, row in enumerate(sheet.iter_rows(values_only=True), start=1)
+            )
+            yield sheet.title, rows
     finally:
         workbook.close()
 
 
 def _detect(
-    rows: Iterator[tuple[str, list[Any]]], layout: Layout, origin: str
-) -> tuple[str, list[tuple[str | None, str | None]], Iterator[tuple[str, list[Any]]]]:
+    rows: Iterator[Row], layout: Layout, origin: str
+) -> tuple[str, list[tuple[str | None, str | None]], Iterator[Row]]:
     """Find the header row; return (layout, [(field, unit)] per column, remaining rows)."""
     seen: list[str] = []
+    skipped: list[Row] = []  # unreadable stretches above the header: still dead letters
     for _ in range(HEADER_SEARCH_ROWS):
         item = next(rows, None)
         if item is None:
             break
         _, cells = item
+        if isinstance(cells, Unreadable):
+            skipped.append(item)
+            continue
         headers = [split_header(c) for c in cells]
         names = [h for h, _ in headers]
         seen.append(" | ".join(n for n in names if n))
@@ -91,12 +184,32 @@ def _detect(
         if chosen is None:
             continue
         table = PAYMENT_HEADERS if chosen == "payments" else PROJECT_HEADERS
-        return chosen, [(table.get(n), u) for n, u in headers], rows
+        columns = [(table.get(n), u) for n, u in headers]
+        _refuse_repeated_fields(columns, cells, origin, item[0])
+        return chosen, columns, chain(skipped, rows)
     raise TabularError(
         f"{origin}: no header row of a projects or payments sheet in the first "
         f"{HEADER_SEARCH_ROWS} rows (saw: {'; '.join(s for s in seen if s) or 'nothing'}); "
         "see README 'File import' for the accepted column names"
     )
+
+
+def _refuse_repeated_fields(
+    columns: list[tuple[str | None, str | None]], cells: list[Any], origin: str, where: str
+) -> None:
+    """Two columns for one field (支付金额（万元） and 金额): which one holds the amount, and in
+    which unit, is a guess that can be off by 10,000 times — the file is refused."""
+    by_field: dict[str, list[str]] = {}
+    for (field, _), cell in zip(columns, cells, strict=False):
+        if field is not None:
+            by_field.setdefault(field, []).append(str(cell).strip())
+    repeated = {field: names for field, names in by_field.items() if len(names) > 1}
+    if repeated:
+        listed = "; ".join(f"{field}: {' / '.join(names)}" for field, names in repeated.items())
+        raise TabularError(
+            f"{where}: several columns mean the same field ({listed}); nothing of {origin} was "
+            "imported: keep one column per field (delete or rename the others) and import again"
+        )
 
 
 def _cell_text(value: Any) -> str | None:
@@ -108,6 +221,7 @@ def _cell_text(value: Any) -> str | None:
     return text or None
 
 
+_YEAR = re.compile(r"[0-9]{4}")
 _LOOSE_DATE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
 
 
@@ -130,12 +244,17 @@ def _cell_date(value: Any) -> Any:
 def _cell_fen(value: Any, unit: str) -> int:
     per = FEN_PER_WAN if unit == "wan" else FEN_PER_YUAN
     if isinstance(value, float):
-        # Spreadsheet cells hold binary doubles (12345.670000000002 from a formula);
-        # take the nearest fen when the cell is a fen amount up to float noise.
+        try:
+            return to_fen(value, per_unit=per)  # what the cell shows: 1234567.89
+        except MoneyError:
+            if not math.isfinite(value):
+                raise
+        # A formula's binary noise (12345.670000000002) is a few units in the last place
+        # of a fen amount; anything more (1234567.891) is a third decimal, refused.
         scaled = value * per
         nearest = round(scaled)
-        if abs(scaled - nearest) <= 1e-6 * max(1.0, abs(scaled)):
-            return int(nearest)
+        if abs(scaled - nearest) <= 8 * math.ulp(scaled):
+            return to_fen(int(nearest), per_unit=1)
         raise MoneyError(f"amount {value!r} ({'万元' if unit == 'wan' else '元'}) is not a whole number of fen")
     return to_fen(value, per_unit=per)
 
@@ -166,7 +285,7 @@ def _row_events(
         return [event]
     project_id = _cell_text(values.get("project_id"))
     year_text = _cell_text(values.get("fiscal_year"))
-    if not year_text or not year_text.isdigit():
+    if not year_text or not _YEAR.fullmatch(year_text):
         raise EventRejected(f"fiscal_year (年度): {year_text!r} is not a year")
     year = int(year_text)
     fund_text = _cell_text(values.get("fund_source"))
@@ -204,7 +323,7 @@ def _row_events(
 
 
 def parse_table(
-    rows: Iterator[tuple[str, list[Any]]],
+    rows: Iterator[Row],
     origin: str,
     *,
     layout: Layout = "auto",
@@ -217,6 +336,9 @@ def parse_table(
         if name is not None
     }
     for source, cells in rest:
+        if isinstance(cells, Unreadable):
+            yield Rejected(source, cells.reason, cells.raw)
+            continue
         if not any(_cell_text(c) for c in cells):
             continue
         values: dict[str, Any] = {}
@@ -233,14 +355,36 @@ def parse_table(
             reason = err.reason if isinstance(err, EventRejected) else str(err)
             yield Rejected(source, f"{chosen} row: {reason}", raw)
             continue
+        except (ValueError, TypeError, ArithmeticError) as err:  # one odd cell loses its row only
+            yield Rejected(source, f"{chosen} row: cannot read it ({type(err).__name__}: {err})", raw)
+            continue
         for event in events:
             yield Accepted(event.to_record(), source)
 
 
 def read_table(path: Path, *, layout: Layout = "auto", unit: Unit = "auto") -> Iterator[Parsed]:
-    suffix = path.suffix.lower()
-    rows: Iterable[tuple[str, list[Any]]] = xlsx_rows(path) if suffix in (".xlsx", ".xlsm") else csv_rows(path)
-    yield from parse_table(iter(rows), str(path), layout=layout, unit=unit)
+    if path.suffix.lower() not in (".xlsx", ".xlsm"):
+        yield from parse_table(csv_rows(path), str(path), layout=layout, unit=unit)
+        return
+    # Every sheet (项目 and 支付 in one workbook); a sheet with no header row (说明, 封面)
+    # is reported, not silently passed over; a workbook with none is refused.
+    skipped: list[tuple[str, TabularError]] = []
+    read_any = False
+    for title, rows in xlsx_sheets(path):
+        try:
+            parsed = parse_table(rows, f"{path}:{title}", layout=layout, unit=unit)
+            first = next(parsed, None)
+        except TabularError as err:
+            skipped.append((title, err))
+            continue
+        read_any = True
+        if first is not None:
+            yield first
+            yield from parsed
+    if not read_any:
+        raise TabularError("; ".join(str(refusal) for _, refusal in skipped))
+    for title, refusal in skipped:
+        yield Rejected(f"{path}:{title}", f"sheet skipped: {refusal}", "")
 
 
 def write_xlsx(path: Path, headers: Sequence[str], rows: Iterable[Sequence[Any]], title: str) -> None:

@@ -105,3 +105,98 @@ def test_importing_the_same_sheet_twice_appends_nothing(tmp_path: Path) -> None:
         second = ingest(store, read_events(path))
     assert (first.applied, first.duplicates) == (2, 0)
     assert (second.applied, second.duplicates) == (0, 2)
+
+
+PAY_HEADER = "支付凭证号,支付日期,项目编码,支付金额\n"
+
+
+def test_two_columns_for_one_field_refuse_the_file_instead_of_mixing_value_and_unit(tmp_path: Path) -> None:
+    """支付金额（万元） and 金额 both mean the amount: the value came from one and the unit
+    from the other, 12.5 万元 stored as 12.50 元."""
+    path = tmp_path / "pay.csv"
+    path.write_text("支付凭证号,支付日期,项目编码,支付金额（万元）,金额\nV1,2025-03-01,P1,12.5,125000\n",
+                    encoding="utf-8")
+    with pytest.raises(TabularError, match=r"several columns mean the same field \(amount: 支付金额（万元） / 金额\)"):
+        split(path)
+
+
+def test_a_broken_csv_row_is_a_dead_letter_and_the_rest_of_the_file_is_read(tmp_path: Path) -> None:
+    long_field = tmp_path / "long.csv"
+    long_field.write_text(PAY_HEADER + f"V1,2025-03-01,P1,{'9' * 200_000}\nV2,2025-03-02,P1,10\n", encoding="utf-8")
+    accepted, rejected = split(long_field)
+    assert [a.record.event_id for a in accepted] == ["V2"]
+    assert [r.source for r in rejected] == [f"{long_field}:2"]
+
+    old_mac = tmp_path / "cr.csv"
+    old_mac.write_bytes(PAY_HEADER.replace("\n", "\r").encode() + b"V1,2025-03-01,P1,10\rV2,2025-03-02,P1,20\r")
+    accepted, rejected = split(old_mac)
+    assert ([a.record.event_id for a in accepted], rejected) == (["V1", "V2"], [])
+
+    stray = tmp_path / "stray.csv"
+    stray.write_text(PAY_HEADER + 'V1,2025-03-01,P1,10\nV2,2025-03-02,"P1,20\nV3,2025-03-03,P1,30\n', encoding="utf-8")
+    accepted, rejected = split(stray)
+    assert [a.record.event_id for a in accepted] == ["V1"]
+    assert len(rejected) == 1 and rejected[0].source == f"{stray}:3"
+    assert "unclosed quote" in rejected[0].reason and "V3" in rejected[0].raw  # the swallowed rows are named
+
+
+def test_line_numbers_count_physical_lines_after_a_cell_that_spans_lines(tmp_path: Path) -> None:
+    path = tmp_path / "pay.csv"
+    path.write_text(PAY_HEADER.replace("\n", ",收款人\n") + 'V1,2025-03-01,P1,10,"某建设\n公司"\nV2,2025-02-30,P1,10,x\n',
+                    encoding="utf-8")
+    accepted, rejected = split(path)
+    assert [a.record.event_id for a in accepted] == ["V1"]
+    assert [r.source for r in rejected] == [f"{path}:4"]
+
+
+def test_one_undecodable_line_is_a_dead_letter_not_a_spoiled_file(tmp_path: Path) -> None:
+    gbk = tmp_path / "gbk.csv"
+    good = "项目编码,项目名称,单位编码,单位名称,资金性质,年度,年初预算数\nA,校舍维修,D1,教育局,一般公共预算,2025,100\n"
+    gbk.write_bytes(good.encode("gb18030") + b"B,\xff\xfe\xfd,D1,\xbd\xcc\xd3\xfd\xbe\xd6,general,2025,100\n")
+    accepted, rejected = split(gbk)
+    assert {a.record.project_id for a in accepted} == {"A"}
+    assert [r.source for r in rejected] == [f"{gbk}:3"] and "not valid gb18030" in rejected[0].reason
+    utf8 = tmp_path / "utf8.csv"
+    utf8.write_bytes(good.encode() + b"B,\xe6\xa0,D1,x,general,2025,100\n" + "C,路灯,D1,教育局,general,2025,5\n".encode())
+    accepted, rejected = split(utf8)
+    assert {a.record.project_id for a in accepted} == {"A", "C"}  # the bad row is not let in with U+FFFD
+    assert [r.source for r in rejected] == [f"{utf8}:3"] and "not valid utf-8" in rejected[0].reason
+
+
+def test_xlsx_amounts_are_never_rounded_but_formula_noise_is_absorbed(tmp_path: Path) -> None:
+    path = tmp_path / "pay.xlsx"
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["支付凭证号", "支付日期", "项目编码", "支付金额"])
+    sheet.append(["V1", "2025-03-01", "P1", 1234567.891])  # a third decimal: refused
+    sheet.append(["V2", "2025-03-01", "P1", 12345.670000000002])  # a formula's binary noise
+    sheet.append(["V3", "2025-03-01", "P1", 1e300])  # absurd: refused, not an OverflowError
+    sheet.append(["V4", "2025-03-01", "P1", 0.1 + 0.2])
+    book.save(path)
+    accepted, rejected = split(path)
+    assert {a.record.event_id: a.record.amount for a in accepted} == {"V2": 1234567, "V4": 30}
+    assert [r.source.rsplit(":", 1)[1] for r in rejected] == ["2", "4"]
+    assert "whole number of fen" in rejected[0].reason and "check the unit" in rejected[1].reason
+
+
+def test_every_sheet_of_a_workbook_is_read_and_a_sheet_without_header_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "book.xlsx"
+    book = Workbook()
+    projects = book.active
+    assert projects is not None
+    projects.title = "项目"
+    projects.append(["项目编码", "项目名称", "单位编码", "单位名称", "资金性质", "年度", "年初预算数"])
+    projects.append(["P1", "校舍维修", "D1", "教育局", "一般公共预算", 2025, 1000])
+    projects.append(["P2", "路灯", "D1", "教育局", "一般公共预算", "2025²", 1000])
+    payments = book.create_sheet("支付")
+    payments.append(["支付凭证号", "支付日期", "项目编码", "支付金额"])
+    payments.append(["V1", dt.date(2025, 3, 1), "P1", 100])
+    notes = book.create_sheet("说明")
+    notes.append(["本表由预算系统导出"])
+    book.save(path)
+    accepted, rejected = split(path)
+    assert sorted((a.record.type, a.record.event_id) for a in accepted) == [
+        ("budget_approved", "P1@approved:2025"), ("payment", "V1"), ("project_registered", "P1@registered:2025")]
+    assert [r.source for r in rejected] == [f"{path}:项目:3", f"{path}:说明"]
+    assert "is not a year" in rejected[0].reason and rejected[1].reason.startswith("sheet skipped")
