@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from itertools import chain, groupby
 from typing import Any
 
-from alerts.dispositions import DESK_TYPES, DISPOSITION_EVENT_TYPES, Desk
+from alerts.dispositions import DESK_TYPES, DISPOSITION_EVENT_TYPES, Desk, Refusal, orjson_free_dumps
 from alerts.lifecycle import Alert, AlertBook, Subject, Transition
 from alerts.messages import compose
 from alerts.profile import Profile
@@ -32,7 +32,7 @@ from alerts.rules import (
     project_figures,
 )
 from budget.calendar import iso, year_bounds
-from budget.events import Record
+from budget.events import Record, record_to_json_dict
 from budget.ledger import Ledger, ProjectState, Totals
 
 
@@ -52,6 +52,8 @@ class Monitor:
         self.applied = 0
         # The disposition loop (alerts.dispositions), attached by runtimes that run it.
         self.desk: Desk | None = None
+        # Records the ledger could not fold; a persisting runtime dead-letters and drains them.
+        self.refused: list[Refusal] = []
 
     # -- restoring -------------------------------------------------------
     def restore(self, states: Iterable[ProjectState], alerts: Iterable[Alert], clock: int | None) -> None:
@@ -93,7 +95,15 @@ class Monitor:
             if before is not None and before.rollup is not None:
                 self._dirty_departments.add((before.rollup.fiscal_year, before.rollup.department_id))
         # The hot path: changed projects and departments are derived once per closed day.
-        self._dirty.add(self.ledger.apply(record).project_id)
+        try:
+            state = self.ledger.apply(record)
+        except (TypeError, ValueError, KeyError) as err:
+            # Validated at the boundary, so only a record stored by an older release can
+            # get here: refused with its reason rather than stopping every later run.
+            self.refused.append(Refusal(record.event_id, f"{record.type}: cannot be applied: {err!r}",
+                                        orjson_free_dumps(record_to_json_dict(record))))
+            return
+        self._dirty.add(state.project_id)
         self.applied += 1
 
     def process(self, records: Iterable[Record], until: int) -> Iterator[tuple[int, list[Transition]]]:

@@ -102,7 +102,9 @@ class Record(NamedTuple):
 
 
 class EventBase(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+    # No float field may be NaN or infinite (1e400 in JSON is infinity): stored as null,
+    # one such value stopped every later run.
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
     event_id: Text
     occurred_on: Day
@@ -179,6 +181,9 @@ class PaymentReversed(EventBase):
     original_event_id: str | None = None
 
 
+MAX_WEIGHT = 10_000.0
+
+
 class IndicatorDefined(EventBase):
     type: Literal["indicator_defined"]
     indicator_id: Text
@@ -186,7 +191,8 @@ class IndicatorDefined(EventBase):
     target: float
     unit: str | None = None
     direction: Direction = Direction.higher_better
-    weight: Annotated[float, Field(gt=0)] = 1.0
+    # Relative weights (often points out of 100); a bound keeps their sum finite.
+    weight: Annotated[float, Field(gt=0, le=MAX_WEIGHT)] = 1.0
     category: Category | None = None
 
     @field_validator("target")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from math import isfinite
 from sys import intern
 from typing import Any
 
@@ -216,17 +217,22 @@ class Ledger:
         return state
 
     def _register(self, state: ProjectState, details: Mapping[str, Any]) -> None:
-        self._leave_rollup(state)
-        state.fiscal_year = int(details["fiscal_year"])
-        state.name = details["name"]
+        # Everything is read before anything changes: a record that cannot be folded
+        # raises with the state as it was (the monitor refuses it).
+        fiscal_year = int(details["fiscal_year"])
+        name = str(details["name"])
         # Interned: a province has 100k projects but a few hundred departments and four
         # fund sources; one copy of each string instead of one per project.
-        state.department_id = intern(details["department_id"])
-        state.department_name = intern(details["department_name"])
-        state.fund_source = intern(details["fund_source"])
-        state.kind = intern(details.get("kind") or "project")
+        department_id = intern(details["department_id"])
+        department_name = intern(details["department_name"])
+        fund_source = intern(details["fund_source"])
+        kind = intern(details.get("kind") or "project")
         plan = details.get("spending_plan")
-        state.plan = tuple(plan) if plan is not None else None
+        plan_values = tuple(float(f) for f in plan) if plan is not None else None
+        self._leave_rollup(state)
+        state.fiscal_year, state.name = fiscal_year, name
+        state.department_id, state.department_name = department_id, department_name
+        state.fund_source, state.kind, state.plan = fund_source, kind, plan_values
         self._join_rollup(state)
 
     def attach(self, state: ProjectState) -> None:
@@ -260,6 +266,9 @@ class Ledger:
 
     def _define_indicator(self, state: ProjectState, stamp: str, details: Mapping[str, Any]) -> None:
         indicator_id = intern(details["indicator_id"])
+        target, weight = float(details["target"]), float(details.get("weight", 1.0))
+        if not (isfinite(target) and isfinite(weight) and weight > 0):
+            raise ValueError(f"indicator {indicator_id}: target {target} and weight {weight} must be finite")
         ind = state.indicators.get(indicator_id)
         if ind is None:
             ind = state.indicators[indicator_id] = Indicator(indicator_id)
@@ -267,10 +276,10 @@ class Ledger:
             return
         ind.defined_version = stamp
         ind.name = _interned(details.get("name"))
-        ind.target = float(details["target"])
+        ind.target = target
         ind.unit = _interned(details.get("unit"))
         ind.direction = intern(details.get("direction") or "higher_better")
-        ind.weight = float(details.get("weight", 1.0))
+        ind.weight = weight
         ind.category = _interned(details.get("category"))
         state.completion = performance_completion(state.indicators)
 

@@ -255,6 +255,9 @@ class Engine:
         emitted: list[Any] = []
         if monitor.desk is not None:  # the disposition loop's output, committed with the state that follows from it
             refused, emitted = monitor.desk.drain()
+        if monitor.refused:
+            refused = [*refused, *monitor.refused]
+            monitor.refused = []
         alerts = monitor.book.alerts
         batch.commit(
             projects=(projects[pid].to_dict() for pid in changed),

@@ -45,6 +45,29 @@ def test_bad_lines_are_kept_with_source_and_reason_and_nothing_else_is_lost(tmp_
     assert "unknown event type 'refund'" in rows[1]["reason"]
 
 
+def test_a_stored_event_the_ledger_cannot_fold_is_dead_lettered_and_the_run_goes_on(tmp_path: Path) -> None:
+    """An older release accepted "weight": 1e400 and stored it as null; every later run
+    then died in the ledger. Now such a record is refused in context, once, with its
+    reason, and the rest of the log is processed."""
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, [b.registered("P"), b.approved("P", "1000"), b.payment("P", "100", on="2025-02-01")])
+    e.store.db.execute(
+        "INSERT INTO events(event_id, type, day, project_id, amount, details, source) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ("IND-1", "indicator_defined", day("2025-01-15"), "P", None,
+         '{"indicator_id":"I1","name":"受益人数","target":100,"weight":null}', "old.jsonl:7"),
+    )
+    e.store.db.commit()
+    e.run(day("2025-03-01"))
+    p = e.status()["projects"][0]
+    assert (p["paid"], p["performance_completion"]) == ("100.00", None)
+    (refused,) = e.store.rejections()
+    assert refused["source"] == "old.jsonl:7 (event_id IND-1)"
+    assert "indicator_defined: cannot be applied" in refused["reason"] and '"weight":null' in refused["raw"]
+    e.rebuild()
+    e.run(day("2025-03-01"))
+    assert len(e.store.rejections()) == 1  # a replay refuses it again but keeps one dead letter
+
+
 def test_status_figures_and_a_region_rate_to_two_decimals(tmp_path: Path) -> None:
     e = engine(tmp_path / "bw.db")
     ingest_events(e.store, [

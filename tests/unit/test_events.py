@@ -70,6 +70,15 @@ def test_unknown_fields_are_ignored() -> None:
          "missing field"),
         (b'{"type": "indicator_defined", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P",'
          b' "indicator_id": "I", "name": "n", "target": 1, "weight": 0}', "weight"),
+        # infinite (1e400 parses as infinity) or absurd weights: stored as null, one stopped every run
+        (b'{"type": "indicator_defined", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P",'
+         b' "indicator_id": "I", "name": "n", "target": 1, "weight": 1e400}', "weight: Input should be a finite"),
+        (b'{"type": "indicator_defined", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P",'
+         b' "indicator_id": "I", "name": "n", "target": 1, "weight": NaN}', "weight"),
+        (b'{"type": "indicator_defined", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P",'
+         b' "indicator_id": "I", "name": "n", "target": 1, "weight": 1e308}', "less than or equal to 10000"),
+        (b'{"type": "indicator_defined", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P",'
+         b' "indicator_id": "I", "name": "n", "target": -1e400}', "target"),
     ],
 )
 def test_bad_input_is_rejected_with_a_reason(raw: bytes, reason: str) -> None:
