@@ -6,6 +6,7 @@ and an order of magnitude faster than Decimal on the hot path.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation, localcontext
 
 FEN_PER_YUAN = 100
@@ -13,6 +14,9 @@ FEN_PER_WAN = 1_000_000  # 万元
 # No single amount reaches 10 万亿元 (a province's whole budget is a few 万亿): a larger
 # one is a unit or typing error. The bound also keeps every stored sum a 64-bit integer.
 MAX_FEN = 10**15
+
+
+_GROUPED = re.compile(r"[-+]?[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]*)?")
 
 
 class MoneyError(ValueError):
@@ -33,9 +37,16 @@ def to_fen(value: object, *, per_unit: int = FEN_PER_YUAN) -> int:
     if isinstance(value, float):
         text = repr(value)
     elif isinstance(value, str):
-        text = value.strip().replace(",", "")
+        text = value.strip()
         if not text:
             raise MoneyError("amount is empty")
+        if "," in text:
+            # Thousands separators only (1,234,567.89): "1,50" is a typo, not 150 yuan.
+            if not _GROUPED.fullmatch(text):
+                raise MoneyError(f"amount {value!r}: commas may only separate thousands (1,234,567.89)")
+            text = text.replace(",", "")
+        if "_" in text:  # Decimal would read "1_0" as 10
+            raise MoneyError(f"amount {value!r} is not a decimal number")
     elif isinstance(value, Decimal):
         text = str(value)
     else:

@@ -10,9 +10,14 @@ from budget.fast_events import fast_record
 from connectors.parsed import Accepted, Parsed, Rejected
 
 
+BOM = b"\xef\xbb\xbf"  # Windows editors start UTF-8 files with it
+
+
 def parse_lines(lines: Iterable[bytes], origin: str, *, first_line: int = 1) -> Iterator[Parsed]:
     for number, line in enumerate(lines, start=first_line):
         text = line.strip()
+        if number == first_line:
+            text = text.removeprefix(BOM).strip()
         if not text:
             continue
         source = f"{origin}:{number}"

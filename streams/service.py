@@ -52,7 +52,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from budget.calendar import iso, to_day
 from connectors import metrics
 from connectors.grafana import AnnotationError, GrafanaAnnotator
-from connectors.jsonl import parse_lines
+from connectors.jsonl import BOM, parse_lines
 from connectors.parsed import Parsed
 from streams.clock import today_in_china
 from streams.engine import Engine, RunSummary
@@ -101,6 +101,7 @@ def split_body(body: bytes) -> list[bytes]:
     array holds one event per element; anything else is JSON Lines, one per line
     (a bad line is rejected on its own, the others still count).
     """
+    body = body.removeprefix(BOM)
     text = body.strip()
     if not text:
         return []

@@ -154,6 +154,20 @@ def test_one_json_event_an_array_and_an_empty_body(tmp_path: Path) -> None:
 
     serve(tmp_path, scenario)
     assert split_body(b'{"a":1}\n{"b":2}\n') == [b'{"a":1}', b'{"b":2}']
+    # a UTF-8 BOM (Windows editors) in front of JSON Lines, an object or an array
+    assert split_body(b'\xef\xbb\xbf{"a":1}\n{"b":2}\n') == [b'{"a":1}', b'{"b":2}']
+    assert split_body(b'\xef\xbb\xbf{"a":\n 1}') == [b'{"a":\n 1}']
+    assert split_body(b'\xef\xbb\xbf[{"a":1}]') == [b'{"a":1}']
+
+
+def test_a_jsonl_file_saved_with_a_bom_keeps_its_first_event(tmp_path: Path) -> None:
+    from connectors.jsonl import read_jsonl
+    from connectors.parsed import Accepted
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b.jsonl(lagging_county()[:2]))
+    parsed = list(read_jsonl(path))
+    assert len(parsed) == 2 and all(isinstance(p, Accepted) for p in parsed)
 
 
 def test_the_api_answers_the_same_json_as_the_cli(tmp_path: Path) -> None:

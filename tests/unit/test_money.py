@@ -8,7 +8,8 @@ from budget.money import FEN_PER_WAN, MAX_FEN, MoneyError, fen_to_str, format_wa
 @pytest.mark.parametrize(
     ("value", "fen"),
     [("1500000.00", 150000000), ("0.01", 1), (12, 1200), (12.5, 1250), ("1,234.50", 123450),
-     (Decimal("3.10"), 310), ("-20.00", -2000), (0.1, 10), (1234567.89, 123456789)],
+     (Decimal("3.10"), 310), ("-20.00", -2000), (0.1, 10), (1234567.89, 123456789),
+     ("1,234,567.89", 123456789), ("-1,000", -100000), ("999,999", 99999900)],
 )
 def test_amounts_become_exact_fen(value: object, fen: int) -> None:
     assert to_fen(value) == fen
@@ -20,7 +21,8 @@ def test_wan_amounts_scale_to_fen() -> None:
 
 
 @pytest.mark.parametrize("value", ["1.001", "abc", "", "NaN", "Infinity", True, None, [1],
-                                   "1.00000000000000000000000000001", "1e-999999"])
+                                   "1.00000000000000000000000000001", "1e-999999",
+                                   "1,50", "12,34,5", "1_0", ",100", "1,000,00", "1,0000"])
 def test_what_is_not_whole_fen_is_refused_not_rounded(value: object) -> None:
     with pytest.raises(MoneyError):
         to_fen(value)
