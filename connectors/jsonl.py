@@ -9,7 +9,6 @@ from budget.events import EventRejected, parse_event
 from budget.fast_events import fast_record
 from connectors.parsed import Accepted, Parsed, Rejected
 
-
 BOM = b"\xef\xbb\xbf"  # Windows editors start UTF-8 files with it
 
 
