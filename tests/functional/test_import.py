@@ -142,8 +142,8 @@ def test_a_broken_csv_row_is_a_dead_letter_and_the_rest_of_the_file_is_read(tmp_
 
 def test_line_numbers_count_physical_lines_after_a_cell_that_spans_lines(tmp_path: Path) -> None:
     path = tmp_path / "pay.csv"
-    path.write_text(PAY_HEADER.replace("\n", ",收款人\n") + 'V1,2025-03-01,P1,10,"某建设\n公司"\nV2,2025-02-30,P1,10,x\n',
-                    encoding="utf-8")
+    header = PAY_HEADER.replace("\n", ",收款人\n")
+    path.write_text(header + 'V1,2025-03-01,P1,10,"某建设\n公司"\nV2,2025-02-30,P1,10,x\n', encoding="utf-8")
     accepted, rejected = split(path)
     assert [a.record.event_id for a in accepted] == ["V1"]
     assert [r.source for r in rejected] == [f"{path}:4"]
@@ -157,7 +157,8 @@ def test_one_undecodable_line_is_a_dead_letter_not_a_spoiled_file(tmp_path: Path
     assert {a.record.project_id for a in accepted} == {"A"}
     assert [r.source for r in rejected] == [f"{gbk}:3"] and "not valid gb18030" in rejected[0].reason
     utf8 = tmp_path / "utf8.csv"
-    utf8.write_bytes(good.encode() + b"B,\xe6\xa0,D1,x,general,2025,100\n" + "C,路灯,D1,教育局,general,2025,5\n".encode())
+    bad_row = b"B,\xe6\xa0,D1,x,general,2025,100\n"
+    utf8.write_bytes(good.encode() + bad_row + "C,路灯,D1,教育局,general,2025,5\n".encode())
     accepted, rejected = split(utf8)
     assert {a.record.project_id for a in accepted} == {"A", "C"}  # the bad row is not let in with U+FFFD
     assert [r.source for r in rejected] == [f"{utf8}:3"] and "not valid utf-8" in rejected[0].reason
