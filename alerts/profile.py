@@ -39,6 +39,10 @@ class Floor(_Strict):
     def _month_day(cls, value: str) -> str:
         if not _MONTH_DAY.match(value):
             raise ValueError(f"checkpoint {value!r} must be MM-DD, e.g. 06-30")
+        try:
+            checkpoint_day(2024, value)  # a leap year: 02-29 is a day (Feb 28 in other years)
+        except ValueError:
+            raise ValueError(f"checkpoint {value!r} is not a day of the year (MM-DD, e.g. 06-30)") from None
         return value
 
 

@@ -50,6 +50,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from budget.calendar import iso, to_day
+from budget.events import EARLIEST_YEAR, LATEST_YEAR
 from connectors import metrics
 from connectors.grafana import AnnotationError, GrafanaAnnotator
 from connectors.jsonl import BOM, parse_lines
@@ -365,9 +366,9 @@ async def get_status(request: web.Request) -> web.Response:
     year_text = request.query.get("year")
     year: int | None = None
     if year_text:
-        if not year_text.isdigit():
+        if not re.fullmatch(r"[0-9]{4}", year_text) or not EARLIEST_YEAR <= int(year_text) <= LATEST_YEAR:
             return error_response(
-                f"参数 year={year_text!r} 不是年份：请用如 ?year=2025", status=400
+                f"参数 year={year_text!r} 不是年份（{EARLIEST_YEAR}–{LATEST_YEAR}）：请用如 ?year=2025", status=400
             )
         year = int(year_text)
     try:

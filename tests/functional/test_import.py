@@ -201,3 +201,19 @@ def test_every_sheet_of_a_workbook_is_read_and_a_sheet_without_header_is_reporte
         ("budget_approved", "P1@approved:2025"), ("payment", "V1"), ("project_registered", "P1@registered:2025")]
     assert [r.source for r in rejected] == [f"{path}:项目:3", f"{path}:说明"]
     assert "is not a year" in rejected[0].reason and rejected[1].reason.startswith("sheet skipped")
+
+
+def test_exported_text_that_starts_with_an_equals_sign_is_never_a_formula(tmp_path: Path) -> None:
+    import zipfile
+
+    from connectors.tabular import write_xlsx
+
+    path = tmp_path / "reductions.xlsx"
+    name = '=HYPERLINK("http://evil.example","点击查看")'
+    write_xlsx(path, ["项目名称", "建议调减额"], [[name, 1000], ["校舍维修", -5]], "调减建议")
+    sheet = zipfile.ZipFile(path).read("xl/worksheets/sheet1.xml").decode()
+    assert "<f>" not in sheet and "HYPERLINK" in sheet
+    from openpyxl import load_workbook
+
+    cell = load_workbook(path).active["A2"]  # type: ignore[index]
+    assert (cell.value, cell.data_type) == (name, "s")

@@ -92,6 +92,8 @@ def test_a_missing_calendar_is_named(tmp_path: Path) -> None:
     ("text", "reason"),
     [
         ("name: x\nlow_execution: {floors: [{checkpoint: '6/30', floor: 0.3}]}", "MM-DD"),
+        ("name: x\nlow_execution: {floors: [{checkpoint: '06-31', floor: 0.3}]}", "'06-31' is not a day of the year"),
+        ("name: x\nlow_execution: {floors: [{checkpoint: '02-30', floor: 0.3}]}", "not a day of the year"),
         ("name: x\nprogress_gap: {gap: 2}", "progress_gap.gap"),
         ("name: x\nstalled: {dayz: 3}", "stalled.dayz"),
         ("name: x\nlow_execution: {floors: [{checkpoint: '08-31', floor: 0.6}, {checkpoint: '06-30', floor: 0.3}]}",
