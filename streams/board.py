@@ -24,12 +24,13 @@ before and the board cannot be used (there is nobody to log in).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import os
 import tempfile
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -85,6 +86,13 @@ class Board:
         self.users = users
         self.sessions = Sessions()
         self._tokens: dict[str, str] = {}  # sha256(token) -> login, after one scrypt check
+        # sha256 of tokens that matched nobody (bounded): a client repeating a bad token
+        # costs one check, not one scrypt per user per request.
+        self._refused: OrderedDict[str, None] = OrderedDict()
+        # scrypt runs off the event loop, one check at a time: made-up tokens sent in a
+        # flood wait their turn instead of freezing every other request.
+        self._token_checks: asyncio.Semaphore | None = None
+        self._password_checks: asyncio.Semaphore | None = None
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(WEB / "templates")),
             autoescape=jinja2.select_autoescape(("html",)),
@@ -115,10 +123,45 @@ class Board:
         login = self._tokens.get(key)
         if login is not None:
             return self.users.by_login(login)
-        user = self.users.by_token(token)
+        if key in self._refused:
+            return None
+        return self._remember(key, self.users.by_token(token))  # resolve_token ran first: rare
+
+    def _remember(self, key: str, user: User | None) -> User | None:
         if user is not None:
             self._tokens[key] = user.login
+        else:
+            self._refused[key] = None
+            while len(self._refused) > REFUSED_TOKENS_KEPT:
+                self._refused.popitem(last=False)
         return user
+
+    async def resolve_token(self, request: web.Request) -> None:
+        """Check a request's API token (scrypt) in a worker thread, before any handler
+        asks :meth:`user_of`, which then only reads the result."""
+        header = request.headers.get("Authorization", "")
+        if self.users is None or not header.startswith("Bearer "):
+            return
+        token = header.removeprefix("Bearer ").strip()
+        key = hashlib.sha256(token.encode()).hexdigest()
+        if not token or key in self._tokens or key in self._refused:
+            return
+        if self._token_checks is None:
+            self._token_checks = asyncio.Semaphore(1)
+        async with self._token_checks:
+            if key in self._tokens or key in self._refused:  # checked while this one waited
+                return
+            users = self.users
+            self._remember(key, await asyncio.get_running_loop().run_in_executor(None, users.by_token, token))
+
+    async def authenticate(self, login: str, password: str) -> User | None:
+        """A password check (scrypt) in a worker thread, one at a time."""
+        assert self.users is not None
+        if self._password_checks is None:
+            self._password_checks = asyncio.Semaphore(1)
+        users = self.users
+        async with self._password_checks:
+            return await asyncio.get_running_loop().run_in_executor(None, users.authenticate, login, password)
 
     def csrf_of(self, request: web.Request) -> str | None:
         session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
@@ -315,6 +358,7 @@ def filter_alerts(rows: list[dict[str, Any]], query: Any) -> list[dict[str, Any]
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     board: Board = request.app[BOARD]
+    await board.resolve_token(request)
     path = request.path
     if board.users is None or (path not in FILTERED and path not in BUREAU_ONLY):
         return await handler(request)
@@ -384,7 +428,7 @@ async def login_post(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(text="CSRF 校验失败：请刷新登录页后重试", content_type="text/plain")
     user = None
     if board.users is not None:
-        user = board.users.authenticate(str(form.get("login", "")), str(form.get("password", "")))
+        user = await board.authenticate(str(form.get("login", "")), str(form.get("password", "")))
     if user is None:
         return board.page(request, "login.html", code=401, login_csrf=token, error="用户名或密码错误",
                           configured=board.users is not None)
@@ -670,6 +714,7 @@ async def api_approvals_post(request: web.Request) -> web.Response:
 
 
 BOARD: web.AppKey[Board] = web.AppKey("board", Board)
+REFUSED_TOKENS_KEPT = 10_000
 
 
 def install(app: web.Application, service: Service, users: Users | None) -> Board:

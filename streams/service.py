@@ -64,7 +64,10 @@ log = logging.getLogger("budgetwatch.service")
 
 T = TypeVar("T")
 Clock = Callable[[], dt.date]
-MAX_BODY_BYTES = 256 * 1024 * 1024
+MAX_BODY_BYTES = 256 * 1024 * 1024  # POST /events: a day's payments of a county in one body
+# Every other request (login form, disposition JSON) is small; read before any check
+# (a login form is parsed to know who asks), a large limit let anyone fill the memory.
+MAX_OTHER_BODY_BYTES = 1024 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -317,6 +320,7 @@ class Service:
 
 # -- HTTP handlers -------------------------------------------------------------------
 SERVICE: web.AppKey[Service] = web.AppKey("service", Service)
+EVENTS_BODY_LIMIT: web.AppKey[int] = web.AppKey("events_body_limit", int)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -331,7 +335,7 @@ def _request_id(request: web.Request) -> str:
 async def post_events(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     request_id = _request_id(request)
-    body = await request.read()
+    body = await _read_at_most(request, request.app[EVENTS_BODY_LIMIT])
     if not body.strip():
         return error_response(
             "请求体为空：POST /events 需要一个 JSON 事件、一个 JSON 数组"
@@ -348,6 +352,20 @@ async def post_events(request: web.Request) -> web.Response:
         if service.last_error:
             answer["error"] = service.last_error
     return json_response(answer, headers={"X-Request-ID": request_id})
+
+
+async def _read_at_most(request: web.Request, limit: int) -> bytes:
+    """The body of an events POST (past the access check), refused past ``limit``."""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(1 << 20):
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def get_metrics(request: web.Request) -> web.Response:
@@ -420,8 +438,9 @@ def build_app(
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> web.Application:
     """The aiohttp application: core routes, extra routes, the processor and workers."""
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[errors_middleware])
+    app = web.Application(client_max_size=MAX_OTHER_BODY_BYTES, middlewares=[errors_middleware])
     app[SERVICE] = service
+    app[EVENTS_BODY_LIMIT] = max_body_bytes
     app.router.add_post("/events", post_events)
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/healthz", get_health)

@@ -286,3 +286,66 @@ def test_a_browser_session_posting_events_must_send_its_csrf_token(tmp_path: Pat
         assert event_count(service) == before + 1
 
     serve(db, scenario)
+
+
+def test_only_the_events_post_takes_a_large_body_and_only_after_the_access_check(tmp_path: Path) -> None:
+    """A 250 MB login form was read whole before any check: four at once held 2.5 GB."""
+    db = tmp_path / "bw.db"
+    prepare(db)
+    big = b"x" * (2 * 1024 * 1024)
+
+    async def scenario(client: Client, service: Service) -> None:
+        assert (await client.post("/login", data={"login": "jxk", "password": big.decode()})).status == 413
+        assert (await client.post(f"/api/alerts/{ALERT_EDU}/dispositions", data=big,
+                                  headers=bearer("jyj"))).status == 413
+        assert (await client.post("/events", data=big)).status == 401  # nobody: refused unread
+        line = orjson.dumps({"type": "payment", "event_id": "BIG-0", "occurred_on": "2025-07-01",
+                             "project_id": "P1", "amount": "1.00", "payee": "x" * 100})
+        lines = b"\n".join(line.replace(b"BIG-0", f"BIG-{i}".encode()) for i in range(15_000))
+        assert len(lines) > len(big)
+        answer = await client.post("/events", data=lines, headers=bearer("jxk"))
+        assert answer.status == 200 and (await answer.json())["applied"] == 15_000
+
+    serve(db, scenario)
+
+
+def test_checking_made_up_tokens_never_freezes_the_service(tmp_path: Path) -> None:
+    """An unknown token was checked with scrypt against every user, on the event loop:
+    twenty bogus requests held /healthz for 24 s. The check now runs in a worker thread,
+    one at a time, and a token that matched nobody is not checked again."""
+    import asyncio
+    import threading
+
+    from streams.auth import Users
+    from streams.board import install
+    from tests.board_helpers import users
+    from tests.service_harness import run_service
+
+    db = tmp_path / "bw.db"
+    prepare(db)
+    release = threading.Event()
+    calls: list[str] = []
+
+    class SlowUsers(Users):
+        def by_token(self, token: str) -> Any:
+            calls.append(token)
+            release.wait(30)  # scrypt over many users, made to last until released
+            return super().by_token(token)
+
+    configured = SlowUsers(users=users().users)
+
+    async def scenario(client: Client, service: Service) -> None:
+        bogus = [asyncio.create_task(client.get("/api/alerts", headers={"Authorization": "Bearer made-up"}))
+                 for _ in range(5)]
+        await asyncio.sleep(0.2)
+        health = await asyncio.wait_for(client.get("/healthz"), 10)  # answered while the check runs
+        assert health.status == 200 and not release.is_set()
+        release.set()
+        assert [(await t).status for t in bogus] == [401] * 5
+        assert calls == ["made-up"]  # five requests, one check
+        again = await client.get("/api/alerts", headers={"Authorization": "Bearer made-up"})
+        assert again.status == 401 and calls == ["made-up"]
+        ok = await client.get("/api/alerts", headers=bearer("jxk"))
+        assert ok.status == 200
+
+    run_service(db, scenario, routes=[lambda app, s: install(app, s, configured)])
