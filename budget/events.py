@@ -54,10 +54,20 @@ class Category(StrEnum):
     satisfaction = "satisfaction"  # 满意度
 
 
+CHINA_TIME = dt.timezone(dt.timedelta(hours=8), "CST")
+
+
+def _business_date(moment: dt.datetime) -> dt.date:
+    # A payment at 2025-12-31T17:30:00Z was made on 2026-01-01 in China: a different
+    # fiscal year. A time without an offset is taken as China time already.
+    return moment.astimezone(CHINA_TIME).date() if moment.tzinfo is not None else moment.date()
+
+
 def parse_day(value: object) -> dt.date:
-    """`YYYY-MM-DD`, or a full ISO datetime whose date part is taken."""
+    """`YYYY-MM-DD`, or a full ISO datetime: its date in China (UTC+8) when it carries an
+    offset, else its date part."""
     if isinstance(value, dt.datetime):
-        day = value.date()
+        day = _business_date(value)
     elif isinstance(value, dt.date):
         day = value
     elif isinstance(value, str):
@@ -66,9 +76,9 @@ def parse_day(value: object) -> dt.date:
             day = (
                 dt.date.fromisoformat(text)
                 if len(text) == 10
-                else dt.datetime.fromisoformat(text.replace("Z", "+00:00")).date()
+                else _business_date(dt.datetime.fromisoformat(text.replace("Z", "+00:00")))
             )
-        except ValueError:
+        except (ValueError, OverflowError):
             raise ValueError(f"{value!r} is not a date (YYYY-MM-DD or ISO datetime)") from None
     else:
         raise ValueError(f"expected a date string, got {type(value).__name__}")

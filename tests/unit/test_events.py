@@ -4,6 +4,7 @@ import orjson
 import pytest
 
 from budget.events import EventRejected, parse_event, parse_event_object, record_to_json_dict
+from budget.fast_events import fast_record
 from tests import builders as b
 
 
@@ -34,6 +35,23 @@ def test_money_is_int_fen_and_dates_are_ordinals() -> None:
 def test_a_full_iso_datetime_is_accepted_as_its_date() -> None:
     event = b.payment("P1", "1", on="2025-03-01T23:10:00+08:00")
     assert parse_event_object(event).occurred_on == dt.date(2025, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("moment", "date"),
+    [
+        ("2025-12-31T17:30:00Z", dt.date(2026, 1, 1)),  # the same moment as the next line
+        ("2026-01-01T01:30:00+08:00", dt.date(2026, 1, 1)),
+        ("2025-12-31T15:59:59+00:00", dt.date(2025, 12, 31)),
+        ("2025-12-31T23:59:59", dt.date(2025, 12, 31)),  # no offset: China time already
+        ("2025-06-30T20:00:00-04:00", dt.date(2025, 7, 1)),
+    ],
+)
+def test_a_datetime_with_an_offset_falls_on_its_date_in_china(moment: str, date: dt.date) -> None:
+    assert parse_event_object(b.payment("P1", "1", on=moment)).occurred_on == date
+    assert parse_event(orjson.dumps(b.payment("P1", "1", on=moment))).to_record().day == date.toordinal()
+    fast = fast_record(orjson.dumps(b.payment("P1", "1", on=moment)))
+    assert fast is not None and fast.day == date.toordinal()
 
 
 def test_unknown_fields_are_ignored() -> None:
