@@ -6,13 +6,16 @@ which severity" cheaply (they run for every touched project every day);
 tells when a project's outcome could change with no new event, so a runtime
 re-evaluates a project on that day instead of every project every day.
 
-Rates are floats; a value exactly on a threshold (30%, 20 points) is not a
-breach: comparisons allow ``EPS`` so binary rounding cannot fire an alert.
+A value exactly on a threshold (30%, 20 points) is not a breach. Execution floors
+are compared exactly, in fen (one fen under 30% of 1亿 fires); rates against plans and
+indicators are floats, compared with ``EPS`` so binary rounding cannot fire an alert.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 from alerts.profile import Floor, Profile
@@ -54,6 +57,18 @@ class DayContext:
     profile: Profile
 
 
+@lru_cache(maxsize=64)
+def _exact(value: float) -> tuple[int, int]:
+    fraction = Fraction(str(value))  # 0.3 as the profile writes it, not its binary double
+    return fraction.numerator, fraction.denominator
+
+
+def below_floor(paid: int, budget: int, floor: float) -> bool:
+    """paid / budget < floor, exactly (money in fen, ``budget`` > 0)."""
+    numerator, denominator = _exact(floor)
+    return paid * denominator < numerator * budget
+
+
 def day_context(profile: Profile, day: int, year: int) -> DayContext:
     first, last = year_bounds(year)
     return DayContext(day, year, first, last, profile.floor_on(day, year), profile)
@@ -89,7 +104,7 @@ def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
         return findings, due
     rate = paid / budget
     floor = ctx.floor
-    if floor is not None and rate < floor.floor - EPS:
+    if floor is not None and below_floor(paid, budget, floor.floor):
         findings[LOW_EXECUTION] = floor.severity
     index = day - ctx.first
     plan = state.plan
@@ -127,7 +142,7 @@ def evaluate_project(state: ProjectState, day: int, profile: Profile) -> Finding
         return findings
     rate = paid / budget
     floor = profile.floor_on(day, year)
-    if floor is not None and rate < floor.floor - EPS:
+    if floor is not None and below_floor(paid, budget, floor.floor):
         findings[LOW_EXECUTION] = floor.severity
     expected = expected_progress(day, year, state.plan)
     if rate < expected - profile.behind_schedule.lag - EPS:
@@ -168,7 +183,7 @@ def evaluate_department(totals: Totals, day: int, profile: Profile) -> Findings:
     if totals.budget <= 0:
         return {}
     floor = profile.floor_on(day, totals.fiscal_year)
-    if floor is not None and totals.paid / totals.budget < floor.floor - EPS:
+    if floor is not None and below_floor(totals.paid, totals.budget, floor.floor):
         return {DEPARTMENT_LOW_EXECUTION: profile.department_low_execution.severity}
     return {}
 

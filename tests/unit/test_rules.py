@@ -42,6 +42,21 @@ def test_low_execution_at_exactly_30_percent_does_not_fire() -> None:
     assert fires(below, "2025-06-30")[LOW_EXECUTION] == "critical"
 
 
+@pytest.mark.parametrize("budget", ["100000000", "10000000000"])  # 1亿 and 100亿
+def test_one_fen_under_the_floor_fires_on_any_budget(budget: str) -> None:
+    """Compared as floats with 1e-9 slack, 29,999,999.99 of 1亿 passed as 30%."""
+    floor = int(budget) * 3 // 10
+    at_floor = state_of(b.approved("P", budget), b.payment("P", f"{floor}.00", on="2025-06-01"))
+    below = state_of(b.approved("P", budget), b.payment("P", f"{floor - 1}.99", on="2025-06-01"))
+    assert LOW_EXECUTION not in fires(at_floor, "2025-06-30")
+    assert fires(below, "2025-06-30")[LOW_EXECUTION] == "critical"
+    assert LOW_EXECUTION in assess(below, day_context(BASELINE, day("2025-06-30"), 2025))[0]
+    ledger = fold(b.records([b.registered("P"), b.approved("P", budget),
+                             b.payment("P", f"{floor - 1}.99", on="2025-06-01")]))
+    totals = ledger.departments[(2025, "D01")]
+    assert evaluate_department(totals, day("2025-06-30"), BASELINE) == {DEPARTMENT_LOW_EXECUTION: "warning"}
+
+
 def test_low_execution_only_from_the_checkpoint_on() -> None:
     lagging = state_of(b.approved("P", "1000000"), b.payment("P", "100000", on="2025-06-01"))
     assert LOW_EXECUTION not in fires(lagging, "2025-06-29")
