@@ -160,12 +160,17 @@ class Monitor:
                 totals = projects[project_id].rollup
                 if totals is not None:
                     dirty_departments.add((totals.fiscal_year, totals.department_id))
+        # Touched by an event today (not merely due): after its fiscal year, a project or
+        # department is still judged for these, as of its Dec 31 (a December payment
+        # arriving in January must still resolve or raise its alerts).
+        by_event = self._dirty
+        departments_by_event = self._dirty_departments
         checkpoint = fresh and self.is_checkpoint(day)
         if checkpoint:
             touched: Iterable[str] = list(projects)
             touched_departments: Iterable[tuple[int, str]] = list(departments)
-            self._dirty.clear()
-            self._dirty_departments.clear()
+            self._dirty = set()
+            self._dirty_departments = set()
             self._due.pop(day, None)
         else:
             touched = self._dirty
@@ -190,7 +195,16 @@ class Monitor:
             if day < ctx.first:
                 self._schedule_on(project_id, ctx.first)
                 continue
-            if day > ctx.last:  # after its fiscal year the project's alerts stand as they are
+            if day > ctx.last:
+                # After its fiscal year nothing is due any more; only an event changes it.
+                if project_id in by_event:
+                    year_end = contexts.get(-fiscal_year)
+                    if year_end is None:
+                        year_end = contexts[-fiscal_year] = day_context(self.profile, ctx.last, fiscal_year)
+                    findings, _ = assess(state, year_end)
+                    current = firing.get(("project", project_id, fiscal_year))
+                    if (findings if current is None else not _same(current, findings)):
+                        transitions.extend(self._reconcile_project(state, findings, day, as_of=ctx.last))
                 continue
             findings, due = assess(state, ctx)
             current = firing.get(("project", project_id, fiscal_year))
@@ -205,23 +219,32 @@ class Monitor:
             totals = departments[key]
             if key[0] == year:
                 transitions.extend(self.assess_department(totals, day))
+            elif key[0] < year and key in departments_by_event:
+                transitions.extend(self.assess_department(totals, day, as_of=year_bounds(key[0])[1]))
         if self.desk is not None:
             return self.desk.close(day, fresh, transitions, self.book)
         return transitions
 
-    def _reconcile_project(self, state: ProjectState, findings: dict[str, str], day: int) -> list[Transition]:
+    def _reconcile_project(
+        self, state: ProjectState, findings: dict[str, str], day: int, *, as_of: int | None = None
+    ) -> list[Transition]:
+        """Transitions dated ``day``, with the figures as of ``as_of`` (default ``day``)."""
         profile = self.profile
+        when = day if as_of is None else as_of
         return self.book.reconcile(
             _project_subject(state),
             findings,
             day,
-            lambda: project_figures(state, day, profile),
-            self._describer(_project_label(state), day),
+            lambda: project_figures(state, when, profile),
+            self._describer(_project_label(state), when),
         )
 
-    def assess_department(self, totals: Totals, day: int) -> list[Transition]:
+    def assess_department(self, totals: Totals, day: int, *, as_of: int | None = None) -> list[Transition]:
+        """The department's alert on ``day``, judged as of ``as_of`` (default ``day``; a
+        past fiscal year's Dec 31 when a late event changed its totals)."""
         profile = self.profile
-        findings = evaluate_department(totals, day, profile)
+        when = day if as_of is None else as_of
+        findings = evaluate_department(totals, when, profile)
         if not findings and not self.book.firing.get(("department", totals.department_id, totals.fiscal_year)):
             return []
         subject = Subject(
@@ -232,8 +255,8 @@ class Monitor:
             subject,
             findings,
             day,
-            lambda: department_figures(totals, day, profile),
-            self._describer(totals.department_name or totals.department_id, day),
+            lambda: department_figures(totals, when, profile),
+            self._describer(totals.department_name or totals.department_id, when),
         )
 
     def _describer(self, label: str, day: int) -> Any:

@@ -61,7 +61,7 @@ from alerts.dispositions import DISPOSITION_EVENT_TYPES
 from alerts.lifecycle import Alert, Transition
 from alerts.monitor import Monitor
 from alerts.profile import Profile
-from budget.calendar import iso, year_of
+from budget.calendar import iso, year_bounds, year_of
 from budget.events import EventRejected, Record, parse_day, parse_event
 from budget.fast_events import fast_record
 from budget.ledger import ProjectState, Totals, counts_in_rollup
@@ -836,6 +836,8 @@ class DepartmentPartition(_VersionedPartition):
             totals = self.totals[dept]
             if totals.fiscal_year == year:
                 transitions.extend(judge.assess_department(totals, day))
+            elif totals.fiscal_year < year and dept in dirty:  # a late event: judged as of Dec 31
+                transitions.extend(judge.assess_department(totals, day, as_of=year_bounds(totals.fiscal_year)[1]))
         return transitions
 
     def _body(self, dept: str) -> Value:

@@ -68,6 +68,36 @@ def test_a_stored_event_the_ledger_cannot_fold_is_dead_lettered_and_the_run_goes
     assert len(e.store.rejections()) == 1  # a replay refuses it again but keeps one dead letter
 
 
+def test_a_late_december_payment_still_resolves_and_raises_alerts_after_the_year(tmp_path: Path) -> None:
+    """December's treasury export arrives in January, after the clock left 2025: the
+    alerts it changes are judged as of 12-31 and dated the day the events are applied."""
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, [
+        b.registered("P1"), b.approved("P1", "1000.00"), b.payment("P1", "100.00", on="2025-03-01"),
+        b.registered("P2"), b.approved("P2", "1000.00"), b.payment("P2", "900.00", on="2025-03-01"),
+    ])
+    e.run(day("2026-01-05"))
+    firing = {(a["rule"], a["subject_id"]) for a in e.store.alert_rows() if a["status"] == "firing"}
+    assert ("low_execution", "P1") in firing and ("department_low_execution", "D01") not in firing
+    ingest_events(e.store, [b.payment("P1", "900.00", on="2025-12-28", event_id="late-P1"),
+                            b.payment("P2", "300.00", on="2025-12-29", event_id="late-P2")], "late.jsonl")
+    e.run(day("2026-01-06"))
+    late = [t for t in e.store.transition_rows() if t["date"] == "2026-01-05"]
+    kinds = {(t["rule"], t["subject_id"], t["transition"]) for t in late}
+    assert ("low_execution", "P1", "resolved") in kinds
+    assert ("overspend", "P2", "firing") in kinds
+    overspend = next(t for t in late if t["rule"] == "overspend")
+    assert overspend["figures"]["paid"] == "1200.00" and overspend["figures"]["time_progress"] == 1.0
+    assert "截至2025-12-31" in overspend["message"]
+    # no rule is due after the year: quiet months change no alert (deadlines still run)
+    def rule_transitions() -> list[Any]:
+        return [t for t in e.store.transition_rows() if not t["transition"].startswith("disposition")]
+
+    before = rule_transitions()
+    e.run(day("2026-06-30"))
+    assert rule_transitions() == before
+
+
 def test_status_figures_and_a_region_rate_to_two_decimals(tmp_path: Path) -> None:
     e = engine(tmp_path / "bw.db")
     ingest_events(e.store, [

@@ -137,3 +137,46 @@ def test_rejected_input_is_accounted_the_same(
         d["reason"] and d["source"].startswith("budget-events:")
         for d in distributed["dead_letters"]
     )
+
+
+def test_late_events_after_the_year_end_give_the_same_transitions(tmp_path: Path) -> None:
+    """December's payments arriving in January: both runtimes judge them as of 12-31,
+    projects and departments alike, and date the transitions the day they are applied."""
+    from tests import builders as b
+
+    before = [
+        b.registered("P1"), b.approved("P1", "1000.00"), b.payment("P1", "100.00", on="2025-03-01"),
+        b.registered("P2"), b.approved("P2", "1000.00"), b.payment("P2", "200.00", on="2025-03-01"),
+    ]
+    late = [b.payment("P1", "900.00", on="2025-12-28", event_id="late-P1"),
+            b.payment("P2", "900.00", on="2025-12-29", event_id="late-P2")]
+    profile = load_profile("baseline")
+    with Store(str(tmp_path / "bw.db")) as store:
+        engine = Engine(store, profile, dispositions=False)
+        ingest(store, read_lines(before))
+        engine.run(to_day(parse_day("2026-01-05")))
+        ingest(store, read_lines(late))
+        engine.run(to_day(parse_day("2026-01-06")))
+        expected = [{k: v for k, v in r.items() if not k.startswith("_")} for r in store.transition_rows()]
+    assert {(t["rule"], t["subject_id"], t["transition"]) for t in expected if t["date"] == "2026-01-05"} >= {
+        ("low_execution", "P1", "resolved"), ("overspend", "P2", "firing"),
+        ("department_low_execution", "D01", "resolved")}
+    bapp, outlet = make_app(profile, partitions=2)
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with running(bapp, outlet) as h:
+            await h.publish(b.jsonl(before).splitlines())
+            await h.tick("2026-01-05")
+            await h.publish(b.jsonl(late).splitlines())
+            await h.tick("2026-01-05")
+            await h.tick("2026-01-06")
+            return list(h.alerts)
+
+    assert canonical(asyncio.run(scenario())) == canonical(expected)
+
+
+def read_lines(events: list[dict[str, Any]]) -> Any:
+    from connectors.jsonl import parse_lines
+    from tests import builders as b
+
+    return parse_lines(b.jsonl(events).splitlines(), "test.jsonl")
