@@ -135,6 +135,11 @@ class ProjectState:
         return state
 
 
+class OtherFiscalYear(ValueError):
+    """A registration that would move a project into another fiscal year: its money and
+    alerts would mix two years' budgets, and leave the first year's sums."""
+
+
 def _interned(value: str | None) -> str | None:
     # Indicator names, units and categories come from a small vocabulary (受益人数, 人次).
     return intern(value) if value is not None else None
@@ -205,6 +210,12 @@ class Ledger:
                     totals.budget += amount - before  # type: ignore[operator]
         elif kind == "project_registered":
             stamp = version(day, event_id)
+            year = (details or {}).get("fiscal_year")
+            if state.fiscal_year is not None and year is not None and int(year) != state.fiscal_year:
+                raise OtherFiscalYear(
+                    f"project {project_id} is registered for fiscal year {state.fiscal_year}; a project "
+                    f"code is one year's project: register {year}'s under a new code (e.g. {project_id}-{year})"
+                )
             if state.registered_version is None or stamp > state.registered_version:
                 state.registered_version = stamp
                 self._register(state, details or {})

@@ -462,6 +462,14 @@ class ProjectPartition(_VersionedPartition):
                 if t.alert.subject_type == "project":
                     self.alerts_of.setdefault(t.alert.subject_id, set()).add(t.alert.alert_id)
                     touched.add(t.alert.subject_id)
+        if monitor.refused:  # records the ledger cannot fold in context: dead letters
+            # (their offsets are in the changelog entries, not here: the event id says which)
+            projects = {record.event_id: record.project_id for _, record in due}
+            for refusal in monitor.refused:
+                out.dead_letters.append(self._dead_letter(
+                    f"{refusal.reason} (event_id {refusal.event_id})", refusal.raw, -1, projects.get(refusal.event_id)
+                ))
+            monitor.refused = []
         bodies = self._write_next_epoch(sorted(touched), out)
         self.meta.epoch = epoch
         self.meta.clock = monitor.clock if monitor.clock is not None else until

@@ -98,6 +98,25 @@ def test_a_late_december_payment_still_resolves_and_raises_alerts_after_the_year
     assert rule_transitions() == before
 
 
+def test_a_project_code_registered_again_for_another_year_is_refused_not_merged(tmp_path: Path) -> None:
+    """P1 registered for 2026 moved the 2025 project into 2026: its 2025 money counted in
+    2026 (a false overspend) and left the 2025 sums. The second registration is refused."""
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, [
+        b.registered("P1"), b.approved("P1", "1000.00"), b.payment("P1", "900.00", on="2025-03-01"),
+        b.registered("P2"), b.approved("P2", "1200.00"),
+        {**b.registered("P1", on="2026-01-02", event_id="P1@registered:2026"), "fiscal_year": 2026},
+    ])
+    e.run(day("2026-01-05"))
+    status = e.status(2025)
+    assert (status["region"]["budget"], status["region"]["paid"]) == ("2200.00", "900.00")
+    assert [p["project_id"] for p in status["projects"]] == ["P1", "P2"]
+    assert e.status(2026)["projects"] == []
+    (refused,) = e.store.rejections()
+    assert "registered for fiscal year 2025" in refused["reason"] and "P1-2026" in refused["reason"]
+    assert not [a for a in e.store.alert_rows() if a["rule"] == "overspend"]
+
+
 def test_status_figures_and_a_region_rate_to_two_decimals(tmp_path: Path) -> None:
     e = engine(tmp_path / "bw.db")
     ingest_events(e.store, [

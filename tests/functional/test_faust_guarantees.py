@@ -282,3 +282,21 @@ def test_a_tick_commits_its_meta_only_once_the_broker_has_its_alerts(profile: Pr
         assert meta_key(0) in table
 
     asyncio.run(scenario())
+
+
+def test_a_registration_for_another_year_is_a_dead_letter_on_the_agents_too(profile: Profile) -> None:
+    from tests import builders as b
+
+    events = [b.registered("P1"), b.approved("P1", "1000.00"),
+              {**b.registered("P1", on="2026-01-02", event_id="P1@registered:2026"), "fiscal_year": 2026}]
+
+    async def scenario(h: Harness) -> None:
+        await h.publish(b.jsonl(events).splitlines())
+        await h.tick("2026-01-05")
+
+    h, _ = run(profile, scenario)
+    (letter,) = h.dead_letters
+    assert "registered for fiscal year 2025" in letter["reason"] and "P1@registered:2026" in letter["reason"]
+    assert letter["key"] == "P1" and json.loads(letter["raw"])["fiscal_year"] == 2026
+    partition = h.bapp.project_partitions[partition_for("P1", 4)]
+    assert partition.monitor.ledger.projects["P1"].fiscal_year == 2025 and partition.monitor.refused == []
