@@ -64,7 +64,10 @@ def ingest(
         result = store.append(records, rejections)
         counts.applied += result.applied
         counts.duplicates += result.duplicates
-        counts.rejected += len(rejections)
+        counts.rejected += len(rejections) + len(result.conflicts)
+        for conflict in result.conflicts:
+            if len(counts.reasons) < keep_reasons:
+                counts.reasons.append({"source": conflict.source, "reason": conflict.reason})
         if on_batch is not None:
             on_batch(len(records) + len(rejections))
         records.clear()

@@ -117,6 +117,28 @@ def test_a_project_code_registered_again_for_another_year_is_refused_not_merged(
     assert not [a for a in e.store.alert_rows() if a["rule"] == "overspend"]
 
 
+def test_an_event_id_reused_for_other_content_is_a_dead_letter_not_a_duplicate(tmp_path: Path) -> None:
+    """Voucher 0001 of unit B (P7, 90,000) was dropped as a duplicate of unit A's 0001
+    (P1, 100): money in neither the log nor the dead letters."""
+    e = engine(tmp_path / "bw.db")
+    first = [b.registered("P1"), b.approved("P1", "1000"), b.payment("P1", "100.00", on="2025-03-01", event_id="0001")]
+    counts = ingest_events(e.store, first, "unit-a.jsonl")
+    assert (counts.applied, counts.duplicates, counts.rejected) == (3, 0, 0)
+    again = ingest_events(e.store, first, "unit-a-again.jsonl")  # the same events: plain duplicates
+    assert (again.applied, again.duplicates, again.rejected) == (0, 3, 0)
+    other = [b.payment("P7", "90000.00", on="2025-03-02", event_id="0001"),
+             b.payment("P7", "5.00", on="2025-03-02", event_id="0002"),
+             b.payment("P7", "5.00", on="2025-03-02", event_id="0002")]  # twice in one batch: a duplicate
+    counts = ingest_events(e.store, other, "unit-b.jsonl")
+    assert (counts.read, counts.applied, counts.duplicates, counts.rejected) == (3, 1, 1, 1)
+    assert counts.read == counts.accepted + counts.rejected
+    (refused,) = e.store.rejections()
+    assert refused["source"] == "unit-b.jsonl:1"
+    assert "'0001' is already logged with other content (from unit-a.jsonl:3)" in refused["reason"]
+    assert '"project_id":"P7"' in refused["raw"] and '"amount":"90000.00"' in refused["raw"]
+    assert e.store.counters() == {"events_applied": 4, "events_duplicate": 4, "events_rejected": 1}
+
+
 def test_status_figures_and_a_region_rate_to_two_decimals(tmp_path: Path) -> None:
     e = engine(tmp_path / "bw.db")
     ingest_events(e.store, [

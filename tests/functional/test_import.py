@@ -217,3 +217,20 @@ def test_exported_text_that_starts_with_an_equals_sign_is_never_a_formula(tmp_pa
 
     cell = load_workbook(path).active["A2"]  # type: ignore[index]
     assert (cell.value, cell.data_type) == (name, "s")
+
+
+def test_a_project_listed_twice_with_other_figures_is_a_dead_letter(tmp_path: Path) -> None:
+    """One row per fund source gave both rows the same ids: the second budget vanished."""
+    path = tmp_path / "projects.csv"
+    path.write_text(
+        "项目编码,项目名称,单位编码,单位名称,资金性质,年度,年初预算数\n"
+        "P1,校舍维修,D1,教育局,一般公共预算,2025,100000\n"
+        "P1,校舍维修,D1,教育局,政府性基金预算,2025,500000\n",
+        encoding="utf-8",
+    )
+    with Store(tmp_path / "bw.db") as store:
+        counts = ingest(store, read_events(path))
+        assert (counts.read, counts.applied, counts.rejected) == (4, 2, 2)
+        reasons = [r["reason"] for r in store.rejections()]
+        assert [r["source"] for r in store.rejections()] == [f"{path}:3", f"{path}:3"]
+        assert all("already logged with other content" in r for r in reasons)
