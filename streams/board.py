@@ -364,7 +364,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     user = board.user_of(request)
     if user is None:
-        return _json_error("需要登录或 API 令牌（Authorization: Bearer …）", 401)
+        return _json_error("需要登录或 API 令牌（Authorization: Bearer …）", 401, headers=CHALLENGE)
     if not _came_from_our_page(board, request):
         return _json_error("CSRF 校验失败（X-CSRF-Token）", 403)
     if user.is_bureau:
@@ -382,8 +382,12 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     return json_response(data)
 
 
-def _json_error(message: str, status: int) -> web.Response:
-    return json_response({"error": message}, status=status)
+# RFC 9110: a 401 names the scheme to authenticate with.
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="budgetwatch"'}
+
+
+def _json_error(message: str, status: int, headers: dict[str, str] | None = None) -> web.Response:
+    return json_response({"error": message}, status=status, headers=headers)
 
 
 # -- handlers ----------------------------------------------------------------------------------
@@ -473,7 +477,7 @@ async def board_alerts_json(request: web.Request) -> web.Response:
     board = _board(request)
     user = board.user_of(request)
     if user is None:
-        return _json_error("需要登录", 401)
+        return _json_error("需要登录", 401, headers=CHALLENGE)
     rows = await board.service.db(board.alerts, user)
     shown = [alert_view(r) for r in filter_alerts(rows, request.query)]
     return web.json_response({"clock": board.clock_text(), "count": len(shown), "alerts": shown},
@@ -627,7 +631,8 @@ def _api_user(request: web.Request) -> User | None:
         return None
     user = board.user_of(request)
     if user is None:
-        raise web.HTTPUnauthorized(text=json_text({"error": "需要 API 令牌（Authorization: Bearer …）或登录"}),
+        raise web.HTTPUnauthorized(headers=CHALLENGE,
+                                   text=json_text({"error": "需要 API 令牌（Authorization: Bearer …）或登录"}),
                                    content_type="application/json")
     if not _came_from_our_page(board, request):
         raise web.HTTPForbidden(text=json_text({"error": "CSRF 校验失败（X-CSRF-Token）"}),

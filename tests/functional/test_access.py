@@ -345,6 +345,9 @@ def test_checking_made_up_tokens_never_freezes_the_service(tmp_path: Path) -> No
         assert calls == ["made-up"]  # five requests, one check
         again = await client.get("/api/alerts", headers={"Authorization": "Bearer made-up"})
         assert again.status == 401 and calls == ["made-up"]
+        assert again.headers["WWW-Authenticate"] == 'Bearer realm="budgetwatch"'
+        answer = await client.get(f"/api/alerts/{ALERT_EDU}/dispositions")
+        assert answer.status == 401 and answer.headers["WWW-Authenticate"].startswith("Bearer")
         ok = await client.get("/api/alerts", headers=bearer("jxk"))
         assert ok.status == 200
 
