@@ -84,6 +84,8 @@ def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
     approved = state.approved
     adjusted = state.adjusted
     if approved is None and adjusted == 0:
+        if state.payments > state.reversals:  # money paid with no budget at all: 无预算支出
+            findings[OVERSPEND] = ctx.profile.overspend.severity
         return findings, None
     profile = ctx.profile
     day = ctx.day
@@ -128,6 +130,8 @@ def evaluate_project(state: ProjectState, day: int, profile: Profile) -> Finding
     """Rules firing for a registered project on ordinal ``day`` of its fiscal year."""
     findings: Findings = {}
     if not state.has_budget:
+        if state.paid > 0:
+            findings[OVERSPEND] = profile.overspend.severity
         return findings
     year: int = state.fiscal_year  # type: ignore[assignment]
     budget = state.budget

@@ -139,6 +139,17 @@ def test_no_budget_no_rules() -> None:
     assert fires(zero, "2025-09-30") == {}
 
 
+def test_paying_with_no_budget_at_all_is_an_overspend() -> None:
+    """budget = approved + adjustments = 0 < paid, approved or not (DESIGN §4, §5)."""
+    unapproved = state_of(b.payment("P", "50000", on="2025-03-01"))
+    approved_zero = state_of(b.approved("P", "0"), b.payment("P", "50000", on="2025-03-01"))
+    for state in (unapproved, approved_zero):
+        assert fires(state, "2025-03-01") == {OVERSPEND: "critical"}
+        assert assess(state, day_context(BASELINE, day("2025-03-01"), 2025)) == ({OVERSPEND: "critical"}, None)
+    reversed_ = state_of(b.payment("P", "50", on="2025-03-01"), b.reversal("P", "50", on="2025-03-02"))
+    assert fires(reversed_, "2025-03-02") == {}
+
+
 def test_department_rule_uses_the_floor_in_force() -> None:
     ledger = fold(b.records([
         b.registered("A"), b.approved("A", "1000"), b.payment("A", "100", on="2025-03-01"),
