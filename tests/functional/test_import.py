@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openpyxl import Workbook
@@ -13,6 +14,20 @@ from connectors.parsed import Accepted, Rejected
 from connectors.tabular import TabularError
 from streams.ingest import ingest
 from streams.store import Store
+
+
+def write_book(path: Path, sheets: dict[str, list[list[Any]]]) -> Path:
+    """An XLSX workbook with these sheets (title -> rows), in order."""
+    book = Workbook()
+    first = book.active
+    assert first is not None
+    book.remove(first)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    book.save(path)
+    return path
 
 
 def split(path: Path, **kw: str) -> tuple[list[Accepted], list[Rejected]]:
@@ -47,20 +62,16 @@ def test_projects_csv_in_gb18030_with_a_title_block_and_wan_amounts(tmp_path: Pa
 
 
 def test_payments_xlsx_with_date_cells_float_noise_and_refunds(tmp_path: Path) -> None:
-    path = tmp_path / "payments.xlsx"
-    book = Workbook()
-    sheet = book.active
-    assert sheet is not None
-    sheet.title = "支付明细"
-    sheet.append(["国库集中支付明细"])
-    sheet.append(["支付凭证号", "项目编码", "支付日期", "支付金额", "收款人", "原支付凭证号"])
-    sheet.append(["V1", "XS", dt.datetime(2025, 3, 15), 12345.670000000002, "某建设公司", None])
-    sheet.append(["V2", "XS", "2025/4/1", "-345.67", None, "V1"])
-    sheet.append(["V3", "XS", 20250501, 100, None, None])
-    sheet.append(["V4", "XS", "2025-05-02", 1.005, None, None])
-    sheet.append(["V5", None, "2025-05-03", 10, None, None])
-    sheet.append(["V6", "XS", "2025年5月4日", 10, None, None])
-    book.save(path)
+    path = write_book(tmp_path / "payments.xlsx", {"支付明细": [
+        ["国库集中支付明细"],
+        ["支付凭证号", "项目编码", "支付日期", "支付金额", "收款人", "原支付凭证号"],
+        ["V1", "XS", dt.datetime(2025, 3, 15), 12345.670000000002, "某建设公司", None],
+        ["V2", "XS", "2025/4/1", "-345.67", None, "V1"],
+        ["V3", "XS", 20250501, 100, None, None],
+        ["V4", "XS", "2025-05-02", 1.005, None, None],
+        ["V5", None, "2025-05-03", 10, None, None],
+        ["V6", "XS", "2025年5月4日", 10, None, None],
+    ]})
     accepted, rejected = split(path)
     by_id = {a.record.event_id: a.record for a in accepted}
     assert by_id["V1"].type == "payment" and by_id["V1"].amount == 1234567
@@ -165,16 +176,13 @@ def test_one_undecodable_line_is_a_dead_letter_not_a_spoiled_file(tmp_path: Path
 
 
 def test_xlsx_amounts_are_never_rounded_but_formula_noise_is_absorbed(tmp_path: Path) -> None:
-    path = tmp_path / "pay.xlsx"
-    book = Workbook()
-    sheet = book.active
-    assert sheet is not None
-    sheet.append(["支付凭证号", "支付日期", "项目编码", "支付金额"])
-    sheet.append(["V1", "2025-03-01", "P1", 1234567.891])  # a third decimal: refused
-    sheet.append(["V2", "2025-03-01", "P1", 12345.670000000002])  # a formula's binary noise
-    sheet.append(["V3", "2025-03-01", "P1", 1e300])  # absurd: refused, not an OverflowError
-    sheet.append(["V4", "2025-03-01", "P1", 0.1 + 0.2])
-    book.save(path)
+    path = write_book(tmp_path / "pay.xlsx", {"支付": [
+        ["支付凭证号", "支付日期", "项目编码", "支付金额"],
+        ["V1", "2025-03-01", "P1", 1234567.891],  # a third decimal: refused
+        ["V2", "2025-03-01", "P1", 12345.670000000002],  # a formula's binary noise
+        ["V3", "2025-03-01", "P1", 1e300],  # absurd: refused, not an OverflowError
+        ["V4", "2025-03-01", "P1", 0.1 + 0.2],
+    ]})
     accepted, rejected = split(path)
     assert {a.record.event_id: a.record.amount for a in accepted} == {"V2": 1234567, "V4": 30}
     assert [r.source.rsplit(":", 1)[1] for r in rejected] == ["2", "4"]
@@ -182,20 +190,15 @@ def test_xlsx_amounts_are_never_rounded_but_formula_noise_is_absorbed(tmp_path: 
 
 
 def test_every_sheet_of_a_workbook_is_read_and_a_sheet_without_header_is_reported(tmp_path: Path) -> None:
-    path = tmp_path / "book.xlsx"
-    book = Workbook()
-    projects = book.active
-    assert projects is not None
-    projects.title = "项目"
-    projects.append(["项目编码", "项目名称", "单位编码", "单位名称", "资金性质", "年度", "年初预算数"])
-    projects.append(["P1", "校舍维修", "D1", "教育局", "一般公共预算", 2025, 1000])
-    projects.append(["P2", "路灯", "D1", "教育局", "一般公共预算", "2025²", 1000])
-    payments = book.create_sheet("支付")
-    payments.append(["支付凭证号", "支付日期", "项目编码", "支付金额"])
-    payments.append(["V1", dt.date(2025, 3, 1), "P1", 100])
-    notes = book.create_sheet("说明")
-    notes.append(["本表由预算系统导出"])
-    book.save(path)
+    path = write_book(tmp_path / "book.xlsx", {
+        "项目": [
+            ["项目编码", "项目名称", "单位编码", "单位名称", "资金性质", "年度", "年初预算数"],
+            ["P1", "校舍维修", "D1", "教育局", "一般公共预算", 2025, 1000],
+            ["P2", "路灯", "D1", "教育局", "一般公共预算", "2025²", 1000],
+        ],
+        "支付": [["支付凭证号", "支付日期", "项目编码", "支付金额"], ["V1", dt.date(2025, 3, 1), "P1", 100]],
+        "说明": [["本表由预算系统导出"]],
+    })
     accepted, rejected = split(path)
     assert sorted((a.record.type, a.record.event_id) for a in accepted) == [
         ("budget_approved", "P1@approved:2025"), ("payment", "V1"), ("project_registered", "P1@registered:2025")]
