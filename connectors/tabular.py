@@ -9,9 +9,9 @@ with ``file:line`` and the reason.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
-import io
 import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -46,7 +46,6 @@ class Unreadable:
 
 
 Row = tuple[str, "list[Any] | Unreadable"]
-RAW_LIMIT = 4_000  # characters of an unreadable stretch kept in the dead letter
 
 
 def _encoding_of(data: bytes) -> str:
@@ -71,67 +70,87 @@ def _encoding_of(data: bytes) -> str:
     return min(("utf-8-sig", "gb18030"), key=failures)
 
 
-def _decode_lines(data: bytes, origin: str) -> tuple[str, dict[int, Unreadable]]:
-    """The text, with each line that does not decode blanked out and kept as a dead
-    letter (by line number): one bad byte must not spoil the file or slip in as U+FFFD."""
+MAX_RECORD_LINES = 100  # lines one CSV record (a cell with line breaks) may span
+_LINE_BREAK = re.compile(rb"(\r\n|\r|\n)")  # never inside a UTF-8 or GB18030 character
+
+
+def _physical_lines(data: bytes) -> tuple[list[str], dict[int, str]]:
+    """The file's lines with their endings, and {line number: reason} for the lines that
+    do not decode (kept with U+FFFD so their quotes still pair up; their rows are dead
+    letters): one bad byte must not spoil the file, nor slip in as a name."""
     encoding = _encoding_of(data)
-    try:
-        return data.decode(encoding), {}
-    except UnicodeDecodeError:
-        pass
-    texts: list[str] = []
-    bad: dict[int, Unreadable] = {}
-    for number, line in enumerate(data.split(b"\n"), start=1):
+    if encoding == "utf-8-sig":
+        data, encoding = data.removeprefix(codecs.BOM_UTF8), "utf-8"
+    parts = _LINE_BREAK.split(data)
+    lines: list[str] = []
+    bad: dict[int, str] = {}
+    for index in range(0, len(parts), 2):
+        content, ending = parts[index], parts[index + 1] if index + 1 < len(parts) else b""
+        if not content and not ending:
+            continue
         try:
-            texts.append(line.decode(encoding if number == 1 else encoding.removesuffix("-sig")))
+            text = content.decode(encoding)
         except UnicodeDecodeError as err:
-            texts.append("")
-            shown = "utf-8" if encoding.startswith("utf-8") else encoding
-            bad[number] = Unreadable(
-                f"line is not valid {shown} text (byte {err.start + 1}); re-export the file in one encoding",
-                line.decode(encoding.removesuffix("-sig"), errors="replace")[:RAW_LIMIT],
+            text = content.decode(encoding, errors="replace")
+            bad[len(lines) + 1] = (
+                f"line {len(lines) + 1} is not valid {encoding} text (byte {err.start + 1}); "
+                "re-export the file in one encoding"
             )
-    return "\n".join(texts), bad
+        lines.append(text + ending.decode("ascii"))
+    return lines, bad
 
 
 def csv_rows(path: Path) -> Iterator[Row]:
     """(``file:line`` of the record's first line, cells) per CSV record; what cannot be
     read as a record comes as :class:`Unreadable` in its place."""
-    text, bad = _decode_lines(path.read_bytes(), str(path))
+    lines, bad = _physical_lines(path.read_bytes())
     csv.field_size_limit(1 << 30)  # a huge cell is refused by validation, with its line
-    # newline="": the csv module sees \r, \r\n and \n endings itself (old Mac files too).
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    pending_bad = sorted(bad)
-    start = 1
-    while True:
+    base = 0  # lines before the current reader's first
+    record_start = [1]
+
+    def feed(first: int) -> Iterator[str]:
+        # A record may span at most MAX_RECORD_LINES lines: an unclosed quote then ends
+        # where it starts, instead of each one reading on to the end of the file.
+        for i in range(first, len(lines)):
+            if i + 1 - record_start[0] >= MAX_RECORD_LINES:
+                return
+            yield lines[i]
+
+    while base < len(lines):
+        # strict: an unclosed quote is an error here, not a cell that silently swallows
+        # the rest of the file; the reader restarts after the offending line.
+        reader = csv.reader(feed(base), strict=True)
+        start = record_start[0] = base + 1
         try:
-            row = next(reader)
-        except StopIteration:
-            break
+            for row in reader:
+                end = base + reader.line_num
+                yield _record(path, start, end, row, lines, bad)
+                start = record_start[0] = end + 1
+            if start <= len(lines):  # the feed stopped inside an unclosed quote
+                raise csv.Error("unexpected end of data")
+            return
         except csv.Error as err:
-            end = reader.line_num
-            lines = text.splitlines()[start - 1:end]
-            if "unexpected end of data" in str(err) or end > start + 1:
-                reason = (
-                    f"unclosed quote (\") from line {start} to line {end}: {end - start + 1} lines "
-                    "could not be read as rows; fix the quoting and import the file again"
-                )
-            else:
-                reason = f"not a CSV row ({err}); fix the quoting on this line"
-            yield from _bad_before(path, pending_bad, bad, end + 1)
-            yield f"{path}:{start}", Unreadable(reason, "\n".join(lines)[:RAW_LIMIT])
-            start = end + 1
-            continue
-        yield from _bad_before(path, pending_bad, bad, start + 1)
-        yield f"{path}:{start}", row
-        start = reader.line_num + 1
-    yield from _bad_before(path, pending_bad, bad, 1 << 62)
+            end = base + reader.line_num
+            if end == start and "unexpected end of data" not in str(err):
+                # A stray quote inside a cell ("某"老字号"公司"): read leniently, as exports need.
+                for row in csv.reader(lines[start - 1:end], strict=False):
+                    yield _record(path, start, end, row, lines, bad)
+                base = end
+                continue
+            # A quote that opens on this line and does not close properly: which later
+            # lines belong to it is a guess, so this line alone is refused and read on.
+            yield f"{path}:{start}", Unreadable(
+                f"unbalanced quote (\") on line {start}: not a row; the lines after it are read on",
+                lines[start - 1].rstrip("\r\n"),
+            )
+            base = start
 
 
-def _bad_before(path: Path, pending: list[int], bad: dict[int, Unreadable], line: int) -> Iterator[Row]:
-    while pending and pending[0] < line:
-        number = pending.pop(0)
-        yield f"{path}:{number}", bad[number]
+def _record(path: Path, start: int, end: int, row: list[str], lines: list[str], bad: dict[int, str]) -> Row:
+    damaged = next((bad[n] for n in range(start, end + 1) if n in bad), None)
+    if damaged is not None:
+        return f"{path}:{start}", Unreadable(damaged, "".join(lines[start - 1:end]).rstrip("\r\n"))
+    return f"{path}:{start}", row
 
 
 def xlsx_sheets(path: Path) -> Iterator[tuple[str, Iterator[Row]]]:
@@ -249,11 +268,12 @@ def _cell_fen(value: Any, unit: str) -> int:
         except MoneyError:
             if not math.isfinite(value):
                 raise
-        # A formula's binary noise (12345.670000000002) is a few units in the last place
-        # of a fen amount; anything more (1234567.891) is a third decimal, refused.
+        # A formula's binary noise (12345.670000000002, or a 500-term SUM off by ~1e-5
+        # fen) is far below a thousandth of a fen; a real third decimal (1234567.891) is
+        # a tenth of a fen or more, and is refused.
         scaled = value * per
         nearest = round(scaled)
-        if abs(scaled - nearest) <= 8 * math.ulp(scaled):
+        if abs(scaled - nearest) < 1e-3:
             return to_fen(int(nearest), per_unit=1)
         raise MoneyError(f"amount {value!r} ({'万元' if unit == 'wan' else '元'}) is not a whole number of fen")
     return to_fen(value, per_unit=per)

@@ -146,9 +146,28 @@ def test_a_broken_csv_row_is_a_dead_letter_and_the_rest_of_the_file_is_read(tmp_
     stray = tmp_path / "stray.csv"
     stray.write_text(PAY_HEADER + 'V1,2025-03-01,P1,10\nV2,2025-03-02,"P1,20\nV3,2025-03-03,P1,30\n', encoding="utf-8")
     accepted, rejected = split(stray)
-    assert [a.record.event_id for a in accepted] == ["V1"]
+    assert [a.record.event_id for a in accepted] == ["V1", "V3"]  # the lines after it are read on
     assert len(rejected) == 1 and rejected[0].source == f"{stray}:3"
-    assert "unclosed quote" in rejected[0].reason and "V3" in rejected[0].raw  # the swallowed rows are named
+    assert "unbalanced quote" in rejected[0].reason and rejected[0].raw == 'V2,2025-03-02,"P1,20'
+
+    sloppy = tmp_path / "sloppy.csv"  # stray quotes inside cells, as exports write them: read as before
+    sloppy.write_text(PAY_HEADER.replace("\n", ",收款人\n") + 'V1,2025-03-01,P1,10,"某"老字号"公司"\n'
+                      'V2,2025-03-02,P1,20,"abc" \nV3,2025-03-03,P1,30,x\n', encoding="utf-8")
+    accepted, rejected = split(sloppy)
+    assert ([a.record.event_id for a in accepted], rejected) == (["V1", "V2", "V3"], [])
+    assert accepted[0].record.details == {"payee": '某老字号"公司"'}
+
+
+def test_a_bad_byte_inside_a_cell_that_spans_lines_costs_that_row_only(tmp_path: Path) -> None:
+    """Blanking the bad line dropped its closing quote: every later row was swallowed."""
+    path = tmp_path / "pay.csv"
+    rows = [f"V{n},2025-03-01,P1,{n},x\n".encode() for n in range(1, 1002)]
+    rows[1] = b'V2,2025-03-01,P1,2,"\xe6\x9f\x90\xff\n\xe5\x85\xac\xe5\x8f\xb8"\n'
+    path.write_bytes(PAY_HEADER.replace("\n", ",收款人\n").encode() + b"".join(rows))
+    accepted, rejected = split(path)
+    assert len(accepted) == 1000 and "V2" not in {a.record.event_id for a in accepted}
+    assert [r.source for r in rejected] == [f"{path}:3"]
+    assert "line 3 is not valid utf-8" in rejected[0].reason and rejected[0].raw.count("\n") == 1
 
 
 def test_line_numbers_count_physical_lines_after_a_cell_that_spans_lines(tmp_path: Path) -> None:
@@ -182,9 +201,10 @@ def test_xlsx_amounts_are_never_rounded_but_formula_noise_is_absorbed(tmp_path: 
         ["V2", "2025-03-01", "P1", 12345.670000000002],  # a formula's binary noise
         ["V3", "2025-03-01", "P1", 1e300],  # absurd: refused, not an OverflowError
         ["V4", "2025-03-01", "P1", 0.1 + 0.2],
+        ["V5", "2025-03-01", "P1", 25729594.309999958],  # what Excel stores for a 500-term =SUM
     ]})
     accepted, rejected = split(path)
-    assert {a.record.event_id: a.record.amount for a in accepted} == {"V2": 1234567, "V4": 30}
+    assert {a.record.event_id: a.record.amount for a in accepted} == {"V2": 1234567, "V4": 30, "V5": 2572959431}
     assert [r.source.rsplit(":", 1)[1] for r in rejected] == ["2", "4"]
     assert "whole number of fen" in rejected[0].reason and "check the unit" in rejected[1].reason
 
