@@ -7,9 +7,11 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from alerts.profile import Profile, ProfileError
@@ -58,17 +60,18 @@ def resolve(db: str | None, profile: str | None) -> tuple[str, Profile]:
     return db or s.db, load_profile(profile or s.profile)
 
 
-def open_engine(db: str | None, profile: str | None) -> Engine:
+def open_engine(db: str | None, profile: str | None, *, existing: bool = False) -> Engine:
     path, prof = resolve(db, profile)
     s = settings()
-    return Engine(Store(path, synchronous=s.synchronous), prof, commit_every=s.commit_every, today=today_in_china)
+    store = Store(path, synchronous=s.synchronous, existing=existing)
+    return Engine(store, prof, commit_every=s.commit_every, today=today_in_china)
 
 
 @contextmanager
-def opened_engine(db: str | None, profile: str | None) -> Iterator[Engine]:
+def opened_engine(db: str | None, profile: str | None, *, existing: bool = False) -> Iterator[Engine]:
     """An engine on the store for one command; the store is closed when it is done (the
     last connection's close checkpoints the WAL into the database file)."""
-    engine = open_engine(db, profile)
+    engine = open_engine(db, profile, existing=existing)
     try:
         yield engine
     finally:
@@ -113,7 +116,7 @@ def ingest_files(
     with progress_bar() as bar:
         for path in files:
             parsed = read_events(path, layout=layout, unit=unit)  # refuses a missing or unknown file first
-            task = bar.add_task(f"导入 {path.name}", total=_count_lines(path))
+            task = bar.add_task(f"导入 {escape(path.name)}", total=_count_lines(path))
             counts = ingest(
                 store, parsed,
                 on_batch=lambda n, t=task: bar.advance(t, n),  # type: ignore[misc]
@@ -197,7 +200,7 @@ def status_cmd(
     limit: Annotated[int, typer.Option(help="projects shown in the human table")] = 20,
 ) -> None:
     """Region, department and project figures as of the clock."""
-    with opened_engine(db, profile) as engine:
+    with opened_engine(db, profile, existing=True) as engine:
         status = engine.status(year)
     if as_json:
         emit_json(status)
@@ -220,7 +223,7 @@ def alerts_cmd(
     department: Annotated[str | None, typer.Option(help="only this department")] = None,
 ) -> None:
     """Active alerts (every transition with --all)."""
-    with Store(db or settings().db) as store:
+    with Store(db or settings().db, existing=True) as store:
         rows = store.listed_alerts(every_transition=all_, department=department)
     if as_json:
         emit_json(rows)
@@ -237,7 +240,7 @@ def reductions_cmd(
     xlsx: Annotated[Path | None, typer.Option("--xlsx", help="also write the proposals to this XLSX file")] = None,
 ) -> None:
     """Reduction proposals (调减建议) for projects with low_execution firing."""
-    with opened_engine(db, profile) as engine:
+    with opened_engine(db, profile, existing=True) as engine:
         proposals = [p.to_json() for p in engine.reductions()]
         clock = engine.monitor.clock
     if xlsx is not None:
@@ -248,13 +251,13 @@ def reductions_cmd(
     out = render.console()
     out.print(render.reductions_table(proposals, f"调减建议（{len(proposals)}个项目）"))
     if xlsx is not None:
-        out.print(f"已写入 {xlsx}")
+        out.print(f"已写入 {escape(str(xlsx))}")
 
 
 @app.command("rejected")
 def rejected_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Rejected input (dead letters) with source and reason."""
-    with Store(db or settings().db) as store:
+    with Store(db or settings().db, existing=True) as store:
         rows = store.rejections()
     if as_json:
         emit_json(rows)
@@ -308,8 +311,21 @@ def main() -> None:
     try:
         app()
     except (BudgetwatchError, ProfileError, InputError, TabularError) as err:
-        render.console().print(f"[red]错误 error:[/red] {err}", highlight=False)
-        sys.exit(2)
+        fail(str(err))
+    except ValidationError as err:  # a BUDGETWATCH_* variable that does not parse
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}" for e in err.errors()
+        )
+        fail(f"a setting cannot be used ({problems}); check the BUDGETWATCH_* environment variables")
+    except OSError as err:  # a path that cannot be written or read
+        where = f" {err.filename}" if err.filename else ""
+        fail(f"{err.strerror or err}:{where}; check the path and its directory")
+
+
+def fail(message: str) -> NoReturn:
+    # escaped: a name or path like pay[/v2].jsonl is text, not rich markup
+    render.console().print(f"[red]错误 error:[/red] {escape(message)}", highlight=False)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def dispose_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Append an alert_disposed event to the log (processed by the next `run` / `serve`)."""
-    with Store(db or settings().db) as store:
+    with Store(db or settings().db, existing=True) as store:
         clock, _ = store.cursor()
         day = on or (iso(clock) if clock is not None else dt.date.today().isoformat())
         event: dict[str, Any] = {

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.markup import escape
 
 from budget.events import record_to_json_dict
 from connectors.files import read_events
@@ -116,7 +117,7 @@ def publish_cmd(
     try:
         with progress_bar() as bar:
             for path in files:
-                task = bar.add_task(f"发布 {path.name}", total=_count_lines(path))
+                task = bar.add_task(f"发布 {escape(path.name)}", total=_count_lines(path))
                 counts = IngestCounts()
                 parsed = read_events(path, layout=layout, unit=unit)  # type: ignore[arg-type]
                 for chunk in _chunks(parsed, 5000):
@@ -141,7 +142,7 @@ def publish_cmd(
     )
     if total.rejected:
         for row in total.reasons[:20]:
-            out.print(f"[yellow]{row['source']}[/yellow] {row['reason']}", highlight=False)
+            out.print(f"[yellow]{escape(row['source'])}[/yellow] {escape(row['reason'])}", highlight=False)
         out.print(f"[yellow]{total.rejected} 条记录被拒收，未发布到 {EVENTS_TOPIC}[/yellow]")
     if ticks:
         out.print(f"clock → {as_of} on {ticks} partitions")

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from connectors.alertmanager import build_config
@@ -159,7 +160,7 @@ def deliver_cmd(
             "没有可投递的目标：请设置 BUDGETWATCH_DEPARTMENTS（或 --departments）和/或 "
             "BUDGETWATCH_ALERTMANAGER_URL（或 --alertmanager-url）"
         )
-    with Store(db or s.db) as store:
+    with Store(db or s.db, existing=True) as store:
         path = store.path
 
     async def main() -> Any:
@@ -212,9 +213,9 @@ def deliver_cmd(
             highlight=False,
         )
     for error in stats.errors[:20]:
-        out.print(f"[yellow]{error}[/yellow]", highlight=False)
+        out.print(f"[yellow]{escape(error)}[/yellow]", highlight=False)
     if stats.alertmanager_error:
-        out.print(f"[yellow]{stats.alertmanager_error}[/yellow]", highlight=False)
+        out.print(f"[yellow]{escape(stats.alertmanager_error)}[/yellow]", highlight=False)
 
 
 @app.command("alertmanager-config")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rich.markup import escape
+
 from alerts.profile import Profile
 from budget.calendar import to_day
 from budget.events import parse_day
@@ -12,7 +14,14 @@ from connectors.exports import write_reductions_xlsx
 from connectors.synthetic import Spec, generate
 from streams import render
 from streams.engine import Engine
+from streams.errors import BudgetwatchError
 from streams.store import Store
+
+DEMO_MARKER = ".budgetwatch-demo"
+
+
+class DemoError(BudgetwatchError):
+    """The demo would overwrite something it did not make."""
 
 
 def run_demo(directory: Path, *, projects: int, seed: int, as_of: str, profile: Profile) -> None:
@@ -22,8 +31,18 @@ def run_demo(directory: Path, *, projects: int, seed: int, as_of: str, profile: 
     directory.mkdir(parents=True, exist_ok=True)
     events_path = directory / "events.jsonl"
     db_path = directory / "budgetwatch.db"
-    for stale in directory.glob("budgetwatch.db*"):
-        stale.unlink()
+    marker = directory / DEMO_MARKER
+    if db_path.exists() and not marker.exists():
+        # Not the demo's own store: `demo --dir .` in a bureau's working directory must
+        # never replace its real log.
+        raise DemoError(
+            f"{db_path} exists and was not made by `budgetwatch demo`; nothing was changed. "
+            "Run the demo in another directory (e.g. --dir demo)"
+        )
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    marker.write_text("budgetwatch demo: the store in this directory is generated and may be replaced\n",
+                      encoding="utf-8")
     started = time.perf_counter()
     day = to_day(parse_day(as_of))
     spec = Spec(projects=projects, seed=seed, fiscal_year=parse_day(as_of).year)
@@ -31,7 +50,7 @@ def run_demo(directory: Path, *, projects: int, seed: int, as_of: str, profile: 
     with events_path.open("wb") as handle:
         for line in generate(spec):
             handle.write(line + b"\n")
-    out.print(f"1. 已生成 {projects} 个项目一整年的事件 → {events_path}")
+    out.print(f"1. 已生成 {projects} 个项目一整年的事件 → {escape(str(events_path))}")
     with Store(db_path) as store:
         counts = ingest_files(store, [events_path])
         out.print(render.ingest_table(counts, "2. 导入事件日志"))
@@ -55,6 +74,7 @@ def run_demo(directory: Path, *, projects: int, seed: int, as_of: str, profile: 
     elapsed = time.perf_counter() - started
     out.print(
         f"完成：{summary.events} 条事件，{summary.transitions} 次预警变化，当前预警 {len(active)} 条，"
-        f"调减建议已写入 {xlsx}；用时 {elapsed:.1f} 秒。"
+        f"调减建议已写入 {escape(str(xlsx))}；用时 {elapsed:.1f} 秒。"
     )
-    out.print(f"接着试试：budgetwatch alerts --db {db_path}   budgetwatch status --db {db_path} --json")
+    db = escape(str(db_path))
+    out.print(f"接着试试：budgetwatch alerts --db {db}   budgetwatch status --db {db} --json")

@@ -6,8 +6,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, RenderableType
+from rich.table import Table as RichTable
+from rich.text import Text
 
 from alerts.messages import FUND_SOURCE_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan
 from streams.ingest import IngestCounts
@@ -17,6 +18,14 @@ KIND_LABELS = {
     "disposed": "已处置", "disposition_approved": "处置已审批", "disposition_returned": "处置被退回",
     "disposition_overdue": "逾期未处置",
 }
+
+
+class Table(RichTable):
+    """Cells are data: a name like 老旧小区改造[/二期] or a raw line like [bold]x is text,
+    never rich markup (which would raise, or swallow part of it)."""
+
+    def add_row(self, *renderables: RenderableType | None, **options: Any) -> None:
+        super().add_row(*(Text(r) if isinstance(r, str) else r for r in renderables), **options)
 
 
 def ingest_table(counts: IngestCounts, title: str = "导入结果") -> Table:

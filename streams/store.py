@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -110,33 +111,61 @@ class AppendResult:
 # events/s) and replay (46.7k–49.5k) alike — the OS page cache is behind it — while
 # 64 MB added ~50 MB to every process's peak RSS. The reader keeps SQLite's 2 MB.
 PAGE_CACHE_KIB = 16 * 1024
+_OBJECTS = set(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA))
 
 
 class Store:
     """A connection to the SQLite file with the operations the runtimes need."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", existing: bool = False) -> None:
+        """``existing``: the store must already be there (commands that only read: a
+        mistyped --db must not answer "no alerts" from a new empty file)."""
         self.path = str(path)
         self.synchronous = synchronous
         self._reader: sqlite3.Connection | None = None
+        if existing and not Path(self.path).is_file():
+            raise StoreError(
+                f"no budgetwatch store at {self.path}: check --db (or BUDGETWATCH_DB), "
+                "or create it with `budgetwatch ingest FILE --db …`"
+            )
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.execute("PRAGMA busy_timeout=30000")
+            if not self._current():
+                # Only a new or older store is written to on opening: a reader must not
+                # wait for the write lock a running batch holds.
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.executescript(SCHEMA)
+                self._migrate()
+                self.db.execute("INSERT OR IGNORE INTO cursor(id, clock, seq) VALUES (1, NULL, 0)")
+                self.db.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
-            self.db.executescript(SCHEMA)
-            self._migrate()
-            self.db.execute("INSERT OR IGNORE INTO cursor(id, clock, seq) VALUES (1, NULL, 0)")
-            self.db.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
         except sqlite3.DatabaseError as err:
+            if "locked" in str(err):
+                raise StoreError(
+                    f"{self.path}: another process is writing to this store (a `run` or `serve`?); "
+                    "try again when it is done, or send events to `serve` over HTTP"
+                ) from None
             raise StoreError(
                 f"{self.path}: cannot open as a budgetwatch store ({err}); "
                 "point --db (or BUDGETWATCH_DB) at a budgetwatch database or a new file"
             ) from None
+
+    def _current(self) -> bool:
+        """Whether the file already holds this version's tables, in WAL mode (one read)."""
+        try:
+            objects = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master")}
+            if not objects >= _OBJECTS:
+                return False
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            mode = self.db.execute("PRAGMA journal_mode").fetchone()[0]
+        except sqlite3.OperationalError:
+            return False
+        return row is not None and row[0] == str(SCHEMA_VERSION) and str(mode).lower() == "wal"
 
     def _migrate(self) -> None:
         # Stores made before the outbox referenced its transition kept a copy of it.

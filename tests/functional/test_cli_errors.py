@@ -1,0 +1,89 @@
+"""The CLI on the wrong foot: every mistake is a clear message and exit code 2, never a
+traceback, and nothing is created, replaced or lost by it (the real console script)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+from tests import builders as b
+from tests.functional.test_cli import cli
+
+
+def test_demo_never_replaces_a_store_it_did_not_make(tmp_path: Path) -> None:
+    real = tmp_path / "budgetwatch.db"
+    backup = tmp_path / "budgetwatch.db.bak-2025-09-30"
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b.jsonl([b.registered("P1"), b.approved("P1", "1000")]))
+    cli(real, "ingest", str(events))
+    backup.write_bytes(real.read_bytes())
+    answer = cli(real, "demo", "--dir", str(tmp_path), "--projects", "50", check=False)
+    assert answer.returncode == 2 and "was not made by `budgetwatch demo`" in answer.stdout
+    assert "Traceback" not in answer.stderr
+    assert backup.exists() and json.loads(cli(real, "rejected", "--json").stdout) == []
+    assert sqlite3.connect(real).execute("SELECT COUNT(*) FROM events").fetchone() == (2,)
+    demo = tmp_path / "demo"
+    for _ in range(2):  # its own store it replaces, run after run
+        assert cli(real, "demo", "--dir", str(demo), "--projects", "50").returncode == 0
+    assert (demo / "budgetwatch.db").exists() and (demo / ".budgetwatch-demo").exists()
+
+
+def test_read_commands_refuse_a_store_that_is_not_there(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.db"
+    for command in (["alerts", "--json"], ["status"], ["reductions", "--xlsx", str(tmp_path / "r.xlsx")], ["rejected"]):
+        answer = cli(typo, *command, check=False)
+        assert answer.returncode == 2 and "no budgetwatch store at" in answer.stdout, command
+    assert not typo.exists() and not (tmp_path / "r.xlsx").exists()
+
+
+def test_names_and_paths_with_brackets_are_printed_as_they_are(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    events = tmp_path / "pay[v2].jsonl"
+    events.write_bytes(b.jsonl([
+        b.registered("P1", name="老旧小区改造[/二期]", on="2025-01-02"), b.approved("P1", "1000000", on="2025-01-02"),
+    ]) + b'[bold]oops\n')
+    assert cli(db, "ingest", str(events)).returncode == 0
+    cli(db, "run", "--as-of", "2025-07-01")
+    for command in ("status", "alerts", "reductions"):
+        answer = cli(db, command)
+        assert "老旧小区改造[/二期]" in answer.stdout, command
+    rejected = cli(db, "rejected").stdout
+    assert "[bold]oops" in rejected and "pay[v2].jsonl:3" in rejected
+
+
+def test_an_unwritable_path_or_a_bad_setting_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b.jsonl([b.registered("P1"), b.approved("P1", "1000")]))
+    cli(db, "ingest", str(events))
+    nowhere = tmp_path / "missing-dir" / "x.xlsx"
+    for args in (("reductions", "--xlsx", str(nowhere)), ("generate", "--projects", "5", "--out", str(nowhere))):
+        answer = cli(db, *args, check=False)
+        assert answer.returncode == 2 and "missing-dir" in answer.stdout and "Traceback" not in answer.stderr, args
+    import os
+    import subprocess
+
+    from tests.functional.test_cli import BIN
+
+    env = {**os.environ, "BUDGETWATCH_DB": str(db), "BUDGETWATCH_SMTP_PORT": "abc"}
+    answer = subprocess.run([str(BIN), "alerts"], env=env, capture_output=True, text=True, timeout=60)
+    assert answer.returncode == 2 and "smtp_port='abc'" in answer.stdout and "BUDGETWATCH_" in answer.stdout
+
+
+def test_reading_while_a_batch_holds_the_write_lock_does_not_wait_for_it(tmp_path: Path) -> None:
+    """A run's batch holds the write lock for a whole commit interval; `alerts` waited
+    30 s for it and then blamed the file."""
+    db = tmp_path / "bw.db"
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b.jsonl([b.registered("P1"), b.approved("P1", "1000"), b.payment("P1", "1", on="2025-02-01")]))
+    cli(db, "ingest", str(events))
+    cli(db, "run", "--as-of", "2025-07-01")
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        answer = cli(db, "alerts", "--json", check=False)
+        assert answer.returncode == 0 and {a["rule"] for a in json.loads(answer.stdout)} >= {"low_execution"}
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
