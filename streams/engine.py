@@ -95,9 +95,14 @@ class Engine:
         self.dispositions = dispositions
         self.monitor = new_monitor(profile, dispositions)
         self._loaded = False
+        self._cursor: tuple[int | None, int] | None = None  # the store's cursor as this engine left it
 
     def load(self) -> Monitor:
-        """Restore the monitor from the last commit (once)."""
+        """Restore the monitor from the last commit (once, and again if another process
+        committed since: a `run` from the CLI while `serve` holds its engine)."""
+        if self._loaded and self.store.cursor() != self._cursor:
+            self.monitor = new_monitor(self.profile, self.dispositions)
+            self._loaded = False
         if not self._loaded:
             self._check_profile()
             clock, _ = self.store.cursor()
@@ -122,6 +127,7 @@ class Engine:
             self.monitor.book.archive = self._archived
             self.monitor.restore(states, unresolved, clock)
             self._loaded = True
+            self._cursor = self.store.cursor()
         return self.monitor
 
     def _archived(self, alert_id: str) -> Alert | None:
@@ -161,9 +167,14 @@ class Engine:
         pending = self._count_pending(clock, seq, as_of, max_seq) if progress else 0
         start_applied = since_commit = monitor.applied
         total_transitions = days = commits = 0
+        batch = store.begin()
+        if store.cursor() != (clock, seq):
+            # Another process committed between our read and our write lock: start over
+            # from its state rather than overwrite it with ours (that lost its events).
+            batch.rollback()
+            return self.run(as_of, progress=progress)
         records = store.pending(clock, seq, as_of, max_seq)
         touched: set[str] = set()  # alerts with a transition in the open batch
-        batch = store.begin()
         try:
             with fewer_collections():
                 for day, closed in monitor.process(records, as_of):
@@ -268,6 +279,7 @@ class Engine:
             derived_source=DERIVED_SOURCE,
             refused=[(r.event_id, r.reason, r.raw) for r in refused],
         )
+        self._cursor = (clock, max_seq)
         monitor.book.forget_resolved()  # each is in the store as of this commit
 
     # -- reading ---------------------------------------------------------

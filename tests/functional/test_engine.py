@@ -423,3 +423,48 @@ def test_an_alert_leaves_memory_the_day_it_resolves_and_a_disposition_reads_it_f
     assert e.store.transition_rows() == expected
     assert e.store.alert_rows() == [pure.book.alerts[a].to_json() for a in sorted(pure.book.alerts)]
     assert e.status()["projects"][0]["budget"] == "900000.00"
+
+
+def test_an_engine_held_open_sees_what_another_process_committed(tmp_path: Path) -> None:
+    """`serve` holds its engine while the CLI runs the same store: its next commit wrote
+    its own older state over the CLI's and the 100,000 paid in between was lost."""
+    path = tmp_path / "bw.db"
+    held = engine(path)  # the service's engine
+    ingest_events(held.store, [b.registered("P1"), b.approved("P1", "1000000"),
+                               b.payment("P1", "10000", on="2025-02-01")])
+    held.run(day("2025-03-01"))
+    other = engine(path)  # the CLI, in another process
+    ingest_events(other.store, [b.payment("P1", "100000", on="2025-03-02", event_id="CLI-1")])
+    other.run(day("2025-03-02"))
+    ingest_events(held.store, [b.payment("P1", "1000", on="2025-03-03", event_id="HTTP-1")])
+    held.run(day("2025-03-03"))
+    assert held.status()["projects"][0]["paid"] == "111000.00"
+    fresh = engine(path)
+    assert fresh.status()["projects"][0]["paid"] == "111000.00"
+
+
+def test_a_commit_by_another_process_just_before_ours_is_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "bw.db"
+    held = engine(path)
+    ingest_events(held.store, [b.registered("P1"), b.approved("P1", "100000"),
+                               b.payment("P1", "10000", on="2025-02-01")])
+    held.run(day("2025-03-01"))
+    other = engine(path)
+    ingest_events(other.store, [b.payment("P1", "100000", on="2025-03-02", event_id="CLI-1"),
+                                b.payment("P1", "1000", on="2025-03-03", event_id="HTTP-1")])
+    begin = held.store.begin
+    raced: list[bool] = []
+
+    def racing_begin() -> Any:
+        if not raced:  # the other process commits after our cursor read, before our lock
+            raced.append(True)
+            other.run(day("2025-03-02"))
+        return begin()
+
+    held.store.begin = racing_begin  # type: ignore[method-assign]
+    held.run(day("2025-03-03"))
+    assert raced and engine(path).status()["projects"][0]["paid"] == "111000.00"
+    # the other process's overspend of 03-02 is stored, and notified, once
+    fired = [(t["rule"], t["date"]) for t in held.store.transition_rows() if t["transition"] == "firing"]
+    assert fired.count(("overspend", "2025-03-02")) == 1
+    assert held.store.db.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'firing'").fetchone()[0] == len(fired)
