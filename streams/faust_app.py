@@ -147,6 +147,11 @@ class Metrics:
         )
         self._children: dict[tuple[Any, ...], Any] = {}
         self._clocks: dict[tuple[str, int], int | None] = {}
+        # Exported at 0 from the start: an alert on increase() cannot see the first
+        # dead letters of a series that appears already at 3.
+        for topic in (EVENTS_TOPIC, DEPARTMENTS_TOPIC):  # the topics the agents read
+            self.dead_letters.labels(topic)
+            self.emit_retries.labels(topic)
 
     def child(self, metric: Counter | Gauge, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once: the agents set several per message."""

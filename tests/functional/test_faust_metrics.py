@@ -87,3 +87,13 @@ def test_a_revoked_partition_is_no_longer_exported_and_comes_back_with_its_owner
     assert gone_events is None and gone_departments is None and gone_pending is None
     assert kept == midnight("2025-01-31")
     assert back == midnight("2025-02-28")
+
+
+def test_a_fresh_worker_exports_its_failure_counters_at_zero() -> None:
+    """BudgetwatchDeadLetters and BrokerSendsFailing use increase(): a series that first
+    appears already at 3 never fires for those first three."""
+    bapp, _ = make_app(load_profile("baseline"), partitions=2)
+    registry = bapp.metrics.registry
+    for topic in ("budget-events", "budget-departments"):
+        assert registry.get_sample_value("budget_stream_dead_letters_total", {"topic": topic}) == 0.0
+        assert registry.get_sample_value("budget_stream_emit_retries_total", {"topic": topic}) == 0.0

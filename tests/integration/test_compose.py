@@ -221,4 +221,19 @@ def test_the_workers_alerts_go_to_operations_and_budget_alerts_to_the_office() -
     assert receiver("alertname=BudgetwatchWorkerDown", "team=ops", "severity=critical") == "operations"
     assert receiver("alertname=BudgetwatchDeadLetters", "team=ops", "severity=warning") == "operations"
     assert receiver("alertname=BudgetwatchNoWorkers", "team=ops", "severity=critical") == "operations"
-    assert receiver("rule=low_execution", "severity=critical", "department_id=D101") == "budget-office"
+    assert receiver("alertname=low_execution", "severity=critical", "department=D101") == "budget-office"
+
+
+def test_the_alertmanager_config_groups_and_inhibits_on_labels_budgetwatch_sends() -> None:
+    """It grouped by department_id and rule and inhibited on subject_id, which no pushed
+    alert carries: every budget alert fell in one group, and any critical alert silenced
+    the same rule's warnings in every department."""
+    from connectors.alertmanager import alert_labels
+
+    config = yaml.safe_load(ALERTMANAGER.read_text(encoding="utf-8"))
+    project = alert_labels({"rule": "low_execution", "severity": "critical", "department_id": "D101",
+                            "fiscal_year": 2025, "subject_type": "project", "subject_id": "P1"})
+    sent = set(project)
+    assert set(config["route"]["group_by"]) <= sent
+    for rule in config["inhibit_rules"]:
+        assert set(rule["equal"]) <= sent, rule
