@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Annotated
 
 import typer
@@ -56,9 +57,16 @@ def serve_cmd(
     extra = ServiceSettings()
     listen_host = host or extra.http_host
     listen_port = port if port is not None else settings().http_port
+    # Bound before anything is processed: a serve that cannot listen must not have moved
+    # the store's business clock on its way out.
+    listener = _listen(listen_host, listen_port)
     engine = open_engine(db, profile)
     service = Service(engine, live=live, tick_seconds=tick)
-    service.prepare()
+    try:
+        service.prepare()
+    except BaseException:
+        listener.close()
+        raise
     application = build_app(
         service,
         routes=[board.register],  # the warning board; users from BUDGETWATCH_USERS
@@ -74,12 +82,26 @@ def serve_cmd(
         highlight=False,
     )
     try:
-        web.run_app(application, host=listen_host, port=listen_port, print=None, access_log=None)
-    except OSError as err:
-        raise BudgetwatchError(
-            f"无法在 {listen_host}:{listen_port} 上监听（{err.strerror or err}）："
-            "端口可能已被占用，请换一个 --port 或设置 BUDGETWATCH_HTTP_PORT"
-        ) from None
+        web.run_app(application, sock=listener, print=None, access_log=None)
     finally:
         service.close()
         engine.store.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        listener = socket.socket(family, kind, proto)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            listener.listen(128)
+        except OSError:
+            listener.close()
+            raise
+    except OSError as err:
+        raise BudgetwatchError(
+            f"无法在 {host}:{port} 上监听（{err.strerror or err}）："
+            "端口可能已被占用，请换一个 --port 或设置 BUDGETWATCH_HTTP_PORT；数据库未被改动"
+        ) from None
+    return listener

@@ -87,3 +87,26 @@ def test_reading_while_a_batch_holds_the_write_lock_does_not_wait_for_it(tmp_pat
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_a_serve_that_cannot_listen_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    """It used to process the whole log first (clock 09-30 → 12-31 for good) and only
+    then find the port taken."""
+    import socket
+
+    db = tmp_path / "bw.db"
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b.jsonl([b.registered("P1"), b.approved("P1", "1000"),
+                                b.payment("P1", "1", on="2025-02-01"), b.payment("P1", "1", on="2025-12-20")]))
+    cli(db, "ingest", str(events))
+    cli(db, "run", "--as-of", "2025-09-30")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = str(taken.getsockname()[1])
+        answer = cli(db, "serve", "--host", "127.0.0.1", "--port", port, check=False)
+    finally:
+        taken.close()
+    assert answer.returncode == 2 and "无法在 127.0.0.1:" in answer.stdout and "数据库未被改动" in answer.stdout
+    assert json.loads(cli(db, "status", "--json").stdout)["as_of"] == "2025-09-30"
