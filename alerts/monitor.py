@@ -54,6 +54,10 @@ class Monitor:
         self.desk: Desk | None = None
         # Records the ledger could not fold; a persisting runtime dead-letters and drains them.
         self.refused: list[Refusal] = []
+        self._late: dict[str, int] = {}  # project -> earliest date of its events applied late today
+        # Projects judged again as of their Dec 31 on the last closed day (a late event of
+        # their year); the Faust runtime flags their department deltas with it.
+        self.judged_at_year_end: set[str] = set()
 
     # -- restoring -------------------------------------------------------
     def restore(self, states: Iterable[ProjectState], alerts: Iterable[Alert], clock: int | None) -> None:
@@ -104,6 +108,10 @@ class Monitor:
                                         orjson_free_dumps(record_to_json_dict(record))))
             return
         self._dirty.add(state.project_id)
+        if self.clock is not None and record.day <= self.clock:  # late: rare, so kept apart
+            earliest = self._late.get(state.project_id)
+            if earliest is None or record.day < earliest:
+                self._late[state.project_id] = record.day
         self.applied += 1
 
     def process(self, records: Iterable[Record], until: int) -> Iterator[tuple[int, list[Transition]]]:
@@ -160,11 +168,12 @@ class Monitor:
                 totals = projects[project_id].rollup
                 if totals is not None:
                     dirty_departments.add((totals.fiscal_year, totals.department_id))
-        # Touched by an event today (not merely due): after its fiscal year, a project or
-        # department is still judged for these, as of its Dec 31 (a December payment
-        # arriving in January must still resolve or raise its alerts).
-        by_event = self._dirty
-        departments_by_event = self._dirty_departments
+        # After its fiscal year a project (and its department) is judged again, as of its
+        # Dec 31, only for a late event dated within that year: December's payments
+        # arriving in January. An event dated after the year changes no year-end alert.
+        late = self._late
+        self._late = {}
+        self.judged_at_year_end = set()
         checkpoint = fresh and self.is_checkpoint(day)
         if checkpoint:
             touched: Iterable[str] = list(projects)
@@ -196,8 +205,10 @@ class Monitor:
                 self._schedule_on(project_id, ctx.first)
                 continue
             if day > ctx.last:
-                # After its fiscal year nothing is due any more; only an event changes it.
-                if project_id in by_event:
+                # After its fiscal year nothing is due any more; only a late event of that
+                # year changes it.
+                if late.get(project_id, ctx.last + 1) <= ctx.last:
+                    self.judged_at_year_end.add(project_id)
                     year_end = contexts.get(-fiscal_year)
                     if year_end is None:
                         year_end = contexts[-fiscal_year] = day_context(self.profile, ctx.last, fiscal_year)
@@ -215,11 +226,16 @@ class Monitor:
                 transitions.extend(self._reconcile_project(state, findings, day))
             if due is not None:
                 self._schedule_on(project_id, due)
+        year_end_departments = {
+            (rollup.fiscal_year, rollup.department_id)
+            for rollup in (projects[p].rollup for p in self.judged_at_year_end)
+            if rollup is not None
+        }
         for key in sorted(touched_departments):
             totals = departments[key]
             if key[0] == year:
                 transitions.extend(self.assess_department(totals, day))
-            elif key[0] < year and key in departments_by_event:
+            elif key[0] < year and key in year_end_departments:
                 transitions.extend(self.assess_department(totals, day, as_of=year_bounds(key[0])[1]))
         if self.desk is not None:
             return self.desk.close(day, fresh, transitions, self.book)

@@ -457,7 +457,7 @@ class ProjectPartition(_VersionedPartition):
             if changed:
                 monitor.changed = set()
                 touched |= changed
-                self._contribute(changed, day, deltas)
+                self._contribute(changed, day, deltas, monitor.judged_at_year_end)
             for t in transitions:
                 if t.alert.subject_type == "project":
                     self.alerts_of.setdefault(t.alert.subject_id, set()).add(t.alert.alert_id)
@@ -495,33 +495,31 @@ class ProjectPartition(_VersionedPartition):
         # The tick is committed once the meta is written; from now on the values
         # just written are the committed ones.
         self.committed.update(bodies)
-        for (dept, day), (budget, paid, projects, fiscal_year, department_id, name) in sorted(
+        for (dept, day), (budget, paid, projects, fiscal_year, department_id, name, late) in sorted(
             deltas.items(), key=lambda kv: (kv[0][1], kv[0][0])
         ):
-            out.departments.append(
-                (
-                    dept,
-                    {
-                        "kind": "delta",
-                        "source": self.partition,
-                        "epoch": epoch,
-                        "day": day,
-                        "fiscal_year": fiscal_year,
-                        "department_id": department_id,
-                        "department_name": name,
-                        "budget": budget,
-                        "paid": paid,
-                        "projects": projects,
-                    },
-                )
-            )
+            delta = {
+                "kind": "delta",
+                "source": self.partition,
+                "epoch": epoch,
+                "day": day,
+                "fiscal_year": fiscal_year,
+                "department_id": department_id,
+                "department_name": name,
+                "budget": budget,
+                "paid": paid,
+                "projects": projects,
+            }
+            if late:  # a late event of a closed year: the department is judged as of Dec 31
+                delta["late"] = True
+            out.departments.append((dept, delta))
         out.markers.append(
             {"kind": "closed", "source": self.partition, "epoch": epoch, "day": self.meta.clock}
         )
         return out
 
     def _contribute(
-        self, changed: Iterable[str], day: int, deltas: dict[tuple[str, int], list[Any]]
+        self, changed: Iterable[str], day: int, deltas: dict[tuple[str, int], list[Any]], late: set[str]
     ) -> None:
         projects = self.monitor.ledger.projects
         for project_id in changed:
@@ -541,10 +539,11 @@ class ProjectPartition(_VersionedPartition):
                 entry = deltas.get((before[0], day))
                 if entry is None:
                     year, _, dept_id = before[0].partition(":")
-                    entry = deltas[(before[0], day)] = [0, 0, 0, int(year), dept_id, ""]
+                    entry = deltas[(before[0], day)] = [0, 0, 0, int(year), dept_id, "", False]
                 entry[0] -= before[1]
                 entry[1] -= before[2]
                 entry[2] -= 1
+                entry[6] = entry[6] or project_id in late
             if after is not None:
                 entry = deltas.get((after[0], day))
                 if entry is None:
@@ -555,11 +554,13 @@ class ProjectPartition(_VersionedPartition):
                         state.fiscal_year,
                         state.department_id,
                         "",
+                        False,
                     ]
                 entry[0] += after[1]
                 entry[1] += after[2]
                 entry[2] += 1
                 entry[5] = state.department_name or ""
+                entry[6] = entry[6] or project_id in late
                 self.contributed[project_id] = after
             else:
                 self.contributed.pop(project_id, None)
@@ -760,6 +761,7 @@ class DepartmentPartition(_VersionedPartition):
         # Every field is read before anything changes: a bad delta changes nothing.
         day, fiscal_year, department_id = int(delta["day"]), int(delta["fiscal_year"]), str(delta["department_id"])
         sums = (int(delta["budget"]), int(delta["paid"]), int(delta["projects"]))
+        late = 1 if delta.get("late") else 0
         name = delta.get("department_name")
         received = self.received.setdefault(dept, {})
         last = received.get(source)
@@ -776,10 +778,12 @@ class DepartmentPartition(_VersionedPartition):
             totals = self.totals[dept] = Totals(fiscal_year, department_id)
         if name:
             totals.department_name = str(name)
-        bucket = self.pending.setdefault(dept, {}).setdefault(day, [0, 0, 0])
+        bucket = self.pending.setdefault(dept, {}).setdefault(day, [0, 0, 0, 0])
         bucket[0] += sums[0]
         bucket[1] += sums[1]
         bucket[2] += sums[2]
+        if late:  # buckets kept by an earlier release have three fields
+            bucket[3:] = [1]
         return True
 
     def _rounds(self, out: Output) -> None:
@@ -816,24 +820,27 @@ class DepartmentPartition(_VersionedPartition):
         for day, group in groupby(due, key=lambda item: max(item[0], start)):
             yield from self._close_empty_days_before(day)
             dirty: set[str] = set()
-            for _, dept, (budget, paid, projects) in group:
+            late: set[str] = set()
+            for _, dept, bucket in group:
                 totals = self.totals[dept]
-                totals.budget += budget
-                totals.paid += paid
-                totals.projects += projects
+                totals.budget += bucket[0]
+                totals.paid += bucket[1]
+                totals.projects += bucket[2]
                 dirty.add(dept)
+                if len(bucket) > 3 and bucket[3]:
+                    late.add(dept)
             fresh = day > self.meta.clock
             self.meta.clock = day
-            yield day, self._close(day, fresh, dirty)
+            yield day, self._close(day, fresh, dirty, late)
         yield from self._close_empty_days_before(until + 1)
 
     def _close_empty_days_before(self, day: int) -> Iterator[tuple[int, list[Transition]]]:
         assert self.meta.clock is not None
         while self.meta.clock + 1 < day:
             self.meta.clock += 1
-            yield self.meta.clock, self._close(self.meta.clock, True, set())
+            yield self.meta.clock, self._close(self.meta.clock, True, set(), set())
 
-    def _close(self, day: int, fresh: bool, dirty: set[str]) -> list[Transition]:
+    def _close(self, day: int, fresh: bool, dirty: set[str], late: set[str]) -> list[Transition]:
         judge = self.judge
         keys: Iterable[str] = (
             list(self.totals) if fresh and judge.is_checkpoint(day) else sorted(dirty)
@@ -844,7 +851,7 @@ class DepartmentPartition(_VersionedPartition):
             totals = self.totals[dept]
             if totals.fiscal_year == year:
                 transitions.extend(judge.assess_department(totals, day))
-            elif totals.fiscal_year < year and dept in dirty:  # a late event: judged as of Dec 31
+            elif totals.fiscal_year < year and dept in late:  # a late event of its year: as of Dec 31
                 transitions.extend(judge.assess_department(totals, day, as_of=year_bounds(totals.fiscal_year)[1]))
         return transitions
 

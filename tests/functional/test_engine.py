@@ -89,11 +89,19 @@ def test_a_late_december_payment_still_resolves_and_raises_alerts_after_the_year
     overspend = next(t for t in late if t["rule"] == "overspend")
     assert overspend["figures"]["paid"] == "1200.00" and overspend["figures"]["time_progress"] == 1.0
     assert "截至2025-12-31" in overspend["message"]
-    # no rule is due after the year: quiet months change no alert (deadlines still run)
+    # no rule is due after the year: quiet months change no alert (deadlines still run),
+    # and a payment dated in the next year, late or not, changes no year-end alert
     def rule_transitions() -> list[Any]:
         return [t for t in e.store.transition_rows() if not t["transition"].startswith("disposition")]
 
     before = rule_transitions()
+    ingest_events(e.store, [b.registered("P3"), b.approved("P3", "1000.00"),
+                            b.payment("P3", "100.00", on="2025-03-01")], "p3.jsonl")
+    e.run(day("2026-01-10"))  # P3 (a late 2025 project) fires; nothing else changes
+    before = rule_transitions()
+    assert ("low_execution", "P3", "firing") in {(t["rule"], t["subject_id"], t["transition"]) for t in before}
+    ingest_events(e.store, [b.payment("P3", "900.00", on="2026-01-08", event_id="next-year-late"),
+                            b.payment("P3", "1.00", on="2026-01-20", event_id="next-year")], "2026.jsonl")
     e.run(day("2026-06-30"))
     assert rule_transitions() == before
 

@@ -150,6 +150,9 @@ def test_late_events_after_the_year_end_give_the_same_transitions(tmp_path: Path
     ]
     late = [b.payment("P1", "900.00", on="2025-12-28", event_id="late-P1"),
             b.payment("P2", "900.00", on="2025-12-29", event_id="late-P2")]
+    # late too, but dated in the next year: it changes no 2025 alert, project or department
+    next_year = [b.reversal("P1", "900.00", on="2026-01-02", event_id="next-year-P1"),
+                 b.reversal("P2", "1000.00", on="2026-01-02", event_id="next-year-P2")]
     profile = load_profile("baseline")
     with Store(str(tmp_path / "bw.db")) as store:
         engine = Engine(store, profile, dispositions=False)
@@ -157,10 +160,13 @@ def test_late_events_after_the_year_end_give_the_same_transitions(tmp_path: Path
         engine.run(to_day(parse_day("2026-01-05")))
         ingest(store, read_lines(late))
         engine.run(to_day(parse_day("2026-01-06")))
+        ingest(store, read_lines(next_year))
+        engine.run(to_day(parse_day("2026-01-07")))
         expected = [{k: v for k, v in r.items() if not k.startswith("_")} for r in store.transition_rows()]
-    assert {(t["rule"], t["subject_id"], t["transition"]) for t in expected if t["date"] == "2026-01-05"} >= {
-        ("low_execution", "P1", "resolved"), ("overspend", "P2", "firing"),
-        ("department_low_execution", "D01", "resolved")}
+    on_late_day = {(t["rule"], t["subject_id"], t["transition"]) for t in expected if t["date"] == "2026-01-05"}
+    assert on_late_day >= {("low_execution", "P1", "resolved"), ("overspend", "P2", "firing"),
+                           ("department_low_execution", "D01", "resolved")}
+    assert not [t for t in expected if t["date"] > "2026-01-05"]
     bapp, outlet = make_app(profile, partitions=2)
 
     async def scenario() -> list[dict[str, Any]]:
@@ -170,6 +176,9 @@ def test_late_events_after_the_year_end_give_the_same_transitions(tmp_path: Path
             await h.publish(b.jsonl(late).splitlines())
             await h.tick("2026-01-05")
             await h.tick("2026-01-06")
+            await h.publish(b.jsonl(next_year).splitlines())
+            await h.tick("2026-01-06")
+            await h.tick("2026-01-07")
             return list(h.alerts)
 
     assert canonical(asyncio.run(scenario())) == canonical(expected)
