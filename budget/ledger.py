@@ -135,6 +135,13 @@ class ProjectState:
         return state
 
 
+def other_year_reason(project_id: str, owner_year: int, year: int) -> str:
+    return (
+        f"project {project_id} is registered for fiscal year {owner_year}; a project code is one "
+        f"year's project: register {year}'s under a new code (e.g. {project_id}-{year})"
+    )
+
+
 class OtherFiscalYear(ValueError):
     """A registration that would move a project into another fiscal year: its money and
     alerts would mix two years' budgets, and leave the first year's sums."""
@@ -210,12 +217,14 @@ class Ledger:
                     totals.budget += amount - before  # type: ignore[operator]
         elif kind == "project_registered":
             stamp = version(day, event_id)
-            year = (details or {}).get("fiscal_year")
-            if state.fiscal_year is not None and year is not None and int(year) != state.fiscal_year:
-                raise OtherFiscalYear(
-                    f"project {project_id} is registered for fiscal year {state.fiscal_year}; a project "
-                    f"code is one year's project: register {year}'s under a new code (e.g. {project_id}-{year})"
-                )
+            year = int((details or {}).get("fiscal_year") or 0)
+            if state.fiscal_year is not None and year != state.fiscal_year:
+                # A code is one year's project, its earliest year's whatever the arrival
+                # order (a replay must decide as a live run did): a later year is refused,
+                # an earlier one takes the code over (the runtime refuses the one it displaced).
+                if year > state.fiscal_year:
+                    raise OtherFiscalYear(other_year_reason(project_id, state.fiscal_year, year))
+                state.registered_version = None
             if state.registered_version is None or stamp > state.registered_version:
                 state.registered_version = stamp
                 self._register(state, details or {})
@@ -311,7 +320,10 @@ def fold(records: Iterable[Record]) -> Ledger:
     """The reference fold: unique events (first occurrence of each event_id) applied in order."""
     ledger = Ledger(track_event_ids=True)
     for record in records:
-        ledger.apply_once(record)
+        try:
+            ledger.apply_once(record)
+        except OtherFiscalYear:
+            continue  # refused, as the runtimes refuse it
     return ledger
 
 

@@ -479,6 +479,9 @@ class Store:
         db.execute("BEGIN IMMEDIATE")
         for table in ("projects", "alerts", "transitions", "outbox"):
             db.execute(f"DELETE FROM {table}")
+        # Dead letters found while processing (sources "… (event_id X)", see
+        # _add_rejections_once) are derived too: the replay finds them again.
+        db.execute("DELETE FROM rejected WHERE source LIKE '% (event_id %)'")
         db.execute("UPDATE cursor SET clock = NULL, seq = 0 WHERE id = 1")
         db.execute("DELETE FROM meta WHERE key = 'profile'")
         db.execute("COMMIT")

@@ -125,6 +125,25 @@ def test_a_project_code_registered_again_for_another_year_is_refused_not_merged(
     assert not [a for a in e.store.alert_rows() if a["rule"] == "overspend"]
 
 
+def test_the_earliest_year_owns_a_project_code_whatever_the_arrival_order(tmp_path: Path) -> None:
+    """The 2026 registration dated before the 2025 one, arriving after it: a live run
+    refused the 2026 one; a rebuild, meeting them in business order, made P1 a 2026
+    project and dropped its alerts. Both now keep the 2025 project and one dead letter."""
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, [b.registered("P1", on="2025-01-10"), b.approved("P1", "1000.00", on="2025-01-10"),
+                            b.payment("P1", "100.00", on="2025-02-01")])
+    e.run(day("2025-07-01"))
+    ingest_events(e.store, [{**b.registered("P1", on="2025-01-05", event_id="r26"), "fiscal_year": 2026}], "late.jsonl")
+    e.run(day("2025-07-02"))
+    live = (e.status(2025)["projects"], e.store.alert_rows(), e.store.rejections())
+    e.rebuild()
+    e.run(day("2025-07-02"))
+    assert (e.status(2025)["projects"], e.store.alert_rows(), e.store.rejections()) == live
+    (refused,) = live[2]
+    assert refused["source"] == "late.jsonl:1 (event_id r26)" and "registered for fiscal year 2025" in refused["reason"]
+    assert {a["rule"] for a in live[1] if a["status"] == "firing"} >= {"low_execution"}
+
+
 def test_an_event_id_reused_for_other_content_is_a_dead_letter_not_a_duplicate(tmp_path: Path) -> None:
     """Voucher 0001 of unit B (P7, 90,000) was dropped as a duplicate of unit A's 0001
     (P1, 100): money in neither the log nor the dead letters."""
