@@ -164,6 +164,10 @@ def test_an_event_id_reused_for_other_content_is_a_dead_letter_not_a_duplicate(t
     assert "'0001' is already logged with other content (from unit-a.jsonl:3)" in refused["reason"]
     assert '"project_id":"P7"' in refused["raw"] and '"amount":"90000.00"' in refused["raw"]
     assert e.store.counters() == {"events_applied": 4, "events_duplicate": 4, "events_rejected": 1}
+    # the same line of the same file, read differently by a newer release, is still a duplicate
+    e.store.db.execute("UPDATE events SET day = day - 1 WHERE event_id = '0002'")
+    again = ingest_events(e.store, other[:2], "unit-b.jsonl")  # 0001 still conflicts with unit A's
+    assert (again.duplicates, again.rejected) == (1, 1)
 
 
 def test_status_figures_and_a_region_rate_to_two_decimals(tmp_path: Path) -> None:
