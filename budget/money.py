@@ -58,9 +58,12 @@ def to_fen(value: object, *, per_unit: int = FEN_PER_YUAN) -> int:
     if not exact.is_finite():
         raise MoneyError(f"amount {value!r} is not a finite number")
     unit = "万元" if per_unit == FEN_PER_WAN else "yuan"
-    # Checked before multiplying: "1e999999" would overflow the decimal context.
+    # Checked before multiplying: "1e999999" would overflow the decimal context, and
+    # "1e-999999999" underflow it to a silent 0.
     if exact and exact.adjusted() >= 15:
         raise _too_large(value, unit)
+    if exact and exact.adjusted() < -(len(str(per_unit)) - 1):  # under one fen, yet not 0
+        raise MoneyError(f"amount {value!r} ({unit}) is not a whole number of fen (分)")
     # Exact: the default 28 digits would round "1.000…0001" (30 digits) to whole fen.
     with localcontext(prec=len(exact.as_tuple().digits) + 10):
         fen = exact * per_unit

@@ -21,7 +21,7 @@ def test_wan_amounts_scale_to_fen() -> None:
 
 
 @pytest.mark.parametrize("value", ["1.001", "abc", "", "NaN", "Infinity", True, None, [1],
-                                   "1.00000000000000000000000000001", "1e-999999",
+                                   "1.00000000000000000000000000001", "1e-999999", "1e-999999999", "-1e-3",
                                    "1,50", "12,34,5", "1_0", ",100", "1,000,00", "1,0000"])
 def test_what_is_not_whole_fen_is_refused_not_rounded(value: object) -> None:
     with pytest.raises(MoneyError):
