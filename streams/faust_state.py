@@ -49,6 +49,7 @@ checked and goes to the dead-letter topic instead of risking a double count.
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -135,6 +136,16 @@ class Output:
 
 
 DEAD_LETTER_RAW_CHARS = 64 * 1024
+DIGEST_MASK = 0xFFFFFFFF
+
+
+def _digest(record: Record) -> int:
+    """crc32 of the event as folded: equal for a redelivery, different for other content."""
+    return zlib.crc32(orjson.dumps(list(record)))
+
+
+def seen_day(value: int) -> int:
+    return value >> 32
 
 
 def dead_letter(
@@ -258,7 +269,10 @@ class ProjectPartition(_VersionedPartition):
         self.dedup_days = dedup_days
         self.monitor = Monitor(profile)
         self.meta = _Meta()
-        self.seen: dict[str, dict[str, int]] = {}  # project -> event_id -> day
+        # project -> event_id -> day << 32 | crc32 of the event: one int per id, the day
+        # for the dedup horizon and a digest to tell a redelivery from an id reused for
+        # other content (seen_day() reads the day)
+        self.seen: dict[str, dict[str, int]] = {}
         # project -> the earliest day in its seen ids: a tick looks through a project's
         # ids for ones past the dedup horizon only when there are some.
         self.oldest_seen: dict[str, int] = {}
@@ -402,7 +416,14 @@ class ProjectPartition(_VersionedPartition):
         # crash finds the entry and is a duplicate; restore recounts seq from entries),
         # and the next tick's meta covers its offset. A meta per event was a third of
         # the changelog traffic.
-        if record.event_id in seen:
+        known = seen.get(record.event_id)
+        if known is not None:
+            if known & DIGEST_MASK != _digest(record):
+                return self._reject(
+                    offset, key, raw,
+                    f"event_id {record.event_id!r} was already received with other content: "
+                    "an event_id names one event; give this one its own id",
+                )
             return Output(outcome="duplicate")
         self._remember(record)
         self.pending.setdefault(project_id, []).append((self.meta.seq, record))
@@ -423,7 +444,7 @@ class ProjectPartition(_VersionedPartition):
         ids = self.seen.setdefault(project_id, {})
         if record.event_id not in ids:
             self._seen_count += 1
-        ids[record.event_id] = day
+        ids[record.event_id] = day << 32 | _digest(record)
         oldest = self.oldest_seen.get(project_id)
         if oldest is None or day < oldest:
             self.oldest_seen[project_id] = day
@@ -484,12 +505,12 @@ class ProjectPartition(_VersionedPartition):
             if oldest is None or oldest >= cutoff:
                 continue
             seen = self.seen[project_id]
-            for eid in sorted(eid for eid, day in seen.items() if day < cutoff):
+            for eid in sorted(eid for eid, value in seen.items() if value >> 32 < cutoff):
                 del seen[eid]
                 self._seen_count -= 1
                 out.writes.append((event_key(project_id, eid), None))
             if seen:
-                self.oldest_seen[project_id] = min(seen.values())
+                self.oldest_seen[project_id] = min(seen.values()) >> 32
             else:
                 del self.oldest_seen[project_id]
         # The tick is committed once the meta is written; from now on the values

@@ -300,3 +300,21 @@ def test_a_registration_for_another_year_is_a_dead_letter_on_the_agents_too(prof
     assert letter["key"] == "P1" and json.loads(letter["raw"])["fiscal_year"] == 2026
     partition = h.bapp.project_partitions[partition_for("P1", 4)]
     assert partition.monitor.ledger.projects["P1"].fiscal_year == 2025 and partition.monitor.refused == []
+
+
+def test_an_event_id_reused_for_other_content_is_a_dead_letter_on_the_agents_too(profile: Profile) -> None:
+    """It was a silent duplicate: voucher v0001 sent again with 900 instead of 100."""
+    first = event("payment", "v0001", "2025-03-01", "P1", amount="100.00")
+    other = event("payment", "v0001", "2025-03-01", "P1", amount="900.00")
+
+    async def scenario(h: Harness) -> None:
+        await h.put("P1", first)
+        await h.put("P1", first)  # a redelivery: a plain duplicate
+        await h.put("P1", other)
+
+    h, _ = run(profile, scenario)
+    (letter,) = h.dead_letters
+    assert "'v0001' was already received with other content" in letter["reason"]
+    assert json.loads(letter["raw"])["amount"] == "900.00"
+    partition = h.bapp.project_partitions[partition_for("P1", 4)]
+    assert [r.amount for _, r in partition.pending["P1"]] == [10000]

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.profiles import load_profile
-from streams.faust_state import CLOCK_KEY, ProjectPartition, event_key, tick_value
+from streams.faust_state import CLOCK_KEY, ProjectPartition, event_key, seen_day, tick_value
 from tests.builders import day
 from tests.strategies import deliveries, event_logs
 
@@ -40,7 +40,8 @@ def _view(part: ProjectPartition) -> dict[str, Any]:
         "alerts": {a: alert.to_json() for a, alert in monitor.book.alerts.items() if alert.subject_type == "project"},
         "pending": {p: sorted((seq, r.event_id) for seq, r in items) for p, items in part.pending.items() if items},
         # ids past the horizon may outlive a crash between a tick's meta and its tombstones
-        "seen": {p: kept for p, ids in part.seen.items() if (kept := {e: d for e, d in ids.items() if d >= horizon})},
+        "seen": {p: kept for p, ids in part.seen.items()
+                 if (kept := {e: v for e, v in ids.items() if seen_day(v) >= horizon})},
         "contributed": part.contributed,
     }
 
