@@ -262,10 +262,11 @@ class Store:
         found = db.execute(
             "SELECT i.event_id, i.type, i.day, i.project_id, i.amount, i.details, i.source, e.source"
             " FROM incoming i JOIN events e ON e.event_id = i.event_id"
-            # The same line of the same file re-imported is the same event, even if a newer
-            # release reads it differently (a datetime's date now taken in China time).
-            " WHERE e.source IS NOT i.source AND (e.type IS NOT i.type OR e.day IS NOT i.day"
-            " OR e.project_id IS NOT i.project_id OR e.amount IS NOT i.amount OR e.details IS NOT i.details)"
+            # Only the date may differ for the same line of the same file re-imported: a
+            # newer release reads a datetime's date in China time. (A file re-exported
+            # under the same name with other content is other content.)
+            " WHERE e.type IS NOT i.type OR e.project_id IS NOT i.project_id OR e.amount IS NOT i.amount"
+            " OR e.details IS NOT i.details OR (e.day IS NOT i.day AND e.source IS NOT i.source)"
             " ORDER BY i.n"
         ).fetchall()
         db.execute("DELETE FROM incoming")

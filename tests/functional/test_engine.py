@@ -168,6 +168,10 @@ def test_an_event_id_reused_for_other_content_is_a_dead_letter_not_a_duplicate(t
     e.store.db.execute("UPDATE events SET day = day - 1 WHERE event_id = '0002'")
     again = ingest_events(e.store, other[:2], "unit-b.jsonl")  # 0001 still conflicts with unit A's
     assert (again.duplicates, again.rejected) == (1, 1)
+    # but a file re-exported under the same name with another amount on that line is not the same
+    changed = [{**other[0], "event_id": "0009"}, {**other[1], "amount": "6.00"}]
+    again = ingest_events(e.store, changed, "unit-b.jsonl")
+    assert (again.applied, again.duplicates, again.rejected) == (1, 0, 1)
 
 
 def test_status_figures_and_a_region_rate_to_two_decimals(tmp_path: Path) -> None:
