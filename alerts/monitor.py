@@ -33,8 +33,7 @@ from alerts.rules import (
 )
 from budget.calendar import iso, year_bounds
 from budget.events import Record, record_to_json_dict
-from budget.ledger import Ledger, OtherFiscalYear, ProjectState, Totals, other_year_reason
-from budget.versions import DAY_DIGITS
+from budget.ledger import Ledger, ProjectState, Totals
 
 
 class Monitor:
@@ -94,47 +93,26 @@ class Monitor:
                 record = routed
             elif record.type in DISPOSITION_EVENT_TYPES:
                 return  # no disposition loop here: such events change no figure
-        displaced: tuple[str, int] | None = None  # (event_id, fiscal year) of a registration taken over
         if record.type == "project_registered":
             # A re-registration may move the project: the department it leaves changes too.
             before = self.ledger.projects.get(record.project_id)
             if before is not None and before.rollup is not None:
                 self._dirty_departments.add((before.rollup.fiscal_year, before.rollup.department_id))
-            if before is not None and before.fiscal_year is not None and before.registered_version is not None:
-                displaced = (before.registered_version[DAY_DIGITS + 1:], before.fiscal_year)
         # The hot path: changed projects and departments are derived once per closed day.
         try:
             state = self.ledger.apply(record)
-        except OtherFiscalYear as err:
-            year = int((record.details or {}).get("fiscal_year") or 0)
-            self._refuse_registration(record.event_id, record.project_id, year, err)
-            return
         except (TypeError, ValueError, KeyError) as err:
             # Validated at the boundary, so only a record stored by an older release can
             # get here: refused with its reason rather than stopping every later run.
             self.refused.append(Refusal(record.event_id, f"{record.type}: cannot be applied: {err!r}",
                                         orjson_free_dumps(record_to_json_dict(record))))
             return
-        if displaced is not None and state.fiscal_year != displaced[1]:
-            # An earlier year took the code over (it arrived later): the registration it
-            # displaced is refused as it would have been in business order.
-            event_id, year = displaced
-            reason = other_year_reason(state.project_id, state.fiscal_year or 0, year)
-            self._refuse_registration(event_id, state.project_id, year, OtherFiscalYear(reason))
         self._dirty.add(state.project_id)
         if self.clock is not None and record.day <= self.clock:  # late: rare, so kept apart
             earliest = self._late.get(state.project_id)
             if earliest is None or record.day < earliest:
                 self._late[state.project_id] = record.day
         self.applied += 1
-
-    def _refuse_registration(self, event_id: str, project_id: str, year: int, err: OtherFiscalYear) -> None:
-        # The same dead letter whichever of the two arrived first (the event itself
-        # stays in the log, where its source points).
-        raw = {"type": "project_registered", "event_id": event_id, "project_id": project_id, "fiscal_year": year}
-        self.refused.append(Refusal(
-            event_id, f"project_registered: cannot be applied: {err!r}", orjson_free_dumps(raw)
-        ))
 
     def process(self, records: Iterable[Record], until: int) -> Iterator[tuple[int, list[Transition]]]:
         """Apply ``records`` (sorted by business day, none after ``until``) and close every

@@ -219,12 +219,10 @@ class Ledger:
             stamp = version(day, event_id)
             year = int((details or {}).get("fiscal_year") or 0)
             if state.fiscal_year is not None and year != state.fiscal_year:
-                # A code is one year's project, its earliest year's whatever the arrival
-                # order (a replay must decide as a live run did): a later year is refused,
-                # an earlier one takes the code over (the runtime refuses the one it displaced).
-                if year > state.fiscal_year:
-                    raise OtherFiscalYear(other_year_reason(project_id, state.fiscal_year, year))
-                state.registered_version = None
+                # A code is one year's project. Ingest refuses a second year for a code
+                # (the log keeps one, so a replay decides as the live run did); this
+                # guards logs written before that check.
+                raise OtherFiscalYear(other_year_reason(project_id, state.fiscal_year, year))
             if state.registered_version is None or stamp > state.registered_version:
                 state.registered_version = stamp
                 self._register(state, details or {})

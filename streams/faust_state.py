@@ -65,7 +65,7 @@ from alerts.profile import Profile
 from budget.calendar import iso, year_bounds, year_of
 from budget.events import EventRejected, Record, parse_day, parse_event
 from budget.fast_events import fast_record
-from budget.ledger import ProjectState, Totals, counts_in_rollup
+from budget.ledger import ProjectState, Totals, counts_in_rollup, other_year_reason
 
 CLOCK_KEY = "__clock__"
 CLOCK_TYPE = "clock_tick"
@@ -425,6 +425,12 @@ class ProjectPartition(_VersionedPartition):
                     "an event_id names one event; give this one its own id",
                 )
             return Output(outcome="duplicate")
+        if record.type == "project_registered":
+            owner = self._registered_year(project_id)
+            year = int((record.details or {}).get("fiscal_year") or 0)
+            if owner is not None and owner != year:  # as ingest does in the embedded store
+                reason = other_year_reason(project_id, owner, year)
+                return self._reject(offset, key, raw, f"project_registered: {reason}")
         self._remember(record)
         self.pending.setdefault(project_id, []).append((self.meta.seq, record))
         out = Output(outcome="buffered")
@@ -437,6 +443,16 @@ class ProjectPartition(_VersionedPartition):
         ))
         self.meta.seq += 1
         return out
+
+    def _registered_year(self, project_id: str) -> int | None:
+        """The fiscal year the code was first received for: folded, or waiting for a tick."""
+        state = self.monitor.ledger.projects.get(project_id)
+        if state is not None and state.fiscal_year is not None:
+            return state.fiscal_year
+        for _, waiting in self.pending.get(project_id, ()):
+            if waiting.type == "project_registered":
+                return int((waiting.details or {}).get("fiscal_year") or 0)
+        return None
 
     def _remember(self, record: Record) -> None:
         """Add an accepted event's id to the dedup memory (and its counts)."""

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from budget.events import Record, record_to_json_dict
+from budget.ledger import other_year_reason
 from streams.errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -79,6 +80,13 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+-- The fiscal year each project code was first logged for: a code is one year's project,
+-- and a registration for another year is refused at ingest, so the log never holds two
+-- (a replay in business order then decides as the live run did).
+CREATE TABLE IF NOT EXISTS registrations (
+    project_id TEXT PRIMARY KEY,
+    fiscal_year INTEGER NOT NULL
 );
 """
 
@@ -168,6 +176,13 @@ class Store:
         return row is not None and row[0] == str(SCHEMA_VERSION) and str(mode).lower() == "wal"
 
     def _migrate(self) -> None:
+        if self.db.execute("SELECT NOT EXISTS (SELECT 1 FROM registrations)").fetchone()[0]:
+            # A store from before the registrations table: the first logged year of each code.
+            self.db.execute(
+                "INSERT OR IGNORE INTO registrations(project_id, fiscal_year)"
+                " SELECT project_id, CAST(json_extract(details, '$.fiscal_year') AS INTEGER) FROM events"
+                " WHERE type = 'project_registered' ORDER BY seq"
+            )
         # Stores made before the outbox referenced its transition kept a copy of it.
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(outbox)")}
         if "payload" in columns:
@@ -206,16 +221,18 @@ class Store:
     def append(self, records: Sequence[tuple[Record, str]], rejections: Sequence[Rejection]) -> AppendResult:
         """Append validated records (with their source) and rejections in one transaction."""
         dumps = orjson.dumps
-        rows = [
-            (
-                r.event_id, r.type, r.day, r.project_id, r.amount,
-                dumps(r.details).decode() if r.details else None, source,
-            )
-            for r, source in records
-        ]
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
+            other_year = self._other_year(records)
+            rows = [
+                (
+                    r.event_id, r.type, r.day, r.project_id, r.amount,
+                    dumps(r.details).decode() if r.details else None, source,
+                )
+                for n, (r, source) in enumerate(records)
+                if n not in other_year
+            ]
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO events(event_id, type, day, project_id, amount, details, source)"
@@ -223,7 +240,9 @@ class Store:
                 rows,
             )
             applied = db.total_changes - before
-            conflicts = self._conflicts(rows) if applied < len(rows) else []
+            differing = self._conflicts(rows) if applied < len(rows) else []
+            duplicates = len(rows) - applied - len(differing)
+            conflicts = [*other_year.values(), *differing]
             refused = [*rejections, *conflicts]
             if refused:
                 db.executemany(
@@ -233,7 +252,7 @@ class Store:
             self._bump(
                 {
                     "events_applied": applied,
-                    "events_duplicate": len(rows) - applied - len(conflicts),
+                    "events_duplicate": duplicates,
                     "events_rejected": len(refused),
                 }
             )
@@ -241,7 +260,38 @@ class Store:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        return AppendResult(applied, len(rows) - applied - len(conflicts), conflicts)
+        return AppendResult(applied, duplicates, conflicts)
+
+    def _other_year(self, records: Sequence[tuple[Record, str]]) -> dict[int, Rejection]:
+        """Registrations of a code already logged for another fiscal year (by position in
+        ``records``), refused; the others' years are remembered for the next."""
+        registrations = [(n, r, source) for n, (r, source) in enumerate(records) if r.type == "project_registered"]
+        if not registrations:
+            return {}
+        db = self.db
+        owners: dict[str, int] = {}
+        wanted = sorted({r.project_id for _, r, _ in registrations})
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            marks = ",".join("?" for _ in chunk)
+            owners.update(db.execute(
+                f"SELECT project_id, fiscal_year FROM registrations WHERE project_id IN ({marks})", chunk
+            ).fetchall())
+        refused: dict[int, Rejection] = {}
+        new: list[tuple[str, int]] = []
+        for n, record, source in registrations:
+            year = int((record.details or {}).get("fiscal_year") or 0)
+            owner = owners.get(record.project_id)
+            if owner is None:
+                owners[record.project_id] = year
+                new.append((record.project_id, year))
+            elif owner != year:
+                refused[n] = Rejection(
+                    source, f"project_registered: {other_year_reason(record.project_id, owner, year)}",
+                    orjson.dumps(record_to_json_dict(record)).decode(),
+                )
+        db.executemany("INSERT OR IGNORE INTO registrations(project_id, fiscal_year) VALUES (?, ?)", new)
+        return refused
 
     def _conflicts(self, rows: list[tuple[Any, ...]]) -> list[Rejection]:
         """Rows not inserted whose event_id is logged with other content (voucher 0001 of

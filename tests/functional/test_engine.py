@@ -125,22 +125,24 @@ def test_a_project_code_registered_again_for_another_year_is_refused_not_merged(
     assert not [a for a in e.store.alert_rows() if a["rule"] == "overspend"]
 
 
-def test_the_earliest_year_owns_a_project_code_whatever_the_arrival_order(tmp_path: Path) -> None:
+def test_the_first_logged_year_owns_a_project_code_in_a_live_run_and_a_replay(tmp_path: Path) -> None:
     """The 2026 registration dated before the 2025 one, arriving after it: a live run
     refused the 2026 one; a rebuild, meeting them in business order, made P1 a 2026
-    project and dropped its alerts. Both now keep the 2025 project and one dead letter."""
+    project and dropped its alerts. Refused at ingest, it never enters the log."""
     e = engine(tmp_path / "bw.db")
     ingest_events(e.store, [b.registered("P1", on="2025-01-10"), b.approved("P1", "1000.00", on="2025-01-10"),
                             b.payment("P1", "100.00", on="2025-02-01")])
     e.run(day("2025-07-01"))
-    ingest_events(e.store, [{**b.registered("P1", on="2025-01-05", event_id="r26"), "fiscal_year": 2026}], "late.jsonl")
+    counts = ingest_events(e.store, [{**b.registered("P1", on="2025-01-05", event_id="r26"), "fiscal_year": 2026}],
+                           "late.jsonl")
+    assert (counts.read, counts.applied, counts.duplicates, counts.rejected) == (1, 0, 0, 1)
     e.run(day("2025-07-02"))
     live = (e.status(2025)["projects"], e.store.alert_rows(), e.store.rejections())
     e.rebuild()
     e.run(day("2025-07-02"))
     assert (e.status(2025)["projects"], e.store.alert_rows(), e.store.rejections()) == live
     (refused,) = live[2]
-    assert refused["source"] == "late.jsonl:1 (event_id r26)" and "registered for fiscal year 2025" in refused["reason"]
+    assert refused["source"] == "late.jsonl:1" and "registered for fiscal year 2025" in refused["reason"]
     assert {a["rule"] for a in live[1] if a["status"] == "firing"} >= {"low_execution"}
 
 
@@ -503,3 +505,15 @@ def test_a_commit_by_another_process_just_before_ours_is_not_overwritten(tmp_pat
     fired = [(t["rule"], t["date"]) for t in held.store.transition_rows() if t["transition"] == "firing"]
     assert fired.count(("overspend", "2025-03-02")) == 1
     assert held.store.db.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'firing'").fetchone()[0] == len(fired)
+
+
+def test_a_store_from_before_the_registrations_table_learns_each_codes_year(tmp_path: Path) -> None:
+    path = tmp_path / "bw.db"
+    e = engine(path)
+    ingest_events(e.store, [b.registered("P1"), b.approved("P1", "1000")])
+    e.store.db.execute("DROP TABLE registrations")  # as a store of the previous release
+    e.store.close()
+    again = engine(path)
+    assert again.store.db.execute("SELECT project_id, fiscal_year FROM registrations").fetchall() == [("P1", 2025)]
+    counts = ingest_events(again.store, [{**b.registered("P1", event_id="r26"), "fiscal_year": 2026}])
+    assert counts.rejected == 1

@@ -296,8 +296,8 @@ def test_a_registration_for_another_year_is_a_dead_letter_on_the_agents_too(prof
 
     h, _ = run(profile, scenario)
     (letter,) = h.dead_letters
-    assert "registered for fiscal year 2025" in letter["reason"] and "P1@registered:2026" in letter["reason"]
-    assert letter["key"] == "P1" and json.loads(letter["raw"])["fiscal_year"] == 2026
+    assert "registered for fiscal year 2025" in letter["reason"] and letter["offset"] == 2  # refused on arrival
+    assert letter["key"] == "P1" and json.loads(letter["raw"])["event_id"] == "P1@registered:2026"
     partition = h.bapp.project_partitions[partition_for("P1", 4)]
     assert partition.monitor.ledger.projects["P1"].fiscal_year == 2025 and partition.monitor.refused == []
 
