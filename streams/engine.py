@@ -105,30 +105,43 @@ class Engine:
             self._loaded = False
         if not self._loaded:
             self._check_profile()
-            clock, _ = self.store.cursor()
-            states = [ProjectState.from_dict(d) for d in self.store.project_states()]
-            # Resolved alerts stay in the store until a disposition needs one
-            # (AlertBook.archive); the desk still reads their adjustments, so every
-            # row passes by once, and only the unresolved ones are kept.
-            unresolved: list[Alert] = []
-
-            def each_alert() -> Iterator[Alert]:
-                for data in self.store.each_alert():
-                    alert = Alert.from_json(data)
-                    if alert.status != RESOLVED:
-                        unresolved.append(alert)
-                    yield alert
-
-            desk = self.monitor.desk
-            if desk is not None:
-                desk.restore(each_alert(), clock)
-            else:
-                unresolved.extend(Alert.from_json(d) for d in self.store.each_alert(status=FIRING))
-            self.monitor.book.archive = self._archived
-            self.monitor.restore(states, unresolved, clock)
-            self._loaded = True
-            self._cursor = self.store.cursor()
+            # One read snapshot: a commit by another process in the middle of a reload
+            # must not leave states of one commit beside alerts or a cursor of another.
+            snapshot = not self.store.db.in_transaction
+            if snapshot:
+                self.store.db.execute("BEGIN")
+            try:
+                self._restore()
+            finally:
+                if snapshot:
+                    self.store.db.execute("COMMIT")
         return self.monitor
+
+    def _restore(self) -> None:
+        """The monitor from the last commit (in load's read snapshot)."""
+        clock, seq = self.store.cursor()
+        states = [ProjectState.from_dict(d) for d in self.store.project_states()]
+        # Resolved alerts stay in the store until a disposition needs one
+        # (AlertBook.archive); the desk still reads their adjustments, so every
+        # row passes by once, and only the unresolved ones are kept.
+        unresolved: list[Alert] = []
+
+        def each_alert() -> Iterator[Alert]:
+            for data in self.store.each_alert():
+                alert = Alert.from_json(data)
+                if alert.status != RESOLVED:
+                    unresolved.append(alert)
+                yield alert
+
+        desk = self.monitor.desk
+        if desk is not None:
+            desk.restore(each_alert(), clock)
+        else:
+            unresolved.extend(Alert.from_json(d) for d in self.store.each_alert(status=FIRING))
+        self.monitor.book.archive = self._archived
+        self.monitor.restore(states, unresolved, clock)
+        self._loaded = True
+        self._cursor = (clock, seq)
 
     def _archived(self, alert_id: str) -> Alert | None:
         data = self.store.alert_row(alert_id)
@@ -168,7 +181,7 @@ class Engine:
         start_applied = since_commit = monitor.applied
         total_transitions = days = commits = 0
         batch = store.begin()
-        if store.cursor() != (clock, seq):
+        if store.cursor() != self._cursor:
             # Another process committed between our read and our write lock: start over
             # from its state rather than overwrite it with ours (that lost its events).
             batch.rollback()

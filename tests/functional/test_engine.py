@@ -517,3 +517,30 @@ def test_a_store_from_before_the_registrations_table_learns_each_codes_year(tmp_
     assert again.store.db.execute("SELECT project_id, fiscal_year FROM registrations").fetchall() == [("P1", 2025)]
     counts = ingest_events(again.store, [{**b.registered("P1", event_id="r26"), "fiscal_year": 2026}])
     assert counts.rejected == 1
+
+
+def test_a_commit_right_after_our_load_is_not_overwritten(tmp_path: Path) -> None:
+    """The lock-time check compared the store with a cursor read after load(), not with
+    the one the loaded monitor reflects: a commit in between was overwritten."""
+    path = tmp_path / "bw.db"
+    first = engine(path)
+    ingest_events(first.store, [b.registered("P1"), b.approved("P1", "1000000"),
+                                b.payment("P1", "10000", on="2025-02-01")])
+    first.run(day("2025-03-01"))
+    first.store.close()
+    held, other = engine(path), engine(path)
+    ingest_events(other.store, [b.payment("P1", "100000", on="2025-03-02", event_id="CLI-1")])
+    ingest_events(held.store, [b.payment("P1", "1000", on="2025-03-03", event_id="HTTP-1")])
+    load = held.load
+    raced: list[bool] = []
+
+    def racing_load() -> Any:
+        monitor = load()
+        if not raced:  # the other process commits once our monitor is loaded
+            raced.append(True)
+            other.run(day("2025-03-02"))
+        return monitor
+
+    held.load = racing_load  # type: ignore[method-assign]
+    held.run(day("2025-03-05"))
+    assert raced and engine(path).status()["projects"][0]["paid"] == "111000.00"
