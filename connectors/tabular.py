@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import io
 import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -70,7 +71,7 @@ def _encoding_of(data: bytes) -> str:
     return min(("utf-8-sig", "gb18030"), key=failures)
 
 
-MAX_RECORD_LINES = 100  # lines one CSV record (a cell with line breaks) may span
+MAX_RECORD_LINES = 1_000  # lines one CSV record (a cell with line breaks) may span
 _LINE_BREAK = re.compile(rb"(\r\n|\r|\n)")  # never inside a UTF-8 or GB18030 character
 
 
@@ -81,6 +82,10 @@ def _physical_lines(data: bytes) -> tuple[list[str], dict[int, str]]:
     encoding = _encoding_of(data)
     if encoding == "utf-8-sig":
         data, encoding = data.removeprefix(codecs.BOM_UTF8), "utf-8"
+    try:  # the common case, in one piece: newline="" splits on \r, \n and \r\n only, as csv does
+        return io.StringIO(data.decode(encoding), newline="").readlines(), {}
+    except UnicodeDecodeError:
+        pass
     parts = _LINE_BREAK.split(data)
     lines: list[str] = []
     bad: dict[int, str] = {}
@@ -111,10 +116,12 @@ def csv_rows(path: Path) -> Iterator[Row]:
     def feed(first: int) -> Iterator[str]:
         # A record may span at most MAX_RECORD_LINES lines: an unclosed quote then ends
         # where it starts, instead of each one reading on to the end of the file.
-        for i in range(first, len(lines)):
-            if i + 1 - record_start[0] >= MAX_RECORD_LINES:
+        started, count = record_start, len(lines)
+        # (map over indices: a restart after an error starts at once, not by skipping)
+        for i, line in zip(range(first + 1, count + 1), map(lines.__getitem__, range(first, count)), strict=True):
+            if i - started[0] >= MAX_RECORD_LINES:
                 return
-            yield lines[i]
+            yield line
 
     while base < len(lines):
         # strict: an unclosed quote is an error here, not a cell that silently swallows
@@ -131,23 +138,28 @@ def csv_rows(path: Path) -> Iterator[Row]:
             return
         except csv.Error as err:
             end = base + reader.line_num
-            if end == start and "unexpected end of data" not in str(err):
-                # A stray quote inside a cell ("某"老字号"公司"): read leniently, as exports need.
-                for row in csv.reader(lines[start - 1:end], strict=False):
-                    yield _record(path, start, end, row, lines, bad)
+            if "unexpected end of data" not in str(err):
+                # Broken quoting inside a record ("1"500.00, a stray quote in a cell that
+                # spans lines): the record's lines are refused together, never guessed
+                # at (a lenient reading would take "1"500.00 for 1500.00).
+                span = f"line {start}" if end == start else f"lines {start}-{end}"
+                yield f"{path}:{start}", Unreadable(
+                    f"malformed quoting on {span} ({err}); fix the quotes and import the file again",
+                    "".join(lines[start - 1:end]).rstrip("\r\n"),
+                )
                 base = end
                 continue
-            # A quote that opens on this line and does not close properly: which later
-            # lines belong to it is a guess, so this line alone is refused and read on.
+            # A quote that opens on this line and never closes (within MAX_RECORD_LINES):
+            # this line alone is refused, and the lines after it are read on.
             yield f"{path}:{start}", Unreadable(
-                f"unbalanced quote (\") on line {start}: not a row; the lines after it are read on",
+                f"unclosed quote (\") on line {start}: not a row; the lines after it are read on",
                 lines[start - 1].rstrip("\r\n"),
             )
             base = start
 
 
 def _record(path: Path, start: int, end: int, row: list[str], lines: list[str], bad: dict[int, str]) -> Row:
-    damaged = next((bad[n] for n in range(start, end + 1) if n in bad), None)
+    damaged = next((bad[n] for n in range(start, end + 1) if n in bad), None) if bad else None
     if damaged is not None:
         return f"{path}:{start}", Unreadable(damaged, "".join(lines[start - 1:end]).rstrip("\r\n"))
     return f"{path}:{start}", row

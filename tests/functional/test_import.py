@@ -148,14 +148,31 @@ def test_a_broken_csv_row_is_a_dead_letter_and_the_rest_of_the_file_is_read(tmp_
     accepted, rejected = split(stray)
     assert [a.record.event_id for a in accepted] == ["V1", "V3"]  # the lines after it are read on
     assert len(rejected) == 1 and rejected[0].source == f"{stray}:3"
-    assert "unbalanced quote" in rejected[0].reason and rejected[0].raw == 'V2,2025-03-02,"P1,20'
+    assert "unclosed quote" in rejected[0].reason and rejected[0].raw == 'V2,2025-03-02,"P1,20'
 
-    sloppy = tmp_path / "sloppy.csv"  # stray quotes inside cells, as exports write them: read as before
-    sloppy.write_text(PAY_HEADER.replace("\n", ",收款人\n") + 'V1,2025-03-01,P1,10,"某"老字号"公司"\n'
-                      'V2,2025-03-02,P1,20,"abc" \nV3,2025-03-03,P1,30,x\n', encoding="utf-8")
+    sloppy = tmp_path / "sloppy.csv"  # broken quoting is refused, never guessed at
+    sloppy.write_text(PAY_HEADER.replace("\n", ",收款人\n") + 'V1,2025-03-01,P1,"1"500.00,x\n'
+                      'V2,2025-03-02,P1,20,"北京"老字号"食品公司"\nV3,2025-03-03,P1,30,x\n', encoding="utf-8")
     accepted, rejected = split(sloppy)
-    assert ([a.record.event_id for a in accepted], rejected) == (["V1", "V2", "V3"], [])
-    assert accepted[0].record.details == {"payee": '某老字号"公司"'}
+    assert [a.record.event_id for a in accepted] == ["V3"]  # "1"500.00 was once read as 1500.00
+    assert [(r.source.rsplit(":", 1)[1], "malformed quoting on line" in r.reason) for r in rejected] == [
+        ("2", True), ("3", True)]
+
+
+def test_a_long_multi_line_cell_is_one_row_and_a_broken_one_is_refused_whole(tmp_path: Path) -> None:
+    header = PAY_HEADER.replace("\n", ",收款人\n")
+    long_cell = tmp_path / "long.csv"  # a 150-line cell: one record, not 150 rows
+    long_cell.write_text(header + 'V1,2025-03-01,P1,10,"' + "\n".join(f"l{n}" for n in range(150)) + '"\n'
+                         "V2,2025-03-02,P1,20,x\n", encoding="utf-8")
+    accepted, rejected = split(long_cell)
+    assert ([a.record.event_id for a in accepted], rejected) == (["V1", "V2"], [])  # no line as a row
+    assert accepted[0].record.details is not None and accepted[0].record.details["payee"].count("\n") == 149
+    broken = tmp_path / "broken.csv"  # a stray quote in the middle of a multi-line cell
+    broken.write_text(header + 'V1,2025-03-01,P1,10,"first\nV9,2025-03-09,P9,99,"x"y\nlast"\n'
+                      "V2,2025-03-02,P1,20,x\n", encoding="utf-8")
+    accepted, rejected = split(broken)
+    assert [a.record.event_id for a in accepted] == ["V2"]  # V9, inside the cell, is never a row
+    assert [r.source for r in rejected] == [f"{broken}:2", f"{broken}:4"] and "lines 2-3" in rejected[0].reason
 
 
 def test_a_bad_byte_inside_a_cell_that_spans_lines_costs_that_row_only(tmp_path: Path) -> None:
