@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from aiohttp import web
@@ -59,13 +59,15 @@ def serve_cmd(
     listen_port = port if port is not None else settings().http_port
     # Bound before anything is processed: a serve that cannot listen must not have moved
     # the store's business clock on its way out.
-    listener = _listen(listen_host, listen_port)
-    engine = open_engine(db, profile)
-    service = Service(engine, live=live, tick_seconds=tick)
+    listeners = _listen(listen_host, listen_port)
+    listen_port = listeners[0].getsockname()[1]  # the real one when --port 0
     try:
+        engine = open_engine(db, profile)
+        service = Service(engine, live=live, tick_seconds=tick)
         service.prepare()
     except BaseException:
-        listener.close()
+        for listener in listeners:
+            listener.close()
         raise
     application = build_app(
         service,
@@ -82,26 +84,38 @@ def serve_cmd(
         highlight=False,
     )
     try:
-        web.run_app(application, sock=listener, print=None, access_log=None)
+        web.run_app(application, sock=listeners, print=None, access_log=None)
     finally:
         service.close()
         engine.store.close()
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets on every address ``host`` resolves to (localhost: ::1 and 127.0.0.1), as
+    aiohttp would bind them itself."""
+    listeners: list[socket.socket] = []
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        listener = socket.socket(family, kind, proto)
-        try:
+        seen: set[tuple[int, Any]] = set()
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ):
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            listener = socket.socket(family, kind, proto)
+            listeners.append(listener)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             listener.bind(address)
             listener.listen(128)
-        except OSError:
-            listener.close()
-            raise
+            if port == 0:  # one port for every address: the first one the system picked
+                port = listener.getsockname()[1]
     except OSError as err:
+        for listener in listeners:
+            listener.close()
         raise BudgetwatchError(
             f"无法在 {host}:{port} 上监听（{err.strerror or err}）："
             "端口可能已被占用，请换一个 --port 或设置 BUDGETWATCH_HTTP_PORT；数据库未被改动"
         ) from None
-    return listener
+    return listeners
