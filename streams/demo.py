@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 from rich.markup import escape
@@ -24,6 +26,20 @@ class DemoError(BudgetwatchError):
     """The demo would overwrite something it did not make."""
 
 
+def _only_demo_events(db_path: Path, events_path: Path) -> bool:
+    """A store made by an earlier demo (before the marker): every event it logged came
+    from the demo's own events file."""
+    prefix = f"{events_path}:"
+    try:
+        with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)) as db:
+            other = db.execute(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE substr(source, 1, ?) IS NOT ?)", (len(prefix), prefix)
+            ).fetchone()[0]
+    except sqlite3.Error:
+        return False
+    return not other
+
+
 def run_demo(directory: Path, *, projects: int, seed: int, as_of: str, profile: Profile) -> None:
     from streams.cli import ingest_files, progress_bar
 
@@ -32,7 +48,7 @@ def run_demo(directory: Path, *, projects: int, seed: int, as_of: str, profile: 
     events_path = directory / "events.jsonl"
     db_path = directory / "budgetwatch.db"
     marker = directory / DEMO_MARKER
-    if db_path.exists() and not marker.exists():
+    if db_path.exists() and not marker.exists() and not _only_demo_events(db_path, events_path):
         # Not the demo's own store: `demo --dir .` in a bureau's working directory must
         # never replace its real log.
         raise DemoError(

@@ -27,6 +27,8 @@ def test_demo_never_replaces_a_store_it_did_not_make(tmp_path: Path) -> None:
     for _ in range(2):  # its own store it replaces, run after run
         assert cli(real, "demo", "--dir", str(demo), "--projects", "50").returncode == 0
     assert (demo / "budgetwatch.db").exists() and (demo / ".budgetwatch-demo").exists()
+    (demo / ".budgetwatch-demo").unlink()  # a demo directory made before the marker existed
+    assert cli(real, "demo", "--dir", str(demo), "--projects", "50").returncode == 0
 
 
 def test_read_commands_refuse_a_store_that_is_not_there(tmp_path: Path) -> None:
