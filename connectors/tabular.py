@@ -50,13 +50,8 @@ Row = tuple[str, "list[Any] | Unreadable"]
 
 
 def _encoding_of(data: bytes) -> str:
-    """UTF-8 (with or without BOM) or GB18030 (GBK exports), by which decodes more lines."""
-    for encoding in ("utf-8-sig", "gb18030"):
-        try:
-            data.decode(encoding)
-            return encoding
-        except UnicodeDecodeError:
-            continue
+    """For a file that decodes whole in neither: UTF-8 or GB18030 (GBK exports), by
+    which decodes more lines."""
     lines = data.split(b"\n")
 
     def failures(encoding: str) -> int:
@@ -79,13 +74,14 @@ def _physical_lines(data: bytes) -> tuple[list[str], dict[int, str]]:
     """The file's lines with their endings, and {line number: reason} for the lines that
     do not decode (kept with U+FFFD so their quotes still pair up; their rows are dead
     letters): one bad byte must not spoil the file, nor slip in as a name."""
+    for whole in ("utf-8-sig", "gb18030"):  # the common case, in one piece; newline=""
+        try:  # splits on \r, \n and \r\n only, as the csv module does
+            return io.StringIO(data.decode(whole), newline="").readlines(), {}
+        except UnicodeDecodeError:
+            continue
     encoding = _encoding_of(data)
     if encoding == "utf-8-sig":
         data, encoding = data.removeprefix(codecs.BOM_UTF8), "utf-8"
-    try:  # the common case, in one piece: newline="" splits on \r, \n and \r\n only, as csv does
-        return io.StringIO(data.decode(encoding), newline="").readlines(), {}
-    except UnicodeDecodeError:
-        pass
     parts = _LINE_BREAK.split(data)
     lines: list[str] = []
     bad: dict[int, str] = {}
