@@ -225,14 +225,14 @@ class Store:
         db.execute("BEGIN IMMEDIATE")
         try:
             other_year = self._other_year(records)
+            # (Record is a plain tuple: type, event_id, day, project_id, amount, details)
             rows = [
-                (
-                    r.event_id, r.type, r.day, r.project_id, r.amount,
-                    dumps(r.details).decode() if r.details else None, source,
-                )
-                for n, (r, source) in enumerate(records)
-                if n not in other_year
+                (r[1], r[0], r[2], r[3], r[4], dumps(r[5]).decode() if r[5] else None, source)
+                for r, source in records
             ]
+            if other_year:
+                rows = [row for n, row in enumerate(rows) if n not in other_year]
+            top = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO events(event_id, type, day, project_id, amount, details, source)"
@@ -240,7 +240,7 @@ class Store:
                 rows,
             )
             applied = db.total_changes - before
-            differing = self._conflicts(rows) if applied < len(rows) else []
+            differing = self._conflicts(self._not_inserted(rows, top)) if applied < len(rows) else []
             duplicates = len(rows) - applied - len(differing)
             conflicts = [*other_year.values(), *differing]
             refused = [*rejections, *conflicts]
@@ -265,7 +265,7 @@ class Store:
     def _other_year(self, records: Sequence[tuple[Record, str]]) -> dict[int, Rejection]:
         """Registrations of a code already logged for another fiscal year (by position in
         ``records``), refused; the others' years are remembered for the next."""
-        registrations = [(n, r, source) for n, (r, source) in enumerate(records) if r.type == "project_registered"]
+        registrations = [(n, r, source) for n, (r, source) in enumerate(records) if r[0] == "project_registered"]
         if not registrations:
             return {}
         db = self.db
@@ -292,6 +292,20 @@ class Store:
                 )
         db.executemany("INSERT OR IGNORE INTO registrations(project_id, fiscal_year) VALUES (?, ?)", new)
         return refused
+
+    def _not_inserted(self, rows: list[tuple[Any, ...]], top: int) -> list[tuple[Any, ...]]:
+        """The rows the INSERT OR IGNORE left out (a few of a batch, as a rule): only
+        they are compared with the log."""
+        inserted = {event_id for (event_id,) in self.db.execute("SELECT event_id FROM events WHERE seq > ?", (top,))}
+        taken: set[str] = set()
+        left: list[tuple[Any, ...]] = []
+        for row in rows:
+            event_id = row[0]
+            if event_id in inserted and event_id not in taken:
+                taken.add(event_id)  # the first occurrence went in
+            else:
+                left.append(row)
+        return left
 
     def _conflicts(self, rows: list[tuple[Any, ...]]) -> list[Rejection]:
         """Rows not inserted whose event_id is logged with other content (voucher 0001 of
