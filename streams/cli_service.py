@@ -107,9 +107,9 @@ def _listen(host: str, port: int) -> list[socket.socket]:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            listener.bind(address)
+            listener.bind((address[0], port, *address[2:]))  # once picked, one port for all
             listener.listen(128)
-            if port == 0:  # one port for every address: the first one the system picked
+            if port == 0:  # the port the system picked for the first address
                 port = listener.getsockname()[1]
     except OSError as err:
         for listener in listeners:

@@ -181,7 +181,8 @@ class Store:
             self.db.execute(
                 "INSERT OR IGNORE INTO registrations(project_id, fiscal_year)"
                 " SELECT project_id, CAST(json_extract(details, '$.fiscal_year') AS INTEGER) FROM events"
-                " WHERE type = 'project_registered' ORDER BY seq"
+                # business order, the order in which the ledger met them
+                " WHERE type = 'project_registered' ORDER BY day, seq"
             )
         # Stores made before the outbox referenced its transition kept a copy of it.
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(outbox)")}
@@ -240,6 +241,7 @@ class Store:
                 rows,
             )
             applied = db.total_changes - before
+            self._remember_years(top)
             differing = self._conflicts(self._not_inserted(rows, top)) if applied < len(rows) else []
             duplicates = len(rows) - applied - len(differing)
             conflicts = [*other_year.values(), *differing]
@@ -277,21 +279,36 @@ class Store:
             owners.update(db.execute(
                 f"SELECT project_id, fiscal_year FROM registrations WHERE project_id IN ({marks})", chunk
             ).fetchall())
+        # Already logged ids are left to the duplicate / conflict checks.
+        ids = [r.event_id for _, r, _ in registrations]
+        logged: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" for _ in chunk)
+            logged.update(i for (i,) in db.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk))
         refused: dict[int, Rejection] = {}
-        new: list[tuple[str, int]] = []
         for n, record, source in registrations:
+            if record.event_id in logged:
+                continue
             year = int((record.details or {}).get("fiscal_year") or 0)
             owner = owners.get(record.project_id)
             if owner is None:
-                owners[record.project_id] = year
-                new.append((record.project_id, year))
+                owners[record.project_id] = year  # within the batch; stored once logged
             elif owner != year:
                 refused[n] = Rejection(
                     source, f"project_registered: {other_year_reason(record.project_id, owner, year)}",
                     orjson.dumps(record_to_json_dict(record)).decode(),
                 )
-        db.executemany("INSERT OR IGNORE INTO registrations(project_id, fiscal_year) VALUES (?, ?)", new)
         return refused
+
+    def _remember_years(self, top: int) -> None:
+        """The year of each code first registered by rows this batch logged (seq > top)."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO registrations(project_id, fiscal_year)"
+            " SELECT project_id, CAST(json_extract(details, '$.fiscal_year') AS INTEGER) FROM events"
+            " WHERE seq > ? AND type = 'project_registered' ORDER BY seq",
+            (top,),
+        )
 
     def _not_inserted(self, rows: list[tuple[Any, ...]], top: int) -> list[tuple[Any, ...]]:
         """The rows the INSERT OR IGNORE left out (a few of a batch, as a rule): only

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from tests import builders as b
 from tests.functional.test_cli import cli
@@ -113,3 +114,23 @@ def test_a_serve_that_cannot_listen_leaves_the_store_as_it_was(tmp_path: Path) -
         taken.close()
     assert answer.returncode == 2 and "无法在 127.0.0.1:" in answer.stdout and "数据库未被改动" in answer.stdout
     assert json.loads(cli(db, "status", "--json").stdout)["as_of"] == "2025-09-30"
+
+
+def test_serve_listens_on_one_port_on_every_address_of_its_host(monkeypatch: Any) -> None:
+    import socket
+
+    from streams.cli_service import _listen
+
+    real = socket.getaddrinfo
+
+    def two_addresses(host: str, port: int, *args: Any, **kwargs: Any) -> Any:
+        return [*real("127.0.0.1", port, *args, **kwargs), *real("127.0.0.2", port, *args, **kwargs)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    listeners = _listen("h", 0)
+    try:
+        names = [s.getsockname() for s in listeners]
+        assert [n[0] for n in names] == ["127.0.0.1", "127.0.0.2"] and names[0][1] == names[1][1] != 0
+    finally:
+        for s in listeners:
+            s.close()

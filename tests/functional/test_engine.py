@@ -544,3 +544,18 @@ def test_a_commit_right_after_our_load_is_not_overwritten(tmp_path: Path) -> Non
     held.load = racing_load  # type: ignore[method-assign]
     held.run(day("2025-03-05"))
     assert raced and engine(path).status()["projects"][0]["paid"] == "111000.00"
+
+
+def test_only_a_logged_registration_claims_a_codes_year(tmp_path: Path) -> None:
+    """A registration refused as an id conflict still claimed its code's year, so the
+    code's real registration was refused for good."""
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, [{**b.registered("P1", event_id="E1"), "fiscal_year": 2024}], "a.jsonl")
+    conflict = ingest_events(e.store, [{**b.registered("P2", event_id="E1"), "fiscal_year": 2024}], "b.jsonl")
+    assert conflict.rejected == 1
+    real = ingest_events(e.store, [{**b.registered("P2", event_id="E2"), "fiscal_year": 2025}], "c.jsonl")
+    assert (real.applied, real.rejected) == (1, 0)
+    assert sorted(e.store.db.execute("SELECT project_id, fiscal_year FROM registrations")) == [
+        ("P1", 2024), ("P2", 2025)]
+    again = ingest_events(e.store, [{**b.registered("P2", event_id="E2"), "fiscal_year": 2025}], "c.jsonl")
+    assert (again.duplicates, again.rejected) == (1, 0)
