@@ -204,27 +204,25 @@ class Monitor:
             if day < ctx.first:
                 self._schedule_on(project_id, ctx.first)
                 continue
+            as_of: int | None = None
             if day > ctx.last:
                 # After its fiscal year nothing is due any more; only a late event of that
-                # year changes it.
-                if late.get(project_id, ctx.last + 1) <= ctx.last:
-                    self.judged_at_year_end.add(project_id)
-                    year_end = contexts.get(-fiscal_year)
-                    if year_end is None:
-                        year_end = contexts[-fiscal_year] = day_context(self.profile, ctx.last, fiscal_year)
-                    findings, _ = assess(state, year_end)
-                    current = firing.get(("project", project_id, fiscal_year))
-                    if (findings if current is None else not _same(current, findings)):
-                        transitions.extend(self._reconcile_project(state, findings, day, as_of=ctx.last))
-                continue
+                # year changes it, judged as of its Dec 31.
+                if late.get(project_id, ctx.last + 1) > ctx.last:
+                    continue
+                self.judged_at_year_end.add(project_id)
+                as_of = ctx.last
+                ctx = contexts.get(-fiscal_year)
+                if ctx is None:
+                    ctx = contexts[-fiscal_year] = day_context(self.profile, as_of, fiscal_year)
             findings, due = assess(state, ctx)
             current = firing.get(("project", project_id, fiscal_year))
             if current is None:
                 if findings:
-                    transitions.extend(self._reconcile_project(state, findings, day))
+                    transitions.extend(self._reconcile_project(state, findings, day, as_of=as_of))
             elif not _same(current, findings):
-                transitions.extend(self._reconcile_project(state, findings, day))
-            if due is not None:
+                transitions.extend(self._reconcile_project(state, findings, day, as_of=as_of))
+            if due is not None and as_of is None:
                 self._schedule_on(project_id, due)
         year_end_departments = {
             (rollup.fiscal_year, rollup.department_id)

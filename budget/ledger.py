@@ -135,6 +135,11 @@ class ProjectState:
         return state
 
 
+def registered_year(record: Record) -> int:
+    """The fiscal year a project_registered record registers its code for."""
+    return int((record.details or {}).get("fiscal_year") or 0)
+
+
 def other_year_reason(project_id: str, owner_year: int, year: int) -> str:
     return (
         f"project {project_id} is registered for fiscal year {owner_year}; a project code is one "
@@ -217,7 +222,7 @@ class Ledger:
                     totals.budget += amount - before  # type: ignore[operator]
         elif kind == "project_registered":
             stamp = version(day, event_id)
-            year = int((details or {}).get("fiscal_year") or 0)
+            year = registered_year(record)
             if state.fiscal_year is not None and year != state.fiscal_year:
                 # A code is one year's project. Ingest refuses a second year for a code
                 # (the log keeps one, so a replay decides as the live run did); this

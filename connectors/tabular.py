@@ -141,7 +141,7 @@ def csv_rows(path: Path) -> Iterator[Row]:
                 span = f"line {start}" if end == start else f"lines {start}-{end}"
                 yield f"{path}:{start}", Unreadable(
                     f"malformed quoting on {span} ({err}); fix the quotes and import the file again",
-                    "".join(lines[start - 1:end]).rstrip("\r\n"),
+                    _span(lines, start, end),
                 )
                 base = end
                 continue
@@ -154,10 +154,15 @@ def csv_rows(path: Path) -> Iterator[Row]:
             base = start
 
 
+def _span(lines: list[str], start: int, end: int) -> str:
+    """Lines ``start`` to ``end`` (1-based) as they were, for a dead letter's raw."""
+    return "".join(lines[start - 1:end]).rstrip("\r\n")
+
+
 def _record(path: Path, start: int, end: int, row: list[str], lines: list[str], bad: dict[int, str]) -> Row:
     damaged = next((bad[n] for n in range(start, end + 1) if n in bad), None) if bad else None
     if damaged is not None:
-        return f"{path}:{start}", Unreadable(damaged, "".join(lines[start - 1:end]).rstrip("\r\n"))
+        return f"{path}:{start}", Unreadable(damaged, _span(lines, start, end))
     return f"{path}:{start}", row
 
 

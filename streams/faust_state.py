@@ -65,7 +65,7 @@ from alerts.profile import Profile
 from budget.calendar import iso, year_bounds, year_of
 from budget.events import EventRejected, Record, parse_day, parse_event
 from budget.fast_events import fast_record
-from budget.ledger import ProjectState, Totals, counts_in_rollup, other_year_reason
+from budget.ledger import ProjectState, Totals, counts_in_rollup, other_year_reason, registered_year
 
 CLOCK_KEY = "__clock__"
 CLOCK_TYPE = "clock_tick"
@@ -427,7 +427,7 @@ class ProjectPartition(_VersionedPartition):
             return Output(outcome="duplicate")
         if record.type == "project_registered":
             owner = self._registered_year(project_id)
-            year = int((record.details or {}).get("fiscal_year") or 0)
+            year = registered_year(record)
             if owner is not None and owner != year:  # as ingest does in the embedded store
                 reason = other_year_reason(project_id, owner, year)
                 return self._reject(offset, key, raw, f"project_registered: {reason}")
@@ -451,7 +451,7 @@ class ProjectPartition(_VersionedPartition):
             return state.fiscal_year
         for _, waiting in self.pending.get(project_id, ()):
             if waiting.type == "project_registered":
-                return int((waiting.details or {}).get("fiscal_year") or 0)
+                return registered_year(waiting)
         return None
 
     def _remember(self, record: Record) -> None:
@@ -521,12 +521,12 @@ class ProjectPartition(_VersionedPartition):
             if oldest is None or oldest >= cutoff:
                 continue
             seen = self.seen[project_id]
-            for eid in sorted(eid for eid, value in seen.items() if value >> 32 < cutoff):
+            for eid in sorted(eid for eid, value in seen.items() if seen_day(value) < cutoff):
                 del seen[eid]
                 self._seen_count -= 1
                 out.writes.append((event_key(project_id, eid), None))
             if seen:
-                self.oldest_seen[project_id] = min(seen.values()) >> 32
+                self.oldest_seen[project_id] = seen_day(min(seen.values()))
             else:
                 del self.oldest_seen[project_id]
         # The tick is committed once the meta is written; from now on the values

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from budget.events import Record, record_to_json_dict
-from budget.ledger import other_year_reason
+from budget.ledger import other_year_reason, registered_year
 from streams.errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -119,6 +119,12 @@ class AppendResult:
 # events/s) and replay (46.7k–49.5k) alike — the OS page cache is behind it — while
 # 64 MB added ~50 MB to every process's peak RSS. The reader keeps SQLite's 2 MB.
 PAGE_CACHE_KIB = 16 * 1024
+# The first logged year of each code registered by the events ``where`` selects.
+REMEMBER_YEARS = (
+    "INSERT OR IGNORE INTO registrations(project_id, fiscal_year)"
+    " SELECT project_id, CAST(json_extract(details, '$.fiscal_year') AS INTEGER) FROM events"
+    " WHERE {where} AND type = 'project_registered' ORDER BY {order}"
+)
 _OBJECTS = set(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA))
 
 
@@ -178,12 +184,8 @@ class Store:
     def _migrate(self) -> None:
         if self.db.execute("SELECT NOT EXISTS (SELECT 1 FROM registrations)").fetchone()[0]:
             # A store from before the registrations table: the first logged year of each code.
-            self.db.execute(
-                "INSERT OR IGNORE INTO registrations(project_id, fiscal_year)"
-                " SELECT project_id, CAST(json_extract(details, '$.fiscal_year') AS INTEGER) FROM events"
-                # business order, the order in which the ledger met them
-                " WHERE type = 'project_registered' ORDER BY day, seq"
-            )
+            # in business order, the order in which the ledger met them
+            self.db.execute(REMEMBER_YEARS.format(where="1", order="day, seq"))
         # Stores made before the outbox referenced its transition kept a copy of it.
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(outbox)")}
         if "payload" in columns:
@@ -270,27 +272,19 @@ class Store:
         registrations = [(n, r, source) for n, (r, source) in enumerate(records) if r[0] == "project_registered"]
         if not registrations:
             return {}
-        db = self.db
-        owners: dict[str, int] = {}
-        wanted = sorted({r.project_id for _, r, _ in registrations})
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
-            marks = ",".join("?" for _ in chunk)
-            owners.update(db.execute(
-                f"SELECT project_id, fiscal_year FROM registrations WHERE project_id IN ({marks})", chunk
-            ).fetchall())
+        owners: dict[str, int] = dict(self._where_in(
+            "SELECT project_id, fiscal_year FROM registrations WHERE project_id IN ({})",
+            sorted({r.project_id for _, r, _ in registrations}),
+        ))
         # Already logged ids are left to the duplicate / conflict checks.
-        ids = [r.event_id for _, r, _ in registrations]
-        logged: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" for _ in chunk)
-            logged.update(i for (i,) in db.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk))
+        logged = {i for (i,) in self._where_in(
+            "SELECT event_id FROM events WHERE event_id IN ({})", [r.event_id for _, r, _ in registrations]
+        )}
         refused: dict[int, Rejection] = {}
         for n, record, source in registrations:
             if record.event_id in logged:
                 continue
-            year = int((record.details or {}).get("fiscal_year") or 0)
+            year = registered_year(record)
             owner = owners.get(record.project_id)
             if owner is None:
                 owners[record.project_id] = year  # within the batch; stored once logged
@@ -301,14 +295,15 @@ class Store:
                 )
         return refused
 
+    def _where_in(self, query: str, values: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
+        """Rows of ``query`` with its ``IN ({})`` filled, in chunks SQLite takes."""
+        for start in range(0, len(values), 500):
+            chunk = values[start:start + 500]
+            yield from self.db.execute(query.format(",".join("?" for _ in chunk)), chunk)
+
     def _remember_years(self, top: int) -> None:
         """The year of each code first registered by rows this batch logged (seq > top)."""
-        self.db.execute(
-            "INSERT OR IGNORE INTO registrations(project_id, fiscal_year)"
-            " SELECT project_id, CAST(json_extract(details, '$.fiscal_year') AS INTEGER) FROM events"
-            " WHERE seq > ? AND type = 'project_registered' ORDER BY seq",
-            (top,),
-        )
+        self.db.execute(REMEMBER_YEARS.format(where="seq > ?", order="seq"), (top,))
 
     def _not_inserted(self, rows: list[tuple[Any, ...]], top: int) -> list[tuple[Any, ...]]:
         """The rows the INSERT OR IGNORE left out (a few of a batch, as a rule): only
