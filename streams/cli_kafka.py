@@ -1,4 +1,4 @@
-"""`budgetwatch publish` and `budgetwatch worker`: the distributed runtime's commands."""
+"""`budgetwatch publish`, `worker` and `notifier`: the distributed runtime's commands."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from budget.events import record_to_json_dict
 from connectors.files import read_events
 from connectors.parsed import Accepted, Parsed, Rejected
 from streams import render
-from streams.cli import _count_lines, app, emit_json, parse_as_of, progress_bar, settings
+from streams.cli import DbOption, _count_lines, app, emit_json, parse_as_of, progress_bar, settings
 from streams.errors import BudgetwatchError
-from streams.faust_state import CLOCK_KEY, EVENTS_TOPIC, tick_value
+from streams.faust_state import ALERTS_TOPIC, CLOCK_KEY, EVENTS_TOPIC, tick_value
 from streams.ingest import IngestCounts
 
 BootstrapOption = Annotated[
@@ -187,3 +187,64 @@ def worker_cmd(
     worker = Worker(bapp.app, loglevel=loglevel)
     sys.argv = sys.argv[:1]
     worker.execute_from_commandline()
+
+
+@app.command("notifier")
+def notifier_cmd(
+    bootstrap: BootstrapOption = None,
+    db: DbOption = None,
+    web_port: Annotated[
+        int | None, typer.Option(help="web server port (/metrics) [env BUDGETWATCH_WEB_PORT]")
+    ] = None,
+    loglevel: Annotated[str, typer.Option(help="log level")] = "info",
+) -> None:
+    """Consume budget-alerts into a store of its own and notify departments (outbox
+    dispatcher, Alertmanager push, Grafana annotations); /metrics on the web port."""
+    from faust.worker import Worker
+
+    from connectors.grafana import GrafanaAnnotator
+    from streams.cli_service import ServiceSettings
+    from streams.faust_notifier import NotifierApp, NotifierHost
+    from streams.outbox import Dispatcher
+    from streams.service import GrafanaAnnotations
+    from streams.store import Store
+
+    overrides: dict[str, Any] = {}
+    if bootstrap:
+        overrides["kafka_bootstrap"] = bootstrap
+    if web_port:
+        overrides["web_port"] = web_port
+    s = settings().model_copy(update=overrides)
+    extra = ServiceSettings()
+    store = Store(db or s.db)
+    dispatcher: Dispatcher | None = Dispatcher.from_settings(store, s)
+    if dispatcher is not None and not dispatcher.enabled:
+        dispatcher.log.close()
+        dispatcher = None
+    grafana = None
+    if extra.grafana_url:
+        annotator = GrafanaAnnotator.from_url(extra.grafana_url, extra.grafana_token or "")
+
+        def grafana(host: NotifierHost) -> GrafanaAnnotations:
+            return GrafanaAnnotations(host, annotator)
+
+    notifier = NotifierApp(s, store, dispatcher=dispatcher, grafana=grafana)
+    channels = [
+        name for name, on in (
+            ("departments", s.departments), ("alertmanager", s.alertmanager_url),
+            ("grafana", extra.grafana_url),
+        ) if on
+    ]
+    render.console().print(
+        f"notifier: kafka={s.kafka_bootstrap} {ALERTS_TOPIC} → {store.path}; "
+        f"notify: {', '.join(channels) or '（未配置：只保存预警，`budgetwatch deliver` 可稍后投递）'}; "
+        f"web=http://{s.web_bind}:{s.web_port}/metrics",
+        highlight=False,
+    )
+    worker = Worker(notifier.app, loglevel=loglevel)
+    sys.argv = sys.argv[:1]
+    try:
+        worker.execute_from_commandline()
+    finally:
+        notifier.close()
+        store.close()

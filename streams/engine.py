@@ -104,6 +104,7 @@ class Engine:
             self.monitor = new_monitor(self.profile, self.dispositions)
             self._loaded = False
         if not self._loaded:
+            self.store.refuse_if_notifier()  # its alerts came from Kafka; no log to judge them by
             self._check_profile()
             # One read snapshot: a commit by another process in the middle of a reload
             # must not leave states of one commit beside alerts or a cursor of another.

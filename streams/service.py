@@ -59,6 +59,7 @@ from streams.clock import today_in_china
 from streams.engine import Engine, RunSummary
 from streams.errors import BudgetwatchError, ClockError
 from streams.ingest import IngestCounts, ingest
+from streams.store import Store
 
 log = logging.getLogger("budgetwatch.service")
 
@@ -473,6 +474,17 @@ def build_app(
 GRAFANA_CURSOR = "grafana_annotations_cursor"
 
 
+class StoreHost(Protocol):
+    """What an annotations worker needs: a store, a way to run on its thread, a wake-up
+    after new transitions (a :class:`Service`, or the notifier's host)."""
+
+    store: Store
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    def subscribe(self) -> asyncio.Event: ...
+
+
 class GrafanaAnnotations:
     """Annotates each stored transition once, in order, tracked by a cursor in the store.
 
@@ -481,7 +493,7 @@ class GrafanaAnnotations:
     """
 
     def __init__(
-        self, service: Service, annotator: GrafanaAnnotator, *, batch: int = 100,
+        self, service: StoreHost, annotator: GrafanaAnnotator, *, batch: int = 100,
         retry_seconds: float = 30.0,
     ) -> None:
         self.service = service

@@ -84,6 +84,11 @@ CREATE TABLE IF NOT EXISTS meta (
 -- The fiscal year each project code was first logged for: a code is one year's project,
 -- and a registration for another year is refused at ingest, so the log never holds two
 -- (a replay in business order then decides as the live run did).
+-- The notifier's copy of budget-alerts: the digest of every transition message stored,
+-- so a message delivered again (Kafka is at-least-once) is stored once.
+CREATE TABLE IF NOT EXISTS alert_messages (
+    digest TEXT PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS registrations (
     project_id TEXT PRIMARY KEY,
     fiscal_year INTEGER NOT NULL
@@ -485,11 +490,20 @@ class Store:
         for event_id, reason, raw in refused:
             row = db.execute("SELECT source FROM events WHERE event_id = ?", (event_id,)).fetchone()
             source = (row[0] if row and row[0] else "log") + f" (event_id {event_id})"
-            db.execute(
-                "INSERT INTO rejected(source, reason, raw) SELECT ?, ?, ?"
-                " WHERE NOT EXISTS (SELECT 1 FROM rejected WHERE source = ? AND reason = ?)",
-                (source, reason, raw, source, reason),
-            )
+            Store._add_rejection_once(db, source, reason, raw)
+
+    @staticmethod
+    def _add_rejection_once(db: sqlite3.Connection, source: str, reason: str, raw: str) -> None:
+        db.execute(
+            "INSERT INTO rejected(source, reason, raw) SELECT ?, ?, ?"
+            " WHERE NOT EXISTS (SELECT 1 FROM rejected WHERE source = ? AND reason = ?)",
+            (source, reason, raw, source, reason),
+        )
+
+    def add_rejection_once(self, source: str, reason: str, raw: str) -> None:
+        """A dead letter outside ingest (e.g. a refused budget-alerts message), kept once
+        however often its message is delivered again."""
+        self._add_rejection_once(self.db, source, reason, raw)
 
     def rejections(self) -> list[dict[str, Any]]:
         return [
@@ -553,8 +567,20 @@ class Store:
         """Open the engine's write transaction (see :class:`Batch`)."""
         return Batch(self)
 
+    def is_notifier_store(self) -> bool:
+        """Whether this store is the notifier's copy of budget-alerts (streams.alert_sink)."""
+        return self.meta(ROLE_KEY) == NOTIFIER_ROLE
+
+    def refuse_if_notifier(self) -> None:
+        if self.is_notifier_store():
+            raise StoreError(
+                f"{self.path} is the notifier's store (alerts received from budget-alerts); "
+                "it has no event log to run or rebuild: point --db at an embedded store"
+            )
+
     def reset_derived(self) -> None:
         """Forget all derived state; the next run replays the whole log."""
+        self.refuse_if_notifier()
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         for table in ("projects", "alerts", "transitions", "outbox"):
@@ -568,6 +594,9 @@ class Store:
 
 
 RUN_UNTIL_KEY = "run_until"
+# meta key marking a store made by the notifier (streams.alert_sink), which no engine runs
+ROLE_KEY = "role"
+NOTIFIER_ROLE = "notifier"
 
 
 def business_day(db: sqlite3.Connection) -> int | None:

@@ -8,6 +8,7 @@ same partition, explicit partitions kept), so both agents and their tables run.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -101,3 +102,25 @@ async def running(bapp: BudgetApp, outlet: MemoryOutlet) -> AsyncIterator[Harnes
     departments_ctx = bapp.departments_agent.test_context(channel=app.channel(schema=raw))
     async with events_ctx as events, departments_ctx as departments:
         yield Harness(bapp, outlet, events, departments)
+
+
+def year_alert_messages(projects: int = 60, seed: int = 11, partitions: int = 4) -> list[bytes]:
+    """What the worker agents send to budget-alerts for a generated year ticked monthly
+    (alerts fire, change severity and resolve), in the order they were sent."""
+    from connectors.profiles import load_profile
+    from connectors.synthetic import Spec, generate
+
+    lines = [line for line in generate(Spec(projects=projects, seed=seed)) if line.strip()]
+    bapp, outlet = make_app(load_profile("baseline"), partitions=partitions)
+
+    async def go() -> list[dict[str, Any]]:
+        async with running(bapp, outlet) as h:
+            await h.publish(lines)
+            for month in range(3, 13):
+                await h.tick(f"2025-{month:02d}-28")
+            return h.alerts
+
+    sent = [orjson.dumps(a) for a in asyncio.run(go())]
+    kinds = {orjson.loads(m)["transition"] for m in sent}
+    assert {"firing", "resolved"} <= kinds, kinds
+    return sent

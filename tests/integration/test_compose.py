@@ -40,7 +40,7 @@ def env(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
-    assert {"kafka", "worker", "publisher", "prometheus", "alertmanager", "grafana"} <= set(
+    assert {"kafka", "worker", "notifier", "publisher", "prometheus", "alertmanager", "grafana"} <= set(
         services(compose)
     )
 
@@ -87,6 +87,32 @@ def test_workers_talk_to_the_broker_and_expose_metrics(compose: dict[str, Any]) 
     assert int(kafka_env["KAFKA_NUM_PARTITIONS"]) == settings.partitions
     assert str(settings.web_port) in " ".join(worker["healthcheck"]["test"])
     assert "/metrics" in " ".join(worker["healthcheck"]["test"])
+
+
+def test_the_notifier_keeps_its_store_on_a_volume_and_pushes_to_alertmanager(
+    compose: dict[str, Any],
+) -> None:
+    svc = services(compose)
+    notifier = svc["notifier"]
+    assert notifier["command"] == ["notifier"]
+    assert notifier["image"] == svc["worker"]["image"]
+    e = env(notifier)
+    settings = Settings(**{k.removeprefix("BUDGETWATCH_").lower(): v for k, v in e.items()})
+    assert settings.kafka_bootstrap == env(svc["worker"])["BUDGETWATCH_KAFKA_BOOTSTRAP"]
+    assert settings.partitions == Settings(partitions=env(svc["worker"])["BUDGETWATCH_PARTITIONS"]).partitions
+    mounts = dict(v.split(":")[:2] for v in notifier["volumes"])
+    assert str(Path(settings.db).parent) in mounts.values(), "the store must outlive the container"
+    volume = next(k for k, v in mounts.items() if v == str(Path(settings.db).parent))
+    assert volume in (compose.get("volumes") or {})
+    assert settings.alertmanager_url is not None
+    host, port = settings.alertmanager_url.removeprefix("http://").split(":")
+    assert host in svc and f"{port}:{port}" in svc[host]["ports"]
+    assert {"kafka", "alertmanager"} <= set(notifier["depends_on"])
+    assert str(settings.web_port) in [str(p) for p in notifier["expose"]]
+    assert f"{settings.web_port}/metrics" in " ".join(notifier["healthcheck"]["test"])
+    config = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert jobs["budgetwatch-notifier"]["static_configs"][0]["targets"] == [f"notifier:{settings.web_port}"]
 
 
 def test_dependencies_wait_for_healthy_services(compose: dict[str, Any]) -> None:
@@ -191,7 +217,7 @@ def test_promtool_accepts_the_prometheus_config() -> None:
     result = _run("promtool", "check", "config", str(PROMETHEUS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
-    assert "5 rules found" in result.stdout + result.stderr  # the rule file it names was read
+    assert "7 rules found" in result.stdout + result.stderr  # the rule file it names was read
 
 
 def test_the_workers_own_alerts_fire_when_they_should(compose: dict[str, Any]) -> None:

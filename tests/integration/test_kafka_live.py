@@ -101,6 +101,22 @@ def test_the_worker_on_kafka_raises_the_embedded_alerts(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    notifier_db = tmp_path / "notifier.db"
+    notifier = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from faust.worker import Worker; from streams.faust_notifier import NotifierApp;"
+            "from streams.settings import Settings; from streams.store import Store;"
+            f"s = Settings(web_port={free_port()}); n = NotifierApp(s, Store({str(notifier_db)!r}),"
+            f" app_id={app_id + '-notifier'!r}); sys.argv = sys.argv[:1];"
+            "Worker(n.app, loglevel='warning').execute_from_commandline()",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         published = subprocess.run(
             [
@@ -140,7 +156,22 @@ def test_the_worker_on_kafka_raises_the_embedded_alerts(tmp_path: Path) -> None:
             assert worker.poll() is None, worker.stdout.read().decode() if worker.stdout else ""
         consumer.close()
         assert canonical(list(got.values())) == canonical(expected)
+
+        # the notifier kept every transition once, in its own store
+        stored: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and len(stored) < len(expected):
+            assert notifier.poll() is None, notifier.stdout.read().decode() if notifier.stdout else ""
+            time.sleep(1)
+            if notifier_db.exists():
+                with Store(notifier_db) as notes:
+                    stored = [orjson.loads(d) for (d,) in notes.db.execute("SELECT data FROM transitions")]
+        assert canonical(stored) == canonical(expected)
     finally:
+        notifier.terminate()
+        try:
+            notifier.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            notifier.kill()
         worker.terminate()
         try:
             worker.wait(timeout=30)

@@ -1,0 +1,214 @@
+"""The notifier: ``budget-alerts`` → a store of its own → departments, Alertmanager, Grafana.
+
+The Faust workers decide; the notifier tells people. One process (its own consumer
+group, ``budgetwatch-notifier``) keeps every transition in a SQLite store with the
+embedded engine's tables (:mod:`streams.alert_sink`) and runs on it what ``serve``
+runs on an embedded store: the outbox dispatcher (webhook, DingTalk, WeCom, email;
+Alertmanager push) and, with ``GRAFANA_URL``, Grafana annotations. ``/metrics``
+exports the active alerts (``budget_alerts_firing``), the delivery figures and what
+was received.
+
+A message is stored before it is acknowledged (``processing_guarantee=
+"at_least_once"``) and kept once by its digest, so a restart neither loses a
+transition nor sends it twice; a store that cannot be written holds the line (the
+agent retries with backoff) instead of acknowledging what it did not keep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+import faust
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from streams.alert_sink import OUTCOMES, STORED, AlertSink, Received
+from streams.errors import StoreError
+from streams.faust_app import _broker_url
+from streams.faust_state import ALERTS_TOPIC
+from streams.outbox import Dispatcher, register_delivery_metrics
+from streams.service import GrafanaAnnotations
+from streams.settings import Settings
+from streams.store import Store
+
+log = logging.getLogger("budgetwatch.notifier")
+T = TypeVar("T")
+STORE_RETRY_FIRST, STORE_RETRY_MAX = 1.0, 60.0  # seconds between attempts to store a message
+
+
+class FiringAlerts(Collector):
+    """``budget_alerts_firing`` and the names of those alerts' departments
+    (``budget_department_info``, which the dashboards join on) from the store's alerts
+    table, read at scrape time."""
+
+    def __init__(self, db_path: str) -> None:
+        self.path = db_path
+
+    def collect(self) -> Iterator[Metric]:
+        db = sqlite3.connect(self.path, timeout=5)
+        try:
+            rows = db.execute(
+                "SELECT json_extract(data, '$.rule'), json_extract(data, '$.severity'), department_id,"
+                " COUNT(*) FROM alerts WHERE status = 'firing' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            ).fetchall()
+            names = db.execute(
+                "SELECT department_id, MAX(json_extract(data, '$.department_name')) FROM alerts"
+                " WHERE status = 'firing' GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        finally:
+            db.close()
+        info = GaugeMetricFamily(
+            "budget_department_info", "Department names (join on department)",
+            labels=["department", "department_name"],
+        )
+        for department, name in names:
+            info.add_metric([str(department), str(name or "")], 1.0)
+        yield info
+        family = GaugeMetricFamily(
+            "budget_alerts_firing", "Active alerts by rule, severity and department",
+            labels=["rule", "severity", "department"],
+        )
+        for rule, severity, department, count in rows:
+            family.add_metric([str(rule), str(severity), str(department)], float(count))
+        yield family
+
+
+class NotifierHost:
+    """What :class:`streams.service.GrafanaAnnotations` needs of a service: a store on a
+    thread of its own (not the agent's connection, whose transactions it must not
+    join) and a wake-up after new transitions."""
+
+    def __init__(self, path: str) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-db")
+        self.store: Store = self._executor.submit(Store, path).result()
+        self._subscribers: list[asyncio.Event] = []
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args))
+
+    def subscribe(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._subscribers.append(event)
+        return event
+
+    def notify(self) -> None:
+        for event in self._subscribers:
+            event.set()
+
+    def close(self) -> None:
+        self._executor.submit(self.store.close).result()
+        self._executor.shutdown(wait=True)
+
+
+Worker = GrafanaAnnotations | Dispatcher
+
+
+class NotifierApp:
+    """The Faust app of ``budgetwatch notifier``, built from :class:`Settings`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        dispatcher: Dispatcher | None = None,
+        grafana: Callable[[NotifierHost], GrafanaAnnotations] | None = None,
+        app_id: str = "budgetwatch-notifier",
+        registry: CollectorRegistry | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.sink = AlertSink(store)
+        self.store = store
+        self.sleep = sleep
+        self.app = faust.App(
+            app_id,
+            broker=_broker_url(settings.kafka_bootstrap),
+            store="memory://",  # no tables: the SQLite store is the state
+            processing_guarantee="at_least_once",
+            topic_partitions=settings.partitions,
+            topic_replication_factor=settings.replication_factor,
+            web_port=settings.web_port,
+            web_bind=settings.web_bind,
+            web_enabled=True,
+            autodiscover=False,
+        )
+        self.alerts_topic = self.app.topic(
+            ALERTS_TOPIC, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
+        )
+        self.registry = registry or CollectorRegistry()
+        self.received = Counter(
+            "budget_notifier_messages_total",
+            "budget-alerts messages by outcome (stored, duplicate, rejected)",
+            ["outcome"], registry=self.registry,
+        )
+        self.store_retries = Counter(
+            "budget_notifier_store_retries_total",
+            "Failed attempts to store a budget-alerts message; the agent waits and retries",
+            registry=self.registry,
+        )
+        for outcome in OUTCOMES:
+            self.received.labels(outcome)
+        self.registry.register(FiringAlerts(store.path))
+        register_delivery_metrics(self.registry, store.path)
+        self.dispatcher = dispatcher
+        self.host: NotifierHost | None = NotifierHost(store.path) if grafana is not None else None
+        self.workers: list[Worker] = []
+        if dispatcher is not None:
+            dispatcher.wake = asyncio.Event()
+            self.workers.append(dispatcher)
+        if grafana is not None and self.host is not None:
+            self.workers.append(grafana(self.host))
+        self.agent = self.app.agent(self.alerts_topic, name="budget-alerts-notifier", concurrency=1)(
+            self._alerts
+        )
+        self.app.page("/metrics")(self._metrics_view)
+        for worker in self.workers:
+            self.app.task(partial(self._run_worker, worker))
+
+    async def _alerts(self, stream: faust.StreamT[bytes]) -> AsyncIterator[str]:
+        async for event in stream.events():
+            message = event.message
+            source = f"{ALERTS_TOPIC}:{message.partition}:{message.offset}"
+            received = await self._store(message.value, source)
+            self.received.labels(received.outcome).inc()
+            if received.outcome == STORED:
+                self._wake()
+            yield received.outcome
+
+    async def _store(self, value: bytes, source: str) -> Received:
+        delay = STORE_RETRY_FIRST
+        while True:
+            try:
+                return self.sink.receive(value, source=source)
+            except (sqlite3.Error, StoreError) as err:
+                self.store_retries.inc()
+                log.error("cannot store %s (%s); retrying in %.0f s", source, err, delay)
+                await self.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX)
+
+    def _wake(self) -> None:
+        if self.dispatcher is not None and self.dispatcher.wake is not None:
+            self.dispatcher.wake.set()
+        if self.host is not None:
+            self.host.notify()
+
+    async def _run_worker(self, worker: Worker) -> None:
+        await worker.run_forever(asyncio.Event())  # until the worker's shutdown cancels it
+
+    async def _metrics_view(
+        self, web: faust.web.View, request: faust.web.Request
+    ) -> faust.web.Response:
+        return web.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+
+    def close(self) -> None:
+        if self.host is not None:
+            self.host.close()

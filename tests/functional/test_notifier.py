@@ -1,0 +1,280 @@
+"""The notifier agent (budget-alerts → its own SQLite store) through
+``agent.test_context()``: the messages are those the real worker agents published
+for a generated year; the store is a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+import pytest
+
+from connectors.synthetic import Spec, generate
+from streams.alert_sink import AlertSink, Received
+from streams.errors import StoreError
+from streams.faust_notifier import NotifierApp
+from streams.faust_state import partition_for
+from streams.settings import Settings
+from streams.store import Store
+from tests.functional.faust_harness import year_alert_messages
+from tests.functional.test_cli import cli
+
+TRANSITION_ONLY = ("transition", "date", "previous_severity")
+PARTITIONS = 4
+
+
+@pytest.fixture(scope="module")
+def messages() -> list[bytes]:
+    return year_alert_messages()
+
+
+class Feed:
+    """Puts budget-alerts messages into the notifier agent, keyed and partitioned as the
+    workers send them, at each partition's next offset."""
+
+    def __init__(self, agent: Any) -> None:
+        self.agent = agent
+        self.offsets: dict[int, int] = {}
+
+    async def put(self, value: bytes, *, partition: int | None = None) -> str:
+        key = _alert_id(value)
+        p = partition_for(key, PARTITIONS) if partition is None else partition
+        at = self.offsets.get(p, 0)
+        self.offsets[p] = at + 1
+        self.agent.sent_offset = at
+        await self.agent.put(value=value, key=key.encode(), partition=p)
+        return f"budget-alerts:{p}:{at}"
+
+
+def _alert_id(value: bytes) -> str:
+    try:
+        data = orjson.loads(value)
+        return str(data["alert_id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return "unkeyed"
+
+
+def notifier(db: Path, **kwargs: Any) -> NotifierApp:
+    settings = Settings(partitions=PARTITIONS, db=str(db), clock="off")
+    return NotifierApp(settings, Store(db), app_id="budgetwatch-notifier-test", **kwargs)
+
+
+def feed(napp: NotifierApp, scenario: Callable[[Feed], Awaitable[Any]]) -> Any:
+    async def go() -> Any:
+        raw = faust.Schema(key_serializer="raw", value_serializer="raw")
+        async with napp.agent.test_context(channel=napp.app.channel(schema=raw)) as agent:
+            return await scenario(Feed(agent))
+
+    try:
+        return asyncio.run(go())
+    finally:
+        napp.close()
+        napp.store.close()
+
+
+def latest_by_alert(messages: list[bytes]) -> dict[str, dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for m in messages:
+        data = orjson.loads(m)
+        latest[data["alert_id"]] = {k: v for k, v in data.items() if k not in TRANSITION_ONLY}
+    return latest
+
+
+def stored(db: Path) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], int]:
+    with sqlite3.connect(db) as c:
+        alerts = {a: orjson.loads(d) for a, d in c.execute("SELECT alert_id, data FROM alerts")}
+        transitions = [orjson.loads(d) for (d,) in c.execute("SELECT data FROM transitions ORDER BY id")]
+        outbox = c.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+    return alerts, transitions, outbox
+
+
+def put_all(values: list[bytes]) -> Callable[[Feed], Awaitable[list[str]]]:
+    async def scenario(f: Feed) -> list[str]:
+        return [await f.put(v) for v in values]
+    return scenario
+
+
+def test_every_transition_is_stored_with_its_alert_and_an_outbox_row(
+    tmp_path: Path, messages: list[bytes]
+) -> None:
+    db = tmp_path / "notifier.db"
+    napp = notifier(db)
+    feed(napp, put_all(messages))
+    alerts, transitions, outbox = stored(db)
+    assert transitions == [orjson.loads(m) for m in messages]
+    assert outbox == len(messages)
+    assert alerts == latest_by_alert(messages)
+    assert napp.registry.get_sample_value("budget_notifier_messages_total", {"outcome": "stored"}) == len(messages)
+    # the business day the notification horizon judges by: the latest transition's date
+    with Store(db) as store:
+        from budget.calendar import iso
+        assert iso(store.cursor()[0]) == max(orjson.loads(m)["date"] for m in messages)
+
+
+def test_redelivery_and_a_restart_store_nothing_twice(tmp_path: Path, messages: list[bytes]) -> None:
+    db = tmp_path / "notifier.db"
+    half = len(messages) // 2
+    first = notifier(db)
+    feed(first, put_all(messages[: half + 5]))
+    # a new consumer starts from the last committed offset: the tail of what was stored
+    # is delivered again, then the rest
+    second = notifier(db)
+    feed(second, put_all(messages[half:]))
+    alerts, transitions, outbox = stored(db)
+    assert transitions == [orjson.loads(m) for m in messages]
+    assert outbox == len(messages)
+    assert alerts == latest_by_alert(messages)
+    sample = second.registry.get_sample_value
+    assert sample("budget_notifier_messages_total", {"outcome": "duplicate"}) == 5
+    assert sample("budget_notifier_messages_total", {"outcome": "stored"}) == len(messages) - half - 5
+
+
+def test_malformed_messages_are_kept_with_their_offset_and_the_rest_go_on(
+    tmp_path: Path, messages: list[bytes]
+) -> None:
+    db = tmp_path / "notifier.db"
+    good = messages[:6]
+    wrong_rule = orjson.dumps({**orjson.loads(good[0]), "rule": "low_spending", "date": "2025-12-01"})
+    bad = [b"{not json", b"[1, 2]", wrong_rule, orjson.dumps({"alert_id": "x"})]
+
+    async def scenario(f: Feed) -> list[str]:
+        sources = []
+        for n, value in enumerate(good):
+            await f.put(value)
+            if n < len(bad):
+                sources.append(await f.put(bad[n], partition=1))
+        sources.append(await f.put(bad[0], partition=1))  # the same bad message again, later
+        return sources
+
+    napp = notifier(db)
+    sources = feed(napp, scenario)
+    alerts, transitions, _ = stored(db)
+    assert transitions == [orjson.loads(m) for m in good]
+    assert alerts == latest_by_alert(good)
+    with Store(db) as store:
+        rejected = store.rejections()
+    assert [r["source"] for r in rejected] == sources
+    reasons = [r["reason"] for r in rejected]
+    assert reasons[0].startswith("not JSON")
+    assert "not a JSON object but list" in reasons[1]
+    assert "unknown rule 'low_spending'" in reasons[2]
+    assert "rule: Field required" in reasons[3]
+    assert [r["raw"] for r in rejected[:4]] == [b.decode() for b in bad]
+    assert napp.registry.get_sample_value("budget_notifier_messages_total", {"outcome": "rejected"}) == 5
+
+
+def test_an_old_transition_sent_again_out_of_order_does_not_roll_the_alert_back(tmp_path: Path) -> None:
+    base = {
+        "alert_id": "2025:low_execution:project:P1", "rule": "low_execution", "severity": "warning",
+        "subject_type": "project", "subject_id": "P1", "subject_name": "项目", "department_id": "D01",
+        "department_name": "教育局", "fiscal_year": 2025, "since": "2025-06-30", "figures": {},
+        "message": "", "action": "",
+    }
+    fired = {**base, "status": "firing", "updated_on": "2025-06-30", "transition": "firing",
+             "date": "2025-06-30", "previous_severity": None}
+    resolved = {**base, "status": "resolved", "updated_on": "2025-08-01", "transition": "resolved",
+                "date": "2025-08-01", "previous_severity": None}
+    fired_again = {**fired, "figures": {"execution_rate": 0.1}}  # differs: not a duplicate
+    db = tmp_path / "notifier.db"
+    feed(notifier(db), put_all([orjson.dumps(m) for m in (fired, resolved, fired_again)]))
+    alerts, transitions, _ = stored(db)
+    assert [t["transition"] for t in transitions] == ["firing", "resolved", "firing"]
+    assert alerts[base["alert_id"]]["status"] == "resolved"
+
+
+def test_a_store_that_cannot_be_written_holds_the_line(tmp_path: Path, messages: list[bytes]) -> None:
+    """A failed write is retried (with backoff) until it succeeds: the message is not
+    acknowledged unstored, and the ones behind it wait."""
+    db = tmp_path / "notifier.db"
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    napp = notifier(db, sleep=sleep)
+    real = napp.sink.receive
+    failures = iter([sqlite3.OperationalError("disk I/O error"), StoreError("locked")])
+
+    def flaky(value: bytes, *, source: str) -> Received:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real(value, source=source)
+
+    napp.sink.receive = flaky  # type: ignore[method-assign]
+    feed(napp, put_all(messages[:3]))
+    _, transitions, _ = stored(db)
+    assert transitions == [orjson.loads(m) for m in messages[:3]]
+    assert slept == [1.0, 2.0]
+    assert napp.registry.get_sample_value("budget_notifier_store_retries_total") == 2
+
+
+def test_firing_alerts_and_their_departments_are_exported(
+    tmp_path: Path, messages: list[bytes]
+) -> None:
+    db = tmp_path / "notifier.db"
+    napp = notifier(db)
+    feed(napp, put_all(messages))
+    expected: dict[tuple[str, str, str], int] = {}
+    for alert in latest_by_alert(messages).values():
+        if alert["status"] == "firing":
+            key = (alert["rule"], alert["severity"], alert["department_id"])
+            expected[key] = expected.get(key, 0) + 1
+    assert expected
+    for (rule, severity, department), count in expected.items():
+        labels = {"rule": rule, "severity": severity, "department": department}
+        assert napp.registry.get_sample_value("budget_alerts_firing", labels) == count
+    names = {a["department_id"]: a["department_name"] for a in latest_by_alert(messages).values()
+             if a["status"] == "firing"}
+    for department, name in names.items():
+        labels = {"department": department, "department_name": name}
+        assert napp.registry.get_sample_value("budget_department_info", labels) == 1
+    assert napp.registry.get_sample_value("budget_notification_outbox_backlog") == len(messages)
+
+
+def test_notifier_and_engine_stores_are_kept_apart(tmp_path: Path, messages: list[bytes]) -> None:
+    engine_db = tmp_path / "bw.db"
+    year = tmp_path / "year.jsonl"
+    year.write_bytes(b"\n".join(generate(Spec(projects=5, seed=1))) + b"\n")
+    cli(engine_db, "ingest", str(year))
+    with Store(engine_db) as store, pytest.raises(StoreError, match="embedded engine's store"):
+        AlertSink(store)
+
+    notifier_db = tmp_path / "notifier.db"
+    feed(notifier(notifier_db), put_all(messages[:4]))
+    for args in (["run"], ["run", "--rebuild"], ["serve", "--port", "0"]):
+        result = cli(notifier_db, *args, check=False)
+        assert result.returncode != 0
+        assert "notifier's store" in result.stderr + result.stdout
+    _, transitions, outbox = stored(notifier_db)
+    assert len(transitions) == outbox == 4  # nothing resolved or wiped by a run
+    listed = orjson.loads(cli(notifier_db, "alerts", "--json", "--all").stdout)
+    assert sorted(a["alert_id"] for a in listed) == sorted(_alert_id(m) for m in messages[:4])
+
+
+def test_a_stored_transition_wakes_the_dispatcher_and_a_refused_one_does_not(
+    tmp_path: Path, messages: list[bytes]
+) -> None:
+    from streams.outbox import Dispatcher
+
+    db = tmp_path / "notifier.db"
+    dispatcher = Dispatcher(db, None)
+    napp = notifier(db, dispatcher=dispatcher)
+    assert napp.workers == [dispatcher]
+
+    async def scenario(f: Feed) -> list[bool]:
+        assert dispatcher.wake is not None
+        woken = []
+        for value in (b"{broken", messages[0], messages[0]):
+            dispatcher.wake.clear()
+            await f.put(value)
+            woken.append(dispatcher.wake.is_set())
+        await dispatcher.aclose()
+        return woken
+
+    assert feed(napp, scenario) == [False, True, False]
