@@ -17,7 +17,7 @@ callables too (the service reads them from SQLite, a worker from its tables).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client.core import (
@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from alerts.monitor import Monitor
 from budget.calendar import from_day, time_progress_for_year, year_of
-from budget.ledger import counts_in_rollup, region_totals
+from budget.ledger import ProjectState, counts_in_rollup, region_totals
 
 FEN_PER_YUAN = 100.0
 # Business dates are Chinese calendar days: midnight in UTC+8.
@@ -156,23 +156,9 @@ class BudgetCollector(Collector):
         yield _gauge("budget_clock_timestamp_seconds", day_timestamp(clock))
         yield _gauge("budget_time_progress_ratio", time_progress_for_year(clock, year))
 
-        # Sums by (department, fund source) over the projects that count in the
-        # rollups (department_overall lines would count the same money twice).
-        cells: dict[tuple[str, str], list[int]] = {}
+        cells: Cells = {}
         names: dict[str, str] = {}
-        for state in ledger.projects.values():
-            if state.fiscal_year != year or not counts_in_rollup(state):
-                continue
-            department = state.department_id or ""
-            key = (department, state.fund_source or "")
-            cell = cells.get(key)
-            if cell is None:
-                cell = cells[key] = [0, 0, 0]
-            cell[0] += state.budget
-            cell[1] += state.paid
-            cell[2] += 1
-            if state.department_name:
-                names[department] = state.department_name
+        add_cells(cells, names, ledger.projects.values(), year)
         allocated = _family("budget_allocated_yuan")
         paid = _family("budget_paid_yuan")
         projects = _family("budget_projects")
@@ -242,6 +228,101 @@ class BudgetCollector(Collector):
             if rate is not None:
                 per_project.add_metric([project_id, department], rate)
         yield per_project
+
+
+Cells = dict[tuple[str, str], list[int]]  # (department, fund source) -> [budget, paid, projects]
+
+
+def add_cells(cells: Cells, names: dict[str, str], projects: Iterable[ProjectState], year: int) -> None:
+    """Add budget, paid and a count by (department, fund source) over the projects of
+    ``year`` that count in the rollups (department_overall lines would count the same
+    money twice); remember department names as seen."""
+    for state in projects:
+        if state.fiscal_year != year or not counts_in_rollup(state):
+            continue
+        department = state.department_id or ""
+        key = (department, state.fund_source or "")
+        cell = cells.get(key)
+        if cell is None:
+            cell = cells[key] = [0, 0, 0]
+        cell[0] += state.budget
+        cell[1] += state.paid
+        cell[2] += 1
+        if state.department_name:
+            names[department] = state.department_name
+
+
+class WorkerFiguresCollector(Collector):
+    """A Faust worker's share of the budget figures, from the monitors of the partitions
+    it holds now (a partition handed to another worker leaves with its series).
+
+    Only additive series are exported (``budget_stream_allocated_yuan``, ``…_paid_yuan``,
+    ``…_projects`` by department and fund source), plus department names, the time
+    progress at the worker's clock and the execution rate of projects with an active
+    alert. Ratios of sums cannot be added across workers, so Prometheus recording
+    rules (deploy/prometheus/rules.yml, group budgetwatch-figures) sum the shares and
+    divide, giving the ``budget_*`` series the dashboards read."""
+
+    def __init__(self, monitors: Callable[[], Iterable[Monitor]]) -> None:
+        self._monitors = monitors
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        cells: Cells = {}
+        names: dict[str, str] = {}
+        alerted: dict[tuple[str, str], float] = {}
+        latest: int | None = None
+        for monitor in self._monitors():
+            clock = monitor.clock
+            if clock is None:
+                continue
+            latest = clock if latest is None else max(latest, clock)
+            projects = monitor.ledger.projects
+            add_cells(cells, names, projects.values(), year_of(clock))
+            for alert in monitor.book.active():
+                state = projects.get(alert.subject_id) if alert.subject_type == "project" else None
+                rate = state.execution_rate if state is not None else None
+                if rate is not None:
+                    alerted[(alert.subject_id, alert.department_id)] = rate
+        families = {
+            name: GaugeMetricFamily(f"budget_stream_{name}", help_text, labels=list(_DF))
+            for name, help_text in WORKER_SHARES.items()
+        }
+        for (department, fund), (budget_fen, paid_fen, count) in sorted(cells.items()):
+            families["allocated_yuan"].add_metric([department, fund], budget_fen / FEN_PER_YUAN)
+            families["paid_yuan"].add_metric([department, fund], paid_fen / FEN_PER_YUAN)
+            families["projects"].add_metric([department, fund], float(count))
+        yield from families.values()
+        info = GaugeMetricFamily(
+            "budget_stream_department_info", "Department names of this worker's projects",
+            labels=["department", "department_name"],
+        )
+        for department, name in sorted(names.items()):
+            info.add_metric([department, name], 1.0)
+        yield info
+        rates = GaugeMetricFamily(
+            "budget_stream_project_execution_ratio",
+            "Execution rate of a project of this worker with an active alert",
+            labels=["project", "department"],
+        )
+        for (project, department), rate in sorted(alerted.items()):
+            rates.add_metric([project, department], rate)
+        yield rates
+        if latest is not None:
+            yield GaugeMetricFamily(
+                "budget_stream_time_progress_ratio",
+                "Time progress of the fiscal year at this worker's latest partition clock",
+                value=time_progress_for_year(latest, year_of(latest)),
+            )
+
+
+WORKER_SHARES = {
+    "allocated_yuan": "This worker's share of the budget of the year, yuan",
+    "paid_yuan": "This worker's share of the paid amount of the year, yuan",
+    "projects": "This worker's registered projects in the fiscal year",
+}
 
 
 def _family(name: str) -> GaugeMetricFamily:

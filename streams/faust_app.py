@@ -37,6 +37,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from alerts.lifecycle import Transition
 from alerts.profile import Profile
 from budget.calendar import from_day
+from connectors.metrics import WorkerFiguresCollector
 from connectors.profiles import load_profile
 from streams.faust_state import (
     CLOCK_KEY,
@@ -236,6 +237,9 @@ class BudgetApp:
             }
         )
         self.metrics = Metrics()
+        self.metrics.registry.register(
+            WorkerFiguresCollector(lambda: [p.monitor for p in self.project_partitions.values()])
+        )
         self.project_partitions: dict[int, ProjectPartition] = {}
         self.department_partitions: dict[int, DepartmentPartition] = {}
         self._sizes: dict[int, tuple[ProjectPartition, int, int]] = {}  # gauges, kept incrementally

@@ -45,9 +45,8 @@ STORE_RETRY_FIRST, STORE_RETRY_MAX = 1.0, 60.0  # seconds between attempts to st
 
 
 class FiringAlerts(Collector):
-    """``budget_alerts_firing`` and the names of those alerts' departments
-    (``budget_department_info``, which the dashboards join on) from the store's alerts
-    table, read at scrape time."""
+    """``budget_alerts_firing`` from the store's alerts table, read at scrape time.
+    (Department names, which the dashboards join on, come from the workers.)"""
 
     def __init__(self, db_path: str) -> None:
         self.path = db_path
@@ -59,19 +58,8 @@ class FiringAlerts(Collector):
                 "SELECT json_extract(data, '$.rule'), json_extract(data, '$.severity'), department_id,"
                 " COUNT(*) FROM alerts WHERE status = 'firing' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
             ).fetchall()
-            names = db.execute(
-                "SELECT department_id, MAX(json_extract(data, '$.department_name')) FROM alerts"
-                " WHERE status = 'firing' GROUP BY 1 ORDER BY 1"
-            ).fetchall()
         finally:
             db.close()
-        info = GaugeMetricFamily(
-            "budget_department_info", "Department names (join on department)",
-            labels=["department", "department_name"],
-        )
-        for department, name in names:
-            info.add_metric([str(department), str(name or "")], 1.0)
-        yield info
         family = GaugeMetricFamily(
             "budget_alerts_firing", "Active alerts by rule, severity and department",
             labels=["rule", "severity", "department"],

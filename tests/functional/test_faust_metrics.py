@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from connectors.profiles import load_profile
 from streams.faust_state import partition_for
@@ -97,3 +101,82 @@ def test_a_fresh_worker_exports_its_failure_counters_at_zero() -> None:
     for topic in ("budget-events", "budget-departments"):
         assert registry.get_sample_value("budget_stream_dead_letters_total", {"topic": topic}) == 0.0
         assert registry.get_sample_value("budget_stream_emit_retries_total", {"topic": topic}) == 0.0
+
+
+def test_the_workers_shares_add_up_to_the_embedded_figures(tmp_path: Path) -> None:
+    """What the recording rules in deploy/prometheus/rules.yml compute from the workers'
+    budget_stream_* shares (sums, then ratios) equals what the embedded engine exports
+    itself for the same year; a partition that leaves takes its share with it."""
+    from prometheus_client import CollectorRegistry
+
+    from budget.calendar import to_day
+    from connectors import metrics
+    from connectors.synthetic import Spec, generate
+    from streams.engine import Engine
+    from streams.ingest import ingest
+    from streams.store import Store
+
+    as_of = "2025-09-30"
+    lines = [line for line in generate(Spec(projects=80, seed=21)) if line.strip()]
+    year = tmp_path / "year.jsonl"
+    year.write_bytes(b"\n".join(lines) + b"\n")
+    embedded = CollectorRegistry()
+    with Store(tmp_path / "bw.db") as store:
+        from connectors.files import read_events
+        ingest(store, read_events(year))
+        engine = Engine(store, load_profile("baseline"), dispositions=False)
+        engine.run(to_day(dt.date.fromisoformat(as_of)))
+        metrics.register(embedded, lambda: engine.monitor)
+        want = samples(embedded)
+
+    bapp, outlet = make_app(load_profile("baseline"), partitions=4)
+
+    async def scenario() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        async with running(bapp, outlet) as h:
+            await h.publish(lines)
+            await h.tick(as_of)
+            return samples(bapp.metrics.registry)
+
+    got = asyncio.run(scenario())
+    for name in ("allocated_yuan", "paid_yuan", "projects"):
+        shares = got[f"budget_stream_{name}"]
+        assert shares and shares.keys() == want[f"budget_{name}"].keys()
+        for labels, value in shares.items():
+            assert value == pytest.approx(want[f"budget_{name}"][labels])
+
+    def ratio(by: str) -> dict[str, float]:
+        paid, budget = sum_by(got["budget_stream_paid_yuan"], by), sum_by(got["budget_stream_allocated_yuan"], by)
+        return {k: paid[k] / budget[k] for k in budget if budget[k] > 0}
+
+    def keyed(series: dict[tuple[tuple[str, str], ...], float]) -> dict[str, float]:
+        return {labels[0][1]: value for labels, value in series.items()}
+
+    assert ratio("department") == pytest.approx(keyed(want["budget_department_execution_ratio"]))
+    assert ratio("fund_source") == pytest.approx(keyed(want["budget_fund_source_execution_ratio"]))
+    region = sum(got["budget_stream_paid_yuan"].values()) / sum(got["budget_stream_allocated_yuan"].values())
+    assert region == pytest.approx(want["budget_region_execution_ratio"][()])
+    assert got["budget_stream_time_progress_ratio"][()] == want["budget_time_progress_ratio"][()]
+    assert got["budget_stream_department_info"] == want["budget_department_info"]
+    assert got["budget_stream_project_execution_ratio"]
+    assert got["budget_stream_project_execution_ratio"] == pytest.approx(want["budget_project_execution_ratio"])
+
+    # a partition handed to another worker leaves with its share
+    for p in range(4):
+        bapp._drop_partition("budget-events", p)
+    assert not samples(bapp.metrics.registry).get("budget_stream_allocated_yuan")
+
+
+def samples(registry: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    found: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            found.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def sum_by(series: dict[tuple[tuple[str, str], ...], float], label: str) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    for labels, value in series.items():
+        key = dict(labels)[label]
+        sums[key] = sums.get(key, 0.0) + value
+    return sums

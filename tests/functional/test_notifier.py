@@ -214,7 +214,7 @@ def test_a_store_that_cannot_be_written_holds_the_line(tmp_path: Path, messages:
     assert napp.registry.get_sample_value("budget_notifier_store_retries_total") == 2
 
 
-def test_firing_alerts_and_their_departments_are_exported(
+def test_firing_alerts_are_exported_by_rule_severity_and_department(
     tmp_path: Path, messages: list[bytes]
 ) -> None:
     db = tmp_path / "notifier.db"
@@ -229,11 +229,6 @@ def test_firing_alerts_and_their_departments_are_exported(
     for (rule, severity, department), count in expected.items():
         labels = {"rule": rule, "severity": severity, "department": department}
         assert napp.registry.get_sample_value("budget_alerts_firing", labels) == count
-    names = {a["department_id"]: a["department_name"] for a in latest_by_alert(messages).values()
-             if a["status"] == "firing"}
-    for department, name in names.items():
-        labels = {"department": department, "department_name": name}
-        assert napp.registry.get_sample_value("budget_department_info", labels) == 1
     assert napp.registry.get_sample_value("budget_notification_outbox_backlog") == len(messages)
 
 
