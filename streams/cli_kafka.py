@@ -20,6 +20,7 @@ from streams.cli import DbOption, _count_lines, app, emit_json, parse_as_of, pro
 from streams.errors import BudgetwatchError
 from streams.faust_state import ALERTS_TOPIC, CLOCK_KEY, EVENTS_TOPIC, tick_value
 from streams.ingest import IngestCounts
+from streams.settings import Settings
 
 BootstrapOption = Annotated[
     str | None,
@@ -168,24 +169,32 @@ def worker_cmd(
     loglevel: Annotated[str, typer.Option(help="log level")] = "info",
 ) -> None:
     """Run a Faust worker (budget-events → budget-alerts, DLQ); /metrics on the web port."""
-    from faust.worker import Worker
-
     from streams.faust_app import BudgetApp
 
-    overrides: dict[str, Any] = {}
-    if bootstrap:
-        overrides["kafka_bootstrap"] = bootstrap
-    if web_port:
-        overrides["web_port"] = web_port
-    s = settings().model_copy(update=overrides)
+    s = _worker_settings(bootstrap, web_port)
     bapp = BudgetApp(s)
     render.console().print(
         f"worker: kafka={s.kafka_bootstrap} partitions={s.partitions} store={s.store} "
         f"profile={s.profile} web=http://{s.web_bind}:{s.web_port}/metrics clock={s.clock}",
         highlight=False,
     )
-    worker = Worker(bapp.app, loglevel=loglevel)
-    sys.argv = sys.argv[:1]
+    _run_worker(bapp.app, loglevel)
+
+
+def _worker_settings(bootstrap: str | None, web_port: int | None) -> Settings:
+    overrides: dict[str, Any] = {}
+    if bootstrap:
+        overrides["kafka_bootstrap"] = bootstrap
+    if web_port:
+        overrides["web_port"] = web_port
+    return settings().model_copy(update=overrides)
+
+
+def _run_worker(faust_app: Any, loglevel: str) -> None:
+    from faust.worker import Worker
+
+    worker = Worker(faust_app, loglevel=loglevel)
+    sys.argv = sys.argv[:1]  # Faust's own command line must not see ours
     worker.execute_from_commandline()
 
 
@@ -200,8 +209,6 @@ def notifier_cmd(
 ) -> None:
     """Consume budget-alerts into a store of its own and notify departments (outbox
     dispatcher, Alertmanager push, Grafana annotations); /metrics on the web port."""
-    from faust.worker import Worker
-
     from connectors.grafana import GrafanaAnnotator
     from streams.cli_service import ServiceSettings
     from streams.faust_notifier import NotifierApp, NotifierHost
@@ -209,12 +216,7 @@ def notifier_cmd(
     from streams.service import GrafanaAnnotations
     from streams.store import Store
 
-    overrides: dict[str, Any] = {}
-    if bootstrap:
-        overrides["kafka_bootstrap"] = bootstrap
-    if web_port:
-        overrides["web_port"] = web_port
-    s = settings().model_copy(update=overrides)
+    s = _worker_settings(bootstrap, web_port)
     extra = ServiceSettings()
     store = Store(db or s.db)
     dispatcher: Dispatcher | None = Dispatcher.from_settings(store, s)
@@ -241,10 +243,8 @@ def notifier_cmd(
         f"web=http://{s.web_bind}:{s.web_port}/metrics",
         highlight=False,
     )
-    worker = Worker(notifier.app, loglevel=loglevel)
-    sys.argv = sys.argv[:1]
     try:
-        worker.execute_from_commandline()
+        _run_worker(notifier.app, loglevel)
     finally:
         notifier.close()
         store.close()

@@ -204,18 +204,7 @@ class BudgetApp:
         self.settings = s
         self.profile = profile or load_profile(s.profile)
         self.partitions = s.partitions
-        self.app = faust.App(
-            app_id,
-            broker=_broker_url(s.kafka_bootstrap),
-            store=s.store,
-            processing_guarantee="at_least_once",
-            topic_partitions=s.partitions,
-            topic_replication_factor=s.replication_factor,
-            web_port=s.web_port,
-            web_bind=s.web_bind,
-            web_enabled=True,
-            autodiscover=False,
-        )
+        self.app = faust_app(app_id, s, store=s.store)
         app = self.app
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
         self.events_topic = app.topic(EVENTS_TOPIC, partitions=s.partitions, **raw)  # type: ignore[arg-type]
@@ -534,6 +523,22 @@ def table_items(table: TableT[Any, Any]) -> Iterator[tuple[str, Mapping[str, Any
     """A table's (key, value) pairs, decoded; what a partition is restored from."""
     for key, value in table.items():
         yield str(key), orjson.loads(value) if isinstance(value, bytes | str) else value
+
+
+def faust_app(app_id: str, settings: Settings, *, store: str) -> faust.App:
+    """A Faust app of this runtime: at-least-once, with the web server (/metrics)."""
+    return faust.App(
+        app_id,
+        broker=_broker_url(settings.kafka_bootstrap),
+        store=store,
+        processing_guarantee="at_least_once",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        web_port=settings.web_port,
+        web_bind=settings.web_bind,
+        web_enabled=True,
+        autodiscover=False,
+    )
 
 
 def _broker_url(bootstrap: str) -> str:

@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 
 from streams.alert_sink import OUTCOMES, STORED, AlertSink, Received
 from streams.errors import StoreError
-from streams.faust_app import _broker_url
+from streams.faust_app import faust_app
 from streams.faust_state import ALERTS_TOPIC
 from streams.outbox import Dispatcher, register_delivery_metrics
 from streams.service import GrafanaAnnotations
@@ -117,18 +117,7 @@ class NotifierApp:
         self.sink = AlertSink(store)
         self.store = store
         self.sleep = sleep
-        self.app = faust.App(
-            app_id,
-            broker=_broker_url(settings.kafka_bootstrap),
-            store="memory://",  # no tables: the SQLite store is the state
-            processing_guarantee="at_least_once",
-            topic_partitions=settings.partitions,
-            topic_replication_factor=settings.replication_factor,
-            web_port=settings.web_port,
-            web_bind=settings.web_bind,
-            web_enabled=True,
-            autodiscover=False,
-        )
+        self.app = faust_app(app_id, settings, store="memory://")  # no tables: SQLite is the state
         self.alerts_topic = self.app.topic(
             ALERTS_TOPIC, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
         )

@@ -88,34 +88,21 @@ def test_the_worker_on_kafka_raises_the_embedded_alerts(tmp_path: Path) -> None:
     }
     budgetwatch = str(Path(sys.executable).parent / "budgetwatch")
     app_id = f"budgetwatch-live-{uuid.uuid4().hex[:8]}"
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from faust.worker import Worker; from streams.faust_app import BudgetApp;"
-            f"b = BudgetApp(app_id={app_id!r}); sys.argv = sys.argv[:1];"
-            "Worker(b.app, loglevel='warning').execute_from_commandline()",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    def faust_process(setup: str) -> subprocess.Popen[bytes]:
+        """A Faust worker of the app ``setup`` binds to ``app``, in its own process."""
+        code = (
+            f"import sys; from faust.worker import Worker; {setup}; sys.argv = sys.argv[:1];"
+            "Worker(app, loglevel='warning').execute_from_commandline()"
+        )
+        return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    worker = faust_process(f"from streams.faust_app import BudgetApp; app = BudgetApp(app_id={app_id!r}).app")
     notifier_db = tmp_path / "notifier.db"
-    notifier = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys; from faust.worker import Worker; from streams.faust_notifier import NotifierApp;"
-            "from streams.settings import Settings; from streams.store import Store;"
-            f"s = Settings(web_port={free_port()}); n = NotifierApp(s, Store({str(notifier_db)!r}),"
-            f" app_id={app_id + '-notifier'!r}); sys.argv = sys.argv[:1];"
-            "Worker(n.app, loglevel='warning').execute_from_commandline()",
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    notifier = faust_process(
+        "from streams.faust_notifier import NotifierApp; from streams.settings import Settings;"
+        f"from streams.store import Store; app = NotifierApp(Settings(web_port={free_port()}),"
+        f" Store({str(notifier_db)!r}), app_id={app_id + '-notifier'!r}).app"
     )
     try:
         published = subprocess.run(
