@@ -56,6 +56,15 @@ class TransitionMessage(BaseModel):
     def model_post_init(self, __context: Any) -> None:
         if self.rule not in RULE_NAMES:
             raise ValueError(f"unknown rule {self.rule!r}; known: {', '.join(RULE_NAMES)}")
+        # The date moves the notifier's business clock, which decides what is too old to
+        # notify: one mistyped year must not make every later warning look like history.
+        if not self.fiscal_year <= self.date.year <= self.fiscal_year + 1:
+            raise ValueError(
+                f"date {self.date} is outside fiscal year {self.fiscal_year} (or the year after, "
+                "for late dispositions); check the producer's clock"
+            )
+        if self.since > self.date:
+            raise ValueError(f"since {self.since} is after the transition's date {self.date}")
         for name, value in (("severity", self.severity), ("previous_severity", self.previous_severity)):
             if value is not None and value not in SEVERITY_RANK:
                 raise ValueError(f"unknown {name} {value!r}; known: {', '.join(SEVERITY_RANK)}")

@@ -140,7 +140,8 @@ def test_malformed_messages_are_kept_with_their_offset_and_the_rest_go_on(
     db = tmp_path / "notifier.db"
     good = messages[:6]
     wrong_rule = orjson.dumps({**orjson.loads(good[0]), "rule": "low_spending", "date": "2025-12-01"})
-    bad = [b"{not json", b"[1, 2]", wrong_rule, orjson.dumps({"alert_id": "x"})]
+    far_future = orjson.dumps({**orjson.loads(good[0]), "date": "2205-01-01"})
+    bad = [b"{not json", b"[1, 2]", wrong_rule, orjson.dumps({"alert_id": "x"}), far_future]
 
     async def scenario(f: Feed) -> list[str]:
         sources = []
@@ -164,8 +165,12 @@ def test_malformed_messages_are_kept_with_their_offset_and_the_rest_go_on(
     assert "not a JSON object but list" in reasons[1]
     assert "unknown rule 'low_spending'" in reasons[2]
     assert "rule: Field required" in reasons[3]
-    assert [r["raw"] for r in rejected[:4]] == [b.decode() for b in bad]
-    assert napp.registry.get_sample_value("budget_notifier_messages_total", {"outcome": "rejected"}) == 5
+    assert "outside fiscal year" in reasons[4]
+    assert [r["raw"] for r in rejected[:5]] == [b.decode() for b in bad]
+    assert napp.registry.get_sample_value("budget_notifier_messages_total", {"outcome": "rejected"}) == 6
+    with Store(db) as store:  # the business clock (notification horizon) is the good ones'
+        from budget.calendar import iso
+        assert iso(store.cursor()[0]) == max(orjson.loads(m)["date"] for m in good)
 
 
 def test_an_old_transition_sent_again_out_of_order_does_not_roll_the_alert_back(tmp_path: Path) -> None:

@@ -45,12 +45,21 @@ def test_a_worker_message_parses_back_to_the_same_transition() -> None:
         ({"fiscal_year": 20250}, "fiscal_year: Input should be less than or equal to 2200"),
         ({"alert_id": ""}, "alert_id: String should have at least 1 character"),
         ({"figures": [1]}, "figures: Input should be an object"),
+        ({"date": "2205-09-30"}, "date 2205-09-30 is outside fiscal year 2025"),
+        ({"date": "2024-12-31"}, "date 2024-12-31 is outside fiscal year 2025"),
+        ({"since": "2025-10-01"}, "since 2025-10-01 is after the transition's date 2025-09-30"),
     ],
 )
 def test_a_wrong_field_is_refused_by_name(change: dict[str, Any], reason: str) -> None:
     with pytest.raises(MessageRefused, match="not an alert transition") as refused:
         parse_transition(orjson.dumps({**transition().to_json(), **change}))
     assert reason in str(refused.value)
+
+
+def test_a_transition_may_be_dated_in_the_year_after_its_fiscal_year() -> None:
+    data = {**transition().to_json(), "date": "2026-01-15", "updated_on": "2026-01-15"}
+    parsed, _ = parse_transition(orjson.dumps(data))
+    assert parsed.on == to_day(dt.date(2026, 1, 15))
 
 
 def test_a_missing_field_and_non_objects_are_refused() -> None:
