@@ -195,8 +195,12 @@ def test_ports_do_not_collide(compose: dict[str, Any]) -> None:
 
 def test_the_image_ships_what_the_worker_needs() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
-    for path in re.findall(r"^COPY (\S+)", dockerfile, flags=re.M):
+    copied = re.findall(r"^COPY (\S+)", dockerfile, flags=re.M)
+    for path in copied:
         assert (ROOT / path).exists(), f"Dockerfile copies missing {path}"
+    # `pip install .` in the image builds from what was copied: every package of the wheel.
+    for package in ("budget", "alerts", "connectors", "streams"):
+        assert package in copied, f"the Dockerfile does not COPY {package}/"
     assert "rocksdict" in dockerfile
     assert re.search(r'ENTRYPOINT \["budgetwatch"\]', dockerfile)
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
