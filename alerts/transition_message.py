@@ -1,8 +1,8 @@
 """The ``budget-alerts`` message contract: one alert transition as JSON.
 
 The Faust workers produce it (``Transition.to_json``: the fields of
-``budgetwatch alerts --json`` plus ``transition``, ``date`` and
-``previous_severity``); the notifier consumes it. A consumer validates it here,
+``budgetwatch alerts --json`` plus ``transition``, ``date``,
+``previous_severity`` and ``origin``); the notifier consumes it. A consumer validates it here,
 at the boundary, so one malformed or foreign message is refused with its reason
 instead of stopping the notifications of everyone behind it.
 """
@@ -52,6 +52,9 @@ class TransitionMessage(BaseModel):
     transition: Kind
     date: dt.date
     previous_severity: str | None = None
+    # The worker's message that produced this transition (topic:partition:offset#index):
+    # a same-day re-fire, otherwise identical to the first firing, comes from another.
+    origin: str | None = Field(default=None, min_length=1, max_length=300)
 
     def model_post_init(self, __context: Any) -> None:
         if self.rule not in RULE_NAMES:
@@ -65,6 +68,10 @@ class TransitionMessage(BaseModel):
             )
         if self.since > self.date:
             raise ValueError(f"since {self.since} is after the transition's date {self.date}")
+        # The stored alert keeps the latest updated_on and refuses anything older: one dated
+        # ahead of its own transition would hold the alert against every later one.
+        if self.updated_on > self.date:
+            raise ValueError(f"updated_on {self.updated_on} is after the transition's date {self.date}")
         for name, value in (("severity", self.severity), ("previous_severity", self.previous_severity)):
             if value is not None and value not in SEVERITY_RANK:
                 raise ValueError(f"unknown {name} {value!r}; known: {', '.join(SEVERITY_RANK)}")
@@ -104,5 +111,6 @@ def parse_transition(value: bytes | str) -> tuple[Transition, dict[str, Any]]:
 
 def message_digest(data: dict[str, Any]) -> str:
     """Identity of a transition message for deduplication: the same transition sent
-    again (a worker re-sending after a restart) has the same content."""
+    again (a worker re-sending after a restart) has the same content, ``origin``
+    included, while a re-fire on the same day comes from another message (origin)."""
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()

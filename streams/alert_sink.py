@@ -26,7 +26,7 @@ from streams.store import NOTIFIER_ROLE, ROLE_KEY, Store
 
 STORED, DUPLICATE, REJECTED = "stored", "duplicate", "rejected"
 OUTCOMES = (STORED, DUPLICATE, REJECTED)
-TRANSITION_ONLY = ("transition", "date", "previous_severity")
+TRANSITION_ONLY = ("transition", "date", "previous_severity", "origin")
 
 
 @dataclass(slots=True)
@@ -41,18 +41,18 @@ class AlertSink:
         claim_for_notifier(store)
         self.store = store
 
-    def receive(self, value: bytes, *, source: str) -> Received:
+    def receive(self, value: bytes | None, *, source: str) -> Received:
         """Store one budget-alerts value (``source``: topic:partition:offset)."""
+        if value is None:
+            return self.reject(source, "a null value (a tombstone), not a transition", b"")
         try:
             transition, data = parse_transition(value)
         except MessageRefused as err:
-            raw = value.decode("utf-8", errors="replace")
-            self.store.add_rejection_once(source, f"{err}; the message was skipped", raw)
-            return Received(REJECTED, reason=str(err))
+            return self.reject(source, str(err), value)
         alert = transition.alert
         digest = message_digest(data)
         alert_row = {k: v for k, v in data.items() if k not in TRANSITION_ONLY}
-        batch = self.store.begin()
+        batch = self.store.begin(durable=True)  # acknowledged to Kafka once committed
         db = batch.db
         try:
             new = db.execute(
@@ -61,12 +61,16 @@ class AlertSink:
             if not new:
                 batch.rollback()
                 return Received(DUPLICATE, alert.alert_id)
+            stored = db.execute("SELECT data FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
+            # A transition older than the alert's latest (re-sent out of order) joins the
+            # history but is not notified: "firing" after the alert resolved would mislead.
+            current = stored is None or _updated_on(stored[0]) <= transition.on
             batch.add_transitions(
                 [(alert.alert_id, transition.on, transition.kind, alert.department_id,
-                  orjson.dumps(data).decode())]
+                  orjson.dumps(data).decode())],
+                notify=current,
             )
-            stored = db.execute("SELECT data FROM alerts WHERE alert_id = ?", (alert.alert_id,)).fetchone()
-            if stored is None or _updated_on(stored[0]) <= transition.on:
+            if current:
                 batch.add_alerts([alert_row])
             clock, seq = db.execute("SELECT clock, seq FROM cursor WHERE id = 1").fetchone()
         except BaseException:
@@ -76,6 +80,13 @@ class AlertSink:
         # `alerts` judge by it as they do by an engine's clock.
         batch.commit(projects=(), alerts=(), clock=max(clock or transition.on, transition.on), seq=seq)
         return Received(STORED, alert.alert_id)
+
+
+    def reject(self, source: str, reason: str, value: bytes) -> Received:
+        """Keep a message that cannot be stored in ``rejected``, with its source and reason."""
+        raw = value.decode("utf-8", errors="replace")
+        self.store.add_rejection_once(source, f"{reason}; the message was skipped", raw)
+        return Received(REJECTED, reason=reason)
 
 
 def _updated_on(data: str) -> int:

@@ -9,7 +9,8 @@ Topics (key → value):
   departments that partition holds (``partition_for("<fiscal_year>:<department_id>")``),
   with ``deltas`` chunks ahead of it when they are many.
 * ``budget-alerts`` — ``alert_id`` → one transition: the fields of
-  ``budgetwatch alerts --json`` plus ``transition``, ``date``, ``previous_severity``.
+  ``budgetwatch alerts --json`` plus ``transition``, ``date``, ``previous_severity``
+  and ``origin`` (the message that produced it and its index: ``topic:partition:offset#i``).
 * ``budget-events-dlq`` — the raw key → reason, raw value, topic/partition/offset.
 
 Agents run with ``concurrency=1`` under ``processing_guarantee="at_least_once"``;
@@ -371,7 +372,7 @@ class BudgetApp:
         delay, attempt = EMIT_RETRY_FIRST, 0
         while True:
             try:
-                await self._emit(out, table, topic)
+                await self._emit(out, table, topic, origin=f"{topic}:{partition}:{offset}")
                 return
             except Exception as err:
                 if not _transient(err):
@@ -395,17 +396,23 @@ class BudgetApp:
         else:
             self.department_partitions.pop(partition, None)
 
-    async def _emit(self, out: Output, table: TableT[Any, Any], topic: str) -> None:
+    async def _emit(self, out: Output, table: TableT[Any, Any], topic: str, *, origin: str) -> None:
         """Table values, then the messages — awaited until the broker has them — then the
         meta record that commits the message (and the tombstones after it). A crash
         before the meta redoes the message, so its alerts, dead letters and department
-        deltas are sent again (at least once); none can be lost behind a committed meta."""
+        deltas are sent again (at least once); none can be lost behind a committed meta.
+
+        ``origin`` is the message that produced the output (topic:partition:offset): each
+        transition carries it with its index, so a transition sent again after a crash
+        (recomputed from the same pre-message state) is the same message, while a
+        same-day re-fire from a later tick, otherwise identical, is a message of its own."""
         send = self.outlet.send
         commit_at = next((i for i, (key, _) in enumerate(out.writes) if is_meta_key(key)), len(out.writes))
         _write(table, out.writes[:commit_at])
         deliveries: list[Delivery] = []
-        for transition in out.transitions:
-            deliveries.append(await send(ALERTS_TOPIC, transition.alert.alert_id, transition_bytes(transition)))
+        for index, transition in enumerate(out.transitions):
+            value = transition_bytes(transition, f"{origin}#{index}")
+            deliveries.append(await send(ALERTS_TOPIC, transition.alert.alert_id, value))
         for letter in out.dead_letters:
             deliveries.append(await send(DLQ_TOPIC, letter["key"], orjson.dumps(letter)))
         # A tick's deltas ride on its marker to each department partition: one message per
@@ -503,8 +510,9 @@ def _transient(err: BaseException) -> bool:
     return isinstance(err, KafkaError) and bool(getattr(err, "retriable", False))
 
 
-def transition_bytes(transition: Transition) -> bytes:
-    return orjson.dumps(transition.to_json())
+def transition_bytes(transition: Transition, origin: str) -> bytes:
+    """A budget-alerts value: the transition's fields and its ``origin`` (see ``_emit``)."""
+    return orjson.dumps({**transition.to_json(), "origin": origin})
 
 
 def _iso(day: int | None) -> str | None:

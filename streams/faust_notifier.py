@@ -161,7 +161,7 @@ class NotifierApp:
                 self._wake()
             yield received.outcome
 
-    async def _store(self, value: bytes, source: str) -> Received:
+    async def _store(self, value: bytes | None, source: str) -> Received:
         delay = STORE_RETRY_FIRST
         while True:
             try:
@@ -171,6 +171,12 @@ class NotifierApp:
                 log.error("cannot store %s (%s); retrying in %.0f s", source, err, delay)
                 await self.sleep(delay)
                 delay = min(delay * 2, STORE_RETRY_MAX)
+            except Exception as err:
+                # A message this code cannot handle (a bug, a value no test foresaw): kept
+                # with its offset and reason, never acknowledged without a trace.
+                log.exception("%s: cannot store the message; kept in rejected", source)
+                reason = f"{type(err).__name__}: {err} (a notifier error: please report it)"
+                return self.sink.reject(source, reason, value or b"")
 
     def _wake(self) -> None:
         if self.dispatcher is not None and self.dispatcher.wake is not None:

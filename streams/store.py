@@ -563,9 +563,10 @@ class Store:
             return self.transition_rows(department=department)
         return self.alert_rows(status="firing", department=department)
 
-    def begin(self) -> Batch:
-        """Open the engine's write transaction (see :class:`Batch`)."""
-        return Batch(self)
+    def begin(self, *, durable: bool = False) -> Batch:
+        """Open the engine's write transaction (see :class:`Batch`); ``durable`` keeps the
+        store's own synchronous setting, for writers with no log to recompute from."""
+        return Batch(self, durable=durable)
 
     def is_notifier_store(self) -> bool:
         """Whether this store is the notifier's copy of budget-alerts (streams.alert_sink)."""
@@ -630,13 +631,15 @@ class Batch:
     Written with synchronous=NORMAL: in WAL mode that survives a process crash (kill -9);
     a power cut may drop the last commits, and since the cursor is in the same
     transaction the next run recomputes them from the log, which ingest writes with the
-    store's own (FULL by default) durability.
+    store's own (FULL by default) durability. A ``durable`` batch keeps that setting: the
+    notifier's store has no log behind it, and Kafka forgets what it acknowledged.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, durable: bool = False) -> None:
         self.store = store
         db = self.db = store.db
-        db.execute("PRAGMA synchronous=NORMAL")
+        if not durable:
+            db.execute("PRAGMA synchronous=NORMAL")
         db.execute("BEGIN IMMEDIATE")
         self.open = True
         try:
@@ -648,7 +651,8 @@ class Batch:
             raise
         self.transitions = 0
 
-    def add_transitions(self, rows: Sequence[TransitionRow]) -> None:
+    def add_transitions(self, rows: Sequence[TransitionRow], *, notify: bool = True) -> None:
+        """Transitions, each with an outbox row unless ``notify`` is false (history only)."""
         if not rows:
             return
         db, first = self.db, self._next_id
@@ -657,10 +661,11 @@ class Batch:
                 "INSERT INTO transitions(id, alert_id, day, kind, department_id, data) VALUES (?, ?, ?, ?, ?, ?)",
                 [(first + i, *row) for i, row in enumerate(rows)],
             )
-            db.executemany(
-                "INSERT INTO outbox(transition_id, alert_id, department_id, kind) VALUES (?, ?, ?, ?)",
-                [(first + i, a, dept, kind) for i, (a, _, kind, dept, _) in enumerate(rows)],
-            )
+            if notify:
+                db.executemany(
+                    "INSERT INTO outbox(transition_id, alert_id, department_id, kind) VALUES (?, ?, ?, ?)",
+                    [(first + i, a, dept, kind) for i, (a, _, kind, dept, _) in enumerate(rows)],
+                )
         except BaseException:
             self.rollback()
             raise

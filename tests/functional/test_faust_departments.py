@@ -155,7 +155,7 @@ def test_a_province_tick_reaches_every_department_partition_in_messages_kafka_ta
             "department_id": f"D{i:05d}", "department_name": name, "budget": 1_000 + i, "paid": i, "projects": 1,
         }))
     out.markers.append({"kind": "closed", "source": 0, "epoch": 1, "day": day("2025-03-01")})
-    asyncio.run(bapp._emit(out, bapp.projects_table, EVENTS_TOPIC))
+    asyncio.run(bapp._emit(out, bapp.projects_table, EVENTS_TOPIC, origin=f"{EVENTS_TOPIC}:0:0"))
     sent = outlet.take(DEPARTMENTS_TOPIC)
     assert sum(len(value) for _, value, _ in sent) > 1_000_000  # one message per partition would not do
     parts = {p: DepartmentPartition(p, profile, 1) for p in (0, 1)}

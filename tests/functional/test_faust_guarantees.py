@@ -272,7 +272,7 @@ def test_a_tick_commits_its_meta_only_once_the_broker_has_its_alerts(profile: Pr
     table: dict[str, bytes] = {}
 
     async def scenario() -> None:
-        emit = asyncio.ensure_future(bapp._emit(out, table, "budget-events"))  # type: ignore[arg-type]
+        emit = asyncio.ensure_future(bapp._emit(out, table, "budget-events", origin="budget-events:0:2"))  # type: ignore[arg-type]
         await asyncio.sleep(0.01)
         assert "budget-alerts" in broker.sent
         assert meta_key(0) not in table and "P-ACK" in table  # values written, not committed

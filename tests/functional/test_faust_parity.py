@@ -15,6 +15,7 @@ from budget.events import parse_day
 from connectors.files import read_events
 from connectors.profiles import load_profile
 from connectors.synthetic import Spec, generate
+from streams.alert_sink import TRANSITION_ONLY
 from streams.engine import Engine
 from streams.faust_app import table_items
 from streams.faust_state import DepartmentPartition, ProjectPartition, status_of
@@ -23,7 +24,6 @@ from streams.store import Store
 from tests.functional.faust_harness import make_app, running
 
 AS_OF = "2025-09-30"
-TRANSITION_ONLY = ("transition", "date", "previous_severity")
 
 
 def canonical(rows: list[dict[str, Any]]) -> list[bytes]:

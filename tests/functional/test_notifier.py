@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from connectors.synthetic import Spec, generate
-from streams.alert_sink import AlertSink, Received
+from streams.alert_sink import TRANSITION_ONLY, AlertSink, Received
 from streams.errors import StoreError
 from streams.faust_notifier import NotifierApp
 from streams.faust_state import partition_for
@@ -24,7 +24,6 @@ from streams.store import Store
 from tests.functional.faust_harness import year_alert_messages
 from tests.functional.test_cli import cli
 
-TRANSITION_ONLY = ("transition", "date", "previous_severity")
 PARTITIONS = 4
 
 
@@ -41,7 +40,7 @@ class Feed:
         self.agent = agent
         self.offsets: dict[int, int] = {}
 
-    async def put(self, value: bytes, *, partition: int | None = None) -> str:
+    async def put(self, value: bytes | None, *, partition: int | None = None) -> str:
         key = _alert_id(value)
         p = partition_for(key, PARTITIONS) if partition is None else partition
         at = self.offsets.get(p, 0)
@@ -51,7 +50,9 @@ class Feed:
         return f"budget-alerts:{p}:{at}"
 
 
-def _alert_id(value: bytes) -> str:
+def _alert_id(value: bytes | None) -> str:
+    if value is None:
+        return "unkeyed"
     try:
         data = orjson.loads(value)
         return str(data["alert_id"])
@@ -138,18 +139,24 @@ def test_malformed_messages_are_kept_with_their_offset_and_the_rest_go_on(
     tmp_path: Path, messages: list[bytes]
 ) -> None:
     db = tmp_path / "notifier.db"
-    good = messages[:6]
+    good = messages[:8]
     wrong_rule = orjson.dumps({**orjson.loads(good[0]), "rule": "low_spending", "date": "2025-12-01"})
     far_future = orjson.dumps({**orjson.loads(good[0]), "date": "2205-01-01"})
-    bad = [b"{not json", b"[1, 2]", wrong_rule, orjson.dumps({"alert_id": "x"}), far_future]
+    first_date = orjson.loads(good[0])["date"]
+    ahead = orjson.dumps({**orjson.loads(good[0]), "updated_on": "2026-12-31"})  # would hold the alert
+    assert first_date < "2026-12-31"
+    bad: list[bytes | None] = [
+        b"{not json", b"[1, 2]", wrong_rule, orjson.dumps({"alert_id": "x"}), far_future, ahead, None,
+    ]
 
     async def scenario(f: Feed) -> list[str]:
         sources = []
+        assert len(good) >= len(bad)
         for n, value in enumerate(good):
             await f.put(value)
             if n < len(bad):
                 sources.append(await f.put(bad[n], partition=1))
-        sources.append(await f.put(bad[0], partition=1))  # the same bad message again, later
+        sources.append(await f.put(b"{not json", partition=1))  # the same bad message again, later
         return sources
 
     napp = notifier(db)
@@ -166,8 +173,10 @@ def test_malformed_messages_are_kept_with_their_offset_and_the_rest_go_on(
     assert "unknown rule 'low_spending'" in reasons[2]
     assert "rule: Field required" in reasons[3]
     assert "outside fiscal year" in reasons[4]
-    assert [r["raw"] for r in rejected[:5]] == [b.decode() for b in bad]
-    assert napp.registry.get_sample_value("budget_notifier_messages_total", {"outcome": "rejected"}) == 6
+    assert f"updated_on 2026-12-31 is after the transition's date {first_date}" in reasons[5]
+    assert reasons[6].startswith("a null value (a tombstone)")
+    assert [r["raw"] for r in rejected[:7]] == [(b or b"").decode() for b in bad]
+    assert napp.registry.get_sample_value("budget_notifier_messages_total", {"outcome": "rejected"}) == 8
     with Store(db) as store:  # the business clock (notification horizon) is the good ones'
         from budget.calendar import iso
         assert iso(store.cursor()[0]) == max(orjson.loads(m)["date"] for m in good)
@@ -187,9 +196,10 @@ def test_an_old_transition_sent_again_out_of_order_does_not_roll_the_alert_back(
     fired_again = {**fired, "figures": {"execution_rate": 0.1}}  # differs: not a duplicate
     db = tmp_path / "notifier.db"
     feed(notifier(db), put_all([orjson.dumps(m) for m in (fired, resolved, fired_again)]))
-    alerts, transitions, _ = stored(db)
+    alerts, transitions, outbox = stored(db)
     assert [t["transition"] for t in transitions] == ["firing", "resolved", "firing"]
     assert alerts[base["alert_id"]]["status"] == "resolved"
+    assert outbox == 2  # the stale "firing" is history: no department is told of it
 
 
 def test_a_store_that_cannot_be_written_holds_the_line(tmp_path: Path, messages: list[bytes]) -> None:
@@ -278,3 +288,79 @@ def test_a_stored_transition_wakes_the_dispatcher_and_a_refused_one_does_not(
         return woken
 
     assert feed(napp, scenario) == [False, True, False]
+
+
+def test_a_same_day_refire_reaches_the_store_and_a_resent_transition_does_not(tmp_path: Path) -> None:
+    """Three ticks on 07-01: overspend fires, a budget increase resolves it, a correction
+    fires it again — the third message has the first one's content but another origin."""
+    from connectors.profiles import load_profile
+    from tests import builders as b
+    from tests.functional.faust_harness import make_app, running
+
+    events = [b.registered("P1"), b.approved("P1", "1000.00"), b.payment("P1", "1500.00", on="2025-07-01")]
+    bapp, outlet = make_app(load_profile("baseline"), partitions=PARTITIONS)
+
+    async def worker() -> list[bytes]:
+        async with running(bapp, outlet) as h:
+            await h.publish(b.jsonl(events).splitlines())
+            await h.tick("2025-07-01")
+            await h.publish(b.jsonl([b.adjusted("P1", "1000.00", on="2025-07-01")]).splitlines())
+            await h.tick("2025-07-01")
+            await h.publish(b.jsonl([b.adjusted("P1", "-1000.00", on="2025-07-01")]).splitlines())
+            await h.tick("2025-07-01")
+            overspend = [a for a in h.alerts if a["rule"] == "overspend"]
+            assert [a["transition"] for a in overspend] == ["firing", "resolved", "firing"]
+            assert overspend[0] == overspend[2], "the re-fire's content is the first firing's"
+            return [m for m in h.alert_messages if orjson.loads(m)["rule"] == "overspend"]
+
+    sent = asyncio.run(worker())
+    db = tmp_path / "notifier.db"
+    napp = notifier(db)
+    outcomes = feed(napp, put_all([*sent, sent[0], sent[2]]))  # and two sent again
+    assert len(outcomes) == 5
+    alerts, transitions, outbox = stored(db)
+    assert [t["transition"] for t in transitions] == ["firing", "resolved", "firing"]
+    assert alerts["2025:overspend:project:P1"]["status"] == "firing"
+    assert outbox == 3
+    assert napp.registry.get_sample_value("budget_notifier_messages_total", {"outcome": "duplicate"}) == 2
+
+
+def test_a_message_the_notifier_fails_on_is_kept_with_its_offset(tmp_path: Path, messages: list[bytes]) -> None:
+    db = tmp_path / "notifier.db"
+    napp = notifier(db)
+    receive = napp.sink.receive
+
+    def failing_on_the_first(value: bytes | None, *, source: str) -> Received:
+        if value == messages[0]:
+            raise RuntimeError("an unforeseen bug")
+        return receive(value, source=source)
+
+    napp.sink.receive = failing_on_the_first  # type: ignore[method-assign]
+    sources = feed(napp, put_all(messages[:3]))
+    _, transitions, _ = stored(db)
+    assert transitions == [orjson.loads(m) for m in messages[1:3]]
+    with Store(db) as store:
+        (letter,) = store.rejections()
+    assert letter["source"] == sources[0]
+    assert letter["reason"].startswith("RuntimeError: an unforeseen bug")
+    assert letter["raw"] == messages[0].decode()
+
+
+def test_the_notifier_commits_with_full_durability(tmp_path: Path, messages: list[bytes]) -> None:
+    """Kafka forgets a message once its offset is committed: the notifier's commit must
+    survive a power cut, unlike the engine's (which recomputes from its log)."""
+    from streams.store import Batch
+
+    seen: list[int] = []
+    commit = Batch.commit
+
+    def recording(self: Batch, **kwargs: Any) -> None:
+        seen.append(self.db.execute("PRAGMA synchronous").fetchone()[0])
+        commit(self, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Batch, "commit", recording)
+        feed(notifier(tmp_path / "notifier.db"), put_all(messages[:2]))
+        with Store(tmp_path / "engine.db") as store:
+            store.begin().commit(projects=(), alerts=(), clock=1, seq=0)
+    assert seen == [2, 2, 1]  # FULL for the notifier's two messages, NORMAL for an engine batch
