@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -42,6 +43,11 @@ from streams.store import Store
 log = logging.getLogger("budgetwatch.notifier")
 T = TypeVar("T")
 STORE_RETRY_FIRST, STORE_RETRY_MAX = 1.0, 60.0  # seconds between attempts to store a message
+# Notifications wait until messages have stopped coming for SETTLE_SECONDS: the business
+# clock (the latest date stored) then stands where the stream is, not somewhere in its
+# backlog. Messages produced within MAX_HOLD_SECONDS are live: a steady live trickle
+# holds notifications at most that long.
+SETTLE_SECONDS, MAX_HOLD_SECONDS = 2.0, 60.0
 
 
 class FiringAlerts(Collector):
@@ -112,11 +118,18 @@ class NotifierApp:
         app_id: str = "budgetwatch-notifier",
         registry: CollectorRegistry | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.sink = AlertSink(store)
         self.store = store
         self.sleep = sleep
+        self.monotonic = monotonic
+        self.wall = wall
+        self._stored_at: float | None = None  # monotonic time of the latest stored message
+        self._holding_since: float | None = None  # of the first stored since the last release
+        self._produced_at: float | None = None  # Kafka timestamp of the latest stored message
         self.app = faust_app(app_id, settings, store="memory://")  # no tables: SQLite is the state
         self.alerts_topic = self.app.topic(
             ALERTS_TOPIC, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
@@ -141,6 +154,7 @@ class NotifierApp:
         self.workers: list[Worker] = []
         if dispatcher is not None:
             dispatcher.wake = asyncio.Event()
+            dispatcher.hold = self.catching_up
             self.workers.append(dispatcher)
         if grafana is not None and self.host is not None:
             self.workers.append(grafana(self.host))
@@ -158,8 +172,36 @@ class NotifierApp:
             received = await self._store(message.value, source)
             self.received.labels(received.outcome).inc()
             if received.outcome == STORED:
+                now = self.monotonic()
+                self._stored_at = now
+                if self._holding_since is None:
+                    self._holding_since = now
+                self._produced_at = message.timestamp
                 self._wake()
             yield received.outcome
+
+    def catching_up(self) -> bool:
+        """Whether notifications should wait (the dispatcher's ``hold``).
+
+        Each message moves the store's business clock to its date, and the notification
+        horizon judges by that clock: fanned out while a backlog is still being read (a
+        new notifier on a topic kept for a year, a year published with one closing
+        tick), every old transition would look current. So new transitions wait while
+        messages keep coming, and go once the stream has been quiet for
+        ``SETTLE_SECONDS`` — or after ``MAX_HOLD_SECONDS`` when the latest message is
+        live (produced that recently), so a steady live trickle is not held for ever."""
+        if self._stored_at is None:
+            return False
+        now = self.monotonic()
+        if now - self._stored_at >= SETTLE_SECONDS:
+            self._holding_since = None
+            return False
+        assert self._holding_since is not None
+        live = self._produced_at is not None and self.wall() - self._produced_at <= MAX_HOLD_SECONDS
+        if live and now - self._holding_since >= MAX_HOLD_SECONDS:
+            self._holding_since = now
+            return False
+        return True
 
     async def _store(self, value: bytes | None, source: str) -> Received:
         delay = STORE_RETRY_FIRST

@@ -170,6 +170,7 @@ class DispatchStats:
     alertmanager_pushed: int = 0  # alerts sent to Alertmanager
     skipped_historical: int = 0  # transitions older than the horizon: routed to nobody
     paced: int = 0  # (recipient, channel) queues held back this round: their robot's minute is full
+    held: bool = False  # new transitions wait: their source is still catching up (Dispatcher.hold)
     alertmanager_error: str | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -550,6 +551,9 @@ class Dispatcher:
         self._am_next: float | None = None  # wall time of the next periodic push
         self._am_sent: dict[str, str] | None = None  # alert_id -> severity last pushed
         self.wake: asyncio.Event | None = None  # set by the engine after new transitions
+        # While this says so, new transitions wait: no fan-out, no Alertmanager push (the
+        # notifier reading a backlog, whose business clock has not yet reached today's).
+        self.hold: Callable[[], bool] | None = None
         # (channel, robot address) -> its recent sends (connectors.notify.pacing)
         self._windows: dict[tuple[str, str], Window] = {}
 
@@ -621,10 +625,12 @@ class Dispatcher:
             # message when it goes, not when the round began (a round of 20 takes seconds).
             return ts + (time.monotonic() - started)
 
+        stats.held = self.hold is not None and self.hold()
         if self.directory is not None:
-            stats.fanned_out, stats.created, stats.skipped_historical = await self._db(
-                self.log.fan_out, self.directory, ts, horizon_days=self.horizon_days
-            )
+            if not stats.held:
+                stats.fanned_out, stats.created, stats.skipped_historical = await self._db(
+                    self.log.fan_out, self.directory, ts, horizon_days=self.horizon_days
+                )
             if stats.skipped_historical:
                 log.info(
                     "%d transitions dated more than %d days before the business clock were not "
@@ -644,7 +650,7 @@ class Dispatcher:
                     "%d queues wait for their robot's rate limit (20 messages a minute); "
                     "they go on in the next rounds", stats.paced,
                 )
-        if self.alertmanager_url and await self._am_due(ts):
+        if self.alertmanager_url and not stats.held and await self._am_due(ts):
             await self._push(now, stats)
         return stats
 

@@ -40,13 +40,16 @@ class Feed:
         self.agent = agent
         self.offsets: dict[int, int] = {}
 
-    async def put(self, value: bytes | None, *, partition: int | None = None) -> str:
+    async def put(
+        self, value: bytes | None, *, partition: int | None = None, timestamp: float | None = None
+    ) -> str:
+        """``timestamp``: when the producer sent it (Kafka's message timestamp)."""
         key = _alert_id(value)
         p = partition_for(key, PARTITIONS) if partition is None else partition
         at = self.offsets.get(p, 0)
         self.offsets[p] = at + 1
         self.agent.sent_offset = at
-        await self.agent.put(value=value, key=key.encode(), partition=p)
+        await self.agent.put(value=value, key=key.encode(), partition=p, timestamp=timestamp)
         return f"budget-alerts:{p}:{at}"
 
 
@@ -364,3 +367,65 @@ def test_the_notifier_commits_with_full_durability(tmp_path: Path, messages: lis
         with Store(tmp_path / "engine.db") as store:
             store.begin().commit(projects=(), alerts=(), clock=1, seq=0)
     assert seen == [2, 2, 1]  # FULL for the notifier's two messages, NORMAL for an engine batch
+
+
+def test_notifications_wait_until_the_backlog_is_read(tmp_path: Path, messages: list[bytes]) -> None:
+    """A backlog read message by message moves the business clock as it goes: fanned out
+    on the way, every transition of the year would look current to the 30-day horizon."""
+    import datetime as dt
+
+    from connectors.directory import load_directory
+    from streams.outbox import Dispatcher
+    from tests.functional.test_outbox import write_yaml
+
+    db = tmp_path / "notifier.db"
+    directory = load_directory(
+        write_yaml(tmp_path / "departments.yaml", {"default": {"name": "财政局", "webhook": "http://127.0.0.1:9/x"}})
+    )
+    dispatcher = Dispatcher(db, directory, horizon_days=30)
+    now = [1000.0]
+    year_ago = 1.7e9  # the messages were produced long before they are read
+    napp = notifier(db, dispatcher=dispatcher, monotonic=lambda: now[0], wall=lambda: year_ago + 3e7)
+
+    async def scenario(f: Feed) -> list[tuple[bool, int, int]]:
+        rounds = []
+        for n, value in enumerate(messages):
+            await f.put(value, timestamp=year_ago + n)
+            now[0] += 0.01  # read far faster than the settle time
+            if n in (5, len(messages) // 2):
+                stats = await dispatcher.run_once()
+                rounds.append((stats.held, stats.fanned_out, stats.skipped_historical))
+        now[0] += 1.5
+        stats = await dispatcher.run_once()
+        rounds.append((stats.held, stats.fanned_out, stats.skipped_historical))
+        now[0] += 0.6  # two seconds of quiet
+        stats = await dispatcher.run_once()
+        rounds.append((stats.held, stats.fanned_out, stats.skipped_historical))
+        await dispatcher.aclose()
+        return rounds
+
+    rounds = feed(napp, scenario)
+    dates = [orjson.loads(m)["date"] for m in messages]
+    horizon = (dt.date.fromisoformat(max(dates)) - dt.timedelta(days=30)).isoformat()
+    history = sum(1 for d in dates if d < horizon)
+    assert 0 < history < len(messages) - 5
+    assert rounds == [(True, 0, 0), (True, 0, 0), (True, 0, 0), (False, len(messages), history)]
+
+
+def test_a_live_trickle_is_held_at_most_a_minute(tmp_path: Path, messages: list[bytes]) -> None:
+    from streams.outbox import Dispatcher
+
+    db = tmp_path / "notifier.db"
+    now = [0.0]
+    napp = notifier(db, dispatcher=Dispatcher(db, None), monotonic=lambda: now[0], wall=lambda: 5e9 + now[0])
+
+    async def scenario(f: Feed) -> list[float]:
+        released = []
+        for value in messages[:130]:
+            await f.put(value, timestamp=5e9 + now[0])  # produced just now: live
+            if not napp.catching_up():
+                released.append(now[0])
+            now[0] += 1.0  # one a second: never two seconds of quiet
+        return released
+
+    assert feed(napp, scenario) == [60.0, 120.0]
