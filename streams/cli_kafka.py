@@ -209,17 +209,22 @@ def notifier_cmd(
 ) -> None:
     """Consume budget-alerts into a store of its own and notify departments (outbox
     dispatcher, Alertmanager push, Grafana annotations); /metrics on the web port."""
+    from connectors.directory import DirectoryError
     from connectors.grafana import GrafanaAnnotator
     from streams.cli_service import ServiceSettings
     from streams.faust_notifier import NotifierApp, NotifierHost
-    from streams.outbox import Dispatcher
+    from streams.outbox import Dispatcher, NotifyConfigError
     from streams.service import GrafanaAnnotations
     from streams.store import Store
 
     s = _worker_settings(bootstrap, web_port)
     extra = ServiceSettings()
     store = Store(db or s.db)
-    dispatcher: Dispatcher | None = Dispatcher.from_settings(store, s)
+    try:
+        dispatcher: Dispatcher | None = Dispatcher.from_settings(store, s)
+    except DirectoryError as err:
+        store.close()
+        raise NotifyConfigError(str(err)) from None
     if dispatcher is not None and not dispatcher.enabled:
         dispatcher.log.close()
         dispatcher = None

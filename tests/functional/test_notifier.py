@@ -429,3 +429,21 @@ def test_a_live_trickle_is_held_at_most_a_minute(tmp_path: Path, messages: list[
         return released
 
     assert feed(napp, scenario) == [60.0, 120.0]
+
+
+def test_a_bad_department_directory_stops_the_notifier_with_a_clear_error(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from tests.functional.test_cli import BIN
+
+    directory = tmp_path / "departments.yaml"
+    directory.write_text("D01: {name: 教育局, webhook: not-a-url}\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUDGETWATCH_")}
+    env.update(BUDGETWATCH_DB=str(tmp_path / "notifier.db"), BUDGETWATCH_DEPARTMENTS=str(directory),
+               BUDGETWATCH_KAFKA_BOOTSTRAP="127.0.0.1:9")
+    done = subprocess.run([str(BIN), "notifier"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output, output
+    assert str(directory) in output and "D01" in output, output
