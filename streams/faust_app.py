@@ -244,6 +244,7 @@ class BudgetApp:
         if s.clock == "wall":
             app.timer(interval=s.clock_interval, on_leader=True)(self.wall_clock_tick)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
 
     # -- partition state ---------------------------------------------------
     def project_partition(self, partition: int) -> ProjectPartition:
@@ -271,6 +272,19 @@ class BudgetApp:
             )
             self.department_partitions[partition] = state
         return state
+
+    def warm(self, assigned: Iterable[Any]) -> None:
+        """Restore the project partitions this worker now holds (TopicPartitions), so its
+        share of the figures is exported at once — not only when each partition's next
+        message arrives, which with no wall clock may be long after a restart."""
+        for tp in assigned:
+            if tp.topic == EVENTS_TOPIC:
+                self.project_partition(tp.partition)
+
+    async def _on_rebalance_complete(self, sender: Any, **_: Any) -> None:
+        # Sent by Faust once the tables are recovered from their changelogs (never before:
+        # a partition restored from a half-recovered table would be wrong).
+        self.warm(self.app.consumer.assignment())
 
     async def _on_revoked(self, sender: Any, revoked: Iterable[Any], **_: Any) -> None:
         # Another worker owns these now; rebuild from the changelog if they come back.

@@ -165,6 +165,17 @@ def test_the_workers_shares_add_up_to_the_embedded_figures(tmp_path: Path) -> No
         bapp._drop_partition("budget-events", p)
     assert not samples(bapp.metrics.registry).get("budget_stream_allocated_yuan")
 
+    # and one assigned back (tables recovered, no message since) is exported at once
+    from faust.types import TP
+
+    assigned = {TP("budget-events", p) for p in range(4)} | {TP("budget-departments", 0)}
+    bapp.app.consumer.assignment = lambda: assigned  # what the broker assigned (none here)
+    asyncio.run(bapp.app.on_rebalance_complete.send())  # as Faust does after table recovery
+    assert sorted(bapp.project_partitions) == [0, 1, 2, 3]
+    back = samples(bapp.metrics.registry)
+    for name in ("allocated_yuan", "paid_yuan", "projects"):
+        assert back[f"budget_stream_{name}"] == got[f"budget_stream_{name}"]
+
 
 def samples(registry: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     found: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
