@@ -52,7 +52,7 @@ class TransitionMessage(BaseModel):
     transition: Kind
     date: dt.date
     previous_severity: str | None = None
-    # The worker's message that produced this transition (topic:partition:offset#index):
+    # The worker's message that produced this transition (topic:partition:offset):
     # a same-day re-fire, otherwise identical to the first firing, comes from another.
     origin: str | None = Field(default=None, min_length=1, max_length=300)
 

@@ -10,7 +10,7 @@ Topics (key → value):
   with ``deltas`` chunks ahead of it when they are many.
 * ``budget-alerts`` — ``alert_id`` → one transition: the fields of
   ``budgetwatch alerts --json`` plus ``transition``, ``date``, ``previous_severity``
-  and ``origin`` (the message that produced it and its index: ``topic:partition:offset#i``).
+  and ``origin`` (the message that produced it: ``topic:partition:offset``).
 * ``budget-events-dlq`` — the raw key → reason, raw value, topic/partition/offset.
 
 Agents run with ``concurrency=1`` under ``processing_guarantee="at_least_once"``;
@@ -233,6 +233,7 @@ class BudgetApp:
         self.project_partitions: dict[int, ProjectPartition] = {}
         self.department_partitions: dict[int, DepartmentPartition] = {}
         self._sizes: dict[int, tuple[ProjectPartition, int, int]] = {}  # gauges, kept incrementally
+        self.warming: asyncio.Future[None] | None = None  # restoring partitions after a rebalance
         self.events_agent = app.agent(self.events_topic, name="budget-events", concurrency=1)(
             self._events
         )
@@ -273,18 +274,29 @@ class BudgetApp:
             self.department_partitions[partition] = state
         return state
 
-    def warm(self, assigned: Iterable[Any]) -> None:
-        """Restore the project partitions this worker now holds (TopicPartitions), so its
-        share of the figures is exported at once — not only when each partition's next
-        message arrives, which with no wall clock may be long after a restart."""
-        for tp in assigned:
-            if tp.topic == EVENTS_TOPIC:
+    async def warm(self, assignment: Callable[[], Iterable[Any]]) -> None:
+        """Restore the project partitions this worker holds (``assignment``: its current
+        TopicPartitions), so its share of the figures is exported at once — not only when
+        each partition's next message arrives, which with no wall clock may be long after
+        a restart. One partition at a time, yielding in between (each restore reads the
+        table), skipping any revoked meanwhile; a restore that fails is logged and left
+        to the partition's next message, which dead-letters it if it fails again."""
+        for tp in sorted(assignment()):
+            if tp.topic != EVENTS_TOPIC or tp.partition in self.project_partitions:
+                continue
+            await asyncio.sleep(0)
+            if tp not in set(assignment()):
+                continue
+            try:
                 self.project_partition(tp.partition)
+            except Exception:
+                log.exception("restoring budget-events partition %s failed; its next message retries", tp.partition)
 
     async def _on_rebalance_complete(self, sender: Any, **_: Any) -> None:
         # Sent by Faust once the tables are recovered from their changelogs (never before:
-        # a partition restored from a half-recovered table would be wrong).
-        self.warm(self.app.consumer.assignment())
+        # a partition restored from a half-recovered table would be wrong). In a task of
+        # its own: the restores must not hold up the recovery that resumes the streams.
+        self.warming = asyncio.ensure_future(self.warm(self.app.consumer.assignment))
 
     async def _on_revoked(self, sender: Any, revoked: Iterable[Any], **_: Any) -> None:
         # Another worker owns these now; rebuild from the changelog if they come back.
@@ -417,15 +429,16 @@ class BudgetApp:
         deltas are sent again (at least once); none can be lost behind a committed meta.
 
         ``origin`` is the message that produced the output (topic:partition:offset): each
-        transition carries it with its index, so a transition sent again after a crash
-        (recomputed from the same pre-message state) is the same message, while a
-        same-day re-fire from a later tick, otherwise identical, is a message of its own."""
+        transition carries it, so a transition sent again after a crash (recomputed from
+        the same pre-message state) is the same message, while a same-day re-fire from a
+        later tick, otherwise identical, is a message of its own. No index within the
+        output: its order need not survive a restore, only its content."""
         send = self.outlet.send
         commit_at = next((i for i, (key, _) in enumerate(out.writes) if is_meta_key(key)), len(out.writes))
         _write(table, out.writes[:commit_at])
         deliveries: list[Delivery] = []
-        for index, transition in enumerate(out.transitions):
-            value = transition_bytes(transition, f"{origin}#{index}")
+        for transition in out.transitions:
+            value = transition_bytes(transition, origin)
             deliveries.append(await send(ALERTS_TOPIC, transition.alert.alert_id, value))
         for letter in out.dead_letters:
             deliveries.append(await send(DLQ_TOPIC, letter["key"], orjson.dumps(letter)))

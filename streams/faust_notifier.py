@@ -43,10 +43,10 @@ from streams.store import Store
 log = logging.getLogger("budgetwatch.notifier")
 T = TypeVar("T")
 STORE_RETRY_FIRST, STORE_RETRY_MAX = 1.0, 60.0  # seconds between attempts to store a message
-# Notifications wait until messages have stopped coming for SETTLE_SECONDS: the business
-# clock (the latest date stored) then stands where the stream is, not somewhere in its
-# backlog. Messages produced within MAX_HOLD_SECONDS are live: a steady live trickle
-# holds notifications at most that long.
+# Notifications wait while the consumer is behind the topic's end, then until messages
+# have stopped coming for SETTLE_SECONDS: the business clock (the latest date stored)
+# then stands where the stream is, not somewhere in its backlog. Caught up, a steady live
+# trickle (messages produced within MAX_HOLD_SECONDS) holds notifications at most that long.
 SETTLE_SECONDS, MAX_HOLD_SECONDS = 2.0, 60.0
 
 
@@ -120,6 +120,7 @@ class NotifierApp:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        highwater: Callable[[Any], int | None] | None = None,
     ) -> None:
         self.settings = settings
         self.sink = AlertSink(store)
@@ -130,6 +131,9 @@ class NotifierApp:
         self._stored_at: float | None = None  # monotonic time of the latest stored message
         self._holding_since: float | None = None  # of the first stored since the last release
         self._produced_at: float | None = None  # Kafka timestamp of the latest stored message
+        # The end of a topic partition (its next offset), None when not known yet.
+        self.highwater = highwater or self._consumer_highwater
+        self._behind: dict[int, bool] = {}  # partition -> messages after the last one read
         self.app = faust_app(app_id, settings, store="memory://")  # no tables: SQLite is the state
         self.alerts_topic = self.app.topic(
             ALERTS_TOPIC, partitions=settings.partitions, key_serializer="raw", value_serializer="raw"
@@ -171,6 +175,9 @@ class NotifierApp:
             source = f"{ALERTS_TOPIC}:{message.partition}:{message.offset}"
             received = await self._store(message.value, source)
             self.received.labels(received.outcome).inc()
+            end = self.highwater(message.tp)
+            if end is not None:
+                self._behind[message.partition] = message.offset + 1 < end
             if received.outcome == STORED:
                 now = self.monotonic()
                 self._stored_at = now
@@ -187,9 +194,13 @@ class NotifierApp:
         horizon judges by that clock: fanned out while a backlog is still being read (a
         new notifier on a topic kept for a year, a year published with one closing
         tick), every old transition would look current. So new transitions wait while
-        messages keep coming, and go once the stream has been quiet for
-        ``SETTLE_SECONDS`` — or after ``MAX_HOLD_SECONDS`` when the latest message is
-        live (produced that recently), so a steady live trickle is not held for ever."""
+        the consumer is behind the end of a partition it reads, and while messages keep
+        coming; they go once it has caught up and the stream has been quiet for
+        ``SETTLE_SECONDS`` — or, caught up, after ``MAX_HOLD_SECONDS`` when the latest
+        message is live (produced that recently): a steady live trickle is not held for
+        ever."""
+        if any(self._behind.values()):
+            return True
         if self._stored_at is None:
             return False
         now = self.monotonic()
@@ -207,18 +218,31 @@ class NotifierApp:
         delay = STORE_RETRY_FIRST
         while True:
             try:
-                return self.sink.receive(value, source=source)
+                return self._receive(value, source)
             except (sqlite3.Error, StoreError) as err:
                 self.store_retries.inc()
                 log.error("cannot store %s (%s); retrying in %.0f s", source, err, delay)
                 await self.sleep(delay)
                 delay = min(delay * 2, STORE_RETRY_MAX)
-            except Exception as err:
-                # A message this code cannot handle (a bug, a value no test foresaw): kept
-                # with its offset and reason, never acknowledged without a trace.
-                log.exception("%s: cannot store the message; kept in rejected", source)
-                reason = f"{type(err).__name__}: {err} (a notifier error: please report it)"
-                return self.sink.reject(source, reason, value or b"")
+
+    def _receive(self, value: bytes | None, source: str) -> Received:
+        try:
+            return self.sink.receive(value, source=source)
+        except (sqlite3.Error, StoreError):
+            raise
+        except Exception as err:
+            # A message this code cannot handle (a bug, a value no test foresaw): kept with
+            # its offset and reason (retried like any write), never acknowledged untraced.
+            log.exception("%s: cannot store the message; kept in rejected", source)
+            reason = f"{type(err).__name__}: {err} (a notifier error: please report it)"
+            return self.sink.reject(source, reason, value or b"")
+
+    def _consumer_highwater(self, tp: Any) -> int | None:
+        try:
+            end = self.app.consumer.highwater(tp)
+        except Exception:  # no consumer yet (starting, tests): not known
+            return None
+        return int(end) if end is not None else None
 
     def _wake(self) -> None:
         if self.dispatcher is not None and self.dispatcher.wake is not None:

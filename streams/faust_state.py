@@ -879,9 +879,9 @@ class DepartmentPartition(_VersionedPartition):
 
     def _close(self, day: int, fresh: bool, dirty: set[str], late: set[str]) -> list[Transition]:
         judge = self.judge
-        keys: Iterable[str] = (
-            list(self.totals) if fresh and judge.is_checkpoint(day) else sorted(dirty)
-        )
+        # Sorted either way: a round redone after a restore (table order, not arrival
+        # order) must send the same transitions in the same order.
+        keys: Iterable[str] = sorted(self.totals) if fresh and judge.is_checkpoint(day) else sorted(dirty)
         year = year_of(day)
         transitions: list[Transition] = []
         for dept in keys:

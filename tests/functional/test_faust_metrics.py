@@ -170,11 +170,38 @@ def test_the_workers_shares_add_up_to_the_embedded_figures(tmp_path: Path) -> No
 
     assigned = {TP("budget-events", p) for p in range(4)} | {TP("budget-departments", 0)}
     bapp.app.consumer.assignment = lambda: assigned  # what the broker assigned (none here)
-    asyncio.run(bapp.app.on_rebalance_complete.send())  # as Faust does after table recovery
+
+    async def rebalanced() -> None:
+        await bapp.app.on_rebalance_complete.send()  # as Faust does after table recovery
+        assert bapp.warming is not None
+        await bapp.warming
+
+    asyncio.run(rebalanced())
     assert sorted(bapp.project_partitions) == [0, 1, 2, 3]
     back = samples(bapp.metrics.registry)
     for name in ("allocated_yuan", "paid_yuan", "projects"):
         assert back[f"budget_stream_{name}"] == got[f"budget_stream_{name}"]
+
+    # partitions revoked while warming are skipped; one that fails to restore does not
+    # stop the others (its next message retries)
+    for p in range(4):
+        bapp._drop_partition("budget-events", p)
+    calls = [0]
+
+    def shrinking() -> set[Any]:
+        calls[0] += 1
+        return assigned if calls[0] == 1 else {TP("budget-events", p) for p in (0, 1, 3)}
+
+    restore = bapp.project_partition
+
+    def failing_on_1(partition: int) -> Any:
+        if partition == 1:
+            raise OSError("RocksDB: I/O error")
+        return restore(partition)
+
+    bapp.project_partition = failing_on_1  # type: ignore[method-assign]
+    asyncio.run(bapp.warm(shrinking))
+    assert sorted(bapp.project_partitions) == [0, 3]
 
 
 def samples(registry: Any) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

@@ -447,3 +447,33 @@ def test_a_bad_department_directory_stops_the_notifier_with_a_clear_error(tmp_pa
     assert done.returncode == 2, output
     assert "Traceback" not in output, output
     assert str(directory) in output and "D01" in output, output
+
+
+def test_a_burst_read_slower_than_it_came_is_held_until_the_consumer_reaches_its_end(
+    tmp_path: Path, messages: list[bytes]
+) -> None:
+    """One closing tick publishes a year in a second; read at one message a second, each
+    message still looks live after a minute: only the consumer's lag tells a backlog."""
+    from collections import Counter
+
+    from streams.outbox import Dispatcher
+
+    burst = messages[:130]
+    ends = Counter(partition_for(_alert_id(m), PARTITIONS) for m in burst)  # each partition's next offset
+    db = tmp_path / "notifier.db"
+    now = [0.0]
+    napp = notifier(db, dispatcher=Dispatcher(db, None), monotonic=lambda: now[0], wall=lambda: 5e9 + now[0],
+                    highwater=lambda tp: ends[tp.partition])
+
+    async def scenario(f: Feed) -> tuple[list[float], bool, bool]:
+        released = []
+        for value in burst:
+            await f.put(value, timestamp=5e9)  # all produced at the start
+            if not napp.catching_up():
+                released.append(now[0])
+            now[0] += 1.0
+        settling = napp.catching_up()  # caught up, but the last message came a second ago
+        now[0] += 1.0
+        return released, settling, napp.catching_up()
+
+    assert feed(napp, scenario) == ([], True, False)
