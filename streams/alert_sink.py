@@ -81,7 +81,6 @@ class AlertSink:
         batch.commit(projects=(), alerts=(), clock=max(clock or transition.on, transition.on), seq=seq)
         return Received(STORED, alert.alert_id)
 
-
     def reject(self, source: str, reason: str, value: bytes) -> Received:
         """Keep a message that cannot be stored in ``rejected``, with its source and reason."""
         raw = value.decode("utf-8", errors="replace")

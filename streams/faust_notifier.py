@@ -20,7 +20,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -166,6 +166,7 @@ class NotifierApp:
             self._alerts
         )
         self.app.page("/metrics")(self._metrics_view)
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
         for worker in self.workers:
             self.app.task(partial(self._run_worker, worker))
 
@@ -236,6 +237,12 @@ class NotifierApp:
             log.exception("%s: cannot store the message; kept in rejected", source)
             reason = f"{type(err).__name__}: {err} (a notifier error: please report it)"
             return self.sink.reject(source, reason, value or b"")
+
+    async def _on_revoked(self, sender: Any, revoked: Iterable[Any], **_: Any) -> None:
+        # A partition read elsewhere now is no backlog of ours: it must not hold for ever.
+        for tp in revoked:
+            if tp.topic == ALERTS_TOPIC:
+                self._behind.pop(tp.partition, None)
 
     def _consumer_highwater(self, tp: Any) -> int | None:
         try:
