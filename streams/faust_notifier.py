@@ -26,7 +26,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import faust
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -151,6 +151,11 @@ class NotifierApp:
         )
         for outcome in OUTCOMES:
             self.received.labels(outcome)
+        Gauge(
+            "budget_notifier_holding",
+            "1 while new notifications wait for the notifier to catch up with budget-alerts",
+            registry=self.registry,
+        ).set_function(lambda: float(self.catching_up()))
         self.registry.register(FiringAlerts(store.path))
         register_delivery_metrics(self.registry, store.path)
         self.dispatcher = dispatcher

@@ -478,7 +478,9 @@ def test_a_burst_read_slower_than_it_came_is_held_until_the_consumer_reaches_its
             now[0] += 1.0
         now[0] += 5.0
         behind = napp.catching_up()  # partition 0 still has a message to read
+        assert napp.registry.get_sample_value("budget_notifier_holding") == 1
         await napp.app.on_partitions_revoked.send({TP(ALERTS_TOPIC, 0)})  # handed to another consumer
+        assert napp.registry.get_sample_value("budget_notifier_holding") == 0
         return released, behind, napp.catching_up()
 
     assert feed(napp, scenario) == ([], True, False)
