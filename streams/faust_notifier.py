@@ -155,7 +155,7 @@ class NotifierApp:
             "budget_notifier_holding",
             "1 while new notifications wait for the notifier to catch up with budget-alerts",
             registry=self.registry,
-        ).set_function(lambda: float(self.catching_up()))
+        ).set_function(lambda: float(self.holding()))
         self.registry.register(FiringAlerts(store.path))
         register_delivery_metrics(self.registry, store.path)
         self.dispatcher = dispatcher
@@ -204,21 +204,29 @@ class NotifierApp:
         coming; they go once it has caught up and the stream has been quiet for
         ``SETTLE_SECONDS`` — or, caught up, after ``MAX_HOLD_SECONDS`` when the latest
         message is live (produced that recently): a steady live trickle is not held for
-        ever."""
+        ever. A release by ``MAX_HOLD_SECONDS`` starts the next such window."""
+        held, self._holding_since = self._hold()
+        return held
+
+    def holding(self) -> bool:
+        """What :meth:`catching_up` would answer, without moving its window (a scrape
+        must not take the dispatcher's release)."""
+        return self._hold()[0]
+
+    def _hold(self) -> tuple[bool, float | None]:
+        """(hold now?, the start of the hold window after this answer)."""
         if any(self._behind.values()):
-            return True
+            return True, self._holding_since
         if self._stored_at is None:
-            return False
+            return False, self._holding_since
         now = self.monotonic()
         if now - self._stored_at >= SETTLE_SECONDS:
-            self._holding_since = None
-            return False
+            return False, None
         assert self._holding_since is not None
         live = self._produced_at is not None and self.wall() - self._produced_at <= MAX_HOLD_SECONDS
         if live and now - self._holding_since >= MAX_HOLD_SECONDS:
-            self._holding_since = now
-            return False
-        return True
+            return False, now
+        return True, self._holding_since
 
     async def _store(self, value: bytes | None, source: str) -> Received:
         delay = STORE_RETRY_FIRST
