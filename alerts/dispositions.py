@@ -126,6 +126,9 @@ class Desk:
         self.refused: list[Refusal] = []
         self.emitted: list[Record] = []  # budget_adjusted to append to the log
         self._transitions: list[Transition] = []  # of dispositions applied today
+        # fired-on day -> (deadline, escalation day): a day's firings share one count
+        # through the holiday calendar (a checkpoint day fires thousands at once).
+        self._deadlines: dict[int, tuple[int, int]] = {}
 
     # -- restoring ---------------------------------------------------------------
     def restore(self, alerts: Iterable[Alert], clock: int | None) -> None:
@@ -285,7 +288,10 @@ class Desk:
             alert = book.get(t.alert.alert_id)
             if alert is None:
                 continue
-            deadline, escalate = deadlines(t.on, self.deadline_working_days, self.calendar)
+            dates = self._deadlines.get(t.on)
+            if dates is None:
+                dates = self._deadlines[t.on] = deadlines(t.on, self.deadline_working_days, self.calendar)
+            deadline, escalate = dates
             state: dict[str, Any] = {
                 "status": PENDING,
                 "deadline": iso(deadline),
