@@ -67,7 +67,7 @@ class AlertSink:
             current = stored is None or _updated_on(stored[0]) <= transition.on
             batch.add_transitions(
                 [(alert.alert_id, transition.on, transition.kind, alert.department_id,
-                  orjson.dumps(data).decode())],
+                  orjson.dumps(data))],
                 notify=current,
             )
             if current:

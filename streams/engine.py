@@ -64,7 +64,7 @@ def new_monitor(profile: Profile, dispositions: bool = True) -> Monitor:
 
 def encode_transition(transition: Transition) -> TransitionRow:
     alert = transition.alert
-    data = orjson.dumps(transition.to_json()).decode()
+    data = orjson.dumps(transition.to_json())
     return alert.alert_id, transition.on, transition.kind, alert.department_id, data
 
 

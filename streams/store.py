@@ -235,7 +235,7 @@ class Store:
             other_year = self._other_year(records)
             # (Record is a plain tuple: type, event_id, day, project_id, amount, details)
             rows = [
-                (r[1], r[0], r[2], r[3], r[4], dumps(r[5]).decode() if r[5] else None, source)
+                (r[1], r[0], r[2], r[3], r[4], dumps(r[5]) if r[5] else None, source)
                 for r, source in records
             ]
             if other_year:
@@ -244,7 +244,7 @@ class Store:
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO events(event_id, type, day, project_id, amount, details, source)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, CAST(? AS TEXT), ?)",  # details: UTF-8 bytes (TransitionRow)
                 rows,
             )
             applied = db.total_changes - before
@@ -337,7 +337,7 @@ class Store:
         db.execute("DELETE FROM incoming")
         db.executemany(
             "INSERT INTO incoming(event_id, type, day, project_id, amount, details, source)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, CAST(? AS TEXT), ?)",
             rows,
         )
         found = db.execute(
@@ -474,10 +474,10 @@ class Store:
         dumps = orjson.dumps
         db.executemany(
             "INSERT OR IGNORE INTO events(event_id, type, day, project_id, amount, details, source)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, CAST(? AS TEXT), ?)",
             [
                 (r.event_id, r.type, r.day, r.project_id, r.amount,
-                 dumps(r.details).decode() if r.details else None, source)
+                 dumps(r.details) if r.details else None, source)
                 for r in records
             ],
         )
@@ -611,7 +611,10 @@ def business_day(db: sqlite3.Connection) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
-TransitionRow = tuple[str, int, str, str, str]  # alert_id, day, kind, department_id, JSON
+# alert_id, day, kind, department_id, JSON as UTF-8 bytes. The batch binds JSON as bytes
+# cast to TEXT: the same stored text, without decoding orjson's UTF-8 into a str that
+# sqlite3 would encode back (Chinese messages made that ~8% of a replay's instructions).
+TransitionRow = tuple[str, int, str, str, bytes]
 
 
 def _filters(**columns: str | None) -> tuple[str, tuple[str, ...]]:
@@ -658,7 +661,8 @@ class Batch:
         db, first = self.db, self._next_id
         try:
             db.executemany(
-                "INSERT INTO transitions(id, alert_id, day, kind, department_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO transitions(id, alert_id, day, kind, department_id, data)"
+                " VALUES (?, ?, ?, ?, ?, CAST(? AS TEXT))",
                 [(first + i, *row) for i, row in enumerate(rows)],
             )
             if notify:
@@ -683,10 +687,10 @@ class Batch:
     def _put_alerts(self, alerts: Iterable[dict[str, Any]]) -> None:
         dumps = orjson.dumps
         self.db.executemany(
-            "INSERT INTO alerts(alert_id, status, department_id, data) VALUES (?, ?, ?, ?)"
+            "INSERT INTO alerts(alert_id, status, department_id, data) VALUES (?, ?, ?, CAST(? AS TEXT))"
             " ON CONFLICT(alert_id) DO UPDATE SET status = excluded.status,"
             " department_id = excluded.department_id, data = excluded.data",
-            ((a["alert_id"], a["status"], a["department_id"], dumps(a).decode()) for a in alerts),
+            ((a["alert_id"], a["status"], a["department_id"], dumps(a)) for a in alerts),
         )
 
     def commit(
@@ -708,9 +712,9 @@ class Batch:
             if refused:
                 Store._add_rejections_once(db, refused)
             db.executemany(
-                "INSERT INTO projects(project_id, state) VALUES (?, ?)"
+                "INSERT INTO projects(project_id, state) VALUES (?, CAST(? AS TEXT))"
                 " ON CONFLICT(project_id) DO UPDATE SET state = excluded.state",
-                ((p["project_id"], dumps(p).decode()) for p in projects),
+                ((p["project_id"], dumps(p)) for p in projects),
             )
             self._put_alerts(alerts)
             db.execute("UPDATE cursor SET clock = ?, seq = ? WHERE id = 1", (clock, seq))

@@ -559,3 +559,26 @@ def test_only_a_logged_registration_claims_a_codes_year(tmp_path: Path) -> None:
         ("P1", 2024), ("P2", 2025)]
     again = ingest_events(e.store, [{**b.registered("P2", event_id="E2"), "fiscal_year": 2025}], "c.jsonl")
     assert (again.duplicates, again.rejected) == (1, 0)
+
+
+def test_every_stored_json_column_is_text_that_sqlite_json_reads(tmp_path: Path) -> None:
+    """The store binds orjson's UTF-8 bytes cast to TEXT (no str round trip). Bytes bound
+    as they are would be BLOBs: json_extract refuses those, and the outbox, the notifier
+    and the conflict check all read these columns in SQL."""
+    e = engine(tmp_path / "bw.db")
+    events = [b.registered("P"), b.approved("P", "1000"), b.indicator("P", "I1", 10),
+              b.payment("P", "10", on="2025-02-01"), b.payment("P", "10", on="2025-07-15")]
+    ingest_events(e.store, events)
+    e.run(day("2025-07-31"))
+    db = e.store.db
+    for table, column in (("events", "details"), ("transitions", "data"), ("alerts", "data"),
+                          ("projects", "state")):
+        kinds = {k for (k,) in db.execute(f"SELECT DISTINCT typeof({column}) FROM {table} WHERE {column} IS NOT NULL")}
+        assert kinds == {"text"}, (table, kinds)
+    names = {n for (n,) in db.execute("SELECT json_extract(state, '$.name') FROM projects")}
+    assert names == {events[0]["name"]} and any("\u4e00" <= ch <= "\u9fff" for ch in events[0]["name"])
+    messages = [m for (m,) in db.execute("SELECT json_extract(data, '$.message') FROM transitions")]
+    assert messages and all("预警" in m for m in messages)
+    # the same Chinese details ingested again are duplicates, not other content
+    again = ingest_events(e.store, events[:1], "again.jsonl")
+    assert (again.duplicates, again.rejected) == (1, 0)
