@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 
+@lru_cache(maxsize=256)
 def days_in_year(year: int) -> int:
+    # Cached: every rule evaluation asks (the cache lookup is one C call, isleap two in Python).
     return 366 if _cal.isleap(year) else 365
 
 
