@@ -30,6 +30,7 @@ from alerts.reductions import Proposal
 from budget.calendar import iso, to_day
 from budget.ledger import ProjectState
 from budget.report import status
+from streams.checkpointer import Checkpointer
 from streams.errors import ClockError, StoreError
 from streams.gc_tuning import fewer_collections
 from streams.store import Batch, Store, TransitionRow
@@ -190,7 +191,7 @@ class Engine:
         records = store.pending(clock, seq, as_of, max_seq)
         touched: set[str] = set()  # alerts with a transition in the open batch
         try:
-            with fewer_collections():
+            with fewer_collections(), Checkpointer(store.db, store.path) as checkpointer:
                 for day, closed in monitor.process(records, as_of):
                     days += 1
                     if closed:
@@ -206,6 +207,7 @@ class Engine:
                         del closed
                     if monitor.applied - since_commit >= self._commit_interval():
                         self._commit(batch, touched, day, max_seq)
+                        checkpointer.poke()
                         touched = set()
                         total_transitions += batch.transitions
                         commits += 1
@@ -215,6 +217,7 @@ class Engine:
                         batch = store.begin()
                 final = monitor.clock if monitor.clock is not None else as_of
                 self._commit(batch, touched, final, max_seq)
+                checkpointer.poke()
         finally:
             batch.rollback()  # only if still open: an error left the batch uncommitted
         total_transitions += batch.transitions
