@@ -224,7 +224,9 @@ def report(result: dict[str, Any], details: dict[str, Any], console: Console) ->
         ("ingest_events_per_s", f"{f['ingest_events_per_s']:,}",
          f"JSONL → SQLite log, {details['input_events']:,} lines, median of {plan['reps']}"),
         ("replay_events_per_s", f"{f['replay_events_per_s']:,}",
-         f"embedded engine, {plan['projects']:,} projects, every day to 12-31"),
+         f"embedded engine, {plan['projects']:,} projects, every day to 12-31; process CPU "
+         f"{median([r['cpu_seconds'] for r in details['replay']]):.1f} s for "
+         f"{median([r['seconds'] for r in details['replay']]):.1f} s wall (all threads)"),
         ("baseline_events_per_s", f"{f['baseline_events_per_s']:,}",
          "same run: read + decode every event in business order, sum per project"),
         ("replay_vs_baseline", f"{f['replay_vs_baseline']:.3f}", "median of paired ratios"),

@@ -47,3 +47,8 @@ def test_bench_runs_on_a_tiny_input(tmp_path: Path) -> None:
     for run in details["faust"]:
         assert run["floor_messages"] == sum(run["outcomes"].values()), run
         assert run["floor_events_per_s"] > 0
+    # Replay CPU covers every thread (the WAL checkpoint thread too): it is reported
+    # beside wall time so a speed-up by spreading work over cores would show.
+    for run in details["replay"]:
+        assert 0 < run["cpu_seconds"] <= run["seconds"] * 2 + 1, run
+    assert "process CPU" in done.stdout
