@@ -81,7 +81,7 @@ class Monitor:
                         ctx = contexts[state.fiscal_year] = day_context(self.profile, clock, state.fiscal_year)
                     _, due = assess(state, ctx)
                     if due is not None:
-                        self._schedule_on(state.project_id, due)
+                        self._schedule_on(state.project_id, due, last)
 
     # -- feeding ---------------------------------------------------------
     def apply(self, record: Record) -> None:
@@ -224,7 +224,7 @@ class Monitor:
             elif not _same(current, findings):
                 transitions.extend(self._reconcile_project(state, findings, day, as_of=as_of))
             if due is not None and as_of is None and due_of.get(project_id) != due:
-                self._schedule_on(project_id, due)
+                self._schedule_on(project_id, due, ctx.last)
         year_end_departments = {
             (rollup.fiscal_year, rollup.department_id)
             for rollup in (projects[p].rollup for p in self.judged_at_year_end)
@@ -286,15 +286,26 @@ class Monitor:
 
         return describe
 
-    def _schedule_on(self, project_id: str, day: int) -> None:
-        previous = self._due_of.get(project_id)
+    def _schedule_on(self, project_id: str, day: int, last: int | None = None) -> None:
+        """Evaluate the project again on ``day``. A day after ``last`` (its fiscal year's
+        Dec 31: after it nothing is due, e.g. a stall 90 days after a December payment)
+        only cancels the project's earlier schedule: a province's year ends with ~100k
+        such days, each a set kept until a day no one evaluates."""
+        due_of = self._due_of
+        previous = due_of.get(project_id)
         if previous == day:
             return
         if previous is not None:
             bucket = self._due.get(previous)
             if bucket is not None:
                 bucket.discard(project_id)
-        self._due_of[project_id] = day
+                if not bucket:
+                    del self._due[previous]
+        if last is not None and day > last:
+            if previous is not None:
+                del due_of[project_id]
+            return
+        due_of[project_id] = day
         self._due.setdefault(day, set()).add(project_id)
 
     # -- reading ---------------------------------------------------------

@@ -201,3 +201,27 @@ def test_a_department_alert_belongs_to_its_fiscal_year() -> None:
     ]
     assert monitor.book.firing_rules("department", "D01", 2024)["department_low_execution"].since == day("2024-06-30")
     assert monitor.book.firing_rules("department", "D01", 2025)["department_low_execution"].since == day("2025-06-30")
+
+
+def test_nothing_stays_scheduled_after_a_fiscal_year_ends() -> None:
+    """A December payment puts the stall check 90 days later, in the next year, when
+    nothing of this year is judged any more: no schedule may be kept for it (a province
+    ended its replay holding ~100k such entries), and emptied days are let go."""
+    events = [b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
+              b.payment("P", "100000", on="2025-11-20"),
+              b.registered("R"), b.approved("R", "1000000", on="2025-01-05"),
+              b.payment("R", "780000", on="2025-11-20")]
+    monitor, transitions = run(events, "2025-12-01")
+    # R falls 20 points behind time progress in late December: that day is kept
+    assert day("2025-12-01") < monitor._due_of["R"] <= day("2025-12-31")
+    # P's stall check would be 2026-02-18: not kept
+    assert "P" not in monitor._due_of
+    assert all(d <= day("2025-12-31") and bucket for d, bucket in monitor._due.items())
+    later: list[dict] = []
+    for _, closed in monitor.process([], day("2026-04-30")):
+        later.extend(t.to_json() for t in closed)
+    assert monitor._due == {} and monitor._due_of == {}
+    # and the year's alerts are what a run straight to that day gives
+    _, whole = run(events, "2026-04-30")
+    assert transitions + later == whole
+    assert {t["rule"] for t in whole} >= {"stalled", "low_execution"}
