@@ -1,14 +1,17 @@
-"""WAL checkpoints of a run, taken on a thread of their own.
+"""WAL checkpoints of a long run, taken on a thread of their own.
 
 By default SQLite checkpoints inside the COMMIT that grows the WAL past 1,000 pages:
 the committing thread copies the batch's pages into the database file and waits for
 two fsyncs. A replay's batch is tens of MB (transitions, alerts, project states), so
 the engine sat in that I/O wait — ~0.8 s of a 10k-project year — instead of folding
-the next events. During a run the writer's automatic checkpoints are off; after each
-commit this thread checkpoints (PASSIVE: it never blocks the writer or a reader) while
-the engine goes on, and the run ends with its last checkpoint done. Nothing about
-durability changes: a commit is in the WAL before the engine goes on, exactly as
-before, and a crash mid-checkpoint is recovered by SQLite from the WAL.
+the next events. A run that commits more than once hands checkpoints over to this
+thread before its first commit: the writer's automatic checkpoints are off, and after
+each commit the thread checkpoints (PASSIVE: it never blocks the writer or a reader)
+while the engine goes on; the run ends with its last checkpoint done and SQLite's
+default restored. A run of one commit — `serve` applying an HTTP batch — starts no
+thread and checkpoints as before. Durability is unchanged: a commit is in the WAL
+before the engine goes on, and a crash mid-checkpoint is recovered by SQLite from
+the WAL.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ DEFAULT_AUTOCHECKPOINT = 1000  # pages, SQLite's own default
 
 
 class Checkpointer:
-    """``with Checkpointer(writer, path) as c: ... c.poke()`` after each commit."""
+    """``with Checkpointer(writer, path) as c:`` — ``c.take_over()`` before a commit that
+    more will follow, ``c.poke()`` after it; leaving the block checkpoints the rest."""
 
     def __init__(self, writer: sqlite3.Connection, path: str) -> None:
         self.writer = writer
@@ -35,12 +39,19 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Checkpointer:
-        if self.path in ("", ":memory:"):
-            return self  # a private in-memory database has no WAL and no second connection
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self._thread is not None
+
+    def take_over(self) -> None:
+        """Checkpoint on the thread from now on (idempotent)."""
+        if self._thread is not None or self._stopping or self.path in ("", ":memory:"):
+            return  # a private in-memory database has no WAL and no second connection
         self.writer.execute("PRAGMA wal_autocheckpoint=0")
         self._thread = threading.Thread(target=self._loop, name="budgetwatch-checkpoint", daemon=True)
         self._thread.start()
-        return self
 
     def poke(self) -> None:
         """A commit landed: checkpoint it when the thread is free."""
@@ -48,9 +59,9 @@ class Checkpointer:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
+        self._stopping = True
         if self._thread is None:
             return
-        self._stopping = True
         self._wake.set()
         self._thread.join()
         self._thread = None

@@ -206,6 +206,7 @@ class Engine:
                         self._store_resolved(batch, closed, touched)
                         del closed
                     if monitor.applied - since_commit >= self._commit_interval():
+                        checkpointer.take_over()  # more commits follow: checkpoint off this thread
                         self._commit(batch, touched, day, max_seq)
                         checkpointer.poke()
                         touched = set()
@@ -216,8 +217,7 @@ class Engine:
                             progress(monitor.applied - start_applied, pending)
                         batch = store.begin()
                 final = monitor.clock if monitor.clock is not None else as_of
-                self._commit(batch, touched, final, max_seq)
-                checkpointer.poke()
+                self._commit(batch, touched, final, max_seq)  # leaving the block checkpoints it
         finally:
             batch.rollback()  # only if still open: an error left the batch uncommitted
         total_transitions += batch.transitions

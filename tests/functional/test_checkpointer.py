@@ -78,7 +78,11 @@ def test_every_poke_is_checkpointed_and_a_last_one_is_never_lost(tmp_path: Path)
     writer.execute("PRAGMA journal_mode=WAL")
     writer.execute("CREATE TABLE t(x)")
     with Checkpointer(writer, str(path)) as checkpointer:
+        assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == DEFAULT_AUTOCHECKPOINT
+        checkpointer.take_over()
+        checkpointer.take_over()  # idempotent: one thread
         assert writer.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert len(_checkpoint_threads()) == 1
         for n in range(5):
             writer.execute("INSERT INTO t VALUES (?)", (n,))
             checkpointer.poke()
@@ -127,9 +131,49 @@ def test_a_failing_checkpoint_is_logged_and_the_commits_stay_in_the_wal(
 
         checkpointer._checkpoint = failing.__get__(checkpointer)  # type: ignore[method-assign]
         with checkpointer:
+            checkpointer.take_over()
             writer.execute("INSERT INTO t VALUES (1)")
             checkpointer.poke()
     assert checkpointer.checkpoints == 0
     assert any("WAL checkpoint failed" in r.getMessage() for r in caplog.records)
     assert writer.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1
     writer.close()
+
+
+def test_a_run_of_one_commit_starts_no_thread(tmp_path: Path) -> None:
+    """`serve` runs the engine for every HTTP batch: one commit each. Handing its
+    checkpoint to a thread would make every batch wait for a checkpoint and its fsyncs
+    at the end of the run; such a run checkpoints as it always did, when the WAL is full."""
+    e = engine(tmp_path / "bw.db", commit_every=100_000)
+    ingest_events(e.store, _year(4))
+    seen: list[tuple[list[threading.Thread], int]] = []
+    original = e._commit
+
+    def spy(*args: object, **kwargs: object) -> None:
+        autocheckpoint = e.store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        seen.append((_checkpoint_threads(), autocheckpoint))
+        original(*args, **kwargs)  # type: ignore[arg-type]
+
+    e._commit = spy  # type: ignore[method-assign]
+    assert e.run(day("2025-12-31")).commits == 1
+    assert seen == [([], DEFAULT_AUTOCHECKPOINT)]
+    e.store.close()
+
+
+def test_a_run_of_several_commits_checkpoints_each_off_the_engine_thread(tmp_path: Path) -> None:
+    e = engine(tmp_path / "bw.db", commit_every=10)
+    ingest_events(e.store, _year(6))
+    seen: list[tuple[int, int]] = []
+    original = e._commit
+
+    def spy(*args: object, **kwargs: object) -> None:
+        autocheckpoint = e.store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        seen.append((len(_checkpoint_threads()), autocheckpoint))
+        original(*args, **kwargs)  # type: ignore[arg-type]
+
+    e._commit = spy  # type: ignore[method-assign]
+    summary = e.run(day("2025-12-31"))
+    assert summary.commits == len(seen) > 2
+    assert set(seen) == {(1, 0)}  # from the first commit on, the thread checkpoints
+    assert _checkpoint_threads() == []
+    e.store.close()
