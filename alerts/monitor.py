@@ -192,7 +192,6 @@ class Monitor:
             self._dirty_departments = set()
         contexts: dict[int, DayContext] = {}
         firing = self.book.firing
-        due_of = self._due_of
         # Sorted, so a run resumed after a restart lists a day's transitions in the same order.
         for project_id in sorted(touched):
             state = projects[project_id]
@@ -223,7 +222,7 @@ class Monitor:
                     transitions.extend(self._reconcile_project(state, findings, day, as_of=as_of))
             elif not _same(current, findings):
                 transitions.extend(self._reconcile_project(state, findings, day, as_of=as_of))
-            if due is not None and as_of is None and due_of.get(project_id) != due:
+            if due is not None and as_of is None:
                 self._schedule_on(project_id, due, ctx.last)
         year_end_departments = {
             (rollup.fiscal_year, rollup.department_id)

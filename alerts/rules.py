@@ -199,24 +199,23 @@ def _ratio(value: float | None) -> float | None:
 def project_figures(state: ProjectState, day: int, profile: Profile) -> dict[str, Any]:
     """The evidence behind a project's alerts on ``day``: amounts as yuan strings, ratios 0-1.
 
-    Built for every alert transition (one per few events of a year), so each figure is
-    computed once, without the state's properties recomputing budget and paid."""
+    Built for every alert transition (one per few events of a year), so budget and paid
+    are computed once, not again by each of the state's properties."""
     year: int = state.fiscal_year  # type: ignore[assignment]
     floor = profile.floor_on(day, year)
     anchor = state.last_payment_on if state.last_payment_on is not None else state.approved_on
     expected = expected_progress(day, year, state.plan)
     budget = (state.approved or 0) + state.adjusted
     paid = state.payments - state.reversals
-    completion = state.completion
     return {
         "budget": fen_to_str(budget),
         "paid": fen_to_str(paid),
-        "execution_rate": round(paid / budget, 6) if budget > 0 else None,
-        "time_progress": round(time_progress_for_year(day, year), 6),
-        "expected_progress": round(expected, 6),
-        "performance_completion": round(completion, 6) if completion is not None else None,
+        "execution_rate": _ratio(paid / budget if budget > 0 else None),
+        "time_progress": _ratio(time_progress_for_year(day, year)),
+        "expected_progress": _ratio(expected),
+        "performance_completion": _ratio(state.completion),
         "floor": floor.floor if floor is not None else None,
-        "behind_threshold": round(expected - profile.behind_schedule.lag, 6),
+        "behind_threshold": _ratio(expected - profile.behind_schedule.lag),
         "gap_threshold": profile.progress_gap.gap,
         "days_without_payment": (day - anchor) if anchor is not None else None,
         "stall_days": profile.stalled.days,

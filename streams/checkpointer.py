@@ -41,10 +41,6 @@ class Checkpointer:
     def __enter__(self) -> Checkpointer:
         return self
 
-    @property
-    def active(self) -> bool:
-        return self._thread is not None
-
     def take_over(self) -> None:
         """Checkpoint on the thread from now on (idempotent)."""
         if self._thread is not None or self._stopping or self.path in ("", ":memory:"):
