@@ -8,6 +8,9 @@ COPY budget ./budget
 COPY alerts ./alerts
 COPY connectors ./connectors
 COPY streams ./streams
+# The image runs the Python sources: compiled_core finds no mypyc build in it (the
+# slim image has no C compiler), and budget/ and alerts/ import the switch first.
+COPY compiled_core.py ./
 # rocksdict: the RocksDB table store of faust-streaming (BUDGETWATCH_STORE=rocksdb://).
 RUN pip install . "faust-streaming[rocksdict]"
 

@@ -18,6 +18,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+import compiled_core
 from bench import latency
 from bench.data import count_lines, remove_db, year_file
 
@@ -56,9 +57,12 @@ PLANS = {
 }
 
 
-def run_piece(piece: str, **args: Any) -> dict[str, Any]:
-    """One piece in a fresh interpreter, so its peak RSS is its own."""
+def run_piece(piece: str, *, pure: bool = False, **args: Any) -> dict[str, Any]:
+    """One piece in a fresh interpreter, so its peak RSS is its own; ``pure``: on the
+    Python sources even where the compiled core is built (compiled_core)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if pure:
+        env[compiled_core.PURE_ENV] = "1"
     done = subprocess.run(
         [sys.executable, "-m", "bench.pieces", piece, orjson.dumps(args).decode()],
         cwd=ROOT, env=env, capture_output=True, check=False,
@@ -123,13 +127,20 @@ def run(plan: Plan, workdir: Path, out: Path, console: Console) -> dict[str, Any
         step(f"ingest {rep + 1}/{plan.reps}: {ingests[-1]['events_per_s']:,.0f} events/s")
     details["ingest"] = ingests
 
-    replays = []
+    compiled, core = compiled_core.choice()
+    details["core"] = core
+    replays, pure_replays = [], []
     for rep in range(plan.reps):
         replays.append(run_piece("replay", db=str(db)))
         r = replays[-1]
         step(f"replay {rep + 1}/{plan.reps}: {r['events_per_s']:,.0f} events/s, "
              f"baseline {r['baseline_events_per_s']:,.0f}, peak RSS {r['peak_rss_mb']:.0f} MB")
+        if compiled:  # paired, alternating: what the compiled core is worth on this machine now
+            pure_replays.append(run_piece("replay", pure=True, db=str(db), with_baseline=False))
+            step(f"replay on the Python sources {rep + 1}/{plan.reps}: "
+                 f"{pure_replays[-1]['events_per_s']:,.0f} events/s")
     details["replay"] = replays
+    details["replay_python_sources"] = pure_replays
 
     faust_file = year_file(workdir, plan.faust_projects, plan.payments_per_project)
     fausts = []
@@ -182,10 +193,15 @@ def run(plan: Plan, workdir: Path, out: Path, console: Console) -> dict[str, Any
         "peak_rss_mb": round(max(r["peak_rss_mb"] for r in replays), 1),
         "mb_per_100k_projects": round(slope(rss_points) * 100_000, 1),
     }
+    if pure_replays:
+        figures["replay_python_sources_events_per_s"] = round(median([r["events_per_s"] for r in pure_replays]))
+        figures["compiled_vs_python_sources"] = round(median(
+            [c["events_per_s"] / p["events_per_s"] for c, p in zip(replays, pure_replays, strict=True)]), 3)
     result = {
         "machine": machine(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "core": f"mypyc-compiled ({len(compiled_core.MODULES)} modules)" if compiled else f"Python sources ({core})",
         "figures": figures,
         "scaling": scaling,
     }
@@ -242,6 +258,10 @@ def report(result: dict[str, Any], details: dict[str, Any], console: Console) ->
          f"serve subprocess, {plan['latency_rate']}/s for {plan['latency_seconds']:g}s"),
         ("alert_latency_p99_ms", f"{f['alert_latency_p99_ms']:.1f}",
          f"{details['latency']['probes']} probes, HTTP ingest → visible in /api/alerts"),
+        *([("replay_python_sources_events_per_s", f"{f['replay_python_sources_events_per_s']:,}",
+            "same replay, BUDGETWATCH_PURE=1: the Python sources, alternating with the compiled runs"),
+           ("compiled_vs_python_sources", f"{f['compiled_vs_python_sources']:.3f}", "median of paired ratios")]
+          if "compiled_vs_python_sources" in f else []),
         ("peak_rss_mb", f"{f['peak_rss_mb']:.0f}", "replay process, peak RSS (VmHWM)"),
         ("mb_per_100k_projects", f"{f['mb_per_100k_projects']:.1f}",
          "slope of replay peak RSS over the scaling sizes"),
@@ -258,7 +278,7 @@ def report(result: dict[str, Any], details: dict[str, Any], console: Console) ->
         scale.add_row(f"{row['projects']:,}", f"{row['events']:,}", f"{row['replay_s']:.2f}",
                       f"{row['events'] / row['replay_s']:,.0f}", f"{rss:.0f}")
     console.print(scale)
-    console.print(f"machine: {result['machine']}; python {result['python']}; "
+    console.print(f"machine: {result['machine']}; python {result['python']}; core {result['core']}; "
                   f"total {details['seconds']:.0f}s", highlight=False)
 
 

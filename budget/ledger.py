@@ -124,12 +124,15 @@ class ProjectState:
             last_payment_on=data.get("last_payment_on"),
         )
         for item in data.get("indicators", ()):
-            ind = Indicator(**item)
+            # Stored versions are [day, event_id] pairs (budget.versions), held as strings.
+            ind = Indicator(**{
+                **item,
+                "defined_version": stored_version(item.get("defined_version")),
+                "reported_version": stored_version(item.get("reported_version")),
+            })
             ind.indicator_id = intern(ind.indicator_id)
             ind.name, ind.unit, ind.category = _interned(ind.name), _interned(ind.unit), _interned(ind.category)
             ind.direction = intern(ind.direction)
-            ind.defined_version = stored_version(item.get("defined_version"))
-            ind.reported_version = stored_version(item.get("reported_version"))
             state.indicators[ind.indicator_id] = ind
         state.completion = performance_completion(state.indicators)
         return state

@@ -13,6 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+import compiled_core
+
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {
     "ingest_events_per_s", "replay_events_per_s", "baseline_events_per_s", "replay_vs_baseline",
@@ -31,9 +33,13 @@ def test_bench_runs_on_a_tiny_input(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "budgetwatch benchmarks" in done.stdout
     result = orjson.loads(out.read_bytes())
-    assert set(result) == {"machine", "python", "date", "figures", "scaling"}
-    assert all(isinstance(result[k], str) and result[k] for k in ("machine", "python", "date"))
-    assert set(result["figures"]) == FIGURES
+    assert set(result) == {"machine", "python", "date", "core", "figures", "scaling"}
+    assert all(isinstance(result[k], str) and result[k] for k in ("machine", "python", "date", "core"))
+    # With the compiled core built, the same run measures the Python sources beside it.
+    compiled = compiled_core.active()
+    assert result["core"].startswith("mypyc-compiled" if compiled else "Python sources")
+    extra = {"replay_python_sources_events_per_s", "compiled_vs_python_sources"} if compiled else set()
+    assert set(result["figures"]) == FIGURES | extra
     for name, value in result["figures"].items():
         assert isinstance(value, int | float) and value > 0, (name, value)
     assert len(result["scaling"]) == 3

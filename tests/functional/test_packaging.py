@@ -1,5 +1,6 @@
 """The wheel `pip install .` builds (the Docker image's install) ships the whole
-product: every module and data file (uPlot's licence too) of the four packages in the checkout."""
+product: every module and data file (uPlot's licence too) of the four packages in the checkout, and
+the switch to the compiled core they import first."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("budget", "alerts", "connectors", "streams")
+PACKAGES = ("budget", "alerts", "connectors", "streams", "compiled_core.py")
 
 
 def checkout_files() -> set[str]:

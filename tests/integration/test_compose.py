@@ -199,7 +199,7 @@ def test_the_image_ships_what_the_worker_needs() -> None:
     for path in copied:
         assert (ROOT / path).exists(), f"Dockerfile copies missing {path}"
     # `pip install .` in the image builds from what was copied: every package of the wheel.
-    for package in ("budget", "alerts", "connectors", "streams"):
+    for package in ("budget", "alerts", "connectors", "streams", "compiled_core.py"):
         assert package in copied, f"the Dockerfile does not COPY {package}/"
     assert "rocksdict" in dockerfile
     assert re.search(r'ENTRYPOINT \["budgetwatch"\]', dockerfile)
