@@ -1,6 +1,8 @@
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from budget.money import FEN_PER_WAN, MAX_FEN, MoneyError, fen_to_str, format_wan, to_fen
 
@@ -49,3 +51,10 @@ def test_the_bound_is_just_below_ten_wan_yi_yuan_in_either_unit() -> None:
     assert to_fen("999999999.999999", per_unit=FEN_PER_WAN) == MAX_FEN - 1
     with pytest.raises(MoneyError, match="万元"):
         to_fen("1000000000", per_unit=FEN_PER_WAN)
+
+
+@given(st.integers(min_value=1 - MAX_FEN, max_value=MAX_FEN - 1))
+def test_fen_to_str_is_the_exact_yuan_amount(fen: int) -> None:
+    text = fen_to_str(fen)
+    assert Decimal(text) == Decimal(fen) / 100 and text == f"{Decimal(fen) / 100:.2f}"
+    assert to_fen(text) == fen

@@ -22,6 +22,7 @@ def test_string_order_is_tuple_order(a: tuple[int, str], b: tuple[int, str]) -> 
 
 @given(day=days, event_id=event_ids)
 def test_state_stored_with_the_older_pair_form_still_loads(day: int, event_id: str) -> None:
+    assert version(day, event_id) == f"{day:07d}:{event_id}"  # the form stored by earlier releases
     assert stored_version([day, event_id]) == version(day, event_id)
     assert stored_version(version(day, event_id)) == version(day, event_id)
 
