@@ -17,7 +17,7 @@ install: $(STAMP)
 # The core's hot path compiled with mypyc (compiled_core.py): rebuilt when a source of
 # budget/ or alerts/ changes; until then, or without a C compiler, the sources run.
 COMPILED := build/compiled/manifest.json
-$(COMPILED): $(STAMP) compiled_core.py tools/compile_core.py $(wildcard budget/*.py alerts/*.py)
+$(COMPILED): $(STAMP) compiled_core.py tools/compile_core.py $(shell find budget alerts -name '*.py')
 	$(BIN)/python tools/compile_core.py
 
 compiled: $(COMPILED)
