@@ -42,6 +42,9 @@ class Stack:
     def query(self, expr: str) -> list[dict[str, Any]]:
         url = f"{self.prometheus_url}/api/v1/query"
         response = httpx.get(url, params={"query": expr}, timeout=10)
+        # 503 "Service Unavailable" while Prometheus opens its TSDB: an HTTPError, so a
+        # readiness poll (wait_until) waits on instead of failing to parse it as JSON.
+        response.raise_for_status()
         body = response.json()
         assert body["status"] == "success", f"{expr}: {body}"
         result: list[dict[str, Any]] = body["data"]["result"]
