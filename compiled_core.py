@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent
 BUILD = ROOT / "build" / "compiled"
 MANIFEST = "manifest.json"
 PURE_ENV = "BUDGETWATCH_PURE"
+NOT_BUILT = "not built"  # no build at all: the sources run without a warning
 
 _choice: tuple[bool, str] | None = None
 
@@ -73,7 +74,7 @@ def why_not(build: Path = BUILD, root: Path = ROOT) -> str | None:
     """Why the build in ``build`` must not run here (None: it may)."""
     path = build / MANIFEST
     if not path.is_file():
-        return "not built"
+        return NOT_BUILT
     try:
         recorded = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError) as err:
@@ -100,7 +101,7 @@ def choice() -> tuple[bool, str]:
         else:
             reason = why_not()
             _choice = (reason is None, reason or f"mypyc build in {BUILD}")
-            if reason is not None and reason != "not built":
+            if reason is not None and reason != NOT_BUILT:
                 warnings.warn(
                     f"budgetwatch: the compiled core is out of date ({reason}); running the "
                     "Python sources, correct but slower. Rebuild it with `make compiled`.",

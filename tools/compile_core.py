@@ -17,9 +17,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ["BUDGETWATCH_PURE"] = "1"  # this process must not load the build it replaces
 
 import compiled_core  # noqa: E402
+
+os.environ[compiled_core.PURE_ENV] = "1"  # this process must not load the build it replaces
 
 
 def build() -> int:

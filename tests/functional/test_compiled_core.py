@@ -16,9 +16,10 @@ import pytest
 import compiled_core
 
 BIN = Path(sys.executable).parent / "budgetwatch"
+UNUSABLE = compiled_core.why_not()
 needs_build = pytest.mark.skipif(
-    compiled_core.why_not() is not None,
-    reason=f"the compiled core is not usable here ({compiled_core.why_not()}): `make compiled` builds it "
+    UNUSABLE is not None,
+    reason=f"the compiled core is not usable here ({UNUSABLE}): `make compiled` builds it "
     "(needs a C compiler and the Python headers)",
 )
 

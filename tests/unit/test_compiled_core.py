@@ -34,7 +34,7 @@ def test_a_build_of_these_very_sources_for_this_interpreter_may_run(tmp_path: Pa
 
 def test_no_manifest_means_not_built(tmp_path: Path) -> None:
     build = _tree(tmp_path)
-    assert compiled_core.why_not(build, tmp_path) == "not built"
+    assert compiled_core.why_not(build, tmp_path) == compiled_core.NOT_BUILT
 
 
 def test_an_edited_source_retires_the_build(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_a_build_for_another_interpreter_or_module_list_does_not_run(tmp_path: P
 
 
 def test_extend_puts_the_build_first_only_when_it_may_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compiled_core, "_choice", (False, "not built"))
+    monkeypatch.setattr(compiled_core, "_choice", (False, compiled_core.NOT_BUILT))
     path = ["/src/budget"]
     compiled_core.extend(path, "budget")
     assert path == ["/src/budget"]
