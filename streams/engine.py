@@ -53,6 +53,14 @@ DEFAULT_COMMIT_EVERY = 100_000
 # so state rows written stay under 1/SNAPSHOT_SPACING per event whatever the scale.
 SNAPSHOT_SPACING = 10
 TRANSITION_SLICE = 2_000
+# A run at least this long — and longer than the transitions already stored, so that
+# sorting them all is cheaper than inserting its own one by one — defers the secondary
+# indexes (streams.store.DEFERRABLE_INDEXES) to its last batch.
+BULK_EVENTS = DEFAULT_COMMIT_EVERY
+
+
+def defers_indexes(pending: int, stored_transitions: int) -> bool:
+    return pending >= BULK_EVENTS and pending >= stored_transitions
 
 
 def new_monitor(profile: Profile, dispositions: bool = True) -> Monitor:
@@ -179,7 +187,6 @@ class Engine:
                 f"{iso(clock)}, or `--rebuild` to replay the log from the start"
             )
         store.mark_run_until(as_of)
-        pending = self._count_pending(clock, seq, as_of, max_seq) if progress else 0
         start_applied = since_commit = monitor.applied
         total_transitions = days = commits = 0
         batch = store.begin()
@@ -188,9 +195,15 @@ class Engine:
             # from its state rather than overwrite it with ours (that lost its events).
             batch.rollback()
             return self.run(as_of, progress=progress)
-        records = store.pending(clock, seq, as_of, max_seq)
         touched: set[str] = set()  # alerts with a transition in the open batch
         try:
+            # The whole count for a progress bar; enough of it to decide on the indexes otherwise.
+            stored = batch.stored_transitions
+            pending = self._count_pending(clock, seq, as_of, max_seq,
+                                          limit=None if progress else max(BULK_EVENTS, stored))
+            if defers_indexes(pending, stored):
+                batch.defer_indexes()
+            records = store.pending(clock, seq, as_of, max_seq)
             with fewer_collections(), Checkpointer(store.db, store.path) as checkpointer:
                 for day, closed in monitor.process(records, as_of):
                     days += 1
@@ -217,6 +230,7 @@ class Engine:
                             progress(monitor.applied - start_applied, pending)
                         batch = store.begin()
                 final = monitor.clock if monitor.clock is not None else as_of
+                batch.build_indexes()  # deferred by this run, or by one killed before its end
                 self._commit(batch, touched, final, max_seq)  # leaving the block checkpoints it
         finally:
             batch.rollback()  # only if still open: an error left the batch uncommitted
@@ -263,14 +277,20 @@ class Engine:
         row = self.store.db.execute("SELECT COUNT(*) FROM events WHERE day > ?", (day,)).fetchone()
         return int(row[0])
 
-    def _count_pending(self, clock: int | None, seq: int, as_of: int, max_seq: int) -> int:
+    def _count_pending(
+        self, clock: int | None, seq: int, as_of: int, max_seq: int, *, limit: int | None = None
+    ) -> int:
+        """Events the run will process; with ``limit``, counting stops there."""
         db = self.store.db
         floor = clock if clock is not None else -1
+        cap = -1 if limit is None else limit  # LIMIT -1: no limit
         late = db.execute(
-            "SELECT COUNT(*) FROM events WHERE seq > ? AND seq <= ? AND day <= ?", (seq, max_seq, floor)
+            "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE seq > ? AND seq <= ? AND day <= ? LIMIT ?)",
+            (seq, max_seq, floor, cap),
         ).fetchone()[0]
         later = db.execute(
-            "SELECT COUNT(*) FROM events WHERE day > ? AND day <= ? AND seq <= ?", (floor, as_of, max_seq)
+            "SELECT COUNT(*) FROM (SELECT 1 FROM events WHERE day > ? AND day <= ? AND seq <= ? LIMIT ?)",
+            (floor, as_of, max_seq, cap),
         ).fetchone()[0]
         return int(late) + int(later)
 
