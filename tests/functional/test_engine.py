@@ -584,3 +584,20 @@ def test_every_stored_json_column_is_text_that_sqlite_json_reads(tmp_path: Path)
     # the same Chinese details ingested again are duplicates, not other content
     again = ingest_events(e.store, events[:1], "again.jsonl")
     assert (again.duplicates, again.rejected) == (1, 0)
+
+
+def test_a_commit_writes_project_and_alert_rows_in_key_order(tmp_path: Path) -> None:
+    """A province's tables dwarf the page cache: rows written in key order lay out (on the
+    first commit) and rewrite (later) each page once, instead of one random page a row."""
+    e = engine(tmp_path / "bw.db")
+    codes = ["P7", "P3", "P9", "P1", "P5", "P2", "P8"]  # registered in no particular order
+    events: list[dict[str, Any]] = []
+    for code in codes:
+        events += [b.registered(code), b.approved(code, "1000")]
+    ingest_events(e.store, events)
+    e.run(day("2025-07-01"))  # never paid: low_execution and more for each on 06-30
+    db = e.store.db
+    projects = [p for (p,) in db.execute("SELECT project_id FROM projects ORDER BY rowid")]
+    assert projects == sorted(codes)
+    alerts = [a for (a,) in db.execute("SELECT alert_id FROM alerts ORDER BY rowid")]
+    assert len(alerts) >= len(codes) and alerts == sorted(alerts)
