@@ -19,15 +19,10 @@ def year_file(workdir: Path, projects: int, payments_per_project: int, seed: int
     spec = Spec(projects=projects, seed=seed, fiscal_year=FISCAL_YEAR,
                 payments_per_project=payments_per_project)
     partial = path.with_suffix(".partial")
-    with partial.open("wb") as handle:
-        batch: list[bytes] = []
+    with partial.open("wb") as handle:  # buffered: a batch of lines would hold orjson's buffers
         for line in generate(spec):
-            batch.append(line)
-            if len(batch) >= 50_000:
-                handle.write(b"\n".join(batch) + b"\n")
-                batch.clear()
-        if batch:
-            handle.write(b"\n".join(batch) + b"\n")
+            handle.write(line)
+            handle.write(b"\n")
     os.replace(partial, path)
     return path
 

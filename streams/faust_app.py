@@ -38,6 +38,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from alerts.lifecycle import Transition
 from alerts.profile import Profile
 from budget.calendar import from_day
+from connectors.kept_json import kept_dumps
 from connectors.metrics import WorkerFiguresCollector
 from connectors.profiles import load_profile
 from streams.faust_state import (
@@ -549,7 +550,7 @@ def _iso(day: int | None) -> str | None:
 def _write(table: TableT[Any, Any], writes: Iterable[tuple[str, Any]]) -> None:
     for key, value in writes:
         if value is not None:
-            table[key] = orjson.dumps(value)
+            table[key] = kept_dumps(value)  # held in the table until its next write
         elif key in table:
             del table[key]  # a tombstone in the changelog
 

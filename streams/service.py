@@ -54,6 +54,7 @@ from budget.events import EARLIEST_YEAR, LATEST_YEAR
 from connectors import metrics
 from connectors.grafana import AnnotationError, GrafanaAnnotator
 from connectors.jsonl import BOM, parse_lines
+from connectors.kept_json import kept_dumps
 from connectors.parsed import Parsed
 from streams.clock import today_in_china
 from streams.engine import Engine, RunSummary
@@ -118,7 +119,7 @@ def split_body(body: bytes) -> list[bytes]:
         if isinstance(whole, dict):
             return [text]
         if isinstance(whole, list):
-            return [orjson.dumps(item) for item in whole]
+            return [kept_dumps(item) for item in whole]  # all held until the body is ingested
     return body.splitlines()
 
 
