@@ -22,6 +22,7 @@ import orjson
 
 from budget.events import Record, record_to_json_dict
 from budget.ledger import other_year_reason, registered_year
+from connectors.kept_json import kept_dumps
 from streams.errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -241,14 +242,13 @@ class Store:
     # -- the log ---------------------------------------------------------
     def append(self, records: Sequence[tuple[Record, str]], rejections: Sequence[Rejection]) -> AppendResult:
         """Append validated records (with their source) and rejections in one transaction."""
-        dumps = orjson.dumps
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
             other_year = self._other_year(records)
             # (Record is a plain tuple: type, event_id, day, project_id, amount, details)
             rows = [
-                (r[1], r[0], r[2], r[3], r[4], dumps(r[5]) if r[5] else None, source)
+                (r[1], r[0], r[2], r[3], r[4], kept_dumps(r[5]) if r[5] else None, source)
                 for r, source in records
             ]
             if other_year:

@@ -4,6 +4,7 @@ the alert listings filtered in SQL."""
 from __future__ import annotations
 
 import tempfile
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +119,23 @@ def test_an_ingest_runs_with_fewer_collections_and_restores_the_threshold(tmp_pa
         counts = ingest(store, lines())
     assert counts.applied == 2 and seen == [max(before[0], RUN_GEN0_THRESHOLD)] * 2
     assert gc.get_threshold() == before
+
+
+def test_a_batch_being_appended_holds_its_details_at_their_length(tmp_path: Path) -> None:
+    """Each stored event's details are encoded again for the log; orjson's output buffer
+    (4 KiB and more a value) held for a whole batch was most of an ingest's peak RSS."""
+    details = {"name": "2025年青石镇农田水利项目", "department_id": "D287", "department_name": "青石镇人民政府",
+               "fund_source": "general", "fiscal_year": 2025, "plan": [0.1, 0.3, 0.6, 1.0]}
+    records = [(Record("project_registered", f"R{n}", 739250, f"P{n}", None, details), "test")
+               for n in range(2_000)]
+    with Store(tmp_path / "log.db") as store:
+        tracemalloc.start()
+        try:
+            store.append(records, [])
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        stored = store.db.execute("SELECT COUNT(*), MAX(LENGTH(details)) FROM events").fetchone()
+    assert stored[0] == len(records)
+    per_record = peak / len(records)
+    assert per_record < 1_000, f"{per_record:.0f} bytes of Python heap per {stored[1]}-byte record"
