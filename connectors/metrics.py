@@ -345,3 +345,69 @@ def register(
     collector = BudgetCollector(monitor, counters=counters, progress=progress)
     registry.register(collector)
     return collector
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionProgress:
+    """How far a worker has read one partition it holds.
+
+    ``consumed_offset`` is the last message handled and ``consumed_at`` its broker
+    timestamp (Unix seconds); ``highwater`` the partition's end offset (the next offset
+    the broker will write), ``None`` while the consumer does not know it;
+    ``received_day`` the latest business day accepted on a ``budget-events`` partition."""
+
+    topic: str
+    partition: int
+    consumed_offset: int
+    consumed_at: float
+    highwater: int | None = None
+    received_day: int | None = None
+
+
+class StreamProgressCollector(Collector):
+    """A Faust worker's reading progress, per partition it holds, at scrape time.
+
+    The worker exports facts, not ages: how many messages wait behind the last one it
+    handled (``budget_stream_consumer_lag_messages``), that message's broker timestamp
+    and the latest business date received. Prometheus turns them into the
+    ``budget_processing_lag_*`` series that ``budgetwatch serve`` exports itself
+    (deploy/prometheus/rules.yml, group budgetwatch-lag), with its own clock."""
+
+    def __init__(self, progress: Callable[[], Iterable[PartitionProgress]]) -> None:
+        self._progress = progress
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            "budget_stream_consumer_lag_messages",
+            "Messages on the broker behind the last one this worker handled",
+            labels=["topic", "partition"],
+        )
+        consumed = GaugeMetricFamily(
+            "budget_stream_consumed_timestamp_seconds",
+            "Broker timestamp of the last message this worker handled (Unix seconds)",
+            labels=["topic", "partition"],
+        )
+        received = GaugeMetricFamily(
+            "budget_stream_received_timestamp_seconds",
+            "Latest business date accepted on a partition (midnight UTC, Unix seconds)",
+            labels=["partition"],
+        )
+        for item in sorted(self._progress(), key=lambda p: (p.topic, p.partition)):
+            labels = [item.topic, str(item.partition)]
+            consumed.add_metric(labels, item.consumed_at)
+            if item.highwater is not None:
+                lag.add_metric(labels, float(max(0, item.highwater - item.consumed_offset - 1)))
+            if item.received_day is not None:
+                received.add_metric([str(item.partition)], utc_midnight_seconds(item.received_day))
+        yield from (lag, consumed, received)
+
+
+def utc_midnight_seconds(day: int | None) -> float:
+    """A business day as the Unix time of its midnight UTC (0 for none): the stream's
+    day gauges, which Prometheus subtracts from one another."""
+    if day is None:
+        return 0.0
+    return dt.datetime.combine(from_day(day), dt.time(), tzinfo=dt.UTC).timestamp()

@@ -31,7 +31,7 @@ from zoneinfo import ZoneInfo
 
 import faust
 import orjson
-from faust.types import TableT
+from faust.types import TP, TableT
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -39,7 +39,12 @@ from alerts.lifecycle import Transition
 from alerts.profile import Profile
 from budget.calendar import from_day
 from connectors.kept_json import kept_dumps
-from connectors.metrics import WorkerFiguresCollector
+from connectors.metrics import (
+    PartitionProgress,
+    StreamProgressCollector,
+    WorkerFiguresCollector,
+    utc_midnight_seconds,
+)
 from connectors.profiles import load_profile
 from streams.faust_state import (
     CLOCK_KEY,
@@ -180,13 +185,7 @@ class Metrics:
         """The partition clock gauge; it moves only at ticks, so it is set on a change."""
         if self._clocks.get((topic, partition), -1) != day:
             self._clocks[(topic, partition)] = day
-            self.child(self.clock, topic, str(partition)).set(_day_seconds(day))
-
-
-def _day_seconds(day: int | None) -> float:
-    if day is None:
-        return 0.0
-    return dt.datetime.combine(from_day(day), dt.time(), tzinfo=dt.UTC).timestamp()
+            self.child(self.clock, topic, str(partition)).set(utc_midnight_seconds(day))
 
 
 class BudgetApp:
@@ -200,6 +199,7 @@ class BudgetApp:
         outlet: Outlet | None = None,
         app_id: str = "budgetwatch",
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        highwater: Callable[[str, int], int | None] | None = None,
     ) -> None:
         s = settings or Settings()
         self.sleep = sleep  # between attempts to send a message's output (see _emit_until_sent)
@@ -231,6 +231,10 @@ class BudgetApp:
         self.metrics.registry.register(
             WorkerFiguresCollector(lambda: [p.monitor for p in self.project_partitions.values()])
         )
+        self.highwater = highwater or self._broker_highwater
+        # (topic, partition) -> (offset, broker timestamp) of the last message handled
+        self.consumed: dict[tuple[str, int], tuple[int, float]] = {}
+        self.metrics.registry.register(StreamProgressCollector(self.progress))
         self.project_partitions: dict[int, ProjectPartition] = {}
         self.department_partitions: dict[int, DepartmentPartition] = {}
         self._sizes: dict[int, tuple[ProjectPartition, int, int]] = {}  # gauges, kept incrementally
@@ -305,12 +309,40 @@ class BudgetApp:
             if tp.topic in (EVENTS_TOPIC, DEPARTMENTS_TOPIC):
                 self._drop_partition(tp.topic, tp.partition)
                 self.metrics.forget_partition(tp.topic, tp.partition)
+                self.consumed.pop((tp.topic, tp.partition), None)
+
+    # -- reading progress (scraped) ----------------------------------------
+    def progress(self) -> list[PartitionProgress]:
+        """Each partition this worker has handled a message of since it was assigned."""
+        rows = []
+        for (topic, partition), (offset, at) in self.consumed.items():
+            state = self.project_partitions.get(partition) if topic == EVENTS_TOPIC else None
+            rows.append(PartitionProgress(
+                topic, partition, offset, at,
+                highwater=self.highwater(topic, partition),
+                received_day=state.latest_day if state is not None else None,
+            ))
+        return rows
+
+    def _broker_highwater(self, topic: str, partition: int) -> int | None:
+        """The end offset the worker's Kafka consumer last fetched for a partition; None
+        before the worker has started a consumer (never create one just to ask)."""
+        consumer = getattr(self.app, "_consumer", None)
+        if consumer is None:
+            return None
+        try:
+            value = consumer.highwater(TP(topic, partition))
+        except Exception:  # not assigned, not fetched yet, consumer stopping
+            return None
+        return value if isinstance(value, int) else None
 
     # -- agents ------------------------------------------------------------
     async def _events(self, stream: faust.StreamT[bytes]) -> AsyncIterator[str]:
+        consumed = self.consumed
         async for event in stream.events():
             message = event.message
             partition, offset = message.partition, message.offset
+            consumed[(EVENTS_TOPIC, partition)] = (offset, message.timestamp)
             try:
                 state = self.project_partition(partition)
                 out = state.handle(offset, message.key, message.value)
@@ -353,9 +385,11 @@ class BudgetApp:
         return sizes
 
     async def _departments(self, stream: faust.StreamT[bytes]) -> AsyncIterator[str]:
+        consumed = self.consumed
         async for event in stream.events():
             message = event.message
             partition, offset = message.partition, message.offset
+            consumed[(DEPARTMENTS_TOPIC, partition)] = (offset, message.timestamp)
             try:
                 body = orjson.loads(message.value)
                 if not isinstance(body, dict):

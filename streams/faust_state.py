@@ -277,6 +277,7 @@ class ProjectPartition(_VersionedPartition):
         # ids for ones past the dedup horizon only when there are some.
         self.oldest_seen: dict[str, int] = {}
         self._seen_count = 0  # ids in ``seen``, kept as they come and go (a gauge after each tick)
+        self.latest_day: int | None = None  # the latest business day accepted (lag = it - clock)
         self.pending: dict[str, list[tuple[int, Record]]] = {}  # project -> [(seq, record)]
         self.contributed: dict[
             str, tuple[str, int, int]
@@ -461,6 +462,8 @@ class ProjectPartition(_VersionedPartition):
         if record.event_id not in ids:
             self._seen_count += 1
         ids[record.event_id] = day << 32 | _digest(record)
+        if self.latest_day is None or day > self.latest_day:
+            self.latest_day = day
         oldest = self.oldest_seen.get(project_id)
         if oldest is None or day < oldest:
             self.oldest_seen[project_id] = day

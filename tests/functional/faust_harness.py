@@ -64,15 +64,22 @@ class Harness:
         return self.bapp.partitions
 
     async def put(
-        self, key: str, value: bytes, *, partition: int | None = None, offset: int | None = None
+        self,
+        key: str,
+        value: bytes,
+        *,
+        partition: int | None = None,
+        offset: int | None = None,
+        timestamp: float | None = None,
     ) -> Any:
-        """One message on budget-events at the next offset of its partition (or a given one)."""
+        """One message on budget-events at the next offset of its partition (or a given one),
+        stamped by the broker at ``timestamp`` (default: now)."""
         p = partition_for(key, self.partitions) if partition is None else partition
         at = self.offsets.get(p, 0) if offset is None else offset
         if offset is None:
             self.offsets[p] = at + 1
         self.events.sent_offset = at  # the test wrapper stamps this offset on the message
-        event = await self.events.put(value=value, key=key.encode("utf-8"), partition=p)
+        event = await self.events.put(value=value, key=key.encode("utf-8"), partition=p, timestamp=timestamp)
         await self._forward()
         return event
 

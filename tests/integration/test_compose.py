@@ -221,7 +221,7 @@ def test_promtool_accepts_the_prometheus_config() -> None:
     result = _run("promtool", "check", "config", str(PROMETHEUS))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
-    assert "17 rules found" in result.stdout + result.stderr  # the rule file it names was read
+    assert "20 rules found" in result.stdout + result.stderr  # the rule file it names was read
 
 
 def test_the_workers_own_alerts_fire_when_they_should(compose: dict[str, Any]) -> None:
@@ -251,6 +251,7 @@ def test_the_workers_alerts_go_to_operations_and_budget_alerts_to_the_office() -
     assert receiver("alertname=BudgetwatchWorkerDown", "team=ops", "severity=critical") == "operations"
     assert receiver("alertname=BudgetwatchDeadLetters", "team=ops", "severity=warning") == "operations"
     assert receiver("alertname=BudgetwatchNoWorkers", "team=ops", "severity=critical") == "operations"
+    assert receiver("alertname=BudgetwatchProcessingBehind", "team=ops", "severity=warning") == "operations"
     assert receiver("alertname=low_execution", "severity=critical", "department=D101") == "budget-office"
 
 

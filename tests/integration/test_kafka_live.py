@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,21 @@ def test_the_worker_on_kafka_raises_the_embedded_alerts(tmp_path: Path) -> None:
             assert worker.poll() is None, worker.stdout.read().decode() if worker.stdout else ""
         consumer.close()
         assert canonical(list(got.values())) == canonical(expected)
+
+        # caught up, the worker's own consumer reports every partition read to its end
+        # (the end offsets behind budget_processing_lag_* on the stack)
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+            scraped = page.read().decode()
+        lags = {
+            sample.labels["partition"]: sample.value
+            for family in text_string_to_metric_families(scraped)
+            for sample in family.samples
+            if sample.name == "budget_stream_consumer_lag_messages"
+            and sample.labels["topic"] == "budget-events"
+        }
+        assert lags == {str(p): 0.0 for p in range(partitions)}, scraped
 
         # the notifier kept every transition once, in its own store
         stored: list[dict[str, Any]] = []
