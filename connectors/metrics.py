@@ -352,14 +352,15 @@ class PartitionProgress:
     """How far a worker has read one partition it holds.
 
     ``consumed_offset`` is the last message handled and ``consumed_at`` its broker
-    timestamp (Unix seconds); ``highwater`` the partition's end offset (the next offset
-    the broker will write), ``None`` while the consumer does not know it;
-    ``received_day`` the latest business day accepted on a ``budget-events`` partition."""
+    timestamp (Unix seconds; ``None`` for a message without one); ``highwater`` the
+    partition's end offset (the next offset the broker will write), ``None`` while the
+    consumer does not know it; ``received_day`` the latest business day accepted on a
+    ``budget-events`` partition."""
 
     topic: str
     partition: int
     consumed_offset: int
-    consumed_at: float
+    consumed_at: float | None
     highwater: int | None = None
     received_day: int | None = None
 
@@ -397,7 +398,8 @@ class StreamProgressCollector(Collector):
         )
         for item in sorted(self._progress(), key=lambda p: (p.topic, p.partition)):
             labels = [item.topic, str(item.partition)]
-            consumed.add_metric(labels, item.consumed_at)
+            if item.consumed_at is not None:  # pre-0.10 message formats carry none
+                consumed.add_metric(labels, item.consumed_at)
             if item.highwater is not None:
                 lag.add_metric(labels, float(max(0, item.highwater - item.consumed_offset - 1)))
             if item.received_day is not None:

@@ -233,7 +233,7 @@ class BudgetApp:
         )
         self.highwater = highwater or self._broker_highwater
         # (topic, partition) -> (offset, broker timestamp) of the last message handled
-        self.consumed: dict[tuple[str, int], tuple[int, float]] = {}
+        self.consumed: dict[tuple[str, int], tuple[int, float | None]] = {}
         self.metrics.registry.register(StreamProgressCollector(self.progress))
         self.project_partitions: dict[int, ProjectPartition] = {}
         self.department_partitions: dict[int, DepartmentPartition] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -178,3 +179,32 @@ def test_a_county_year_has_no_per_project_series_except_projects_in_alert() -> N
     # departments x 4 fund sources x 3 + department series + alert series (rule x severity x dept)
     assert bounded <= len(departments) * (4 * 3 + 2 + 6 * 2) + 20
     assert len(samples) < 4000
+
+
+def test_a_workers_reading_progress_is_exported_as_facts_per_partition() -> None:
+    """Lag in messages from the end offset; no lag series while the end is unknown and
+    no timestamp series for a message without one (a scrape must not fail on it); the
+    business date as midnight UTC, as the partition clock gauge is."""
+    from connectors.metrics import PartitionProgress, StreamProgressCollector
+
+    rows = [
+        PartitionProgress("budget-events", 0, consumed_offset=41, consumed_at=1_700.5, highwater=50,
+                          received_day=dt.date(2025, 7, 5).toordinal()),
+        PartitionProgress("budget-events", 1, consumed_offset=9, consumed_at=None, highwater=None),
+        PartitionProgress("budget-departments", 0, consumed_offset=3, consumed_at=1_600.0, highwater=4),
+    ]
+    registry = CollectorRegistry()
+    registry.register(StreamProgressCollector(lambda: rows))
+    value = registry.get_sample_value
+
+    def at(topic: str, partition: int) -> dict[str, str]:
+        return {"topic": topic, "partition": str(partition)}
+
+    assert value("budget_stream_consumer_lag_messages", at("budget-events", 0)) == 8
+    assert value("budget_stream_consumer_lag_messages", at("budget-events", 1)) is None
+    assert value("budget_stream_consumer_lag_messages", at("budget-departments", 0)) == 0
+    assert value("budget_stream_consumed_timestamp_seconds", at("budget-events", 0)) == 1_700.5
+    assert value("budget_stream_consumed_timestamp_seconds", at("budget-events", 1)) is None
+    midnight = dt.datetime(2025, 7, 5, tzinfo=dt.UTC).timestamp()
+    assert value("budget_stream_received_timestamp_seconds", {"partition": "0"}) == midnight
+    assert value("budget_stream_received_timestamp_seconds", {"partition": "1"}) is None
