@@ -351,16 +351,18 @@ def register(
 class PartitionProgress:
     """How far a worker has read one partition it holds.
 
-    ``consumed_offset`` is the last message handled and ``consumed_at`` its broker
-    timestamp (Unix seconds; ``None`` for a message without one); ``highwater`` the
+    ``next_offset`` is the next message it will handle (``None`` while unknown);
+    ``position_at`` the broker timestamp of the last message handled (Unix seconds) or,
+    before any since the partition was assigned, the time of the assignment — the next
+    message has waited no longer than since then, once it exists; ``highwater`` the
     partition's end offset (the next offset the broker will write), ``None`` while the
     consumer does not know it; ``received_day`` the latest business day accepted on a
     ``budget-events`` partition."""
 
     topic: str
     partition: int
-    consumed_offset: int
-    consumed_at: float | None
+    next_offset: int | None
+    position_at: float | None
     highwater: int | None = None
     received_day: int | None = None
 
@@ -368,11 +370,12 @@ class PartitionProgress:
 class StreamProgressCollector(Collector):
     """A Faust worker's reading progress, per partition it holds, at scrape time.
 
-    The worker exports facts, not ages: how many messages wait behind the last one it
-    handled (``budget_stream_consumer_lag_messages``), that message's broker timestamp
-    and the latest business date received. Prometheus turns them into the
+    The worker exports facts, not ages: how many messages wait on the broker for it
+    (``budget_stream_consumer_lag_messages``), the timestamp of its position and the
+    latest business date received. Prometheus turns them into the
     ``budget_processing_lag_*`` series that ``budgetwatch serve`` exports itself
-    (deploy/prometheus/rules.yml, group budgetwatch-lag), with its own clock."""
+    (deploy/prometheus/rules.yml, group budgetwatch-lag), with its own clock. Anything
+    unknown is left out, never exported as 0."""
 
     def __init__(self, progress: Callable[[], Iterable[PartitionProgress]]) -> None:
         self._progress = progress
@@ -383,12 +386,13 @@ class StreamProgressCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         lag = GaugeMetricFamily(
             "budget_stream_consumer_lag_messages",
-            "Messages on the broker behind the last one this worker handled",
+            "Messages on the broker this worker has not handled yet",
             labels=["topic", "partition"],
         )
-        consumed = GaugeMetricFamily(
-            "budget_stream_consumed_timestamp_seconds",
-            "Broker timestamp of the last message this worker handled (Unix seconds)",
+        position = GaugeMetricFamily(
+            "budget_stream_position_timestamp_seconds",
+            "Broker timestamp of the last message handled (before any since the partition "
+            "was assigned: the time of the assignment), Unix seconds",
             labels=["topic", "partition"],
         )
         received = GaugeMetricFamily(
@@ -398,13 +402,14 @@ class StreamProgressCollector(Collector):
         )
         for item in sorted(self._progress(), key=lambda p: (p.topic, p.partition)):
             labels = [item.topic, str(item.partition)]
-            if item.consumed_at is not None:  # pre-0.10 message formats carry none
-                consumed.add_metric(labels, item.consumed_at)
-            if item.highwater is not None:
-                lag.add_metric(labels, float(max(0, item.highwater - item.consumed_offset - 1)))
+            # aiokafka gives a record without a timestamp (pre-0.10 formats) as -1 ms
+            if item.position_at is not None and item.position_at > 0:
+                position.add_metric(labels, item.position_at)
+            if item.highwater is not None and item.next_offset is not None:
+                lag.add_metric(labels, float(max(0, item.highwater - item.next_offset)))
             if item.received_day is not None:
                 received.add_metric([str(item.partition)], utc_midnight_seconds(item.received_day))
-        yield from (lag, consumed, received)
+        yield from (lag, position, received)
 
 
 def utc_midnight_seconds(day: int | None) -> float:

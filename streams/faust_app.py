@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -200,6 +201,7 @@ class BudgetApp:
         app_id: str = "budgetwatch",
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         highwater: Callable[[str, int], int | None] | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         s = settings or Settings()
         self.sleep = sleep  # between attempts to send a message's output (see _emit_until_sent)
@@ -232,8 +234,11 @@ class BudgetApp:
             WorkerFiguresCollector(lambda: [p.monitor for p in self.project_partitions.values()])
         )
         self.highwater = highwater or self._broker_highwater
-        # (topic, partition) -> (offset, broker timestamp) of the last message handled
+        self.now = now
+        # (topic, partition) -> (offset, broker timestamp) of the last message whose
+        # output was sent, and -> when the partition was assigned to this worker
         self.consumed: dict[tuple[str, int], tuple[int, float | None]] = {}
+        self.assigned: dict[tuple[str, int], float] = {}
         self.metrics.registry.register(StreamProgressCollector(self.progress))
         self.project_partitions: dict[int, ProjectPartition] = {}
         self.department_partitions: dict[int, DepartmentPartition] = {}
@@ -250,6 +255,7 @@ class BudgetApp:
         if s.clock == "wall":
             app.timer(interval=s.clock_interval, on_leader=True)(self.wall_clock_tick)
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
 
     # -- partition state ---------------------------------------------------
@@ -310,17 +316,38 @@ class BudgetApp:
                 self._drop_partition(tp.topic, tp.partition)
                 self.metrics.forget_partition(tp.topic, tp.partition)
                 self.consumed.pop((tp.topic, tp.partition), None)
+                self.assigned.pop((tp.topic, tp.partition), None)
+
+    async def _on_assigned(self, sender: Any, assigned: Iterable[Any], **_: Any) -> None:
+        # From now on the partition is this worker's to read: exported (and aged from
+        # this moment) even before its first message, so a worker that holds partitions
+        # and reads nothing is seen.
+        for tp in assigned:
+            if tp.topic in (EVENTS_TOPIC, DEPARTMENTS_TOPIC):
+                self.assigned.setdefault((tp.topic, tp.partition), self.now())
 
     # -- reading progress (scraped) ----------------------------------------
     def progress(self) -> list[PartitionProgress]:
-        """Each partition this worker has handled a message of since it was assigned."""
+        """Each partition this worker holds. Before its first message since the
+        assignment, the next offset is the restored partition's (unknown while its table
+        is still being recovered) and the position is aged from the assignment."""
         rows = []
-        for (topic, partition), (offset, at) in self.consumed.items():
-            state = self.project_partitions.get(partition) if topic == EVENTS_TOPIC else None
+        for key in sorted(self.assigned.keys() | self.consumed.keys()):
+            topic, partition = key
+            state: ProjectPartition | DepartmentPartition | None = (
+                self.project_partitions if topic == EVENTS_TOPIC else self.department_partitions
+            ).get(partition)
+            handled = self.consumed.get(key)
+            if handled is not None:
+                next_offset: int | None = handled[0] + 1
+                at = handled[1]
+            else:
+                next_offset = state.meta.offset + 1 if state is not None else None
+                at = self.assigned.get(key)
             rows.append(PartitionProgress(
-                topic, partition, offset, at,
+                topic, partition, next_offset, at,
                 highwater=self.highwater(topic, partition),
-                received_day=state.latest_day if state is not None else None,
+                received_day=state.latest_day if isinstance(state, ProjectPartition) else None,
             ))
         return rows
 
@@ -342,7 +369,6 @@ class BudgetApp:
         async for event in stream.events():
             message = event.message
             partition, offset = message.partition, message.offset
-            consumed[(EVENTS_TOPIC, partition)] = (offset, message.timestamp)
             try:
                 state = self.project_partition(partition)
                 out = state.handle(offset, message.key, message.value)
@@ -363,6 +389,8 @@ class BudgetApp:
                 )
                 self._drop_partition(EVENTS_TOPIC, partition)  # rebuild from the table next time
             await self._emit_until_sent(out, self.projects_table, EVENTS_TOPIC, partition, offset)
+            # Only now: a message stuck in its retries is still unread, behind the position.
+            consumed[(EVENTS_TOPIC, partition)] = (offset, message.timestamp)
             state_now = self.project_partitions.get(partition)
             if state_now is not None:
                 self.metrics.show_clock(EVENTS_TOPIC, partition, state_now.clock)
@@ -389,7 +417,6 @@ class BudgetApp:
         async for event in stream.events():
             message = event.message
             partition, offset = message.partition, message.offset
-            consumed[(DEPARTMENTS_TOPIC, partition)] = (offset, message.timestamp)
             try:
                 body = orjson.loads(message.value)
                 if not isinstance(body, dict):
@@ -411,6 +438,7 @@ class BudgetApp:
                 )
                 self._drop_partition(DEPARTMENTS_TOPIC, partition)
             await self._emit_until_sent(out, self.departments_table, DEPARTMENTS_TOPIC, partition, offset)
+            consumed[(DEPARTMENTS_TOPIC, partition)] = (offset, message.timestamp)
             state_now = self.department_partitions.get(partition)
             if state_now is not None:
                 self.metrics.show_clock(DEPARTMENTS_TOPIC, partition, state_now.clock)

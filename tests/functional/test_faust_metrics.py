@@ -222,28 +222,48 @@ def sum_by(series: dict[tuple[tuple[str, str], ...], float], label: str) -> dict
 
 def test_a_worker_exports_how_far_it_has_read_each_partition() -> None:
     """The facts behind budget_processing_lag_* on the compose stack (rules.yml, group
-    budgetwatch-lag): messages behind the last one handled, that message's broker
-    timestamp and the latest business date received, per partition this worker holds.
-    The broker's end offsets come from the consumer in production; here they are
-    handed in (there is no broker)."""
+    budgetwatch-lag), per partition this worker holds: messages waiting on the broker,
+    the time of its position and the latest business date received — from the
+    assignment on (a worker that holds partitions and reads nothing must be seen),
+    through a message stuck in its send retries (still unread), a restore and a
+    revoke. The broker's end offsets come from the consumer in production; here they
+    are handed in (there is no broker)."""
     from faust.types import TP
 
     from streams.faust_app import BudgetApp, MemoryOutlet
+    from streams.faust_state import CLOCK_KEY, tick_value
     from streams.settings import Settings
 
     project = "P1"
     home = partition_for(project, 2)
-    other = 1 - home
     ends: dict[tuple[str, int], int] = {("budget-events", home): 10}
-    outlet = MemoryOutlet()
+    scraped: dict[str, float | None] = {}
+    value: Any = None
+    home_events = {"topic": "budget-events", "partition": str(home)}
+    lag, position = "budget_stream_consumer_lag_messages", "budget_stream_position_timestamp_seconds"
+    received = "budget_stream_received_timestamp_seconds"
+
+    class FailsOnce(MemoryOutlet):
+        """Once armed, the broker refuses the next department message (a tick's output)."""
+
+        armed = failed = False
+
+        async def send(self, topic: str, key: str | None, value: bytes, partition: int | None = None) -> Any:
+            if topic == "budget-departments" and self.armed and not self.failed:
+                self.failed = True
+                raise ConnectionError("broker unreachable")
+            return await super().send(topic, key, value, partition)
+
+    async def sleep(_: float) -> None:  # between send attempts: scrape while stuck
+        scraped["stuck_lag"], scraped["stuck_at"] = value(lag, home_events), value(position, home_events)
+
+    outlet = FailsOnce()
     bapp = BudgetApp(
         Settings(partitions=2, store="memory://", clock="off"), profile=load_profile("baseline"),
-        outlet=outlet, app_id="budgetwatch-test", highwater=lambda t, p: ends.get((t, p)),
+        outlet=outlet, app_id="budgetwatch-test", sleep=sleep,
+        highwater=lambda t, p: ends.get((t, p)), now=lambda: 5_000.0,
     )
     value = bapp.metrics.registry.get_sample_value
-    lag, consumed = "budget_stream_consumer_lag_messages", "budget_stream_consumed_timestamp_seconds"
-    received = "budget_stream_received_timestamp_seconds"
-    home_events = {"topic": "budget-events", "partition": str(home)}
     registered = event(
         "project_registered", "r1", "2025-01-10", project, fiscal_year=2025, name="项目",
         department_id="D01", department_name="单位", fund_source="general",
@@ -251,43 +271,58 @@ def test_a_worker_exports_how_far_it_has_read_each_partition() -> None:
     paid_late = event("budget_approved", "b1", "2025-02-03", project, amount="1000.00")
 
     async def scenario() -> dict[str, float | None]:
-        seen: dict[str, float | None] = {}
+        seen = scraped
         async with running(bapp, outlet) as h:
-            seen["before"] = value(consumed, home_events)
+            await bapp._on_assigned(None, [TP("budget-events", home)])
+            seen["assigned_at"], seen["assigned_lag"] = value(position, home_events), value(lag, home_events)
+            bapp.project_partition(home)  # restored, as warm() does after the rebalance
+            seen["restored_lag"] = value(lag, home_events)
             await h.put(project, paid_late, timestamp=1_000.0)  # out of order: allowed
             await h.put(project, registered, timestamp=1_001.5)
-            seen["lag"], seen["at"] = value(lag, home_events), value(consumed, home_events)
+            seen["lag"], seen["at"] = value(lag, home_events), value(position, home_events)
             seen["received"] = value(received, {"partition": str(home)})
-            await h.tick("2025-01-31")
+            outlet.armed = True  # the home partition's tick fails once: retried in place
+            await h.put(CLOCK_KEY, tick_value(dt.date(2025, 1, 31)), partition=home)
+            await h.put(CLOCK_KEY, tick_value(dt.date(2025, 1, 31)), partition=1 - home)
             seen["lag_after_tick"] = value(lag, home_events)
-            seen["other_lag"] = value(lag, {"topic": "budget-events", "partition": str(other)})
-            seen["other_at"] = value(consumed, {"topic": "budget-events", "partition": str(other)})
             ends[("budget-events", home)] = 3  # the broker has nothing beyond the tick
             seen["caught_up"] = value(lag, home_events)
             bapp._drop_partition("budget-events", home)
             bapp.project_partition(home)  # rebuilt from the table, as after a restart
             seen["received_restored"] = value(received, {"partition": str(home)})
             await bapp._on_revoked(None, [TP("budget-events", home)])
-            seen["revoked"] = value(consumed, home_events)
+            seen["revoked"] = value(position, home_events)
         return seen
 
     seen = asyncio.run(scenario())
-    assert seen["before"] is None  # nothing handled yet: no fact to export
+    assert seen["assigned_at"] == 5_000.0  # aged from the assignment before any message
+    assert seen["assigned_lag"] is None  # the table not restored yet: no next offset known
+    assert seen["restored_lag"] == 10  # nothing handled: everything up to the end waits
     assert seen["lag"] == 8  # offsets 0 and 1 handled; the broker ends at 10
     assert seen["at"] == 1_001.5
     assert seen["received"] == midnight("2025-02-03")  # the latest, not the last received
+    assert outlet.failed and seen["stuck_lag"] == 8 and seen["stuck_at"] == 1_001.5  # the tick still unread
     assert seen["lag_after_tick"] == 7
-    assert seen["other_lag"] is None  # the end offset is unknown: no guess
-    assert seen["other_at"] is not None and seen["other_at"] > 1_001.5  # the tick, stamped now
     assert seen["caught_up"] == 0
     assert seen["received_restored"] == midnight("2025-02-03")
     assert seen["revoked"] is None
 
 
 def test_without_a_started_consumer_the_end_offsets_are_unknown() -> None:
-    """The default end offsets come from the worker's Kafka consumer; a worker that has
-    not started one (or whose consumer cannot answer) exports no lag, never a made-up 0."""
+    """The default end offsets come from the worker's Kafka consumer, asked for the
+    partition (the TP it is given is checked here); a worker that has not started one,
+    or whose consumer cannot answer, exports no lag, never a made-up 0."""
     bapp, _ = make_app(load_profile("baseline"), partitions=2)
     assert bapp.highwater("budget-events", 0) is None
     consumer = bapp.app.consumer  # created, not started: asking it fails, and that is "unknown"
     assert consumer is not None and bapp.highwater("budget-events", 0) is None
+
+    class Fetched:
+        """A started consumer's answers: the end offsets of the partitions it fetched."""
+
+        def highwater(self, tp: Any) -> int | None:
+            return {("budget-events", 0): 7}.get((tp.topic, tp.partition))
+
+    bapp.app.consumer = Fetched()  # type: ignore[assignment]
+    assert bapp.highwater("budget-events", 0) == 7
+    assert bapp.highwater("budget-events", 1) is None  # not fetched yet (aiokafka: None)

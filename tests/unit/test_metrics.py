@@ -182,16 +182,18 @@ def test_a_county_year_has_no_per_project_series_except_projects_in_alert() -> N
 
 
 def test_a_workers_reading_progress_is_exported_as_facts_per_partition() -> None:
-    """Lag in messages from the end offset; no lag series while the end is unknown and
-    no timestamp series for a message without one (a scrape must not fail on it); the
-    business date as midnight UTC, as the partition clock gauge is."""
+    """Lag in messages from the end offset; nothing exported that is not known (no end
+    offset, no next offset, a message without a timestamp — which aiokafka gives as
+    -1 ms — must not fail the scrape or look 56 years old); the business date as
+    midnight UTC, as the partition clock gauge is."""
     from connectors.metrics import PartitionProgress, StreamProgressCollector
 
     rows = [
-        PartitionProgress("budget-events", 0, consumed_offset=41, consumed_at=1_700.5, highwater=50,
+        PartitionProgress("budget-events", 0, next_offset=42, position_at=1_700.5, highwater=50,
                           received_day=dt.date(2025, 7, 5).toordinal()),
-        PartitionProgress("budget-events", 1, consumed_offset=9, consumed_at=None, highwater=None),
-        PartitionProgress("budget-departments", 0, consumed_offset=3, consumed_at=1_600.0, highwater=4),
+        PartitionProgress("budget-events", 1, next_offset=10, position_at=None, highwater=None),
+        PartitionProgress("budget-events", 2, next_offset=None, position_at=-0.001, highwater=9),
+        PartitionProgress("budget-departments", 0, next_offset=4, position_at=1_600.0, highwater=4),
     ]
     registry = CollectorRegistry()
     registry.register(StreamProgressCollector(lambda: rows))
@@ -200,11 +202,14 @@ def test_a_workers_reading_progress_is_exported_as_facts_per_partition() -> None
     def at(topic: str, partition: int) -> dict[str, str]:
         return {"topic": topic, "partition": str(partition)}
 
-    assert value("budget_stream_consumer_lag_messages", at("budget-events", 0)) == 8
-    assert value("budget_stream_consumer_lag_messages", at("budget-events", 1)) is None
-    assert value("budget_stream_consumer_lag_messages", at("budget-departments", 0)) == 0
-    assert value("budget_stream_consumed_timestamp_seconds", at("budget-events", 0)) == 1_700.5
-    assert value("budget_stream_consumed_timestamp_seconds", at("budget-events", 1)) is None
+    lag, position = "budget_stream_consumer_lag_messages", "budget_stream_position_timestamp_seconds"
+    assert value(lag, at("budget-events", 0)) == 8
+    assert value(lag, at("budget-events", 1)) is None  # end unknown
+    assert value(lag, at("budget-events", 2)) is None  # next offset unknown
+    assert value(lag, at("budget-departments", 0)) == 0
+    assert value(position, at("budget-events", 0)) == 1_700.5
+    assert value(position, at("budget-events", 1)) is None
+    assert value(position, at("budget-events", 2)) is None
     midnight = dt.datetime(2025, 7, 5, tzinfo=dt.UTC).timestamp()
     assert value("budget_stream_received_timestamp_seconds", {"partition": "0"}) == midnight
     assert value("budget_stream_received_timestamp_seconds", {"partition": "1"}) is None
