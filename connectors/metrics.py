@@ -384,21 +384,9 @@ class StreamProgressCollector(Collector):
         return iter(())
 
     def collect(self) -> Iterator[Metric]:
-        lag = GaugeMetricFamily(
-            "budget_stream_consumer_lag_messages",
-            "Messages on the broker this worker has not handled yet",
-            labels=["topic", "partition"],
-        )
-        position = GaugeMetricFamily(
-            "budget_stream_position_timestamp_seconds",
-            "Broker timestamp of the last message handled (before any since the partition "
-            "was assigned: the time of the assignment), Unix seconds",
-            labels=["topic", "partition"],
-        )
-        received = GaugeMetricFamily(
-            "budget_stream_received_timestamp_seconds",
-            "Latest business date accepted on a partition (midnight UTC, Unix seconds)",
-            labels=["partition"],
+        lag, position, received = (
+            GaugeMetricFamily(name, help_text, labels=list(labels))
+            for name, (help_text, labels) in STREAM_PROGRESS.items()
         )
         for item in sorted(self._progress(), key=lambda p: (p.topic, p.partition)):
             labels = [item.topic, str(item.partition)]
@@ -410,6 +398,21 @@ class StreamProgressCollector(Collector):
             if item.received_day is not None:
                 received.add_metric([str(item.partition)], utc_midnight_seconds(item.received_day))
         yield from (lag, position, received)
+
+
+# name -> (help, labels) of StreamProgressCollector's families, in the order it yields them
+STREAM_PROGRESS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "budget_stream_consumer_lag_messages": (
+        "Messages on the broker this worker has not handled yet", ("topic", "partition"),
+    ),
+    "budget_stream_position_timestamp_seconds": (
+        "Broker timestamp of the last message handled (before any since the partition was "
+        "assigned: the time of the assignment), Unix seconds", ("topic", "partition"),
+    ),
+    "budget_stream_received_timestamp_seconds": (
+        "Latest business date accepted on a partition (midnight UTC, Unix seconds)", ("partition",),
+    ),
+}
 
 
 def utc_midnight_seconds(day: int | None) -> float:
