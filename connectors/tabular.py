@@ -170,7 +170,14 @@ def xlsx_sheets(path: Path) -> Iterator[tuple[str, Iterator[Row]]]:
     """(sheet title, its rows) for every sheet of the workbook."""
     from openpyxl import load_workbook
 
-    workbook = load_workbook(path, read_only=True, data_only=True)
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=True)
+    except Exception as err:  # zipfile.BadZipFile, KeyError, InvalidFileException, …
+        raise TabularError(
+            f"{path}: not a readable .xlsx workbook ({type(err).__name__}: {err}); nothing was imported. "
+            "An old .xls renamed, or a password-protected or damaged file? Open it in Excel or WPS, "
+            "save it as .xlsx (Excel 工作簿) without a password, and import again"
+        ) from None
     try:
         for sheet in workbook.worksheets:
             rows: Iterator[Row] = (
@@ -188,6 +195,7 @@ def _detect(
     """Find the header row; return (layout, [(field, unit)] per column, remaining rows)."""
     seen: list[str] = []
     skipped: list[Row] = []  # unreadable stretches above the header: still dead letters
+    title_unit: str | None = None  # "单位：万元" in the title block, for columns naming none
     for _ in range(HEADER_SEARCH_ROWS):
         item = next(rows, None)
         if item is None:
@@ -214,9 +222,10 @@ def _detect(
         else:
             chosen = None
         if chosen is None:
+            title_unit = _declared_unit(cells, origin, item[0], title_unit)
             continue
         table = PAYMENT_HEADERS if chosen == "payments" else PROJECT_HEADERS
-        columns = [(table.get(n), u) for n, u in headers]
+        columns = [(table.get(n), u or title_unit) for n, u in headers]
         _refuse_repeated_fields(columns, cells, origin, item[0])
         return chosen, columns, chain(skipped, rows)
     raise TabularError(
@@ -224,6 +233,28 @@ def _detect(
         f"{HEADER_SEARCH_ROWS} rows (saw: {'; '.join(s for s in seen if s) or 'nothing'}); "
         "see README 'File import' for the accepted column names"
     )
+
+
+# A budget system's export states its unit above the table: "单位：万元", "金额单位：元".
+_DECLARED_UNIT = re.compile(r"(?:金额)?单位\s*[:：]\s*(万元|元)")
+
+
+def _declared_unit(cells: list[Any], origin: str, where: str, found: str | None) -> str | None:
+    """The unit a title row declares for the amounts (else ``found``). Two title rows
+    that disagree leave the amounts' scale a guess off by 10,000 times: refused."""
+    for cell in cells:
+        match = _DECLARED_UNIT.search(str(cell or ""))
+        if match is None:
+            continue
+        unit = "wan" if match.group(1) == "万元" else "yuan"
+        if found is not None and unit != found:
+            raise TabularError(
+                f"{where}: the title rows of {origin} declare two units for the amounts (元 and 万元); "
+                "nothing was imported: keep one 单位 line, or put the unit in each amount header"
+                "（如 年初预算数（万元））, and import again"
+            )
+        found = unit
+    return found
 
 
 def _refuse_repeated_fields(

@@ -89,7 +89,9 @@ def parse_as_of(value: str | None) -> int | None:
     try:
         return to_day(parse_day(value))
     except ValueError as err:
-        raise typer.BadParameter(str(err)) from None
+        raise typer.BadParameter(
+            f"{value!r} 不是有效的业务日期，应为 YYYY-MM-DD（例如 2025-09-30）：{err}", param_hint="--as-of"
+        ) from None
 
 
 def progress_bar() -> Progress:
@@ -157,9 +159,12 @@ def run_cmd(
     db: DbOption = None,
     profile: ProfileOption = None,
     rebuild: Annotated[bool, typer.Option(help="forget derived state and replay the whole log")] = False,
-    commit_every: Annotated[int | None, typer.Option(help="events between commits")] = None,
+    commit_every: Annotated[int | None, typer.Option(help="events between commits", min=1)] = None,
 ) -> None:
     """Process the log in business-date order up to --as-of (default: the latest event date)."""
+    # Checked before the store is opened: a mistyped date must neither create a store
+    # nor leave a --rebuild half done (its derived state wiped, nothing replayed).
+    until = parse_as_of(as_of)
     with opened_engine(db, profile) as engine:
         if commit_every:
             engine.commit_every = commit_every
@@ -172,7 +177,7 @@ def run_cmd(
             def advance(done: int, pending: int) -> None:
                 bar.update(task, completed=done, total=pending)
 
-            summary = engine.run(parse_as_of(as_of), progress=advance)
+            summary = engine.run(until, progress=advance)
         active = engine.store.alert_rows(status="firing")
         out.print(
             f"处理至 {iso(summary.as_of) if summary.as_of else '—'}：事件 {summary.events} 条，"

@@ -63,7 +63,7 @@ def _directory(path: str | None, *, required: bool) -> Directory | None:
 
 def _open_log(db: str | None) -> DeliveryLog:
     path = db or settings().db
-    Store(path).close()
+    Store(path, existing=True).close()  # reading: a mistyped --db must not answer "nothing pending"
     return DeliveryLog(path)
 
 

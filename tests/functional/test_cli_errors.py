@@ -34,10 +34,30 @@ def test_demo_never_replaces_a_store_it_did_not_make(tmp_path: Path) -> None:
 
 def test_read_commands_refuse_a_store_that_is_not_there(tmp_path: Path) -> None:
     typo = tmp_path / "typo.db"
-    for command in (["alerts", "--json"], ["status"], ["reductions", "--xlsx", str(tmp_path / "r.xlsx")], ["rejected"]):
+    for command in (["alerts", "--json"], ["status"], ["reductions", "--xlsx", str(tmp_path / "r.xlsx")], ["rejected"],
+                    ["outbox"]):
         answer = cli(typo, *command, check=False)
         assert answer.returncode == 2 and "no budgetwatch store at" in answer.stdout, command
     assert not typo.exists() and not (tmp_path / "r.xlsx").exists()
+
+
+def test_a_mistyped_as_of_creates_nothing_and_leaves_a_rebuild_undone(tmp_path: Path) -> None:
+    """The date is checked before the store is opened: `run --rebuild` with a bad date
+    once wiped every alert and replayed nothing, and a typo'd --db was created."""
+    db = tmp_path / "bw.db"
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b.jsonl([b.registered("P1", on="2025-01-02"), b.approved("P1", "1000000", on="2025-01-02")]))
+    cli(db, "ingest", str(events))
+    cli(db, "run", "--as-of", "2025-07-01")
+    before = json.loads(cli(db, "alerts", "--json").stdout)
+    assert before  # nothing paid by the 06-30 checkpoint
+    answer = cli(db, "run", "--rebuild", "--as-of", "2025/09/30", check=False)
+    assert answer.returncode == 2 and "YYYY-MM-DD" in answer.stdout + answer.stderr
+    assert json.loads(cli(db, "alerts", "--json").stdout) == before
+    typo = tmp_path / "typo.db"
+    assert cli(typo, "run", "--as-of", "30.09.2025", check=False).returncode == 2
+    assert not typo.exists()
+    assert cli(db, "run", "--commit-every", "0", check=False).returncode == 2
 
 
 def test_names_and_paths_with_brackets_are_printed_as_they_are(tmp_path: Path) -> None:

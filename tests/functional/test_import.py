@@ -94,6 +94,48 @@ def test_english_headers_and_unit_option(tmp_path: Path) -> None:
     assert {a.record.type: a.record.amount for a in accepted}["budget_approved"] == 2_500_000
 
 
+def test_a_unit_declared_above_the_table_scales_the_amounts_that_name_none(tmp_path: Path) -> None:
+    """Budget systems print "单位：万元" above the table and bare headers below it: read as
+    元, every amount was 10,000 times too small, with nothing rejected."""
+    path = tmp_path / "projects.csv"
+    path.write_text(
+        "2025年项目预算表,,,,,,\n"
+        ",,,,,单位：万元,\n"
+        "项目编码,项目名称,单位编码,单位名称,资金性质,年度,年初预算数\n"
+        "E1,设备购置,D1,教育局,一般公共预算,2025,120\n",
+        "utf-8",
+    )
+    accepted, rejected = split(path)
+    amounts = {a.record.type: a.record.amount for a in accepted}
+    assert not rejected
+    assert amounts["budget_approved"] == 120 * 1_000_000  # 120万元 in fen
+    explicit = {a.record.type: a.record.amount for a in split(path, unit="yuan")[0]}
+    assert explicit["budget_approved"] == 12_000  # an explicit --unit still wins
+
+    payments = tmp_path / "payments.csv"  # a header that names its unit keeps it
+    payments.write_text(
+        "单位：万元\n支付凭证号,支付日期,项目编码,支付金额（元）\nV1,2025-03-01,E1,1500\n", "utf-8"
+    )
+    (payment,), _ = split(payments)
+    assert payment.record.amount == 150_000
+
+    both = tmp_path / "both.csv"
+    both.write_text(
+        "单位：万元\n金额单位：元\n项目编码,项目名称,单位编码,单位名称,资金性质,年度,年初预算数\n"
+        "E1,设备购置,D1,教育局,一般公共预算,2025,120\n",
+        "utf-8",
+    )
+    with pytest.raises(TabularError, match="declare two units"):
+        split(both)
+
+
+def test_a_file_that_is_not_really_a_workbook_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    renamed = tmp_path / "old.xlsx"
+    renamed.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512)  # an .xls (OLE2) renamed
+    with pytest.raises(TabularError, match=r"not a readable \.xlsx workbook .*save it as \.xlsx"):
+        split(renamed)
+
+
 def test_unrecognised_files_are_refused_whole(tmp_path: Path) -> None:
     odd = tmp_path / "odd.csv"
     odd.write_text("a,b,c\n1,2,3\n", "utf-8")
