@@ -372,7 +372,13 @@ def _row_events(
             "kind": kind,
         }
     ]
-    if values.get("approved_amount") not in (None, ""):
+    if "approved_amount" in values:  # the sheet has the column: every row needs its budget
+        if _cell_text(values["approved_amount"]) is None:
+            raise EventRejected(
+                "approved_amount (年初预算数) is empty: enter the approved budget (0 if none yet); "
+                "a formula cell saved without its value reads as empty — open and save the file "
+                "in Excel or WPS, then import again"
+            )
         fen = _cell_fen(values["approved_amount"], units.get("approved_amount", "yuan"))
         events.append(
             {

@@ -129,6 +129,24 @@ def test_a_unit_declared_above_the_table_scales_the_amounts_that_name_none(tmp_p
         split(both)
 
 
+def test_a_blank_budget_cell_is_a_dead_letter_not_a_project_without_budget(tmp_path: Path) -> None:
+    """Registered with no budget_approved, the project raised 无预算支出 overspend alerts on
+    its first payment; a formula cell saved without its value reads the same way."""
+    path = write_book(tmp_path / "projects.xlsx", {"项目": [
+        ["项目编码", "项目名称", "单位编码", "单位名称", "资金性质", "年度", "年初预算数"],
+        ["E1", "设备购置", "D1", "教育局", "一般公共预算", 2025, None],
+        ["E2", "校舍维修", "D1", "教育局", "一般公共预算", 2025, "  "],
+        ["E3", "课桌更新", "D1", "教育局", "一般公共预算", 2025, 0],
+        ["E4", "图书购置", "D1", "教育局", "一般公共预算", 2025, "=100*3"],  # no cached value
+    ]})
+    accepted, rejected = split(path)
+    assert [r.source for r in rejected] == [f"{path}:项目:2", f"{path}:项目:3", f"{path}:项目:5"]
+    assert all("年初预算数" in r.reason and "is empty" in r.reason for r in rejected)
+    assert {(a.record.type, a.record.project_id, a.record.amount) for a in accepted} == {
+        ("project_registered", "E3", None), ("budget_approved", "E3", 0),
+    }
+
+
 def test_a_file_that_is_not_really_a_workbook_is_refused_with_what_to_do(tmp_path: Path) -> None:
     renamed = tmp_path / "old.xlsx"
     renamed.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512)  # an .xls (OLE2) renamed
