@@ -51,6 +51,10 @@ def serve_cmd(
     profile: ProfileOption = None,
     live: Annotated[bool, typer.Option("--live", help=LIVE_HELP)] = False,
     tick: Annotated[float, typer.Option("--tick", help=TICK_HELP)] = 60.0,
+    departments: Annotated[
+        str | None,
+        typer.Option("--departments", help="department directory YAML for notifications [env BUDGETWATCH_DEPARTMENTS]"),
+    ] = None,
 ) -> None:
     """Serve HTTP ingest, continuous processing, /metrics and the JSON API."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -73,7 +77,8 @@ def serve_cmd(
         service,
         routes=[board.register],  # the warning board; users from BUDGETWATCH_USERS
         workers=optional_workers(
-            service, grafana_url=extra.grafana_url, grafana_token=extra.grafana_token
+            service, grafana_url=extra.grafana_url, grafana_token=extra.grafana_token,
+            departments=departments,
         ),
     )
     mode = "实时时钟" if live else "事件时间"

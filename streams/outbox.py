@@ -838,15 +838,17 @@ class Dispatcher:
                 self.wake.clear()
 
 
-def service_workers(service: Any) -> list[Dispatcher]:
+def service_workers(service: Any, *, departments: str | None = None) -> list[Dispatcher]:
     """The hook `budgetwatch serve` calls (streams.service.outbox_workers).
 
     Returns the dispatcher when a directory or an Alertmanager URL is configured
-    (env BUDGETWATCH_DEPARTMENTS / BUDGETWATCH_ALERTMANAGER_URL), woken after
-    every commit that stored transitions; registers the delivery metrics on the
-    service's registry either way.
+    (``departments`` — `serve --departments` — or env BUDGETWATCH_DEPARTMENTS /
+    BUDGETWATCH_ALERTMANAGER_URL), woken after every commit that stored transitions;
+    registers the delivery metrics on the service's registry either way.
     """
     settings = Settings()
+    if departments:
+        settings = settings.model_copy(update={"departments": departments})
     register_delivery_metrics(service.registry, service.store.path)
     try:
         dispatcher = Dispatcher.from_settings(service.store, settings)

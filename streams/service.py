@@ -550,7 +550,11 @@ class GrafanaAnnotations:
 
 
 def optional_workers(
-    service: Service, *, grafana_url: str | None = None, grafana_token: str | None = None
+    service: Service,
+    *,
+    grafana_url: str | None = None,
+    grafana_token: str | None = None,
+    departments: str | None = None,
 ) -> list[Worker]:
     """The background workers this installation has: Grafana annotations when
     GRAFANA_URL/GRAFANA_TOKEN are set, and the outbox dispatcher / Alertmanager
@@ -559,11 +563,11 @@ def optional_workers(
     if grafana_url:
         annotator = GrafanaAnnotator.from_url(grafana_url, grafana_token or "")
         found.append(GrafanaAnnotations(service, annotator))
-    found.extend(outbox_workers(service))
+    found.extend(outbox_workers(service, departments=departments))
     return found
 
 
-def outbox_workers(service: Service) -> list[Worker]:
+def outbox_workers(service: Service, *, departments: str | None = None) -> list[Worker]:
     """Hook for notifications: ``streams.outbox.service_workers(service)`` if that module has it."""
     if importlib.util.find_spec("streams.outbox") is None:
         return []
@@ -571,4 +575,4 @@ def outbox_workers(service: Service) -> list[Worker]:
     factory = getattr(outbox, "service_workers", None)
     if factory is None:
         return []
-    return list(factory(service))
+    return list(factory(service, departments=departments))

@@ -436,6 +436,12 @@ def test_serve_hook_builds_the_dispatcher_from_the_environment(
         assert workers[0].horizon_days == 0
         asyncio.run(workers[0].aclose())
         monkeypatch.delenv("BUDGETWATCH_NOTIFY_HORIZON_DAYS")
+        monkeypatch.delenv("BUDGETWATCH_DEPARTMENTS")
+        workers = service_workers(  # `serve --departments`, with no environment
+            Service(Engine(store, load_profile("baseline"))), departments=str(directory)
+        )
+        assert len(workers) == 1 and workers[0].directory is not None
+        asyncio.run(workers[0].aclose())
         monkeypatch.setenv(
             "BUDGETWATCH_DEPARTMENTS", str(write_yaml(tmp_path / "bad.yaml", {"x": 1}))
         )
