@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS rejected (
     reason TEXT NOT NULL,
     raw TEXT NOT NULL
 );
+-- A dead letter is kept once: the same line refused again (a file imported twice) is
+-- the same dead letter.
+CREATE INDEX IF NOT EXISTS rejected_by_source ON rejected(source);
 CREATE TABLE IF NOT EXISTS cursor (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     clock INTEGER,
@@ -268,7 +271,8 @@ class Store:
             refused = [*rejections, *conflicts]
             if refused:
                 db.executemany(
-                    "INSERT INTO rejected(source, reason, raw) VALUES (?, ?, ?)",
+                    "INSERT INTO rejected(source, reason, raw) SELECT ?1, ?2, ?3 WHERE NOT EXISTS"
+                    " (SELECT 1 FROM rejected WHERE source = ?1 AND reason = ?2 AND raw = ?3)",
                     [(r.source, r.reason, r.raw) for r in refused],
                 )
             self._bump(

@@ -170,12 +170,16 @@ def test_unrecognised_files_are_refused_whole(tmp_path: Path) -> None:
 def test_importing_the_same_sheet_twice_appends_nothing(tmp_path: Path) -> None:
     path = tmp_path / "projects.csv"
     path.write_text("项目编码,项目名称,单位编码,单位名称,资金性质,年度,年初预算数\n"
-                    "P1,项目一,D1,教育局,一般公共预算,2025,1000\n", "utf-8")
+                    "P1,项目一,D1,教育局,一般公共预算,2025,1000\n"
+                    "P2,项目二,D1,教育局,彩票,2025,1000\n", "utf-8")
     with Store(tmp_path / "bw.db") as store:
         first = ingest(store, read_events(path))
         second = ingest(store, read_events(path))
-    assert (first.applied, first.duplicates) == (2, 0)
-    assert (second.applied, second.duplicates) == (0, 2)
+        dead_letters = store.rejections()
+    assert (first.applied, first.duplicates, first.rejected) == (2, 0, 1)
+    assert (second.applied, second.duplicates, second.rejected) == (0, 2, 1)  # read = accepted + rejected
+    # the line refused again is the same dead letter, kept once
+    assert [r["source"] for r in dead_letters] == [f"{path}:3"]
 
 
 PAY_HEADER = "支付凭证号,支付日期,项目编码,支付金额\n"
