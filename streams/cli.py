@@ -115,6 +115,8 @@ def ingest_files(
     store: Store, files: list[Path], *, layout: Layout = "auto", unit: Unit = "auto"
 ) -> IngestCounts:
     total = IngestCounts()
+    for path in files:  # a file refused whole refuses the import before any file goes in
+        _check_readable(path, files, layout=layout, unit=unit)
     with progress_bar() as bar:
         for path in files:
             parsed = read_events(path, layout=layout, unit=unit)  # refuses a missing or unknown file first
@@ -126,6 +128,24 @@ def ingest_files(
             bar.update(task, completed=counts.read, total=counts.read)
             total.add(counts)
     return total
+
+
+def _check_readable(path: Path, files: list[Path], *, layout: Layout, unit: Unit) -> None:
+    """Open ``path`` as its import will and read up to its first item: a missing file,
+    an unknown type, an unreadable workbook or a sheet with no header row is refused
+    here, so the files named before it are not left imported on their own."""
+    try:
+        items = read_events(path, layout=layout, unit=unit)
+        try:
+            next(iter(items), None)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+    except (InputError, TabularError) as err:
+        if len(files) == 1:
+            raise
+        raise type(err)(f"{err} — nothing of this import was imported ({len(files)} files)") from None
 
 
 @app.command("ingest")

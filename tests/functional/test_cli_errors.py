@@ -60,6 +60,24 @@ def test_a_mistyped_as_of_creates_nothing_and_leaves_a_rebuild_undone(tmp_path: 
     assert cli(db, "run", "--commit-every", "0", check=False).returncode == 2
 
 
+def test_a_file_refused_whole_refuses_the_import_before_any_file_goes_in(tmp_path: Path) -> None:
+    """`ingest good.jsonl bad.csv` printed only bad.csv's error, yet good.jsonl was in."""
+    db = tmp_path / "bw.db"
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(b.jsonl([b.registered("P1", on="2025-01-02")]))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,c\n1,2,3\n", "utf-8")
+    renamed = tmp_path / "old.xlsx"
+    renamed.write_bytes(b"\xd0\xcf\x11\xe0" + b"\0" * 64)
+    for refused in (bad, renamed):
+        answer = cli(db, "ingest", str(good), str(refused), check=False)
+        said = answer.stdout + answer.stderr
+        assert answer.returncode == 2 and "nothing of this import was imported" in said, said
+        assert "Traceback" not in said
+        assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
+    assert cli(db, "ingest", str(good)).returncode == 0
+
+
 def test_names_and_paths_with_brackets_are_printed_as_they_are(tmp_path: Path) -> None:
     db = tmp_path / "bw.db"
     events = tmp_path / "pay[v2].jsonl"
