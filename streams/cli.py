@@ -190,6 +190,7 @@ def run_cmd(
             engine.commit_every = commit_every
         if rebuild:
             engine.rebuild()
+        refused_before = engine.store.rejected_count()
         out = render.console()
         with progress_bar() as bar:
             task = bar.add_task("处理事件", total=None)
@@ -204,6 +205,9 @@ def run_cmd(
             f"预警变化 {summary.transitions} 次，当前预警 {len(active)} 条"
         )
         out.print(f"events={summary.events} transitions={summary.transitions} active_alerts={len(active)}")
+        if (refused := engine.store.rejected_count() - refused_before) > 0:
+            # valid alone, refused in context: a disposition beyond the unspent budget, …
+            out.print(f"[yellow]{refused} 条事件在处理时被拒收，原因见 `budgetwatch rejected`[/yellow]")
         if summary.as_of is not None and (years := engine.uncovered_calendar_years(summary.as_of)):
             out.print(
                 f"[yellow]节假日安排未包含 {'、'.join(map(str, years))} 年：其处置期限暂按周一至周五计算；"

@@ -522,6 +522,9 @@ class Store:
         however often its message is delivered again."""
         self._add_rejection_once(self.db, source, reason, raw)
 
+    def rejected_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0])
+
     def rejections(self) -> list[dict[str, Any]]:
         return [
             {"source": s, "reason": r, "raw": raw}

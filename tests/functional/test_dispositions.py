@@ -115,6 +115,18 @@ def test_a_refused_disposition_goes_to_the_dead_letters_once_and_nothing_else_is
     e.rebuild()
     e.run(d("2025-07-10"))
     assert len(e.store.rejections()) == 1
+    e.store.close()
+
+    # `run` says so: it processed no event of its own, yet one was refused
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    said = CliRunner().invoke(app, ["run", "--rebuild", "--as-of", "2025-07-10", "--db", str(db)])
+    assert said.exit_code == 0, said.output
+    assert "1 条事件在处理时被拒收" in said.output
+    again = CliRunner().invoke(app, ["run", "--as-of", "2025-07-11", "--db", str(db)])
+    assert "被拒收" not in again.output  # told once, not at every run
 
 
 def test_budgetwatch_dispose_appends_an_alert_disposed_event(tmp_path: Path) -> None:
