@@ -66,7 +66,10 @@ def _situation(rule: str, subject: str, f: Mapping[str, Any], as_of: str) -> str
             f"相差{gap * 100:.2f}个百分点，超过{points(f['gap_threshold'])}。"
         )
     if rule == "overspend":
-        return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，超过预算{wan(f.get('budget'))}。"
+        budget = f.get("budget")
+        if budget is None or Decimal(budget) == 0:  # "超过预算0.00万元" says less than this
+            return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，但尚无预算（无预算支出）。"
+        return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，超过预算{wan(budget)}。"
     if rule == "stalled":
         return f"{subject}截至{as_of}已连续{f.get('days_without_payment')}天无支付（{money}）。"
     if rule == "department_low_execution":

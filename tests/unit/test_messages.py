@@ -22,3 +22,15 @@ def test_the_action_names_the_deadline_and_is_one_string_shared_by_every_alert()
     assert first_action is second_action
     other = _compose("教育局「校舍改造」（P1）", 15)[1]
     assert "15个工作日" in other and other != first_action
+
+
+def test_paying_a_project_with_no_budget_is_called_what_it_is() -> None:
+    """Spending beyond a budget and spending with none (无预算支出) are different findings;
+    "超过预算0.00万元" hid the second."""
+    def message(budget: str) -> str:
+        figures = {**FIGURES, "budget": budget, "paid": "50000.00", "execution_rate": None}
+        return compose(rule="overspend", kind="firing", severity="critical", subject="教育局「校舍改造」（P1）",
+                       figures=figures, as_of="2025-03-01", deadline_days=10)[0]
+
+    assert message("0.00") == "【新预警·严重预警】超预算支付：教育局「校舍改造」（P1）截至2025-03-01已支付5.00万元，但尚无预算（无预算支出）。"
+    assert message("40000.00") == "【新预警·严重预警】超预算支付：教育局「校舍改造」（P1）截至2025-03-01已支付5.00万元，超过预算4.00万元。"
