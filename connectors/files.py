@@ -21,11 +21,12 @@ class InputError(ValueError):
 
 def read_events(path: Path, *, layout: Layout = "auto", unit: Unit = "auto") -> Iterator[Parsed]:
     if not path.exists():
-        raise InputError(f"{path}: no such file")
+        raise InputError(f"{path}：文件不存在，请检查路径（no such file）")
     kind = SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise InputError(
-            f"{path}: unknown file type {path.suffix!r}; use .jsonl (contract events), .csv or .xlsx"
+            f"{path}：不支持的文件类型 {path.suffix!r}，请使用 .jsonl（契约格式事件）、.csv 或 .xlsx；"
+            f".xls 请先用 Excel 或 WPS 另存为 .xlsx（unknown file type {path.suffix!r})"
         )
     if kind == "jsonl":
         return read_jsonl(path)

@@ -174,9 +174,9 @@ def xlsx_sheets(path: Path) -> Iterator[tuple[str, Iterator[Row]]]:
         workbook = load_workbook(path, read_only=True, data_only=True)
     except Exception as err:  # zipfile.BadZipFile, KeyError, InvalidFileException, …
         raise TabularError(
-            f"{path}: not a readable .xlsx workbook ({type(err).__name__}: {err}); nothing was imported. "
-            "An old .xls renamed, or a password-protected or damaged file? Open it in Excel or WPS, "
-            "save it as .xlsx (Excel 工作簿) without a password, and import again"
+            f"{path}：不是可读取的 .xlsx 工作簿（{type(err).__name__}: {err}），未导入任何内容。"
+            "可能是改了扩展名的旧 .xls、加了密码或已损坏：请用 Excel 或 WPS 打开，另存为无密码的 "
+            ".xlsx（Excel 工作簿）后重新导入（not a readable .xlsx workbook; save it as .xlsx）"
         ) from None
     try:
         for sheet in workbook.worksheets:
@@ -229,9 +229,9 @@ def _detect(
         _refuse_repeated_fields(columns, cells, origin, item[0])
         return chosen, columns, chain(skipped, rows)
     raise TabularError(
-        f"{origin}: no header row of a projects or payments sheet in the first "
-        f"{HEADER_SEARCH_ROWS} rows (saw: {'; '.join(s for s in seen if s) or 'nothing'}); "
-        "see README 'File import' for the accepted column names"
+        f"{origin}：前 {HEADER_SEARCH_ROWS} 行中找不到项目表或支付表的表头"
+        f"（读到：{'; '.join(s for s in seen if s) or '无'}），可用的列名见 README「File import」"
+        f"（no header row of a projects or payments sheet in the first {HEADER_SEARCH_ROWS} rows）"
     )
 
 
@@ -249,9 +249,9 @@ def _declared_unit(cells: list[Any], origin: str, where: str, found: str | None)
         unit = "wan" if match.group(1) == "万元" else "yuan"
         if found is not None and unit != found:
             raise TabularError(
-                f"{where}: the title rows of {origin} declare two units for the amounts (元 and 万元); "
-                "nothing was imported: keep one 单位 line, or put the unit in each amount header"
-                "（如 年初预算数（万元））, and import again"
+                f"{where}：{origin} 的标题行声明了两种金额单位（元与万元），未导入任何内容；请只保留一行"
+                "「单位：…」，或在每个金额列名中写明单位（如 年初预算数（万元））后重新导入"
+                "（the title rows declare two units for the amounts）"
             )
         found = unit
     return found
@@ -375,9 +375,8 @@ def _row_events(
     if "approved_amount" in values:  # the sheet has the column: every row needs its budget
         if _cell_text(values["approved_amount"]) is None:
             raise EventRejected(
-                "approved_amount (年初预算数) is empty: enter the approved budget (0 if none yet); "
-                "a formula cell saved without its value reads as empty — open and save the file "
-                "in Excel or WPS, then import again"
+                "年初预算数为空：请填写批复预算（尚无预算填 0）；未保存计算结果的公式单元格也读作空，"
+                "请用 Excel 或 WPS 打开并保存后重新导入（approved_amount is empty）"
             )
         fen = _cell_fen(values["approved_amount"], units.get("approved_amount", "yuan"))
         events.append(

@@ -145,7 +145,9 @@ def _check_readable(path: Path, files: list[Path], *, layout: Layout, unit: Unit
     except (InputError, TabularError) as err:
         if len(files) == 1:
             raise
-        raise type(err)(f"{err} — nothing of this import was imported ({len(files)} files)") from None
+        raise type(err)(
+            f"{err}；本次 {len(files)} 个文件均未导入（nothing of this import was imported）"
+        ) from None
 
 
 @app.command("ingest")

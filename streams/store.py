@@ -161,8 +161,8 @@ class Store:
         self._reader: sqlite3.Connection | None = None
         if existing and not Path(self.path).is_file():
             raise StoreError(
-                f"no budgetwatch store at {self.path}: check --db (or BUDGETWATCH_DB), "
-                "or create it with `budgetwatch ingest FILE --db …`"
+                f"找不到数据库 {self.path}：请检查 --db（或 BUDGETWATCH_DB），或先用 "
+                f"`budgetwatch ingest 文件 --db …` 导入数据创建（no budgetwatch store at {self.path}）"
             )
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

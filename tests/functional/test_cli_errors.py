@@ -72,7 +72,7 @@ def test_a_file_refused_whole_refuses_the_import_before_any_file_goes_in(tmp_pat
     for refused in (bad, renamed):
         answer = cli(db, "ingest", str(good), str(refused), check=False)
         said = answer.stdout + answer.stderr
-        assert answer.returncode == 2 and "nothing of this import was imported" in said, said
+        assert answer.returncode == 2 and "均未导入" in said, said
         assert "Traceback" not in said
         assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
     assert cli(db, "ingest", str(good)).returncode == 0

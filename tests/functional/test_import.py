@@ -141,7 +141,7 @@ def test_a_blank_budget_cell_is_a_dead_letter_not_a_project_without_budget(tmp_p
     ]})
     accepted, rejected = split(path)
     assert [r.source for r in rejected] == [f"{path}:项目:2", f"{path}:项目:3", f"{path}:项目:5"]
-    assert all("年初预算数" in r.reason and "is empty" in r.reason for r in rejected)
+    assert all("年初预算数为空" in r.reason for r in rejected)
     assert {(a.record.type, a.record.project_id, a.record.amount) for a in accepted} == {
         ("project_registered", "E3", None), ("budget_approved", "E3", 0),
     }
@@ -150,7 +150,7 @@ def test_a_blank_budget_cell_is_a_dead_letter_not_a_project_without_budget(tmp_p
 def test_a_file_that_is_not_really_a_workbook_is_refused_with_what_to_do(tmp_path: Path) -> None:
     renamed = tmp_path / "old.xlsx"
     renamed.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512)  # an .xls (OLE2) renamed
-    with pytest.raises(TabularError, match=r"not a readable \.xlsx workbook .*save it as \.xlsx"):
+    with pytest.raises(TabularError, match=r"不是可读取的 \.xlsx 工作簿.*另存为无密码的 \.xlsx"):
         split(renamed)
 
 

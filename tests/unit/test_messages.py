@@ -32,5 +32,6 @@ def test_paying_a_project_with_no_budget_is_called_what_it_is() -> None:
         return compose(rule="overspend", kind="firing", severity="critical", subject="教育局「校舍改造」（P1）",
                        figures=figures, as_of="2025-03-01", deadline_days=10)[0]
 
-    assert message("0.00") == "【新预警·严重预警】超预算支付：教育局「校舍改造」（P1）截至2025-03-01已支付5.00万元，但尚无预算（无预算支出）。"
-    assert message("40000.00") == "【新预警·严重预警】超预算支付：教育局「校舍改造」（P1）截至2025-03-01已支付5.00万元，超过预算4.00万元。"
+    head = "【新预警·严重预警】超预算支付：教育局「校舍改造」（P1）截至2025-03-01已支付5.00万元，"
+    assert message("0.00") == head + "但尚无预算（无预算支出）。"
+    assert message("40000.00") == head + "超过预算4.00万元。"
