@@ -244,6 +244,15 @@ def status_cmd(
         (p for p in status["projects"] if p["execution_rate"] is not None), key=lambda p: p["execution_rate"]
     )
     out.print(render.projects_table(projects[:limit], f"执行率最低的{min(limit, len(projects))}个项目"))
+    if not status["projects"]:
+        out.print(f"[yellow]{status['fiscal_year']} 年度没有已登记的项目：以上数字均为 0（请检查 --year）[/yellow]")
+    if unregistered := status["unregistered_projects"]:
+        shown = "、".join(unregistered[:10]) + ("等" if len(unregistered) > 10 else "")
+        out.print(
+            f"[yellow]{len(unregistered)} 个项目有支付等事件但尚未登记（{escape(shown)}），未计入以上数字；"
+            f"请导入其项目登记（项目表）[/yellow]",
+            highlight=False,
+        )
 
 
 @app.command("alerts")

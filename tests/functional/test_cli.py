@@ -212,3 +212,21 @@ def test_a_year_missing_from_the_holiday_calendar_is_warned_about(park: Path) ->
     assert "节假日安排未包含 2027 年" in december.stdout
     uncovered = cli(park, "run", "--as-of", "2027-01-15")
     assert "节假日安排未包含 2027 年" in uncovered.stdout
+
+
+def test_human_status_says_what_its_figures_leave_out(tmp_path: Path) -> None:
+    """Payments to a project never registered are in no figure (JSON lists them in
+    unregistered_projects); a year with no project shows zeros. The table alone said
+    neither."""
+    db = tmp_path / "bw.db"
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b.jsonl([
+        b.registered("P1", on="2025-01-02"), b.approved("P1", "1000000", on="2025-01-02"),
+        b.payment("P9", "5000", on="2025-03-01"),
+    ]))
+    cli(db, "ingest", str(events))
+    cli(db, "run", "--as-of", "2025-03-31")
+    said = cli(db, "status").stdout
+    assert "1 个项目有支付等事件但尚未登记（P9）" in said and "没有已登记的项目" not in said
+    other_year = cli(db, "status", "--year", "2024").stdout
+    assert "2024 年度没有已登记的项目" in other_year
