@@ -294,7 +294,12 @@ def _cell_date(value: Any) -> Any:
         return value.date().isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
-    text = _cell_text(value)
+    return iso_date_text(_cell_text(value))
+
+
+def iso_date_text(text: str | None) -> Any:
+    """20250315, 2025/3/15, 2025.3.15 and 2025年3月15日 as ISO text; anything else as it is
+    (the contract's own parser then says what is wrong with it)."""
     if text and len(text) == 8 and text.isdigit():
         return f"{text[:4]}-{text[4:6]}-{text[6:]}"
     match = _LOOSE_DATE.match(text or "")

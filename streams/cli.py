@@ -21,7 +21,7 @@ from connectors.exports import write_reductions_xlsx
 from connectors.files import InputError, read_events
 from connectors.profiles import load_profile
 from connectors.synthetic import Spec, generate
-from connectors.tabular import Layout, TabularError, Unit
+from connectors.tabular import Layout, TabularError, Unit, iso_date_text
 from streams import render
 from streams.clock import today_in_china
 from streams.engine import Engine
@@ -87,7 +87,7 @@ def parse_as_of(value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        return to_day(parse_day(value))
+        return to_day(parse_day(iso_date_text(value.strip())))  # the forms file import reads
     except ValueError as err:
         raise typer.BadParameter(
             f"{value!r} 不是有效的业务日期，应为 YYYY-MM-DD（例如 2025-09-30）：{err}", param_hint="--as-of"

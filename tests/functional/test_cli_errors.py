@@ -51,9 +51,12 @@ def test_a_mistyped_as_of_creates_nothing_and_leaves_a_rebuild_undone(tmp_path: 
     cli(db, "run", "--as-of", "2025-07-01")
     before = json.loads(cli(db, "alerts", "--json").stdout)
     assert before  # nothing paid by the 06-30 checkpoint
-    answer = cli(db, "run", "--rebuild", "--as-of", "2025/09/30", check=False)
+    answer = cli(db, "run", "--rebuild", "--as-of", "2025-09-31", check=False)
     assert answer.returncode == 2 and "YYYY-MM-DD" in answer.stdout + answer.stderr
     assert json.loads(cli(db, "alerts", "--json").stdout) == before
+    # the forms file import reads are dates here too
+    cli(db, "run", "--as-of", "2025/7/2")
+    assert json.loads(cli(db, "status", "--json").stdout)["as_of"] == "2025-07-02"
     typo = tmp_path / "typo.db"
     assert cli(typo, "run", "--as-of", "30.09.2025", check=False).returncode == 2
     assert not typo.exists()
