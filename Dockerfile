@@ -14,8 +14,10 @@ COPY compiled_core.py ./
 # rocksdict: the RocksDB table store of faust-streaming (BUDGETWATCH_STORE=rocksdb://).
 RUN pip install . "faust-streaming[rocksdict]"
 
-# Table state (RocksDB) lives under the working directory; it is a cache of the
-# changelog topics, rebuilt on start when the volume is empty.
+# Table state (RocksDB) lives under the working directory, in the container's own layer
+# (no shared volume: replicas of `--scale` would fight over RocksDB's locks). It is a
+# cache of the changelog topics: a recreated worker restores its partitions from them
+# before it processes again (see README, "Sizing").
 WORKDIR /data
 EXPOSE 6066
 ENTRYPOINT ["budgetwatch"]

@@ -92,16 +92,47 @@ def test_the_promql_reader_finds_names_and_labels() -> None:
     assert labels == {"rule", "severity", "department", "department_name"}
 
 
-def test_every_expression_uses_only_exposed_names(exposed: dict[str, set[str]]) -> None:
+@pytest.fixture(scope="module")
+def stack_exposed() -> dict[str, set[str]]:
+    """metric name -> label names a Faust worker of the compose stack exports, after a
+    few events and a tick through its real agents (no broker: the test driver)."""
+    import asyncio
+
+    from connectors.profiles import load_profile
+    from connectors.synthetic import Spec, generate
+    from tests.functional.faust_harness import make_app, running
+
+    bapp, outlet = make_app(load_profile("baseline"), partitions=2)
+
+    async def scenario() -> None:
+        async with running(bapp, outlet) as h:
+            await h.publish(list(generate(Spec(projects=20, seed=4)))[:200])
+            await h.tick("2025-07-01")
+
+    asyncio.run(scenario())
+    found: dict[str, set[str]] = {}
+    for family in bapp.metrics.registry.collect():
+        for sample in family.samples:
+            found.setdefault(sample.name, set()).update(sample.labels)
+    return found
+
+
+def test_every_expression_uses_only_exposed_names(
+    exposed: dict[str, set[str]], stack_exposed: dict[str, set[str]]
+) -> None:
+    """A target with refId "stack" is for the compose stack, where the series of serve
+    do not exist and no recording rule can make them (a counter summed over workers
+    breaks rate() on restarts): it is checked against what a worker exports."""
     checked = 0
     for name, board in boards():
         for panel in board["panels"]:
             for target in panel["targets"]:
+                exposed_here = stack_exposed if target.get("refId") == "stack" else exposed
                 metrics, labels = promql_names(target["expr"])
                 where = f"{name} «{panel['title']}» {target['expr']}"
                 assert metrics, where
-                assert metrics <= set(exposed), f"{where}: not exposed {metrics - set(exposed)}"
-                available = set().union(*(exposed[m] for m in metrics))
+                assert metrics <= set(exposed_here), f"{where}: not exposed {metrics - set(exposed_here)}"
+                available = set().union(*(exposed_here[m] for m in metrics))
                 assert labels <= available, f"{where}: labels {labels - available}"
                 legend = set(LEGEND.findall(target.get("legendFormat", "")))
                 assert legend <= available, f"{where}: legend labels {legend - available}"

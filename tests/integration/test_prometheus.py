@@ -102,7 +102,10 @@ def test_prometheus_returns_the_region_ratio_that_api_status_reports(stack: Stac
 
 
 def test_every_dashboard_query_evaluates_with_data_in_prometheus(stack: Stack) -> None:
-    """Each panel's PromQL is valid for this Prometheus and returns series from serve."""
+    """Each panel's PromQL is valid for this Prometheus and returns series from serve (a
+    target for the compose stack, refId "stack", is only checked to be valid here: serve
+    does not export the workers' series; tests/integration/test_dashboards.py checks
+    its names against a worker's)."""
     departments = stack.query("budget_department_execution_ratio")
     department = departments[0]["metric"]["department"]
     checked = 0
@@ -111,6 +114,9 @@ def test_every_dashboard_query_evaluates_with_data_in_prometheus(stack: Stack) -
         for panel in board["panels"]:
             for target in panel.get("targets", []):
                 expr = target["expr"].replace("$department", department)
+                if target.get("refId") == "stack":
+                    stack.query(expr)  # a syntax or type error fails here
+                    continue
                 assert stack.query(expr), f"{path.name} «{panel['title']}»: {expr} returned no data"
                 checked += 1
     assert checked >= 20
