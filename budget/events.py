@@ -323,29 +323,86 @@ class EventRejected(ValueError):
         self.reason = reason
 
 
+# Problems in the words of a finance office (user-facing text is Chinese), by pydantic's
+# error type; the English follows in brackets for logs, searches and support.
+_PROBLEM_ZH = {
+    "greater_than": "应大于 {gt}",
+    "greater_than_equal": "应不小于 {ge}",
+    "less_than": "应小于 {lt}",
+    "less_than_equal": "应不大于 {le}",
+    "literal_error": "取值应为 {expected} 之一",
+    "enum": "取值应为 {expected} 之一",
+    "string_type": "应为文本",
+    "string_too_short": "不能为空",
+    "string_too_long": "过长",
+    "int_type": "应为整数",
+    "int_parsing": "应为整数",
+    "int_from_float": "应为整数",
+    "float_type": "应为数字",
+    "float_parsing": "应为数字",
+    "finite_number": "应为有限的数字",
+    "bool_type": "应为 true 或 false",
+    "bool_parsing": "应为 true 或 false",
+    "decimal_type": "应为金额数字",
+    "decimal_parsing": "应为金额数字",
+    "extra_forbidden": "不是此类事件的字段",
+    "date_type": "不是有效日期",
+    "date_parsing": "不是有效日期",
+    "list_type": "应为列表",
+    "dict_type": "应为 JSON 对象",
+    "model_type": "应为 JSON 对象",
+}
+_FUND_NAMES_ZH = "表格中也可写 一般公共预算、政府性基金预算、国有资本经营预算、社会保险基金预算"
+
+
+# This module's own value errors, recognised by their words.
+_VALUE_PROBLEM_ZH = (
+    ("is not a date", "不是有效日期（应为 YYYY-MM-DD）"),
+    ("whole number of fen", "金额最多保留两位小数（到分）"),
+    ("not a decimal number", "不是金额数字"),
+    ("is outside", "超出可处理的年份范围"),
+)
+
+
+def _problem_zh(kind: str, ctx: Mapping[str, Any] | None, message: str = "") -> str:
+    if kind == "value_error":
+        for words, zh in _VALUE_PROBLEM_ZH:
+            if words in message:
+                return zh
+    template = _PROBLEM_ZH.get(kind, "取值无效")
+    try:
+        return template.format(**(ctx or {}))
+    except (KeyError, IndexError, ValueError):
+        return "取值无效"
+
+
 def describe(err: ValidationError) -> str:
-    """One line per problem: `field: message`, the way an operator reads it."""
+    """One line per problem, `field：问题（field: message）`, the way an operator reads it."""
     parts: list[str] = []
     for problem in err.errors(include_url=False):
         kind = problem["type"]
         if kind == "union_tag_invalid":
             tag = problem.get("ctx", {}).get("tag")
-            return f"unknown event type {tag!r}; expected one of: {', '.join(EVENT_TYPES)}"
+            return (
+                f"未知的事件类型 {tag!r}（unknown event type {tag!r}）；"
+                f"应为：{', '.join(EVENT_TYPES)}"
+            )
         if kind == "union_tag_not_found":
-            return "missing field 'type'"
+            return "缺少字段 'type'（missing field 'type'）"
         if kind == "json_invalid":
-            return f"not valid JSON: {problem['msg']}"
+            return f"不是有效的 JSON（not valid JSON: {problem['msg']}）"
         if not problem["loc"]:
-            return "an event must be a JSON object"
+            return "事件应为 JSON 对象（an event must be a JSON object）"
         # loc starts with the union tag; drop it so the field name leads.
         loc = [str(p) for p in problem["loc"][1:]] or [str(p) for p in problem["loc"]]
         where = ".".join(loc)
         message = problem["msg"]
         if kind == "missing":
-            parts.append(f"missing field {where!r}")
-        else:
-            message = message.removeprefix("Value error, ")
-            parts.append(f"{where}: {message}")
+            parts.append(f"缺少字段 {where!r}（missing field {where!r}）")
+            continue
+        message = message.removeprefix("Value error, ")
+        hint = f"；{_FUND_NAMES_ZH}" if where == "fund_source" else ""
+        parts.append(f"{where}：{_problem_zh(kind, problem.get('ctx'), message)}（{where}: {message}）{hint}")
     return "; ".join(parts) or str(err)
 
 

@@ -119,3 +119,31 @@ def test_fund_source_must_be_one_of_the_four_budgets() -> None:
     with pytest.raises(EventRejected) as caught:
         parse_event_object(b.registered("P1", fund_source="lottery"))
     assert "fund_source" in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("event", "chinese", "english"),
+    [
+        ({"type": "payment", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P", "amount": "0"},
+         "amount：应大于 0", "amount: Input should be greater than 0"),
+        ({"type": "payment", "event_id": "x", "occurred_on": "2025-02-30", "project_id": "P", "amount": "1"},
+         "occurred_on：不是有效日期", "is not a date"),
+        ({"type": "payment", "event_id": "x", "occurred_on": "2025-03-01", "amount": "1"},
+         "缺少字段 'project_id'", "missing field 'project_id'"),
+        ({"type": "payment", "event_id": "x", "occurred_on": "2025-03-01", "project_id": "P", "amount": "1.005"},
+         "amount：金额最多保留两位小数", "whole number of fen"),
+        ({"type": "project_registered", "event_id": "x", "occurred_on": "2025-02-03", "project_id": "P",
+          "fiscal_year": 2025, "name": "n", "department_id": "D", "department_name": "d", "fund_source": "彩票"},
+         "fund_source：取值应为 'general'", "一般公共预算"),
+        ({"type": "grant", "event_id": "x"}, "未知的事件类型 'grant'", "unknown event type 'grant'"),
+    ],
+)
+def test_a_reason_is_said_in_chinese_first_with_the_english_kept(
+    event: dict[str, object], chinese: str, english: str
+) -> None:
+    """Dead-letter reasons are read by finance offices (user-facing text is Chinese); the
+    English stays in brackets for logs, searches and support."""
+    with pytest.raises(EventRejected) as refused:
+        parse_event(orjson.dumps(event))
+    reason = refused.value.reason
+    assert reason.startswith(chinese) and english in reason
