@@ -126,6 +126,12 @@ def compose_notification(
     if since and kind != "firing":
         fields.append(("预警起始", str(since)))
     figures = figure_lines(transition)
+    # A disposition step (answered, approved, returned, overdue) carries the figures of the
+    # alert's latest evaluation, not of its own date: say whose they are.
+    evaluated = transition.get("updated_on")
+    figures_title = "关键数据"
+    if evaluated and evaluated != transition.get("date"):
+        figures_title = f"关键数据（{evaluated} 预警评估时）"
     message = str(transition.get("message", ""))
     action = str(transition.get("action", ""))
     footer = f"预警编号：{transition.get('alert_id', '')}"
@@ -136,7 +142,7 @@ def compose_notification(
     md += [f"- **{label}**：{value}" for label, value in fields]
     md += ["", f"**情况说明**：{message}", ""]
     if figures:
-        md += ["**关键数据**：", ""]
+        md += [f"**{figures_title}**：", ""]
         md += [f"- {label}：{value}" for label, value in figures]
         md.append("")
     md += [f"**{'处理建议' if kind == 'resolved' else '建议措施'}**：{action}", "", f"> {footer}"]
@@ -145,9 +151,9 @@ def compose_notification(
     plain += [f"{label}：{value}" for label, value in fields]
     plain += ["", f"情况说明：{message}", ""]
     if figures:
-        plain.append("关键数据：")
+        plain.append(f"{figures_title}：")
         plain += [f"  {label}：{value}" for label, value in figures]
         plain.append("")
     plain += [f"{'处理建议' if kind == 'resolved' else '建议措施'}：{action}", "", footer, ""]
-    plain.append("（本邮件由预算执行监控系统 budgetwatch 自动发送，请勿直接回复。）")
+    plain.append("（本通知由预算执行监控系统 budgetwatch 自动发送，请勿直接回复。）")  # mail, webhooks and robots alike
     return NotificationText(title=title, markdown="\n".join(md), plain="\n".join(plain))

@@ -58,6 +58,16 @@ def test_new_alert_text_has_the_figures_and_the_action() -> None:
     assert "连续未支付天数" not in text.plain
 
 
+def test_a_disposition_step_says_its_figures_are_from_the_last_evaluation() -> None:
+    """An overdue escalation on 07-15 carries the figures of the alert's evaluation on
+    06-30; printed under 业务日期 07-15 without a word they read as that day's."""
+    overdue = compose_notification(transition(transition="disposition_overdue", date="2025-07-15"))
+    fresh = compose_notification(transition())
+    for body in (overdue.markdown, overdue.plain):
+        assert "关键数据（2025-06-30 预警评估时）" in body
+    assert "预警评估时" not in fresh.plain and "关键数据：" in fresh.plain
+
+
 def test_severity_change_names_both_severities() -> None:
     t = transition(rule="behind_schedule", transition="escalated", previous_severity="warning")
     text = compose_notification(t)
