@@ -690,6 +690,8 @@ async def api_dispositions_post(request: web.Request) -> web.Response:
     user = _api_user(request)
     alert, _ = await _api_alert(request, user)
     data = await _api_body(request)
+    if not str(data.get("note") or "").strip():  # as the board's form: an answer says why
+        return _json_error("请填写处置说明（note）：原因与整改措施", 400)
     # The business clock dates it, never the client: a date in the body could move
     # every user's clock forward (and fire deadlines) for good.
     event = _disposition_event(alert, user, data, board.business_date())

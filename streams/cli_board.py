@@ -9,10 +9,13 @@ from typing import Annotated, Any
 
 import orjson
 import typer
+from rich.markup import escape
 
 from alerts.dispositions import ACTION_NAMES, ACTIONS
 from budget.calendar import iso
 from budget.events import EventRejected, parse_event_object
+from budget.ledger import ProjectState
+from budget.money import fen_to_str, to_fen
 from connectors.jsonl import parse_lines
 from streams import render
 from streams.auth import hash_secret
@@ -37,6 +40,8 @@ def dispose_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Append an alert_disposed event to the log (processed by the next `run` / `serve`)."""
+    if not note.strip():
+        raise BudgetwatchError("请填写处置说明 --note：原因与整改措施（处置不能没有说明）")
     with Store(db or settings().db, existing=True) as store:
         clock, _ = store.cursor()
         day = on or (iso(clock) if clock is not None else dt.date.today().isoformat())
@@ -50,19 +55,45 @@ def dispose_cmd(
             parse_event_object(event)
         except EventRejected as err:
             raise BudgetwatchError(f"处置无效：{err.reason}") from None
-        exists = store.db.execute("SELECT 1 FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
-        if exists is None:
+        found = store.db.execute("SELECT data FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+        if found is None:
             raise BudgetwatchError(f"预警 {alert_id} 不存在：用 `budgetwatch alerts --all` 查看预警编号")
+        warning = _adjustment_problem(store, orjson.loads(found[0]), action, event.get("amount"))
         counts = ingest(store, parse_lines([orjson.dumps(event)], "cli:dispose"))
     if as_json:
         emit_json({"event": event, **counts.to_json()})
         return
     state = "已追加" if counts.applied else "重复（已存在相同 event_id）"
-    render.console().print(
+    out = render.console()
+    out.print(
         f"处置事件 {event['event_id']} {state}：{alert_id} → {ACTION_NAMES.get(action, action)}"
         f"（{day}，{event['by']}）；运行 `budgetwatch run` 或由 serve 处理后生效",
         highlight=False,
     )
+    if warning:
+        out.print(f"[yellow]注意：{escape(warning)}；处理时将被拒收（见 `budgetwatch rejected`）[/yellow]")
+
+
+def _adjustment_problem(store: Store, alert: dict[str, Any], action: str, amount: Any) -> str | None:
+    """What processing will refuse in a reduce/recover, judged by the ledger as last
+    run (later events may still change the unspent budget, so this warns, not refuses)."""
+    if action not in ("reduce", "recover") or amount is None:
+        return None
+    name = ACTION_NAMES.get(action, action)
+    if alert.get("subject_type") != "project":
+        return f"部门整体预警不能直接{name}，请对具体项目的预警提出{name}"
+    row = store.db.execute("SELECT state FROM projects WHERE project_id = ?", (alert["subject_id"],)).fetchone()
+    if row is None:
+        return None
+    state = ProjectState.from_dict(orjson.loads(row[0]))
+    unspent = state.budget - state.paid
+    asked = to_fen(str(amount))
+    if asked > unspent:
+        return (
+            f"{name}金额 {fen_to_str(asked)} 元超过项目 {alert['subject_id']} 按当前台账的未支出预算 "
+            f"{fen_to_str(max(unspent, 0))} 元"
+        )
+    return None
 
 
 @app.command("hash-password")

@@ -146,6 +146,11 @@ def test_dispositions_are_recorded_with_who_made_them_and_the_bureau_sees_and_ap
         page = await client.post(f"/alerts/{ALERT_EDU}/dispose", data={
             "csrf": csrf, "action": "reduce", "amount": "950000", "note": "太多"})
         assert page.status == 400 and "超过项目 P1 未支出预算" in await page.text()
+        # an answer says why, through the API as on the page
+        for body in ({"action": "continue"}, {"action": "continue", "note": "  "}):
+            silent = await client.post(f"/api/alerts/{ALERT_EDU}/dispositions", headers=bearer("jxk"),
+                                       data=orjson.dumps(body))
+            assert silent.status == 400 and "请填写处置说明" in (await silent.json())["error"]
         seen = await (await client.get(f"/api/alerts/{ALERT_EDU}/dispositions", headers=bearer("jxk"))).json()
         latest = seen["disposition"]["latest"]
         assert (latest["by"], latest["action"], latest["amount"]) == ("jyj", "reduce", "500000.00")

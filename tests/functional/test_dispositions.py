@@ -4,6 +4,7 @@ dead letters, the emitted budget_adjusted in the log, escalation to the bureau."
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,19 @@ def test_budgetwatch_dispose_appends_an_alert_disposed_event(tmp_path: Path) -> 
     runner = CliRunner()
     bad = runner.invoke(app, ["dispose", ALERT, "--action", "reduce", "--note", "缩减", "--db", str(db)])
     assert bad.exit_code != 0 and "needs an amount" in str(bad.exception)
+    blank = runner.invoke(app, ["dispose", ALERT, "--action", "continue", "--note", "  ", "--db", str(db)])
+    assert blank.exit_code != 0 and "请填写处置说明" in str(blank.exception)
+    # what processing will refuse is said at once (900,000 unspent of 1,000,000); on a
+    # copy of the store, so this test's own log goes on without them
+    trial = tmp_path / "trial.db"
+    shutil.copy(db, trial)
+    too_much = runner.invoke(app, ["dispose", ALERT, "--action", "reduce", "--amount", "900000.01",
+                                   "--note", "缩减", "--db", str(trial)])
+    assert too_much.exit_code == 0, too_much.output
+    assert "超过项目 P1 按当前台账的未支出预算 900000.00 元" in too_much.output
+    fits = runner.invoke(app, ["dispose", ALERT, "--action", "reduce", "--amount", "900000",
+                               "--note", "缩减", "--db", str(trial)])
+    assert fits.exit_code == 0 and "注意" not in fits.output
     ok = runner.invoke(app, ["dispose", ALERT, "--action", "continue", "--note", "已招标", "--by", "jyj",
                              "--db", str(db), "--json"])
     assert ok.exit_code == 0, ok.output
