@@ -212,6 +212,17 @@ def deliver_cmd(
             "（设置 BUDGETWATCH_NOTIFY_HORIZON_DAYS=0 则全部通知）[/yellow]",
             highlight=False,
         )
+    log = DeliveryLog(path)  # what one round left: each queue sends a bounded number per round
+    try:
+        pending = sum(c.get(PENDING, 0) for c in log.summary().values())
+    finally:
+        log.close()
+    if pending:
+        out.print(
+            f"[yellow]仍有 {pending} 条通知待投递（每个接收方与通道每轮最多发送一批，或等待重试）："
+            "再运行 `budgetwatch deliver --once`，或用不带 --once 的 deliver / serve 持续投递[/yellow]",
+            highlight=False,
+        )
     for error in stats.errors[:20]:
         out.print(f"[yellow]{escape(error)}[/yellow]", highlight=False)
     if stats.alertmanager_error:

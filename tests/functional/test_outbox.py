@@ -462,6 +462,32 @@ def test_deliver_once_says_how_much_history_it_left_unsent(tmp_path: Path) -> No
     assert "8 条预警变动早于业务日期 3 天以上" in result.output and "alerts --all" in result.output
 
 
+def test_deliver_once_says_how_many_are_still_waiting(tmp_path: Path) -> None:
+    """One round sends a bounded batch per queue and leaves failed attempts for their
+    retry; its summary counted only what it sent ("投递成功 240 条" with 351 waiting)."""
+    import socket
+
+    db = tmp_path / "bw.db"
+    assert fire(db) == 8
+    with socket.socket() as probe:  # a port nothing listens on: every post is refused
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    directory = write_yaml(tmp_path / "departments.yaml", {
+        "departments": {EDU: {"name": "教育局", "webhook": f"http://127.0.0.1:{closed}/hook"}},
+    })
+    result = CliRunner().invoke(
+        app, ["deliver", "--once", "--db", str(db), "--departments", str(directory)],
+        env={"BUDGETWATCH_ALERTMANAGER_URL": "", "BUDGETWATCH_NOTIFY_HORIZON_DAYS": "0"},
+    )
+    assert result.exit_code == 0, result.output
+    log = DeliveryLog(db)
+    try:
+        waiting = sum(c.get("pending", 0) for c in log.summary().values())
+    finally:
+        log.close()
+    assert waiting > 0 and f"仍有 {waiting} 条通知待投递" in result.output
+
+
 def test_a_defect_in_one_delivery_sets_it_aside_instead_of_holding_the_queue(tmp_path: Path) -> None:
     """An exception that is not a DeliveryError (here the mail library refusing a header)
     meets every retry again: the delivery is failed at once, listed and re-queueable, and
