@@ -106,6 +106,7 @@ def test_an_unwritable_path_or_a_bad_setting_is_a_message_not_a_traceback(tmp_pa
     for args in (("reductions", "--xlsx", str(nowhere)), ("generate", "--projects", "5", "--out", str(nowhere))):
         answer = cli(db, *args, check=False)
         assert answer.returncode == 2 and "missing-dir" in answer.stdout and "Traceback" not in answer.stderr, args
+        assert "无法读写文件" in answer.stdout, args
     import os
     import subprocess
 
@@ -114,6 +115,7 @@ def test_an_unwritable_path_or_a_bad_setting_is_a_message_not_a_traceback(tmp_pa
     env = {**os.environ, "BUDGETWATCH_DB": str(db), "BUDGETWATCH_SMTP_PORT": "abc"}
     answer = subprocess.run([str(BIN), "alerts"], env=env, capture_output=True, text=True, timeout=60)
     assert answer.returncode == 2 and "smtp_port='abc'" in answer.stdout and "BUDGETWATCH_" in answer.stdout
+    assert "配置取值无效" in answer.stdout
 
 
 def test_reading_while_a_batch_holds_the_write_lock_does_not_wait_for_it(tmp_path: Path) -> None:
