@@ -225,6 +225,18 @@ def test_secrets_are_hashed_with_salt_and_the_example_users_file_loads() -> None
     bureau = example.authenticate("jxk", "change-me-jxk")
     assert bureau is not None and bureau.is_bureau
     assert example.authenticate("jyj", "wrong") is None
+    # the example department user belongs to a department of the example directory and
+    # of the demo's data (one of D101 logged in to an empty board)
+    from connectors.directory import load_directory
+    from connectors.synthetic import Spec, generate
+
+    department = example.authenticate("jyj", "change-me-jyj")
+    assert department is not None and not department.is_bureau
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    assert department.department_id in load_directory(examples / "departments.yaml").departments
+    demo = {line.split(b'"department_id":"', 1)[1].split(b'"', 1)[0].decode()
+            for line in generate(Spec(projects=300, seed=1)) if b'"department_id":"' in line}
+    assert department.department_id in demo
 
 
 def test_a_disposition_is_dated_by_the_business_clock_never_by_the_client(tmp_path: Path) -> None:
