@@ -68,7 +68,9 @@ def _open_log(db: str | None) -> DeliveryLog:
 
 
 def _summary_table(summary: dict[str, dict[str, int]], backlog: int) -> Table:
-    table = Table(title=f"通知投递情况（尚未分发的预警变动：{backlog}）")
+    # The backlog in a caption of its own: in the title it wrapped mid-number on a
+    # table this narrow.
+    table = Table(title="通知投递情况", caption=f"尚未分发的预警变动 {backlog} 条", caption_justify="left")
     table.add_column("通道")
     for status in STATUSES:
         table.add_column(STATUS_NAMES[status], justify="right")
