@@ -85,6 +85,9 @@ def test_a_department_cannot_read_or_dispose_of_another_departments_alert_anywhe
         listed = await (await client.get("/board/alerts.json?status=all")).json()
         assert {a["department_id"] for a in listed["alerts"]} == {HEALTH}
         assert (await client.get(f"/alerts/{ALERT_EDU}")).status == 404
+        # the alert's rate is its evaluation's, and the page says of which day
+        (own,) = [a for a in listed["alerts"] if a["alert_id"] == ALERT_HEALTH]
+        assert f"执行率（{own['updated_on']} 评估时）" in await (await client.get(f"/alerts/{ALERT_HEALTH}")).text()
         assert (await client.get("/projects/P1")).status == 404
         assert (await client.get("/projects/P2")).status == 200
         answer = await client.post(f"/alerts/{ALERT_EDU}/dispose", allow_redirects=False,
