@@ -45,8 +45,7 @@ CREATE TABLE IF NOT EXISTS rejected (
     reason TEXT NOT NULL,
     raw TEXT NOT NULL
 );
--- A dead letter is kept once: the same line refused again (a file imported twice) is
--- the same dead letter.
+-- INSERT_REJECTION_ONCE looks a dead letter up by its source before keeping it.
 CREATE INDEX IF NOT EXISTS rejected_by_source ON rejected(source);
 CREATE TABLE IF NOT EXISTS cursor (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -144,6 +143,12 @@ REMEMBER_YEARS = (
     "INSERT OR IGNORE INTO registrations(project_id, fiscal_year)"
     " SELECT project_id, CAST(json_extract(details, '$.fiscal_year') AS INTEGER) FROM events"
     " WHERE {where} AND type = 'project_registered' ORDER BY {order}"
+)
+# A dead letter is kept once: the same input refused again for the same reason from the
+# same place (a file imported twice, a message delivered again, a replay) adds nothing.
+INSERT_REJECTION_ONCE = (
+    "INSERT INTO rejected(source, reason, raw) SELECT ?1, ?2, ?3 WHERE NOT EXISTS"
+    " (SELECT 1 FROM rejected WHERE source = ?1 AND reason = ?2 AND raw = ?3)"
 )
 # What a current store has; a deferred index may be missing (a long run is under way, or
 # was killed): the next run builds it, so opening the store never waits for the writer.
@@ -270,11 +275,7 @@ class Store:
             conflicts = [*other_year.values(), *differing]
             refused = [*rejections, *conflicts]
             if refused:
-                db.executemany(
-                    "INSERT INTO rejected(source, reason, raw) SELECT ?1, ?2, ?3 WHERE NOT EXISTS"
-                    " (SELECT 1 FROM rejected WHERE source = ?1 AND reason = ?2 AND raw = ?3)",
-                    [(r.source, r.reason, r.raw) for r in refused],
-                )
+                db.executemany(INSERT_REJECTION_ONCE, [(r.source, r.reason, r.raw) for r in refused])
             self._bump(
                 {
                     "events_applied": applied,
@@ -511,11 +512,7 @@ class Store:
 
     @staticmethod
     def _add_rejection_once(db: sqlite3.Connection, source: str, reason: str, raw: str) -> None:
-        db.execute(
-            "INSERT INTO rejected(source, reason, raw) SELECT ?, ?, ?"
-            " WHERE NOT EXISTS (SELECT 1 FROM rejected WHERE source = ? AND reason = ?)",
-            (source, reason, raw, source, reason),
-        )
+        db.execute(INSERT_REJECTION_ONCE, (source, reason, raw))
 
     def add_rejection_once(self, source: str, reason: str, raw: str) -> None:
         """A dead letter outside ingest (e.g. a refused budget-alerts message), kept once
