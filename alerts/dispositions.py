@@ -47,6 +47,7 @@ from budget.money import fen_to_str, to_fen
 
 if TYPE_CHECKING:
     from alerts.monitor import Monitor
+    from budget.ledger import ProjectState
 
 ALERT_DISPOSED = "alert_disposed"
 DISPOSITION_APPROVED = "disposition_approved"
@@ -256,20 +257,8 @@ class Desk:
 
     @staticmethod
     def _unspent_problem(alert: Alert, amount: int, monitor: Monitor, action: str) -> str | None:
-        name = ACTION_NAMES.get(action, action)
-        if alert.subject_type != "project":
-            return f"部门整体预警不能直接{name}：请对具体项目的预警提出{name}"
         state = monitor.ledger.projects.get(alert.subject_id)
-        if state is None:
-            return f"项目 {alert.subject_id} 不在台账中"
-        unspent = state.budget - state.paid
-        if amount > unspent:
-            return (
-                f"{name}金额 {fen_to_str(amount)} 元超过项目 {alert.subject_id} 未支出预算 "
-                f"{fen_to_str(max(unspent, 0))} 元（预算 {fen_to_str(state.budget)} 元，"
-                f"已支付 {fen_to_str(state.paid)} 元）"
-            )
-        return None
+        return adjustment_problem(alert.subject_type, alert.subject_id, state, amount, action)
 
     def _refuse(self, record: Record, reason: str) -> None:
         raw = orjson_free_dumps(record_to_json_dict(record))
@@ -366,3 +355,24 @@ def disposition_view(alert: Mapping[str, Any]) -> dict[str, Any]:
         "latest": latest,
         "action_name": ACTION_NAMES.get(str(latest.get("action")), "") if latest else "",
     }
+
+
+def adjustment_problem(
+    subject_type: str, subject_id: str, state: ProjectState | None, amount: int, action: str
+) -> str | None:
+    """Why a reduce/recover of ``amount`` fen on this alert's subject cannot be applied to
+    the project ``state`` (None when it can): the desk's refusal, and what `dispose`
+    warns of beforehand."""
+    name = ACTION_NAMES.get(action, action)
+    if subject_type != "project":
+        return f"部门整体预警不能直接{name}：请对具体项目的预警提出{name}"
+    if state is None:
+        return f"项目 {subject_id} 不在台账中"
+    unspent = state.budget - state.paid
+    if amount > unspent:
+        return (
+            f"{name}金额 {fen_to_str(amount)} 元超过项目 {subject_id} 未支出预算 "
+            f"{fen_to_str(max(unspent, 0))} 元（预算 {fen_to_str(state.budget)} 元，"
+            f"已支付 {fen_to_str(state.paid)} 元）"
+        )
+    return None

@@ -11,11 +11,11 @@ import orjson
 import typer
 from rich.markup import escape
 
-from alerts.dispositions import ACTION_NAMES, ACTIONS
+from alerts.dispositions import ACTION_NAMES, ACTIONS, NEEDS_APPROVAL, adjustment_problem
 from budget.calendar import iso
 from budget.events import EventRejected, parse_event_object
 from budget.ledger import ProjectState
-from budget.money import fen_to_str, to_fen
+from budget.money import to_fen
 from connectors.jsonl import parse_lines
 from streams import render
 from streams.auth import hash_secret
@@ -58,7 +58,7 @@ def dispose_cmd(
         found = store.db.execute("SELECT data FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
         if found is None:
             raise BudgetwatchError(f"预警 {alert_id} 不存在：用 `budgetwatch alerts --all` 查看预警编号")
-        warning = _adjustment_problem(store, orjson.loads(found[0]), action, event.get("amount"))
+        warning = _adjustment_warning(store, orjson.loads(found[0]), action, event.get("amount"))
         counts = ingest(store, parse_lines([orjson.dumps(event)], "cli:dispose"))
     if as_json:
         emit_json({"event": event, **counts.to_json()})
@@ -71,29 +71,18 @@ def dispose_cmd(
         highlight=False,
     )
     if warning:
-        out.print(f"[yellow]注意：{escape(warning)}；处理时将被拒收（见 `budgetwatch rejected`）[/yellow]")
+        out.print(f"[yellow]注意：按当前台账，{escape(warning)}；处理时将被拒收（见 `budgetwatch rejected`）[/yellow]")
 
 
-def _adjustment_problem(store: Store, alert: dict[str, Any], action: str, amount: Any) -> str | None:
-    """What processing will refuse in a reduce/recover, judged by the ledger as last
-    run (later events may still change the unspent budget, so this warns, not refuses)."""
-    if action not in ("reduce", "recover") or amount is None:
+def _adjustment_warning(store: Store, alert: dict[str, Any], action: str, amount: Any) -> str | None:
+    """What processing will refuse in a reduce/recover (the desk's own check), judged by
+    the ledger as last run: later events may still change the unspent budget, so this
+    warns, not refuses."""
+    if action not in NEEDS_APPROVAL or amount is None:
         return None
-    name = ACTION_NAMES.get(action, action)
-    if alert.get("subject_type") != "project":
-        return f"部门整体预警不能直接{name}，请对具体项目的预警提出{name}"
     row = store.db.execute("SELECT state FROM projects WHERE project_id = ?", (alert["subject_id"],)).fetchone()
-    if row is None:
-        return None
-    state = ProjectState.from_dict(orjson.loads(row[0]))
-    unspent = state.budget - state.paid
-    asked = to_fen(str(amount))
-    if asked > unspent:
-        return (
-            f"{name}金额 {fen_to_str(asked)} 元超过项目 {alert['subject_id']} 按当前台账的未支出预算 "
-            f"{fen_to_str(max(unspent, 0))} 元"
-        )
-    return None
+    state = ProjectState.from_dict(orjson.loads(row[0])) if row is not None else None
+    return adjustment_problem(alert["subject_type"], alert["subject_id"], state, to_fen(str(amount)), action)
 
 
 @app.command("hash-password")
