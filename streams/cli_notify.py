@@ -67,6 +67,11 @@ def _open_log(db: str | None) -> DeliveryLog:
     return DeliveryLog(path)
 
 
+def _totals(summary: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Deliveries by status over every channel, from ``DeliveryLog.summary()``."""
+    return {s: sum(c.get(s, 0) for c in summary.values()) for s in STATUSES}
+
+
 def _summary_table(summary: dict[str, dict[str, int]], backlog: int) -> Table:
     # The backlog in a caption of its own: in the title it wrapped mid-number on a
     # table this narrow.
@@ -119,7 +124,7 @@ def outbox_cmd(
         summary, backlog, rows = log.summary(), log.backlog(), log.rows(statuses, limit)
     finally:
         log.close()
-    totals = {s: sum(c.get(s, 0) for c in summary.values()) for s in STATUSES}
+    totals = _totals(summary)
     if as_json:
         emit_json(
             {
@@ -216,7 +221,7 @@ def deliver_cmd(
         )
     log = DeliveryLog(path)  # what one round left: each queue sends a bounded number per round
     try:
-        pending = sum(c.get(PENDING, 0) for c in log.summary().values())
+        pending = _totals(log.summary())[PENDING]
     finally:
         log.close()
     if pending:
