@@ -133,7 +133,11 @@ def ingest_files(
 def _check_readable(path: Path, files: list[Path], *, layout: Layout, unit: Unit) -> None:
     """Open ``path`` as its import will and read up to its first item: a missing file,
     an unknown type, an unreadable workbook or a sheet with no header row is refused
-    here, so the files named before it are not left imported on their own."""
+    here, so the files named before it are not left imported on their own.
+
+    The import opens the file again (a CSV is decoded twice, a workbook's first sheet
+    read twice up to its header) rather than keeping every file's reader open from this
+    check: those would hold every CSV of a long import decoded in memory at once."""
     try:
         items = read_events(path, layout=layout, unit=unit)
         try:
