@@ -59,7 +59,7 @@ from typing import Any
 import orjson
 
 from alerts.dispositions import DISPOSITION_EVENT_TYPES
-from alerts.lifecycle import Alert, Transition
+from alerts.lifecycle import RESOLVED, Alert, Transition
 from alerts.monitor import Monitor
 from alerts.profile import Profile
 from budget.calendar import iso, year_bounds, year_of
@@ -488,6 +488,7 @@ class ProjectPartition(_VersionedPartition):
                     del self.pending[project_id]
         due.sort(key=lambda item: (item[1].day, item[0]))
         deltas: dict[tuple[str, int], list[Any]] = {}
+        resolved: list[Alert] = []
         monitor.changed = set()
         for day, transitions in monitor.process((record for _, record in due), until):
             # This monitor sees only its partition's share of a department: department
@@ -502,6 +503,8 @@ class ProjectPartition(_VersionedPartition):
                 if t.alert.subject_type == "project":
                     self.alerts_of.setdefault(t.alert.subject_id, set()).add(t.alert.alert_id)
                     touched.add(t.alert.subject_id)
+                    if t.kind == RESOLVED:
+                        resolved.append(t.alert)
         if monitor.refused:  # records the ledger cannot fold in context: dead letters
             # (their offsets are in the changelog entries, not here: the event id says which)
             projects = {record.event_id: record.project_id for _, record in due}
@@ -510,6 +513,7 @@ class ProjectPartition(_VersionedPartition):
                     f"{refusal.reason} (event_id {refusal.event_id})", refusal.raw, -1, projects.get(refusal.event_id)
                 ))
             monitor.refused = []
+        self._forget_resolved(resolved)
         bodies = self._write_next_epoch(sorted(touched), out)
         self.meta.epoch = epoch
         self.meta.clock = monitor.clock if monitor.clock is not None else until
@@ -557,6 +561,25 @@ class ProjectPartition(_VersionedPartition):
             {"kind": "closed", "source": self.partition, "epoch": epoch, "day": self.meta.clock}
         )
         return out
+
+    def _forget_resolved(self, resolved: Iterable[Alert]) -> None:
+        """Keep only unresolved alerts, in memory and in the project values.
+
+        Nothing here reads a resolved alert again (there is no disposition loop in this
+        runtime, and a new episode sets every field of its alert afresh), yet each was
+        kept in its project's value: a year's resolved alerts, most of them, were
+        rewritten in full with every tick that touched the project."""
+        book = self.monitor.book.alerts
+        for snapshot in resolved:
+            alert = book.get(snapshot.alert_id)
+            if alert is None or alert.status != RESOLVED:
+                continue  # fired again later in the tick
+            del book[snapshot.alert_id]
+            ids = self.alerts_of.get(snapshot.subject_id)
+            if ids is not None:
+                ids.discard(snapshot.alert_id)
+                if not ids:
+                    del self.alerts_of[snapshot.subject_id]
 
     def _contribute(
         self, changed: Iterable[str], day: int, deltas: dict[tuple[str, int], list[Any]], late: set[str]
