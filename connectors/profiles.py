@@ -46,7 +46,13 @@ def _yaml(text: str, origin: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ProfileError(f"{origin}: not valid YAML ({err})") from None
+        where = " ".join(str(err).split())  # PyYAML's report spans lines; an error is one
+        raise ProfileError(f"{origin}：不是有效的 YAML（not valid YAML: {where}）") from None
+    except ValueError as err:
+        # PyYAML builds an unquoted date as it reads: 2027-02-30 fails inside safe_load.
+        raise ProfileError(
+            f"{origin}：含有不存在的日期（{err}），如 2027-02-30；请改为实际日期（a date that does not exist）"
+        ) from None
 
 
 def _load_calendar(name: str, base: Path | None, origin: str) -> Any:

@@ -24,7 +24,7 @@ from connectors.synthetic import Spec, generate
 from connectors.tabular import Layout, TabularError, Unit, iso_date_text
 from streams import render
 from streams.clock import today_in_china
-from streams.engine import Engine
+from streams.engine import Engine, waiting_text
 from streams.errors import BudgetwatchError
 from streams.ingest import IngestCounts, ingest
 from streams.settings import Settings
@@ -220,10 +220,8 @@ def run_cmd(
                 f"国务院办公厅公布该年放假安排后，请补充日历并用 --rebuild 重算[/yellow]"
             )
         if summary.as_of is not None and (waiting := engine.waiting_after(summary.as_of)):
-            out.print(
-                f"[yellow]{waiting} 条事件的业务日期晚于 {iso(summary.as_of)}，等待以后处理"
-                f"（如日期有误请更正后重新导入；确需处理请用 --as-of）[/yellow]"
-            )
+            hint = "如日期有误请更正后重新导入；确需处理请用 --as-of"
+            out.print(f"[yellow]{waiting_text(waiting, summary.as_of, hint)}[/yellow]")
 
 
 @app.command("status")

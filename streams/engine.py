@@ -59,6 +59,11 @@ TRANSITION_SLICE = 2_000
 BULK_EVENTS = DEFAULT_COMMIT_EVERY
 
 
+def waiting_text(waiting: int, as_of: int, hint: str = "如日期有误请更正后重新发送") -> str:
+    """What users are told of events a run left for a later day (dated after ``as_of``)."""
+    return f"{waiting} 条事件的业务日期晚于 {iso(as_of)}，等待以后处理（{hint}）"
+
+
 def defers_indexes(pending: int, stored_transitions: int) -> bool:
     return pending >= BULK_EVENTS and pending >= stored_transitions
 
@@ -104,12 +109,13 @@ class Engine:
         self.dispositions = dispositions
         self.monitor = new_monitor(profile, dispositions)
         self._loaded = False
-        self._cursor: tuple[int | None, int] | None = None  # the store's cursor as this engine left it
+        # The store's position as this engine left it: cursor and derived-state generation.
+        self._cursor: tuple[int | None, int, int] | None = None
 
     def load(self) -> Monitor:
         """Restore the monitor from the last commit (once, and again if another process
         committed since: a `run` from the CLI while `serve` holds its engine)."""
-        if self._loaded and self.store.cursor() != self._cursor:
+        if self._loaded and self.store.position() != self._cursor:
             self.monitor = new_monitor(self.profile, self.dispositions)
             self._loaded = False
         if not self._loaded:
@@ -129,7 +135,7 @@ class Engine:
 
     def _restore(self) -> None:
         """The monitor from the last commit (in load's read snapshot)."""
-        clock, seq = self.store.cursor()
+        clock, seq, generation = self.store.position()
         states = [ProjectState.from_dict(d) for d in self.store.project_states()]
         # Resolved alerts stay in the store until a disposition needs one
         # (AlertBook.archive); the desk still reads their adjustments, so every
@@ -151,18 +157,23 @@ class Engine:
         self.monitor.book.archive = self._archived
         self.monitor.restore(states, unresolved, clock)
         self._loaded = True
-        self._cursor = (clock, seq)
+        self._cursor = (clock, seq, generation)
 
     def _archived(self, alert_id: str) -> Alert | None:
         data = self.store.alert_row(alert_id)
         return Alert.from_json(data) if data is not None else None
 
+    def _fingerprint(self) -> str:
+        return f"{self.profile.name}:{profile_fingerprint(self.profile)}"
+
     def _check_profile(self) -> None:
-        fingerprint = f"{self.profile.name}:{profile_fingerprint(self.profile)}"
+        """Refuse a profile other than the one the stored state was computed with. Only a
+        run records the profile (:meth:`run`, in its first batch): a reading command or a
+        service start on a store with nothing computed yet must not claim it for a policy
+        the first run does not use."""
+        fingerprint = self._fingerprint()
         stored = self.store.meta("profile")
-        if stored is None:
-            self.store.set_meta("profile", fingerprint)
-        elif stored != fingerprint and self.store.cursor()[0] is not None:
+        if stored is not None and stored != fingerprint and self.store.cursor()[0] is not None:
             raise StoreError(
                 f"{self.store.path}: state was computed with profile {stored.split(':')[0]!r} "
                 f"(fingerprint {stored}); this run uses {fingerprint}. Alerts would mix two "
@@ -190,11 +201,13 @@ class Engine:
         start_applied = since_commit = monitor.applied
         total_transitions = days = commits = 0
         batch = store.begin()
-        if store.cursor() != self._cursor:
-            # Another process committed between our read and our write lock: start over
-            # from its state rather than overwrite it with ours (that lost its events).
+        if store.position() != self._cursor:
+            # Another process committed (or rebuilt) between our read and our write lock:
+            # start over from its state rather than overwrite it with ours (that lost its events).
             batch.rollback()
             return self.run(as_of, progress=progress)
+        if store.meta("profile") != (fingerprint := self._fingerprint()):
+            store.set_meta("profile", fingerprint)  # nothing computed yet (load checked): committed with it
         touched: set[str] = set()  # alerts with a transition in the open batch
         try:
             # The whole count for a progress bar; enough of it to decide on the indexes otherwise.
@@ -319,7 +332,7 @@ class Engine:
             derived_source=DERIVED_SOURCE,
             refused=[(r.event_id, r.reason, r.raw) for r in refused],
         )
-        self._cursor = (clock, max_seq)
+        self._cursor = (clock, max_seq, self._cursor[2] if self._cursor is not None else 0)
         monitor.book.forget_resolved()  # each is in the store as of this commit
 
     # -- reading ---------------------------------------------------------

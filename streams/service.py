@@ -57,7 +57,7 @@ from connectors.jsonl import BOM, parse_lines
 from connectors.kept_json import kept_dumps
 from connectors.parsed import Parsed
 from streams.clock import today_in_china
-from streams.engine import Engine, RunSummary
+from streams.engine import Engine, RunSummary, waiting_text
 from streams.errors import BudgetwatchError, ClockError
 from streams.ingest import IngestCounts, ingest
 from streams.store import Store
@@ -148,7 +148,8 @@ class Service:
         self._progress = asyncio.Condition()
         self._subscribers: list[asyncio.Event] = []
         self._ingested = 0  # tickets: ingests that appended something
-        self._processed = 0  # the last ticket a finished run covered
+        self._processed = 0  # the last ticket a successful run covered
+        self._attempted = 0  # the last ticket a run tried (waiters are answered, failed or not)
         self._pending_since: float | None = None  # monotonic time of the oldest unprocessed ingest
         self.last_error: str | None = None
         self.last_run: RunSummary | None = None
@@ -180,7 +181,15 @@ class Service:
     def _metrics_progress(self) -> metrics.Progress:
         since = self._pending_since
         waiting = time.monotonic() - since if since is not None else 0.0
-        return metrics.Progress(latest_event_day=self.store.max_day(), waiting_seconds=waiting)
+        return metrics.Progress(latest_event_day=self.store.max_day(not_after=self._latest_runnable_day()),
+                                waiting_seconds=waiting)
+
+    def _latest_runnable_day(self) -> int | None:
+        """The last business day a run may reach now: today, when the engine has a wall
+        clock. An event dated later waits for its day and is not processing lag."""
+        if self.live:
+            return to_day(self.clock())
+        return to_day(self.engine.today()) if self.engine.today is not None else None
 
     # -- ingest ----------------------------------------------------------------
     async def ingest_body(self, body: bytes, request_id: str) -> tuple[IngestCounts, int]:
@@ -206,7 +215,7 @@ class Service:
         """Until a run has covered everything ingested up to ``ticket``."""
         async with self._progress:
             await self._progress.wait_for(
-                lambda: self._processed >= ticket or self.stopping.is_set()
+                lambda: self._attempted >= ticket or self.stopping.is_set()
             )
 
     # -- processing --------------------------------------------------------------
@@ -258,9 +267,13 @@ class Service:
                 self.last_run = summary
                 self.runs += 1
             async with self._progress:
-                self._processed = max(self._processed, ticket)
-                if self._processed >= self._ingested:
-                    self._pending_since = None
+                self._attempted = max(self._attempted, ticket)
+                if summary is not None:
+                    # A failed run covered nothing: its events stay pending (`/healthz`), and
+                    # the processing lag keeps growing until a run succeeds.
+                    self._processed = max(self._processed, ticket)
+                    if self._processed >= self._ingested:
+                        self._pending_since = None
                 self._progress.notify_all()
             if summary is not None and summary.transitions:
                 for event in self._subscribers:
@@ -353,6 +366,9 @@ async def post_events(request: web.Request) -> web.Response:
         answer["as_of"] = iso(clock) if clock is not None else None
         if service.last_error:
             answer["error"] = service.last_error
+        elif clock is not None and (waiting := await service.db(service.engine.waiting_after, clock)):
+            answer["waiting"] = waiting
+            answer["warning"] = waiting_text(waiting, clock)
     return json_response(answer, headers={"X-Request-ID": request_id})
 
 

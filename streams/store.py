@@ -533,6 +533,14 @@ class Store:
         clock, seq = self.db.execute("SELECT clock, seq FROM cursor WHERE id = 1").fetchone()
         return clock, int(seq)
 
+    def position(self) -> tuple[int | None, int, int]:
+        """The cursor and the generation of the derived state (bumped by each rebuild)."""
+        clock, seq, generation = self.db.execute(
+            "SELECT clock, seq, (SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?) FROM cursor WHERE id = 1",
+            (GENERATION_KEY,),
+        ).fetchone()
+        return clock, int(seq), int(generation or 0)
+
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
@@ -608,10 +616,17 @@ class Store:
         db.execute("DELETE FROM rejected WHERE source LIKE '% (event_id %)'")
         db.execute("UPDATE cursor SET clock = NULL, seq = 0 WHERE id = 1")
         db.execute("DELETE FROM meta WHERE key = 'profile'")
+        # A rebuild may end on the very cursor it started from (the same log, another
+        # profile): the generation tells a running `serve` its state was replaced.
+        db.execute(
+            f"INSERT INTO meta(key, value) VALUES ('{GENERATION_KEY}', '1')"
+            " ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
         db.execute("COMMIT")
 
 
 RUN_UNTIL_KEY = "run_until"
+GENERATION_KEY = "derived_generation"
 # meta key marking a store made by the notifier (streams.alert_sink), which no engine runs
 ROLE_KEY = "role"
 NOTIFIER_ROLE = "notifier"

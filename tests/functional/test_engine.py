@@ -218,6 +218,40 @@ def test_a_different_profile_is_refused_until_rebuild(tmp_path: Path) -> None:
         "critical"}
 
 
+def test_only_a_run_records_the_profile_so_reading_first_cannot_mix_two_policies(tmp_path: Path) -> None:
+    path = tmp_path / "bw.db"
+    reader = engine(path)  # baseline
+    ingest_events(reader.store, [b.registered("P"), b.approved("P", "1000")])
+    with pytest.raises(ClockError):
+        reader.status()  # `budgetwatch status` before any run
+    assert reader.store.meta("profile") is None
+    provincial = engine(path, "provincial")
+    provincial.run(day("2025-05-31"))
+    assert (provincial.store.meta("profile") or "").startswith("provincial:")
+    provincial.run(day("2025-06-30"))  # the same policy goes on
+    with pytest.raises(StoreError, match="provincial"):
+        engine(path).run(day("2025-09-30"))  # baseline now would judge provincial alerts
+
+
+def test_a_rebuild_by_another_process_is_noticed_even_on_the_same_cursor(tmp_path: Path) -> None:
+    """`serve` holds an engine; `run --rebuild --profile provincial` replays the same log
+    to the same day, so the cursor is where serve left it."""
+    path = tmp_path / "bw.db"
+    served = engine(path)
+    ingest_events(served.store, [b.registered("P"), b.approved("P", "1000")])
+    served.run(day("2025-06-30"))
+    before = served.store.position()
+    rebuilt = engine(path, "provincial")
+    rebuilt.rebuild()
+    rebuilt.run(day("2025-06-30"))
+    after = served.store.position()
+    assert after[:2] == before[:2] and after[2] == before[2] + 1
+    with pytest.raises(StoreError, match="--rebuild"):
+        served.load()
+    with pytest.raises(StoreError, match="--rebuild"):
+        served.run(day("2025-07-31"))
+
+
 def test_events_after_as_of_wait_for_a_later_run(tmp_path: Path) -> None:
     e = engine(tmp_path / "bw.db")
     ingest_events(e.store, [b.registered("P"), b.approved("P", "1000"), b.payment("P", "900", on="2025-08-01")])

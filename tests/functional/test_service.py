@@ -237,7 +237,9 @@ def test_live_mode_closes_days_by_the_injected_wall_clock(tmp_path: Path) -> Non
                     if a["rule"] == "low_execution"]
         # A payment dated in the future waits for its day.
         future = b.payment("P1", "500000.00", on="2025-07-15", event_id="P1-PAY-FUTURE")
-        await post(client, b.jsonl([future]))
+        answer = await post(client, b.jsonl([future]))
+        assert answer["processed"] is True and answer["waiting"] == 1
+        assert answer["warning"].startswith("1 条事件的业务日期晚于 2025-06-29，等待以后处理")
         today[0] = dt.date(2025, 6, 30)
         await service.process_now()
         alerts = await (await client.get("/api/alerts")).json()
@@ -246,13 +248,41 @@ def test_live_mode_closes_days_by_the_injected_wall_clock(tmp_path: Path) -> Non
         status = await (await client.get("/api/status")).json()
         assert status["as_of"] == "2025-06-30" and status["region"]["paid"] == "100000.00"
         scraped = await (await client.get("/metrics")).text()
-        assert "budget_processing_lag_days 15.0" in scraped
+        # The waiting payment is dated after today: it waits for its day, no processing lag.
+        assert "budget_processing_lag_days 0.0" in scraped
         today[0] = dt.date(2025, 7, 15)
         await service.process_now()
         status = await (await client.get("/api/status")).json()
         assert status["region"]["paid"] == "600000.00"
 
     serve(tmp_path, scenario, live=True, clock=lambda: today[0], tick_seconds=3600)
+
+
+def test_a_failed_run_leaves_its_events_pending_and_the_service_unhealthy(tmp_path: Path) -> None:
+    """A CLI `run --rebuild --profile provincial` replaces the state `serve` (baseline)
+    holds and ends on the same cursor: serve must notice, refuse to mix the policies,
+    and say its events are not processed rather than look healthy and caught up."""
+    db = tmp_path / "budgetwatch.db"
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        assert (await post(client, b.jsonl(lagging_county())))["processed"] is True
+        with Store(db) as store:
+            other = Engine(store, load_profile("provincial"))
+            other.rebuild()
+            other.run(other.store.cursor()[0])
+        late = b.payment("P2", "1000.00", on="2025-07-01", event_id="P2-PAY-3")
+        answer = await post(client, b.jsonl([late]))
+        assert answer["processed"] is False and "--rebuild" in answer["error"]
+        health = await client.get("/healthz")
+        assert health.status == 503
+        body = await health.json()
+        assert body["pending"] is True and body["status"] == "error"
+        await asyncio.sleep(0.05)
+        samples = {s.name: s.value for f in text_string_to_metric_families(await (await client.get("/metrics")).text())
+                   for s in f.samples}
+        assert samples["budget_processing_lag_seconds"] > 0.0
+
+    run_service(db, scenario)
 
 
 def test_a_burst_of_concurrent_posts_is_all_processed(tmp_path: Path) -> None:

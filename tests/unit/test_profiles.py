@@ -99,7 +99,8 @@ def test_a_missing_calendar_is_named(tmp_path: Path) -> None:
         ("name: x\nlow_execution: {floors: [{checkpoint: '08-31', floor: 0.6}, {checkpoint: '06-30', floor: 0.3}]}",
          "date order"),
         ("- just a list", "mapping"),
-        ("name: [unclosed", "not valid YAML"),
+        ("name: [unclosed", "不是有效的 YAML（not valid YAML"),
+        ("name: x\ndescription: 2025-02-30", "不存在的日期"),
     ],
 )
 def test_bad_profiles_name_the_problem(tmp_path: Path, text: str, reason: str) -> None:
@@ -109,6 +110,7 @@ def test_bad_profiles_name_the_problem(tmp_path: Path, text: str, reason: str) -
         load_profile(str(path))
     assert reason in str(caught.value)
     assert str(path) in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 def test_unknown_profile_name() -> None:
