@@ -358,7 +358,7 @@ def main() -> None:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}" for e in err.errors()
         )
-        fail(f"配置取值无效：{problems}；请检查 BUDGETWATCH_* 环境变量（a setting cannot be used）")
+        fail(f"配置取值无效：{problems}；请检查命令行选项或 BUDGETWATCH_* 环境变量（a setting cannot be used）")
     except OSError as err:  # a path that cannot be written or read
         where = f" {err.filename}" if err.filename else ""
         fail(f"无法读写文件{where}：{err.strerror or err}；请检查路径及其所在目录（check the path and its directory）")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,11 +18,20 @@ from budget.events import record_to_json_dict
 from connectors.files import read_events
 from connectors.parsed import Accepted, Parsed, Rejected
 from streams import render
-from streams.cli import DbOption, _count_lines, app, emit_json, parse_as_of, progress_bar, settings
+from streams.cli import (
+    DbOption,
+    _check_readable,
+    _count_lines,
+    app,
+    emit_json,
+    parse_as_of,
+    progress_bar,
+    settings,
+)
 from streams.errors import BudgetwatchError
 from streams.faust_state import ALERTS_TOPIC, CLOCK_KEY, EVENTS_TOPIC, tick_value
 from streams.ingest import IngestCounts
-from streams.settings import Settings
+from streams.settings import Settings, bootstrap_servers
 
 BootstrapOption = Annotated[
     str | None,
@@ -38,7 +49,7 @@ def _producer(bootstrap: str) -> Any:
 
     try:
         return KafkaProducer(
-            bootstrap_servers=[h.strip() for h in bootstrap.split(",") if h.strip()],
+            bootstrap_servers=bootstrap_servers(bootstrap),
             acks="all",
             enable_idempotence=True,
             linger_ms=20,
@@ -48,26 +59,44 @@ def _producer(bootstrap: str) -> Any:
         )
     except KafkaError as err:
         raise PublishError(
-            f"cannot reach Kafka at {bootstrap}: {err}; check --bootstrap or "
-            "BUDGETWATCH_KAFKA_BOOTSTRAP and that the broker is up (`docker compose ps kafka`)"
+            f"无法连接 Kafka {bootstrap}（{err}）：请检查 --bootstrap 或 BUDGETWATCH_KAFKA_BOOTSTRAP，"
+            "以及 broker 是否已启动（`docker compose ps kafka`）（cannot reach Kafka）"
         ) from None
 
 
+class SendFailures:
+    """Counts sends the broker refused or never acknowledged (kafka-python reports them on
+    each send's future, not by raising from flush)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: str | None = None
+
+    def __call__(self, error: BaseException) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = f"{type(error).__name__}: {error}"
+
+
 def publish_parsed(
-    producer: Any, parsed: Iterable[Parsed], counts: IngestCounts, *, keep_reasons: int = 100
+    producer: Any, parsed: Iterable[Parsed], counts: IngestCounts, *, keep_reasons: int = 100,
+    failures: SendFailures | None = None,
 ) -> None:
     """Send accepted events keyed by project_id; count rejections exactly as ingest does.
 
-    ``applied`` counts events handed to Kafka; duplicates are the workers' business
-    (by event_id), so the publisher counts none.
+    ``applied`` counts events handed to Kafka (``failures``, when given, counts those the
+    broker then refused); duplicates are the workers' business (by event_id), so the
+    publisher counts none.
     """
     for item in parsed:
         counts.read += 1
         if isinstance(item, Accepted):
             record = item.record
-            producer.send(
+            sent = producer.send(
                 EVENTS_TOPIC, key=record.project_id, value=orjson.dumps(record_to_json_dict(record))
             )
+            if failures is not None:
+                sent.add_errback(failures)
             counts.applied += 1
         else:
             assert isinstance(item, Rejected)
@@ -108,13 +137,16 @@ def publish_cmd(
 ) -> None:
     """Publish events to Kafka topic budget-events (key = project_id), parsed as `ingest` does."""
     if layout not in ("auto", "projects", "payments"):
-        raise typer.BadParameter("--layout must be auto, projects or payments")
+        raise typer.BadParameter("应为 auto、projects 或 payments（--layout must be auto, projects or payments）")
     if unit not in ("auto", "yuan", "wan"):
-        raise typer.BadParameter("--unit must be auto, yuan or wan")
+        raise typer.BadParameter("应为 auto、yuan 或 wan（--unit must be auto, yuan or wan）")
     tick_day = parse_as_of(as_of)
-    server = bootstrap or settings().kafka_bootstrap
+    server = _worker_settings(bootstrap, None).kafka_bootstrap
+    for path in files:  # every file readable before anything is sent, as ingest does
+        _check_readable(path, files, layout=layout, unit=unit)  # type: ignore[arg-type]
     producer = _producer(server)
     total = IngestCounts()
+    failures = SendFailures()
     try:
         with progress_bar() as bar:
             for path in files:
@@ -122,7 +154,7 @@ def publish_cmd(
                 counts = IngestCounts()
                 parsed = read_events(path, layout=layout, unit=unit)  # type: ignore[arg-type]
                 for chunk in _chunks(parsed, 5000):
-                    publish_parsed(producer, chunk, counts)
+                    publish_parsed(producer, chunk, counts, failures=failures)
                     bar.update(task, completed=counts.read)
                 bar.update(task, completed=counts.read, total=counts.read)
                 total.add(counts)
@@ -132,6 +164,12 @@ def publish_cmd(
         producer.flush()
     finally:
         producer.close()
+    if failures.count:
+        raise PublishError(
+            f"{failures.count} 条事件未被 Kafka 确认（首个错误：{failures.first}），其余 "
+            f"{total.applied - failures.count} 条已发布；请排除故障后重新发布这些文件——工作进程按 "
+            f"event_id 去重，重复发布不会重复计数（{failures.count} sends failed）"
+        )
     if as_json:
         emit_json({**total.to_json(), "topic": EVENTS_TOPIC, "bootstrap": server, "ticks": ticks})
         return
@@ -178,16 +216,45 @@ def worker_cmd(
         f"profile={s.profile} web=http://{s.web_bind}:{s.web_port}/metrics clock={s.clock}",
         highlight=False,
     )
+    wait_for_broker(s.kafka_bootstrap)  # after every local check: a bad setting is said at once
     _run_worker(bapp.app, loglevel)
 
 
 def _worker_settings(bootstrap: str | None, web_port: int | None) -> Settings:
     overrides: dict[str, Any] = {}
-    if bootstrap:
+    if bootstrap is not None:
         overrides["kafka_bootstrap"] = bootstrap
-    if web_port:
+    if web_port is not None:
         overrides["web_port"] = web_port
-    return settings().model_copy(update=overrides)
+    # Validated like the environment's values (model_copy would not check them).
+    return Settings.model_validate({**settings().model_dump(), **overrides})
+
+
+BROKER_WAIT_SECONDS = 30.0
+
+
+def wait_for_broker(bootstrap: str, *, seconds: float = BROKER_WAIT_SECONDS) -> None:
+    """Return once one bootstrap server accepts a TCP connection; after ``seconds`` of
+    refusals, a one-line error instead of the Faust traceback a worker dies with (a
+    broker still starting, e.g. beside `docker compose up`, gets that long)."""
+    deadline = time.monotonic() + seconds
+    servers = bootstrap_servers(bootstrap)
+    last = ""
+    while True:
+        for server in servers:
+            host, _, port = server.rpartition(":")
+            try:
+                socket.create_connection((host.strip("[]"), int(port)), timeout=2.0).close()
+                return
+            except OSError as err:
+                last = f"{server}: {err.strerror or err}"
+        if time.monotonic() >= deadline:
+            raise PublishError(
+                f"无法连接 Kafka {bootstrap}（{last}，已等待 {seconds:g} 秒）：请检查 --bootstrap 或 "
+                "BUDGETWATCH_KAFKA_BOOTSTRAP，以及 broker 是否已启动（`docker compose ps kafka`）"
+                "（cannot reach Kafka）"
+            )
+        time.sleep(1.0)
 
 
 def _run_worker(faust_app: Any, loglevel: str) -> None:
@@ -249,6 +316,7 @@ def notifier_cmd(
         highlight=False,
     )
     try:
+        wait_for_broker(s.kafka_bootstrap)  # after the directory and store are checked
         _run_worker(notifier.app, loglevel)
     finally:
         notifier.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,13 +22,19 @@ class Settings(BaseSettings):
         default="FULL",
         description="SQLite durability of ingest: FULL survives a power cut; NORMAL only a process crash",
     )
-    http_port: int = Field(default=8080, description="port of `budgetwatch serve`")
+    http_port: int = Field(default=8080, ge=1, le=65535, description="port of `budgetwatch serve`")
     kafka_bootstrap: str = Field(default="localhost:9092", description="Kafka bootstrap servers")
     partitions: int = Field(default=8, gt=0, description="partitions of budget-events")
     replication_factor: int = Field(default=1, gt=0, description="replication of the topics")
     store: str = Field(default="memory://", description="Faust table store: memory:// or rocksdb://")
-    web_port: int = Field(default=6066, description="Faust worker web port (/metrics)")
+    web_port: int = Field(default=6066, ge=1, le=65535, description="Faust worker web port (/metrics)")
     web_bind: str = Field(default="127.0.0.1", description="Faust web address (0.0.0.0 in Docker)")
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        bootstrap_servers(value)
+        return value
+
     clock: str = Field(
         default="wall",
         pattern="^(wall|off)$",
@@ -42,7 +48,7 @@ class Settings(BaseSettings):
     alertmanager_url: str | None = Field(default=None, description="Alertmanager base URL")
     alertmanager_interval: float = Field(default=60.0, gt=0, description="seconds between re-sends")
     smtp_host: str | None = Field(default=None, description="SMTP server for email notifications")
-    smtp_port: int = Field(default=25, description="SMTP port")
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port")
     smtp_user: str | None = Field(default=None, description="SMTP user (optional)")
     smtp_password: str | None = Field(default=None, description="SMTP password (optional)")
     smtp_from: str = Field(default="budgetwatch@localhost", description="sender address")
@@ -58,3 +64,18 @@ class Settings(BaseSettings):
         description="notify only transitions dated within this many days of the business clock "
         "(older ones — a backfilled history — stay in alerts --all, unsent); 0 = every transition",
     )
+
+
+def bootstrap_servers(text: str) -> list[str]:
+    """``host:port[,host:port…]`` as a list, each checked: kafka-python and Faust fail on a
+    bad one with a traceback (a ValueError deep in the client) or after a long wait."""
+    servers = [part.strip() for part in text.split(",") if part.strip()]
+    if not servers:
+        raise ValueError("Kafka 地址为空：应为 host:port，多个用逗号分隔（no bootstrap server）")
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(
+                f"Kafka 地址 {server!r} 应为 host:port，端口 1–65535，如 kafka:9092（not host:port）"
+            )
+    return servers
