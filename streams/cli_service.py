@@ -50,7 +50,7 @@ def serve_cmd(
     db: DbOption = None,
     profile: ProfileOption = None,
     live: Annotated[bool, typer.Option("--live", help=LIVE_HELP)] = False,
-    tick: Annotated[float, typer.Option("--tick", help=TICK_HELP)] = 60.0,
+    tick: Annotated[float, typer.Option("--tick", min=0.1, help=TICK_HELP)] = 60.0,
     departments: Annotated[
         str | None,
         typer.Option("--departments", help="department directory YAML for notifications [env BUDGETWATCH_DEPARTMENTS]"),

@@ -372,8 +372,9 @@ class Store:
         return [
             Rejection(
                 source,
-                f"event_id {event_id!r} is already logged with other content (from {first or 'the log'}): "
-                "an event_id names one event; give this one its own id",
+                f"事件编号 {event_id!r} 已用于另一条内容不同的事件（见 {first or '事件日志'}）：一个编号只能"
+                f"对应一个事件，请给这条另编号（event_id {event_id!r} is already logged with other content "
+                f"(from {first or 'the log'}): an event_id names one event; give this one its own id)",
                 orjson.dumps(record_to_json_dict(Record(
                     kind, event_id, day, project_id, amount, orjson.loads(details) if details else None
                 ))).decode(),

@@ -165,6 +165,7 @@ def test_an_event_id_reused_for_other_content_is_a_dead_letter_not_a_duplicate(t
     (refused,) = e.store.rejections()
     assert refused["source"] == "unit-b.jsonl:1"
     assert "'0001' is already logged with other content (from unit-a.jsonl:3)" in refused["reason"]
+    assert refused["reason"].startswith("事件编号 '0001' 已用于另一条内容不同的事件（见 unit-a.jsonl:3）")
     assert '"project_id":"P7"' in refused["raw"] and '"amount":"90000.00"' in refused["raw"]
     assert e.store.counters() == {"events_applied": 4, "events_duplicate": 4, "events_rejected": 1}
     # the same line of the same file, read differently by a newer release, is still a duplicate
