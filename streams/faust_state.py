@@ -282,7 +282,6 @@ class ProjectPartition(_VersionedPartition):
         self.contributed: dict[
             str, tuple[str, int, int]
         ] = {}  # project -> (dept key, budget, paid)
-        self.alerts_of: dict[str, set[str]] = {}  # project -> alert ids
         self.committed: dict[str, Value | None] = {}  # project -> value as of the committed epoch
 
     # -- restoring -------------------------------------------------------
@@ -322,8 +321,8 @@ class ProjectPartition(_VersionedPartition):
                 states.append(ProjectState.from_dict(body["state"]))
             for item in body.get("alerts", ()):
                 alert = Alert.from_json(item)
-                alerts.append(alert)
-                self.alerts_of.setdefault(project_id, set()).add(alert.alert_id)
+                if alert.status != RESOLVED:  # records written before they kept open alerts only
+                    alerts.append(alert)
             if body.get("contributed"):
                 dept, budget, paid = body["contributed"]
                 self.contributed[project_id] = (str(dept), int(budget), int(paid))
@@ -488,7 +487,7 @@ class ProjectPartition(_VersionedPartition):
                     del self.pending[project_id]
         due.sort(key=lambda item: (item[1].day, item[0]))
         deltas: dict[tuple[str, int], list[Any]] = {}
-        resolved: list[Alert] = []
+        resolved: list[str] = []  # alert ids
         monitor.changed = set()
         for day, transitions in monitor.process((record for _, record in due), until):
             # This monitor sees only its partition's share of a department: department
@@ -501,10 +500,9 @@ class ProjectPartition(_VersionedPartition):
                 self._contribute(changed, day, deltas, monitor.judged_at_year_end)
             for t in transitions:
                 if t.alert.subject_type == "project":
-                    self.alerts_of.setdefault(t.alert.subject_id, set()).add(t.alert.alert_id)
                     touched.add(t.alert.subject_id)
                     if t.kind == RESOLVED:
-                        resolved.append(t.alert)
+                        resolved.append(t.alert.alert_id)
         if monitor.refused:  # records the ledger cannot fold in context: dead letters
             # (their offsets are in the changelog entries, not here: the event id says which)
             projects = {record.event_id: record.project_id for _, record in due}
@@ -562,24 +560,19 @@ class ProjectPartition(_VersionedPartition):
         )
         return out
 
-    def _forget_resolved(self, resolved: Iterable[Alert]) -> None:
-        """Keep only unresolved alerts, in memory and in the project values.
+    def _forget_resolved(self, resolved: Iterable[str]) -> None:
+        """Let the alerts resolved by a tick leave memory (a project's value holds its
+        firing alerts only, see ``_body``).
 
         Nothing here reads a resolved alert again (there is no disposition loop in this
         runtime, and a new episode sets every field of its alert afresh), yet each was
         kept in its project's value: a year's resolved alerts, most of them, were
         rewritten in full with every tick that touched the project."""
         book = self.monitor.book.alerts
-        for snapshot in resolved:
-            alert = book.get(snapshot.alert_id)
-            if alert is None or alert.status != RESOLVED:
-                continue  # fired again later in the tick
-            del book[snapshot.alert_id]
-            ids = self.alerts_of.get(snapshot.subject_id)
-            if ids is not None:
-                ids.discard(snapshot.alert_id)
-                if not ids:
-                    del self.alerts_of[snapshot.subject_id]
+        for alert_id in resolved:
+            alert = book.get(alert_id)
+            if alert is not None and alert.status == RESOLVED:  # not fired again later in the tick
+                del book[alert_id]
 
     def _contribute(
         self, changed: Iterable[str], day: int, deltas: dict[tuple[str, int], list[Any]], late: set[str]
@@ -630,11 +623,14 @@ class ProjectPartition(_VersionedPartition):
 
     def _body(self, project_id: str) -> Value:
         state = self.monitor.ledger.projects.get(project_id)
-        book = self.monitor.book.alerts
+        firing = (
+            self.monitor.book.firing_rules("project", project_id, state.fiscal_year or 0).values()
+            if state is not None else ()
+        )
         contributed = self.contributed.get(project_id)
         return {
             "state": state.to_dict() if state is not None else None,
-            "alerts": [book[a].to_json() for a in sorted(self.alerts_of.get(project_id, ()))],
+            "alerts": [a.to_json() for a in sorted(firing, key=lambda a: a.alert_id)],
             "contributed": list(contributed) if contributed is not None else None,
         }
 
