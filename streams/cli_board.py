@@ -55,10 +55,10 @@ def dispose_cmd(
             parse_event_object(event)
         except EventRejected as err:
             raise BudgetwatchError(f"处置无效：{err.reason}") from None
-        found = store.db.execute("SELECT data FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
-        if found is None:
+        alert = store.alert_row(alert_id)
+        if alert is None:
             raise BudgetwatchError(f"预警 {alert_id} 不存在：用 `budgetwatch alerts --all` 查看预警编号")
-        warning = _adjustment_warning(store, orjson.loads(found[0]), action, event.get("amount"))
+        warning = _adjustment_warning(store, alert, action, event.get("amount"))
         counts = ingest(store, parse_lines([orjson.dumps(event)], "cli:dispose"))
     if as_json:
         emit_json({"event": event, **counts.to_json()})

@@ -141,7 +141,7 @@ def publish_cmd(
     if unit not in ("auto", "yuan", "wan"):
         raise typer.BadParameter("应为 auto、yuan 或 wan（--unit must be auto, yuan or wan）")
     tick_day = parse_as_of(as_of)
-    server = _worker_settings(bootstrap, None).kafka_bootstrap
+    server = _kafka_settings(bootstrap, None).kafka_bootstrap
     for path in files:  # every file readable before anything is sent, as ingest does
         _check_readable(path, files, layout=layout, unit=unit)  # type: ignore[arg-type]
     producer = _producer(server)
@@ -209,7 +209,7 @@ def worker_cmd(
     """Run a Faust worker (budget-events → budget-alerts, DLQ); /metrics on the web port."""
     from streams.faust_app import BudgetApp
 
-    s = _worker_settings(bootstrap, web_port)
+    s = _kafka_settings(bootstrap, web_port)
     bapp = BudgetApp(s)
     render.console().print(
         f"worker: kafka={s.kafka_bootstrap} partitions={s.partitions} store={s.store} "
@@ -220,7 +220,8 @@ def worker_cmd(
     _run_worker(bapp.app, loglevel)
 
 
-def _worker_settings(bootstrap: str | None, web_port: int | None) -> Settings:
+def _kafka_settings(bootstrap: str | None, web_port: int | None) -> Settings:
+    """The settings with the Kafka commands' --bootstrap / --web-port over the environment's."""
     overrides: dict[str, Any] = {}
     if bootstrap is not None:
         overrides["kafka_bootstrap"] = bootstrap
@@ -284,7 +285,7 @@ def notifier_cmd(
     from streams.service import GrafanaAnnotations
     from streams.store import Store
 
-    s = _worker_settings(bootstrap, web_port)
+    s = _kafka_settings(bootstrap, web_port)
     extra = ServiceSettings()
     store = Store(db or s.db)
     try:

@@ -187,7 +187,7 @@ class Engine:
         clock, seq = store.cursor()
         max_seq = store.max_seq()
         if as_of is None:
-            latest = store.max_day(not_after=to_day(self.today()) if self.today is not None else None)
+            latest = store.max_day(not_after=self.last_reachable_day())
             as_of = max(latest, clock) if latest is not None and clock is not None else (latest or clock)
             if as_of is None:
                 return RunSummary(0, 0, 0, None, 0)
@@ -284,6 +284,11 @@ class Engine:
         count in that the profile's holiday calendar does not list."""
         first = self.store.min_day()
         return self.profile.uncovered_calendar_years(min(first, as_of) if first is not None else as_of, as_of)
+
+    def last_reachable_day(self) -> int | None:
+        """The last business day a run with no --as-of may reach: today, when the engine
+        has a wall clock (None: the latest event's date, whatever it is)."""
+        return to_day(self.today()) if self.today is not None else None
 
     def waiting_after(self, day: int) -> int:
         """Events in the log dated after ``day`` (they wait for a later run)."""

@@ -189,7 +189,7 @@ class Service:
         clock. An event dated later waits for its day and is not processing lag."""
         if self.live:
             return to_day(self.clock())
-        return to_day(self.engine.today()) if self.engine.today is not None else None
+        return self.engine.last_reachable_day()
 
     # -- ingest ----------------------------------------------------------------
     async def ingest_body(self, body: bytes, request_id: str) -> tuple[IngestCounts, int]:

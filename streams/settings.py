@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     store: str = Field(default="memory://", description="Faust table store: memory:// or rocksdb://")
     web_port: int = Field(default=6066, ge=1, le=65535, description="Faust worker web port (/metrics)")
     web_bind: str = Field(default="127.0.0.1", description="Faust web address (0.0.0.0 in Docker)")
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap(cls, value: str) -> str:

@@ -531,8 +531,8 @@ class Store:
 
     # -- derived state ---------------------------------------------------
     def cursor(self) -> tuple[int | None, int]:
-        clock, seq = self.db.execute("SELECT clock, seq FROM cursor WHERE id = 1").fetchone()
-        return clock, int(seq)
+        clock, seq, _ = self.position()
+        return clock, seq
 
     def position(self) -> tuple[int | None, int, int]:
         """The cursor and the generation of the derived state (bumped by each rebuild)."""

@@ -50,18 +50,18 @@ def test_publish_refuses_a_missing_file_before_connecting(tmp_path: Path, monkey
 def test_worker_flags_are_validated_like_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
 
-    from streams.cli_kafka import _worker_settings
+    from streams.cli_kafka import _kafka_settings
 
     for port in (0, -5, 99999):
         with pytest.raises(ValidationError, match="web_port"):
-            _worker_settings(None, port)
+            _kafka_settings(None, port)
     with pytest.raises(ValidationError, match="Kafka 地址"):
-        _worker_settings("localhost:abc", None)
+        _kafka_settings("localhost:abc", None)
     monkeypatch.setenv("BUDGETWATCH_WEB_PORT", "99999")
     with pytest.raises(ValidationError, match="web_port"):
-        _worker_settings(None, None)
+        _kafka_settings(None, None)
     monkeypatch.setenv("BUDGETWATCH_WEB_PORT", "6070")
-    assert _worker_settings("k:1", 6071).web_port == 6071
+    assert _kafka_settings("k:1", 6071).web_port == 6071
 
 
 def test_a_worker_with_no_broker_stops_with_one_line(tmp_path: Path) -> None:
