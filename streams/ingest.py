@@ -46,6 +46,8 @@ class IngestCounts:
             "duplicate": self.duplicates,
             "rejected": self.rejected,
             "rejections": self.reasons,
+            # the reasons stop at keep_reasons; the dead-letter store keeps every one
+            "rejections_truncated": self.rejected > len(self.reasons),
         }
 
 

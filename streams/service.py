@@ -53,9 +53,7 @@ from budget.calendar import iso, to_day
 from budget.events import EARLIEST_YEAR, LATEST_YEAR
 from connectors import metrics
 from connectors.grafana import AnnotationError, GrafanaAnnotator
-from connectors.jsonl import BOM, parse_lines
-from connectors.kept_json import kept_dumps
-from connectors.parsed import Parsed
+from connectors.json_body import parse_body
 from streams.clock import today_in_china
 from streams.engine import Engine, RunSummary, waiting_text
 from streams.errors import BudgetwatchError, ClockError
@@ -71,6 +69,7 @@ MAX_BODY_BYTES = 256 * 1024 * 1024  # POST /events: a day's payments of a county
 # (a login form is parsed to know who asks), a large limit let anyone fill the memory.
 MAX_OTHER_BODY_BYTES = 1024 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_LIMIT_IN_TEXT = re.compile(r"size (\d+)")  # "Maximum request body size N exceeded."
 
 
 class Worker(Protocol):
@@ -100,27 +99,12 @@ def error_response(message: str, *, status: int) -> web.Response:
     return json_response({"error": message}, status=status)
 
 
-def split_body(body: bytes) -> list[bytes]:
-    """The event texts of a request body, numbered from 1 in the rejection sources.
-
-    One JSON object (even pretty-printed over several lines) is one event; a JSON
-    array holds one event per element; anything else is JSON Lines, one per line
-    (a bad line is rejected on its own, the others still count).
-    """
-    body = body.removeprefix(BOM)
-    text = body.strip()
-    if not text:
-        return []
-    if text[:1] in (b"{", b"["):
-        try:
-            whole = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            whole = None
-        if isinstance(whole, dict):
-            return [text]
-        if isinstance(whole, list):
-            return [kept_dumps(item) for item in whole]  # all held until the body is ingested
-    return body.splitlines()
+def too_large_response(limit: int) -> web.Response:
+    return error_response(
+        f"请求体超过上限 {limit:,} 字节（{limit / 2**20:g} MiB），未接收任何内容；请拆分为多次提交"
+        f"（request body larger than {limit} bytes）",
+        status=413,
+    )
 
 
 class Service:
@@ -194,12 +178,10 @@ class Service:
     # -- ingest ----------------------------------------------------------------
     async def ingest_body(self, body: bytes, request_id: str) -> tuple[IngestCounts, int]:
         """Append the events of one request; returns the counts and a ticket for :meth:`wait`."""
-        texts = split_body(body)
         origin = f"http:{request_id}"
 
         def work() -> IngestCounts:
-            parsed: Iterable[Parsed] = parse_lines(texts, origin)
-            return ingest(self.store, parsed)
+            return ingest(self.store, parse_body(body, origin))
 
         counts = await self.db(work)
         ticket = self._processed
@@ -442,6 +424,9 @@ async def errors_middleware(
     try:
         response: web.StreamResponse = await handler(request)
         return response
+    except web.HTTPRequestEntityTooLarge as err:  # aiohttp's own text is English text/plain
+        limit = _LIMIT_IN_TEXT.search(err.text or "")
+        return too_large_response(int(limit[1]) if limit else MAX_OTHER_BODY_BYTES)
     except web.HTTPException:
         raise
     except BudgetwatchError as err:

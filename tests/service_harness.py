@@ -27,11 +27,13 @@ def run_service(
     workers: list[Any] | None = None,
     **options: Any,
 ) -> None:
+    app_options = {k: options.pop(k) for k in ("max_body_bytes",) if k in options}
+
     async def main() -> None:
         engine = Engine(Store(db), load_profile("baseline"))
         service = Service(engine, **options)
         service.prepare()
-        application = build_app(service, routes=routes or [], workers=workers or [])
+        application = build_app(service, routes=routes or [], workers=workers or [], **app_options)
         try:
             async with TestClient(TestServer(application, host="127.0.0.1")) as client:
                 await scenario(client, service)

@@ -316,7 +316,9 @@ def test_only_the_events_post_takes_a_large_body_and_only_after_the_access_check
     big = b"x" * (2 * 1024 * 1024)
 
     async def scenario(client: Client, service: Service) -> None:
-        assert (await client.post("/login", data={"login": "jxk", "password": big.decode()})).status == 413
+        refused = await client.post("/login", data={"login": "jxk", "password": big.decode()})
+        assert refused.status == 413
+        assert "请求体超过上限 1,048,576 字节" in (await refused.json())["error"]
         assert (await client.post(f"/api/alerts/{ALERT_EDU}/dispositions", data=big,
                                   headers=bearer("jyj"))).status == 413
         assert (await client.post("/events", data=big)).status == 401  # nobody: refused unread

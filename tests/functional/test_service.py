@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from connectors.profiles import load_profile
 from streams.cli import app as cli_app
 from streams.engine import Engine
-from streams.service import Service, split_body
+from streams.service import Service
 from streams.store import Store
 from tests import builders as b
 from tests.service_harness import run_service
@@ -139,6 +139,32 @@ def test_rejected_lines_are_reported_with_source_and_duplicates_counted(tmp_path
     serve(tmp_path, scenario)
 
 
+def test_a_broken_array_many_bad_lines_and_a_body_too_large(tmp_path: Path) -> None:
+    events = lagging_county()
+    pretty = json.dumps(events[:3], ensure_ascii=False, indent=2)
+    broken = pretty.replace('"type": "budget_approved"', '"type": "budget_approved" "x"', 1).encode()
+    bad_lines = b"".join(b"{not json %d\n" % i for i in range(150))
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        answer = await post(client, broken, headers={"X-Request-ID": "arr"})
+        assert (answer["read"], answer["applied"], answer["rejected"]) == (2, 1, 1)
+        assert answer["rejections"][0]["source"] == "http:arr:2"
+        assert "JSON 数组的第 2 个元素" in answer["rejections"][0]["reason"]
+        (kept,) = [r for r in await (await client.get("/api/rejected")).json()
+                   if r["source"] == "http:arr:2"]
+        assert '"type": "budget_approved" "x"' in kept["raw"] and events[2]["event_id"] in kept["raw"]
+
+        many = await post(client, bad_lines)
+        assert (many["rejected"], len(many["rejections"]), many["rejections_truncated"]) == (150, 100, True)
+        assert answer["rejections_truncated"] is False
+
+        too_large = await client.post("/events", data=b.jsonl(events) * 40)
+        assert too_large.status == 413
+        assert "请求体超过上限 4,096 字节" in (await too_large.json())["error"]
+
+    serve(tmp_path, scenario, max_body_bytes=4096)
+
+
 def test_one_json_event_an_array_and_an_empty_body(tmp_path: Path) -> None:
     events = lagging_county()
 
@@ -153,11 +179,6 @@ def test_one_json_event_an_array_and_an_empty_body(tmp_path: Path) -> None:
         assert "请求体为空" in (await empty.json())["error"]
 
     serve(tmp_path, scenario)
-    assert split_body(b'{"a":1}\n{"b":2}\n') == [b'{"a":1}', b'{"b":2}']
-    # a UTF-8 BOM (Windows editors) in front of JSON Lines, an object or an array
-    assert split_body(b'\xef\xbb\xbf{"a":1}\n{"b":2}\n') == [b'{"a":1}', b'{"b":2}']
-    assert split_body(b'\xef\xbb\xbf{"a":\n 1}') == [b'{"a":\n 1}']
-    assert split_body(b'\xef\xbb\xbf[{"a":1}]') == [b'{"a":1}']
 
 
 def test_a_jsonl_file_saved_with_a_bom_keeps_its_first_event(tmp_path: Path) -> None:

@@ -67,13 +67,13 @@ def test_a_none_value_deletes_the_key_as_a_tombstone() -> None:
 
 
 def test_the_events_of_a_posted_array_are_right_sized_until_ingested() -> None:
-    from streams.service import split_body
+    from connectors.json_body import split_body
 
     body = orjson.dumps([{**VALUE, "event_id": f"E{i}"} for i in range(COPIES)])
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        events = split_body(body)
+        events = list(split_body(body))
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()

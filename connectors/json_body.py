@@ -1,0 +1,142 @@
+"""The events of an HTTP request body: one JSON event, a JSON array, or JSON Lines.
+
+One JSON object (even pretty-printed over several lines) is one event; a JSON array
+holds one event per element; anything else is JSON Lines, one per line (a bad line
+is rejected on its own, the others still count). Items are numbered from 1 in the
+rejection sources.
+
+A large array is split element by element, never decoded whole: the whole tree of
+a 29 MB array took 201 MB (measured), element by element 90 MB. A body broken by a
+syntax error keeps what came before; the rest, which cannot be split into events,
+is kept whole as one rejection saying where the error is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import orjson
+
+from connectors.jsonl import BOM, parse_lines, parse_text
+from connectors.kept_json import kept_dumps
+from connectors.parsed import Parsed, Rejected
+
+# Below this size an array is decoded whole by orjson (0.56 s per 29 MB against 0.88 s
+# element by element); above it, memory matters more than the speed.
+WHOLE_ARRAY_BYTES = 4 << 20
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Unsplit:
+    """The rest of a body after a JSON syntax error, kept as one rejection."""
+
+    reason: str
+    raw: str
+
+
+def parse_body(body: bytes, origin: str) -> Iterator[Parsed]:
+    """Each event of a request body, accepted or rejected, sourced ``origin:<n>``."""
+    for number, item in enumerate(split_body(body), start=1):
+        source = f"{origin}:{number}"
+        if isinstance(item, Unsplit):
+            yield Rejected(source, item.reason, item.raw)
+        elif text := item.strip():
+            yield parse_text(text, source)
+
+
+def split_body(body: bytes) -> Iterator[bytes | Unsplit]:
+    """The event texts of a body (blank JSON Lines included, so numbers stay lines)."""
+    body = body.removeprefix(BOM)
+    text = body.strip()
+    if not text:
+        return
+    if text[:1] == b"[":
+        if len(text) <= WHOLE_ARRAY_BYTES:
+            whole = _loads(text)
+            if isinstance(whole, list):
+                yield from [kept_dumps(item) for item in whole]  # the tree is dropped here
+                return
+        yield from _json_values(body, array=True)
+        return
+    if text[:1] == b"{":
+        if isinstance(_loads(text), dict):
+            yield text
+            return
+        if text[: text.find(b"\n") + 1].strip() == b"{":  # pretty-printed, not JSON Lines
+            yield from _json_values(body, array=False)
+            return
+    yield from body.splitlines()
+
+
+def _loads(text: bytes) -> object:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _json_values(body: bytes, *, array: bool) -> Iterator[bytes | Unsplit]:
+    """Each JSON value of an array, or of whitespace-separated values, as its own text.
+
+    Decoded as ``surrogateescape`` so that bytes which are not UTF-8 come back as they
+    were and are refused, with the encoding named, as the event's own rejection.
+    """
+    doc = body.decode("utf-8", errors="surrogateescape")
+    pos = _skip(doc, 0)
+    if array:
+        pos = _skip(doc, pos + 1)
+        if doc.startswith("]", pos) and _skip(doc, pos + 1) == len(doc):
+            return
+    number = 0
+    while pos < len(doc):
+        number += 1
+        try:
+            _, end = _DECODER.raw_decode(doc, pos)
+        except json.JSONDecodeError as err:
+            yield _unsplit(doc, pos, number, err.lineno, err.colno, f"无法解析（{err.msg}）", array)
+            return
+        yield doc[pos:end].encode("utf-8", errors="surrogateescape")
+        pos = _skip(doc, end)
+        if not array:
+            continue
+        if doc.startswith(",", pos):
+            pos = _skip(doc, pos + 1)
+            continue
+        if doc.startswith("]", pos) and _skip(doc, pos + 1) == len(doc):
+            return
+        line, column = _line_column(doc, pos)
+        problem = "之后缺少结尾的 ]" if pos == len(doc) else "之后应为逗号或结尾的 ]"
+        yield _unsplit(doc, pos, number + 1, line, column, problem, array)
+        return
+
+
+def _unsplit(
+    doc: str, pos: int, number: int, line: int, column: int, problem: str, array: bool
+) -> Unsplit:
+    what = f"JSON 数组的第 {number} 个元素" if array else f"第 {number} 个 JSON 对象"
+    reason = (
+        f"{what}（第 {line} 行第 {column} 列）{problem}；此处起的内容无法拆分为事件，"
+        f"原文整体保存在这条拒收记录中，修正后只需重新提交这一部分"
+        f"（invalid JSON at line {line} column {column}; the rest of the body is kept as one rejection）"
+    )
+    return Unsplit(reason, doc[pos:].encode("utf-8", errors="surrogateescape").decode(
+        "utf-8", errors="replace"))
+
+
+def _skip(doc: str, pos: int) -> int:
+    match = _WHITESPACE.match(doc, pos)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+def _line_column(doc: str, pos: int) -> tuple[int, int]:
+    line = doc.count("\n", 0, pos) + 1
+    return line, pos - doc.rfind("\n", 0, pos)
+
+
+__all__ = ["BOM", "Unsplit", "parse_body", "parse_lines", "split_body"]
