@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from alerts.workdays import WEEKDAYS, WorkCalendar
 from budget.calendar import checkpoint_day
+from budget.events import problem_zh
 
 Severity = Literal["warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"warning": 1, "critical": 2}
@@ -38,11 +39,15 @@ class Floor(_Strict):
     @classmethod
     def _month_day(cls, value: str) -> str:
         if not _MONTH_DAY.match(value):
-            raise ValueError(f"checkpoint {value!r} must be MM-DD, e.g. 06-30")
+            raise ValueError(
+                f"检查点 {value!r} 应写作 月-日，如 06-30（checkpoint {value!r} must be MM-DD, e.g. 06-30）"
+            )
         try:
             checkpoint_day(2024, value)  # a leap year: 02-29 is a day (Feb 28 in other years)
         except ValueError:
-            raise ValueError(f"checkpoint {value!r} is not a day of the year (MM-DD, e.g. 06-30)") from None
+            raise ValueError(
+                f"检查点 {value!r} 不是一年中的日期（checkpoint {value!r} is not a day of the year, MM-DD）"
+            ) from None
         return value
 
 
@@ -53,7 +58,9 @@ class LowExecution(_Strict):
     def _ordered(self) -> LowExecution:
         dates = [f.checkpoint for f in self.floors]
         if dates != sorted(dates) or len(set(dates)) != len(dates):
-            raise ValueError("low_execution.floors must be in date order, one per date")
+            raise ValueError(
+                "各检查点应按日期先后排列，每个日期一条（low_execution.floors must be in date order, one per date）"
+            )
         return self
 
 
@@ -90,11 +97,16 @@ def _expand(entry: Any) -> list[dt.date]:
             start = dt.date.fromisoformat(first.strip())
             end = dt.date.fromisoformat(last.strip()) if sep else start
         except ValueError:
-            raise ValueError(f"{entry!r} is not a date or a YYYY-MM-DD..YYYY-MM-DD range") from None
+            raise ValueError(_not_a_date(entry)) from None
         if end < start:
-            raise ValueError(f"range {entry!r} ends before it starts")
+            raise ValueError(f"日期范围 {entry!r} 的结束早于开始（range {entry!r} ends before it starts）")
         return [dt.date.fromordinal(d) for d in range(start.toordinal(), end.toordinal() + 1)]
-    raise ValueError(f"{entry!r} is not a date or a YYYY-MM-DD..YYYY-MM-DD range")
+    raise ValueError(_not_a_date(entry))
+
+
+def _not_a_date(entry: Any) -> str:
+    return (f"{entry!r} 不是日期，也不是 YYYY-MM-DD..YYYY-MM-DD 的日期范围"
+            f"（{entry!r} is not a date or a YYYY-MM-DD..YYYY-MM-DD range）")
 
 
 class CalendarYear(_Strict):
@@ -125,17 +137,20 @@ class HolidayCalendar(_Strict):
         for year, entry in self.years.items():
             for day in (*entry.holidays, *entry.workdays):
                 if day.year != year:
-                    raise ValueError(f"years.{year}: {day.isoformat()} is not in {year}")
+                    raise ValueError(
+                        f"{day.isoformat()} 不在 {year} 年内（years.{year}: {day.isoformat()} is not in {year}）"
+                    )
             for day in entry.workdays:
                 if day.weekday() < 5:
                     raise ValueError(
-                        f"years.{year}: make-up working day {day.isoformat()} is a weekday already; "
-                        "list only the Saturdays and Sundays that are worked"
+                        f"调休上班日 {day.isoformat()} 本来就是工作日，只需列出调休上班的周六、周日"
+                        f"（years.{year}: make-up working day {day.isoformat()} is a weekday already）"
                     )
             both = set(entry.holidays) & set(entry.workdays)
             if both:
                 raise ValueError(
-                    f"years.{year}: {min(both).isoformat()} is both a holiday and a working day"
+                    f"{min(both).isoformat()} 既列为节假日又列为调休上班日"
+                    f"（years.{year}: {min(both).isoformat()} is both a holiday and a working day）"
                 )
         return self
 
@@ -209,11 +224,22 @@ class Profile(_Strict):
 
 def profile_from_mapping(data: Any, *, origin: str = "profile") -> Profile:
     if not isinstance(data, dict):
-        raise ProfileError(f"{origin}: a profile must be a mapping of settings")
+        raise ProfileError(f"{origin}：策略文件应为“设置项: 值”的映射（a profile must be a mapping of settings）")
     try:
         return Profile.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors(include_url=False)
-        )
-        raise ProfileError(f"{origin}: {problems}") from None
+        problems = "；".join(_setting_problem(e) for e in err.errors(include_url=False))
+        raise ProfileError(f"{origin}：{problems}") from None
+
+
+def _setting_problem(error: Any) -> str:
+    """``where：问题（where: message）`` for one pydantic error of a profile."""
+    where = ".".join(str(p) for p in error["loc"]) or "（整个文件）"
+    kind, message = error["type"], error["msg"].removeprefix("Value error, ")
+    if kind == "value_error":  # this module's own messages, already in both languages
+        return f"{where}：{message}"
+    if kind == "missing":
+        return f"缺少设置项 {where}（missing setting {where}）"
+    if kind == "extra_forbidden":
+        return f"{where} 不是可用的设置项，请检查拼写（unknown setting {where}）"
+    return f"{where}：{problem_zh(kind, error.get('ctx'), message)}（{where}: {message}）"

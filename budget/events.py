@@ -364,7 +364,7 @@ _VALUE_PROBLEM_ZH = (
 )
 
 
-def _problem_zh(kind: str, ctx: Mapping[str, Any] | None, message: str = "") -> str:
+def problem_zh(kind: str, ctx: Mapping[str, Any] | None, message: str = "") -> str:
     if kind == "value_error":
         for words, zh in _VALUE_PROBLEM_ZH:
             if words in message:
@@ -402,7 +402,7 @@ def describe(err: ValidationError) -> str:
             continue
         message = message.removeprefix("Value error, ")
         hint = f"；{_FUND_NAMES_ZH}" if where == "fund_source" else ""
-        parts.append(f"{where}：{_problem_zh(kind, problem.get('ctx'), message)}（{where}: {message}）{hint}")
+        parts.append(f"{where}：{problem_zh(kind, problem.get('ctx'), message)}（{where}: {message}）{hint}")
     return "; ".join(parts) or str(err)
 
 

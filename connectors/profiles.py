@@ -28,7 +28,8 @@ def load_profile(name_or_path: str | None) -> Profile:
         path = Path(name)
         if not path.exists():
             raise ProfileError(
-                f"profile {name!r}: not a shipped profile ({', '.join(SHIPPED)}) and no such file"
+                f"找不到策略 {name!r}：既不是内置策略（{', '.join(SHIPPED)}），也没有这个文件"
+                f"（profile {name!r}: not a shipped profile and no such file）"
             )
         text = path.read_text("utf-8")
         origin = str(path)
@@ -64,7 +65,7 @@ def _load_calendar(name: str, base: Path | None, origin: str) -> Any:
         path = base / path
     if not path.exists():
         raise ProfileError(
-            f"{origin}: disposition.calendar {name!r} is neither a shipped calendar "
-            f"({', '.join(SHIPPED_CALENDARS)}) nor a file ({path} does not exist)"
+            f"{origin}：disposition.calendar {name!r} 既不是内置日历（{', '.join(SHIPPED_CALENDARS)}），"
+            f"也找不到文件 {path}（neither a shipped calendar nor a file）"
         )
     return _yaml(path.read_text("utf-8"), str(path))

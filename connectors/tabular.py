@@ -270,8 +270,9 @@ def _refuse_repeated_fields(
     if repeated:
         listed = "; ".join(f"{field}: {' / '.join(names)}" for field, names in repeated.items())
         raise TabularError(
-            f"{where}: several columns mean the same field ({listed}); nothing of {origin} was "
-            "imported: keep one column per field (delete or rename the others) and import again"
+            f"{where}：多列对应同一字段（{listed}），金额单位和取值无法确定，{origin} 未导入任何内容；"
+            "请每个字段只保留一列（删除或改名其余列）后重新导入"
+            f"（several columns mean the same field; nothing of {origin} was imported）"
         )
 
 

@@ -101,8 +101,8 @@ def claim_for_notifier(store: Store) -> None:
         return
     if store.event_count() or store.db.execute("SELECT COUNT(*) FROM alerts").fetchone()[0]:
         raise StoreError(
-            f"{store.path} is an embedded engine's store (it has events or alerts); "
-            "the notifier keeps budget-alerts in a store of its own: point --db "
-            "(or BUDGETWATCH_DB) at a new file"
+            f"{store.path} 是嵌入式引擎的数据库（已有事件或预警）；通知进程需要单独的数据库保存 "
+            "budget-alerts：请让 --db（或 BUDGETWATCH_DB）指向一个新文件"
+            "（an embedded engine's store; the notifier needs a store of its own）"
         )
     store.set_meta(ROLE_KEY, NOTIFIER_ROLE)

@@ -164,9 +164,9 @@ def ingest_cmd(
 ) -> None:
     """Append events to the log (duplicates ignored, bad input kept with its reason)."""
     if layout not in ("auto", "projects", "payments"):
-        raise typer.BadParameter("--layout must be auto, projects or payments")
+        raise typer.BadParameter("--layout 应为 auto、projects 或 payments（must be auto, projects or payments）")
     if unit not in ("auto", "yuan", "wan"):
-        raise typer.BadParameter("--unit must be auto, yuan or wan")
+        raise typer.BadParameter("--unit 应为 auto、yuan 或 wan（must be auto, yuan or wan）")
     with Store(db or settings().db, synchronous=settings().synchronous) as store:
         counts = ingest_files(store, files, layout=layout, unit=unit)  # type: ignore[arg-type]
     if as_json:

@@ -110,7 +110,8 @@ def publish_ticks(producer: Any, as_of: dt.date) -> int:
     partitions = sorted(producer.partitions_for(EVENTS_TOPIC) or ())
     if not partitions:
         raise PublishError(
-            f"topic {EVENTS_TOPIC} has no partitions yet: start a worker first (it creates it)"
+            f"主题 {EVENTS_TOPIC} 还没有分区：请先启动一个 worker（由它创建）"
+            f"（topic {EVENTS_TOPIC} has no partitions yet: start a worker first）"
         )
     for partition in partitions:
         producer.send(EVENTS_TOPIC, key=CLOCK_KEY, value=tick_value(as_of), partition=partition)

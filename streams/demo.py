@@ -52,8 +52,8 @@ def run_demo(directory: Path, *, projects: int, seed: int, as_of: str, profile: 
         # Not the demo's own store: `demo --dir .` in a bureau's working directory must
         # never replace its real log.
         raise DemoError(
-            f"{db_path} exists and was not made by `budgetwatch demo`; nothing was changed. "
-            "Run the demo in another directory (e.g. --dir demo)"
+            f"{db_path} 已存在且不是 `budgetwatch demo` 生成的，未做任何改动；请在另一个目录运行演示"
+            "（如 --dir demo）（exists and was not made by `budgetwatch demo`; nothing was changed）"
         )
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)

@@ -175,10 +175,10 @@ class Engine:
         stored = self.store.meta("profile")
         if stored is not None and stored != fingerprint and self.store.cursor()[0] is not None:
             raise StoreError(
-                f"{self.store.path}: state was computed with profile {stored.split(':')[0]!r} "
-                f"(fingerprint {stored}); this run uses {fingerprint}. Alerts would mix two "
-                "policies: rerun with `budgetwatch run --rebuild` to recompute from the log "
-                "with the new profile, or pass the original --profile"
+                f"{self.store.path}：现有结果按策略 {stored.split(':')[0]!r} 计算（指纹 {stored}），"
+                f"本次使用 {fingerprint}，两种策略的预警不能混在一起。请用 "
+                "`budgetwatch run --rebuild` 按新策略从日志重算，或改回原来的 --profile"
+                f"（state was computed with profile {stored.split(':')[0]!r}; this run uses another）"
             )
 
     def run(self, as_of: int | None = None, *, progress: Progress | None = None) -> RunSummary:
@@ -193,9 +193,9 @@ class Engine:
                 return RunSummary(0, 0, 0, None, 0)
         if clock is not None and as_of < clock:
             raise ClockError(
-                f"the store's clock is already at {iso(clock)}; cannot run back to {iso(as_of)}. "
-                "Business time only moves forward: pass --as-of on or after "
-                f"{iso(clock)}, or `--rebuild` to replay the log from the start"
+                f"业务时钟已到 {iso(clock)}，不能退回到 {iso(as_of)}：业务时间只向前走。"
+                f"请给出不早于 {iso(clock)} 的 --as-of，或用 `--rebuild` 从头重放日志"
+                f"（the store's clock is already at {iso(clock)}; cannot run back to {iso(as_of)}）"
             )
         store.mark_run_until(as_of)
         start_applied = since_commit = monitor.applied
@@ -344,7 +344,9 @@ class Engine:
     def status(self, fiscal_year: int | None = None) -> dict[str, Any]:
         monitor = self.load()
         if monitor.clock is None:
-            raise ClockError("nothing has been processed yet: run `budgetwatch run` first")
+            raise ClockError(
+                "尚未处理任何事件：请先运行 `budgetwatch run`（nothing has been processed yet）"
+            )
         return status(monitor.ledger, monitor.clock, fiscal_year)
 
     def reductions(self) -> list[Proposal]:

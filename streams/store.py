@@ -188,12 +188,12 @@ class Store:
         except sqlite3.DatabaseError as err:
             if "locked" in str(err):
                 raise StoreError(
-                    f"{self.path}: another process is writing to this store (a `run` or `serve`?); "
-                    "try again when it is done, or send events to `serve` over HTTP"
+                    f"{self.path}：另一个进程（`run` 或 `serve`？）正在写入这个数据库；请待其结束后重试，"
+                    "或把事件通过 HTTP 发给 `serve`（another process is writing to this store）"
                 ) from None
             raise StoreError(
-                f"{self.path}: cannot open as a budgetwatch store ({err}); "
-                "point --db (or BUDGETWATCH_DB) at a budgetwatch database or a new file"
+                f"{self.path}：无法作为 budgetwatch 数据库打开（{err}）；请让 --db（或 BUDGETWATCH_DB）"
+                "指向 budgetwatch 数据库或一个新文件（cannot open as a budgetwatch store）"
             ) from None
 
     def _current(self) -> bool:
@@ -601,8 +601,8 @@ class Store:
     def refuse_if_notifier(self) -> None:
         if self.is_notifier_store():
             raise StoreError(
-                f"{self.path} is the notifier's store (alerts received from budget-alerts); "
-                "it has no event log to run or rebuild: point --db at an embedded store"
+                f"{self.path} 是通知进程的数据库（存放从 budget-alerts 收到的预警），没有事件日志可运行或重建；"
+                "请让 --db 指向嵌入式引擎的数据库（this is the notifier's store, it has no event log）"
             )
 
     def reset_derived(self) -> None:

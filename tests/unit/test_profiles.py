@@ -116,3 +116,22 @@ def test_bad_profiles_name_the_problem(tmp_path: Path, text: str, reason: str) -
 def test_unknown_profile_name() -> None:
     with pytest.raises(ProfileError, match="not a shipped profile"):
         load_profile("nationwide")
+
+
+@pytest.mark.parametrize(
+    ("text", "chinese"),
+    [
+        ("name: x\nprogress_gap: {gap: 2}", "progress_gap.gap：应不大于 1.0（progress_gap.gap: "),
+        ("name: x\nstalled: {dayz: 3}", "stalled.dayz 不是可用的设置项，请检查拼写"),
+        ("name: x\nbehind_schedule: {severity: fatal}", "behind_schedule.severity：取值应为 'warning' or 'critical' 之一"),
+        ("name: x\nlow_execution: {floors: [{checkpoint: '6/30', floor: 0.3}]}",
+         "low_execution.floors.0.checkpoint：检查点 '6/30' 应写作 月-日"),
+        ("- just a list", "策略文件应为“设置项: 值”的映射"),
+    ],
+)
+def test_profile_problems_lead_in_chinese(tmp_path: Path, text: str, chinese: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text, "utf-8")
+    with pytest.raises(ProfileError) as caught:
+        load_profile(str(path))
+    assert f"{path}：" in str(caught.value) and chinese in str(caught.value)
