@@ -114,3 +114,12 @@ def test_a_large_array_is_never_decoded_whole() -> None:
 def test_unsplit_is_what_parse_body_turns_into_a_rejection() -> None:
     items = list(split_body(b"[1, }"))
     assert items[0] == b"1" and isinstance(items[1], Unsplit)
+
+
+def test_the_column_of_an_error_counts_characters_not_bytes() -> None:
+    text = '[{"name": "教育局项目" "x": 1}]'
+    (parsed,) = parse_body(text.encode(), "http:r")
+    assert isinstance(parsed, Rejected)
+    column = text.index('"x"') + 1
+    assert f"（第 1 行第 {column} 列）" in parsed.reason
+    assert parsed.raw == text[1:]
