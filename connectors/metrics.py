@@ -72,6 +72,9 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "budget_processing_lag_seconds": (
         "gauge", "Seconds the oldest unprocessed input has waited (0 when caught up)", (),
     ),
+    "budget_processing_failing": (
+        "gauge", "1 when the last run failed: events stay pending and the figures may be absent", (),
+    ),
     "budget_clock_timestamp_seconds": (
         "gauge", "The last closed business day (00:00 UTC+8) as a Unix time", (),
     ),
@@ -84,6 +87,7 @@ class Progress:
 
     latest_event_day: int | None = None  # latest business date received (date ordinal)
     waiting_seconds: float = 0.0  # wall time the oldest unprocessed input has waited
+    failing: bool = False  # the last run failed (its events stay pending)
 
 
 MonitorSource = Callable[[], Monitor | None]
@@ -149,6 +153,9 @@ class BudgetCollector(Collector):
         elif clock is not None:  # before the first run there is no clock to measure from
             yield _gauge("budget_processing_lag_days", float(max(0, latest - clock)))
         yield _gauge("budget_processing_lag_seconds", max(0.0, progress.waiting_seconds))
+        # Exported whatever the engine holds: a store it cannot load (another profile)
+        # leaves no budget figures to show, and this is what says why.
+        yield _gauge("budget_processing_failing", 1.0 if progress.failing else 0.0)
 
     def _business(self, monitor: Monitor, clock: int) -> Iterator[Metric]:
         year = year_of(clock)

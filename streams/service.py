@@ -166,7 +166,7 @@ class Service:
         since = self._pending_since
         waiting = time.monotonic() - since if since is not None else 0.0
         return metrics.Progress(latest_event_day=self.store.max_day(not_after=self._latest_runnable_day()),
-                                waiting_seconds=waiting)
+                                waiting_seconds=waiting, failing=self.last_error is not None)
 
     def _latest_runnable_day(self) -> int | None:
         """The last business day a run may reach now: today, when the engine has a wall

@@ -243,6 +243,7 @@ def test_metrics_match_the_status_figures(tmp_path: Path) -> None:
         assert samples[project] == pytest.approx(0.1)
         assert not any(dict(k[1]).get("project") == "P2" for k in samples)
         assert samples[("budget_processing_lag_days", ())] == 0.0
+        assert samples[("budget_processing_failing", ())] == 0.0
 
     serve(tmp_path, scenario)
 
@@ -302,6 +303,8 @@ def test_a_failed_run_leaves_its_events_pending_and_the_service_unhealthy(tmp_pa
         samples = {s.name: s.value for f in text_string_to_metric_families(await (await client.get("/metrics")).text())
                    for s in f.samples}
         assert samples["budget_processing_lag_seconds"] > 0.0
+        assert samples["budget_processing_failing"] == 1.0
+        assert "budget_region_execution_ratio" not in samples  # the engine holds nothing it may show
 
     run_service(db, scenario)
 

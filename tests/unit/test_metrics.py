@@ -126,6 +126,7 @@ def test_event_counters_and_processing_lag_come_from_the_callables() -> None:
     assert value("budget_events_total", {"outcome": "rejected"}) == 3.0
     assert value("budget_processing_lag_days") == 3.0
     assert value("budget_processing_lag_seconds") == 0.25
+    assert value("budget_processing_failing") == 0.0
     assert value("budget_clock_timestamp_seconds") == metrics.day_timestamp(day("2025-07-01"))
 
 
