@@ -30,6 +30,15 @@ class Totals:
     budget: int = 0
     paid: int = 0
     projects: int = 0
+    # The registration the name comes from: the latest one names the department, so a
+    # renamed department shows its new name whatever order projects joined in (a
+    # restart attaches them in key order).
+    name_version: str | None = None
+
+    def take_name(self, name: str | None, registered: str | None) -> None:
+        stamp = registered or ""
+        if name and (self.name_version is None or stamp >= self.name_version):
+            self.department_name, self.name_version = name, stamp
 
     @property
     def execution_rate(self) -> float | None:
@@ -275,7 +284,7 @@ class Ledger:
         totals = self.departments.get(key)
         if totals is None:
             totals = self.departments[key] = Totals(state.fiscal_year, state.department_id)
-        totals.department_name = state.department_name or totals.department_name
+        totals.take_name(state.department_name, state.registered_version)
         totals.budget += state.budget
         totals.paid += state.paid
         totals.projects += 1

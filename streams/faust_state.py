@@ -537,7 +537,7 @@ class ProjectPartition(_VersionedPartition):
         # The tick is committed once the meta is written; from now on the values
         # just written are the committed ones.
         self.committed.update(bodies)
-        for (dept, day), (budget, paid, projects, fiscal_year, department_id, name, late) in sorted(
+        for (dept, day), (budget, paid, projects, fiscal_year, department_id, name, late, named) in sorted(
             deltas.items(), key=lambda kv: (kv[0][1], kv[0][0])
         ):
             delta = {
@@ -548,6 +548,7 @@ class ProjectPartition(_VersionedPartition):
                 "fiscal_year": fiscal_year,
                 "department_id": department_id,
                 "department_name": name,
+                "department_name_version": named,
                 "budget": budget,
                 "paid": paid,
                 "projects": projects,
@@ -595,7 +596,7 @@ class ProjectPartition(_VersionedPartition):
                 entry = deltas.get((before[0], day))
                 if entry is None:
                     year, _, dept_id = before[0].partition(":")
-                    entry = deltas[(before[0], day)] = [0, 0, 0, int(year), dept_id, "", False]
+                    entry = deltas[(before[0], day)] = [0, 0, 0, int(year), dept_id, "", False, ""]
                 entry[0] -= before[1]
                 entry[1] -= before[2]
                 entry[2] -= 1
@@ -611,11 +612,13 @@ class ProjectPartition(_VersionedPartition):
                         state.department_id,
                         "",
                         False,
+                        "",
                     ]
                 entry[0] += after[1]
                 entry[1] += after[2]
                 entry[2] += 1
-                entry[5] = state.department_name or ""
+                if state.department_name and (state.registered_version or "") >= entry[7]:
+                    entry[5], entry[7] = state.department_name, state.registered_version or ""
                 entry[6] = entry[6] or project_id in late
                 self.contributed[project_id] = after
             else:
@@ -748,6 +751,7 @@ class DepartmentPartition(_VersionedPartition):
                 int(t["budget"]),
                 int(t["paid"]),
                 int(t["projects"]),
+                t.get("department_name_version"),  # absent in records of earlier releases
             )
             self.pending[key] = {int(d): list(v) for d, v in body.get("pending", {}).items()}
             self.received[key] = {
@@ -836,7 +840,7 @@ class DepartmentPartition(_VersionedPartition):
         if totals is None:
             totals = self.totals[dept] = Totals(fiscal_year, department_id)
         if name:
-            totals.department_name = str(name)
+            totals.take_name(str(name), str(delta.get("department_name_version") or ""))
         bucket = self.pending.setdefault(dept, {}).setdefault(day, [0, 0, 0, 0])
         bucket[0] += sums[0]
         bucket[1] += sums[1]
@@ -924,6 +928,7 @@ class DepartmentPartition(_VersionedPartition):
                 "fiscal_year": t.fiscal_year,
                 "department_id": t.department_id,
                 "department_name": t.department_name,
+                "department_name_version": t.name_version,
                 "budget": t.budget,
                 "paid": t.paid,
                 "projects": t.projects,

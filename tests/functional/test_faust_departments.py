@@ -308,3 +308,21 @@ def test_a_round_redone_after_a_restore_sends_the_same_transitions_in_the_same_o
     redone = [t.to_json() for t in restored.handle(1, MARKER_KEY, checkpoint).transitions]
     assert [t["subject_id"] for t in sent] == ["D-A", "D-B"]
     assert redone == sent
+
+
+def test_a_renamed_department_keeps_its_latest_name_whichever_source_speaks_last(profile: Profile) -> None:
+    """Two workers hold the projects of one department; the one with the old name's
+    project (registered 01-05) sends its tick after the one with the renamed (03-01)."""
+    from budget.versions import version
+
+    renamed = {**delta("2025-03-01", 100, 0, 1), "department_name": "教育体育局",
+               "department_name_version": version(day("2025-03-01"), "A-REG")}
+    old = {**delta("2025-03-01", 100, 0, 1), "source": 1, "department_name": "教育局",
+           "department_name_version": version(day("2025-01-05"), "Z-REG")}
+    part = DepartmentPartition(0, profile, 2)
+    writes = part.handle(0, MARKER_KEY, closed("2025-03-01", [renamed])).writes
+    writes += part.handle(1, "__closed__:1", {**closed("2025-03-01", [old]), "source": 1}).writes
+    assert part.totals[DEPT].department_name == "教育体育局"
+    assert part.totals[DEPT].projects == 2  # both deltas were taken
+    again = DepartmentPartition.restore(0, profile, 2, [(k, v) for k, v in writes if v is not None])
+    assert again.totals[DEPT].department_name == "教育体育局"

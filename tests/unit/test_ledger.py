@@ -102,3 +102,22 @@ def test_a_registration_for_another_year_is_refused_and_changes_nothing() -> Non
     assert (state.fiscal_year, state.name) == (2025, fold(b.records([r25])).projects["P1"].name)
     # the reference fold skips it as the runtimes refuse it (ingest keeps it out of the log)
     assert fold(b.records([r25, r26])).projects["P1"].fiscal_year == 2025
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+def test_a_renamed_department_shows_its_latest_name_in_any_order_and_after_a_restart(
+    order: tuple[int, int, int],
+) -> None:
+    """机构改革: 教育局 became 教育体育局 on 03-01. The name was the last project folded or
+    attached, so a restart (projects attached in key order) could bring the old one back."""
+    events = [
+        b.registered("Z-OLD", on="2025-01-05", department_name="教育局"),
+        b.registered("A-NEW", on="2025-03-01", department_name="教育体育局"),
+        b.registered("M-OLD", on="2025-01-10", department_name="教育局"),
+    ]
+    ledger = fold(b.records([events[i] for i in order]))
+    assert ledger.departments[(2025, "D01")].department_name == "教育体育局"
+    restored = Ledger()
+    for project_id in sorted(ledger.projects):
+        restored.attach(ProjectState.from_dict(ledger.projects[project_id].to_dict()))
+    assert restored.departments[(2025, "D01")].department_name == "教育体育局"
