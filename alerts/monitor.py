@@ -49,7 +49,9 @@ class Monitor:
         self._checkpoints: dict[int, frozenset[int]] = {}
         # What a persisting runtime must write out; it drains these after a commit.
         self.changed: set[str] = set()
-        self.applied = 0
+        # Records taken from the input: applied, handed to the disposition desk, or refused
+        # (what a run reports as processed, and what its progress bar counts against).
+        self.taken = 0
         # The disposition loop (alerts.dispositions), attached by runtimes that run it.
         self.desk: Desk | None = None
         # Records the ledger could not fold; a persisting runtime dead-letters and drains them.
@@ -85,6 +87,7 @@ class Monitor:
 
     # -- feeding ---------------------------------------------------------
     def apply(self, record: Record) -> None:
+        self.taken += 1
         if record.type in DESK_TYPES:
             if self.desk is not None:
                 routed = self.desk.take(record, self)
@@ -112,7 +115,6 @@ class Monitor:
             earliest = self._late.get(state.project_id)
             if earliest is None or record.day < earliest:
                 self._late[state.project_id] = record.day
-        self.applied += 1
 
     def process(self, records: Iterable[Record], until: int) -> Iterator[tuple[int, list[Transition]]]:
         """Apply ``records`` (sorted by business day, none after ``until``) and close every

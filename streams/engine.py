@@ -198,7 +198,7 @@ class Engine:
                 f"（the store's clock is already at {iso(clock)}; cannot run back to {iso(as_of)}）"
             )
         store.mark_run_until(as_of)
-        start_applied = since_commit = monitor.applied
+        start_applied = since_commit = monitor.taken
         total_transitions = days = commits = 0
         batch = store.begin()
         if store.position() != self._cursor:
@@ -231,16 +231,16 @@ class Engine:
                             )
                         self._store_resolved(batch, closed, touched)
                         del closed
-                    if monitor.applied - since_commit >= self._commit_interval():
+                    if monitor.taken - since_commit >= self._commit_interval():
                         checkpointer.take_over()  # more commits follow: checkpoint off this thread
                         self._commit(batch, touched, day, max_seq)
                         checkpointer.poke()
                         touched = set()
                         total_transitions += batch.transitions
                         commits += 1
-                        since_commit = monitor.applied
+                        since_commit = monitor.taken
                         if progress:
-                            progress(monitor.applied - start_applied, pending)
+                            progress(monitor.taken - start_applied, pending)
                         batch = store.begin()
                 final = monitor.clock if monitor.clock is not None else as_of
                 batch.build_indexes()  # deferred by this run, or by one killed before its end
@@ -250,8 +250,8 @@ class Engine:
         total_transitions += batch.transitions
         commits += 1
         if progress:
-            progress(monitor.applied - start_applied, pending)
-        return RunSummary(monitor.applied - start_applied, total_transitions, days, final, commits)
+            progress(monitor.taken - start_applied, pending)
+        return RunSummary(monitor.taken - start_applied, total_transitions, days, final, commits)
 
     def _store_resolved(self, batch: Batch, closed: list[Transition], touched: set[str]) -> None:
         """Write the alerts resolved today into the open batch and let them go.

@@ -103,6 +103,19 @@ def test_approved_reduction_lands_in_the_log_and_a_rebuild_gives_the_same_result
     assert e.store.event_count() == 8
 
 
+def test_a_run_over_a_disposition_alone_reports_it_processed(tmp_path: Path) -> None:
+    """A disposition is taken by the desk, not the ledger: runs said "0 events" for it and
+    the progress bar stopped short of the pending count."""
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, base())
+    e.run(d("2025-07-01"))
+    ingest_events(e.store, [disposed("DSP-1", "2025-07-02", "reduce", "700000.00")])
+    seen: list[tuple[int, int | None]] = []
+    summary = e.run(d("2025-07-02"), progress=lambda done, total: seen.append((done, total)))
+    assert summary.events == 1 and seen[-1] == (1, 1)
+    assert [t["transition"] for t in outcome(e)[1] if t["alert_id"] == ALERT][-1] == "disposed"
+
+
 def test_a_refused_disposition_goes_to_the_dead_letters_once_and_nothing_else_is_lost(tmp_path: Path) -> None:
     db = tmp_path / "bw.db"
     e = engine(db)
