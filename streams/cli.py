@@ -41,6 +41,23 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"budgetwatch {version('budgetwatch')}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    _version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """预算执行与绩效目标"双监控" — real-time budget-execution monitoring and alerting."""
+
 DbOption = Annotated[
     str | None,
     typer.Option("--db", help="SQLite store (env BUDGETWATCH_DB; default ./budgetwatch.db)"),

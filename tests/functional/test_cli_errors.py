@@ -177,3 +177,14 @@ def test_serve_listens_on_one_port_on_every_address_of_its_host(monkeypatch: Any
     finally:
         for s in listeners:
             s.close()
+
+
+def test_version_is_the_installed_distribution() -> None:
+    from importlib.metadata import version
+
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"budgetwatch {version('budgetwatch')}"
