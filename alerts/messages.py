@@ -34,12 +34,32 @@ FUND_SOURCE_NAMES: dict[str, str] = {
 }
 
 
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.2f}%"
+def pct(value: float | None, places: int = 2) -> str:
+    return "—" if value is None else f"{value * 100:.{places}f}%"
 
 
 def points(value: float) -> str:
-    return f"{value * 100:.0f}个百分点"
+    """A profile's threshold in points: 20个百分点, 12.5个百分点 (never rounded to whole points)."""
+    return f"{_number(value * 100, 2)}个百分点"
+
+
+def apart(value: float | None, limit: float | None) -> int:
+    """Decimals (of a percent) at which ``value`` and the ``limit`` it breached print apart.
+
+    A breach by a hair printed with two decimals read "29.99999% → 执行率30.00%，低于30.00%";
+    ratios are kept to six decimals, so four decimals of a percent always tell them apart.
+    Rounding is monotonic, so a value below its limit never prints above it."""
+    if value is None or limit is None:
+        return 2
+    for places in (2, 3):
+        if f"{value * 100:.{places}f}" != f"{limit * 100:.{places}f}":
+            return places
+    return 4
+
+
+def _number(value: float, places: int) -> str:
+    text = f"{value:.{places}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def wan(yuan: str | None) -> str:
@@ -51,8 +71,11 @@ def wan(yuan: str | None) -> str:
 def _situation(rule: str, subject: str, f: Mapping[str, Any], as_of: str) -> str:
     rate = pct(f.get("execution_rate"))
     money = f"预算{wan(f.get('budget'))}，已支付{wan(f.get('paid'))}"
+    if rule in ("low_execution", "department_low_execution"):
+        places = apart(f.get("execution_rate"), f.get("floor"))
+        rate, floor = pct(f.get("execution_rate"), places), pct(f.get("floor"), places)
     if rule == "low_execution":
-        return f"{subject}截至{as_of}预算执行率为{rate}，低于{pct(f.get('floor'))}的执行进度要求（{money}）。"
+        return f"{subject}截至{as_of}预算执行率为{rate}，低于{floor}的执行进度要求（{money}）。"
     if rule == "behind_schedule":
         return (
             f"{subject}截至{as_of}预算执行率为{rate}，落后于计划进度{pct(f.get('expected_progress'))}"
@@ -61,20 +84,23 @@ def _situation(rule: str, subject: str, f: Mapping[str, Any], as_of: str) -> str
     if rule == "progress_gap":
         completion = f.get("performance_completion")
         gap = abs((f.get("execution_rate") or 0.0) - (completion or 0.0))
+        places = apart(gap, f["gap_threshold"])
         return (
             f"{subject}截至{as_of}预算执行率{rate}与绩效目标完成率{pct(completion)}"
-            f"相差{gap * 100:.2f}个百分点，超过{points(f['gap_threshold'])}。"
+            f"相差{gap * 100:.{places}f}个百分点，超过{points(f['gap_threshold'])}。"
         )
     if rule == "overspend":
         budget = f.get("budget")
-        if budget is None or Decimal(budget) == 0:  # "超过预算0.00万元" says less than this
-            return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，但尚无预算（无预算支出）。"
-        return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，超过预算{wan(budget)}。"
+        if budget is None or Decimal(budget) <= 0:  # "超过预算0.00万元" says less than this
+            return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，但预算为{wan(budget)}（无预算支出）。"
+        excess = Decimal(f.get("paid") or 0) - Decimal(budget)
+        # In 元 as well: an excess of 49 元 vanishes in 万元 with two decimals.
+        return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，超过预算{wan(budget)}，超支{excess:,.2f}元。"
     if rule == "stalled":
         return f"{subject}截至{as_of}已连续{f.get('days_without_payment')}天无支付（{money}）。"
     if rule == "department_low_execution":
         return (
-            f"{subject}截至{as_of}部门整体预算执行率为{rate}，低于{pct(f.get('floor'))}的"
+            f"{subject}截至{as_of}部门整体预算执行率为{rate}，低于{floor}的"
             f"执行进度要求（{f.get('projects')}个项目，{money}）。"
         )
     return f"{subject}触发规则{rule}。"
@@ -113,7 +139,8 @@ def compose(
     if kind == "resolved":
         message = (
             f"【预警解除】{RULE_NAMES.get(rule, rule)}：{subject}的预警已于{as_of}解除，"
-            f"当前预算执行率{pct(figures.get('execution_rate'))}。"
+            + (f"当前预算执行率{pct(figures.get('execution_rate'))}。"
+               if figures.get("execution_rate") is not None else "当前预算为0，已无执行率可言。")
         )
         return message, "预警条件已消除，无需进一步处理；请继续按计划执行。"
     return label + _situation(rule, subject, figures, as_of), _action(rule, deadline_days)

@@ -28,7 +28,7 @@ from budget.calendar import (
     year_bounds,
 )
 from budget.ledger import ProjectState, Totals
-from budget.money import fen_to_str
+from budget.money import fen_to_str, money_rate
 
 EPS = 1e-9
 
@@ -210,7 +210,7 @@ def project_figures(state: ProjectState, day: int, profile: Profile) -> dict[str
     return {
         "budget": fen_to_str(budget),
         "paid": fen_to_str(paid),
-        "execution_rate": _ratio(paid / budget if budget > 0 else None),
+        "execution_rate": money_rate(paid, budget),
         "time_progress": _ratio(time_progress_for_year(day, year)),
         "expected_progress": _ratio(expected),
         "performance_completion": _ratio(state.completion),
@@ -227,7 +227,7 @@ def department_figures(totals: Totals, day: int, profile: Profile) -> dict[str, 
     return {
         "budget": fen_to_str(totals.budget),
         "paid": fen_to_str(totals.paid),
-        "execution_rate": _ratio(totals.execution_rate),
+        "execution_rate": money_rate(totals.paid, totals.budget),
         "time_progress": _ratio(time_progress_for_year(day, totals.fiscal_year)),
         "floor": floor.floor if floor is not None else None,
         "projects": totals.projects,

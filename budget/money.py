@@ -99,3 +99,12 @@ def fen_to_str(fen: int) -> str:
 def format_wan(fen: int) -> str:
     """Human Chinese display in 万元 with two decimals: 1500000000 -> "1500.00万元"."""
     return f"{fen / FEN_PER_WAN:,.2f}万元"
+
+
+def money_rate(paid: int, budget: int) -> float | None:
+    """paid / budget (in fen) to six decimals, cut toward minus infinity, exactly.
+
+    Rounded, 29,999,999.99 of 100,000,000 read 0.3 — equal to the 30% floor it broke,
+    so a script testing ``< 0.3`` disagreed with the alert. Integer division never
+    lifts a rate onto a threshold of six decimals or fewer."""
+    return (paid * 1_000_000 // budget) / 1_000_000 if budget > 0 else None

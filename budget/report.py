@@ -6,11 +6,11 @@ from typing import Any
 
 from budget.calendar import expected_progress, iso, time_progress_for_year, year_of
 from budget.ledger import Ledger, ProjectState, region_totals
-from budget.money import fen_to_str
+from budget.money import fen_to_str, money_rate
 
 
 def _rate(paid: int, budget: int) -> float | None:
-    return round(paid / budget, 6) if budget > 0 else None
+    return money_rate(paid, budget)
 
 
 def _opt(value: float | None) -> float | None:

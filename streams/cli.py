@@ -264,6 +264,13 @@ def status_cmd(
         (p for p in status["projects"] if p["execution_rate"] is not None), key=lambda p: p["execution_rate"]
     )
     out.print(render.projects_table(projects[:limit], f"执行率最低的{min(limit, len(projects))}个项目"))
+    if no_rate := [p["project_id"] for p in status["projects"] if p["execution_rate"] is None]:
+        shown = "、".join(no_rate[:10]) + ("等" if len(no_rate) > 10 else "")
+        out.print(
+            f"[yellow]另有 {len(no_rate)} 个项目预算为 0 或为负、没有执行率，未列入上表（{escape(shown)}）；"
+            f"其中有支付的会有“超预算支付”预警，见 `budgetwatch alerts`[/yellow]",
+            highlight=False,
+        )
     if not status["projects"]:
         out.print(f"[yellow]{status['fiscal_year']} 年度没有已登记的项目：以上数字均为 0（请检查 --year）[/yellow]")
     if unregistered := status["unregistered_projects"]:

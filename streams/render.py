@@ -43,7 +43,9 @@ def region_table(status: Mapping[str, Any]) -> Table:
         table.add_column(label, justify="right")
     table.add_row(
         wan(region["budget"]), wan(region["paid"]), pct(region["execution_rate"]),
-        pct(region["time_progress"]), str(len(status["departments"])), str(len(status["projects"])),
+        pct(region["time_progress"]), str(len(status["departments"])),
+        # the department_overall lines (部门整体支出) are not projects and not in the sums
+        str(sum(1 for p in status["projects"] if p.get("kind") != "department_overall")),
     )
     return table
 
@@ -75,7 +77,9 @@ def projects_table(projects: Sequence[Mapping[str, Any]], title: str) -> Table:
 
 def alerts_table(alerts: Iterable[Mapping[str, Any]], title: str, *, transitions: bool = False) -> Table:
     table = Table(title=title, show_lines=False)
-    columns = ["日期" if transitions else "起始日期", "规则", "级别", "状态", "对象", "部门", "执行率", "说明"]
+    # The rate in the alert's figures is the one it was judged on (at its last change), not
+    # today's: `status` has today's.
+    columns = ["日期" if transitions else "起始日期", "规则", "级别", "状态", "对象", "部门", "预警时执行率", "说明"]
     if transitions:
         columns.insert(1, "变化")
     for label in columns:

@@ -64,7 +64,7 @@ def test_two_of_three_projects_under_30_percent(park: Path) -> None:
     xs = fired[("low_execution", "XS")]
     assert xs["severity"] == "critical" and xs["department_id"] == "KC" and xs["status"] == "firing"
     # The figures that caused it: on 06-30, five payments of 50,000 had been made.
-    assert xs["figures"]["execution_rate"] == round(250000 / 1500000, 6)
+    assert xs["figures"]["execution_rate"] == 0.166666  # 1/6 cut, not rounded, at six decimals
     assert "园区修缮经费项目" in xs["message"] and "16.67%" in xs["message"]
     for key in ("alert_id", "rule", "severity", "status", "subject_type", "subject_id", "department_id",
                 "fiscal_year", "since", "figures", "message"):
@@ -230,3 +230,28 @@ def test_human_status_says_what_its_figures_leave_out(tmp_path: Path) -> None:
     assert "1 个项目有支付等事件但尚未登记（P9）" in said and "没有已登记的项目" not in said
     other_year = cli(db, "status", "--year", "2024").stdout
     assert "2024 年度没有已登记的项目" in other_year
+
+
+def test_the_status_table_says_which_projects_have_no_rate_and_counts_no_overall_line(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    events = [
+        b.registered("P1", on="2025-01-10"), b.approved("P1", "100000", on="2025-01-10"),
+        b.payment("P1", "29999.99", on="2025-03-01"),
+        b.registered("CUT", on="2025-01-10"), b.approved("CUT", "500000", on="2025-01-10"),
+        b.adjusted("CUT", "-500000", on="2025-02-01"), b.payment("CUT", "10000", on="2025-01-20"),
+        b.registered("OVERALL", on="2025-01-10", kind="department_overall"),
+        b.approved("OVERALL", "900000", on="2025-01-10"),
+    ]
+    (tmp_path / "e.jsonl").write_bytes(b.jsonl(events))
+    cli(db, "ingest", str(tmp_path / "e.jsonl"))
+    cli(db, "run", "--as-of", "2025-06-30")
+    env = {"COLUMNS": "250"}
+    out = subprocess.run([str(BIN), "status", "--db", str(db)], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env}).stdout
+    region_row = next(line for line in out.splitlines() if "万元" in line)
+    assert region_row.split("│")[-2].strip() == "2"  # P1 and CUT; the overall line is no project
+    assert "另有 1 个项目预算为 0 或为负、没有执行率，未列入上表（CUT）" in out
+    status = as_json(db, "status")
+    assert [p["execution_rate"] for p in status["projects"] if p["project_id"] == "P1"] == [0.299999]
+    (low,) = [a for a in as_json(db, "alerts") if a["rule"] == "low_execution" and a["subject_id"] == "P1"]
+    assert "预算执行率为29.9999%，低于30.0000%" in low["message"] and low["figures"]["execution_rate"] == 0.299999

@@ -33,5 +33,38 @@ def test_paying_a_project_with_no_budget_is_called_what_it_is() -> None:
                        figures=figures, as_of="2025-03-01", deadline_days=10)[0]
 
     head = "【新预警·严重预警】超预算支付：教育局「校舍改造」（P1）截至2025-03-01已支付5.00万元，"
-    assert message("0.00") == head + "但尚无预算（无预算支出）。"
-    assert message("40000.00") == head + "超过预算4.00万元。"
+    assert message("0.00") == head + "但预算为0.00万元（无预算支出）。"
+    assert message("-10000.00") == head + "但预算为-1.00万元（无预算支出）。"
+    assert message("40000.00") == head + "超过预算4.00万元，超支10,000.00元。"
+    # 49 元 over a million: equal in 万元, told in 元
+    assert message("49951.00").endswith("已支付5.00万元，超过预算5.00万元，超支49.00元。")
+
+
+
+def test_a_breach_by_a_hair_never_reads_as_equal_to_its_threshold() -> None:
+    def low(rate: float, floor: float = 0.3, rule: str = "low_execution") -> str:
+        figures = {**FIGURES, "execution_rate": rate, "floor": floor, "projects": 3}
+        return compose(rule=rule, kind="firing", severity="critical", subject="S",
+                       figures=figures, as_of="2025-06-30", deadline_days=10)[0]
+
+    assert "预算执行率为29.9999%，低于30.0000%的执行进度要求" in low(0.299999)
+    assert "预算执行率为29.995%，低于30.000%" in low(0.29995)
+    assert "预算执行率为10.00%，低于30.00%" in low(0.1)
+    assert "部门整体预算执行率为29.9999%，低于30.0000%" in low(0.299999, rule="department_low_execution")
+
+
+def test_gaps_and_thresholds_are_told_apart_and_never_rounded_to_whole_points() -> None:
+    def gap(rate: float, completion: float, threshold: float) -> str:
+        figures = {**FIGURES, "execution_rate": rate, "performance_completion": completion,
+                   "gap_threshold": threshold}
+        return compose(rule="progress_gap", kind="firing", severity="warning", subject="S",
+                       figures=figures, as_of="2025-06-30", deadline_days=10)[0]
+
+    assert "相差10.0001个百分点，超过10个百分点" in gap(0.400001, 0.3, 0.1)
+    assert "相差30.00个百分点，超过12.5个百分点" in gap(0.6, 0.3, 0.125)
+
+
+def test_a_resolved_alert_with_no_budget_left_says_so() -> None:
+    message, _ = compose(rule="overspend", kind="resolved", severity="critical", subject="S",
+                         figures={**FIGURES, "execution_rate": None}, as_of="2025-07-01", deadline_days=10)
+    assert message.endswith("的预警已于2025-07-01解除，当前预算为0，已无执行率可言。")
