@@ -10,7 +10,9 @@ import re
 from decimal import Decimal, InvalidOperation, localcontext
 
 FEN_PER_YUAN = 100
+FEN_PER_QIAN = 100_000  # 千元
 FEN_PER_WAN = 1_000_000  # 万元
+FEN_PER_YI = 10_000_000_000  # 亿元
 # No single amount reaches 10 万亿元 (a province's whole budget is a few 万亿): a larger
 # one is a unit or typing error. The bound also keeps every stored sum a 64-bit integer.
 MAX_FEN = 10**15

@@ -19,7 +19,9 @@ PROJECT_HEADERS: dict[str, str] = {
     "fund_source": "fund_source",
     "年度": "fiscal_year", "预算年度": "fiscal_year", "fiscal_year": "fiscal_year",
     "年初预算数": "approved_amount", "年初预算": "approved_amount", "批复金额": "approved_amount",
-    "预算批复数": "approved_amount", "approved_amount": "approved_amount", "budget": "approved_amount",
+    "预算批复数": "approved_amount", "预算数": "approved_amount", "年初预算金额": "approved_amount",
+    "预算金额": "approved_amount", "年初批复数": "approved_amount",
+    "approved_amount": "approved_amount", "budget": "approved_amount",
     "批复日期": "approved_on", "approved_on": "approved_on",
     "项目类型": "kind", "支出类型": "kind", "kind": "kind",
 }
@@ -50,16 +52,27 @@ KINDS: dict[str, str] = {
     "department_overall": "department_overall",
 }
 
-_UNIT = re.compile(r"[（(]\s*(万元|元|yuan|wan|10k yuan)\s*[)）]\s*$", re.IGNORECASE)
+# The units an export writes its amounts in, and what one of each is in fen.
+UNITS: dict[str, str] = {"元": "yuan", "千元": "qian", "万元": "wan", "亿元": "yi",
+                         "yuan": "yuan", "wan": "wan", "10k yuan": "wan"}
+UNIT_NAMES: dict[str, str] = {"yuan": "元", "qian": "千元", "wan": "万元", "yi": "亿元"}
+_UNIT = re.compile(
+    r"[（(]\s*(?:(?:金额)?单位\s*[:：]\s*)?(亿元|万元|千元|元|yuan|wan|10k yuan)\s*[)）]\s*$", re.IGNORECASE
+)
+_SPACES = re.compile(r"\s+")
 
 
 def split_header(header: object) -> tuple[str, str | None]:
-    """'年初预算数（万元）' -> ('年初预算数', 'wan'); unit None when the header names none."""
-    text = str(header or "").strip().replace("\ufeff", "")
+    """'年初预算数（万元）' -> ('年初预算数', 'wan'); unit None when the header names none.
+
+    Spaces and line breaks inside a Chinese header (a wrapped 年初\\n预算数) and the
+    required-field mark of a template (*项目编码) are not part of its name."""
+    text = str(header or "").replace("\ufeff", "").strip().lstrip("*＊").strip()
+    if not text.isascii():
+        text = _SPACES.sub("", text)
     match = _UNIT.search(text)
     if not match:
         return text.lower() if text.isascii() else text, None
-    unit = match.group(1).lower()
     base = text[: match.start()].strip()
     base = base.lower() if base.isascii() else base
-    return base, ("wan" if unit in ("万元", "wan", "10k yuan") else "yuan")
+    return base, UNITS[match.group(1).lower()]

@@ -13,25 +13,37 @@ import codecs
 import csv
 import datetime as dt
 import io
+import logging
 import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, Literal
 
 import orjson
 
 from budget.events import EventRejected, parse_event_object
-from budget.money import FEN_PER_WAN, FEN_PER_YUAN, MoneyError, fen_to_str, to_fen
-from connectors.headers import FUND_SOURCES, KINDS, PAYMENT_HEADERS, PROJECT_HEADERS, split_header
+from budget.money import FEN_PER_QIAN, FEN_PER_WAN, FEN_PER_YI, FEN_PER_YUAN, MoneyError, fen_to_str, to_fen
+from connectors.headers import (
+    FUND_SOURCES,
+    KINDS,
+    PAYMENT_HEADERS,
+    PROJECT_HEADERS,
+    UNIT_NAMES,
+    UNITS,
+    split_header,
+)
 from connectors.parsed import Accepted, Parsed, Rejected
 
 Layout = Literal["auto", "projects", "payments"]
-Unit = Literal["auto", "yuan", "wan"]
+Unit = Literal["auto", "yuan", "qian", "wan", "yi"]
+UNIT_CHOICES = ("auto", "yuan", "qian", "wan", "yi")
+FEN_PER_UNIT = {"yuan": FEN_PER_YUAN, "qian": FEN_PER_QIAN, "wan": FEN_PER_WAN, "yi": FEN_PER_YI}
 
 HEADER_SEARCH_ROWS = 10
+log = logging.getLogger("budgetwatch.import")
 
 
 class TabularError(ValueError):
@@ -180,6 +192,13 @@ def xlsx_sheets(path: Path) -> Iterator[tuple[str, Iterator[Row]]]:
         ) from None
     try:
         for sheet in workbook.worksheets:
+            if sheet.sheet_state != "visible":
+                # Old data or a template's dropdown lists, hidden on purpose: not imported.
+                log.warning("%s：跳过隐藏的工作表「%s」（hidden sheet skipped）", path, sheet.title)
+                continue
+            # A workbook written by another program may state a stale <dimension>, and a
+            # read-only sheet trusts it: rows past it were lost without a word.
+            sheet.reset_dimensions()
             rows: Iterator[Row] = (
                 (f"{path}:{sheet.title}:{number}", list(row))
                 for number, row in enumerate(sheet.iter_rows(values_only=True), start=1)
@@ -211,22 +230,30 @@ def _detect(
             "payments": sum(1 for n in names if n in PAYMENT_HEADERS),
             "projects": sum(1 for n in names if n in PROJECT_HEADERS),
         }
-        has_voucher = any(PAYMENT_HEADERS.get(n) in ("event_id", "amount") for n in names)
+        has_voucher = any(PAYMENT_HEADERS.get(n) == "event_id" for n in names)
+        has_amount = any(PAYMENT_HEADERS.get(n) == "amount" for n in names)
         chosen: str | None
         if layout != "auto":
             chosen = layout if scores[layout] >= 2 else None
         elif has_voucher and scores["payments"] >= 2:
             chosen = "payments"
-        elif scores["projects"] >= 2:
-            chosen = "projects"
+        elif scores["projects"] >= 2 and scores["projects"] >= scores["payments"]:
+            chosen = "projects"  # a projects sheet with a 金额 column is still a projects sheet
+        elif has_amount and scores["payments"] >= 2:
+            chosen = "payments"
         else:
             chosen = None
         if chosen is None:
             title_unit = _declared_unit(cells, origin, item[0], title_unit)
             continue
         table = PAYMENT_HEADERS if chosen == "payments" else PROJECT_HEADERS
+        # "单位：万元" in a spare cell of the header row itself
+        spare = [c for c, (n, _) in zip(cells, headers, strict=True) if n not in table]
+        title_unit = _declared_unit(spare, origin, item[0], title_unit)
         columns = [(table.get(n), u or title_unit) for n, u in headers]
         _refuse_repeated_fields(columns, cells, origin, item[0])
+        if chosen == "projects":
+            _refuse_unknown_budget_column(columns, cells, origin, item[0])
         return chosen, columns, chain(skipped, rows)
     raise TabularError(
         f"{origin}：前 {HEADER_SEARCH_ROWS} 行中找不到项目表或支付表的表头"
@@ -236,25 +263,42 @@ def _detect(
 
 
 # A budget system's export states its unit above the table: "单位：万元", "金额单位：元".
-_DECLARED_UNIT = re.compile(r"(?:金额)?单位\s*[:：]\s*(万元|元)")
+# Not "编制单位：元江县财政局": a unit is not followed by more Chinese.
+_DECLARED_UNIT = re.compile(r"(?:金额)?单位\s*[:：]\s*(亿元|万元|千元|元)(?![\u4e00-\u9fff])")
+_MONEY_WORDS = ("预算", "金额", "批复", "budget", "amount")
 
 
 def _declared_unit(cells: list[Any], origin: str, where: str, found: str | None) -> str | None:
     """The unit a title row declares for the amounts (else ``found``). Two title rows
     that disagree leave the amounts' scale a guess off by 10,000 times: refused."""
     for cell in cells:
-        match = _DECLARED_UNIT.search(str(cell or ""))
-        if match is None:
-            continue
-        unit = "wan" if match.group(1) == "万元" else "yuan"
-        if found is not None and unit != found:
-            raise TabularError(
-                f"{where}：{origin} 的标题行声明了两种金额单位（元与万元），未导入任何内容；请只保留一行"
-                "「单位：…」，或在每个金额列名中写明单位（如 年初预算数（万元））后重新导入"
-                "（the title rows declare two units for the amounts）"
-            )
-        found = unit
+        for match in _DECLARED_UNIT.finditer(str(cell or "")):
+            unit = UNITS[match.group(1)]
+            if found is not None and unit != found:
+                raise TabularError(
+                    f"{where}：{origin} 的标题行声明了两种金额单位（{UNIT_NAMES[found]}与{UNIT_NAMES[unit]}），"
+                    "未导入任何内容；请只保留一处「单位：…」，或在每个金额列名中写明单位"
+                    "（如 年初预算数（万元））后重新导入（the title rows declare two units for the amounts）"
+                )
+            found = unit
     return found
+
+
+def _refuse_unknown_budget_column(
+    columns: list[tuple[str | None, str | None]], cells: list[Any], origin: str, where: str
+) -> None:
+    """A projects sheet whose budget column is not recognised would register every
+    project with no budget, silently: refused, naming the column."""
+    if any(field == "approved_amount" for field, _ in columns):
+        return
+    for (field, _), cell in zip(columns, cells, strict=False):
+        name = str(cell or "").strip()
+        if field is None and any(word in name.lower() for word in _MONEY_WORDS):
+            raise TabularError(
+                f"{where}：{origin} 的列「{name}」看来是金额列，但不是可识别的年初预算数列名，未导入任何内容"
+                "（否则每个项目都会被当作没有预算）；请把列名改为 年初预算数（或 年初预算数（万元）），"
+                "可用的列名见 README「File import」（a budget column that is not recognised）"
+            )
 
 
 def _refuse_repeated_fields(
@@ -285,6 +329,27 @@ def _cell_text(value: Any) -> str | None:
     return text or None
 
 
+# Excel keeps 15 significant digits of a number: a voucher number or code of 16 digits
+# or more typed or stored as a number has lost its last digits, and distinct ones
+# become one (the rest of them then silently "duplicates").
+_EXACT_DIGITS = 10**15
+_TEXT_FORMULA = re.compile(r'^="(.*)"$')  # ="001": the CSV trick that keeps leading zeros
+
+
+def _id_text(value: Any, label: str) -> str | None:
+    """A code or voucher number: text as written, refused when a number cannot hold it."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) >= _EXACT_DIGITS:
+        raise EventRejected(
+            f"{label}以数字形式保存且有 16 位以上（读到 {value!r}）：Excel 只保留 15 位有效数字，末尾几位"
+            "可能已丢失，不同编号会变成同一个；请把该列设为“文本”格式后重新导出"
+            f"（{label}: a number of 16 digits or more has lost digits in Excel; export the column as text）"
+        )
+    text = _cell_text(value)
+    if text is not None and (wrapped := _TEXT_FORMULA.match(text)):
+        return wrapped.group(1).strip() or None
+    return text
+
+
 _YEAR = re.compile(r"[0-9]{4}")
 _LOOSE_DATE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
 
@@ -311,7 +376,7 @@ def iso_date_text(text: str | None) -> Any:
 
 
 def _cell_fen(value: Any, unit: str) -> int:
-    per = FEN_PER_WAN if unit == "wan" else FEN_PER_YUAN
+    per = FEN_PER_UNIT[unit]
     if isinstance(value, float):
         try:
             return to_fen(value, per_unit=per)  # what the cell shows: 1234567.89
@@ -325,7 +390,7 @@ def _cell_fen(value: Any, unit: str) -> int:
         nearest = round(scaled)
         if abs(scaled - nearest) < 1e-3:
             return to_fen(int(nearest), per_unit=1)
-        raise MoneyError(f"amount {value!r} ({'万元' if unit == 'wan' else '元'}) is not a whole number of fen")
+        raise MoneyError(f"amount {value!r} ({UNIT_NAMES[unit]}) is not a whole number of fen")
     return to_fen(value, per_unit=per)
 
 
@@ -341,19 +406,21 @@ def _row_events(
         event: dict[str, Any] = {
             # A negative line in a payments export is a 退回 (reversal).
             "type": "payment_reversed" if amount < 0 else "payment",
-            "event_id": _cell_text(values.get("event_id")),
+            "event_id": _id_text(values.get("event_id"), "支付凭证号"),
             "occurred_on": _cell_date(values.get("occurred_on")),
-            "project_id": _cell_text(values.get("project_id")),
+            "project_id": _id_text(values.get("project_id"), "项目编码"),
             "amount": fen_to_str(abs(amount)),
         }
-        for key in ("payee", "method", "original_event_id"):
+        for key in ("payee", "method"):
             if (text := _cell_text(values.get(key))) is not None:
                 event[key] = text
+        if (original := _id_text(values.get("original_event_id"), "原支付凭证号")) is not None:
+            event["original_event_id"] = original
         if amount < 0:
             event.pop("payee", None)
             event.pop("method", None)
         return [event]
-    project_id = _cell_text(values.get("project_id"))
+    project_id = _id_text(values.get("project_id"), "项目编码")
     year_text = _cell_text(values.get("fiscal_year"))
     if not year_text or not _YEAR.fullmatch(year_text):
         raise EventRejected(f"fiscal_year (年度): {year_text!r} is not a year")
@@ -372,7 +439,7 @@ def _row_events(
             "project_id": project_id,
             "fiscal_year": year,
             "name": _cell_text(values.get("name")),
-            "department_id": _cell_text(values.get("department_id")),
+            "department_id": _id_text(values.get("department_id"), "单位编码"),
             "department_name": _cell_text(values.get("department_name")),
             "fund_source": fund,
             "kind": kind,
@@ -410,6 +477,7 @@ def parse_table(
         for name, col_unit in columns
         if name is not None
     }
+    detail_lines: dict[str, int | list[int]] = {}  # voucher -> its distinct lines in this file
     for source, cells in rest:
         if isinstance(cells, Unreadable):
             yield Rejected(source, cells.reason, cells.raw)
@@ -417,7 +485,10 @@ def parse_table(
         if not any(_cell_text(c) for c in cells):
             continue
         values: dict[str, Any] = {}
-        for (name, _), cell in zip(columns, cells, strict=False):
+        # A row may end early (a sheet read without its stated dimension omits trailing
+        # empty cells): its missing cells are empty, so a blank budget is still refused.
+        padded = chain(cells[: len(columns)], repeat(None, max(0, len(columns) - len(cells))))
+        for (name, _), cell in zip(columns, padded, strict=True):
             if name is not None and name not in values:
                 values[name] = cell
         raw = orjson.dumps(
@@ -425,7 +496,10 @@ def parse_table(
             default=str,
         ).decode()
         try:
-            events = [parse_event_object(e) for e in _row_events(chosen, values, units)]
+            found = _row_events(chosen, values, units)
+            if chosen == "payments":
+                _number_detail_line(found[0], cells, detail_lines)
+            events = [parse_event_object(e) for e in found]
         except (EventRejected, MoneyError) as err:
             reason = err.reason if isinstance(err, EventRejected) else str(err)
             yield Rejected(source, f"{chosen} row: {reason}", raw)
@@ -435,6 +509,32 @@ def parse_table(
             continue
         for event in events:
             yield Accepted(event.to_record(), source)
+
+
+def _number_detail_line(event: dict[str, Any], cells: list[Any], seen: dict[str, int | list[int]]) -> None:
+    """A voucher (支付凭证) may have several detail lines — one per economic class or
+    payee — each with the voucher's number. They were one event and a "duplicate":
+    the money of every line after the first was lost. In one file, each distinct line
+    of a voucher is its own event (the second ``V1#2``, …), numbered in file order so
+    that importing the file again appends nothing; a line repeated exactly, every
+    column alike, is still the same event."""
+    voucher = event.get("event_id")
+    if not isinstance(voucher, str):
+        return
+    fingerprint = hash(tuple(_cell_text(c) for c in cells))
+    known = seen.get(voucher)
+    if known is None:
+        seen[voucher] = fingerprint
+        return
+    variants = known if isinstance(known, list) else [known]
+    if fingerprint in variants:
+        index = variants.index(fingerprint)
+    else:
+        index = len(variants)
+        variants.append(fingerprint)
+        seen[voucher] = variants
+    if index:
+        event["event_id"] = f"{voucher}#{index + 1}"
 
 
 def read_table(path: Path, *, layout: Layout = "auto", unit: Unit = "auto") -> Iterator[Parsed]:

@@ -21,7 +21,7 @@ from connectors.exports import write_reductions_xlsx
 from connectors.files import InputError, read_events
 from connectors.profiles import load_profile
 from connectors.synthetic import Spec, generate
-from connectors.tabular import Layout, TabularError, Unit, iso_date_text
+from connectors.tabular import UNIT_CHOICES, Layout, TabularError, Unit, iso_date_text
 from streams import render
 from streams.backup import back_up
 from streams.clock import today_in_china
@@ -177,14 +177,16 @@ def ingest_cmd(
     files: Annotated[list[Path], typer.Argument(help="JSONL, CSV or XLSX files")],
     db: DbOption = None,
     layout: Annotated[str, typer.Option(help="auto | projects | payments (CSV/XLSX)")] = "auto",
-    unit: Annotated[str, typer.Option(help="auto | yuan | wan: unit of amounts in CSV/XLSX")] = "auto",
+    unit: Annotated[
+        str, typer.Option(help="auto | yuan | qian | wan | yi (元/千元/万元/亿元): unit of amounts in CSV/XLSX")
+    ] = "auto",
     as_json: JsonOption = False,
 ) -> None:
     """Append events to the log (duplicates ignored, bad input kept with its reason)."""
     if layout not in ("auto", "projects", "payments"):
         raise typer.BadParameter("--layout 应为 auto、projects 或 payments（must be auto, projects or payments）")
-    if unit not in ("auto", "yuan", "wan"):
-        raise typer.BadParameter("--unit 应为 auto、yuan 或 wan（must be auto, yuan or wan）")
+    if unit not in UNIT_CHOICES:
+        raise typer.BadParameter("--unit 应为 auto、yuan、qian、wan 或 yi（must be auto, yuan, qian, wan or yi）")
     with Store(db or settings().db, synchronous=settings().synchronous) as store:
         counts = ingest_files(store, files, layout=layout, unit=unit)  # type: ignore[arg-type]
     if as_json:

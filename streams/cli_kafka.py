@@ -17,6 +17,7 @@ from rich.markup import escape
 from budget.events import record_to_json_dict
 from connectors.files import read_events
 from connectors.parsed import Accepted, Parsed, Rejected
+from connectors.tabular import UNIT_CHOICES
 from streams import render
 from streams.cli import (
     DbOption,
@@ -124,7 +125,7 @@ def publish_cmd(
     bootstrap: BootstrapOption = None,
     layout: Annotated[str, typer.Option(help="auto | projects | payments (CSV/XLSX)")] = "auto",
     unit: Annotated[
-        str, typer.Option(help="auto | yuan | wan: unit of amounts in CSV/XLSX")
+        str, typer.Option(help="auto | yuan | qian | wan | yi (元/千元/万元/亿元): unit of amounts in CSV/XLSX")
     ] = "auto",
     as_of: Annotated[
         str | None,
@@ -139,8 +140,8 @@ def publish_cmd(
     """Publish events to Kafka topic budget-events (key = project_id), parsed as `ingest` does."""
     if layout not in ("auto", "projects", "payments"):
         raise typer.BadParameter("应为 auto、projects 或 payments（--layout must be auto, projects or payments）")
-    if unit not in ("auto", "yuan", "wan"):
-        raise typer.BadParameter("应为 auto、yuan 或 wan（--unit must be auto, yuan or wan）")
+    if unit not in UNIT_CHOICES:
+        raise typer.BadParameter("应为 auto、yuan、qian、wan 或 yi（--unit must be auto, yuan, qian, wan or yi）")
     tick_day = parse_as_of(as_of)
     server = _kafka_settings(bootstrap, None).kafka_bootstrap
     for path in files:  # every file readable before anything is sent, as ingest does

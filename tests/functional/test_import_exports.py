@@ -1,0 +1,164 @@
+"""Exports as budget systems and Excel really write them: units stated in odd places,
+budget columns under other names, vouchers with several detail lines, long numeric
+codes, stale sheet dimensions, hidden sheets. Each of these once changed money silently."""
+
+from __future__ import annotations
+
+import logging
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+from openpyxl import Workbook
+
+from connectors.parsed import Accepted
+from connectors.tabular import TabularError
+from streams.ingest import ingest
+from streams.store import Store
+from tests.functional.test_import import split, write_book
+
+PROJECT_HEAD = "项目编码,项目名称,单位编码,单位名称,资金性质,年度"
+
+
+def amounts(path: Path, **kw: str) -> dict[tuple[str, str], int | None]:
+    accepted, _ = split(path, **kw)
+    return {(a.record.type, a.record.event_id): a.record.amount for a in accepted}
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("title", "yuan"),
+    [
+        ("编制单位：元江县财政局    金额单位：万元", 1_500_000),  # 元江县 is a county, not a unit
+        ("单位：千元", 150_000),
+        ("单位：亿元", 15_000_000_000),
+        ("金额单位：元", 150),
+    ],
+)
+def test_the_unit_a_title_states_scales_the_amounts(tmp_path: Path, title: str, yuan: int) -> None:
+    path = write(tmp_path / "p.csv", f"{title}\n{PROJECT_HEAD},年初预算数\nP1,道路,D1,交通局,一般公共预算,2025,150\n")
+    assert amounts(path)[("budget_approved", "P1@approved:2025")] == yuan * 100
+
+
+def test_a_unit_in_separate_title_cells_or_in_the_header_row_itself(tmp_path: Path) -> None:
+    cells = write(tmp_path / "a.csv", f"编制单位：元江县财政局,金额单位：万元\n{PROJECT_HEAD},年初预算数\n"
+                                      "P1,道路,D1,交通局,一般公共预算,2025,150\n")
+    assert amounts(cells)[("budget_approved", "P1@approved:2025")] == 150 * 1_000_000
+    spare = write(tmp_path / "b.csv", f"{PROJECT_HEAD},年初预算数,单位：万元\nP1,道路,D1,交通局,一般公共预算,2025,150\n")
+    assert amounts(spare)[("budget_approved", "P1@approved:2025")] == 150 * 1_000_000
+    both = write(tmp_path / "c.csv", f"单位：元\n单位：千元\n{PROJECT_HEAD},年初预算数\nP1,道路,D1,交通局,一般公共预算,2025,1\n")
+    with pytest.raises(TabularError, match="两种金额单位（元与千元）"):
+        split(both)
+
+
+@pytest.mark.parametrize(
+    ("header", "yuan"),
+    [("年初预算数（单位：万元）", 1_500_000), ("预算数", 150), ("年初预算数(千元)", 150_000),
+     ('"年初\n预算数"', 150), ("*年初预算数", 150)],
+)
+def test_budget_columns_under_the_names_exports_use(tmp_path: Path, header: str, yuan: int) -> None:
+    path = write(tmp_path / "p.csv", f"*{PROJECT_HEAD},{header}\nP1,道路,D1,交通局,一般公共预算,2025,150\n")
+    assert amounts(path)[("budget_approved", "P1@approved:2025")] == yuan * 100
+
+
+def test_a_budget_column_that_is_not_recognised_refuses_the_file(tmp_path: Path) -> None:
+    """It registered every project with no budget: no alert, a rate of —, not a word."""
+    path = write(tmp_path / "p.csv", f"{PROJECT_HEAD},调整后预算\nP1,道路,D1,交通局,一般公共预算,2025,150\n")
+    with pytest.raises(TabularError, match="列「调整后预算」看来是金额列"):
+        split(path)
+    # a registration-only sheet (no money column at all) is still one
+    plain = write(tmp_path / "q.csv", f"{PROJECT_HEAD}\nP1,道路,D1,交通局,一般公共预算,2025\n")
+    assert amounts(plain) == {("project_registered", "P1@registered:2025"): None}
+
+
+def test_a_projects_sheet_with_a_money_column_is_not_taken_for_payments(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.csv", "项目编码,项目名称,单位编码,年度,金额,资金性质,单位名称\n"
+                                     "P1,道路,D1,2025,150,一般公共预算,交通局\n")
+    with pytest.raises(TabularError, match="列「金额」看来是金额列"):
+        split(path)
+
+
+def test_the_detail_lines_of_one_voucher_each_count(tmp_path: Path) -> None:
+    path = write(tmp_path / "pay.csv", "支付凭证号,项目编码,支付日期,支付金额,收款人,经济分类\n"
+                                       "V1,P1,2025-03-01,5000,某公司,30201\n"
+                                       "V1,P1,2025-03-01,5000,某公司,30211\n"
+                                       "V2,P1,2025-03-02,7000,某公司,30201\n"
+                                       "V2,P1,2025-03-02,3000,某公司,30202\n"
+                                       "V2,P1,2025-03-02,3000,某公司,30202\n"  # the same line again
+                                       "V1,P1,2025-03-05,-5000,,30201\n")  # a refund on the voucher
+    with Store(tmp_path / "bw.db") as store:
+        counts = ingest(store, split(path)[0])
+        again = ingest(store, split(path)[0])
+        paid = store.db.execute(
+            "SELECT SUM(CASE type WHEN 'payment' THEN amount ELSE -amount END) FROM events").fetchone()[0]
+    assert (counts.applied, counts.duplicates, counts.rejected) == (5, 1, 0)
+    assert paid == (5000 + 5000 + 7000 + 3000 - 5000) * 100
+    assert (again.applied, again.duplicates) == (0, 6)  # importing the file again appends nothing
+    ids = sorted(amounts(path))
+    assert ids == [("payment", "V1"), ("payment", "V1#2"), ("payment", "V2"), ("payment", "V2#2"),
+                   ("payment_reversed", "V1#3")]
+
+
+def test_long_codes_stored_as_numbers_are_refused_not_merged(tmp_path: Path) -> None:
+    path = write_book(tmp_path / "pay.xlsx", {"支付": [
+        ["支付凭证号", "项目编码", "支付日期", "支付金额"],
+        [202503010000012345, "P1", "2025-03-01", 5000],
+        [202503010000012346.0, "P1", "2025-03-01", 5000],
+        ["202503010000012347", "P1", "2025-03-01", 8000],  # text: kept as written
+        [123456789012345, "P1", "2025-03-01", 1],  # 15 digits: exact in Excel
+    ]})
+    accepted, rejected = split(path)
+    assert [r.source.rsplit(":", 1)[1] for r in rejected] == ["2", "3"]
+    assert all("Excel 只保留 15 位有效数字" in r.reason for r in rejected)
+    assert sorted(a.record.event_id for a in accepted) == ["123456789012345", "202503010000012347"]
+    # ="000123": the CSV way to keep leading zeros from Excel
+    csv = write(tmp_path / "pay.csv", '支付凭证号,项目编码,支付日期,支付金额\n"=""000123""",="007",2025-03-01,2\n')
+    assert [(a.record.event_id, a.record.project_id) for a in split(csv)[0]] == [("000123", "007")]
+
+
+def test_rows_past_a_stale_sheet_dimension_are_read(tmp_path: Path) -> None:
+    book = tmp_path / "pay.xlsx"
+    write_book(book, {"支付": [["支付凭证号", "项目编码", "支付日期", "支付金额", "收款人"],
+                               *[[f"V{i}", "P1", "2025-03-01", 100 + i, "某公司"] for i in range(10)]]})
+    stale = tmp_path / "stale.xlsx"
+    with zipfile.ZipFile(book) as source, zipfile.ZipFile(stale, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename.startswith("xl/worksheets/sheet"):
+                data = re.sub(rb'<dimension ref="[^"]*"/>', b'<dimension ref="A1:D6"/>', data)
+            target.writestr(item, data)
+    accepted, rejected = split(stale)
+    assert rejected == [] and len(accepted) == 10
+    assert {a.record.details["payee"] for a in accepted if a.record.details} == {"某公司"}
+
+
+def test_hidden_sheets_are_not_imported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    book = Workbook()
+    visible = book.active
+    assert visible is not None
+    visible.title = "支付"
+    visible.append(["支付凭证号", "项目编码", "支付日期", "支付金额"])
+    visible.append(["V1", "P1", "2025-03-01", 100])
+    for title, state in (("旧数据", "hidden"), ("下拉选项", "veryHidden")):
+        sheet = book.create_sheet(title)
+        sheet.append(["支付凭证号", "项目编码", "支付日期", "支付金额"])
+        sheet.append(["OLD", "P1", "2024-03-01", 999_999])
+        sheet.sheet_state = state
+    book.save(tmp_path / "b.xlsx")
+    with caplog.at_level(logging.WARNING, logger="budgetwatch.import"):
+        accepted, rejected = split(tmp_path / "b.xlsx")
+    assert [a.record.event_id for a in accepted] == ["V1"] and rejected == []
+    assert "跳过隐藏的工作表「旧数据」" in caplog.text and "下拉选项" in caplog.text
+
+
+def test_a_row_shorter_than_the_header_has_empty_cells_not_missing_columns(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.csv", f"{PROJECT_HEAD},年初预算数\nP1,道路,D1,交通局,一般公共预算,2025\n")
+    accepted, rejected = split(path)
+    assert accepted == [] and len(rejected) == 1 and "年初预算数为空" in rejected[0].reason
+    assert isinstance(rejected[0].source, str) and rejected[0].source.endswith("p.csv:2")
+    _ = Accepted  # (the accepted type is what split separates on)
