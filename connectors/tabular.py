@@ -86,6 +86,11 @@ def _physical_lines(data: bytes) -> tuple[list[str], dict[int, str]]:
     """The file's lines with their endings, and {line number: reason} for the lines that
     do not decode (kept with U+FFFD so their quotes still pair up; their rows are dead
     letters): one bad byte must not spoil the file, nor slip in as a name."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode 文本"
+        try:
+            return io.StringIO(data.decode("utf-16"), newline="").readlines(), {}
+        except UnicodeDecodeError:
+            pass
     for whole in ("utf-8-sig", "gb18030"):  # the common case, in one piece; newline=""
         try:  # splits on \r, \n and \r\n only, as the csv module does
             return io.StringIO(data.decode(whole), newline="").readlines(), {}
@@ -118,6 +123,7 @@ def csv_rows(path: Path) -> Iterator[Row]:
     read as a record comes as :class:`Unreadable` in its place."""
     lines, bad = _physical_lines(path.read_bytes())
     csv.field_size_limit(1 << 30)  # a huge cell is refused by validation, with its line
+    delimiter = _delimiter(lines)
     base = 0  # lines before the current reader's first
     record_start = [1]
 
@@ -134,7 +140,7 @@ def csv_rows(path: Path) -> Iterator[Row]:
     while base < len(lines):
         # strict: an unclosed quote is an error here, not a cell that silently swallows
         # the rest of the file; the reader restarts after the offending line.
-        reader = csv.reader(feed(base), strict=True)
+        reader = csv.reader(feed(base), strict=True, delimiter=delimiter)
         start = record_start[0] = base + 1
         try:
             for row in reader:
@@ -164,6 +170,13 @@ def csv_rows(path: Path) -> Iterator[Row]:
                 lines[start - 1].rstrip("\r\n"),
             )
             base = start
+
+
+def _delimiter(lines: list[str]) -> str:
+    """Tab for a tab-separated export (Excel's "Unicode 文本", some systems' .csv), else
+    the comma: whichever the top lines, where the header is, hold more of."""
+    top = "".join(lines[:HEADER_SEARCH_ROWS])
+    return "\t" if top.count("\t") > top.count(",") else ","
 
 
 def _span(lines: list[str], start: int, end: int) -> str:
@@ -351,16 +364,29 @@ def _id_text(value: Any, label: str) -> str | None:
 
 
 _YEAR = re.compile(r"[0-9]{4}")
-_LOOSE_DATE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
+# The date part of a date-time as Excel for China prints it (2025/3/1 0:00:00) is the day.
+_LOOSE_DATE = re.compile(
+    r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?(?:[T\s]+\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
+)
+# An Excel date serial (days since 1899-12-30) in a cell formatted General, or in a CSV
+# saved from one: 45717 is 2025-03-01. Five digits cover 1927-2173.
+_SERIAL_DATE = re.compile(r"^[1-9][0-9]{4}$")
+_EXCEL_EPOCH = dt.date(1899, 12, 30)
 
 
 def _cell_date(value: Any) -> Any:
-    """Date cells, 20250315, 2025/3/15, 2025.3.15 and 2025年3月15日 become ISO dates."""
+    """Date cells, 20250315, 2025/3/15, 2025.3.15, 2025年3月15日, a date-time's day and
+    Excel date serials become ISO dates."""
     if isinstance(value, dt.datetime):
         return value.date().isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
-    return iso_date_text(_cell_text(value))
+    if isinstance(value, float) and 10_000 <= value < 100_000:  # a date-time serial: its day
+        value = int(value)
+    text = _cell_text(value)
+    if text is not None and _SERIAL_DATE.fullmatch(text):
+        return (_EXCEL_EPOCH + dt.timedelta(days=int(text))).isoformat()
+    return iso_date_text(text)
 
 
 def iso_date_text(text: str | None) -> Any:
@@ -375,8 +401,23 @@ def iso_date_text(text: str | None) -> Any:
     return text
 
 
+# How amounts are written in exports: ¥1,000.00, 1000.00元, (500.00) for a negative.
+_NEGATIVE = re.compile(r"^[（(]\s*(.+?)\s*[)）]$")
+
+
+def _amount_text(text: str) -> str:
+    text = text.strip().replace("－", "-").replace("−", "-").lstrip("¥￥").strip()
+    if text.endswith("元") and not text.endswith(("万元", "千元", "亿元")):
+        text = text[:-1].strip()
+    if negative := _NEGATIVE.match(text):
+        text = "-" + negative.group(1).lstrip("¥￥").strip()
+    return text
+
+
 def _cell_fen(value: Any, unit: str) -> int:
     per = FEN_PER_UNIT[unit]
+    if isinstance(value, str):
+        value = _amount_text(value)
     if isinstance(value, float):
         try:
             return to_fen(value, per_unit=per)  # what the cell shows: 1234567.89
@@ -422,6 +463,8 @@ def _row_events(
         return [event]
     project_id = _id_text(values.get("project_id"), "项目编码")
     year_text = _cell_text(values.get("fiscal_year"))
+    if year_text:
+        year_text = year_text.removesuffix("年度").removesuffix("年").strip()  # 2025年度
     if not year_text or not _YEAR.fullmatch(year_text):
         raise EventRejected(f"fiscal_year (年度): {year_text!r} is not a year")
     year = int(year_text)
@@ -501,7 +544,9 @@ def parse_table(
                 _number_detail_line(found[0], cells, detail_lines)
             events = [parse_event_object(e) for e in found]
         except (EventRejected, MoneyError) as err:
-            reason = err.reason if isinstance(err, EventRejected) else str(err)
+            reason = err.reason if isinstance(err, EventRejected) else (
+                f"金额无法读取，应为数字如 1,234,567.89（{err}）"
+            )
             yield Rejected(source, f"{chosen} row: {reason}", raw)
             continue
         except (ValueError, TypeError, ArithmeticError) as err:  # one odd cell loses its row only

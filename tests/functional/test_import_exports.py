@@ -4,6 +4,7 @@ codes, stale sheet dimensions, hidden sheets. Each of these once changed money s
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import zipfile
@@ -49,9 +50,11 @@ def test_a_unit_in_separate_title_cells_or_in_the_header_row_itself(tmp_path: Pa
     cells = write(tmp_path / "a.csv", f"编制单位：元江县财政局,金额单位：万元\n{PROJECT_HEAD},年初预算数\n"
                                       "P1,道路,D1,交通局,一般公共预算,2025,150\n")
     assert amounts(cells)[("budget_approved", "P1@approved:2025")] == 150 * 1_000_000
-    spare = write(tmp_path / "b.csv", f"{PROJECT_HEAD},年初预算数,单位：万元\nP1,道路,D1,交通局,一般公共预算,2025,150\n")
+    spare = write(tmp_path / "b.csv",
+                  f"{PROJECT_HEAD},年初预算数,单位：万元\nP1,道路,D1,交通局,一般公共预算,2025,150\n")
     assert amounts(spare)[("budget_approved", "P1@approved:2025")] == 150 * 1_000_000
-    both = write(tmp_path / "c.csv", f"单位：元\n单位：千元\n{PROJECT_HEAD},年初预算数\nP1,道路,D1,交通局,一般公共预算,2025,1\n")
+    both = write(tmp_path / "c.csv",
+                 f"单位：元\n单位：千元\n{PROJECT_HEAD},年初预算数\nP1,道路,D1,交通局,一般公共预算,2025,1\n")
     with pytest.raises(TabularError, match="两种金额单位（元与千元）"):
         split(both)
 
@@ -162,3 +165,44 @@ def test_a_row_shorter_than_the_header_has_empty_cells_not_missing_columns(tmp_p
     assert accepted == [] and len(rejected) == 1 and "年初预算数为空" in rejected[0].reason
     assert isinstance(rejected[0].source, str) and rejected[0].source.endswith("p.csv:2")
     _ = Accepted  # (the accepted type is what split separates on)
+
+
+def test_dates_as_excel_writes_them(tmp_path: Path) -> None:
+    path = write(tmp_path / "pay.csv", "支付凭证号,项目编码,支付日期,支付金额\n"
+                                       "V1,P1,2025/3/1 0:00:00,1\nV2,P1,2025/03/02 10:15,1\n"
+                                       "V3,P1,2025-3-3T08:00:00,1\nV4,P1,45720,1\n")
+    accepted, rejected = split(path)
+    assert rejected == []
+    assert [a.record.day for a in accepted] == [dt.date(2025, 3, d).toordinal() for d in (1, 2, 3, 4)]
+    book = write_book(tmp_path / "pay.xlsx", {"支付": [["支付凭证号", "项目编码", "支付日期", "支付金额"],
+                                                       ["W1", "P1", 45717, 1], ["W2", "P1", 45717.75, 1]]})
+    assert {a.record.day for a in split(book)[0]} == {dt.date(2025, 3, 1).toordinal()}
+
+
+def test_amounts_as_exports_write_them(tmp_path: Path) -> None:
+    path = write(tmp_path / "pay.csv", "支付凭证号,项目编码,支付日期,支付金额\n"
+                                       'V1,P1,2025-03-01,¥100.00\nV2,P1,2025-03-01,"￥1,000.00"\n'
+                                       "V3,P1,2025-03-01,250元\nV4,P1,2025-03-01,(500.00)\n"
+                                       'V5,P1,2025-03-01,"(1,000.00)"\nV6,P1,2025-03-01,－20\n'
+                                       "V7,P1,2025-03-01,一百元\n")
+    accepted, rejected = split(path)
+    assert [(a.record.type, a.record.amount) for a in accepted] == [
+        ("payment", 10_000), ("payment", 100_000), ("payment", 25_000), ("payment_reversed", 50_000),
+        ("payment_reversed", 100_000), ("payment_reversed", 2_000)]
+    (bad,) = rejected
+    assert bad.reason.startswith("payments row: 金额无法读取，应为数字如 1,234,567.89")
+
+
+def test_years_written_with_their_unit(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.csv", f"{PROJECT_HEAD},年初预算数\nP1,道路,D1,交通局,一般公共预算,2025年,1\n"
+                                     "P2,桥梁,D1,交通局,一般公共预算,2025年度,1\n")
+    assert sorted(e for _, e in amounts(path)) == [
+        "P1@approved:2025", "P1@registered:2025", "P2@approved:2025", "P2@registered:2025"]
+
+
+def test_tab_separated_and_utf16_unicode_text_files(tmp_path: Path) -> None:
+    text = "支付凭证号\t项目编码\t支付日期\t支付金额\nV1\tP1\t2025-03-01\t1,500.00\n"
+    for name, data in (("tab.csv", text.encode("utf-8")), ("u16.txt.csv", text.encode("utf-16"))):
+        (tmp_path / name).write_bytes(data)
+        accepted, rejected = split(tmp_path / name)
+        assert rejected == [] and [(a.record.event_id, a.record.amount) for a in accepted] == [("V1", 150_000)]
