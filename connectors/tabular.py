@@ -16,7 +16,7 @@ import io
 import logging
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain, repeat
 from pathlib import Path
@@ -605,26 +605,3 @@ def read_table(path: Path, *, layout: Layout = "auto", unit: Unit = "auto") -> I
         raise TabularError("; ".join(str(refusal) for _, refusal in skipped))
     for title, refusal in skipped:
         yield Rejected(f"{path}:{title}", f"sheet skipped: {refusal}", "")
-
-
-def write_xlsx(path: Path, headers: Sequence[str], rows: Iterable[Sequence[Any]], title: str) -> None:
-    from openpyxl import Workbook
-    from openpyxl.styles import Font
-
-    workbook = Workbook()
-    sheet = workbook.active
-    assert sheet is not None
-    sheet.title = title
-    sheet.append(list(headers))
-    for cell in sheet[1]:
-        cell.font = Font(bold=True)
-    for row in rows:
-        sheet.append(list(row))
-        for cell in sheet[sheet.max_row]:
-            # A project name like "=HYPERLINK(…)" is text, never a live formula.
-            if isinstance(cell.value, str) and cell.value.startswith("="):
-                cell.data_type = "s"
-    for column in sheet.columns:
-        width = max(len(str(c.value or "")) for c in column)
-        sheet.column_dimensions[column[0].column_letter].width = min(max(width * 1.6, 10), 60)
-    workbook.save(path)

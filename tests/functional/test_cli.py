@@ -85,8 +85,20 @@ def test_reduction_proposals_100_percent_and_partial(park: Path, tmp_path: Path)
         assert key in by_id["XS"]
     sheet = load_workbook(xlsx).active
     rows = list(sheet.iter_rows(values_only=True))
-    assert rows[0][0] == "项目编码" and "建议调减金额（元）" in rows[0]
-    assert {r[0] for r in rows[1:]} == {"XS", "ZS"}
+    head = rows[0]
+    assert head[0] == "项目编码" and "建议调减金额（元）" in head
+    assert {r[0] for r in rows[1:-1]} == {"XS", "ZS"}
+    # Laid out for a finance office: money as numbers with separators, the rate as a
+    # percentage of the full ratio, a 合计 row of values, frozen header with filters.
+    cut, rate = head.index("建议调减金额（元）") + 1, head.index("调减率") + 1
+    xs_row = next(r for r in range(2, sheet.max_row) if sheet.cell(r, 1).value == "XS")
+    assert sheet.cell(xs_row, cut).number_format == "#,##0.00" and sheet.cell(xs_row, cut).value == 965200
+    assert sheet.cell(xs_row, rate).number_format == "0.00%"
+    assert sheet.cell(xs_row, rate).value == by_id["XS"]["reduction_rate"]
+    total = rows[-1]
+    assert total[0] == "合计" and total[cut - 1] == 965200 + 100000 and total[rate - 1] is None
+    assert sheet.freeze_panes == "A2" and sheet.auto_filter.ref == f"A1:K{sheet.max_row - 1}"
+    assert sheet.column_dimensions["B"].width >= 2 * len("园区修缮经费项目")  # Chinese is two columns wide
 
 
 def test_status_json_shape_and_region_rate(park: Path) -> None:

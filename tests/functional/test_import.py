@@ -311,7 +311,7 @@ def test_every_sheet_of_a_workbook_is_read_and_a_sheet_without_header_is_reporte
 def test_exported_text_that_starts_with_an_equals_sign_is_never_a_formula(tmp_path: Path) -> None:
     import zipfile
 
-    from connectors.tabular import write_xlsx
+    from connectors.exports import write_xlsx
 
     path = tmp_path / "reductions.xlsx"
     name = '=HYPERLINK("http://evil.example","点击查看")'
