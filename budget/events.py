@@ -370,8 +370,11 @@ def problem_zh(kind: str, ctx: Mapping[str, Any] | None, message: str = "") -> s
             if words in message:
                 return zh
     template = _PROBLEM_ZH.get(kind, "取值无效")
+    found = dict(ctx or {})
+    if isinstance(found.get("expected"), str):  # pydantic lists choices as "'a', 'b' or 'c'"
+        found["expected"] = found["expected"].replace("' or '", "', '").replace("', '", "'、'")
     try:
-        return template.format(**(ctx or {}))
+        return template.format(**found)
     except (KeyError, IndexError, ValueError):
         return "取值无效"
 

@@ -223,8 +223,9 @@ def xlsx_sheets(path: Path) -> Iterator[tuple[str, Iterator[Row]]]:
 
 def _detect(
     rows: Iterator[Row], layout: Layout, origin: str
-) -> tuple[str, list[tuple[str | None, str | None]], Iterator[Row]]:
-    """Find the header row; return (layout, [(field, unit)] per column, remaining rows)."""
+) -> tuple[str, list[tuple[str | None, str | None]], list[str], Iterator[Row]]:
+    """Find the header row; return (layout, [(field, unit)] per column, the header's
+    names as written, remaining rows)."""
     seen: list[str] = []
     skipped: list[Row] = []  # unreadable stretches above the header: still dead letters
     title_unit: str | None = None  # "单位：万元" in the title block, for columns naming none
@@ -267,7 +268,8 @@ def _detect(
         _refuse_repeated_fields(columns, cells, origin, item[0])
         if chosen == "projects":
             _refuse_unknown_budget_column(columns, cells, origin, item[0])
-        return chosen, columns, chain(skipped, rows)
+        names_as_written = [str(c).strip() if c is not None else "" for c in cells]
+        return chosen, columns, names_as_written, chain(skipped, rows)
     raise TabularError(
         f"{origin}：前 {HEADER_SEARCH_ROWS} 行中找不到项目表或支付表的表头"
         f"（读到：{'; '.join(s for s in seen if s) or '无'}），可用的列名见 README「File import」"
@@ -514,7 +516,7 @@ def parse_table(
     layout: Layout = "auto",
     unit: Unit = "auto",
 ) -> Iterator[Parsed]:
-    chosen, columns, rest = _detect(rows, layout, origin)
+    chosen, columns, header, rest = _detect(rows, layout, origin)
     units = {
         name: (unit if unit != "auto" else (col_unit or "yuan"))
         for name, col_unit in columns
@@ -534,10 +536,6 @@ def parse_table(
         for (name, _), cell in zip(columns, padded, strict=True):
             if name is not None and name not in values:
                 values[name] = cell
-        raw = orjson.dumps(
-            {str(k): (v.isoformat() if isinstance(v, dt.date) else v) for k, v in values.items()},
-            default=str,
-        ).decode()
         try:
             found = _row_events(chosen, values, units)
             if chosen == "payments":
@@ -547,13 +545,28 @@ def parse_table(
             reason = err.reason if isinstance(err, EventRejected) else (
                 f"金额无法读取，应为数字如 1,234,567.89（{err}）"
             )
-            yield Rejected(source, f"{chosen} row: {reason}", raw)
+            yield Rejected(source, f"{chosen} row: {reason}", _raw_row(header, cells))
             continue
         except (ValueError, TypeError, ArithmeticError) as err:  # one odd cell loses its row only
-            yield Rejected(source, f"{chosen} row: cannot read it ({type(err).__name__}: {err})", raw)
+            yield Rejected(source, f"{chosen} row: cannot read it ({type(err).__name__}: {err})",
+                           _raw_row(header, cells))
             continue
         for event in events:
             yield Accepted(event.to_record(), source)
+
+
+def _raw_row(header: list[str], cells: list[Any]) -> str:
+    """A refused row as written, every column under its own header (unmapped ones too:
+    a dead letter keeps the whole row)."""
+    row: dict[str, Any] = {}
+    for index, cell in enumerate(cells):
+        if cell is None or (isinstance(cell, str) and not cell.strip()):
+            continue
+        name = (header[index] if index < len(header) else "") or f"第{index + 1}列"
+        while name in row:
+            name += "'"
+        row[name] = cell.isoformat() if isinstance(cell, dt.date) else cell
+    return orjson.dumps(row, default=str).decode()
 
 
 def _number_detail_line(event: dict[str, Any], cells: list[Any], seen: dict[str, int | list[int]]) -> None:

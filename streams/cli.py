@@ -266,6 +266,17 @@ def status_cmd(
         (p for p in status["projects"] if p["execution_rate"] is not None), key=lambda p: p["execution_rate"]
     )
     out.print(render.projects_table(projects[:limit], f"执行率最低的{min(limit, len(projects))}个项目"))
+    # Refunds beyond what was paid, or cuts beyond the budget: figures no ledger should
+    # hold, most often a unit or sign error in an import. Kept (events may arrive in any
+    # order), but named.
+    if negative := [p["project_id"] for p in status["projects"]
+                    if p["paid"].startswith("-") or p["budget"].startswith("-")]:
+        shown = "、".join(negative[:10]) + ("等" if len(negative) > 10 else "")
+        out.print(
+            f"[yellow]{len(negative)} 个项目的已支付或预算为负数（{escape(shown)}）：退回多于支付，或调减多于预算，"
+            f"请核对导入数据的单位与正负号[/yellow]",
+            highlight=False,
+        )
     if no_rate := [p["project_id"] for p in status["projects"] if p["execution_rate"] is None]:
         shown = "、".join(no_rate[:10]) + ("等" if len(no_rate) > 10 else "")
         out.print(

@@ -251,6 +251,8 @@ def test_the_status_table_says_which_projects_have_no_rate_and_counts_no_overall
         b.payment("P1", "29999.99", on="2025-03-01"),
         b.registered("CUT", on="2025-01-10"), b.approved("CUT", "500000", on="2025-01-10"),
         b.adjusted("CUT", "-500000", on="2025-02-01"), b.payment("CUT", "10000", on="2025-01-20"),
+        b.registered("REFUND", on="2025-01-10"), b.approved("REFUND", "1000", on="2025-01-10"),
+        b.payment("REFUND", "100", on="2025-02-01"), b.reversal("REFUND", "150", on="2025-02-05"),
         b.registered("OVERALL", on="2025-01-10", kind="department_overall"),
         b.approved("OVERALL", "900000", on="2025-01-10"),
     ]
@@ -261,8 +263,9 @@ def test_the_status_table_says_which_projects_have_no_rate_and_counts_no_overall
     out = subprocess.run([str(BIN), "status", "--db", str(db)], capture_output=True, text=True, check=True,
                          env={**os.environ, **env}).stdout
     region_row = next(line for line in out.splitlines() if "万元" in line)
-    assert region_row.split("│")[-2].strip() == "2"  # P1 and CUT; the overall line is no project
+    assert region_row.split("│")[-2].strip() == "3"  # P1, CUT, REFUND; the overall line is no project
     assert "另有 1 个项目预算为 0 或为负、没有执行率，未列入上表（CUT）" in out
+    assert "1 个项目的已支付或预算为负数（REFUND）：退回多于支付" in out
     status = as_json(db, "status")
     assert [p["execution_rate"] for p in status["projects"] if p["project_id"] == "P1"] == [0.299999]
     (low,) = [a for a in as_json(db, "alerts") if a["rule"] == "low_execution" and a["subject_id"] == "P1"]

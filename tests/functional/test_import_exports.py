@@ -10,6 +10,7 @@ import re
 import zipfile
 from pathlib import Path
 
+import orjson
 import pytest
 from openpyxl import Workbook
 
@@ -206,3 +207,11 @@ def test_tab_separated_and_utf16_unicode_text_files(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(data)
         accepted, rejected = split(tmp_path / name)
         assert rejected == [] and [(a.record.event_id, a.record.amount) for a in accepted] == [("V1", 150_000)]
+
+
+def test_a_dead_letter_keeps_the_whole_row_under_its_own_headers(tmp_path: Path) -> None:
+    path = write(tmp_path / "pay.csv", "支付凭证号,项目编码,支付日期,支付金额,经济分类,备注\n"
+                                       "V1,P1,2025-02-30,100,30201,第一笔\n")
+    (rejected,) = split(path)[1]
+    assert orjson.loads(rejected.raw) == {"支付凭证号": "V1", "项目编码": "P1", "支付日期": "2025-02-30",
+                                          "支付金额": "100", "经济分类": "30201", "备注": "第一笔"}

@@ -134,7 +134,8 @@ def test_fund_source_must_be_one_of_the_four_budgets() -> None:
          "amount：金额最多保留两位小数", "whole number of fen"),
         ({"type": "project_registered", "event_id": "x", "occurred_on": "2025-02-03", "project_id": "P",
           "fiscal_year": 2025, "name": "n", "department_id": "D", "department_name": "d", "fund_source": "彩票"},
-         "fund_source：取值应为 'general'", "一般公共预算"),
+         "fund_source：取值应为 'general'、'government_fund'、'state_capital'、'social_insurance' 之一",
+         "一般公共预算"),
         ({"type": "grant", "event_id": "x"}, "未知的事件类型 'grant'", "unknown event type 'grant'"),
     ],
 )

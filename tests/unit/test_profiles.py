@@ -124,7 +124,7 @@ def test_unknown_profile_name() -> None:
         ("name: x\nprogress_gap: {gap: 2}", "progress_gap.gap：应不大于 1.0（progress_gap.gap: "),
         ("name: x\nstalled: {dayz: 3}", "stalled.dayz 不是可用的设置项，请检查拼写"),
         ("name: x\nbehind_schedule: {severity: fatal}",
-         "behind_schedule.severity：取值应为 'warning' or 'critical' 之一"),
+         "behind_schedule.severity：取值应为 'warning'、'critical' 之一"),
         ("name: x\nlow_execution: {floors: [{checkpoint: '6/30', floor: 0.3}]}",
          "low_execution.floors.0.checkpoint：检查点 '6/30' 应写作 月-日"),
         ("- just a list", "策略文件应为“设置项: 值”的映射"),
