@@ -9,6 +9,7 @@ figures and the recommended action.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,9 @@ def figure_lines(transition: Mapping[str, Any]) -> list[tuple[str, str]]:
             continue
         lines.append((label, fmt(value)))
     return lines
+
+
+_LABEL = re.compile(r"^【[^】]*】[^：]{0,20}：")
 
 
 def severity_text(transition: Mapping[str, Any]) -> str:
@@ -132,7 +136,8 @@ def compose_notification(
     figures_title = "关键数据"
     if evaluated and evaluated != transition.get("date"):
         figures_title = f"关键数据（{evaluated} 预警评估时）"
-    message = str(transition.get("message", ""))
+    # The stored message starts with the headline's own 【新预警·严重预警】规则： tag; said once.
+    message = _LABEL.sub("", str(transition.get("message", "")), count=1)
     action = str(transition.get("action", ""))
     footer = f"预警编号：{transition.get('alert_id', '')}"
     if reference:

@@ -90,6 +90,9 @@ def test_resolved_text() -> None:
     assert text.title == "【预警解除】预算执行率偏低：教育局 校舍改造"
     assert "处理建议：预警条件已消除" in text.plain
     assert "预算执行率：70.00%" in text.plain
+    # the title says 【预警解除】预算执行率偏低 once; the situation goes straight to the facts
+    assert "情况说明：校舍改造的预警已于2025-07-05解除" in text.plain
+    assert "**情况说明**：校舍改造的预警已于" in text.markdown
 
 
 def test_escalation_copy_is_marked_and_stalled_shows_days() -> None:
