@@ -540,7 +540,8 @@ def parse_table(
             found = _row_events(chosen, values, units)
             if chosen == "payments":
                 _number_detail_line(found[0], cells, detail_lines)
-            events = [parse_event_object(e) for e in found]
+            # An empty cell is a missing field ("缺少字段 'name'"), not "应为文本".
+            events = [parse_event_object({k: v for k, v in e.items() if v is not None}) for e in found]
         except (EventRejected, MoneyError) as err:
             reason = err.reason if isinstance(err, EventRejected) else (
                 f"金额无法读取，应为数字如 1,234,567.89（{err}）"

@@ -215,3 +215,9 @@ def test_a_dead_letter_keeps_the_whole_row_under_its_own_headers(tmp_path: Path)
     (rejected,) = split(path)[1]
     assert orjson.loads(rejected.raw) == {"支付凭证号": "V1", "项目编码": "P1", "支付日期": "2025-02-30",
                                           "支付金额": "100", "经济分类": "30201", "备注": "第一笔"}
+
+
+def test_an_empty_required_cell_is_reported_missing(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.csv", f"{PROJECT_HEAD},年初预算数\nP1,,D1,交通局,一般公共预算,2025,1\n")
+    (rejected,) = split(path)[1]
+    assert "缺少字段 'name'" in rejected.reason
