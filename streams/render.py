@@ -67,7 +67,7 @@ def projects_table(projects: Sequence[Mapping[str, Any]], title: str) -> Table:
         table.add_column(label)
     for p in projects:
         table.add_row(
-            p["project_id"], p["name"] or "", p["department_id"] or "",
+            p["project_id"], p["name"] or "", p.get("department_name") or p["department_id"] or "",
             FUND_SOURCE_NAMES.get(p["fund_source"] or "", p["fund_source"] or ""),
             wan(p["budget"]), wan(p["paid"]), pct(p["execution_rate"]),
             pct(p["expected_progress"]), pct(p["performance_completion"]),
