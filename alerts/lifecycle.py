@@ -152,6 +152,10 @@ class AlertBook:
     # year, so a department's alert of last year is not judged by this year's totals.
     firing: dict[tuple[str, str, int], dict[str, Alert]] = field(default_factory=dict)
     archive: Archive | None = None
+    # Firing alerts whose subject moved or was renamed (a project re-registered under
+    # another department, 机构改革) without any transition: a persisting runtime writes
+    # them out and clears this, so access and listings follow the current department.
+    moved: set[str] = field(default_factory=set)
 
     def add(self, alert: Alert) -> None:
         """Adopt an alert restored from storage."""
@@ -182,6 +186,15 @@ class AlertBook:
         for by_rule in self.firing.values():
             yield from by_rule.values()
 
+    def follow(self, current: Mapping[str, Alert], department_id: str, department_name: str, name: str) -> None:
+        """Firing alerts take their subject's current department and names (a project
+        re-registered elsewhere, a renamed department) without a transition; see ``moved``."""
+        for alert in current.values():
+            if (alert.department_id != department_id or alert.department_name != department_name
+                    or alert.subject_name != name):
+                alert.department_id, alert.department_name, alert.subject_name = department_id, department_name, name
+                self.moved.add(alert.alert_id)
+
     def firing_rules(self, subject_type: str, subject_id: str, fiscal_year: int) -> Mapping[str, Alert]:
         return self.firing.get((subject_type, subject_id, fiscal_year)) or {}
 
@@ -198,6 +211,7 @@ class AlertBook:
         if not findings and not current:
             return []
         current = current or {}
+        self.follow(current, subject.department_id, subject.department_name, subject.name)
         if len(findings) == len(current) and all(
             (a := current.get(rule)) is not None and a.severity == sev
             for rule, sev in findings.items()

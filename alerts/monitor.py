@@ -193,7 +193,8 @@ class Monitor:
             touched_departments = self._dirty_departments
             self._dirty_departments = set()
         contexts: dict[int, DayContext] = {}
-        firing = self.book.firing
+        book = self.book
+        firing = book.firing
         # Sorted, so a run resumed after a restart lists a day's transitions in the same order.
         for project_id in sorted(touched):
             state = projects[project_id]
@@ -219,6 +220,9 @@ class Monitor:
                     ctx = contexts[-fiscal_year] = day_context(self.profile, as_of, fiscal_year)
             findings, due = assess(state, ctx)
             current = firing.get(("project", project_id, fiscal_year))
+            if current is not None:
+                book.follow(current, state.department_id or "", state.department_name or "",
+                            state.name or state.project_id)
             if current is None:
                 if findings:
                     transitions.extend(self._reconcile_project(state, findings, day, as_of=as_of))

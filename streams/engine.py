@@ -325,6 +325,8 @@ class Engine:
             refused = [*refused, *monitor.refused]
             monitor.refused = []
         alerts = monitor.book.alerts
+        touched = touched | {a for a in monitor.book.moved if a in alerts}
+        monitor.book.moved.clear()
         # In key order: a province's rows fill tables far larger than the page cache, and
         # rows written in the order of their keys (which, on the first commit, becomes the
         # order of their rowids) touch each page once instead of once per row.

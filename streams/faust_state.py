@@ -512,6 +512,7 @@ class ProjectPartition(_VersionedPartition):
                 ))
             monitor.refused = []
         self._forget_resolved(resolved)
+        monitor.book.moved.clear()  # a moved alert's project had an event: its value is written below
         bodies = self._write_next_epoch(sorted(touched), out)
         self.meta.epoch = epoch
         self.meta.clock = monitor.clock if monitor.clock is not None else until
@@ -916,6 +917,7 @@ class DepartmentPartition(_VersionedPartition):
                 transitions.extend(judge.assess_department(totals, day))
             elif totals.fiscal_year < year and dept in late:  # a late event of its year: as of Dec 31
                 transitions.extend(judge.assess_department(totals, day, as_of=year_bounds(totals.fiscal_year)[1]))
+        judge.book.moved.clear()  # a renamed department had a delta: its value is written this round
         return transitions
 
     def _body(self, dept: str) -> Value:

@@ -636,3 +636,29 @@ def test_a_commit_writes_project_and_alert_rows_in_key_order(tmp_path: Path) -> 
     assert projects == sorted(codes)
     alerts = [a for (a,) in db.execute("SELECT alert_id FROM alerts ORDER BY rowid")]
     assert len(alerts) >= len(codes) and alerts == sorted(alerts)
+
+
+def test_a_project_moved_to_another_department_takes_its_firing_alerts_along(tmp_path: Path) -> None:
+    """Re-registered under D02 (机构改革), P1's low_execution alert kept D01: D01's users
+    could still dispose of it and D02's could not see it (web audit)."""
+    db = tmp_path / "bw.db"
+    e = engine(db)
+    ingest_events(e.store, [
+        b.registered("P1", department_id="D01", department_name="教育局"), b.approved("P1", "1000000"),
+        b.payment("P1", "10000", on="2025-03-01"),
+    ])
+    e.run(day("2025-07-01"))
+    (alert,) = [a for a in e.store.alert_rows() if a["rule"] == "low_execution"]
+    assert (alert["department_id"], alert["status"]) == ("D01", "firing")
+    ingest_events(e.store, [b.registered("P1", on="2025-07-02", department_id="D02", department_name="卫健委",
+                                         event_id="P1-REG-2")])
+    e.run(day("2025-07-02"))
+    (moved,) = [a for a in e.store.alert_rows() if a["rule"] == "low_execution"]
+    assert (moved["department_id"], moved["department_name"], moved["status"]) == ("D02", "卫健委", "firing")
+    assert moved["since"] == alert["since"]  # the same episode: no new firing, no notification
+    assert [t["transition"] for t in e.store.transition_rows() if t["alert_id"] == alert["alert_id"]] == ["firing"]
+    e.store.close()
+    again = engine(db)
+    again.load()
+    assert {a.department_id for a in again.monitor.book.active() if a.subject_id == "P1"} == {"D02"}
+    assert not again.monitor.book.moved
