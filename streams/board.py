@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import logging
 import os
 import tempfile
 import uuid
@@ -60,6 +61,8 @@ from streams.clock import today_in_china
 from streams.errors import ClockError
 from streams.render import KIND_LABELS
 from streams.service import SERVICE, Service, json_response, json_text
+
+log = logging.getLogger("budgetwatch.board")
 
 WEB = Path(__file__).resolve().parent / "web"
 SESSION_COOKIE = "bw_session"
@@ -750,7 +753,12 @@ def install(app: web.Application, service: Service, users: Users | None) -> Boar
 def register(app: web.Application, service: Service) -> None:
     """Route registrar for ``build_app``: users from ``BUDGETWATCH_USERS`` (unset: open API,
     no board logins)."""
-    path = os.environ.get("BUDGETWATCH_USERS")
+    path = os.environ.get("BUDGETWATCH_USERS", "").strip()
+    if not path:
+        log.warning(
+            "未配置用户文件（BUDGETWATCH_USERS）：看板无法登录，API 不需令牌，任何能访问本端口的人都可以"
+            "提交事件、处置和审批预警；请只在本机使用，或配置用户文件（no users file: the API is open）"
+        )
     install(app, service, load_users(path) if path else None)
 
 

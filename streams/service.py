@@ -417,6 +417,42 @@ async def get_rejected(request: web.Request) -> web.Response:
     return json_response(await service.db(service.store.rejections))
 
 
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@web.middleware
+async def cross_site_middleware(
+    request: web.Request, handler: Callable[[web.Request], Any]
+) -> web.StreamResponse:
+    """Refuse a state-changing request a browser sent on behalf of another site.
+
+    A page on any website can make its visitor's browser POST a text/plain body to
+    127.0.0.1:8080 (no preflight for a "simple" request): events, or — without a users
+    file — dispositions and approvals. Browsers say where such a request comes from
+    (``Sec-Fetch-Site``, ``Origin``); curl, scripts and budget systems send neither, so
+    they are not affected."""
+    if request.method in UNSAFE_METHODS and _cross_site(request):
+        return error_response(
+            "拒绝跨站请求：浏览器从其他网站发来的修改请求不予受理（cross-site request refused）",
+            status=403,
+        )
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+def _cross_site(request: web.Request) -> bool:
+    fetch_site = request.headers.get("Sec-Fetch-Site", "").lower()
+    if fetch_site:  # current browsers: exact, and right behind a proxy that rewrites Host
+        return fetch_site in ("cross-site", "same-site")
+    origin = request.headers.get("Origin")  # older browsers: compared with the Host asked for
+    if origin is None:
+        return False
+    if origin == "null":  # an opaque origin: a sandboxed frame, a file, a redirect chain
+        return True
+    ours = {request.headers.get("Host", ""), request.headers.get("X-Forwarded-Host", "")} - {""}
+    return origin.split("://", 1)[-1].rstrip("/") not in ours
+
+
 @web.middleware
 async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Any]
@@ -441,7 +477,9 @@ def build_app(
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> web.Application:
     """The aiohttp application: core routes, extra routes, the processor and workers."""
-    app = web.Application(client_max_size=MAX_OTHER_BODY_BYTES, middlewares=[errors_middleware])
+    app = web.Application(
+        client_max_size=MAX_OTHER_BODY_BYTES, middlewares=[errors_middleware, cross_site_middleware]
+    )
     app[SERVICE] = service
     app[EVENTS_BODY_LIMIT] = max_body_bytes
     app.router.add_post("/events", post_events)

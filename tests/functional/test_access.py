@@ -10,6 +10,7 @@ from typing import Any
 
 import openpyxl
 import orjson
+import pytest
 from aiohttp.test_utils import TestClient
 
 from streams.service import Service
@@ -375,3 +376,24 @@ def test_checking_made_up_tokens_never_freezes_the_service(tmp_path: Path) -> No
         assert ok.status == 200
 
     run_service(db, scenario, routes=[lambda app, s: install(app, s, configured)])
+
+
+def test_an_open_api_says_so_when_the_service_starts(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """Without a users file anyone who reaches the port may dispose and approve; an
+    empty BUDGETWATCH_USERS= meant the same, silently."""
+    import logging
+
+    from aiohttp import web
+
+    from streams.board import register
+
+    for value in (None, " "):
+        if value is None:
+            monkeypatch.delenv("BUDGETWATCH_USERS", raising=False)
+        else:
+            monkeypatch.setenv("BUDGETWATCH_USERS", value)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="budgetwatch.board"):
+            register(web.Application(), None)  # type: ignore[arg-type]
+        assert "未配置用户文件（BUDGETWATCH_USERS）" in caplog.text

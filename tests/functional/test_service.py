@@ -399,3 +399,30 @@ def test_a_year_missing_from_the_holiday_calendar_is_logged_once(
 
     with caplog.at_level("WARNING", logger="budgetwatch.service"):
         serve(tmp_path, scenario, live=True, clock=lambda: today[0], tick_seconds=3600)
+
+
+def test_a_browser_post_sent_for_another_site_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    """Any web page could make its visitor's browser POST text/plain JSON to a local
+    serve: events, or dispositions without a users file (web audit)."""
+    line = b.jsonl([b.payment("P1", "1.00", on="2025-03-01", event_id="X-1")])
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        host = f"{client.server.host}:{client.server.port}"
+        refused = [
+            {"Origin": "https://evil.example", "Content-Type": "text/plain"},
+            {"Sec-Fetch-Site": "cross-site"},
+            {"Sec-Fetch-Site": "same-site", "Origin": f"http://{host}"},
+            {"Origin": "null"},
+        ]
+        for headers in refused:
+            answer = await client.post("/events", data=line, headers=headers)
+            assert answer.status == 403, headers
+            assert "拒绝跨站请求" in (await answer.json())["error"]
+        assert await service.db(service.store.event_count) == 0
+        allowed = [{}, {"Origin": f"http://{host}"}, {"Sec-Fetch-Site": "same-origin", "Origin": "https://proxy"},
+                   {"Origin": "https://bw.example", "X-Forwarded-Host": "bw.example"}]
+        for headers in allowed:
+            assert (await client.post("/events", data=line, headers=headers)).status == 200, headers
+        assert (await client.get("/api/alerts", headers={"Sec-Fetch-Site": "cross-site"})).status == 200
+
+    serve(tmp_path, scenario)
