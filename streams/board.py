@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 import orjson
@@ -101,7 +102,7 @@ class Board:
             autoescape=jinja2.select_autoescape(("html",)),
             undefined=jinja2.StrictUndefined,
         )
-        self.env.filters.update(pct=pct, wan=wan)
+        self.env.filters.update(pct=pct, wan=wan, segment=path_segment)
         self.env.globals.update(
             RULE_NAMES=RULE_NAMES, SEVERITY_NAMES=SEVERITY_NAMES, STATUS_NAMES=STATUS_NAMES,
             ACTION_NAMES=ACTION_NAMES, KIND_LABELS=KIND_LABELS, FUND_SOURCE_NAMES=FUND_SOURCE_NAMES,
@@ -408,10 +409,27 @@ def _login_required(request: web.Request) -> User:
 async def _form_with_csrf(request: web.Request) -> tuple[User, Any]:
     board = _board(request)
     user = _login_required(request)
-    form = await request.post()
+    form = await _read_form(request)
     if not same_token(str(form.get("csrf", "")), board.csrf_of(request)):
         raise web.HTTPForbidden(text="CSRF 校验失败：请刷新页面后重新提交", content_type="text/plain")
     return user, form
+
+
+def path_segment(value: object) -> str:
+    """An id as one URL path segment: a project code with /, ?, # or % in it must not
+    lead a link, a form or a redirect to another page (as board.js encodes them)."""
+    return quote(str(value), safe=":")
+
+
+async def _read_form(request: web.Request) -> Any:
+    """The form of a POST; a body that is not one (bad bytes, an unknown charset, a
+    broken multipart) is a Chinese 400, not a 500 with a traceback."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError) as err:  # UnicodeDecodeError is a ValueError
+        raise web.HTTPBadRequest(
+            text=f"表单无法读取（{type(err).__name__}）：请刷新页面后重新提交", content_type="text/plain"
+        ) from None
 
 
 def _secure(request: web.Request) -> bool:
@@ -429,7 +447,7 @@ async def login_page(request: web.Request) -> web.Response:
 
 async def login_post(request: web.Request) -> web.Response:
     board = _board(request)
-    form = await request.post()
+    form = await _read_form(request)
     token = request.cookies.get(LOGIN_CSRF_COOKIE)
     if not same_token(str(form.get("csrf", "")), token):
         raise web.HTTPForbidden(text="CSRF 校验失败：请刷新登录页后重试", content_type="text/plain")
@@ -568,7 +586,7 @@ async def dispose_post(request: web.Request) -> web.Response:
     if error:
         alert, history = await _visible_alert(request, user)
         return _alert_response(request, user, alert, history, error=error, status=400)
-    raise web.HTTPSeeOther(f"/alerts/{alert['alert_id']}?ok=disposed")
+    raise web.HTTPSeeOther(f"/alerts/{path_segment(alert['alert_id'])}?ok=disposed")
 
 
 async def approve_post(request: web.Request) -> web.Response:
@@ -584,7 +602,7 @@ async def approve_post(request: web.Request) -> web.Response:
     if error:
         alert, history = await _visible_alert(request, user)
         return _alert_response(request, user, alert, history, error=error, status=400)
-    raise web.HTTPSeeOther(f"/alerts/{alert['alert_id']}?ok=approved")
+    raise web.HTTPSeeOther(f"/alerts/{path_segment(alert['alert_id'])}?ok=approved")
 
 
 async def project_page(request: web.Request) -> web.Response:
@@ -617,8 +635,6 @@ async def reductions_xlsx(request: web.Request) -> web.Response:
 
     body = await board.service.db(build)
     name = f"调减建议{board.clock_text()}.xlsx"
-    from urllib.parse import quote
-
     return web.Response(body=body, headers={
         "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         "Content-Disposition": f"attachment; filename=\"reductions.xlsx\"; filename*=UTF-8''{quote(name)}",

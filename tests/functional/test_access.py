@@ -397,3 +397,64 @@ def test_an_open_api_says_so_when_the_service_starts(monkeypatch: pytest.MonkeyP
         with caplog.at_level(logging.WARNING, logger="budgetwatch.board"):
             register(web.Application(), None)  # type: ignore[arg-type]
         assert "未配置用户文件（BUDGETWATCH_USERS）" in caplog.text
+
+
+def test_a_form_body_that_is_not_a_form_is_a_400_in_chinese(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        for body, content_type in (
+            (b"login=\xff", "application/x-www-form-urlencoded"),
+            (b"login=a", "application/x-www-form-urlencoded; charset=foo-bar"),
+            (b"abc", "multipart/form-data"),
+            (b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\n1", "multipart/form-data; boundary=x"),
+        ):
+            answer = await client.post("/login", data=body, headers={"Content-Type": content_type},
+                                       cookies={"bw_login_csrf": "a" * 64})
+            assert answer.status == 400, content_type
+            assert "表单无法读取" in await answer.text()
+
+    serve(db, scenario)
+
+
+def test_ids_with_url_characters_keep_their_links_forms_and_redirects_on_their_page(tmp_path: Path) -> None:
+    """A project code like X/../P2?x#y put unencoded into a link or a form action led
+    to another page (a dispose form could post to another project's alert)."""
+    from urllib.parse import quote
+
+    from budget.calendar import to_day
+    from budget.events import parse_day
+    from connectors.jsonl import parse_lines
+    from connectors.profiles import load_profile
+    from streams.engine import Engine
+    from streams.ingest import ingest
+    from tests.board_helpers import PLAN, login
+    from tests.builders import approved, jsonl, payment, registered
+
+    db = tmp_path / "bw.db"
+    prepare(db)
+    odd = "X/../P2?x#y 中文%2F"
+    with Store(db) as store:
+        ingest(store, parse_lines(jsonl([
+            registered(odd, plan=PLAN, on="2025-01-02", department_id="D101", department_name="教育局", name="怪编码"),
+            approved(odd, "1000000.00", on="2025-01-02"), payment(odd, "1000.00", on="2025-02-01", event_id="ODD-1"),
+        ]).splitlines(), "odd.jsonl"))
+        Engine(store, load_profile("baseline")).run(to_day(parse_day("2025-07-02")))
+    alert_id = f"2025:low_execution:project:{odd}"
+    encoded = quote(alert_id, safe=":")
+
+    async def scenario(client: Client, service: Service) -> None:
+        csrf = await login(client, "jxk")
+        board = await (await client.get("/")).text()
+        assert f'href="/alerts/{encoded}"' in board
+        page = await client.get(f"/alerts/{encoded}")
+        assert page.status == 200
+        html = await page.text()
+        assert f'action="/alerts/{encoded}/dispose"' in html and f'href="/projects/{quote(odd, safe=":")}"' in html
+        answer = await client.post(f"/alerts/{encoded}/dispose", allow_redirects=False,
+                                   data={"csrf": csrf, "action": "continue", "note": "编码含特殊字符"})
+        assert answer.status == 303 and answer.headers["Location"] == f"/alerts/{encoded}?ok=disposed"
+        assert (await client.get(answer.headers["Location"])).status == 200
+
+    serve(db, scenario)
