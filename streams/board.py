@@ -72,6 +72,8 @@ LOGIN_CSRF_COOKIE = "bw_login_csrf"
 # department user with its own department's rows only.
 FILTERED = ("/api/status", "/api/alerts", "/api/reductions")
 BUREAU_ONLY = ("/api/rejected", "/metrics", "/events")
+PUBLIC_PATHS = frozenset({"/healthz", "/login"})  # and /static/…
+MAX_WAITING_TOKEN_CHECKS = 16
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'"
@@ -96,6 +98,7 @@ class Board:
         # scrypt runs off the event loop, one check at a time: made-up tokens sent in a
         # flood wait their turn instead of freezing every other request.
         self._token_checks: asyncio.Semaphore | None = None
+        self._waiting_checks = 0
         self._password_checks: asyncio.Semaphore | None = None
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(str(WEB / "templates")),
@@ -127,9 +130,9 @@ class Board:
         login = self._tokens.get(key)
         if login is not None:
             return self.users.by_login(login)
-        if key in self._refused:
-            return None
-        return self._remember(key, self.users.by_token(token))  # resolve_token ran first: rare
+        # resolve_token checked it before the handler, unless the path is public (nothing
+        # there needs a caller): never a scrypt here, on the event loop.
+        return None
 
     def _remember(self, key: str, user: User | None) -> User | None:
         if user is not None:
@@ -146,12 +149,29 @@ class Board:
         header = request.headers.get("Authorization", "")
         if self.users is None or not header.startswith("Bearer "):
             return
+        if request.path in PUBLIC_PATHS or request.path.startswith("/static/"):
+            return  # nothing there asks who is calling: a flood of made-up tokens costs nothing
         token = header.removeprefix("Bearer ").strip()
         key = hashlib.sha256(token.encode()).hexdigest()
         if not token or key in self._tokens or key in self._refused:
             return
         if self._token_checks is None:
             self._token_checks = asyncio.Semaphore(1)
+        if self._waiting_checks >= MAX_WAITING_TOKEN_CHECKS:
+            # Each unknown token costs one scrypt per token holder, one at a time: past a
+            # short queue a new one is turned away at once rather than wait behind a flood.
+            raise web.HTTPTooManyRequests(
+                text=json_text({"error": "待校验的新令牌过多，请稍后重试（too many unverified tokens）"}),
+                content_type="application/json", headers={"Retry-After": "5"},
+            )
+        self._waiting_checks += 1
+        try:
+            await self._check_token(token, key)
+        finally:
+            self._waiting_checks -= 1
+
+    async def _check_token(self, token: str, key: str) -> None:
+        assert self._token_checks is not None and self.users is not None
         async with self._token_checks:
             if key in self._tokens or key in self._refused:  # checked while this one waited
                 return

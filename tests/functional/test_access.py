@@ -378,6 +378,47 @@ def test_checking_made_up_tokens_never_freezes_the_service(tmp_path: Path) -> No
     run_service(db, scenario, routes=[lambda app, s: install(app, s, configured)])
 
 
+def test_a_flood_of_made_up_tokens_is_turned_away_and_public_paths_check_none(tmp_path: Path) -> None:
+    """Each unknown token costs a scrypt per token holder, one at a time: 200 parallel
+    requests with made-up tokens delayed a real token's first use by 20 s (web audit)."""
+    import asyncio
+    import threading
+
+    from streams.auth import Users
+    from streams.board import MAX_WAITING_TOKEN_CHECKS, install
+    from tests.board_helpers import users
+    from tests.service_harness import run_service
+
+    db = tmp_path / "bw.db"
+    prepare(db)
+    release = threading.Event()
+    calls: list[str] = []
+
+    class SlowUsers(Users):
+        def by_token(self, token: str) -> Any:
+            calls.append(token)
+            release.wait(30)
+            return super().by_token(token)
+
+    configured = SlowUsers(users=users().users)
+
+    async def scenario(client: Client, service: Service) -> None:
+        public = [await client.get(path, headers={"Authorization": f"Bearer public-{i}"})
+                  for i, path in enumerate(("/healthz", "/static/board.css", "/login"))]
+        assert [r.status for r in public] == [200, 200, 200] and calls == []
+        flood = [asyncio.create_task(client.get("/api/alerts", headers={"Authorization": f"Bearer bogus-{i}"}))
+                 for i in range(MAX_WAITING_TOKEN_CHECKS + 10)]
+        await asyncio.sleep(0.3)
+        turned_away = [t for t in flood if t.done()]
+        assert len(turned_away) == 10
+        assert [(await t).status for t in turned_away] == [429] * 10
+        release.set()
+        statuses = [(await t).status for t in flood]
+        assert statuses.count(401) == MAX_WAITING_TOKEN_CHECKS and len(calls) == MAX_WAITING_TOKEN_CHECKS
+
+    run_service(db, scenario, routes=[lambda app, s: install(app, s, configured)])
+
+
 def test_an_open_api_says_so_when_the_service_starts(monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     """Without a users file anyone who reaches the port may dispose and approve; an
