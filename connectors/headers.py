@@ -68,11 +68,9 @@ def split_header(header: object) -> tuple[str, str | None]:
     Spaces and line breaks inside a Chinese header (a wrapped 年初\\n预算数) and the
     required-field mark of a template (*项目编码) are not part of its name."""
     text = str(header or "").replace("\ufeff", "").strip().lstrip("*＊").strip()
-    if not text.isascii():
-        text = _SPACES.sub("", text)
     match = _UNIT.search(text)
-    if not match:
-        return text.lower() if text.isascii() else text, None
-    base = text[: match.start()].strip()
-    base = base.lower() if base.isascii() else base
-    return base, UNITS[match.group(1).lower()]
+    unit = UNITS[" ".join(match.group(1).lower().split())] if match else None
+    base = text[: match.start()].strip() if match else text
+    if base.isascii():
+        return base.lower(), unit
+    return _SPACES.sub("", base), unit

@@ -102,6 +102,9 @@ def _json_values(body: bytes, *, array: bool) -> Iterator[bytes | Unsplit]:
         except json.JSONDecodeError as err:
             yield _unsplit(body, pos, number, err.pos, f"无法解析（{err.msg}）", array)
             return
+        except RecursionError:  # nested deeper than Python's stack (orjson stops at 1,024)
+            yield _unsplit(body, pos, number, pos, "嵌套过深，无法解析（nested too deeply）", array)
+            return
         yield doc[pos:end].encode("latin-1")
         pos = _skip(doc, end)
         if not array:
@@ -109,23 +112,35 @@ def _json_values(body: bytes, *, array: bool) -> Iterator[bytes | Unsplit]:
         if doc.startswith(",", pos):
             pos = _skip(doc, pos + 1)
             continue
-        if doc.startswith("]", pos) and _skip(doc, pos + 1) == len(doc):
+        if doc.startswith("]", pos):
+            after = _skip(doc, pos + 1)
+            if after == len(doc):
+                return
+            yield _unsplit(body, after, number + 1, after, "：数组结尾的 ] 之后还有内容", array, after_end=True)
             return
-        problem = "之后缺少结尾的 ]" if pos == len(doc) else "之后应为逗号或结尾的 ]"
-        yield _unsplit(body, pos, number + 1, pos, problem, array)
+        if pos == len(doc):  # a body cut short: what was sent of it counted, the rest never came
+            yield _unsplit(body, pos, number, pos, "之后缺少结尾的 ]（请求体可能被截断，其后的事件未收到）", array)
+            return
+        yield _unsplit(body, pos, number, pos, "之后应为逗号或结尾的 ]", array)
         return
 
 
-def _unsplit(body: bytes, pos: int, number: int, error_at: int, problem: str, array: bool) -> Unsplit:
+def _unsplit(
+    body: bytes, pos: int, number: int, error_at: int, problem: str, array: bool, *, after_end: bool = False
+) -> Unsplit:
     line = body.count(b"\n", 0, error_at) + 1
     column = len(body[body.rfind(b"\n", 0, error_at) + 1 : error_at].decode("utf-8", errors="replace")) + 1
-    what = f"JSON 数组的第 {number} 个元素" if array else f"第 {number} 个 JSON 对象"
+    what = "JSON 数组" if after_end else (f"JSON 数组的第 {number} 个元素" if array else f"第 {number} 个 JSON 对象")
+    rest = body[pos:].decode("utf-8", errors="replace")
+    if not rest.strip():  # nothing after it to keep: the body ends there
+        return Unsplit(f"{what}（第 {line} 行第 {column} 列）{problem}"
+                       f"（invalid JSON at line {line} column {column}: the body ends early）", rest)
     reason = (
         f"{what}（第 {line} 行第 {column} 列）{problem}；此处起的内容无法拆分为事件，"
         f"原文整体保存在这条拒收记录中，修正后只需重新提交这一部分"
         f"（invalid JSON at line {line} column {column}; the rest of the body is kept as one rejection）"
     )
-    return Unsplit(reason, body[pos:].decode("utf-8", errors="replace"))
+    return Unsplit(reason, rest)
 
 
 def _skip(doc: str, pos: int) -> int:

@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -279,8 +279,10 @@ def _detect(
 
 # A budget system's export states its unit above the table: "单位：万元", "金额单位：元".
 # Not "编制单位：元江县财政局": a unit is not followed by more Chinese.
-_DECLARED_UNIT = re.compile(r"(?:金额)?单位\s*[:：]\s*(亿元|万元|千元|元)(?![\u4e00-\u9fff])")
-_MONEY_WORDS = ("预算", "金额", "批复", "budget", "amount")
+_DECLARED_UNIT = re.compile(r"(?:金额)?单位\s*[:：]\s*(亿元|万元|千元|元)(?=人民币|[^\u4e00-\u9fff]|$)")
+# An unmapped header that names an amount: 金额, …数 / …额 (预算数, 调整后预算数, 批复额),
+# or one with a unit (…（万元）). Not 预算科目, 预算级次, 批复文号.
+_MONEY_HEADER = re.compile(r"金额|[数额]$|budget|amount", re.IGNORECASE)
 
 
 def _declared_unit(cells: list[Any], origin: str, where: str, found: str | None) -> str | None:
@@ -308,7 +310,8 @@ def _refuse_unknown_budget_column(
         return
     for (field, _), cell in zip(columns, cells, strict=False):
         name = str(cell or "").strip()
-        if field is None and any(word in name.lower() for word in _MONEY_WORDS):
+        base, own_unit = split_header(name)
+        if field is None and name and (own_unit is not None or _MONEY_HEADER.search(base)):
             raise TabularError(
                 f"{where}：{origin} 的列「{name}」看来是金额列，但不是可识别的年初预算数列名，未导入任何内容"
                 "（否则每个项目都会被当作没有预算）；请把列名改为 年初预算数（或 年初预算数（万元）），"
@@ -532,20 +535,28 @@ def parse_table(
         values: dict[str, Any] = {}
         # A row may end early (a sheet read without its stated dimension omits trailing
         # empty cells): its missing cells are empty, so a blank budget is still refused.
-        padded = chain(cells[: len(columns)], repeat(None, max(0, len(columns) - len(cells))))
-        for (name, _), cell in zip(columns, padded, strict=True):
+        if len(cells) < len(columns):
+            cells = [*cells, *([None] * (len(columns) - len(cells)))]
+        for (name, _), cell in zip(columns, cells, strict=False):
             if name is not None and name not in values:
                 values[name] = cell
+        # Numbered before the row is read: a refused line keeps its number, so the line
+        # after it is the same event whether or not that one is fixed and imported again.
+        line = _detail_line(values.get("event_id"), cells, detail_lines) if chosen == "payments" else 1
         try:
             found = _row_events(chosen, values, units)
-            if chosen == "payments":
-                _number_detail_line(found[0], cells, detail_lines)
+            if line > 1:
+                found[0]["event_id"] = f"{found[0]['event_id']}#{line}"
             # An empty cell is a missing field ("缺少字段 'name'"), not "应为文本".
             events = [parse_event_object({k: v for k, v in e.items() if v is not None}) for e in found]
         except (EventRejected, MoneyError) as err:
             reason = err.reason if isinstance(err, EventRejected) else (
                 f"金额无法读取，应为数字如 1,234,567.89（{err}）"
             )
+            if line > 1:
+                voucher = _cell_text(values.get("event_id"))
+                reason += (f"；本行是凭证 {voucher} 的第 {line} 条明细（编号 {voucher}#{line}），请在原文件中"
+                           "修正后重新导入整个文件（再次导入不会重复记账），不要单独导入这一行")
             yield Rejected(source, f"{chosen} row: {reason}", _raw_row(header, cells))
             continue
         except (ValueError, TypeError, ArithmeticError) as err:  # one odd cell loses its row only
@@ -570,30 +581,32 @@ def _raw_row(header: list[str], cells: list[Any]) -> str:
     return orjson.dumps(row, default=str).decode()
 
 
-def _number_detail_line(event: dict[str, Any], cells: list[Any], seen: dict[str, int | list[int]]) -> None:
-    """A voucher (支付凭证) may have several detail lines — one per economic class or
-    payee — each with the voucher's number. They were one event and a "duplicate":
-    the money of every line after the first was lost. In one file, each distinct line
-    of a voucher is its own event (the second ``V1#2``, …), numbered in file order so
-    that importing the file again appends nothing; a line repeated exactly, every
-    column alike, is still the same event."""
-    voucher = event.get("event_id")
-    if not isinstance(voucher, str):
-        return
-    fingerprint = hash(tuple(_cell_text(c) for c in cells))
-    known = seen.get(voucher)
+def _detail_line(voucher: Any, cells: list[Any], seen: dict[str, int | list[int]]) -> int:
+    """Which distinct line of its voucher (支付凭证) this row is in the file: 1, 2, ….
+
+    A voucher may have several detail lines — one per economic class or payee — each
+    with the voucher's number. They were one event and a "duplicate": the money of every
+    line after the first was lost. In one file each distinct line is its own event (the
+    first keeps the number, the next are ``V1#2``, …), numbered in file order so that
+    importing the file again appends nothing; a line repeated exactly, every column
+    alike, is the same line."""
+    key = _cell_text(voucher)
+    if key is None:
+        return 1
+    try:
+        fingerprint = hash(tuple(cells))
+    except TypeError:  # a cell type without a hash
+        fingerprint = hash(tuple(map(repr, cells)))
+    known = seen.get(key)
     if known is None:
-        seen[voucher] = fingerprint
-        return
+        seen[key] = fingerprint
+        return 1
     variants = known if isinstance(known, list) else [known]
     if fingerprint in variants:
-        index = variants.index(fingerprint)
-    else:
-        index = len(variants)
-        variants.append(fingerprint)
-        seen[voucher] = variants
-    if index:
-        event["event_id"] = f"{voucher}#{index + 1}"
+        return variants.index(fingerprint) + 1
+    variants.append(fingerprint)
+    seen[key] = variants
+    return len(variants)
 
 
 def read_table(path: Path, *, layout: Layout = "auto", unit: Unit = "auto") -> Iterator[Parsed]:

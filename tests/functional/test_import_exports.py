@@ -14,6 +14,7 @@ import orjson
 import pytest
 from openpyxl import Workbook
 
+from connectors.files import read_events
 from connectors.parsed import Accepted
 from connectors.tabular import TabularError
 from streams.ingest import ingest
@@ -40,6 +41,7 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
         ("单位：千元", 150_000),
         ("单位：亿元", 15_000_000_000),
         ("金额单位：元", 150),
+        ("单位：万元人民币", 1_500_000),
     ],
 )
 def test_the_unit_a_title_states_scales_the_amounts(tmp_path: Path, title: str, yuan: int) -> None:
@@ -72,9 +74,14 @@ def test_budget_columns_under_the_names_exports_use(tmp_path: Path, header: str,
 
 def test_a_budget_column_that_is_not_recognised_refuses_the_file(tmp_path: Path) -> None:
     """It registered every project with no budget: no alert, a rate of —, not a word."""
-    path = write(tmp_path / "p.csv", f"{PROJECT_HEAD},调整后预算\nP1,道路,D1,交通局,一般公共预算,2025,150\n")
-    with pytest.raises(TabularError, match="列「调整后预算」看来是金额列"):
-        split(path)
+    for column in ("调整后预算数", "预算金额合计", "追加额", "结转资金（万元）"):
+        path = write(tmp_path / "p.csv", f"{PROJECT_HEAD},{column}\nP1,道路,D1,交通局,一般公共预算,2025,150\n")
+        with pytest.raises(TabularError, match=f"列「{re.escape(column)}」看来是金额列"):
+            split(path)
+    # columns that are about the budget but hold no amount are not refused
+    for column in ("预算科目", "预算级次", "批复文号"):
+        path = write(tmp_path / "p.csv", f"{PROJECT_HEAD},{column}\nP1,道路,D1,交通局,一般公共预算,2025,2120101\n")
+        assert amounts(path) == {("project_registered", "P1@registered:2025"): None}, column
     # a registration-only sheet (no money column at all) is still one
     plain = write(tmp_path / "q.csv", f"{PROJECT_HEAD}\nP1,道路,D1,交通局,一般公共预算,2025\n")
     assert amounts(plain) == {("project_registered", "P1@registered:2025"): None}
@@ -221,3 +228,23 @@ def test_an_empty_required_cell_is_reported_missing(tmp_path: Path) -> None:
     path = write(tmp_path / "p.csv", f"{PROJECT_HEAD},年初预算数\nP1,,D1,交通局,一般公共预算,2025,1\n")
     (rejected,) = split(path)[1]
     assert "缺少字段 'name'" in rejected.reason
+
+
+def test_a_refused_detail_line_fixed_and_the_file_imported_again_counts_each_line_once(tmp_path: Path) -> None:
+    """The lines were numbered after validation: a refused first line let the second
+    take the voucher's own number, and once the first was fixed both counted as… the
+    second (review). Numbering now comes first, from the rows as written."""
+    head = "支付凭证号,项目编码,支付日期,支付金额,经济分类\n"
+    broken = write(tmp_path / "pay.csv", head + 'V1,P1,2025-03-01,"300,0",30201\nV1,P1,2025-03-01,200.00,30202\n')
+    with Store(tmp_path / "bw.db") as store:
+        first = ingest(store, read_events(broken))
+        (refusal,) = store.rejections()
+        fixed = write(tmp_path / "pay.csv", head + "V1,P1,2025-03-01,300.00,30201\nV1,P1,2025-03-01,200.00,30202\n")
+        again = ingest(store, read_events(fixed))
+        rows = store.db.execute("SELECT event_id, amount FROM events ORDER BY event_id").fetchall()
+    assert (first.applied, first.rejected, again.applied, again.duplicates) == (1, 1, 1, 1)
+    assert rows == [("V1", 30_000), ("V1#2", 20_000)]
+    assert "金额无法读取" in refusal["reason"]
+    line_two = write(tmp_path / "two.csv", head + "V2,P1,2025-03-01,1,30201\nV2,P1,2025-02-30,2,30202\n")
+    (bad,) = split(line_two)[1]
+    assert "本行是凭证 V2 的第 2 条明细（编号 V2#2），请在原文件中修正后重新导入整个文件" in bad.reason

@@ -123,3 +123,14 @@ def test_the_column_of_an_error_counts_characters_not_bytes() -> None:
     column = text.index('"x"') + 1
     assert f"（第 1 行第 {column} 列）" in parsed.reason
     assert parsed.raw == text[1:]
+
+
+def test_arrays_cut_short_nested_too_deep_or_followed_by_more_say_exactly_that() -> None:
+    cut = list(parse_body(b'[{"a":1},{"b":2}', "r"))
+    assert cut[-1].reason.startswith("JSON 数组的第 2 个元素（第 1 行第 17 列）之后缺少结尾的 ]（请求体可能被截断")
+    assert cut[-1].raw == "" and "此处起" not in cut[-1].reason
+    after = list(parse_body(b'[{"a":1}]\nx', "r"))
+    assert after[-1].reason.startswith("JSON 数组（第 2 行第 1 列）：数组结尾的 ] 之后还有内容")
+    assert after[-1].raw == "x"
+    deep = list(parse_body(b'[{"a":1},' + b"[" * 5000 + b"]" * 5000 + b"]", "r"))
+    assert len(deep) == 2 and "嵌套过深" in deep[1].reason and deep[1].raw.startswith("[[[")
