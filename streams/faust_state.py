@@ -488,6 +488,9 @@ class ProjectPartition(_VersionedPartition):
         due.sort(key=lambda item: (item[1].day, item[0]))
         deltas: dict[tuple[str, int], list[Any]] = {}
         resolved: list[str] = []  # alert ids
+        # A re-registration that changes no sum may still rename the department (机构改革):
+        # its project sends a delta anyway, carrying the name.
+        registered = {record.project_id for _, record in due if record.type == "project_registered"}
         monitor.changed = set()
         for day, transitions in monitor.process((record for _, record in due), until):
             # This monitor sees only its partition's share of a department: department
@@ -497,7 +500,7 @@ class ProjectPartition(_VersionedPartition):
             if changed:
                 monitor.changed = set()
                 touched |= changed
-                self._contribute(changed, day, deltas, monitor.judged_at_year_end)
+                self._contribute(changed, day, deltas, monitor.judged_at_year_end, registered)
             for t in transitions:
                 if t.alert.subject_type == "project":
                     touched.add(t.alert.subject_id)
@@ -577,7 +580,12 @@ class ProjectPartition(_VersionedPartition):
                 del book[alert_id]
 
     def _contribute(
-        self, changed: Iterable[str], day: int, deltas: dict[tuple[str, int], list[Any]], late: set[str]
+        self,
+        changed: Iterable[str],
+        day: int,
+        deltas: dict[tuple[str, int], list[Any]],
+        late: set[str],
+        registered: set[str],
     ) -> None:
         projects = self.monitor.ledger.projects
         for project_id in changed:
@@ -591,7 +599,7 @@ class ProjectPartition(_VersionedPartition):
                     state.budget,
                     state.paid,
                 )
-            if before == after:
+            if before == after and (after is None or project_id not in registered):
                 continue
             if before is not None:
                 entry = deltas.get((before[0], day))

@@ -318,3 +318,25 @@ def test_an_event_id_reused_for_other_content_is_a_dead_letter_on_the_agents_too
     assert json.loads(letter["raw"])["amount"] == "900.00"
     partition = h.bapp.project_partitions[partition_for("P1", 4)]
     assert [r.amount for _, r in partition.pending["P1"]] == [10000]
+
+
+def test_a_department_renamed_by_re_registering_a_project_reaches_the_department(profile: Profile) -> None:
+    """Re-registered under the same department with a new name (机构改革), the project's
+    sums did not change, so no delta was sent and the department kept 教育局 (review)."""
+    part = ProjectPartition(0, profile)
+    for offset, line in enumerate(register("P1")):
+        part.handle(offset, "P1", line)
+    part.handle(2, "__clock__", b'{"type": "clock_tick", "as_of": "2025-03-01"}')
+    renamed = event("project_registered", "P1-reg-2", "2025-03-05", "P1", fiscal_year=2025, name="项目P1",
+                    department_id="D01", department_name="教育体育局", fund_source="general")
+    part.handle(3, "P1", renamed)
+    out = part.handle(4, "__clock__", b'{"type": "clock_tick", "as_of": "2025-03-10"}')
+    deltas = [d for _, value in out.departments for d in _deltas(value)]
+    assert [(d["department_name"], d["budget"], d["paid"], d["projects"]) for d in deltas] == [
+        ("教育体育局", 0, 0, 0)]
+
+
+def _deltas(value: Any) -> list[dict[str, Any]]:
+    if value.get("kind") == "delta":
+        return [value]
+    return [d for _, d in value.get("deltas", [])]
