@@ -83,7 +83,9 @@ def _situation(rule: str, subject: str, f: Mapping[str, Any], as_of: str) -> str
         )
     if rule == "progress_gap":
         completion = f.get("performance_completion")
-        gap = abs((f.get("execution_rate") or 0.0) - (completion or 0.0))
+        gap = f.get("progress_gap")
+        if gap is None:  # figures stored before the gap was one of them
+            gap = abs((f.get("execution_rate") or 0.0) - (completion or 0.0))
         places = apart(gap, f["gap_threshold"])
         return (
             f"{subject}截至{as_of}预算执行率{rate}与绩效目标完成率{pct(completion)}"
@@ -140,7 +142,8 @@ def compose(
         message = (
             f"【预警解除】{RULE_NAMES.get(rule, rule)}：{subject}的预警已于{as_of}解除，"
             + (f"当前预算执行率{pct(figures.get('execution_rate'))}。"
-               if figures.get("execution_rate") is not None else "当前预算为0，已无执行率可言。")
+               if figures.get("execution_rate") is not None
+               else f"当前预算为{wan(figures.get('budget'))}，已无执行率可言。")
         )
         return message, "预警条件已消除，无需进一步处理；请继续按计划执行。"
     return label + _situation(rule, subject, figures, as_of), _action(rule, deadline_days)

@@ -13,6 +13,7 @@ indicators are floats, compared with ``EPS`` so binary rounding cannot fire an a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -216,6 +217,10 @@ def project_figures(state: ProjectState, day: int, profile: Profile) -> dict[str
         "performance_completion": _ratio(state.completion),
         "floor": floor.floor if floor is not None else None,
         "behind_threshold": _ratio(expected - profile.behind_schedule.lag),
+        # The gap the rule judged, from the exact rate, cut upward: a gap printed from the
+        # six-decimal rate could read equal to the threshold it exceeded.
+        "progress_gap": (math.ceil(abs(paid / budget - state.completion) * 1_000_000) / 1_000_000
+                         if budget > 0 and state.completion is not None else None),
         "gap_threshold": profile.progress_gap.gap,
         "days_without_payment": (day - anchor) if anchor is not None else None,
         "stall_days": profile.stalled.days,

@@ -174,9 +174,13 @@ def csv_rows(path: Path) -> Iterator[Row]:
 
 def _delimiter(lines: list[str]) -> str:
     """Tab for a tab-separated export (Excel's "Unicode 文本", some systems' .csv), else
-    the comma: whichever the top lines, where the header is, hold more of."""
-    top = "".join(lines[:HEADER_SEARCH_ROWS])
-    return "\t" if top.count("\t") > top.count(",") else ","
+    the comma, judged on the top lines, where the header is."""
+    # The sniffer weighs how evenly each splits the lines, so a title row's stray tabs or
+    # thousands commas in tab-separated amounts do not tip it; unsure, it is a comma.
+    try:
+        return csv.Sniffer().sniff("".join(lines[:HEADER_SEARCH_ROWS]), delimiters=",\t").delimiter
+    except csv.Error:
+        return ","
 
 
 def _span(lines: list[str], start: int, end: int) -> str:
@@ -352,6 +356,7 @@ def _cell_text(value: Any) -> str | None:
 # become one (the rest of them then silently "duplicates").
 _EXACT_DIGITS = 10**15
 _TEXT_FORMULA = re.compile(r'^="(.*)"$')  # ="001": the CSV trick that keeps leading zeros
+_SCIENTIFIC = re.compile(r"[0-9](?:\.[0-9]+)?[eE]\+[0-9]+")
 
 
 def _id_text(value: Any, label: str) -> str | None:
@@ -363,6 +368,11 @@ def _id_text(value: Any, label: str) -> str | None:
             f"（{label}: a number of 16 digits or more has lost digits in Excel; export the column as text）"
         )
     text = _cell_text(value)
+    if text is not None and _SCIENTIFIC.fullmatch(text):  # a CSV saved by Excel: 1.23457E+18
+        raise EventRejected(
+            f"{label}是科学计数法（读到 {text}）：Excel 把长编号显示成这样并丢掉了后面的数字；"
+            f"请把该列设为“文本”格式后重新导出（{label}: an id in scientific notation has lost its digits）"
+        )
     if text is not None and (wrapped := _TEXT_FORMULA.match(text)):
         return wrapped.group(1).strip() or None
     return text

@@ -127,6 +127,9 @@ def test_long_codes_stored_as_numbers_are_refused_not_merged(tmp_path: Path) -> 
     assert [r.source.rsplit(":", 1)[1] for r in rejected] == ["2", "3"]
     assert all("Excel 只保留 15 位有效数字" in r.reason for r in rejected)
     assert sorted(a.record.event_id for a in accepted) == ["123456789012345", "202503010000012347"]
+    excel_csv = write(tmp_path / "excel.csv", "支付凭证号,项目编码,支付日期,支付金额\n1.23457E+18,P1,2025-03-01,1\n")
+    (scientific,) = split(excel_csv)[1]
+    assert "科学计数法（读到 1.23457E+18）" in scientific.reason
     # ="000123": the CSV way to keep leading zeros from Excel
     csv = write(tmp_path / "pay.csv", '支付凭证号,项目编码,支付日期,支付金额\n"=""000123""",="007",2025-03-01,2\n')
     assert [(a.record.event_id, a.record.project_id) for a in split(csv)[0]] == [("000123", "007")]
@@ -248,3 +251,12 @@ def test_a_refused_detail_line_fixed_and_the_file_imported_again_counts_each_lin
     line_two = write(tmp_path / "two.csv", head + "V2,P1,2025-03-01,1,30201\nV2,P1,2025-02-30,2,30202\n")
     (bad,) = split(line_two)[1]
     assert "本行是凭证 V2 的第 2 条明细（编号 V2#2），请在原文件中修正后重新导入整个文件" in bad.reason
+
+
+def test_stray_tabs_or_thousands_commas_do_not_decide_the_delimiter(tmp_path: Path) -> None:
+    titled = write(tmp_path / "a.csv", "编制单位\t\t\t\t\t\t\t\t\t单位：元\n支付凭证号,项目编码,支付日期,支付金额\n"
+                                       "V1,P1,2025-03-01,100\n")
+    assert [a.record.amount for a in split(titled)[0]] == [10_000]
+    tabbed = write(tmp_path / "b.csv", "支付凭证号\t项目编码\t支付日期\t支付金额\nV1\tP1\t2025-03-01\t1,500,000.00\n"
+                                       "V2\tP1\t2025-03-02\t2,500,000.00\n")
+    assert [a.record.amount for a in split(tabbed)[0]] == [150_000_000, 250_000_000]

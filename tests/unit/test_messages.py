@@ -66,5 +66,23 @@ def test_gaps_and_thresholds_are_told_apart_and_never_rounded_to_whole_points() 
 
 def test_a_resolved_alert_with_no_budget_left_says_so() -> None:
     message, _ = compose(rule="overspend", kind="resolved", severity="critical", subject="S",
-                         figures={**FIGURES, "execution_rate": None}, as_of="2025-07-01", deadline_days=10)
-    assert message.endswith("的预警已于2025-07-01解除，当前预算为0，已无执行率可言。")
+                         figures={**FIGURES, "budget": "-10000.00", "execution_rate": None}, as_of="2025-07-01",
+                         deadline_days=10)
+    assert message.endswith("的预警已于2025-07-01解除，当前预算为-1.00万元，已无执行率可言。")
+
+
+def test_the_gap_printed_is_the_exact_one_the_rule_judged() -> None:
+    """5,000,004 fen of 10,000,000 against 30% completion: the exact gap 0.2000004 fires,
+    but from the six-decimal rate 0.5 it printed 相差20.0000个百分点，超过20个百分点 (review)."""
+    from alerts.rules import project_figures
+    from budget.ledger import ProjectState
+    from connectors.profiles import load_profile
+
+    state = ProjectState("P1", fiscal_year=2025, name="n", department_id="D", department_name="d",
+                         fund_source="general", approved=10_000_000, approved_on=739252, payments=5_000_004,
+                         completion=0.3)
+    figures = project_figures(state, 739430, load_profile("baseline"))
+    assert figures["execution_rate"] == 0.5 and figures["progress_gap"] == 0.200001
+    message = compose(rule="progress_gap", kind="firing", severity="warning", subject="S", figures=figures,
+                      as_of="2025-06-30", deadline_days=10)[0]
+    assert "相差20.0001个百分点，超过20个百分点" in message
