@@ -368,12 +368,14 @@ def _id_text(value: Any, label: str) -> str | None:
             f"（{label}: a number of 16 digits or more has lost digits in Excel; export the column as text）"
         )
     text = _cell_text(value)
-    if text is not None and _SCIENTIFIC.fullmatch(text):  # a CSV saved by Excel: 1.23457E+18
+    if text is None or ("+" not in text and not text.startswith("=")):
+        return text  # the common case: a code as written
+    if _SCIENTIFIC.fullmatch(text):  # a CSV saved by Excel: 1.23457E+18
         raise EventRejected(
             f"{label}是科学计数法（读到 {text}）：Excel 把长编号显示成这样并丢掉了后面的数字；"
             f"请把该列设为“文本”格式后重新导出（{label}: an id in scientific notation has lost its digits）"
         )
-    if text is not None and (wrapped := _TEXT_FORMULA.match(text)):
+    if wrapped := _TEXT_FORMULA.match(text):
         return wrapped.group(1).strip() or None
     return text
 
@@ -399,7 +401,7 @@ def _cell_date(value: Any) -> Any:
     if isinstance(value, float) and 10_000 <= value < 100_000:  # a date-time serial: its day
         value = int(value)
     text = _cell_text(value)
-    if text is not None and _SERIAL_DATE.fullmatch(text):
+    if text is not None and len(text) == 5 and _SERIAL_DATE.fullmatch(text):
         return (_EXCEL_EPOCH + dt.timedelta(days=int(text))).isoformat()
     return iso_date_text(text)
 
@@ -418,10 +420,14 @@ def iso_date_text(text: str | None) -> Any:
 
 # How amounts are written in exports: ¥1,000.00, 1000.00元, (500.00) for a negative.
 _NEGATIVE = re.compile(r"^[（(]\s*(.+?)\s*[)）]$")
+_PLAIN_START = frozenset("-0123456789")
 
 
 def _amount_text(text: str) -> str:
-    text = text.strip().replace("－", "-").replace("−", "-").lstrip("¥￥").strip()
+    text = text.strip()
+    if text[:1] in _PLAIN_START and text[-1:].isdigit():
+        return text  # the common case: 1234.56, -500, 1,500.00
+    text = text.replace("－", "-").replace("−", "-").lstrip("¥￥").strip()
     if text.endswith("元") and not text.endswith(("万元", "千元", "亿元")):
         text = text[:-1].strip()
     if negative := _NEGATIVE.match(text):
@@ -470,7 +476,9 @@ def _row_events(
         for key in ("payee", "method"):
             if (text := _cell_text(values.get(key))) is not None:
                 event[key] = text
-        if (original := _id_text(values.get("original_event_id"), "原支付凭证号")) is not None:
+        if values.get("original_event_id") is not None and (
+            original := _id_text(values["original_event_id"], "原支付凭证号")
+        ) is not None:
             event["original_event_id"] = original
         if amount < 0:
             event.pop("payee", None)
