@@ -86,12 +86,21 @@ def json_text(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
 
 
+JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+# aiohttp's own answers for routing, in the user's language.
+ROUTING_ERRORS = {
+    404: "没有这个地址，请检查网址（not found）",
+    405: "这个地址不接受这种请求方法（method not allowed）",
+}
+
+
 def json_response(
     data: Any, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     return web.Response(
         text=json_text(data), status=status, content_type="application/json", charset="utf-8",
-        headers=headers,
+        # Figures of a department are not for a shared proxy's or browser's cache.
+        headers={**JSON_HEADERS, **(headers or {})},
     )
 
 
@@ -463,7 +472,9 @@ async def errors_middleware(
     except web.HTTPRequestEntityTooLarge as err:  # aiohttp's own text is English text/plain
         limit = _LIMIT_IN_TEXT.search(err.text or "")
         return too_large_response(int(limit[1]) if limit else MAX_OTHER_BODY_BYTES)
-    except web.HTTPException:
+    except web.HTTPException as err:
+        if err.status in ROUTING_ERRORS and (err.text or "").startswith(f"{err.status}: "):
+            return error_response(ROUTING_ERRORS[err.status], status=err.status)  # the router's own
         raise
     except BudgetwatchError as err:
         return error_response(str(err), status=409)

@@ -426,3 +426,16 @@ def test_a_browser_post_sent_for_another_site_is_refused_and_changes_nothing(tmp
         assert (await client.get("/api/alerts", headers={"Sec-Fetch-Site": "cross-site"})).status == 200
 
     serve(tmp_path, scenario)
+
+
+def test_unknown_addresses_and_methods_answer_in_chinese_and_json_is_not_cached(tmp_path: Path) -> None:
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        missing = await client.get("/nowhere")
+        assert missing.status == 404 and "没有这个地址" in (await missing.json())["error"]
+        wrong = await client.get("/events")
+        assert wrong.status == 405 and "不接受这种请求方法" in (await wrong.json())["error"]
+        alerts = await client.get("/api/alerts")
+        assert alerts.headers["Cache-Control"] == "no-store"
+        assert alerts.headers["X-Content-Type-Options"] == "nosniff"
+
+    serve(tmp_path, scenario)
