@@ -33,6 +33,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -556,6 +557,9 @@ class Dispatcher:
         self.hold: Callable[[], bool] | None = None
         # (channel, robot address) -> its recent sends (connectors.notify.pacing)
         self._windows: dict[tuple[str, str], Window] = {}
+        # (recipient, channel) -> the task sending its current batch (see run_once)
+        self._sending: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._mail_gate = asyncio.Semaphore(self.policy.concurrency)
 
     @classmethod
     def from_settings(
@@ -613,8 +617,14 @@ class Dispatcher:
         self.log.close()
 
     # -- one round -------------------------------------------------------
-    async def run_once(self, now: dt.datetime | None = None) -> DispatchStats:
-        """Fan out new transitions, send what is due, push to Alertmanager when due."""
+    async def run_once(self, now: dt.datetime | None = None, *, wait: bool = True) -> DispatchStats:
+        """Fan out new transitions, send what is due, push to Alertmanager when due.
+
+        Each (recipient, channel) queue sends in a task of its own. With ``wait`` (one
+        round: ``deliver --once``, tests) the round ends when they are done; the loop does
+        not wait, so a receiver that hangs or answers slowly holds its own queue only,
+        while the next rounds serve every other queue (a queue still sending is not
+        started twice)."""
         now = now or self.clock()
         stats = DispatchStats()
         ts = now.timestamp()
@@ -638,13 +648,14 @@ class Dispatcher:
                     stats.skipped_historical, self.horizon_days,
                 )
             groups = await self._db(self.log.pending_by_target, self.policy.per_target)
-            gate = asyncio.Semaphore(self.policy.concurrency)
-
-            async def serve(rows: list[Delivery]) -> None:
-                async with gate:
-                    await self._send_group(rows, now, stats, moment)
-
-            await asyncio.gather(*(serve(rows) for rows in groups.values()))
+            for target, rows in groups.items():
+                if target in self._sending:
+                    continue  # its last batch is still going out (a slow receiver)
+                task = asyncio.create_task(self._serve_queue(rows, now, stats, moment))
+                self._sending[target] = task
+                task.add_done_callback(partial(self._done_sending, target))
+            if wait:
+                await self.settle()
             if stats.paced:
                 log.info(
                     "%d queues wait for their robot's rate limit (20 messages a minute); "
@@ -653,6 +664,28 @@ class Dispatcher:
         if self.alertmanager_url and not stats.held and await self._am_due(ts):
             await self._push(now, stats)
         return stats
+
+    def _done_sending(self, target: tuple[str, str], _task: asyncio.Task[None]) -> None:
+        self._sending.pop(target, None)
+
+    async def settle(self) -> None:
+        """Until every queue started so far has finished its batch."""
+        while self._sending:
+            await asyncio.gather(*list(self._sending.values()), return_exceptions=True)
+
+    async def _serve_queue(
+        self, rows: list[Delivery], now: dt.datetime, stats: DispatchStats, moment: Callable[[], float]
+    ) -> None:
+        # One mail server for every address: a few sessions at once, not one per queue.
+        gate = self._mail_gate if rows[0].channel == "email" else None
+        try:
+            if gate is None:
+                await self._send_group(rows, now, stats, moment)
+            else:
+                async with gate:
+                    await self._send_group(rows, now, stats, moment)
+        except Exception:  # a store error: this queue waits for the next round
+            log.exception("通知队列 %s/%s 出错，将在下一轮重试", rows[0].recipient, rows[0].channel)
 
     async def _send_group(
         self, rows: list[Delivery], now: dt.datetime, stats: DispatchStats, moment: Callable[[], float]
@@ -755,7 +788,11 @@ class Dispatcher:
                 if robot is not None:
                     await self._db(self.log.robot_refused, robot_digest(delivery.channel, robot), window.refused_until)
             error = str(err) if isinstance(err, DeliveryError) else f"{type(err).__name__}: {err}"
-            status = await self._db(self.log.attempt_failed, delivery, ts, error, self.policy, final=unexpected)
+            # The backoff runs from when it failed: a hanging receiver's 30 s of tries must
+            # not use up the first wait before it starts.
+            failed_at = max(ts, self.clock().timestamp())
+            status = await self._db(self.log.attempt_failed, delivery, failed_at, error, self.policy,
+                                    final=unexpected)
             stats.failed_attempts += 1
             if status == FAILED:
                 stats.gave_up += 1
@@ -816,11 +853,15 @@ class Dispatcher:
         try:
             while not stop.is_set():
                 try:
-                    await self.run_once()
+                    await self.run_once(wait=False)
                 except Exception:
                     log.exception("通知投递轮次出错，将在下一轮重试")
                 await self._pause(stop)
         finally:
+            # A batch cut short is sent again by the next start (at least once, same keys).
+            for task in list(self._sending.values()):
+                task.cancel()
+            await self.settle()
             await self.aclose()
 
     async def _pause(self, stop: asyncio.Event) -> None:

@@ -361,3 +361,55 @@ def test_a_webhook_that_redirects_has_not_received_the_message(tmp_path: Path) -
     head = min(rows, key=lambda r: r["id"])
     assert "改投" in head["last_error"] and "/new-hook" in head["last_error"]
     assert "SECRET-9" not in head["last_error"]
+
+
+def test_a_hanging_receiver_holds_its_own_queue_only(tmp_path: Path) -> None:
+    """Each round waited for every queue: one department's webhook that hangs held every
+    other department's new notifications for its whole timeout (~30 s each try)."""
+    db = tmp_path / "bw.db"
+    fire(db)
+    release = asyncio.Event()
+    got: dict[str, list[str]] = defaultdict(list)
+
+    async def hang(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response({"ok": True})
+
+    async def ok(request: web.Request) -> web.Response:
+        got["ok"].append((await request.json())["transition"]["transition"])
+        return web.json_response({"ok": True})
+
+    async def scenario() -> None:
+        app = web.Application()
+        app.router.add_post("/hang", hang)
+        app.router.add_post("/ok", ok)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        directory = parse_directory({"departments": {
+            EDU: {"name": "教育局", "webhook": f"http://127.0.0.1:{port}/hang"},
+            HEALTH: {"name": "卫生健康委员会", "webhook": f"http://127.0.0.1:{port}/ok"},
+        }})
+        d = Dispatcher(db, directory, poll_interval=0.05, timeout=60)
+        stop = asyncio.Event()
+        loop = asyncio.create_task(d.run_forever(stop))
+        try:
+            async def until(predicate: Callable[[], bool]) -> None:
+                for _ in range(400):
+                    if predicate():
+                        return
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"not reached: {dict(got)}")
+
+            await until(lambda: got["ok"].count("firing") == 4)
+            await asyncio.to_thread(resolve, db)  # new transitions while /hang still hangs
+            await until(lambda: got["ok"].count("resolved") == 4)
+            assert not release.is_set()  # all of it while the other department's post hung
+        finally:
+            release.set()
+            stop.set()
+            await asyncio.wait_for(loop, 30)
+            await runner.cleanup()
+
+    asyncio.run(scenario())
