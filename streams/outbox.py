@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fcntl
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -172,11 +174,51 @@ class DispatchStats:
     skipped_historical: int = 0  # transitions older than the horizon: routed to nobody
     paced: int = 0  # (recipient, channel) queues held back this round: their robot's minute is full
     held: bool = False  # new transitions wait: their source is still catching up (Dispatcher.hold)
+    busy: bool = False  # another process dispatches this store: this round sent nothing
     alertmanager_error: str | None = None
     errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class DispatchLock:
+    """One dispatcher per store: two (``deliver --loop`` and a ``deliver --once`` beside it,
+    or ``serve`` and ``deliver``) sent every notification twice, and a group robot cannot
+    drop duplicates. An advisory lock on a file beside the store (released by the kernel
+    when the process ends, even by kill -9); it names the process that holds it."""
+
+    def __init__(self, store_path: str) -> None:
+        self.path = f"{store_path}.dispatch.lock"
+        self._file: Any = None
+
+    def acquire(self) -> bool:
+        if self._file is not None:
+            return True
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    def holder(self) -> str:
+        try:
+            return Path(self.path).read_text(encoding="utf-8").strip() or "?"
+        except OSError:
+            return "?"
 
 
 class DeliveryLog:
@@ -560,6 +602,8 @@ class Dispatcher:
         # (recipient, channel) -> the task sending its current batch (see run_once)
         self._sending: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._mail_gate = asyncio.Semaphore(self.policy.concurrency)
+        self._dispatch_lock = DispatchLock(self.log.path)
+        self._busy_logged = False
 
     @classmethod
     def from_settings(
@@ -635,6 +679,30 @@ class Dispatcher:
             # message when it goes, not when the round began (a round of 20 takes seconds).
             return ts + (time.monotonic() - started)
 
+        if not self._dispatch_lock.acquire():
+            message = (
+                f"另一个投递进程（pid {self._dispatch_lock.holder()}）正在投递 {self.log.path} 的通知：同一个"
+                "数据库同时只能有一个投递进程，否则每条通知都会发两次。请等它结束，或不要在 serve / "
+                "deliver --loop 运行时再运行 deliver（another dispatcher holds this store）"
+            )
+            if wait:
+                raise NotifyConfigError(message)
+            if not self._busy_logged:
+                log.warning(message)
+                self._busy_logged = True
+            stats.busy = True
+            return stats
+        self._busy_logged = False
+        try:
+            return await self._round(now, stats, moment, wait=wait)
+        finally:
+            if wait:
+                self._dispatch_lock.release()
+
+    async def _round(
+        self, now: dt.datetime, stats: DispatchStats, moment: Callable[[], float], *, wait: bool
+    ) -> DispatchStats:
+        ts = now.timestamp()
         stats.held = self.hold is not None and self.hold()
         if self.directory is not None:
             if not stats.held:
@@ -862,6 +930,7 @@ class Dispatcher:
             for task in list(self._sending.values()):
                 task.cancel()
             await self.settle()
+            self._dispatch_lock.release()
             await self.aclose()
 
     async def _pause(self, stop: asyncio.Event) -> None:

@@ -525,3 +525,29 @@ def test_a_name_with_a_line_break_makes_a_one_line_subject(tmp_path: Path) -> No
     assert "\n" not in text.title and "\r" not in text.title and text.title.endswith("教育局 校舍改造 二期")
     note = Note(dedup_key="k", transition=transition, text=text, now=T0, recipient=EDU)
     assert build_message(note, ["a@b.example"], SmtpSettings("mail.example"))["Subject"] == text.title
+
+
+def test_a_second_dispatcher_on_the_same_store_sends_nothing(tmp_path: Path) -> None:
+    """deliver --once beside a running deliver --loop (or serve) sent every notification
+    twice; a group robot cannot drop the copies (notification audit)."""
+    from streams.outbox import DispatchLock, NotifyConfigError
+
+    db = tmp_path / "bw.db"
+    fire(db)
+    receiver = Receiver()
+    running = DispatchLock(str(db))
+    assert running.acquire()
+    try:
+        second = dispatcher(db, receiver, Mail())
+        with pytest.raises(NotifyConfigError, match=r"另一个投递进程（pid \d+）正在投递"):
+            run(second, T0)
+        looping = asyncio.run(second.run_once(T0, wait=False))
+        assert looping.busy and looping.delivered == 0 and receiver.requests == []
+        directory = write_yaml(tmp_path / "d.yaml", {"departments": {EDU: {"name": "教育局",
+                                                                          "webhook": "http://127.0.0.1:9/x"}}})
+        result = CliRunner().invoke(app, ["deliver", "--once", "--db", str(db)],
+                                    env={"BUDGETWATCH_DEPARTMENTS": str(directory)})
+        assert result.exit_code != 0 and "另一个投递进程" in str(result.exception)
+    finally:
+        running.release()
+    assert run(dispatcher(db, receiver, Mail()), T0).delivered > 0  # released: the next one goes
