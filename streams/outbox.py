@@ -850,6 +850,7 @@ class Dispatcher:
             # Anything but a DeliveryError is a defect that the next attempt would meet
             # again; retried, it would hold the recipient's queue behind it for hours.
             unexpected = not isinstance(err, DeliveryError)
+            set_aside = unexpected or (isinstance(err, DeliveryError) and err.final)
             if window is not None and isinstance(err, DeliveryError) and err.rate_limited:
                 window.refused(sent_at)
                 robot = robot_of(contact, delivery.channel)
@@ -860,7 +861,7 @@ class Dispatcher:
             # not use up the first wait before it starts.
             failed_at = max(ts, self.clock().timestamp())
             status = await self._db(self.log.attempt_failed, delivery, failed_at, error, self.policy,
-                                    final=unexpected)
+                                    final=set_aside)
             stats.failed_attempts += 1
             if status == FAILED:
                 stats.gave_up += 1
@@ -868,7 +869,7 @@ class Dispatcher:
             log.warning(
                 "投递失败 %s（第%d次）：%s", delivery.dedup_key, delivery.attempts + 1, error
             )
-            return unexpected  # set aside as failed: the queue behind it goes on
+            return set_aside  # set aside as failed: the queue behind it goes on
         await self._db(self.log.delivered, delivery.id, sent_at)
         stats.delivered += 1
         return True

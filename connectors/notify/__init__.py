@@ -23,12 +23,17 @@ class DeliveryError(Exception):
     """A notification did not reach its channel; ``transient`` errors are retried soon.
 
     ``rate_limited``: the receiver refused for sending too fast (a robot's minute was
-    full); retrying at once would only prolong it, so it waits for the next attempt."""
+    full); retrying at once would only prolong it, so it waits for the next attempt.
+    ``final``: part of it went out (a mail some addresses took): another attempt would
+    send those again, so it is set aside as failed until someone re-queues it."""
 
-    def __init__(self, message: str, *, transient: bool, rate_limited: bool = False) -> None:
+    def __init__(
+        self, message: str, *, transient: bool, rate_limited: bool = False, final: bool = False
+    ) -> None:
         super().__init__(message)
         self.transient = transient
         self.rate_limited = rate_limited
+        self.final = final
 
 
 @dataclass(frozen=True, slots=True)

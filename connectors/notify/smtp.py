@@ -66,7 +66,7 @@ class EmailChannel:
         smtp = self.smtp
         message = build_message(note, self.recipients, smtp)
         try:
-            await self.send_mail(
+            answer = await self.send_mail(
                 message,
                 hostname=smtp.host,
                 port=smtp.port,
@@ -91,3 +91,17 @@ class EmailChannel:
                 f"SMTP {smtp.host}:{smtp.port} 发送失败：{err or type(err).__name__}",
                 transient=True,
             ) from None
+        refused = answer[0] if isinstance(answer, tuple) and answer and isinstance(answer[0], dict) else {}
+        if refused:
+            # The server took the message for the others: aiosmtplib raises only when every
+            # address is refused, so this was recorded as delivered to all.
+            listed = "；".join(f"{address}（{getattr(r, 'code', '')} {getattr(r, 'message', r)}）"
+                              for address, r in refused.items())
+            others = [a for a in self.recipients if a not in refused]
+            raise DeliveryError(
+                f"SMTP {smtp.host}:{smtp.port} 拒收部分收件人：{listed}；已送达：{'、'.join(others) or '无'}。"
+                "请核对部门目录中的邮箱地址；修正后 `budgetwatch outbox --retry-failed` 会重发给全部收件人"
+                "（同一 Message-ID）",
+                transient=False,
+                final=True,
+            )

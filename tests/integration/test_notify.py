@@ -413,3 +413,41 @@ def test_a_hanging_receiver_holds_its_own_queue_only(tmp_path: Path) -> None:
             await runner.cleanup()
 
     asyncio.run(scenario())
+
+
+def test_an_address_the_mail_server_refuses_fails_the_delivery_and_names_it(tmp_path: Path) -> None:
+    """The server took the mail for cwk@ and answered 550 for bgs@: aiosmtplib raises only
+    when every address is refused, so it was recorded as delivered (notification audit)."""
+    db = tmp_path / "bw.db"
+    fire(db)
+    received: list[list[str]] = []
+
+    class Picky:
+        async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                              rcpt_options: Any) -> str:
+            if address.startswith("bgs@"):
+                return "550 5.1.1 no such user"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            received.append(list(envelope.rcpt_tos))
+            return "250 OK"
+
+    port = free_port()
+    controller = Controller(Picky(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        directory = parse_directory({"departments": {
+            EDU: {"name": "教育局", "email": ["cwk@edu.example", "bgs@edu.example"]}}})
+        d = Dispatcher(db, directory, smtp=SmtpSettings("127.0.0.1", port=port, sender="bw@czj.example"),
+                       policy=RetryPolicy(tries=1))
+        stats = asyncio.run(d.run_once(T0))
+    finally:
+        controller.stop()
+    assert received and all(r == ["cwk@edu.example"] for r in received)
+    log = DeliveryLog(db)
+    failed = [r for r in log.rows(("failed",)) if r["channel"] == "email"]
+    assert len(failed) == len(received) == 4 and stats.delivered == 0  # set aside: a retry would mail cwk@ again
+    assert all("拒收部分收件人：bgs@edu.example（550" in r["last_error"] for r in failed)
+    assert all("已送达：cwk@edu.example" in r["last_error"] for r in failed)
