@@ -214,8 +214,8 @@ def deliver_cmd(
         )
     if stats.skipped_historical:
         out.print(
-            f"[yellow]{stats.skipped_historical} 条预警变动早于业务日期 {s.notify_horizon_days} 天以上"
-            "（历史数据），未通知；仍可用 `budgetwatch alerts --all` 查看"
+            f"[yellow]{stats.skipped_historical} 条预警变动属于历史数据（早于业务日期 {s.notify_horizon_days} 天以上"
+            "且预警已解除，或其预警从未通知过），未通知；仍可用 `budgetwatch alerts --all` 查看"
             "（设置 BUDGETWATCH_NOTIFY_HORIZON_DAYS=0 则全部通知）[/yellow]",
             highlight=False,
         )

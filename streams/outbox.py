@@ -67,6 +67,7 @@ log = logging.getLogger("budgetwatch.outbox")
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 STATUSES = (PENDING, DELIVERED, FAILED)
 NO_CHANNEL = "none"
+REROUTE = "reroute"  # delivery_fanout.fingerprint of a row to route again (retry_failed)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -87,10 +88,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     payload TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_status ON deliveries(status, recipient, channel, id);
+CREATE INDEX IF NOT EXISTS deliveries_by_alert ON deliveries(alert_id);
 CREATE TABLE IF NOT EXISTS delivery_fanout (
     outbox_id INTEGER PRIMARY KEY,
     fingerprint TEXT NOT NULL
 );
+-- Rows `outbox --retry-failed` marked to be routed again (their department had no channel).
+CREATE INDEX IF NOT EXISTS delivery_fanout_reroute ON delivery_fanout(outbox_id) WHERE fingerprint = 'reroute';
 -- A robot that said "too fast" refuses everything until refused_until (unix seconds);
 -- kept so a restarted dispatcher does not post into the block. Keyed by a digest of
 -- the robot's address, which holds its access token.
@@ -111,7 +115,7 @@ CREATE TABLE IF NOT EXISTS alertmanager_sent (
 # Outbox rows not yet fanned out, with the fingerprint of their content and the
 # occurrence number of the same (alert, transition, date) — stable under replay.
 _UNFANNED = """
-SELECT x.id, x.department_id, x.payload, x.fp, x.n FROM (
+SELECT x.id, x.department_id, x.payload, x.fp, x.n, f.fingerprint FROM (
     SELECT o.id, o.department_id, t.data AS payload,
            o.alert_id || '|' || o.kind || '|'
                || COALESCE(json_extract(t.data, '$.date'), '') AS fp,
@@ -230,40 +234,68 @@ class DeliveryLog:
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(SCHEMA)
-        self._signature: tuple[int, int] | None = None
+        self._signature: tuple[int, int, int, int | None] | None = None
 
     def close(self) -> None:
         self.db.close()
 
     # -- fan-out ---------------------------------------------------------
     def fan_out(self, directory: Directory, now: float, *, horizon_days: int = 0) -> tuple[int, int, int]:
-        """Route new outbox rows to deliveries. Returns (outbox rows, deliveries created,
-        rows skipped as history).
+        """Route new outbox rows to deliveries. Returns (outbox rows routed, deliveries
+        created, rows skipped as history).
 
-        With ``horizon_days``, a transition dated more than that many days before the
-        store's business day (:func:`streams.store.business_day`) is routed to nobody:
-        importing last spring's payments in October must not send departments months of
-        stale warnings. It stays in ``alerts --all``; a row is judged when first fanned out."""
+        With ``horizon_days``, history is not news: a transition dated more than that many
+        days before the store's business day (:func:`streams.store.business_day`, where
+        the engine's run is heading) is routed to nobody — importing last spring's
+        payments in October must not send departments months of stale warnings — unless
+        its alert is still firing: its department has never been told, and hears of it
+        now. A later step (resolved, escalated, an overdue disposition) of an alert whose
+        department was never told is history too. While a run is still heading past the
+        committed clock (a backfill between its commits), the old rows of alerts firing
+        so far wait, in order: the run may yet resolve them. Skipped rows stay in
+        ``alerts --all``; a row is judged once, when it is routed."""
         db = self.db
-        count, top = db.execute("SELECT COUNT(*), COALESCE(MAX(id), 0) FROM outbox").fetchone()
-        signature = (int(count), int(top))
+        count, top, fanned, committed = db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0),"
+            f" (SELECT COUNT(*) FROM delivery_fanout WHERE fingerprint = '{REROUTE}'),"
+            " (SELECT clock FROM cursor WHERE id = 1) FROM outbox"
+        ).fetchone()
+        # fanned: rows retry_failed marked; committed: waiting rows are judged again as a run goes on
+        signature = (int(count), int(top), int(fanned), committed)
         if signature == self._signature:
             return 0, 0, 0
         rows = db.execute(_UNFANNED).fetchall()
-        oldest = self._oldest_notified(horizon_days)
-        created = skipped = 0
+        heading = business_day(db) if horizon_days > 0 else None
+        oldest = None if heading is None else dt.date.fromordinal(heading - horizon_days).isoformat()
+        firing: set[str] = set()
+        catching_up = False
+        if oldest is not None and rows:
+            firing = {a for (a,) in db.execute("SELECT alert_id FROM alerts WHERE status = 'firing'")}
+            catching_up = heading is not None and (committed is None or committed < heading)
+        waiting: set[str] = set()  # alerts whose rows wait for the run to end (kept in order)
+        routed = created = skipped = 0
         db.execute("BEGIN IMMEDIATE")
         try:
-            for outbox_id, department_id, payload, fingerprint, n in rows:
+            for outbox_id, department_id, payload, fingerprint, n, previous in rows:
                 transition = orjson.loads(payload)
-                if oldest is not None and transition.get("date", oldest) < oldest:
-                    skipped += 1
-                    self._mark_fanned(outbox_id, fingerprint)
-                    continue
+                alert_id = transition["alert_id"]
+                # A row routed again on request is not history, however old it is by now.
+                if previous != REROUTE and oldest is not None:
+                    old = transition.get("date", oldest) < oldest
+                    if alert_id in waiting or (old and catching_up and alert_id in firing):
+                        waiting.add(alert_id)
+                        continue
+                    routed += 1
+                    if (old and alert_id not in firing) or (not old and self._never_told(transition)):
+                        skipped += 1
+                        self._mark_fanned(outbox_id, fingerprint)
+                        continue
+                else:
+                    routed += 1
                 base = fingerprint if not n else f"{fingerprint}|{n}"
                 common = (
                     outbox_id,
-                    transition["alert_id"],
+                    alert_id,
                     department_id,
                     transition["transition"],
                 )
@@ -294,7 +326,16 @@ class DeliveryLog:
             db.execute("ROLLBACK")
             raise
         self._signature = signature
-        return len(rows), created, skipped
+        return routed, created, skipped
+
+    def _never_told(self, transition: dict[str, Any]) -> bool:
+        """A step after the first of an alert whose department has no delivery of it."""
+        if transition.get("transition") == "firing":
+            return False
+        told = self.db.execute(
+            "SELECT 1 FROM deliveries WHERE alert_id = ? LIMIT 1", (transition["alert_id"],)
+        ).fetchone()
+        return told is None
 
     def _mark_fanned(self, outbox_id: int, fingerprint: str) -> None:
         self.db.execute(
@@ -302,17 +343,6 @@ class DeliveryLog:
             " ON CONFLICT(outbox_id) DO UPDATE SET fingerprint = excluded.fingerprint",
             (outbox_id, fingerprint),
         )
-
-    def _oldest_notified(self, horizon_days: int) -> str | None:
-        """The earliest transition date (ISO) still notified, or None for no limit.
-
-        Judged against where the engine's run is heading (``business_day``), not how far
-        its last commit got: a backfill commits in steps, and a round between two steps
-        must not take the year's history for news."""
-        if horizon_days <= 0:
-            return None
-        day = business_day(self.db)
-        return None if day is None else dt.date.fromordinal(day - horizon_days).isoformat()
 
     def _insert(
         self,
@@ -415,15 +445,38 @@ class DeliveryLog:
         )
 
     def retry_failed(self) -> int:
-        """Re-queue failed deliveries, due at once (after fixing the directory or the receiver)."""
-        cursor = self.db.execute(
-            "UPDATE deliveries SET status = ?, attempts = 0, next_attempt = 0"
-            " WHERE status = ? AND channel != ?",
-            (PENDING, FAILED, NO_CHANNEL),
-        )
-        return cursor.rowcount
+        """Re-queue failed deliveries, due at once (after fixing the directory or the receiver).
+
+        A transition that had nowhere to go (channel ``none``: its department was not in
+        the directory) is routed again, by the directory the dispatcher has then: its
+        ``none`` rows go and its outbox row is marked unrouted (deliveries it already
+        has keep their keys, so nothing is sent twice)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            requeued = db.execute(
+                "UPDATE deliveries SET status = ?, attempts = 0, next_attempt = 0"
+                " WHERE status = ? AND channel != ?",
+                (PENDING, FAILED, NO_CHANNEL),
+            ).rowcount
+            unrouted = [outbox_id for (outbox_id,) in db.execute(
+                "SELECT DISTINCT outbox_id FROM deliveries WHERE status = ? AND channel = ?",
+                (FAILED, NO_CHANNEL),
+            )]
+            db.execute("DELETE FROM deliveries WHERE status = ? AND channel = ?", (FAILED, NO_CHANNEL))
+            db.executemany("UPDATE delivery_fanout SET fingerprint = ? WHERE outbox_id = ?",
+                           [(REROUTE, i) for i in unrouted])
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._signature = None
+        return requeued + len(unrouted)
 
     # -- reading ---------------------------------------------------------
+    def alert_departments(self) -> list[str]:
+        return [d for (d,) in self.db.execute("SELECT DISTINCT department_id FROM alerts ORDER BY 1")]
+
     def summary(self) -> dict[str, dict[str, int]]:
         """{channel: {status: count}} over every delivery."""
         found: dict[str, dict[str, int]] = {}
@@ -547,6 +600,11 @@ class DeliveryLog:
             raise
 
 
+def _reachable(directory: Directory, department_id: str) -> bool:
+    contact = directory.contact(department_id)
+    return contact is not None and bool(contact.channels())
+
+
 class Dispatcher:
     """Fans the outbox out to the channels, delivers with retries, pushes to Alertmanager.
 
@@ -590,6 +648,7 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.clock = clock
         self.sleep = sleep
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one _lock and _mail_gate belong to
         self._lock = asyncio.Lock()
         self._am_next: float | None = None  # wall time of the next periodic push
         self._am_sent: dict[str, str] | None = None  # alert_id -> severity last pushed
@@ -604,6 +663,8 @@ class Dispatcher:
         self._mail_gate = asyncio.Semaphore(self.policy.concurrency)
         self._dispatch_lock = DispatchLock(self.log.path)
         self._busy_logged = False
+        if directory is not None:
+            self._warn_unlisted(directory)
 
     @classmethod
     def from_settings(
@@ -646,12 +707,28 @@ class Dispatcher:
         options.update(overrides)
         return cls(path, directory, **options)
 
+    def _warn_unlisted(self, directory: Directory) -> None:
+        """A department the store has alerts for that the directory cannot reach (a typo
+        such as D0101 for D101, and no default): said when the dispatcher starts, not
+        found weeks later as failed deliveries on channel none."""
+        if directory.default is not None and directory.default.channels():
+            return
+        unlisted = [d for d in self.log.alert_departments() if not _reachable(directory, d)]
+        if unlisted:
+            shown = "、".join(unlisted[:10]) + ("等" if len(unlisted) > 10 else "")
+            log.warning(
+                "部门目录中没有这些部门的通知通道，目录也没有带通道的 default：%s（共 %d 个）；它们的预警通知"
+                "会记为投递失败。请检查部门编码后运行 `budgetwatch outbox --retry-failed`"
+                "（departments with alerts that the directory cannot reach）", shown, len(unlisted),
+            )
+
     @property
     def enabled(self) -> bool:
         return self.directory is not None or bool(self.alertmanager_url)
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a SQLite call off the event loop (the engine may hold the write lock)."""
+        self._bind_to_loop()
         async with self._lock:
             return await asyncio.to_thread(fn, *args, **kwargs)
 
@@ -711,8 +788,9 @@ class Dispatcher:
                 )
             if stats.skipped_historical:
                 log.info(
-                    "%d transitions dated more than %d days before the business clock were not "
-                    "notified (history); they stay in alerts --all",
+                    "%d transitions were history (more than %d days before the business clock and "
+                    "resolved since, or of an alert never announced): not notified; they stay in "
+                    "alerts --all",
                     stats.skipped_historical, self.horizon_days,
                 )
             groups = await self._db(self.log.pending_by_target, self.policy.per_target)
@@ -732,6 +810,15 @@ class Dispatcher:
         if self.alertmanager_url and not stats.held and await self._am_due(ts):
             await self._push(now, stats)
         return stats
+
+    def _bind_to_loop(self) -> None:
+        """asyncio primitives belong to one event loop; a dispatcher driven round by round
+        from new loops (asyncio.run per round) gets fresh ones, once nothing is sending."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop and not self._sending:
+            self._loop = loop
+            self._lock = asyncio.Lock()
+            self._mail_gate = asyncio.Semaphore(self.policy.concurrency)
 
     def _done_sending(self, target: tuple[str, str], _task: asyncio.Task[None]) -> None:
         self._sending.pop(target, None)

@@ -131,9 +131,9 @@ def test_fan_out_to_every_channel_once(tmp_path: Path) -> None:
 
 
 def test_a_backfilled_history_is_not_notified_beyond_the_horizon(tmp_path: Path) -> None:
-    # Imported late: the 06-30 firings are history once the business clock is at 07-06;
-    # with a 3-day horizon only the 07-05 resolutions reach the departments.
-    for horizon, expect_firings in ((3, False), (0, True)):
+    # Imported late: the 06-30 firings are history once the business clock is at 07-06
+    # and they resolved on 07-05; so are the resolutions of alerts nobody was told of.
+    for horizon, expect_all in ((3, False), (0, True)):
         db = tmp_path / f"h{horizon}.db"
         fire(db)
         resolve(db)
@@ -141,10 +141,10 @@ def test_a_backfilled_history_is_not_notified_beyond_the_horizon(tmp_path: Path)
         d = dispatcher(db, receiver, mail, horizon_days=horizon)
         stats = run(d, T0)
         assert stats.fanned_out == 16
-        assert stats.skipped_historical == (0 if expect_firings else 8)
+        assert stats.skipped_historical == (0 if expect_all else 16)
         kinds = Counter(json.loads(r.content)["transition"]["transition"]
                         for r in receiver.requests if r.url.host == "hooks.example")
-        assert kinds["resolved"] == 8 and (kinds["firing"] == 8) is expect_firings
+        assert kinds == (Counter(firing=8, resolved=8) if expect_all else Counter())
         assert stats.created == stats.delivered == len(receiver.requests) + len(mail.sent)
         asyncio.run(d.aclose())
         # judged once, also by a new dispatcher (no in-memory state): nothing re-fanned or sent
@@ -152,6 +152,27 @@ def test_a_backfilled_history_is_not_notified_beyond_the_horizon(tmp_path: Path)
         again = run(d, T0 + dt.timedelta(minutes=5))
         assert (again.fanned_out, again.skipped_historical, again.created, again.delivered) == (0, 0, 0, 0)
         asyncio.run(d.aclose())
+
+
+def test_an_old_alert_still_firing_is_announced_and_its_resolution_follows(tmp_path: Path) -> None:
+    """behind_schedule (04-20) and stalled (05-04) were still firing when a bureau went
+    live on 07-01 with a 30-day horizon: they were never announced, and their later
+    resolutions went to departments that had never heard of them (notification audit)."""
+    db = tmp_path / "bw.db"
+    fire(db)
+    receiver, mail = Receiver(), Mail()
+    d = dispatcher(db, receiver, mail, horizon_days=30)
+    def hooks(kind: str) -> set[str]:
+        bodies = [json.loads(r.content)["transition"] for r in receiver.requests if r.url.host == "hooks.example"]
+        return {t["alert_id"] for t in bodies if t["transition"] == kind}
+
+    first = run(d, T0)
+    told = hooks("firing")
+    assert first.skipped_historical == 0
+    assert {"2025:behind_schedule:project:P1", "2025:stalled:project:P1"} <= told
+    resolve(db)
+    run(d, T0 + dt.timedelta(days=5))
+    assert hooks("resolved") == told  # every one it was told of, and no other
 
 
 def test_a_backfill_fanned_out_between_its_commits_is_judged_by_where_the_run_ends(
@@ -199,9 +220,11 @@ def test_a_backfill_fanned_out_between_its_commits_is_judged_by_where_the_run_en
         delivered_dates = {r[0] for r in store.db.execute(
             "SELECT DISTINCT json_extract(t.data, '$.date') FROM deliveries d"
             " JOIN outbox o ON o.id = d.outbox_id JOIN transitions t ON t.id = o.transition_id")}
+    # Polled at 07-01 the 06-30 alerts were firing, yet the run was heading to 07-06 where
+    # they resolve: their rows waited, and in the end every one was history.
     assert "2025-06-30" in outbox_dates and fanned == len(outbox_dates)
-    assert skipped == sum(1 for day in outbox_dates if day < "2025-07-03") >= 8
-    assert created > 0 and delivered_dates == {"2025-07-05"}
+    assert skipped == len(outbox_dates) >= 16
+    assert created == 0 and delivered_dates == set()
 
 
 def test_retries_with_backoff_on_an_injected_clock(tmp_path: Path) -> None:
@@ -345,6 +368,37 @@ def test_unroutable_department_is_visible_not_dropped(tmp_path: Path) -> None:
     assert registry.get_sample_value("budget_notification_outbox_backlog") == 0
 
 
+def test_an_unroutable_department_warns_at_start_and_is_sent_once_the_directory_is_fixed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A typo (D0101 for D101) with no default: the notifications failed on channel none,
+    and after fixing the directory --retry-failed requeued 0 of them, for good (audit)."""
+    import logging
+
+    db = tmp_path / "bw.db"
+    fire(db)
+    typo = parse_directory({"departments": {"D0101": {"name": "教育局", "webhook": "https://hooks.example/edu"},
+                                            HEALTH: {"name": "卫健委", "webhook": "https://hooks.example/health"}}})
+    receiver = Receiver()
+    with caplog.at_level(logging.WARNING, logger="budgetwatch.outbox"):
+        d = dispatcher(db, receiver, Mail(), directory=typo, horizon_days=30)
+    assert "部门目录中没有这些部门的通知通道" in caplog.text and "D101" in caplog.text
+    run(d, T0)
+    log = DeliveryLog(db)
+    assert log.summary()["none"]["failed"] == 4 and receiver.ok_keys() and all(
+        "|D102|" in k for k in receiver.ok_keys())
+    assert log.retry_failed() == 4
+    fixed = parse_directory({"departments": {EDU: {"name": "教育局", "webhook": "https://hooks.example/edu"},
+                                             HEALTH: {"name": "卫健委", "webhook": "https://hooks.example/health"}}})
+    # weeks later: routed again on request, not judged as history by then
+    later = dispatcher(db, receiver, Mail(), directory=fixed, horizon_days=30)
+    stats = run(later, T0 + dt.timedelta(days=60))
+    edu = [k for k in receiver.ok_keys() if "|D101|" in k]
+    assert stats.delivered == 4 and len(edu) == len(set(edu)) == 4
+    assert "none" not in DeliveryLog(db).summary()
+    assert Counter(receiver.ok_keys()).most_common(1)[0][1] == 1  # D102's were not sent again
+
+
 def test_alertmanager_push_resend_and_resolve(tmp_path: Path) -> None:
     db = tmp_path / "bw.db"
     fire(db)
@@ -459,7 +513,8 @@ def test_deliver_once_says_how_much_history_it_left_unsent(tmp_path: Path) -> No
         env={"BUDGETWATCH_NOTIFY_HORIZON_DAYS": "3", "BUDGETWATCH_ALERTMANAGER_URL": ""},
     )
     assert result.exit_code == 0, result.output
-    assert "8 条预警变动早于业务日期 3 天以上" in result.output and "alerts --all" in result.output
+    assert "16 条预警变动属于历史数据（早于业务日期 3 天以上且预警已解除，或其预警从未通知过）" in result.output
+    assert "alerts --all" in result.output
 
 
 def test_deliver_once_says_how_many_are_still_waiting(tmp_path: Path) -> None:
