@@ -22,13 +22,17 @@ Validation errors name the file and the field and say what to change.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from budget.events import problem_zh
 
 CHANNELS = ("webhook", "dingtalk", "wecom", "email")
 DEFAULT = "default"
@@ -76,6 +80,18 @@ class Contact(BaseModel):
     @classmethod
     def _urls(cls, value: str | None) -> str | None:
         return None if value is None else _http_url(value)
+
+    @field_validator("webhook")
+    @classmethod
+    def _not_a_robot(cls, value: str | None) -> str | None:
+        # A robot answers HTTP 200 with an errcode to the generic webhook's JSON: the
+        # delivery was recorded as done and nothing reached the group.
+        host = urlsplit(value).hostname or "" if value else ""
+        if host == "oapi.dingtalk.com":
+            raise ValueError("这是钉钉机器人地址，请写在 dingtalk: {url: …, secret: …} 下，而不是 webhook")
+        if host == "qyapi.weixin.qq.com":
+            raise ValueError("这是企业微信机器人地址，请写在 wecom: 下，而不是 webhook")
+        return value
 
     @field_validator("email", mode="before")
     @classmethod
@@ -156,17 +172,42 @@ class Directory(BaseModel):
 
 def _explain(err: ValidationError, origin: str) -> str:
     lines = [f"{origin}: 部门目录无效，请按提示修改该文件后重试："]
-    for item in err.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(顶层)"
-        msg = item["msg"]
-        if item["type"] == "extra_forbidden":
-            msg = (
-                f"未知字段；允许的字段见 README「Notifications」（channels: {', '.join(CHANNELS)}）"
-            )
-        elif item["type"] == "missing":
+    for item in err.errors(include_url=False):
+        loc = [str(p) for p in item["loc"]]
+        where = ".".join(loc) or "(顶层)"
+        kind, msg = item["type"], str(item["msg"]).removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            msg = f"未知字段；允许的字段见 README「Notifications」（channels: {', '.join(CHANNELS)}）"
+        elif kind == "missing":
             msg = "缺少必填字段"
+        elif loc and loc[-1] == "dingtalk" and kind in ("model_type", "dict_type", "model_attributes_type"):
+            msg = "钉钉机器人应写作 {url: https://oapi.dingtalk.com/robot/send?access_token=…, secret: SEC…}"
+        elif loc and loc[-1] == "wecom" and kind == "string_type":
+            msg = "企业微信机器人应写作一个地址：https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
+        elif kind != "value_error":  # this module's own checks are in Chinese already
+            msg = f"{problem_zh(kind, item.get('ctx'), msg)}（{msg}）"
         lines.append(f"  - {where}: {msg}")
     return "\n".join(lines)
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_environment(data: Any, origin: str, environ: Mapping[str, str]) -> Any:
+    """``${NAME}`` in any text of the directory is the environment variable NAME: robot
+    tokens and secrets need not sit in a file that is copied around."""
+    if isinstance(data, str):
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise DirectoryError(f"{origin}: 引用的环境变量 {name} 未设置（${{{name}}}）；请设置后重试")
+            return environ[name]
+        return _ENV_REFERENCE.sub(value, data)
+    if isinstance(data, dict):
+        return {k: expand_environment(v, origin, environ) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_environment(v, origin, environ) for v in data]
+    return data
 
 
 def parse_directory(data: Any, *, origin: str = "<directory>") -> Directory:
@@ -199,5 +240,6 @@ def load_directory(path: str | Path) -> Directory:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise DirectoryError(f"{path}: 不是有效的 YAML（{err}）；请修正语法") from None
-    return parse_directory(data, origin=str(path))
+        where = " ".join(str(err).split())
+        raise DirectoryError(f"{path}: 不是有效的 YAML（{where}）；请修正语法") from None
+    return parse_directory(expand_environment(data, str(path), os.environ), origin=str(path))

@@ -416,7 +416,9 @@ def main() -> None:
         fail(str(err))
     except ValidationError as err:  # a BUDGETWATCH_* variable that does not parse
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}" for e in err.errors()
+            f"{'.'.join(str(p) for p in e['loc'])}={e.get('input')!r}: {e['msg']}" if e["loc"]
+            else str(e["msg"]).removeprefix("Value error, ")  # a check of several settings
+            for e in err.errors()
         )
         fail(f"配置取值无效：{problems}；请检查命令行选项或 BUDGETWATCH_* 环境变量（a setting cannot be used）")
     except OSError as err:  # a path that cannot be written or read

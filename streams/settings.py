@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     delivery_backoff: float = Field(default=30.0, gt=0, description="first retry delay (doubles)")
     delivery_backoff_max: float = Field(default=3600.0, gt=0, description="longest retry delay")
     notify_timeout: float = Field(default=10.0, gt=0, description="HTTP/SMTP timeout per request")
+    @model_validator(mode="after")
+    def _one_kind_of_tls(self) -> Settings:
+        if self.smtp_tls and self.smtp_starttls:
+            raise ValueError(
+                "BUDGETWATCH_SMTP_TLS 与 BUDGETWATCH_SMTP_STARTTLS 只能设一个：端口 465 用 TLS，"
+                "端口 587/25 用 STARTTLS（smtp_tls and smtp_starttls exclude each other）"
+            )
+        return self
+
     notify_horizon_days: int = Field(
         default=30, ge=0,
         description="notify only transitions dated within this many days of the business clock "

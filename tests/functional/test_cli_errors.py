@@ -8,6 +8,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests import builders as b
 from tests.functional.test_cli import cli
 
@@ -188,3 +190,15 @@ def test_version_is_the_installed_distribution() -> None:
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"budgetwatch {version('budgetwatch')}"
+
+
+def test_tls_and_starttls_together_are_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both set, every email failed later with aiosmtplib's English ValueError (audit)."""
+    from pydantic import ValidationError
+
+    from streams.settings import Settings
+
+    monkeypatch.setenv("BUDGETWATCH_SMTP_TLS", "true")
+    monkeypatch.setenv("BUDGETWATCH_SMTP_STARTTLS", "true")
+    with pytest.raises(ValidationError, match="BUDGETWATCH_SMTP_TLS 与 BUDGETWATCH_SMTP_STARTTLS 只能设一个"):
+        Settings()

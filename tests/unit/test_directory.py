@@ -95,3 +95,38 @@ def test_the_shipped_example_is_valid() -> None:
     d = load_directory(Path(__file__).resolve().parents[2] / "examples" / "departments.yaml")
     assert d.escalation is not None and d.default is not None
     assert all(c.channels() for c in d.departments.values())
+
+
+@pytest.mark.parametrize(
+    ("contact", "expected"),
+    [
+        ({"name": "教育局", "dingtalk": "https://oapi.dingtalk.com/robot/send?access_token=T"},
+         "钉钉机器人应写作 {url: "),
+        ({"name": "教育局", "wecom": {"url": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K"}},
+         "企业微信机器人应写作一个地址"),
+        ({"name": "教育局", "webhook": "https://oapi.dingtalk.com/robot/send?access_token=T"},
+         "这是钉钉机器人地址，请写在 dingtalk:"),
+        ({"name": "教育局", "webhook": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=K"},
+         "这是企业微信机器人地址，请写在 wecom:"),
+        ({"name": "", "webhook": "https://hooks.example/x"}, "departments.D1.name: 不能为空"),
+        ({"name": "教育局", "webhook": "ftp://x"}, "'ftp://x' 不是 http(s) 地址"),
+    ],
+)
+def test_directory_mistakes_are_explained_in_chinese(contact: dict[str, object], expected: str) -> None:
+    with pytest.raises(DirectoryError) as caught:
+        parse_directory({"departments": {"D1": contact}})
+    assert expected in str(caught.value) and "Value error" not in str(caught.value)
+
+
+def test_secrets_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text("departments:\n  D1:\n    name: 教育局\n    dingtalk:\n"
+                    "      url: https://oapi.dingtalk.com/robot/send?access_token=${DING_TOKEN}\n"
+                    "      secret: ${DING_SECRET}\n", "utf-8")
+    monkeypatch.setenv("DING_TOKEN", "tok123")
+    monkeypatch.delenv("DING_SECRET", raising=False)
+    with pytest.raises(DirectoryError, match=r"引用的环境变量 DING_SECRET 未设置"):
+        load_directory(path)
+    monkeypatch.setenv("DING_SECRET", "SEC456")
+    robot = load_directory(path).departments["D1"].dingtalk
+    assert robot is not None and robot.url.endswith("access_token=tok123") and robot.secret == "SEC456"
