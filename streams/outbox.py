@@ -408,13 +408,15 @@ class DeliveryLog:
         policy: RetryPolicy,
         *,
         final: bool = False,
+        at_least: float | None = None,
     ) -> str:
         attempts = delivery.attempts + 1
         status = FAILED if final or attempts >= policy.max_attempts else PENDING
+        delay = max(policy.delay(attempts), at_least or 0.0)  # a receiver's Retry-After, if longer
         self.db.execute(
             "UPDATE deliveries SET status = ?, attempts = ?, next_attempt = ?, last_error = ?"
             " WHERE id = ?",
-            (status, attempts, now + policy.delay(attempts), error[:2000], delivery.id),
+            (status, attempts, now + delay, error[:2000], delivery.id),
         )
         return status
 
@@ -927,7 +929,7 @@ class Dispatcher:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(1 if window is not None else self.policy.tries),
                 wait=wait_exponential(multiplier=self.policy.wait, max=self.policy.wait_max),
-                retry=retry_if_exception(lambda e: isinstance(e, DeliveryError) and e.transient),
+                retry=retry_if_exception(lambda e: isinstance(e, DeliveryError) and e.retry_now),
                 sleep=self.sleep,
                 reraise=True,
             ):
@@ -947,8 +949,9 @@ class Dispatcher:
             # The backoff runs from when it failed: a hanging receiver's 30 s of tries must
             # not use up the first wait before it starts.
             failed_at = max(ts, self.clock().timestamp())
+            wait = err.retry_after if isinstance(err, DeliveryError) else None
             status = await self._db(self.log.attempt_failed, delivery, failed_at, error, self.policy,
-                                    final=set_aside)
+                                    final=set_aside, at_least=wait)
             stats.failed_attempts += 1
             if status == FAILED:
                 stats.gave_up += 1

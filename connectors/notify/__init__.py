@@ -25,15 +25,28 @@ class DeliveryError(Exception):
     ``rate_limited``: the receiver refused for sending too fast (a robot's minute was
     full); retrying at once would only prolong it, so it waits for the next attempt.
     ``final``: part of it went out (a mail some addresses took): another attempt would
-    send those again, so it is set aside as failed until someone re-queues it."""
+    send those again, so it is set aside as failed until someone re-queues it.
+    ``retry_now`` / ``retry_after``: whether to try again within the attempt, and how long
+    the receiver asked to be left alone."""
 
     def __init__(
-        self, message: str, *, transient: bool, rate_limited: bool = False, final: bool = False
+        self,
+        message: str,
+        *,
+        transient: bool,
+        rate_limited: bool = False,
+        final: bool = False,
+        retry_now: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.transient = transient
         self.rate_limited = rate_limited
         self.final = final
+        # Tried again at once (a refused connection, a 5xx)? Not after a timeout (the post
+        # has often arrived: each try would be another copy) nor when told to slow down.
+        self.retry_now = transient and not rate_limited if retry_now is None else retry_now
+        self.retry_after = retry_after  # seconds the receiver asked to wait (Retry-After)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,13 +23,19 @@ async def post_json(
         response = await client.post(url, json=body, headers=headers)
     except httpx.TimeoutException as err:
         raise DeliveryError(
-            f"{redact(url)}: 请求超时（{type(err).__name__}）", transient=True
+            f"{redact(url)}: 请求超时（{type(err).__name__}）", transient=True, retry_now=False
         ) from None
     except httpx.TransportError as err:
         raise DeliveryError(
             f"{redact(url)}: 无法连接（{err or type(err).__name__}）", transient=True
         ) from None
-    if response.status_code >= 500 or response.status_code == 429:
+    if response.status_code == 429:
+        wait = _retry_after(response.headers.get("Retry-After"))
+        raise DeliveryError(
+            f"{redact(url)}: HTTP 429 请求过于频繁{f'，对方要求 {wait:g} 秒后重试' if wait else ''}",
+            transient=True, rate_limited=True, retry_after=wait,
+        )
+    if response.status_code >= 500:
         raise DeliveryError(
             f"{redact(url)}: HTTP {response.status_code} {response.text[:200]}", transient=True
         )
@@ -49,6 +55,14 @@ async def post_json(
             transient=False,
         )
     return response
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is left to the backoff)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def check_errcode(url: str, response: httpx.Response, *, rate_limited: frozenset[int]) -> None:

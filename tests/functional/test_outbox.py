@@ -606,3 +606,30 @@ def test_a_second_dispatcher_on_the_same_store_sends_nothing(tmp_path: Path) -> 
     finally:
         running.release()
     assert run(dispatcher(db, receiver, Mail()), T0).delivered > 0  # released: the next one goes
+
+
+def test_a_receiver_asking_to_slow_down_or_timing_out_gets_no_copies_at_once(tmp_path: Path) -> None:
+    """429 was tried three times within ~1.5 s ignoring Retry-After, and a receiver slower
+    than the timeout got three copies an attempt (each timed-out post had often arrived)."""
+    db = tmp_path / "bw.db"
+    fire(db)
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path == "/edu":
+            return httpx.Response(429, headers={"Retry-After": "600"}, text="slow down")
+        if request.url.path == "/default":
+            raise httpx.ReadTimeout("no answer", request=request)
+        return httpx.Response(200, json={"errcode": 0})
+
+    directory = parse_directory({"default": {"name": "财政局", "webhook": "https://hooks.example/default"},
+                                 "departments": {EDU: {"name": "教育局", "webhook": "https://hooks.example/edu"}}})
+    d = Dispatcher(db, directory, client=httpx.AsyncClient(transport=httpx.MockTransport(answer)),
+                   sleep=no_sleep, clock=lambda: T0, policy=RetryPolicy(tries=3, backoff=30))
+    asyncio.run(d.run_once(T0))
+    assert seen.count("/edu") == 1 and seen.count("/default") == 1  # the heads of the queues, once each
+    rows = {r["recipient"]: r for r in DeliveryLog(db).rows(("pending",)) if r["attempts"]}
+    assert rows[EDU]["next_attempt"] == (T0 + dt.timedelta(seconds=600)).isoformat()
+    assert "对方要求 600 秒后重试" in rows[EDU]["last_error"]
+    assert rows["default"]["next_attempt"] == (T0 + dt.timedelta(seconds=30)).isoformat()
