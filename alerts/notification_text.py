@@ -61,6 +61,8 @@ def figure_lines(transition: Mapping[str, Any]) -> list[tuple[str, str]]:
             continue
         if key == "days_without_payment" and rule != "stalled":
             continue
+        if key == "floor" and rule not in ("low_execution", "department_low_execution"):
+            continue  # another rule's threshold: a resolved behind_schedule listed 执行进度要求 30%
         if key == "expected_progress" and value == figures.get("time_progress"):
             continue
         lines.append((label, fmt(value)))

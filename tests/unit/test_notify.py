@@ -95,6 +95,13 @@ def test_resolved_text() -> None:
     assert "**情况说明**：校舍改造的预警已于" in text.markdown
 
 
+def test_a_figure_is_listed_only_for_the_rule_it_belongs_to() -> None:
+    t = transition(rule="behind_schedule", figures={"execution_rate": 0.1, "floor": 0.3, "days_without_payment": 9})
+    labels = [label for label, _ in figure_lines(t)]
+    assert "执行进度要求" not in labels and "连续未支付天数" not in labels and "预算执行率" in labels
+    assert "执行进度要求" in [label for label, _ in figure_lines(transition(figures={"floor": 0.3}))]
+
+
 def test_escalation_copy_is_marked_and_stalled_shows_days() -> None:
     t = transition(rule="stalled", severity="warning")
     text = compose_notification(t, audience="escalation")
