@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -203,6 +204,42 @@ class Sessions:
     def drop(self, session_id: str | None) -> None:
         if session_id:
             self._by_id.pop(session_id, None)
+
+
+FREE_FAILURES = 5  # wrong passwords allowed before a login must wait
+# …and from one address: a bureau's users may all come through one NAT.
+FREE_ADDRESS_FAILURES = 20
+FIRST_WAIT = 30.0  # seconds, doubling with each further failure
+LONGEST_WAIT = 900.0
+THROTTLE_KEYS_KEPT = 10_000
+
+
+@dataclass(slots=True)
+class LoginThrottle:
+    """Wrong passwords cost time: after a few for one login, or from one address, the next
+    try waits (30 s, doubling, at most 15 min) and is refused unchecked meanwhile — no
+    scrypt spent on it. A success clears the login's count. Kept in memory, bounded."""
+
+    clock: Any = time.monotonic
+    _failures: OrderedDict[str, tuple[int, float]] = field(default_factory=OrderedDict)  # key -> (count, until)
+
+    def wait(self, *keys: str) -> float:
+        """Seconds before these may try again (0: now)."""
+        now = self.clock()
+        return max([0.0, *(self._failures.get(k, (0, 0.0))[1] - now for k in keys)])
+
+    def failed(self, *keys: str) -> None:
+        now = self.clock()
+        for key in keys:
+            count = self._failures.pop(key, (0, 0.0))[0] + 1
+            extra = count - (FREE_ADDRESS_FAILURES if key.startswith("address:") else FREE_FAILURES)
+            until = now + min(FIRST_WAIT * 2 ** (extra - 1), LONGEST_WAIT) if extra > 0 else 0.0
+            self._failures[key] = (count, until)
+            while len(self._failures) > THROTTLE_KEYS_KEPT:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
 
 
 def same_token(given: str | None, expected: str | None) -> bool:

@@ -28,6 +28,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
+import math
 import os
 import tempfile
 import uuid
@@ -57,7 +58,7 @@ from budget.events import EventRejected, parse_event_object
 from budget.indicators import completion
 from budget.report import project_view
 from connectors.exports import write_reductions_xlsx
-from streams.auth import Sessions, User, Users, load_users, same_token
+from streams.auth import LoginThrottle, Sessions, User, Users, load_users, same_token
 from streams.clock import today_in_china
 from streams.errors import ClockError
 from streams.render import KIND_LABELS
@@ -91,6 +92,7 @@ class Board:
         self.service = service
         self.users = users
         self.sessions = Sessions()
+        self.throttle = LoginThrottle()
         self._tokens: dict[str, str] = {}  # sha256(token) -> login, after one scrypt check
         # sha256 of tokens that matched nobody (bounded): a client repeating a bad token
         # costs one check, not one scrypt per user per request.
@@ -472,11 +474,20 @@ async def login_post(request: web.Request) -> web.Response:
     if not same_token(str(form.get("csrf", "")), token):
         raise web.HTTPForbidden(text="CSRF 校验失败：请刷新登录页后重试", content_type="text/plain")
     user = None
+    login = str(form.get("login", ""))
+    keys = (f"login:{login}", f"address:{request.remote or ''}")
+    if wait := board.throttle.wait(*keys):
+        log.warning("登录被暂缓：%s 来自 %s，失败次数过多（login throttled）", login, request.remote)
+        return board.page(request, "login.html", code=429, login_csrf=token,
+                          error=f"登录失败次数过多，请 {math.ceil(wait)} 秒后再试", configured=board.users is not None)
     if board.users is not None:
-        user = await board.authenticate(str(form.get("login", "")), str(form.get("password", "")))
+        user = await board.authenticate(login, str(form.get("password", "")))
     if user is None:
+        board.throttle.failed(*keys)
+        log.warning("登录失败：%s 来自 %s（failed login）", login, request.remote)
         return board.page(request, "login.html", code=401, login_csrf=token, error="用户名或密码错误",
                           configured=board.users is not None)
+    board.throttle.succeeded(keys[0])
     session_id, _ = board.sessions.create(user.login)
     response = web.HTTPSeeOther("/")
     response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="Strict", secure=_secure(request),

@@ -499,3 +499,43 @@ def test_ids_with_url_characters_keep_their_links_forms_and_redirects_on_their_p
         assert (await client.get(answer.headers["Location"])).status == 200
 
     serve(db, scenario)
+
+
+def test_wrong_passwords_make_the_next_try_wait_and_are_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Forty wrong passwords in a row took 2.4 s and nothing was logged (web audit)."""
+    import logging
+    import re as re_
+
+    from streams.board import BOARD
+    from tests.board_helpers import PASSWORDS
+
+    db = tmp_path / "bw.db"
+    prepare(db)
+    now = [1000.0]
+
+    async def scenario(client: Client, service: Service) -> None:
+        board = client.app[BOARD]  # type: ignore[index]
+        board.throttle.clock = lambda: now[0]
+
+        async def attempt(password: str) -> Any:
+            page = await client.get("/login")
+            csrf = re_.search(r'name="csrf" value="([^"]+)"', await page.text())
+            assert csrf is not None
+            return await client.post("/login", allow_redirects=False,
+                                     data={"login": "jxk", "password": password, "csrf": csrf.group(1)})
+
+        with caplog.at_level(logging.WARNING, logger="budgetwatch.board"):
+            assert [(await attempt(f"wrong-{i}")).status for i in range(5)] == [401] * 5
+            refused = await attempt("still-wrong")  # the sixth failure starts the wait
+            assert refused.status == 401
+            waiting = await attempt(PASSWORDS["jxk"])  # even the right one waits, unchecked
+            assert waiting.status == 429 and "登录失败次数过多，请 30 秒后再试" in await waiting.text()
+        assert caplog.text.count("登录失败：jxk") == 6 and "登录被暂缓：jxk" in caplog.text
+        now[0] += 31
+        assert (await attempt(PASSWORDS["jxk"])).status == 303
+        client.session.cookie_jar.clear()  # logged out again
+        assert (await attempt("wrong-again")).status == 401  # a success cleared the login's count
+
+    serve(db, scenario)
