@@ -225,7 +225,7 @@ class LoginThrottle:
 
     def wait(self, *keys: str) -> float:
         """Seconds before these may try again (0: now)."""
-        now = self.clock()
+        now: float = self.clock()
         return max([0.0, *(self._failures.get(k, (0, 0.0))[1] - now for k in keys)])
 
     def failed(self, *keys: str) -> None:
