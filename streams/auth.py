@@ -184,9 +184,16 @@ class Sessions:
     clock: Any = time.monotonic
     _by_id: dict[str, Session] = field(default_factory=dict)
 
-    def create(self, login: str) -> tuple[str, Session]:
+    def create(self, login: str, *, replacing: str | None = None) -> tuple[str, Session]:
+        """A new session; ``replacing``: the browser's previous one, which ends (logging in
+        again must not leave the old cookie valid). Expired ones are swept here, so memory
+        follows the sessions alive, not every login since the start."""
+        now = self.clock()
+        self.drop(replacing)
+        for expired in [i for i, s in self._by_id.items() if s.expires < now]:
+            del self._by_id[expired]
         session_id = secrets.token_urlsafe(32)
-        session = Session(login, secrets.token_urlsafe(32), self.clock() + self.seconds)
+        session = Session(login, secrets.token_urlsafe(32), now + self.seconds)
         self._by_id[session_id] = session
         return session_id, session
 

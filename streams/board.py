@@ -488,7 +488,7 @@ async def login_post(request: web.Request) -> web.Response:
         return board.page(request, "login.html", code=401, login_csrf=token, error="用户名或密码错误",
                           configured=board.users is not None)
     board.throttle.succeeded(keys[0])
-    session_id, _ = board.sessions.create(user.login)
+    session_id, _ = board.sessions.create(user.login, replacing=request.cookies.get(SESSION_COOKIE))
     response = web.HTTPSeeOther("/")
     response.set_cookie(SESSION_COOKIE, session_id, httponly=True, samesite="Strict", secure=_secure(request),
                         path="/", max_age=int(board.sessions.seconds))
