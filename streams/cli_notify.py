@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
 import sys
@@ -87,11 +88,29 @@ def _summary_table(summary: dict[str, dict[str, int]], backlog: int) -> Table:
     return table
 
 
+BEIJING = dt.timezone(dt.timedelta(hours=8))
+
+
+def _beijing(moment: str | None) -> str:
+    """An ISO time (UTC in the JSON) as a bureau reads it: Beijing time."""
+    if not moment:
+        return "—"
+    return dt.datetime.fromisoformat(moment).astimezone(BEIJING).strftime("%m-%d %H:%M:%S")
+
+
 def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    for label in ("状态", "通道", "接收方", "预警", "变动", "尝试次数", "下次尝试", "最后错误"):
+    for label in ("状态", "通道", "接收方", "预警", "变动", "尝试次数", "下次尝试（北京时间）", "最后错误"):
         table.add_column(label, overflow="fold")
+    failing: set[tuple[str, str]] = set()  # queues whose head has failed: the rest wait behind it
     for r in rows:
+        queue = (r["recipient"], r["channel"])
+        note = r["last_error"] or ""
+        if r["status"] == PENDING:
+            if r["attempts"]:
+                failing.add(queue)
+            elif queue in failing:
+                note = "排在同一通道一条失败待重试的通知之后（按顺序投递）"
         table.add_row(
             STATUS_NAMES.get(r["status"], r["status"]),
             CHANNEL_NAMES.get(r["channel"], r["channel"]),
@@ -99,8 +118,8 @@ def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:
             r["alert_id"],
             r["transition"],
             str(r["attempts"]),
-            r["next_attempt"] or "—",
-            r["last_error"] or "",
+            _beijing(r["next_attempt"]),
+            note,
         )
     return table
 

@@ -243,6 +243,9 @@ def test_retries_with_backoff_on_an_injected_clock(tmp_path: Path) -> None:
     rows = {r["dedup_key"]: r for r in DeliveryLog(db).rows(("pending",))}
     assert rows[head]["attempts"] == 1 and "HTTP 500" in rows[head]["last_error"]
     assert rows[head]["next_attempt"] == (T0 + dt.timedelta(seconds=30)).isoformat()
+    shown = CliRunner().invoke(app, ["outbox", "--db", str(db)], env={"COLUMNS": "400"}).output
+    assert "07-01 16:00:30" in shown  # the next try in Beijing time (08:00:30 UTC)
+    assert shown.count("排在同一通道一条失败待重试的通知之后") == 3  # the rest of the edu queue
     # not due yet: nothing is tried
     before = len(receiver.requests)
     run(d, T0 + dt.timedelta(seconds=29))
