@@ -551,11 +551,13 @@ async def alert_page(request: web.Request) -> web.Response:
 
 
 def _alert_response(request: web.Request, user: User, alert: dict[str, Any], history: list[dict[str, Any]],
-                    *, error: str | None, status: int) -> web.Response:
+                    *, error: str | None, status: int, typed: Any = None) -> web.Response:
+    """The alert page; ``typed``: the refused form, given back so nothing typed is lost."""
     view = alert_view(alert)
+    kept = {k: str(typed.get(k) or "") for k in ("action", "amount", "note")} if typed is not None else {}
     return _board(request).page(
         request, "alert.html", code=status, alert=view, raw=alert, history=history, error=error,
-        notice=request.query.get("ok"), awaiting=view["disposition"]["status"] == AWAITING,
+        notice=request.query.get("ok"), awaiting=view["disposition"]["status"] == AWAITING, typed=kept,
     )
 
 
@@ -612,11 +614,11 @@ async def dispose_post(request: web.Request) -> web.Response:
     user, form = await _form_with_csrf(request)
     alert, history = await _visible_alert(request, user)
     if not str(form.get("note") or "").strip():
-        return _alert_response(request, user, alert, history, error="请填写处置说明", status=400)
+        return _alert_response(request, user, alert, history, error="请填写处置说明", status=400, typed=form)
     error = await board.record(_disposition_event(alert, user, form, board.business_date()))
     if error:
         alert, history = await _visible_alert(request, user)
-        return _alert_response(request, user, alert, history, error=error, status=400)
+        return _alert_response(request, user, alert, history, error=error, status=400, typed=form)
     raise web.HTTPSeeOther(f"/alerts/{path_segment(alert['alert_id'])}?ok=disposed")
 
 

@@ -539,3 +539,20 @@ def test_wrong_passwords_make_the_next_try_wait_and_are_logged(
         assert (await attempt("wrong-again")).status == 401  # a success cleared the login's count
 
     serve(db, scenario)
+
+
+def test_a_refused_disposition_gives_back_what_was_typed(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        csrf = await login(client, "jyj")
+        note = "已完成招标，<合同>下月签订，资金将于三季度支付"
+        answer = await client.post(f"/alerts/{ALERT_EDU}/dispose",
+                                   data={"csrf": csrf, "action": "reduce", "amount": "", "note": note})
+        page = await answer.text()
+        assert answer.status == 400
+        assert "已完成招标，&lt;合同&gt;下月签订" in page and '<option value="reduce" selected>' in page
+        assert 'maxlength="2000"' in page
+
+    serve(db, scenario)
