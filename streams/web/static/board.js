@@ -58,7 +58,12 @@
         if (live) { live.className = "live"; live.textContent = "● 实时更新 " + data.clock; }
         if (history.replaceState) { history.replaceState(null, "", "/?" + q); }
       })
-      .catch(function () { if (live) { live.className = "live stale"; live.textContent = "○ 连接中断，重试中"; } })
+      .catch(function (err) {
+        if (!live) { return; }
+        live.className = "live stale";
+        // A session that expired answers 401 (or the login redirect): retrying cannot mend it.
+        live.textContent = String(err && err.message) === "401" ? "○ 登录已过期，请刷新页面重新登录" : "○ 连接中断，重试中";
+      })
       .then(function () { busy = false; });
   }
 
