@@ -70,6 +70,13 @@ def figure_lines(transition: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 _LABEL = re.compile(r"^【[^】]*】[^：]{0,20}：")
+# Names typed by people (道路*维修*_二期_) must not turn into italics or links in a robot's
+# Markdown: the marks become their full-width twins, which read the same and format nothing.
+_MARKDOWN_MARKS = str.maketrans({"*": "＊", "_": "＿", "`": "｀", "[": "［", "]": "］", "~": "～"})
+
+
+def _md(text: str) -> str:
+    return text.translate(_MARKDOWN_MARKS)
 
 
 def severity_text(transition: Mapping[str, Any]) -> str:
@@ -145,14 +152,14 @@ def compose_notification(
     if reference:
         footer += f"；通知编号：{reference}"
 
-    md: list[str] = [f"### {title}", ""]
-    md += [f"- **{label}**：{value}" for label, value in fields]
-    md += ["", f"**情况说明**：{message}", ""]
+    md: list[str] = [f"### {_md(title)}", ""]
+    md += [f"- **{label}**：{_md(value)}" for label, value in fields]
+    md += ["", f"**情况说明**：{_md(message)}", ""]
     if figures:
         md += [f"**{figures_title}**：", ""]
         md += [f"- {label}：{value}" for label, value in figures]
         md.append("")
-    md += [f"**{'处理建议' if kind == 'resolved' else '建议措施'}**：{action}", "", f"> {footer}"]
+    md += [f"**{'处理建议' if kind == 'resolved' else '建议措施'}**：{_md(action)}", "", f"> {footer}"]
 
     plain: list[str] = [title, ""]
     plain += [f"{label}：{value}" for label, value in fields]

@@ -248,3 +248,10 @@ def test_email_message_is_utf8_chinese_with_a_stable_message_id() -> None:
     body = parsed.get_body().get_content()  # type: ignore[union-attr]
     assert "预算执行率：10.00%" in body
     assert b"\xe9\xa2\x84" not in message.as_bytes().split(b"\n\n", 1)[0]  # headers are encoded
+
+
+def test_names_do_not_format_a_robots_markdown() -> None:
+    t = transition(subject_name="道路*维修*_二期_[链接](http://x)")
+    text = compose_notification(t)
+    assert "道路＊维修＊＿二期＿［链接］(http://x)" in text.markdown
+    assert "道路*维修*_二期_[链接](http://x)" in text.plain  # mail is plain text: as typed
