@@ -148,8 +148,12 @@ def test_dispositions_are_recorded_with_who_made_them_and_the_bureau_sees_and_ap
         assert answer.status == 303, await answer.text()
         # a reduction beyond the unspent budget is refused with the reason, on the page
         page = await client.post(f"/alerts/{ALERT_EDU}/dispose", data={
-            "csrf": csrf, "action": "reduce", "amount": "950000", "note": "太多"})
-        assert page.status == 400 and "超过项目 P1 未支出预算" in await page.text()
+            "csrf": csrf, "action": "reduce", "amount": "950000", "note": "已完成招标，<合同>下月签订"})
+        text = await page.text()
+        assert page.status == 400 and "超过项目 P1 未支出预算" in text
+        # …and what was typed comes back, escaped, with the note capped as the contract is
+        assert "已完成招标，&lt;合同&gt;下月签订</textarea>" in text and 'value="950000"' in text
+        assert '<option value="reduce" selected>' in text and 'maxlength="2000"' in text
         # an answer says why, through the API as on the page
         for body in ({"action": "continue"}, {"action": "continue", "note": "  "}):
             silent = await client.post(f"/api/alerts/{ALERT_EDU}/dispositions", headers=bearer("jxk"),
@@ -540,19 +544,3 @@ def test_wrong_passwords_make_the_next_try_wait_and_are_logged(
 
     serve(db, scenario)
 
-
-def test_a_refused_disposition_gives_back_what_was_typed(tmp_path: Path) -> None:
-    db = tmp_path / "bw.db"
-    prepare(db)
-
-    async def scenario(client: Client, service: Service) -> None:
-        csrf = await login(client, "jyj")
-        note = "已完成招标，<合同>下月签订，资金将于三季度支付"
-        answer = await client.post(f"/alerts/{ALERT_EDU}/dispose",
-                                   data={"csrf": csrf, "action": "reduce", "amount": "", "note": note})
-        page = await answer.text()
-        assert answer.status == 400
-        assert "已完成招标，&lt;合同&gt;下月签订" in page and '<option value="reduce" selected>' in page
-        assert 'maxlength="2000"' in page
-
-    serve(db, scenario)
