@@ -337,30 +337,38 @@ def test_only_the_events_post_takes_a_large_body_and_only_after_the_access_check
     serve(db, scenario)
 
 
-def test_checking_made_up_tokens_never_freezes_the_service(tmp_path: Path) -> None:
-    """An unknown token was checked with scrypt against every user, on the event loop:
-    twenty bogus requests held /healthz for 24 s. The check now runs in a worker thread,
-    one at a time, and a token that matched nobody is not checked again."""
-    import asyncio
+def slow_token_checks() -> tuple[Any, list[str], Any]:
+    """Users whose token check (scrypt over every holder) lasts until released; the
+    tokens checked are listed."""
     import threading
 
     from streams.auth import Users
-    from streams.board import install
     from tests.board_helpers import users
-    from tests.service_harness import run_service
 
-    db = tmp_path / "bw.db"
-    prepare(db)
     release = threading.Event()
     calls: list[str] = []
 
     class SlowUsers(Users):
         def by_token(self, token: str) -> Any:
             calls.append(token)
-            release.wait(30)  # scrypt over many users, made to last until released
+            release.wait(30)
             return super().by_token(token)
 
-    configured = SlowUsers(users=users().users)
+    return SlowUsers(users=users().users), calls, release
+
+
+def test_checking_made_up_tokens_never_freezes_the_service(tmp_path: Path) -> None:
+    """An unknown token was checked with scrypt against every user, on the event loop:
+    twenty bogus requests held /healthz for 24 s. The check now runs in a worker thread,
+    one at a time, and a token that matched nobody is not checked again."""
+    import asyncio
+
+    from streams.board import install
+    from tests.service_harness import run_service
+
+    db = tmp_path / "bw.db"
+    prepare(db)
+    configured, calls, release = slow_token_checks()
 
     async def scenario(client: Client, service: Service) -> None:
         bogus = [asyncio.create_task(client.get("/api/alerts", headers={"Authorization": "Bearer made-up"}))
@@ -386,25 +394,13 @@ def test_a_flood_of_made_up_tokens_is_turned_away_and_public_paths_check_none(tm
     """Each unknown token costs a scrypt per token holder, one at a time: 200 parallel
     requests with made-up tokens delayed a real token's first use by 20 s (web audit)."""
     import asyncio
-    import threading
 
-    from streams.auth import Users
     from streams.board import MAX_WAITING_TOKEN_CHECKS, install
-    from tests.board_helpers import users
     from tests.service_harness import run_service
 
     db = tmp_path / "bw.db"
     prepare(db)
-    release = threading.Event()
-    calls: list[str] = []
-
-    class SlowUsers(Users):
-        def by_token(self, token: str) -> Any:
-            calls.append(token)
-            release.wait(30)
-            return super().by_token(token)
-
-    configured = SlowUsers(users=users().users)
+    configured, calls, release = slow_token_checks()
 
     async def scenario(client: Client, service: Service) -> None:
         public = [await client.get(path, headers={"Authorization": f"Bearer public-{i}"})
