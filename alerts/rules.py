@@ -14,6 +14,7 @@ indicators are floats, compared with ``EPS`` so binary rounding cannot fire an a
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -21,9 +22,11 @@ from typing import Any
 
 from alerts.profile import Floor, Profile
 from budget.calendar import (
+    days_in_year,
     expected_progress,
     first_day_above,
     first_index_above,
+    months_of,
     progress_at,
     time_progress_for_year,
     year_bounds,
@@ -31,7 +34,12 @@ from budget.calendar import (
 from budget.ledger import ProjectState, Totals
 from budget.money import fen_to_str, money_rate
 
-EPS = 1e-9
+# Within this of a threshold a float comparison cannot be trusted (binary rounding of the
+# curve and of the profile's decimals), and beyond it a breach is certain: inside the band
+# the rules decide exactly, in fractions of the written decimals — one fen under the line
+# at 1亿 is 1e-10 of the budget, and must fire as the floors do.
+BAND = 1e-9
+EPS = BAND  # kept for callers of earlier releases
 
 LOW_EXECUTION = "low_execution"
 BEHIND_SCHEDULE = "behind_schedule"
@@ -68,6 +76,38 @@ def below_floor(paid: int, budget: int, floor: float) -> bool:
     """paid / budget < floor, exactly (money in fen, ``budget`` > 0)."""
     numerator, denominator = _exact(floor)
     return paid * denominator < numerator * budget
+
+
+def _decimal(value: float) -> Fraction:
+    numerator, denominator = _exact(value)
+    return Fraction(numerator, denominator)
+
+
+def exact_progress(index: int, year: int, plan: Sequence[float] | None) -> Fraction:
+    """``progress_at`` in fractions of the plan's written decimals (for the band only)."""
+    total = days_in_year(year)
+    index = min(index, total - 1)
+    if plan is None:
+        return Fraction(index + 1, total)
+    spans, month_of = months_of(year)
+    month = month_of[index]
+    start, length = spans[month]
+    previous = _decimal(plan[month - 1]) if month else Fraction(0)
+    return previous + (_decimal(plan[month]) - previous) * Fraction(index - start + 1, length)
+
+
+def behind_exactly(paid: int, budget: int, index: int, year: int, plan: Sequence[float] | None,
+                   lag: float) -> bool:
+    """paid / budget < expected − lag, exactly."""
+    return Fraction(paid, budget) < exact_progress(index, year, plan) - _decimal(lag)
+
+
+def gap_exceeds(paid: int, budget: int, completion: float, gap: float) -> bool:
+    """|paid / budget − completion| > gap; exactly when the floats are too close to tell."""
+    margin = abs(paid / budget - completion) - gap
+    if margin > BAND or margin < -BAND:
+        return margin > 0
+    return abs(Fraction(paid, budget) - _decimal(completion)) > _decimal(gap)
 
 
 def day_context(profile: Profile, day: int, year: int) -> DayContext:
@@ -113,16 +153,19 @@ def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
     plan = state.plan
     expected = progress_at(index, ctx.year, plan)
     lag = profile.behind_schedule.lag
-    if rate < expected - lag - EPS:
+    margin = expected - lag - rate
+    if margin > BAND or (margin >= -BAND and behind_exactly(paid, budget, index, ctx.year, plan, lag)):
         findings[BEHIND_SCHEDULE] = profile.behind_schedule.severity
     else:
-        behind_index = first_index_above(ctx.year, plan, rate + lag + EPS, index)
-        if behind_index is not None:
-            behind_day = ctx.first + behind_index
-            if behind_day > day and (due is None or behind_day < due):
-                due = behind_day
+        if margin >= -BAND:  # a hair from the line, not over it: look again tomorrow
+            behind_day: int | None = day + 1 if day < ctx.last else None
+        else:  # the first day the curve comes within the band
+            behind_index = first_index_above(ctx.year, plan, rate + lag - BAND, index)
+            behind_day = ctx.first + behind_index if behind_index is not None else None
+        if behind_day is not None and behind_day > day and (due is None or behind_day < due):
+            due = behind_day
     completion = state.completion
-    if completion is not None and abs(rate - completion) > profile.progress_gap.gap + EPS:
+    if completion is not None and gap_exceeds(paid, budget, completion, profile.progress_gap.gap):
         findings[PROGRESS_GAP] = profile.progress_gap.severity
     return findings, due
 
@@ -145,15 +188,14 @@ def evaluate_project(state: ProjectState, day: int, profile: Profile) -> Finding
             findings[STALLED] = profile.stalled.severity
     if budget <= 0:
         return findings
-    rate = paid / budget
     floor = profile.floor_on(day, year)
     if floor is not None and below_floor(paid, budget, floor.floor):
         findings[LOW_EXECUTION] = floor.severity
-    expected = expected_progress(day, year, state.plan)
-    if rate < expected - profile.behind_schedule.lag - EPS:
+    first, _ = year_bounds(year)
+    if day >= first and behind_exactly(paid, budget, day - first, year, state.plan, profile.behind_schedule.lag):
         findings[BEHIND_SCHEDULE] = profile.behind_schedule.severity
     completion = state.completion
-    if completion is not None and abs(rate - completion) > profile.progress_gap.gap + EPS:
+    if completion is not None and gap_exceeds(paid, budget, completion, profile.progress_gap.gap):
         findings[PROGRESS_GAP] = profile.progress_gap.severity
     return findings
 
@@ -177,8 +219,14 @@ def next_due(state: ProjectState, day: int, profile: Profile, findings: Findings
             if stall_day > day:
                 due = stall_day
     if BEHIND_SCHEDULE not in findings and budget > 0:
-        threshold = paid / budget + profile.behind_schedule.lag + EPS
-        behind_day = first_day_above(year, state.plan, threshold, day)
+        # The first later day the curve comes within the band of the line (where the exact
+        # check decides), or tomorrow when it already is.
+        lag = profile.behind_schedule.lag
+        margin = expected_progress(day, year, state.plan) - lag - paid / budget if day >= first else -1.0
+        if margin >= -BAND:
+            behind_day: int | None = day + 1 if day < year_bounds(year)[1] else None
+        else:
+            behind_day = first_day_above(year, state.plan, paid / budget + lag - BAND, day)
         if behind_day is not None and (due is None or behind_day < due):
             due = behind_day
     return due

@@ -61,7 +61,7 @@ def expected_curve(fiscal_year: int, plan: tuple[float, ...] | None) -> tuple[fl
 
 
 @lru_cache(maxsize=256)
-def _months(year: int) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
+def months_of(year: int) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...]]:
     """Per month (index of its first day in the year, its length), and the month of each day."""
     spans: list[tuple[int, int]] = []
     month_of: list[int] = []
@@ -83,7 +83,7 @@ def progress_at(index: int, fiscal_year: int, plan: Sequence[float] | None) -> f
         index = total - 1
     if plan is None:
         return (index + 1) / total
-    spans, month_of = _months(fiscal_year)
+    spans, month_of = months_of(fiscal_year)
     month = month_of[index]
     start, length = spans[month]
     previous = plan[month - 1] if month else 0.0
@@ -102,7 +102,7 @@ def first_index_above(fiscal_year: int, plan: Sequence[float] | None, threshold:
         while index < total and (index + 1) / total <= threshold:
             index += 1
         return index if index < total else None
-    spans, month_of = _months(fiscal_year)
+    spans, month_of = months_of(fiscal_year)
     for month in range(month_of[min(max(after, 0), total - 1)], 12):
         start, length = spans[month]
         previous = plan[month - 1] if month else 0.0

@@ -57,6 +57,31 @@ def test_one_fen_under_the_floor_fires_on_any_budget(budget: str) -> None:
     assert evaluate_department(totals, day("2025-06-30"), BASELINE) == {DEPARTMENT_LOW_EXECUTION: "warning"}
 
 
+@pytest.mark.parametrize("budget", ["100000000", "10000000000"])  # 1亿 and 100亿
+def test_one_fen_past_the_schedule_or_the_gap_fires_as_the_floors_do(budget: str) -> None:
+    """behind_schedule and progress_gap compared floats with 1e-9 slack: one fen at 1亿 (a
+    1e-10 breach) fired a day late, or never (oracle audit). Inside the band they decide
+    exactly, on the hot path (assess, with its next day) as in the reference."""
+    fen = int(budget) * 100
+    # 2025-05-26 is day 146 of 365: time progress 0.4 exactly, so the line is 20%.
+    line = fen // 5
+    behind = state_of(b.approved("P", budget), b.payment("P", f"{(line - 1) // 100}.{(line - 1) % 100:02d}",
+                                                           on="2025-01-02"))
+    on_line = state_of(b.approved("P", budget), b.payment("P", f"{line // 100}.00", on="2025-01-02"))
+    assert BEHIND_SCHEDULE in fires(behind, "2025-05-26") and BEHIND_SCHEDULE not in fires(on_line, "2025-05-26")
+    assert BEHIND_SCHEDULE not in fires(behind, "2025-05-25")
+    ctx = day_context(BASELINE, day("2025-05-25"), 2025)
+    findings, due = assess(behind, ctx)
+    assert BEHIND_SCHEDULE not in findings and due == day("2025-05-26")  # looked at again on the day
+    assert BEHIND_SCHEDULE in assess(behind, day_context(BASELINE, day("2025-05-26"), 2025))[0]
+    # |0.7000000001 − 0.5| > 0.2 by 1e-10 of the budget
+    seventy = fen * 7 // 10 + 1
+    gap = state_of(b.approved("P", budget), b.payment("P", f"{seventy // 100}.{seventy % 100:02d}", on="2025-05-20"),
+                   b.indicator("P", "I1", 10), b.report("P", "I1", 5, on="2025-05-20"))
+    assert PROGRESS_GAP in fires(gap, "2025-05-26")
+    assert PROGRESS_GAP in assess(gap, day_context(BASELINE, day("2025-05-26"), 2025))[0]
+
+
 def test_low_execution_only_from_the_checkpoint_on() -> None:
     lagging = state_of(b.approved("P", "1000000"), b.payment("P", "100000", on="2025-06-01"))
     assert LOW_EXECUTION not in fires(lagging, "2025-06-29")
