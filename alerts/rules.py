@@ -8,7 +8,8 @@ re-evaluates a project on that day instead of every project every day.
 
 A value exactly on a threshold (30%, 20 points) is not a breach. Execution floors
 are compared exactly, in fen (one fen under 30% of 1亿 fires); rates against plans and
-indicators are floats, compared with ``EPS`` so binary rounding cannot fire an alert.
+indicators are compared as floats, and within ``BAND`` of the line exactly, in fractions
+of the written decimals, so binary rounding neither fires nor hides an alert.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from budget.money import fen_to_str, money_rate
 # the rules decide exactly, in fractions of the written decimals — one fen under the line
 # at 1亿 is 1e-10 of the budget, and must fire as the floors do.
 BAND = 1e-9
-EPS = BAND  # kept for callers of earlier releases
 
 LOW_EXECUTION = "low_execution"
 BEHIND_SCHEDULE = "behind_schedule"
