@@ -220,14 +220,14 @@ class Monitor:
                     ctx = contexts[-fiscal_year] = day_context(self.profile, as_of, fiscal_year)
             findings, due = assess(state, ctx)
             current = firing.get(("project", project_id, fiscal_year))
-            if current is not None:
-                book.follow(current, state.department_id or "", state.department_name or "",
-                            state.name or state.project_id)
             if current is None:
                 if findings:
                     transitions.extend(self._reconcile_project(state, findings, day, as_of=as_of))
             elif not _same(current, findings):
                 transitions.extend(self._reconcile_project(state, findings, day, as_of=as_of))
+            else:  # no transition, but a re-registration may have moved or renamed it
+                book.follow(current, state.department_id or "", state.department_name or "",
+                            state.name or state.project_id)
             if due is not None and as_of is None:
                 self._schedule_on(project_id, due, ctx.last)
         year_end_departments = {

@@ -198,7 +198,7 @@ class Engine:
                 f"（the store's clock is already at {iso(clock)}; cannot run back to {iso(as_of)}）"
             )
         store.mark_run_until(as_of)
-        start_applied = since_commit = monitor.taken
+        start_taken = since_commit = monitor.taken
         total_transitions = days = commits = 0
         batch = store.begin()
         if store.position() != self._cursor:
@@ -240,7 +240,7 @@ class Engine:
                         commits += 1
                         since_commit = monitor.taken
                         if progress:
-                            progress(monitor.taken - start_applied, pending)
+                            progress(monitor.taken - start_taken, pending)
                         batch = store.begin()
                 final = monitor.clock if monitor.clock is not None else as_of
                 batch.build_indexes()  # deferred by this run, or by one killed before its end
@@ -250,8 +250,8 @@ class Engine:
         total_transitions += batch.transitions
         commits += 1
         if progress:
-            progress(monitor.taken - start_applied, pending)
-        return RunSummary(monitor.taken - start_applied, total_transitions, days, final, commits)
+            progress(monitor.taken - start_taken, pending)
+        return RunSummary(monitor.taken - start_taken, total_transitions, days, final, commits)
 
     def _store_resolved(self, batch: Batch, closed: list[Transition], touched: set[str]) -> None:
         """Write the alerts resolved today into the open batch and let them go.
