@@ -20,6 +20,12 @@ from budget.indicators import Indicator, performance_completion
 from budget.versions import stored_version, version, version_pair
 
 
+def names_anew(name: str | None, registered: str | None, held: str | None) -> bool:
+    """Whether a department name from the registration versioned ``registered`` replaces
+    one held from ``held`` (None or "": none yet): the latest registration names it."""
+    return bool(name) and (not held or (registered or "") >= held)
+
+
 @dataclass(slots=True)
 class Totals:
     """Budget and paid summed over a department's projects in one fiscal year."""
@@ -36,9 +42,8 @@ class Totals:
     name_version: str | None = None
 
     def take_name(self, name: str | None, registered: str | None) -> None:
-        stamp = registered or ""
-        if name and (self.name_version is None or stamp >= self.name_version):
-            self.department_name, self.name_version = name, stamp
+        if names_anew(name, registered, self.name_version):
+            self.department_name, self.name_version = name or "", registered or ""
 
     @property
     def execution_rate(self) -> float | None:

@@ -65,7 +65,14 @@ from alerts.profile import Profile
 from budget.calendar import iso, year_bounds, year_of
 from budget.events import EventRejected, Record, parse_day, parse_event
 from budget.fast_events import fast_record
-from budget.ledger import ProjectState, Totals, counts_in_rollup, other_year_reason, registered_year
+from budget.ledger import (
+    ProjectState,
+    Totals,
+    counts_in_rollup,
+    names_anew,
+    other_year_reason,
+    registered_year,
+)
 
 CLOCK_KEY = "__clock__"
 CLOCK_TYPE = "clock_tick"
@@ -626,7 +633,7 @@ class ProjectPartition(_VersionedPartition):
                 entry[0] += after[1]
                 entry[1] += after[2]
                 entry[2] += 1
-                if state.department_name and (state.registered_version or "") >= entry[7]:
+                if names_anew(state.department_name, state.registered_version, entry[7]):
                     entry[5], entry[7] = state.department_name, state.registered_version or ""
                 entry[6] = entry[6] or project_id in late
                 self.contributed[project_id] = after
