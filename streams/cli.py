@@ -271,14 +271,14 @@ def status_cmd(
     # order), but named.
     if negative := [p["project_id"] for p in status["projects"]
                     if p["paid"].startswith("-") or p["budget"].startswith("-")]:
-        shown = "、".join(negative[:10]) + ("等" if len(negative) > 10 else "")
+        shown = render.listed(negative)
         out.print(
             f"[yellow]{len(negative)} 个项目的已支付或预算为负数（{escape(shown)}）：退回多于支付，或调减多于预算，"
             f"请核对导入数据的单位与正负号[/yellow]",
             highlight=False,
         )
     if no_rate := [p["project_id"] for p in status["projects"] if p["execution_rate"] is None]:
-        shown = "、".join(no_rate[:10]) + ("等" if len(no_rate) > 10 else "")
+        shown = render.listed(no_rate)
         out.print(
             f"[yellow]另有 {len(no_rate)} 个项目预算为 0 或为负、没有执行率，未列入上表（{escape(shown)}）；"
             f"其中有支付的会有“超预算支付”预警，见 `budgetwatch alerts`[/yellow]",
@@ -287,7 +287,7 @@ def status_cmd(
     if not status["projects"]:
         out.print(f"[yellow]{status['fiscal_year']} 年度没有已登记的项目：以上数字均为 0（请检查 --year）[/yellow]")
     if unregistered := status["unregistered_projects"]:
-        shown = "、".join(unregistered[:10]) + ("等" if len(unregistered) > 10 else "")
+        shown = render.listed(unregistered)
         out.print(
             f"[yellow]{len(unregistered)} 个项目有支付等事件但尚未登记（{escape(shown)}），未计入以上数字；"
             f"请导入其项目登记（项目表）[/yellow]",

@@ -27,6 +27,7 @@ a rebuild does not notify departments twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import fcntl
 import logging
@@ -59,6 +60,7 @@ from connectors.notify.channels import channel_for
 from connectors.notify.pacing import ROBOT_LIMITS, Window, recipients_of, robot_digest, robot_of
 from connectors.notify.smtp import SendMail, SmtpSettings
 from streams.errors import BudgetwatchError
+from streams.render import listed
 from streams.settings import Settings
 from streams.store import Store, business_day
 
@@ -273,7 +275,7 @@ class DeliveryLog:
             firing = {a for (a,) in db.execute("SELECT alert_id FROM alerts WHERE status = 'firing'")}
             catching_up = heading is not None and (committed is None or committed < heading)
         waiting: set[str] = set()  # alerts whose rows wait for the run to end (kept in order)
-        routed = created = skipped = 0
+        waited = created = skipped = 0
         db.execute("BEGIN IMMEDIATE")
         try:
             for outbox_id, department_id, payload, fingerprint, n, previous in rows:
@@ -284,14 +286,12 @@ class DeliveryLog:
                     old = transition.get("date", oldest) < oldest
                     if alert_id in waiting or (old and catching_up and alert_id in firing):
                         waiting.add(alert_id)
+                        waited += 1
                         continue
-                    routed += 1
                     if (old and alert_id not in firing) or (not old and self._never_told(transition)):
                         skipped += 1
                         self._mark_fanned(outbox_id, fingerprint)
                         continue
-                else:
-                    routed += 1
                 base = fingerprint if not n else f"{fingerprint}|{n}"
                 common = (
                     outbox_id,
@@ -326,7 +326,7 @@ class DeliveryLog:
             db.execute("ROLLBACK")
             raise
         self._signature = signature
-        return routed, created, skipped
+        return len(rows) - waited, created, skipped
 
     def _never_told(self, transition: dict[str, Any]) -> bool:
         """A step after the first of an alert whose department has no delivery of it."""
@@ -603,7 +603,8 @@ class DeliveryLog:
 
 
 def _reachable(directory: Directory, department_id: str) -> bool:
-    contact = directory.contact(department_id)
+    """Whether fan-out finds a channel for the department (its own, else the default's)."""
+    _, contact = directory.route(department_id)
     return contact is not None and bool(contact.channels())
 
 
@@ -713,15 +714,12 @@ class Dispatcher:
         """A department the store has alerts for that the directory cannot reach (a typo
         such as D0101 for D101, and no default): said when the dispatcher starts, not
         found weeks later as failed deliveries on channel none."""
-        if directory.default is not None and directory.default.channels():
-            return
         unlisted = [d for d in self.log.alert_departments() if not _reachable(directory, d)]
         if unlisted:
-            shown = "、".join(unlisted[:10]) + ("等" if len(unlisted) > 10 else "")
             log.warning(
                 "部门目录中没有这些部门的通知通道，目录也没有带通道的 default：%s（共 %d 个）；它们的预警通知"
                 "会记为投递失败。请检查部门编码后运行 `budgetwatch outbox --retry-failed`"
-                "（departments with alerts that the directory cannot reach）", shown, len(unlisted),
+                "（departments with alerts that the directory cannot reach）", listed(unlisted), len(unlisted),
             )
 
     @property
@@ -834,13 +832,10 @@ class Dispatcher:
         self, rows: list[Delivery], now: dt.datetime, stats: DispatchStats, moment: Callable[[], float]
     ) -> None:
         # One mail server for every address: a few sessions at once, not one per queue.
-        gate = self._mail_gate if rows[0].channel == "email" else None
+        gate = self._mail_gate if rows[0].channel == "email" else contextlib.nullcontext()
         try:
-            if gate is None:
+            async with gate:
                 await self._send_group(rows, now, stats, moment)
-            else:
-                async with gate:
-                    await self._send_group(rows, now, stats, moment)
         except Exception:  # a store error: this queue waits for the next round
             log.exception("通知队列 %s/%s 出错，将在下一轮重试", rows[0].recipient, rows[0].channel)
 

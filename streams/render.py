@@ -135,6 +135,11 @@ def rejected_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
+def listed(ids: Sequence[str], most: int = 10) -> str:
+    """The first ``most`` ids for a sentence, 、-separated, with 等 when there are more."""
+    return "、".join(ids[:most]) + ("等" if len(ids) > most else "")
+
+
 def console(*, stderr: bool = False) -> Console:
     """Tables go to stdout; progress bars to stderr, so `--json` output stays clean."""
     probe = Console(stderr=stderr)
