@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from connectors.jsonl import BOM, parse_lines, parse_text
+from connectors.jsonl import BOM, parse_text
 from connectors.kept_json import kept_dumps
 from connectors.parsed import Parsed, Rejected
 
@@ -149,4 +149,4 @@ def _skip(doc: str, pos: int) -> int:
     return match.end()
 
 
-__all__ = ["BOM", "Unsplit", "parse_body", "parse_lines", "split_body"]
+__all__ = ["Unsplit", "parse_body", "split_body"]

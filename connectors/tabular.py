@@ -271,7 +271,7 @@ def _detect(
         columns = [(table.get(n), u or title_unit) for n, u in headers]
         _refuse_repeated_fields(columns, cells, origin, item[0])
         if chosen == "projects":
-            _refuse_unknown_budget_column(columns, cells, origin, item[0])
+            _refuse_unknown_budget_column(columns, headers, cells, origin, item[0])
         names_as_written = [str(c).strip() if c is not None else "" for c in cells]
         return chosen, columns, names_as_written, chain(skipped, rows)
     raise TabularError(
@@ -306,15 +306,19 @@ def _declared_unit(cells: list[Any], origin: str, where: str, found: str | None)
 
 
 def _refuse_unknown_budget_column(
-    columns: list[tuple[str | None, str | None]], cells: list[Any], origin: str, where: str
+    columns: list[tuple[str | None, str | None]],
+    headers: list[tuple[str, str | None]],
+    cells: list[Any],
+    origin: str,
+    where: str,
 ) -> None:
     """A projects sheet whose budget column is not recognised would register every
-    project with no budget, silently: refused, naming the column."""
+    project with no budget, silently: refused, naming the column. ``headers``: each
+    cell's (name, own unit) as :func:`split_header` read it."""
     if any(field == "approved_amount" for field, _ in columns):
         return
-    for (field, _), cell in zip(columns, cells, strict=False):
+    for (field, _), (base, own_unit), cell in zip(columns, headers, cells, strict=False):
         name = str(cell or "").strip()
-        base, own_unit = split_header(name)
         if field is None and name and (own_unit is not None or _MONEY_HEADER.search(base)):
             raise TabularError(
                 f"{where}：{origin} 的列「{name}」看来是金额列，但不是可识别的年初预算数列名，未导入任何内容"
