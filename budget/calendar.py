@@ -11,6 +11,9 @@ import datetime as dt
 from collections.abc import Sequence
 from functools import lru_cache
 
+# Business dates are China time (UTC+8, no daylight saving): one zone for every reader.
+CHINA_TIME = dt.timezone(dt.timedelta(hours=8), "CST")
+
 
 @lru_cache(maxsize=256)
 def days_in_year(year: int) -> int:

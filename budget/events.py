@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from budget.calendar import CHINA_TIME
 from budget.money import MoneyError, fen_to_str, to_fen
 
 EARLIEST_YEAR = 1990
@@ -54,7 +55,6 @@ class Category(StrEnum):
     satisfaction = "satisfaction"  # 满意度
 
 
-CHINA_TIME = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
 def _business_date(moment: dt.datetime) -> dt.date:

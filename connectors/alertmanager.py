@@ -18,10 +18,10 @@ import httpx
 
 from alerts.messages import RULE_NAMES, SEVERITY_NAMES
 from alerts.notification_text import figure_lines, headline
+from budget.calendar import CHINA_TIME
 from connectors.directory import Contact, Directory
 
 # Business dates are Beijing dates.
-CST = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
 class AlertmanagerError(Exception):
@@ -33,7 +33,7 @@ class AlertmanagerError(Exception):
 def business_time(date_iso: str) -> dt.datetime:
     """00:00 Beijing time of a business date (YYYY-MM-DD)."""
     day = dt.date.fromisoformat(date_iso[:10])
-    return dt.datetime(day.year, day.month, day.day, tzinfo=CST)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=CHINA_TIME)
 
 
 def rfc3339(moment: dt.datetime) -> str:

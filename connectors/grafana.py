@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from budget.calendar import CHINA_TIME
 from budget.events import parse_day
 
-CHINA = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
 TAG = "budgetwatch"
 KIND_TEXT = {
     "firing": "新预警",
@@ -60,7 +60,7 @@ class Annotation:
 def business_time_ms(date_text: str) -> int:
     """00:00 (UTC+8) of a business date, in epoch milliseconds."""
     day = parse_day(date_text)
-    return int(dt.datetime.combine(day, dt.time(), CHINA).timestamp() * 1000)
+    return int(dt.datetime.combine(day, dt.time(), CHINA_TIME).timestamp() * 1000)
 
 
 def annotation_for(transition: Mapping[str, Any]) -> Annotation:

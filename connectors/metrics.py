@@ -29,12 +29,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from alerts.monitor import Monitor
-from budget.calendar import from_day, time_progress_for_year, year_of
+from budget.calendar import CHINA_TIME, from_day, time_progress_for_year, year_of
 from budget.ledger import ProjectState, counts_in_rollup, region_totals
 
 FEN_PER_YUAN = 100.0
 # Business dates are Chinese calendar days: midnight in UTC+8.
-CHINA = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
 OUTCOMES = ("applied", "duplicate", "rejected")
 
 # name -> (type, help, labels); the README table and the dashboards test use this.
@@ -97,7 +96,7 @@ ProgressSource = Callable[[], Progress]
 
 def day_timestamp(day: int) -> float:
     """Unix time of 00:00 (UTC+8) of a business day given as a date ordinal."""
-    return dt.datetime.combine(from_day(day), dt.time(), CHINA).timestamp()
+    return dt.datetime.combine(from_day(day), dt.time(), CHINA_TIME).timestamp()
 
 
 def _ratio(paid: int, budget: int) -> float | None:

@@ -16,6 +16,7 @@ import yaml
 from rich.markup import escape
 from rich.table import Table
 
+from budget.calendar import CHINA_TIME
 from connectors.alertmanager import build_config
 from connectors.directory import Directory, DirectoryError, load_directory
 from streams import render
@@ -88,14 +89,13 @@ def _summary_table(summary: dict[str, dict[str, int]], backlog: int) -> Table:
     return table
 
 
-BEIJING = dt.timezone(dt.timedelta(hours=8))
 
 
 def _beijing(moment: str | None) -> str:
     """An ISO time (UTC in the JSON) as a bureau reads it: Beijing time."""
     if not moment:
         return "—"
-    return dt.datetime.fromisoformat(moment).astimezone(BEIJING).strftime("%m-%d %H:%M:%S")
+    return dt.datetime.fromisoformat(moment).astimezone(CHINA_TIME).strftime("%m-%d %H:%M:%S")
 
 
 def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-CHINA = dt.timezone(dt.timedelta(hours=8), "Asia/Shanghai")
+from budget.calendar import CHINA_TIME
 
 
 def today_in_china() -> dt.date:
     """The wall-clock business date (China has one time zone, UTC+8)."""
-    return dt.datetime.now(CHINA).date()
+    return dt.datetime.now(CHINA_TIME).date()
