@@ -112,6 +112,18 @@ def parse_as_of(value: str | None) -> int | None:
         ) from None
 
 
+def refuse_future(as_of: int, today: int) -> None:
+    """A business clock never goes back: an --as-of past today (a mistyped year) would
+    move every project's time forward for good — all of them behind schedule, stalled,
+    escalated — until a --rebuild."""
+    if as_of > today:
+        raise typer.BadParameter(
+            f"{iso(as_of)} 晚于今天（{iso(today)}，北京时间）。业务时钟只向前走，越过今天后无法退回，"
+            f"只能用 --rebuild 从头重放。请检查日期；确需模拟未来日期，请加 --allow-future",
+            param_hint="--as-of",
+        )
+
+
 def progress_bar() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -206,11 +218,15 @@ def run_cmd(
     profile: ProfileOption = None,
     rebuild: Annotated[bool, typer.Option(help="forget derived state and replay the whole log")] = False,
     commit_every: Annotated[int | None, typer.Option(help="events between commits", min=1)] = None,
+    allow_future: Annotated[bool, typer.Option(
+        "--allow-future", help="let --as-of pass today (a simulation: the clock cannot come back)")] = False,
 ) -> None:
     """Process the log in business-date order up to --as-of (default: the latest event date)."""
     # Checked before the store is opened: a mistyped date must neither create a store
     # nor leave a --rebuild half done (its derived state wiped, nothing replayed).
     until = parse_as_of(as_of)
+    if until is not None and not allow_future:
+        refuse_future(until, to_day(today_in_china()))
     with opened_engine(db, profile) as engine:
         if commit_every:
             engine.commit_every = commit_every

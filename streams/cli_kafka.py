@@ -14,6 +14,7 @@ import orjson
 import typer
 from rich.markup import escape
 
+from budget.calendar import to_day
 from budget.events import record_to_json_dict
 from connectors.files import read_events
 from connectors.parsed import Accepted, Parsed, Rejected
@@ -26,9 +27,11 @@ from streams.cli import (
     app,
     emit_json,
     parse_as_of,
+    refuse_future,
     progress_bar,
     settings,
 )
+from streams.clock import today_in_china
 from streams.errors import BudgetwatchError
 from streams.faust_state import ALERTS_TOPIC, CLOCK_KEY, EVENTS_TOPIC, tick_value
 from streams.ingest import IngestCounts
@@ -136,6 +139,8 @@ def publish_cmd(
     as_json: Annotated[
         bool, typer.Option("--json", help="machine-readable JSON on stdout")
     ] = False,
+    allow_future: Annotated[bool, typer.Option(
+        "--allow-future", help="let --as-of pass today (the workers' clocks cannot come back)")] = False,
 ) -> None:
     """Publish events to Kafka topic budget-events (key = project_id), parsed as `ingest` does."""
     if layout not in ("auto", "projects", "payments"):
@@ -143,6 +148,8 @@ def publish_cmd(
     if unit not in UNIT_CHOICES:
         raise typer.BadParameter("应为 auto、yuan、qian、wan 或 yi（--unit must be auto, yuan, qian, wan or yi）")
     tick_day = parse_as_of(as_of)
+    if tick_day is not None and not allow_future:
+        refuse_future(tick_day, to_day(today_in_china()))
     server = _kafka_settings(bootstrap, None).kafka_bootstrap
     for path in files:  # every file readable before anything is sent, as ingest does
         _check_readable(path, files, layout=layout, unit=unit)  # type: ignore[arg-type]

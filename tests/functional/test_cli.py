@@ -213,16 +213,22 @@ def test_a_mistyped_future_date_does_not_push_business_time_forward(tmp_path: Pa
     status = as_json(db, "status")
     assert status["as_of"] == "2025-03-01"  # the latest event date that is not in the future
     assert status["region"]["paid"] == "10.00"
-    cli(db, "run", "--as-of", "2095-03-01")  # an explicit date is obeyed
+    # An explicit date past today is refused: the clock could never come back from it.
+    refused = cli(db, "run", "--as-of", "2095-03-01", check=False)
+    assert refused.returncode == 2 and "晚于今天" in refused.stdout + refused.stderr
+    assert "--allow-future" in refused.stdout + refused.stderr
+    assert as_json(db, "status")["as_of"] == "2025-03-01"
+    cli(db, "run", "--as-of", "2095-03-01", "--allow-future")  # a simulation, asked for
+    assert as_json(db, "status")["as_of"] == "2095-03-01"
     assert as_json(db, "status", "--year", "2025")["region"]["paid"] == "30.00"
 
 
 def test_a_year_missing_from_the_holiday_calendar_is_warned_about(park: Path) -> None:
     covered = cli(park, "run", "--as-of", "2026-03-31")
     assert "节假日安排未包含" not in covered.stdout
-    december = cli(park, "run", "--as-of", "2026-12-24")  # its deadlines reach into 2027
+    december = cli(park, "run", "--as-of", "2026-12-24", "--allow-future")  # its deadlines reach into 2027
     assert "节假日安排未包含 2027 年" in december.stdout
-    uncovered = cli(park, "run", "--as-of", "2027-01-15")
+    uncovered = cli(park, "run", "--as-of", "2027-01-15", "--allow-future")
     assert "节假日安排未包含 2027 年" in uncovered.stdout
 
 

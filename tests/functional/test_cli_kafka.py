@@ -47,6 +47,19 @@ def test_publish_refuses_a_missing_file_before_connecting(tmp_path: Path, monkey
     assert contacted == []  # nothing was sent from good.jsonl either
 
 
+def test_publish_refuses_a_tick_past_today_before_connecting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every partition's clock would jump to the typo's date, and a worker's clock never
+    goes back."""
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(b.jsonl([b.registered("P")]))
+    contacted: list[str] = []
+    monkeypatch.setattr("streams.cli_kafka._producer", lambda server: contacted.append(server))
+    result = CliRunner().invoke(cli_app, ["publish", str(good), "--as-of", "2095-09-30",
+                                          "--bootstrap", "127.0.0.1:9092"])
+    assert result.exit_code == 2 and "晚于今天" in result.output and "--allow-future" in result.output
+    assert contacted == []
+
+
 def test_worker_flags_are_validated_like_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
 
