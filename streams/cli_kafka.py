@@ -27,8 +27,8 @@ from streams.cli import (
     app,
     emit_json,
     parse_as_of,
-    refuse_future,
     progress_bar,
+    refuse_future,
     settings,
 )
 from streams.clock import today_in_china
