@@ -25,6 +25,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop(process: subprocess.Popen[Any], timeout: float = 15) -> None:
+    """Terminate a server started for a test, and kill it if it does not stop in time."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 def wait_until(check: Any, what: str, *, deadline_seconds: float = 60.0) -> Any:
     """Poll ``check()`` until it returns a truthy value (a readiness guard, not an assertion)."""
     deadline = time.monotonic() + deadline_seconds
@@ -63,12 +73,7 @@ def serve(tmp: Path, *, extra_env: dict[str, str] | None = None) -> Iterator[str
         wait_until(healthy, "budgetwatch serve")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=15)
+        stop(process)
         log.close()
 
 

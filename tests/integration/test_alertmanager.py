@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from streams.cli import app
 from streams.outbox import Dispatcher
+from tests.integration.serve_process import stop
 from tests.notify_helpers import EDU, HEALTH, fire, free_port, resolve, write_yaml
 
 ALERTMANAGER = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")
@@ -173,12 +174,7 @@ def test_alertmanager_routes_by_department_then_resolves(tmp_path: Path) -> None
     try:
         asyncio.run(scenario())
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=10)
     summaries = {a["summary"] for a in annotations}
     assert "【新预警·严重预警】预算执行率偏低：教育局 校舍改造" in summaries
     assert any("请预算单位" in a["action"] for a in annotations)

@@ -9,7 +9,6 @@ stack: ``docker compose up -d kafka`` then
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.integration.serve_process import free_port, stop
+
 BOOTSTRAP = os.environ.get("BUDGETWATCH_TEST_KAFKA")
 pytestmark = pytest.mark.skipif(
     not BOOTSTRAP, reason="set BUDGETWATCH_TEST_KAFKA=host:port to run against a real Kafka broker"
@@ -28,12 +29,6 @@ pytestmark = pytest.mark.skipif(
 
 AS_OF = "2025-09-30"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def without_origin(value: str) -> dict[str, Any]:
@@ -176,13 +171,5 @@ def test_the_worker_on_kafka_raises_the_embedded_alerts(tmp_path: Path) -> None:
                     stored = [without_origin(d) for (d,) in notes.db.execute("SELECT data FROM transitions")]
         assert canonical(stored) == canonical(expected)
     finally:
-        notifier.terminate()
-        try:
-            notifier.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            notifier.kill()
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop(notifier, timeout=30)
+        stop(worker, timeout=30)

@@ -22,6 +22,7 @@ from tests.integration.serve_process import (
     free_port,
     post_and_wait,
     serve,
+    stop,
     wait_until,
 )
 
@@ -80,12 +81,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             wait_until(lambda: stack.query(scrapes), "three scrapes in Prometheus")
             yield stack
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=15)
+            stop(process)
             log.close()
 
 
