@@ -40,6 +40,18 @@ def rfc3339(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+# A project under its execution floor (critical) is also, as a rule, behind its spending
+# curve: the department hears of the floor, not twice of one slow spend. progress_gap
+# (performance against spending) and stalled (no payment at all) say something else.
+INHIBIT_RULES: list[dict[str, Any]] = [
+    {
+        "source_matchers": ['alertname="low_execution"'],
+        "target_matchers": ['alertname="behind_schedule"'],
+        "equal": ["fiscal_year", "department", "project"],
+    },
+]
+
+
 def alert_labels(alert: Mapping[str, Any]) -> dict[str, str]:
     labels = {
         "alertname": str(alert["rule"]),
@@ -237,4 +249,5 @@ def build_config(
             "routes": routes,
         },
         "receivers": receivers,
+        "inhibit_rules": INHIBIT_RULES,
     }

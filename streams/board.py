@@ -61,6 +61,7 @@ from connectors.exports import write_reductions_xlsx
 from streams.auth import LoginThrottle, Sessions, User, Users, load_users, same_token
 from streams.clock import today_in_china
 from streams.errors import ClockError
+from streams.links import path_segment
 from streams.render import KIND_LABELS
 from streams.service import SERVICE, Service, json_response, json_text
 
@@ -435,12 +436,6 @@ async def _form_with_csrf(request: web.Request) -> tuple[User, Any]:
     if not same_token(str(form.get("csrf", "")), board.csrf_of(request)):
         raise web.HTTPForbidden(text="CSRF 校验失败：请刷新页面后重新提交", content_type="text/plain")
     return user, form
-
-
-def path_segment(value: object) -> str:
-    """An id as one URL path segment: a project code with /, ?, # or % in it must not
-    lead a link, a form or a redirect to another page (as board.js encodes them)."""
-    return quote(str(value), safe=":")
 
 
 async def _read_form(request: web.Request) -> Any:

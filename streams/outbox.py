@@ -60,6 +60,7 @@ from connectors.notify.channels import channel_for
 from connectors.notify.pacing import ROBOT_LIMITS, Window, recipients_of, robot_digest, robot_of
 from connectors.notify.smtp import SendMail, SmtpSettings
 from streams.errors import BudgetwatchError
+from streams.links import alert_link
 from streams.render import listed
 from streams.settings import Settings
 from streams.store import Store, business_day
@@ -631,6 +632,7 @@ class Dispatcher:
         send_mail: SendMail | None = None,
         alertmanager_url: str | None = None,
         alertmanager_interval: float = 60.0,
+        board_url: str | None = None,
         policy: RetryPolicy | None = None,
         poll_interval: float = 2.0,
         clock: Callable[[], dt.datetime] = utcnow,
@@ -647,6 +649,7 @@ class Dispatcher:
         self.send_mail = send_mail
         self.alertmanager_url = alertmanager_url
         self.alertmanager_interval = alertmanager_interval
+        self.board_url = board_url  # the board's public address: each pushed alert links to its page
         self.policy = policy or RetryPolicy()
         self.poll_interval = poll_interval
         self.clock = clock
@@ -698,6 +701,7 @@ class Dispatcher:
             "smtp": smtp,
             "alertmanager_url": settings.alertmanager_url,
             "alertmanager_interval": settings.alertmanager_interval,
+            "board_url": settings.board_url,
             "poll_interval": settings.deliver_interval,
             "timeout": settings.notify_timeout,
             "horizon_days": settings.notify_horizon_days,
@@ -807,8 +811,12 @@ class Dispatcher:
                     "%d queues wait for their robot's rate limit (20 messages a minute); "
                     "they go on in the next rounds", stats.paced,
                 )
-        if self.alertmanager_url and not stats.held and await self._am_due(ts):
-            await self._push(now, stats)
+        if self.alertmanager_url:
+            if not stats.held:
+                if await self._am_due(ts):
+                    await self._push(now, stats)
+            elif self._am_next is None or ts >= self._am_next:
+                await self._keep_alive(now, stats)
         return stats
 
     def _bind_to_loop(self) -> None:
@@ -967,7 +975,6 @@ class Dispatcher:
         return current != self._am_sent
 
     async def _push(self, now: dt.datetime, stats: DispatchStats) -> None:
-        ts = now.timestamp()
         firing = await self._db(self.log.alerts)
         sent = await self._db(self.log.sent_firing)
         ended_ids = [a for a in sent if a not in firing]
@@ -977,13 +984,39 @@ class Dispatcher:
             previous = sent.get(alert_id)
             if previous is not None and previous[1] != alert_labels(alert):
                 # The severity changed: end the series with the old labels.
-                body.append(resolved_alert(previous[2], now=now, labels=previous[1]))
-            body.append(firing_alert(alert, now=now, interval=self.alertmanager_interval))
+                body.append(resolved_alert(previous[2], now=now, labels=previous[1],
+                                           generator_url=self._link(alert_id)))
+            body.append(self._firing(alert, now))
         for alert_id in ended_ids:
             _, labels, last = sent[alert_id]
             alert = ended_rows.get(alert_id) or last
-            body.append(resolved_alert(alert, now=now, labels=labels))
+            body.append(resolved_alert(alert, now=now, labels=labels, generator_url=self._link(alert_id)))
+        if not await self._post_am(body, now, stats):
+            self._am_sent = None
+            return
+        await self._db(self.log.record_pushed, list(firing.values()), ended_ids, now.timestamp())
+        self._am_sent = {a: str(alert["severity"]) for a, alert in firing.items()}
+
+    async def _keep_alive(self, now: dt.datetime, stats: DispatchStats) -> None:
+        """While new transitions are held, re-send what Alertmanager was last told, as it
+        was: an alert it already has would otherwise expire at its ``endsAt`` (four
+        intervals) and come back as a new notification when the hold ends — a false
+        resolution and a second warning for every department."""
+        sent = await self._db(self.log.sent_firing)
+        await self._post_am([self._firing(alert, now) for _, _, alert in sent.values()], now, stats)
+
+    def _firing(self, alert: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+        return firing_alert(alert, now=now, interval=self.alertmanager_interval,
+                            generator_url=self._link(str(alert["alert_id"])))
+
+    def _link(self, alert_id: str) -> str | None:
+        return alert_link(self.board_url, alert_id)
+
+    async def _post_am(self, body: list[dict[str, Any]], now: dt.datetime, stats: DispatchStats) -> bool:
+        """POST to Alertmanager and schedule the next push: an interval on, or sooner
+        (at most 15 s) after a failure."""
         assert self.alertmanager_url is not None
+        ts = now.timestamp()
         try:
             if body:
                 await post_alerts(self.client, self.alertmanager_url, body)
@@ -991,12 +1024,10 @@ class Dispatcher:
             stats.alertmanager_error = str(err)
             log.warning("推送 Alertmanager 失败：%s", err)
             self._am_next = ts + min(self.alertmanager_interval, 15.0)
-            self._am_sent = None
-            return
-        await self._db(self.log.record_pushed, list(firing.values()), ended_ids, ts)
+            return False
         stats.alertmanager_pushed = len(body)
         self._am_next = ts + self.alertmanager_interval
-        self._am_sent = {a: str(alert["severity"]) for a, alert in firing.items()}
+        return True
 
     # -- the loop --------------------------------------------------------
     async def run_forever(self, stop: asyncio.Event) -> None:

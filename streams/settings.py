@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     departments: str | None = Field(default=None, description="department directory YAML")
     alertmanager_url: str | None = Field(default=None, description="Alertmanager base URL")
     alertmanager_interval: float = Field(default=60.0, gt=0, description="seconds between re-sends")
+    board_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/]+",
+        description="the board's public address (https://budget.example.gov.cn): alerts pushed "
+        "to Alertmanager link to their page there (generatorURL)",
+    )
     smtp_host: str | None = Field(default=None, description="SMTP server for email notifications")
     smtp_port: int = Field(default=25, ge=1, le=65535, description="SMTP port")
     smtp_user: str | None = Field(default=None, description="SMTP user (optional)")

@@ -202,3 +202,18 @@ def test_tls_and_starttls_together_are_refused_at_once(monkeypatch: pytest.Monke
     monkeypatch.setenv("BUDGETWATCH_SMTP_STARTTLS", "true")
     with pytest.raises(ValidationError, match="BUDGETWATCH_SMTP_TLS 与 BUDGETWATCH_SMTP_STARTTLS 只能设一个"):
         Settings()
+
+
+@pytest.mark.parametrize("address", ["budget.example.gov.cn", "ftp://budget.example", "http://"])
+def test_a_board_address_that_is_no_web_address_is_refused(monkeypatch: pytest.MonkeyPatch, address: str) -> None:
+    """Alertmanager would carry it as each alert's link: a bare host name made relative
+    links that led nowhere."""
+    from pydantic import ValidationError
+
+    from streams.settings import Settings
+
+    monkeypatch.setenv("BUDGETWATCH_BOARD_URL", address)
+    with pytest.raises(ValidationError, match="board_url"):
+        Settings()
+    monkeypatch.setenv("BUDGETWATCH_BOARD_URL", "https://budget.example.gov.cn/bw")
+    assert Settings().board_url == "https://budget.example.gov.cn/bw"

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -436,6 +437,47 @@ def test_alertmanager_push_resend_and_resolve(tmp_path: Path) -> None:
     }
     run(d, t1 + dt.timedelta(seconds=200))
     assert len(posts) == 3  # nothing active, nothing to end: no more posts
+
+
+def test_alertmanager_keeps_what_it_was_told_while_new_transitions_are_held(tmp_path: Path) -> None:
+    """The notifier holds new transitions while it reads a backlog (half an hour is
+    foreseen). Nothing was re-sent meanwhile, so every alert Alertmanager had expired
+    at its endsAt — a false resolution for every department — and fired anew after."""
+    db = tmp_path / "bw.db"
+    fire(db)
+    posts: list[list[dict[str, Any]]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        posts.append(json.loads(request.content))
+        return httpx.Response(200)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    d = Dispatcher(db, None, client=client, alertmanager_url="http://am.example/", alertmanager_interval=60,
+                   board_url="https://budget.example.gov.cn/bw/")
+    t1 = T0 + dt.timedelta(days=9)
+    assert run(d, t1).alertmanager_pushed == 8
+    told = {a["labels"]["alertname"] + a["labels"].get("project", "") for a in posts[0]}
+    assert all(a["generatorURL"] == "https://budget.example.gov.cn/bw/alerts/" + quote(a["annotations"]["alert_id"],
+                                                                                       safe=":") for a in posts[0])
+    holding = [True]
+    d.hold = lambda: holding[0]
+    resolve(db)  # read from the backlog: held, not yet told
+    for seconds in (60, 120, 180, 240, 300):
+        stats = run(d, t1 + dt.timedelta(seconds=seconds))
+        assert stats.held and stats.alertmanager_pushed == 8
+        again = posts[-1]
+        assert {a["labels"]["alertname"] + a["labels"].get("project", "") for a in again} == told
+        assert all(a["endsAt"] == format_time(t1 + dt.timedelta(seconds=seconds + 240)) for a in again)
+    assert len(posts) == 6
+    run(d, t1 + dt.timedelta(seconds=330))
+    assert len(posts) == 6  # not due, and nothing new may go while held
+    holding[0] = False
+    assert run(d, t1 + dt.timedelta(seconds=340)).alertmanager_pushed == 8  # the held resolutions, at once
+    assert all(a["endsAt"] == "2025-07-04T16:00:00Z" for a in posts[-1])
+
+
+def format_time(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_cli_alertmanager_config_and_deliver_once(tmp_path: Path) -> None:

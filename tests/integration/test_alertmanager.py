@@ -32,6 +32,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 RULES = {"low_execution", "behind_schedule", "stalled", "department_low_execution"}
+NOTIFIED = RULES - {"behind_schedule"}  # inhibited by the same project's low_execution
+BOARD = "https://budget.example.gov.cn/bw"
 
 
 async def until(check: Callable[[], bool], what: str, seconds: float = 60.0) -> None:
@@ -144,14 +146,34 @@ def test_alertmanager_routes_by_department_then_resolves(tmp_path: Path) -> None
                     await is_ready()
                     await asyncio.sleep(0.1)
 
-            dispatcher = Dispatcher(db, None, alertmanager_url=am, alertmanager_interval=60)
+            # Re-sent every second, each push valid for four: an alert not re-sent dies in 4 s.
+            dispatcher = Dispatcher(db, None, alertmanager_url=am, alertmanager_interval=1, board_url=BOARD)
             stats = await dispatcher.run_once()
             assert stats.alertmanager_error is None and stats.alertmanager_pushed == 8
-            firing = {(rule, dept, "firing") for rule in RULES for dept in (EDU, HEALTH)}
+            firing = {(rule, dept, "firing") for rule in NOTIFIED for dept in (EDU, HEALTH)}
             await until(lambda: received[EDU] | received[HEALTH] >= firing, "firing notifications")
-            # routed by department: each department gets only its own alerts
-            assert received[EDU] == {(r, EDU, "firing") for r in RULES}
-            assert received[HEALTH] == {(r, HEALTH, "firing") for r in RULES}
+            # routed by department: each department gets only its own alerts; a project's
+            # behind_schedule is inhibited while its low_execution (critical) fires
+            assert received[EDU] == {(r, EDU, "firing") for r in NOTIFIED}
+            assert received[HEALTH] == {(r, HEALTH, "firing") for r in NOTIFIED}
+            async with httpx.AsyncClient() as api:
+                held = (await api.get(f"{am}/api/v2/alerts")).json()
+            assert len(held) == 8
+            assert all(a["generatorURL"] == f"{BOARD}/alerts/{a['annotations']['alert_id']}" for a in held)
+            inhibited = {a["labels"]["alertname"] for a in held if a["status"]["inhibitedBy"]}
+            assert inhibited == {"behind_schedule"}
+
+            # The notifier holds new transitions (reading a backlog): what Alertmanager was
+            # told stays alive, re-sent as it was, well past the 4 s an alert lives alone.
+            dispatcher.hold = lambda: True
+            for _ in range(14):
+                await dispatcher.run_once()
+                await asyncio.sleep(0.5)
+            async with httpx.AsyncClient() as api:
+                alive = (await api.get(f"{am}/api/v2/alerts", params={"active": "true"})).json()
+            assert len(alive) == 8 and all(a["status"]["state"] in ("active", "suppressed") for a in alive)
+            assert not any(status == "resolved" for seen in received.values() for *_, status in seen)
+            dispatcher.hold = None
             # the bureau gets the critical ones too (continue: true); nothing falls to default
             await until(lambda: len(received["bureau"]) == 2, "escalation copies")
             assert received["bureau"] == {
@@ -163,7 +185,7 @@ def test_alertmanager_routes_by_department_then_resolves(tmp_path: Path) -> None
             resolve(db)
             stats = await dispatcher.run_once()  # the change is pushed at once
             assert stats.alertmanager_error is None and stats.alertmanager_pushed == 8
-            resolved = {(rule, dept, "resolved") for rule in RULES for dept in (EDU, HEALTH)}
+            resolved = {(rule, dept, "resolved") for rule in NOTIFIED for dept in (EDU, HEALTH)}
             await until(
                 lambda: received[EDU] | received[HEALTH] >= resolved, "resolved notifications"
             )

@@ -259,7 +259,7 @@ def test_the_alertmanager_config_groups_and_inhibits_on_labels_budgetwatch_sends
     """It grouped by department_id and rule and inhibited on subject_id, which no pushed
     alert carries: every budget alert fell in one group, and any critical alert silenced
     the same rule's warnings in every department."""
-    from connectors.alertmanager import alert_labels
+    from connectors.alertmanager import INHIBIT_RULES, alert_labels
 
     config = yaml.safe_load(ALERTMANAGER.read_text(encoding="utf-8"))
     project = alert_labels({"rule": "low_execution", "severity": "critical", "department_id": "D101",
@@ -268,3 +268,6 @@ def test_the_alertmanager_config_groups_and_inhibits_on_labels_budgetwatch_sends
     assert set(config["route"]["group_by"]) <= sent
     for rule in config["inhibit_rules"]:
         assert set(rule["equal"]) <= sent, rule
+    # the one `alertmanager-config` writes: a severity change ends an alert's old series,
+    # so a rule equal on alertname (critical over warning of one rule) never inhibited
+    assert config["inhibit_rules"] == INHIBIT_RULES
