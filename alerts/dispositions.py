@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from alerts.lifecycle import FIRING, Alert, AlertBook, Transition
-from alerts.messages import wan
+from alerts.messages import yuan_text
 from alerts.workdays import WEEKDAYS, WorkCalendar
 from budget.calendar import iso, to_day
 from budget.events import Record, parse_day, record_to_json_dict
@@ -91,9 +91,22 @@ ACTION_NAMES: dict[str, str] = {
 NEEDS_APPROVAL = ("reduce", "recover")
 
 
+ADJUSTMENT_SUFFIX = "@budget_adjusted"
+
+
 def adjustment_event_id(disposition_event_id: str) -> str:
     """The id of the budget_adjusted an approved disposition emits (deterministic)."""
-    return f"{disposition_event_id}@budget_adjusted"
+    return f"{disposition_event_id}{ADJUSTMENT_SUFFIX}"
+
+
+def answers_the_day(record: Record) -> bool:
+    """A record taken after its day's close (alerts.monitor.Monitor.process): an answer
+    to an alert, or the logged copy of the adjustment an approval emitted, which must
+    follow its approval to be known as a copy."""
+    kind = record.type
+    return kind in DISPOSITION_EVENT_TYPES or (
+        kind == "budget_adjusted" and record.event_id.endswith(ADJUSTMENT_SUFFIX)
+    )
 
 
 def deadlines(fired_on: int, working_days: int, calendar: WorkCalendar = WEEKDAYS) -> tuple[int, int]:
@@ -140,7 +153,10 @@ class Desk:
             if state.get("adjustments"):
                 self.adjustments[alert.alert_id] = list(state["adjustments"])
                 self.generated.update(state["adjustments"])
-            if alert.status == FIRING and state.get("status") in (PENDING, RETURNED):
+            # Scheduled whatever its status now, as in a run that never stopped: a
+            # disposition awaiting approval may yet be returned before that day, and
+            # _overdue decides on the day itself.
+            if alert.status == FIRING:
                 escalate = _day(state.get("escalate_on"))
                 if escalate is not None and (clock is None or escalate > clock):
                     self.due.setdefault(escalate, set()).add(alert.alert_id)
@@ -156,6 +172,15 @@ class Desk:
         alert = monitor.book.get(str(details.get("alert_id", "")))
         if alert is None:
             self._refuse(record, f"预警 {details.get('alert_id')!r} 不存在（尚未触发，或编号有误）")
+            return None
+        if (alert.status != FIRING and record.type == ALERT_DISPOSED
+                and (alert.disposition or {}).get("status") != AWAITING):
+            # Its episode is over and nothing of it waits for the bureau: the board offers
+            # no form for it, so a reduction recorded through the API or a file would
+            # wait unseen. (One awaiting approval stays open to a revised answer and to the
+            # bureau's decision after the alert resolved.)
+            self._refuse(record, f"预警 {alert.alert_id} 已于 {iso(alert.updated_on)} 解除，无需处置"
+                                 "（情况再次出现时会产生新的预警）")
             return None
         if record.type == ALERT_DISPOSED:
             self._dispose(record, day, details, alert, monitor)
@@ -187,7 +212,7 @@ class Desk:
         state["status"] = AWAITING if action in NEEDS_APPROVAL else DONE
         state["latest"] = latest
         alert.disposition = state
-        amount_text = f" {wan(fen_to_str(amount))}" if amount is not None else ""
+        amount_text = f" {yuan_text(fen_to_str(amount))}" if amount is not None else ""
         message = (
             f"{alert.department_name or alert.department_id}已处置预警：{ACTION_NAMES.get(action, action)}"
             f"{amount_text}。说明：{latest['note'] or '—'}（处置人：{latest['by'] or '—'}）"
@@ -241,14 +266,21 @@ class Desk:
             self.adjustments[alert.alert_id] = list(state["adjustments"])
             state["status"] = APPROVED
             kind = APPROVED_KIND
-            message = f"财政局已审批{action_name}{wan(latest.get('amount'))}，预算已相应调整。"
+            message = f"财政局已审批{action_name}{yuan_text(latest.get('amount'))}，预算已相应调整。"
             follow = "请预算单位按调整后的预算执行。"
         else:
             state["status"] = RETURNED
             kind = RETURNED_KIND
             returned = ACTION_NAMES.get(str(latest.get("action")), "")
+            deadline = _day(state.get("deadline"))
+            if deadline is None or day >= deadline:
+                # Returned with no working day left to answer in: the department gets a
+                # new deadline from the return, and escalates if it lets that pass too.
+                deadline, escalate = deadlines(day, self.deadline_working_days, self.calendar)
+                state["deadline"], state["escalate_on"] = iso(deadline), iso(escalate)
+                self.due.setdefault(escalate, set()).add(alert.alert_id)
             message = f"财政局退回了处置（{returned}）：{approval['note'] or '—'}"
-            follow = "请预算单位重新提出处置意见。"
+            follow = f"请预算单位于 {state['deadline']} 前重新提出处置意见。"
         latest["approval"] = approval
         state["latest"] = latest
         alert.disposition = state

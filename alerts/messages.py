@@ -68,6 +68,14 @@ def wan(yuan: str | None) -> str:
     return f"{Decimal(yuan) / 10000:,.2f}万元"
 
 
+def yuan_text(amount: Decimal | str | None) -> str:
+    """An amount in 元 to the fen: where the exact figure matters (an overspend, an
+    approved reduction), 49 元 must not read as 0.00万元."""
+    if amount is None:
+        return "—"
+    return f"{Decimal(amount):,.2f}元"
+
+
 def _situation(rule: str, subject: str, f: Mapping[str, Any], as_of: str) -> str:
     rate = pct(f.get("execution_rate"))
     money = f"预算{wan(f.get('budget'))}，已支付{wan(f.get('paid'))}"
@@ -97,7 +105,7 @@ def _situation(rule: str, subject: str, f: Mapping[str, Any], as_of: str) -> str
             return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，但预算为{wan(budget)}（无预算支出）。"
         excess = Decimal(f.get("paid") or 0) - Decimal(budget)
         # In 元 as well: an excess of 49 元 vanishes in 万元 with two decimals.
-        return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，超过预算{wan(budget)}，超支{excess:,.2f}元。"
+        return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，超过预算{wan(budget)}，超支{yuan_text(excess)}。"
     if rule == "stalled":
         return f"{subject}截至{as_of}已连续{f.get('days_without_payment')}天无支付（{money}）。"
     if rule == "department_low_execution":

@@ -17,7 +17,14 @@ from collections.abc import Iterable, Iterator
 from itertools import chain, groupby
 from typing import Any
 
-from alerts.dispositions import DESK_TYPES, DISPOSITION_EVENT_TYPES, Desk, Refusal, orjson_free_dumps
+from alerts.dispositions import (
+    DESK_TYPES,
+    DISPOSITION_EVENT_TYPES,
+    Desk,
+    Refusal,
+    answers_the_day,
+    orjson_free_dumps,
+)
 from alerts.lifecycle import Alert, AlertBook, Subject, Transition
 from alerts.messages import compose
 from alerts.profile import Profile
@@ -132,15 +139,30 @@ class Monitor:
             self.clock = min(first.day, until + 1) - 1
             iterator = chain((first,), iterator)
         start = self.clock
+        desk = self.desk
         for day, group in groupby(iterator, key=lambda r: max(r.day, start)):
             if day > until:
                 raise ValueError(f"record dated {iso(day)} is after the run's end {iso(until)}")
             yield from self._close_empty_days_before(day)
-            for record in group:
-                self.apply(record)
             fresh = day > self.clock
+            answers: list[Record] = []
+            for record in group:
+                if fresh and desk is not None and record.type in DESK_TYPES and answers_the_day(record):
+                    answers.append(record)
+                else:
+                    self.apply(record)
             self.clock = day
-            yield day, self._close(day, fresh)
+            closed = self._close(day, fresh)
+            if answers:
+                # People answer alerts of a day that has closed: the board and `dispose`
+                # date an answer on the clock's day, after its alerts fired or escalated.
+                # A replay takes it after that day's close too, as the live run did —
+                # before it, the alert it answers would not exist yet. One yield for both:
+                # a commit between them would mark the day done without its answers.
+                for record in answers:
+                    self.apply(record)
+                closed.extend(self._close(day, False))
+            yield day, closed
         yield from self._close_empty_days_before(until + 1)
 
     def _close_empty_days_before(self, day: int) -> Iterator[tuple[int, list[Transition]]]:

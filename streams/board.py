@@ -51,7 +51,7 @@ from alerts.dispositions import (
     STATUS_NAMES,
     disposition_view,
 )
-from alerts.messages import FUND_SOURCE_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan
+from alerts.messages import FUND_SOURCE_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan, yuan_text
 from alerts.rules import RULES
 from budget.calendar import expected_curve, iso, time_progress_for_year, year_bounds
 from budget.events import EventRejected, parse_event_object
@@ -108,7 +108,7 @@ class Board:
             autoescape=jinja2.select_autoescape(("html",)),
             undefined=jinja2.StrictUndefined,
         )
-        self.env.filters.update(pct=pct, wan=wan, segment=path_segment)
+        self.env.filters.update(pct=pct, wan=wan, yuan=yuan_text, segment=path_segment)
         self.env.globals.update(
             RULE_NAMES=RULE_NAMES, SEVERITY_NAMES=SEVERITY_NAMES, STATUS_NAMES=STATUS_NAMES,
             ACTION_NAMES=ACTION_NAMES, KIND_LABELS=KIND_LABELS, FUND_SOURCE_NAMES=FUND_SOURCE_NAMES,
@@ -369,12 +369,16 @@ def filter_alerts(rows: list[dict[str, Any]], query: Any) -> list[dict[str, Any]
             continue
         if department and r["department_id"] != department:
             continue
-        if status != "all" and r["status"] != status:
-            continue
         state = (r.get("disposition") or {}).get("status")
-        if overdue == "1" and state != "overdue":
+        # A reduction awaiting the bureau is work to do even after its alert resolved:
+        # listed with the firing ones, as the board's "待财政审批" count has it.
+        if status != "all" and r["status"] != status and not (status == "firing" and state == AWAITING):
             continue
-        if overdue == "0" and state == "overdue":
+        # Overdue is a firing alert's state; a resolved one keeps the word from its past.
+        is_overdue = state == "overdue" and r["status"] == "firing"
+        if overdue == "1" and not is_overdue:
+            continue
+        if overdue == "0" and is_overdue:
             continue
         out.append(r)
     out.sort(key=lambda r: (r["status"] != "firing", r["severity"] != "critical", r["since"], r["alert_id"]))
@@ -516,7 +520,7 @@ async def board_page(request: web.Request) -> web.Response:
         request, "board.html", status=status, departments=departments, alerts=shown, query=request.query,
         rules=RULES, department_ids=sorted({r["department_id"] for r in rows}),
         totals={"firing": len(firing), "overdue": sum(overdue.values()),
-                "awaiting": sum(1 for r in firing if (r.get("disposition") or {}).get("status") == AWAITING)},
+                "awaiting": sum(1 for r in rows if (r.get("disposition") or {}).get("status") == AWAITING)},
     )
 
 

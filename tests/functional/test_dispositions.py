@@ -198,3 +198,79 @@ def test_a_deadline_set_before_national_day_waits_out_the_holiday_week(tmp_path:
     e.run(d("2025-10-20"))
     assert [r for r in overdue_rows(e.store.transition_rows()) if r[0] == ALERT] == [(ALERT, "2025-10-17")]
     e.store.close()
+
+
+def _stepped_then_rebuilt(tmp_path: Path, steps: list[tuple[list[dict[str, Any]], str]]) -> tuple[Any, Any]:
+    """The outcome of runs step by step — a new process each, events ingested between
+    them as people record them — and of a rebuild replaying the same log to the end."""
+    tmp_path.mkdir(exist_ok=True)
+    db = tmp_path / "bw.db"
+    for events, until in steps:
+        e = engine(db)
+        ingest_events(e.store, events)
+        e.run(d(until))
+        e.store.close()
+    e = engine(db)
+    live = outcome(e)
+    e.rebuild()
+    e.run(d(steps[-1][1]))
+    replayed = outcome(e)
+    e.store.close()
+    return live, replayed
+
+
+def test_an_answer_dated_the_day_its_alert_fired_counts_the_same_on_replay(tmp_path: Path) -> None:
+    """`dispose` and the board date an answer on the clock's day, already closed: the
+    live run took it after the alert fired, a replay before — so the replay refused it
+    ("不存在") and escalated an answered alert (audit)."""
+    live, replayed = _stepped_then_rebuilt(tmp_path, [
+        (base(), "2025-06-30"),
+        ([disposed("DSP-1", "2025-06-30", "reduce", "300000.00")], "2025-06-30"),
+        ([approval("APR-1", "2025-06-30", "DSP-1")], "2025-07-20"),
+    ])
+    assert replayed == live
+    status, transitions, _ = live
+    assert [(t["transition"], t["date"]) for t in transitions if t["alert_id"] == ALERT] == [
+        ("firing", "2025-06-30"), ("disposed", "2025-06-30"), ("disposition_approved", "2025-06-30")]
+    assert status["projects"][0]["budget"] == "700000.00"
+
+
+def test_an_answer_on_the_escalation_day_follows_the_escalation_on_replay(tmp_path: Path) -> None:
+    live, replayed = _stepped_then_rebuilt(tmp_path, [
+        (base(), "2025-07-15"),
+        ([disposed("DSP-1", "2025-07-15", "continue")], "2025-07-16"),
+    ])
+    assert replayed == live
+    _, transitions, _ = live
+    assert [(t["transition"], t["date"]) for t in transitions if t["alert_id"] == ALERT] == [
+        ("firing", "2025-06-30"), ("disposition_overdue", "2025-07-15"), ("disposed", "2025-07-15")]
+
+
+def test_an_escalation_survives_a_restart_while_a_disposition_awaits_approval(tmp_path: Path) -> None:
+    """Restored awaiting approval, the alert left the escalation schedule: returned before
+    its escalation day, it never escalated — only when the runs happened to stop there."""
+    events = [*base(), disposed("DSP-1", "2025-07-01", "reduce", "300000.00"),
+              approval("APR-1", "2025-07-03", "DSP-1", approved_=False)]
+    (one_run, _), (stepped, replayed) = (
+        _stepped_then_rebuilt(tmp_path / "one", [(events, "2025-07-20")]),
+        _stepped_then_rebuilt(tmp_path / "two", [(events, "2025-07-02"), ([], "2025-07-20")]),
+    )
+    assert stepped == one_run == replayed
+    assert ("disposition_overdue", "2025-07-15") in [
+        (t["transition"], t["date"]) for t in one_run[1] if t["alert_id"] == ALERT]
+
+
+def test_the_board_lists_a_reduction_awaiting_approval_after_its_alert_resolved() -> None:
+    """The count said 0 待财政审批 and the default list hid it; a resolved alert's old
+    "overdue" made the overdue filter list it as 逾期未处置 (audit)."""
+    from streams.board import filter_alerts
+
+    def row(alert_id: str, status: str, disposition: str) -> dict[str, Any]:
+        return {"alert_id": alert_id, "rule": "low_execution", "severity": "critical", "department_id": "D01",
+                "status": status, "since": "2025-06-30", "disposition": {"status": disposition}}
+
+    rows = [row("A", "resolved", "awaiting_approval"), row("B", "resolved", "overdue"), row("C", "firing", "overdue"),
+            row("D", "resolved", "pending")]
+    assert [r["alert_id"] for r in filter_alerts(rows, {})] == ["C", "A"]
+    assert [r["alert_id"] for r in filter_alerts(rows, {"status": "all", "overdue": "1"})] == ["C"]
+    assert [r["alert_id"] for r in filter_alerts(rows, {"status": "all", "overdue": "0"})] == ["A", "B", "D"]

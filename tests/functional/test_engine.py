@@ -372,8 +372,9 @@ def test_resolved_alerts_leave_memory_and_come_back_for_a_disposition_and_a_new_
     events = [
         *base(),  # low_execution fires on 06-30
         b.payment("P1", "300000.00", on="2025-07-10", event_id="PAY-4"),  # 40%: resolved
-        disposed("DSP-1", "2025-07-21", action="reduce", amount="100000.00"),  # on the resolved alert
-        approval("APR-1", "2025-07-25", "DSP-1"),
+        disposed("DSP-1", "2025-07-08", action="reduce", amount="100000.00"),  # awaiting when it resolves
+        approval("APR-1", "2025-07-25", "DSP-1"),  # on the resolved alert
+        disposed("DSP-2", "2025-07-28", action="continue"),  # refused: nothing of it waits any more
         b.reversal("P1", "300000.00", on="2025-08-15", event_id="REV-1"),  # 11%: a new episode
     ]
     e = engine(tmp_path / "bw.db", commit_every=1)
@@ -398,9 +399,11 @@ def test_resolved_alerts_leave_memory_and_come_back_for_a_disposition_and_a_new_
         expected.extend(t.to_json() for t in transitions)
     got = e.store.transition_rows()
     kinds = [(t["transition"], t["date"]) for t in got if t["alert_id"] == ALERT]
-    assert kinds[:5] == [("firing", "2025-06-30"), ("resolved", "2025-07-10"), ("disposed", "2025-07-21"),
+    assert kinds[:5] == [("firing", "2025-06-30"), ("disposed", "2025-07-08"), ("resolved", "2025-07-10"),
                          ("disposition_approved", "2025-07-25"), ("firing", "2025-08-15")]
     assert got == expected
+    assert [(event_id, "已于 2025-07-10 解除" in reason) for event_id, reason in e.store.db.execute(
+        "SELECT json_extract(raw, '$.event_id'), reason FROM rejected")] == [("DSP-2", True)]
     # The new episode starts its own disposition but carries the earlier adjustment, so
     # a restart that finds only this row still knows the logged copy is the desk's own.
     refired = [t for t in got if t["alert_id"] == ALERT and t["transition"] == "firing"][-1]
@@ -451,9 +454,10 @@ def test_a_day_of_many_transitions_is_written_in_bounded_slices_with_nothing_los
 def test_an_alert_leaves_memory_the_day_it_resolves_and_a_disposition_reads_it_from_the_open_batch(
     tmp_path: Path,
 ) -> None:
-    """Resolved on 07-10 and disposed on 07-21 in one open batch: the resolved alert is
-    written into the transaction and dropped at once, the disposition reads it back
-    from there, and the year's transitions are those of a monitor that keeps all."""
+    """Disposed on 07-08, resolved on 07-10 and approved on 07-25 in one open batch: the
+    resolved alert is written into the transaction and dropped at once, the approval
+    reads it back from there, and the year's transitions are those of a monitor that
+    keeps all."""
     from alerts.dispositions import Desk
     from alerts.monitor import Monitor
     from tests.builders import record
@@ -461,8 +465,8 @@ def test_an_alert_leaves_memory_the_day_it_resolves_and_a_disposition_reads_it_f
 
     events = [
         *base(),
+        disposed("DSP-1", "2025-07-08", action="reduce", amount="100000.00"),
         b.payment("P1", "300000.00", on="2025-07-10", event_id="PAY-4"),  # resolves low_execution
-        disposed("DSP-1", "2025-07-21", action="reduce", amount="100000.00"),
         approval("APR-1", "2025-07-25", "DSP-1"),
         b.reversal("P1", "300000.00", on="2025-08-15", event_id="REV-1"),
     ]
@@ -482,9 +486,9 @@ def test_an_alert_leaves_memory_the_day_it_resolves_and_a_disposition_reads_it_f
     book.archive = recording_archive
     summary = e.run(day("2025-07-31"))
     assert summary.commits == 1
-    # Dropped on 07-10, so the disposition of 07-21 had to read it — resolved, from the
-    # batch that was still open (the run commits once, at its end).
-    assert fetched == [(ALERT, day("2025-07-20"), "resolved")]
+    # Dropped on 07-10, so the approval of 07-25 (taken after that day's close) had to
+    # read it — resolved, from the batch that was still open (one commit, at its end).
+    assert fetched == [(ALERT, day("2025-07-25"), "resolved")]
     e.run(day("2025-12-31"))
 
     baseline = load_profile("baseline")

@@ -207,3 +207,39 @@ def test_a_department_alert_disposition_takes_the_alert_id_as_its_key() -> None:
     event = parse_event_object(disposed("DSP-1", "2025-07-02", alert_id="2025:department_low_execution:department:D01"))
     assert event.project_id == "2025:department_low_execution:department:D01"
     assert parse_event_object(disposed("DSP-2", "2025-07-02")).project_id == "P1"
+
+
+def test_a_disposition_returned_after_its_deadline_gets_a_new_one_and_escalates_if_unanswered() -> None:
+    """Answered on time, returned after the escalation day: it stayed "returned" for ever,
+    its deadline long past and never overdue (audit)."""
+    events = [*base(), disposed("DSP-1", "2025-07-10", "reduce", "100000.00"),
+              approval("APR-1", "2025-07-20", "DSP-1", approved_=False)]
+    monitor, transitions = run(events, "2025-09-30")
+    # 07-20 is a Sunday: ten working days from it end on Friday 08-01
+    assert kinds(transitions)[1:] == [(DISPOSED, "2025-07-10"), (RETURNED_KIND, "2025-07-20"),
+                                      (OVERDUE_KIND, "2025-08-04")]
+    returned = next(t for t in transitions if t.kind == RETURNED_KIND).to_json()
+    assert "2025-08-01 前重新提出" in returned["action"]
+    state = monitor.book.alerts[ALERT].disposition
+    assert state is not None and (state["deadline"], state["escalate_on"], state["overdue_on"]) == (
+        "2025-08-01", "2025-08-04", "2025-08-04")
+
+
+def test_an_answer_to_a_resolved_alert_is_refused() -> None:
+    """The board offers no form for it and lists no approval for it; through the API a
+    500,000 reduction waited unseen and could still be approved (audit)."""
+    events = [*base(), payment("P1", "300000.00", on="2025-07-05", event_id="PAY-4"),  # 40%: resolved
+              disposed("DSP-1", "2025-07-08", "reduce", "500000.00")]
+    monitor, transitions = run(events, "2025-07-10")
+    assert [k for k, _ in kinds(transitions)] == ["firing", "resolved"]
+    assert monitor.desk is not None
+    refused, emitted = monitor.desk.drain()
+    assert emitted == [] and [r.event_id for r in refused] == ["DSP-1"]
+    assert "已于 2025-07-05 解除" in refused[0].reason
+
+
+def test_amounts_of_dispositions_and_approvals_are_told_to_the_fen() -> None:
+    events = [*base(), disposed("DSP-1", "2025-07-02", "reduce", "49.00"), approval("APR-1", "2025-07-03", "DSP-1")]
+    _, transitions = run(events, "2025-07-04")
+    messages = [t.to_json()["message"] for t in transitions if t.kind in (DISPOSED, APPROVED_KIND)]
+    assert "调减 49.00元" in messages[0] and "审批调减49.00元" in messages[1]
