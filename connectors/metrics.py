@@ -28,8 +28,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from alerts.lifecycle import Alert
 from alerts.monitor import Monitor
-from budget.calendar import CHINA_TIME, from_day, time_progress_for_year, year_of
+from budget.calendar import CHINA_TIME, from_day, time_progress_for_year, to_day, year_of
 from budget.ledger import ProjectState, counts_in_rollup, region_totals
 
 FEN_PER_YUAN = 100.0
@@ -189,6 +190,7 @@ class BudgetCollector(Collector):
         info = InfoMetricFamily(
             "budget_department", METRICS["budget_department_info"][1], labels=["department"]
         )
+        named: set[str] = set()
         for (fy, department), totals in sorted(ledger.departments.items()):
             if fy != year or totals.projects <= 0:
                 continue
@@ -197,6 +199,10 @@ class BudgetCollector(Collector):
                 departments.add_metric([department], rate)
             name = totals.department_name or names.get(department) or department
             info.add_metric([department], {"department_name": name})
+            named.add(department)
+        for department, name in sorted(alert_department_names(monitor.book.active()).items()):
+            if department not in named:
+                info.add_metric([department], {"department_name": name})
         yield departments
         yield info
 
@@ -258,6 +264,23 @@ def add_cells(cells: Cells, names: dict[str, str], projects: Iterable[ProjectSta
             names[department] = state.department_name
 
 
+def alert_department_names(alerts: Iterable[Alert]) -> dict[str, str]:
+    """The name of every department with an active alert, as its latest alert carries it
+    (alerts follow their subject's renamed department).
+
+    The dashboards join the alert series on ``…department_info``: a department the
+    year's rollups do not name — last year's alerts still firing after the year rolls
+    over, a department with only department_overall lines — must be named too, or its
+    alerts drop out of those panels."""
+    latest: dict[str, tuple[tuple[int, int, str], str]] = {}
+    for alert in alerts:
+        rank = (alert.fiscal_year, alert.updated_on, alert.alert_id)
+        seen = latest.get(alert.department_id)
+        if seen is None or rank > seen[0]:
+            latest[alert.department_id] = (rank, alert.department_name or alert.department_id)
+    return {department: name for department, (_, name) in latest.items()}
+
+
 class WorkerFiguresCollector(Collector):
     """A Faust worker's share of the budget figures, from the monitors of the partitions
     it holds now (a partition handed to another worker leaves with its series).
@@ -265,6 +288,7 @@ class WorkerFiguresCollector(Collector):
     Only additive series are exported (``budget_stream_allocated_yuan``, ``…_paid_yuan``,
     ``…_projects`` by department and fund source), plus department names, the time
     progress at the worker's clock and the execution rate of projects with an active
+    alert. Departments are named when they have projects of the year or an active
     alert. Ratios of sums cannot be added across workers, so Prometheus recording
     rules (deploy/prometheus/rules.yml, group budgetwatch-figures) sum the shares and
     divide, giving the ``budget_*`` series the dashboards read."""
@@ -279,6 +303,7 @@ class WorkerFiguresCollector(Collector):
         cells: Cells = {}
         names: dict[str, str] = {}
         alerted: dict[tuple[str, str], float] = {}
+        firing: list[Alert] = []
         latest: int | None = None
         for monitor in self._monitors():
             clock = monitor.clock
@@ -288,6 +313,7 @@ class WorkerFiguresCollector(Collector):
             projects = monitor.ledger.projects
             add_cells(cells, names, projects.values(), year_of(clock))
             for alert in monitor.book.active():
+                firing.append(alert)
                 state = projects.get(alert.subject_id) if alert.subject_type == "project" else None
                 rate = state.execution_rate if state is not None else None
                 if rate is not None:
@@ -302,9 +328,11 @@ class WorkerFiguresCollector(Collector):
             families["projects"].add_metric([department, fund], float(count))
         yield from families.values()
         info = GaugeMetricFamily(
-            "budget_stream_department_info", "Department names of this worker's projects",
+            "budget_stream_department_info", "Department names of this worker's projects and active alerts",
             labels=["department", "department_name"],
         )
+        for department, name in alert_department_names(firing).items():
+            names.setdefault(department, name)
         for department, name in sorted(names.items()):
             info.add_metric([department, name], 1.0)
         yield info
@@ -378,13 +406,19 @@ class StreamProgressCollector(Collector):
 
     The worker exports facts, not ages: how many messages wait on the broker for it
     (``budget_stream_consumer_lag_messages``), the timestamp of its position and the
-    latest business date received. Prometheus turns them into the
-    ``budget_processing_lag_*`` series that ``budgetwatch serve`` exports itself
+    latest business date received, never after ``today`` (as ``serve`` counts it: an event
+    dated later waits for its day and is not processing lag). Prometheus turns them into
+    the ``budget_processing_lag_*`` series that ``budgetwatch serve`` exports itself
     (deploy/prometheus/rules.yml, group budgetwatch-lag), with its own clock. Anything
     unknown is left out, never exported as 0."""
 
-    def __init__(self, progress: Callable[[], Iterable[PartitionProgress]]) -> None:
+    def __init__(
+        self,
+        progress: Callable[[], Iterable[PartitionProgress]],
+        today: Callable[[], int] | None = None,
+    ) -> None:
         self._progress = progress
+        self._today = today or china_today
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -394,6 +428,7 @@ class StreamProgressCollector(Collector):
             GaugeMetricFamily(name, help_text, labels=list(labels))
             for name, (help_text, labels) in STREAM_PROGRESS.items()
         )
+        today = self._today()
         for item in sorted(self._progress(), key=lambda p: (p.topic, p.partition)):
             labels = [item.topic, str(item.partition)]
             # aiokafka gives a record without a timestamp (pre-0.10 formats) as -1 ms
@@ -402,7 +437,8 @@ class StreamProgressCollector(Collector):
             if item.highwater is not None and item.next_offset is not None:
                 lag.add_metric(labels, float(max(0, item.highwater - item.next_offset)))
             if item.received_day is not None:
-                received.add_metric([str(item.partition)], utc_midnight_seconds(item.received_day))
+                day = min(item.received_day, today)
+                received.add_metric([str(item.partition)], utc_midnight_seconds(day))
         yield from (lag, position, received)
 
 
@@ -416,9 +452,15 @@ STREAM_PROGRESS: dict[str, tuple[str, tuple[str, ...]]] = {
         "assigned: the time of the assignment), Unix seconds", ("topic", "partition"),
     ),
     "budget_stream_received_timestamp_seconds": (
-        "Latest business date accepted on a partition (midnight UTC, Unix seconds)", ("partition",),
+        "Latest business date accepted on a partition, not after today (midnight UTC, Unix seconds)",
+        ("partition",),
     ),
 }
+
+
+def china_today() -> int:
+    """Today's business date (UTC+8) as a date ordinal: the wall-clock worker ticks it."""
+    return to_day(dt.datetime.now(CHINA_TIME).date())
 
 
 def utc_midnight_seconds(day: int | None) -> float:

@@ -157,7 +157,8 @@ class NotifierApp:
             registry=self.registry,
         ).set_function(lambda: float(self.holding()))
         self.registry.register(FiringAlerts(store.path))
-        register_delivery_metrics(self.registry, store.path)
+        register_delivery_metrics(self.registry, store.path,
+                                  routed=dispatcher is not None and dispatcher.directory is not None)
         self.dispatcher = dispatcher
         self.host: NotifierHost | None = NotifierHost(store.path) if grafana is not None else None
         self.workers: list[Worker] = []

@@ -1076,11 +1076,11 @@ def service_workers(service: Any, *, departments: str | None = None) -> list[Dis
     settings = Settings()
     if departments:
         settings = settings.model_copy(update={"departments": departments})
-    register_delivery_metrics(service.registry, service.store.path)
     try:
         dispatcher = Dispatcher.from_settings(service.store, settings)
     except DirectoryError as err:
         raise NotifyConfigError(str(err)) from None
+    register_delivery_metrics(service.registry, service.store.path, routed=dispatcher.directory is not None)
     if not dispatcher.enabled:
         dispatcher.log.close()
         return []
@@ -1096,9 +1096,13 @@ def service_workers(service: Any, *, departments: str | None = None) -> list[Dis
 class DeliveryCollector(Collector):
     """Delivery status counts from the store, read at scrape time."""
 
-    def __init__(self, db_path: str | Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, db_path: str | Path, clock: Callable[[], float] = time.time, *, routed: bool = True) -> None:
         self.path = str(db_path)
         self.clock = clock
+        # With no department directory nothing is routed: the outbox keeps every
+        # transition for a directory set later, and a backlog exported then would only
+        # grow — an alert on it would fire for good. Unknown is left out, not exported.
+        self.routed = routed
         DeliveryLog(self.path).close()  # make sure the tables exist
 
     def collect(self) -> Iterator[Metric]:
@@ -1139,18 +1143,21 @@ class DeliveryCollector(Collector):
         )
         age.add_metric([], max(self.clock() - oldest, 0.0) if oldest is not None else 0.0)
         yield age
-        unrouted = GaugeMetricFamily(
-            "budget_notification_outbox_backlog",
-            "Alert transitions in the outbox not yet routed to channels",
-        )
-        unrouted.add_metric([], int(backlog))
-        yield unrouted
+        if self.routed:
+            unrouted = GaugeMetricFamily(
+                "budget_notification_outbox_backlog",
+                "Alert transitions in the outbox not yet routed to channels",
+            )
+            unrouted.add_metric([], int(backlog))
+            yield unrouted
 
 
 def register_delivery_metrics(
-    registry: CollectorRegistry, db_path: str | Path, *, clock: Callable[[], float] = time.time
+    registry: CollectorRegistry, db_path: str | Path, *, clock: Callable[[], float] = time.time,
+    routed: bool = True,
 ) -> DeliveryCollector:
-    """Register the delivery metrics on ``registry`` (not the global one)."""
-    collector = DeliveryCollector(db_path, clock)
+    """Register the delivery metrics on ``registry`` (not the global one); ``routed``:
+    whether a department directory routes the outbox (else no backlog is exported)."""
+    collector = DeliveryCollector(db_path, clock, routed=routed)
     registry.register(collector)
     return collector

@@ -247,7 +247,19 @@ def test_firing_alerts_are_exported_by_rule_severity_and_department(
     for (rule, severity, department), count in expected.items():
         labels = {"rule": rule, "severity": severity, "department": department}
         assert napp.registry.get_sample_value("budget_alerts_firing", labels) == count
-    assert napp.registry.get_sample_value("budget_notification_outbox_backlog") == len(messages)
+    # no directory routes this notifier's outbox: a backlog would only grow, so none is exported
+    assert napp.registry.get_sample_value("budget_notification_outbox_backlog") is None
+
+
+def test_a_notifier_with_a_directory_exports_its_outbox_backlog(tmp_path: Path, messages: list[bytes]) -> None:
+    from connectors.directory import parse_directory
+    from streams.outbox import Dispatcher
+
+    db = tmp_path / "notifier.db"
+    directory = parse_directory({"default": {"name": "财政局", "webhook": "http://127.0.0.1:9/hook"}})
+    napp = notifier(db, dispatcher=Dispatcher(db, directory))
+    feed(napp, put_all(messages))
+    assert napp.registry.get_sample_value("budget_notification_outbox_backlog") == len(messages)  # none routed yet
 
 
 def test_notifier_and_engine_stores_are_kept_apart(tmp_path: Path, messages: list[bytes]) -> None:

@@ -516,18 +516,21 @@ def test_serve_hook_builds_the_dispatcher_from_the_environment(
     with Store(db) as store:
         service = Service(Engine(store, load_profile("baseline")))
         assert service_workers(service) == []  # nothing configured: no worker ...
-        assert (
-            service.registry.get_sample_value(  # ... but the metrics are there
-                "budget_notification_outbox_backlog"
-            )
-            == 8
-        )
+        # ... but the metrics are there; with no directory to route them, no backlog: it
+        # would only grow (an Alertmanager-only setup's alert on it fired for good)
+        assert service.registry.get_sample_value("budget_notification_oldest_pending_age_seconds") == 0
+        assert service.registry.get_sample_value("budget_notification_outbox_backlog") is None
+        monkeypatch.setenv("BUDGETWATCH_ALERTMANAGER_URL", "http://127.0.0.1:9")
+        service = Service(Engine(store, load_profile("baseline")))
+        assert len(service_workers(service)) == 1
+        assert service.registry.get_sample_value("budget_notification_outbox_backlog") is None
         directory = write_yaml(tmp_path / "d.yaml", DIRECTORY)
         monkeypatch.setenv("BUDGETWATCH_DEPARTMENTS", str(directory))
         service = Service(Engine(store, load_profile("baseline")))
         workers = service_workers(service)
         assert len(workers) == 1 and workers[0].directory is not None
         assert workers[0].wake is not None  # woken after each commit with transitions
+        assert service.registry.get_sample_value("budget_notification_outbox_backlog") == 8  # not yet routed
         assert workers[0].horizon_days == 30  # the default horizon of notified history
         asyncio.run(workers[0].aclose())
         monkeypatch.setenv("BUDGETWATCH_NOTIFY_HORIZON_DAYS", "0")

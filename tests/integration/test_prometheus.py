@@ -116,3 +116,12 @@ def test_every_dashboard_query_evaluates_with_data_in_prometheus(stack: Stack) -
                 assert stack.query(expr), f"{path.name} «{panel['title']}»: {expr} returned no data"
                 checked += 1
     assert checked >= 20
+
+
+def test_the_dashboards_join_on_department_names_drops_no_alert(stack: Stack) -> None:
+    """Every department with an alert firing has a name to join on (budget_department_info),
+    or the overview's alert panels would leave its alerts out."""
+    firing = "sum by (department) (budget_alerts_firing)"
+    joined = stack.query(f"{firing} * on (department) group_left (department_name) budget_department_info")
+    departments = {s["metric"]["department"] for s in stack.query(firing)}
+    assert departments and {s["metric"]["department"] for s in joined} == departments

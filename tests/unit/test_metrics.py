@@ -214,3 +214,87 @@ def test_a_workers_reading_progress_is_exported_as_facts_per_partition() -> None
     midnight = dt.datetime(2025, 7, 5, tzinfo=dt.UTC).timestamp()
     assert value("budget_stream_received_timestamp_seconds", {"partition": "0"}) == midnight
     assert value("budget_stream_received_timestamp_seconds", {"partition": "1"}) is None
+
+
+def info_names(registry: CollectorRegistry, name: str = "budget_department_info") -> dict[str, str]:
+    return {
+        s.labels["department"]: s.labels["department_name"]
+        for m in registry.collect() for s in m.samples if s.name == name
+    }
+
+
+def alert_departments(registry: CollectorRegistry) -> set[str]:
+    return {
+        s.labels["department"]
+        for m in registry.collect() for s in m.samples if s.name == "budget_alerts_firing"
+    }
+
+
+def overall_only() -> list[dict[str, Any]]:
+    """D01 has a lagging project; D03 only a department_overall line, which lags too."""
+    return [
+        *county()[:3],
+        b.registered("O3", department_id="D03", department_name="卫健委", kind="department_overall"),
+        b.approved("O3", "5000000.00"),
+        b.payment("O3", "100000.00", on="2025-03-10"),
+    ]
+
+
+def test_departments_with_an_alert_are_named_after_the_year_rolls_over() -> None:
+    """In January last year's alerts still fire, and the dashboards join them on the info
+    series: every department with an alert is named, by the name its alerts carry."""
+    monitor = processed(county(), "2026-01-05")
+    assert {a.fiscal_year for a in monitor.book.active()} == {2025}  # the scenario holds
+    registry = scrape(monitor)
+    assert alert_departments(registry) == {"D01", "D02"}
+    assert info_names(registry) == {"D01": "教育局", "D02": "卫生健康委员会"}
+
+
+def test_a_department_with_only_department_overall_lines_is_named_when_in_alert() -> None:
+    monitor = processed(overall_only(), "2025-07-10")
+    registry = scrape(monitor)
+    assert "D03" in alert_departments(registry)
+    assert info_names(registry) == {"D01": "教育局", "D03": "卫健委"}
+    assert registry.get_sample_value("budget_allocated_yuan", {"department": "D03",
+                                                               "fund_source": "general"}) is None
+
+
+def test_a_worker_names_the_departments_of_its_alerts_too() -> None:
+    from connectors.metrics import WorkerFiguresCollector
+
+    for monitor, expected in (
+        (processed(county(), "2026-01-05"), {"D01": "教育局", "D02": "卫生健康委员会"}),
+        (processed(overall_only(), "2025-07-10"), {"D01": "教育局", "D03": "卫健委"}),
+    ):
+        registry = CollectorRegistry()
+        registry.register(WorkerFiguresCollector(lambda monitor=monitor: [monitor]))
+        assert info_names(registry, "budget_stream_department_info") == expected
+
+
+def test_a_future_dated_event_is_not_processing_lag_on_a_worker() -> None:
+    """As serve counts it: the latest business date received is capped at today (a
+    payment planned for later waits for its day)."""
+    from connectors.metrics import PartitionProgress, StreamProgressCollector
+
+    today = dt.date(2026, 12, 7).toordinal()
+    rows = [
+        PartitionProgress("budget-events", 0, next_offset=3, position_at=1.0, highwater=3,
+                          received_day=dt.date(2026, 12, 28).toordinal()),
+        PartitionProgress("budget-events", 1, next_offset=3, position_at=1.0, highwater=3,
+                          received_day=dt.date(2026, 12, 5).toordinal()),
+    ]
+    registry = CollectorRegistry()
+    registry.register(StreamProgressCollector(lambda: rows, today=lambda: today))
+    value = registry.get_sample_value
+    received = "budget_stream_received_timestamp_seconds"
+    assert value(received, {"partition": "0"}) == dt.datetime(2026, 12, 7, tzinfo=dt.UTC).timestamp()
+    assert value(received, {"partition": "1"}) == dt.datetime(2026, 12, 5, tzinfo=dt.UTC).timestamp()
+    # The default is the wall-clock business date (UTC+8), which the worker ticks.
+    far = [PartitionProgress("budget-events", 0, 0, None, received_day=dt.date(2999, 1, 1).toordinal())]
+    registry = CollectorRegistry()
+    before = metrics.china_today()
+    registry.register(StreamProgressCollector(lambda: far))
+    found = registry.get_sample_value(received, {"partition": "0"})
+    assert found is not None
+    value_day = dt.datetime.fromtimestamp(found, dt.UTC).date().toordinal()
+    assert before <= value_day <= metrics.china_today()
