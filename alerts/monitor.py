@@ -64,6 +64,7 @@ class Monitor:
         # Records the ledger could not fold; a persisting runtime dead-letters and drains them.
         self.refused: list[Refusal] = []
         self._late: dict[str, int] = {}  # project -> earliest date of its events applied late today
+        self._left: dict[str, tuple[int, str]] = {}  # project -> the department a re-registration today moved it from
         # Projects judged again as of their Dec 31 on the last closed day (a late event of
         # their year); the Faust runtime flags their department deltas with it.
         self.judged_at_year_end: set[str] = set()
@@ -107,7 +108,9 @@ class Monitor:
             # A re-registration may move the project: the department it leaves changes too.
             before = self.ledger.projects.get(record.project_id)
             if before is not None and before.rollup is not None:
-                self._dirty_departments.add((before.rollup.fiscal_year, before.rollup.department_id))
+                left = (before.rollup.fiscal_year, before.rollup.department_id)
+                self._dirty_departments.add(left)
+                self._left[record.project_id] = left
         # The hot path: changed projects and departments are derived once per closed day.
         try:
             state = self.ledger.apply(record)
@@ -252,11 +255,15 @@ class Monitor:
                             state.name or state.project_id)
             if due is not None and as_of is None:
                 self._schedule_on(project_id, due, ctx.last)
+        # Judged as of its Dec 31: the department of each project judged so, and the one
+        # it left if a late re-registration of its year moved it (that one changed too).
+        left = self._left
+        self._left = {}
         year_end_departments = {
             (rollup.fiscal_year, rollup.department_id)
             for rollup in (projects[p].rollup for p in self.judged_at_year_end)
             if rollup is not None
-        }
+        } | {left[p] for p in self.judged_at_year_end if p in left}
         for key in sorted(touched_departments):
             totals = departments[key]
             if key[0] == year:

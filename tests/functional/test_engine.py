@@ -69,6 +69,32 @@ def test_a_stored_event_the_ledger_cannot_fold_is_dead_lettered_and_the_run_goes
     assert len(e.store.rejections()) == 1  # a replay refuses it again but keeps one dead letter
 
 
+def test_a_late_re_registration_judges_the_department_it_left_as_of_year_end(tmp_path: Path) -> None:
+    """A re-registration dated in December, imported in January, moves P3 (no payment)
+    from D01 to D02: D01's rate rises to 90% as of 12-31, yet only the department the
+    project joined was judged again, so D01's alert stayed firing for good (audit; the
+    Faust workers resolved it)."""
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, [
+        b.registered("P1", department_id="D01"), b.approved("P1", "1000.00"),
+        b.payment("P1", "900.00", on="2025-03-01"),
+        b.registered("P3", department_id="D01"), b.approved("P3", "9000.00"),
+        b.registered("P2", department_id="D02", department_name="卫健委"), b.approved("P2", "1000.00"),
+        b.payment("P2", "900.00", on="2025-03-01"),
+    ])
+    e.run(day("2026-01-05"))
+    department = "2025:department_low_execution:department:D01"
+    assert e.store.alert_row(department)["status"] == "firing"  # type: ignore[index]
+    ingest_events(e.store, [b.registered("P3", on="2025-12-20", department_id="D02", department_name="卫健委",
+                                         event_id="P3-REG2")])
+    e.run(day("2026-01-06"))
+    row = e.store.alert_row(department)
+    assert row is not None and row["status"] == "resolved" and row["updated_on"] == "2026-01-05"  # at the clock
+    (resolved,) = [t for t in e.store.transition_rows()
+                   if t["alert_id"] == department and t["transition"] == "resolved"]
+    assert resolved["figures"]["execution_rate"] == 0.9  # D01 as of 12-31: 900 of 1,000
+
+
 def test_a_late_december_payment_still_resolves_and_raises_alerts_after_the_year(tmp_path: Path) -> None:
     """December's treasury export arrives in January, after the clock left 2025: the
     alerts it changes are judged as of 12-31 and dated the day the events are applied."""
