@@ -25,6 +25,7 @@ KIND_NAMES: dict[str, str] = {
     "disposition_approved": "处置已审批",
     "disposition_returned": "处置被退回",
     "disposition_overdue": "逾期未处置",
+    "moved": "预警归属变更",
 }
 FUND_SOURCE_NAMES: dict[str, str] = {
     "general": "一般公共预算",

@@ -24,6 +24,7 @@ from budget.calendar import to_day
 Kind = Literal[
     "firing", "escalated", "deescalated", "resolved",
     "disposed", "disposition_approved", "disposition_returned", "disposition_overdue",
+    "moved",  # no transition: a firing alert followed its project to another department, or a new name
 ]
 assert set(Kind.__args__) == set(KIND_NAMES)  # type: ignore[attr-defined]
 

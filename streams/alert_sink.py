@@ -65,11 +65,12 @@ class AlertSink:
             # A transition older than the alert's latest (re-sent out of order) joins the
             # history but is not notified: "firing" after the alert resolved would mislead.
             current = stored is None or _updated_on(stored[0]) <= transition.on
-            batch.add_transitions(
-                [(alert.alert_id, transition.on, transition.kind, alert.department_id,
-                  orjson.dumps(data))],
-                notify=current,
-            )
+            if transition.kind != MOVED:  # a move is no transition: no history row, nothing to notify
+                batch.add_transitions(
+                    [(alert.alert_id, transition.on, transition.kind, alert.department_id,
+                      orjson.dumps(data))],
+                    notify=current,
+                )
             if current:
                 batch.add_alerts([alert_row])
             clock, seq = db.execute("SELECT clock, seq FROM cursor WHERE id = 1").fetchone()
@@ -86,6 +87,9 @@ class AlertSink:
         raw = value.decode("utf-8", errors="replace")
         self.store.add_rejection_once(source, f"{reason}; the message was skipped", raw)
         return Received(REJECTED, reason=reason)
+
+
+MOVED = "moved"
 
 
 def _updated_on(data: str) -> int:

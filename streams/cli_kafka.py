@@ -6,7 +6,7 @@ import datetime as dt
 import socket
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -109,8 +109,34 @@ def publish_parsed(
                 counts.reasons.append({"source": item.source, "reason": item.reason})
 
 
-def publish_ticks(producer: Any, as_of: dt.date) -> int:
-    """One clock tick on every partition of budget-events; returns how many."""
+class TickFailures:
+    """The partitions whose clock tick the broker refused or never acknowledged, with the
+    first error of each: a partition without its tick keeps its clock (and its department
+    roll-ups wait for it), so the tick must be sent again."""
+
+    def __init__(self) -> None:
+        self.partitions: dict[int, str] = {}
+
+    def errback(self, partition: int) -> Callable[[BaseException], None]:
+        def failed(error: BaseException) -> None:
+            self.partitions.setdefault(partition, f"{type(error).__name__}: {error}")
+
+        return failed
+
+    def message(self, as_of: dt.date) -> str:
+        names = ", ".join(str(p) for p in sorted(self.partitions))
+        first = self.partitions[min(self.partitions)]
+        return (
+            f"时钟推进到 {as_of.isoformat()} 未被 Kafka 确认：{EVENTS_TOPIC} 分区 {names}"
+            f"（首个错误：{first}），这些分区的时钟没有前进；请排除故障后用同一 --as-of 重新发布——"
+            f"重复的时钟推进和按 event_id 去重的事件都不会重复计数"
+            f"（clock tick refused for {EVENTS_TOPIC} partitions {names}）"
+        )
+
+
+def publish_ticks(producer: Any, as_of: dt.date, failures: TickFailures | None = None) -> int:
+    """One clock tick on every partition of budget-events; returns how many were handed
+    to the producer (``failures``, when given, collects those the broker then refused)."""
     partitions = sorted(producer.partitions_for(EVENTS_TOPIC) or ())
     if not partitions:
         raise PublishError(
@@ -118,7 +144,9 @@ def publish_ticks(producer: Any, as_of: dt.date) -> int:
             f"（topic {EVENTS_TOPIC} has no partitions yet: start a worker first）"
         )
     for partition in partitions:
-        producer.send(EVENTS_TOPIC, key=CLOCK_KEY, value=tick_value(as_of), partition=partition)
+        sent = producer.send(EVENTS_TOPIC, key=CLOCK_KEY, value=tick_value(as_of), partition=partition)
+        if failures is not None:
+            sent.add_errback(failures.errback(partition))
     return len(partitions)
 
 
@@ -156,6 +184,7 @@ def publish_cmd(
     producer = _producer(server)
     total = IngestCounts()
     failures = SendFailures()
+    tick_failures = TickFailures()
     try:
         with progress_bar() as bar:
             for path in files:
@@ -168,17 +197,24 @@ def publish_cmd(
                 bar.update(task, completed=counts.read, total=counts.read)
                 total.add(counts)
         ticks = (
-            publish_ticks(producer, dt.date.fromordinal(tick_day)) if tick_day is not None else 0
+            publish_ticks(producer, dt.date.fromordinal(tick_day), tick_failures)
+            if tick_day is not None else 0
         )
         producer.flush()
     finally:
         producer.close()
+    problems: list[str] = []
     if failures.count:
-        raise PublishError(
+        problems.append(
             f"{failures.count} 条事件未被 Kafka 确认（首个错误：{failures.first}），其余 "
             f"{total.applied - failures.count} 条已发布；请排除故障后重新发布这些文件——工作进程按 "
             f"event_id 去重，重复发布不会重复计数（{failures.count} sends failed）"
         )
+    if tick_failures.partitions:
+        assert tick_day is not None
+        problems.append(tick_failures.message(dt.date.fromordinal(tick_day)))
+    if problems:
+        raise PublishError("；".join(problems))
     if as_json:
         emit_json({**total.to_json(), "topic": EVENTS_TOPIC, "bootstrap": server, "ticks": ticks})
         return

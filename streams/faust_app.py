@@ -10,7 +10,9 @@ Topics (key → value):
   with ``deltas`` chunks ahead of it when they are many.
 * ``budget-alerts`` — ``alert_id`` → one transition: the fields of
   ``budgetwatch alerts --json`` plus ``transition``, ``date``, ``previous_severity``
-  and ``origin`` (the message that produced it: ``topic:partition:offset``).
+  and ``origin`` (the message that produced it: ``topic:partition:offset``); with
+  ``"transition": "moved"``, no transition but a firing alert that followed its subject
+  to another department or name on ``date`` (the notifier rewrites its stored alert).
 * ``budget-events-dlq`` — the raw key → reason, raw value, topic/partition/offset.
 
 Agents run with ``concurrency=1`` under ``processing_guarantee="at_least_once"``;
@@ -50,6 +52,7 @@ from connectors.profiles import load_profile
 from streams.faust_state import (
     CLOCK_KEY,
     DELTAS,
+    MOVED,
     TICK_CLOSED,
     DepartmentPartition,
     Output,
@@ -531,7 +534,8 @@ class BudgetApp:
         # Counted once everything is out (a retried emit is not counted twice).
         for transition in out.transitions:
             alert = transition.alert
-            self.metrics.child(self.metrics.transitions, alert.rule, alert.severity, transition.kind).inc()
+            if transition.kind != MOVED:  # an alert rewritten in place is no transition
+                self.metrics.child(self.metrics.transitions, alert.rule, alert.severity, transition.kind).inc()
         for _ in out.dead_letters:
             self.metrics.child(self.metrics.dead_letters, topic).inc()
         if topic == EVENTS_TOPIC:

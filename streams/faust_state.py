@@ -59,7 +59,7 @@ from typing import Any
 import orjson
 
 from alerts.dispositions import DISPOSITION_EVENT_TYPES
-from alerts.lifecycle import RESOLVED, Alert, Transition
+from alerts.lifecycle import RESOLVED, Alert, AlertBook, Transition
 from alerts.monitor import Monitor
 from alerts.profile import Profile
 from budget.calendar import iso, year_bounds, year_of
@@ -86,6 +86,12 @@ DEPARTMENT_META_PREFIX = "__departments__:"
 # workers before that sent; they are still taken. A worker that predates the new kinds
 # dead-letters them instead of closing rounds without their deltas.
 DELTA, CLOSED, DELTAS, TICK_CLOSED = "delta", "closed", "deltas", "tick_closed"
+
+# budget-alerts message kind for a firing alert that followed its subject to another
+# department or name (a project re-registered elsewhere, 机构改革) with no transition: the
+# alert as it stands now, for the notifier to store in place of its old row — nobody is
+# notified and no history row is added, as the embedded store does (Engine._commit).
+MOVED = "moved"
 
 # Topic names (contract): here rather than in faust_app so that `publish` can name
 # them without importing Faust.
@@ -503,6 +509,9 @@ class ProjectPartition(_VersionedPartition):
             # This monitor sees only its partition's share of a department: department
             # alerts are judged by the department agent from the deltas sent below.
             out.transitions.extend(t for t in transitions if t.alert.subject_type == "project")
+            moved = _moved(monitor.book, day, transitions, "project")
+            out.transitions.extend(moved)
+            touched.update(t.alert.subject_id for t in moved)
             changed = monitor.changed
             if changed:
                 monitor.changed = set()
@@ -522,7 +531,6 @@ class ProjectPartition(_VersionedPartition):
                 ))
             monitor.refused = []
         self._forget_resolved(resolved)
-        monitor.book.moved.clear()  # a moved alert's project had an event: its value is written below
         bodies = self._write_next_epoch(sorted(touched), out)
         self.meta.epoch = epoch
         self.meta.clock = monitor.clock if monitor.clock is not None else until
@@ -684,7 +692,8 @@ class _DepartmentMeta:
     epoch: int = 0
     clock: int | None = None
     offset: int = -1
-    markers: dict[int, list[list[int]]] = field(default_factory=dict)  # source -> [[epoch, day]]
+    reached: dict[int, int] = field(default_factory=dict)  # source -> the latest day it closed
+    heard: set[int] = field(default_factory=set)  # sources with a marker since the last round
     last_epoch: dict[int, int] = field(default_factory=dict)  # source -> last epoch seen (dedup)
 
     def to_value(self, partition: int) -> Value:
@@ -693,9 +702,43 @@ class _DepartmentMeta:
             "epoch": self.epoch,
             "clock": self.clock,
             "offset": self.offset,
-            "markers": {str(k): v for k, v in self.markers.items()},
+            "reached": {str(k): v for k, v in self.reached.items()},
+            "heard": sorted(self.heard),
             "last_epoch": {str(k): v for k, v in self.last_epoch.items()},
         }
+
+    @classmethod
+    def from_value(cls, value: Mapping[str, Any], sources: int) -> _DepartmentMeta:
+        meta = cls(
+            int(value["epoch"]),
+            value.get("clock"),
+            int(value["offset"]),
+            {int(k): int(v) for k, v in value.get("reached", {}).items()},
+            {int(s) for s in value.get("heard", ())},
+            {int(k): int(v) for k, v in value.get("last_epoch", {}).items()},
+        )
+        if "reached" not in value:  # a meta of an earlier release: queues of unmatched markers
+            meta.reached, meta.heard = _from_markers(value.get("markers", {}), meta.clock, sources)
+        return meta
+
+
+def _from_markers(
+    markers: Mapping[str, Iterable[Iterable[int]]], clock: int | None, sources: int
+) -> tuple[dict[int, int], set[int]]:
+    """(reached, heard) from the queues of unmatched markers earlier releases kept. A
+    source reached its latest queued day, else the clock (the markers that closed a round
+    were at least that far): a lower bound, which the source's next marker lifts."""
+    reached: dict[int, int] = {}
+    heard: set[int] = set()
+    for source in range(sources):
+        days = [int(day) for _, day in markers.get(str(source), ())]
+        if days:
+            heard.add(source)
+        if clock is not None:
+            days.append(int(clock))
+        if days:
+            reached[source] = max(days)
+    return reached, heard
 
 
 class DepartmentPartition(_VersionedPartition):
@@ -705,10 +748,12 @@ class DepartmentPartition(_VersionedPartition):
     After each tick a project partition sends a ``tick_closed`` marker to every
     department partition, carrying its per-(department, day) deltas for the departments
     held there (``deltas`` chunks ahead of it when they are many; the ``delta`` and
-    ``closed`` messages of earlier workers are still taken). Tick k is one *round* here:
-    when every source partition has sent its k-th marker, the deltas dated up to
-    that tick's day are applied in day order and the days closed — the same
-    department evaluations, on the same days, as the embedded engine's monitor.
+    ``closed`` messages of earlier workers are still taken). Each source's marker says
+    how far it has closed its days; a *round* here closes up to the latest day every
+    source has reached: the deltas dated up to it are applied in day order and the
+    days closed — the same department evaluations, on the same days, as the embedded
+    engine's monitor. Rounds follow days, not counts of ticks: a tick one partition got
+    twice (a publish run again) or never (its send failed) holds nothing back.
     """
 
     def __init__(
@@ -726,6 +771,9 @@ class DepartmentPartition(_VersionedPartition):
         self.received: dict[
             str, dict[int, tuple[int, set[int]]]
         ] = {}  # dept -> source -> (epoch, days)
+        # source -> epoch of deltas taken ahead of that tick's marker (its chunks): no round
+        # closes until the marker, so a tick's deltas are never applied in part.
+        self.unmarked: dict[int, int] = {}
         self.committed: dict[str, Value | None] = {}
 
     @classmethod
@@ -744,13 +792,7 @@ class DepartmentPartition(_VersionedPartition):
             if not isinstance(value, Mapping) or value.get("p") != partition:
                 continue
             if key == department_meta_key(partition):
-                self.meta = _DepartmentMeta(
-                    int(value["epoch"]),
-                    value.get("clock"),
-                    int(value["offset"]),
-                    {int(k): [list(m) for m in v] for k, v in value.get("markers", {}).items()},
-                    {int(k): int(v) for k, v in value.get("last_epoch", {}).items()},
-                )
+                self.meta = _DepartmentMeta.from_value(value, sources)
             elif not key.startswith(DEPARTMENT_META_PREFIX):
                 values.append((key, value))
         alerts: list[Alert] = []
@@ -775,6 +817,9 @@ class DepartmentPartition(_VersionedPartition):
                 for src, (ep, days) in body.get("received", {}).items()
             }
             alerts.extend(Alert.from_json(a) for a in body.get("alerts", ()))
+        for by_source in self.received.values():
+            for source, (epoch, _) in by_source.items():
+                self._note_unmarked(source, epoch)
         self.judge.restore((), alerts, self.meta.clock)
         return self
 
@@ -818,7 +863,11 @@ class DepartmentPartition(_VersionedPartition):
                 out.outcome = "duplicate"
             else:
                 self.meta.last_epoch[source] = epoch
-                self.meta.markers.setdefault(source, []).append([epoch, int(message["day"])])
+                if self.unmarked.get(source, 0) <= epoch:
+                    self.unmarked.pop(source, None)
+                reached = self.meta.reached
+                reached[source] = max(int(message["day"]), reached.get(source, int(message["day"])))
+                self.meta.heard.add(source)
                 self._rounds(out)
         else:
             out.outcome = "rejected"
@@ -852,6 +901,7 @@ class DepartmentPartition(_VersionedPartition):
             received[source] = (epoch, {day})
         else:
             last[1].add(day)
+        self._note_unmarked(source, epoch)
         totals = self.totals.get(dept)
         if totals is None:
             totals = self.totals[dept] = Totals(fiscal_year, department_id)
@@ -865,10 +915,21 @@ class DepartmentPartition(_VersionedPartition):
             bucket[3:] = [1]
         return True
 
+    def _note_unmarked(self, source: int, epoch: int) -> None:
+        if epoch > self.meta.last_epoch.get(source, 0):
+            self.unmarked[source] = max(epoch, self.unmarked.get(source, epoch))
+
     def _rounds(self, out: Output) -> None:
-        markers = self.meta.markers
-        while len(markers) >= self.sources and all(markers.get(s) for s in range(self.sources)):
-            until = min(markers[s].pop(0)[1] for s in range(self.sources))
+        """Close up to the latest day every source has reached, once it is later than the
+        clock — or, when it is not, once every source has sent a marker since the last
+        round: ticks repeated on every partition bring late deltas dated at the clock, and
+        the embedded engine applies a run's late events together, not source by source."""
+        meta, sources = self.meta, range(self.sources)
+        if self.unmarked or any(s not in meta.reached for s in sources):
+            return
+        until = min(meta.reached[s] for s in sources)
+        if meta.clock is None or until > meta.clock or meta.heard.issuperset(sources):
+            meta.heard.clear()
             self._close_round(until, out)
 
     def _close_round(self, until: int, out: Output) -> None:
@@ -932,7 +993,8 @@ class DepartmentPartition(_VersionedPartition):
                 transitions.extend(judge.assess_department(totals, day))
             elif totals.fiscal_year < year and dept in late:  # a late event of its year: as of Dec 31
                 transitions.extend(judge.assess_department(totals, day, as_of=year_bounds(totals.fiscal_year)[1]))
-        judge.book.moved.clear()  # a renamed department had a delta: its value is written this round
+        # A renamed department's alerts: sent, and their values written this round.
+        transitions.extend(_moved(judge.book, day, transitions, "department"))
         return transitions
 
     def _body(self, dept: str) -> Value:
@@ -961,6 +1023,21 @@ class DepartmentPartition(_VersionedPartition):
             ],
         }
 
+
+
+def _moved(book: AlertBook, day: int, transitions: Iterable[Transition], subject_type: str) -> list[Transition]:
+    """The alerts of ``subject_type`` that moved on ``day`` (``book.moved``, then cleared)
+    as ``moved`` messages. One with a transition that day already carries its new names."""
+    changed = {t.alert.alert_id for t in transitions}
+    found = [
+        Transition(alert.snapshot(), MOVED, day)
+        for alert_id in sorted(book.moved)
+        if alert_id not in changed
+        and (alert := book.alerts.get(alert_id)) is not None
+        and alert.subject_type == subject_type
+    ]
+    book.moved.clear()
+    return found
 
 
 def _department_key_of(alert: Alert) -> str:

@@ -507,3 +507,24 @@ def test_a_burst_read_slower_than_it_came_is_held_until_the_consumer_reaches_its
         return released, behind, napp.catching_up()
 
     assert feed(napp, scenario) == ([], True, False)
+
+
+def test_an_alert_that_moved_is_stored_anew_without_a_transition_or_a_notification(
+    tmp_path: Path, messages: list[bytes]
+) -> None:
+    """The workers send "moved" when a firing alert follows its project to another
+    department (or a department's new name) with no transition: the notifier's store,
+    its metrics and Alertmanager kept the old department, and a later "resolved" went
+    to a department that never heard of the firing."""
+    first = orjson.loads(next(m for m in messages if orjson.loads(m)["transition"] == "firing"))
+    moved = {**first, "transition": "moved", "department_id": "D99", "department_name": "新设部门",
+             "date": "2025-12-30"}
+    db = tmp_path / "notifier.db"
+    napp = notifier(db)
+    feed(napp, put_all([orjson.dumps(first), orjson.dumps(moved)]))
+    alerts, transitions, outbox = stored(db)
+    row = alerts[first["alert_id"]]
+    assert (row["department_id"], row["department_name"]) == ("D99", "新设部门")
+    assert [t["transition"] for t in transitions] == ["firing"] and outbox == 1
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT COUNT(*) FROM rejected").fetchone()[0] == 0
