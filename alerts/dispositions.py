@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from alerts.lifecycle import FIRING, Alert, AlertBook, Transition
+from alerts.lifecycle import FIRING, RESOLVED, Alert, AlertBook, Transition
 from alerts.messages import yuan_text
 from alerts.workdays import WEEKDAYS, WorkCalendar
 from budget.calendar import iso, to_day
@@ -70,6 +70,7 @@ DONE = "disposed"  # 已处置
 AWAITING = "awaiting_approval"  # 待财政审批 (reduce / recover)
 APPROVED = "approved"  # 已审批
 RETURNED = "returned"  # 已退回 (the bureau returned a reduce / recover)
+CLOSED = "closed"  # 预警已解除 before the department answered: nothing left to answer
 OPEN_STATUSES = (PENDING, OVERDUE, RETURNED)  # still waiting for the department
 
 STATUS_NAMES: dict[str, str] = {
@@ -79,6 +80,7 @@ STATUS_NAMES: dict[str, str] = {
     AWAITING: "待财政审批",
     APPROVED: "已审批",
     RETURNED: "已退回",
+    CLOSED: "预警已解除，无需处置",
 }
 ACTIONS = ("continue", "reallocate", "reduce", "recover", "cancel")
 ACTION_NAMES: dict[str, str] = {
@@ -304,6 +306,8 @@ class Desk:
         self._transitions = []
         out.extend(transitions)
         for t in transitions:
+            if t.kind == RESOLVED:
+                self._close_unanswered(t, book)
             if t.kind != FIRING:
                 continue
             alert = book.get(t.alert.alert_id)
@@ -334,6 +338,17 @@ class Desk:
                 if overdue is not None:
                     out.append(overdue)
         return out
+
+    @staticmethod
+    def _close_unanswered(t: Transition, book: AlertBook) -> None:
+        """An alert resolved while its department still owed an answer: the episode is
+        over, so it no longer reads as pending or 逾期未处置 (overdue_on stays as
+        history). A reduction awaiting the bureau stays open (see take)."""
+        alert = book.get(t.alert.alert_id)
+        state = alert.disposition if alert is not None else None
+        if alert is None or not state or state.get("status") not in OPEN_STATUSES:
+            return
+        alert.disposition = t.alert.disposition = {**state, "status": CLOSED}
 
     def _overdue(self, alert: Alert | None, day: int) -> Transition | None:
         if alert is None or alert.status != FIRING or not alert.disposition:

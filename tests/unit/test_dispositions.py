@@ -243,3 +243,22 @@ def test_amounts_of_dispositions_and_approvals_are_told_to_the_fen() -> None:
     _, transitions = run(events, "2025-07-04")
     messages = [t.to_json()["message"] for t in transitions if t.kind in (DISPOSED, APPROVED_KIND)]
     assert "调减 49.00元" in messages[0] and "审批调减49.00元" in messages[1]
+
+
+def test_an_alert_resolved_before_its_answer_owes_none() -> None:
+    """It kept "pending" or "overdue" (逾期未处置 on its page) for ever after it resolved."""
+    catch_up = payment("P1", "300000.00", on="2025-07-20", event_id="PAY-4")  # 40%: resolves
+    monitor, transitions = run([*base(), catch_up], "2025-07-31")
+    assert kinds(transitions) == [("firing", "2025-06-30"), (OVERDUE_KIND, "2025-07-15"), ("resolved", "2025-07-20")]
+    state = monitor.book.alerts[ALERT].disposition
+    assert state is not None and (state["status"], state["overdue_on"]) == ("closed", "2025-07-15")
+    resolved = next(t for t in transitions if t.kind == "resolved").to_json()
+    assert resolved["disposition"]["status"] == "closed"
+    early = payment("P1", "300000.00", on="2025-07-04", event_id="PAY-4")
+    monitor, _ = run([*base(), early], "2025-07-31")
+    state = monitor.book.alerts[ALERT].disposition
+    assert state is not None and (state["status"], state["overdue_on"]) == ("closed", None)
+    # a reduction awaiting the bureau stays open to its decision
+    monitor, _ = run([*base(), disposed("DSP-1", "2025-07-02", "reduce", "100000.00"), early], "2025-07-31")
+    state = monitor.book.alerts[ALERT].disposition
+    assert state is not None and state["status"] == "awaiting_approval"
