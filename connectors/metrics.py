@@ -32,6 +32,7 @@ from alerts.lifecycle import Alert
 from alerts.monitor import Monitor
 from budget.calendar import CHINA_TIME, from_day, time_progress_for_year, to_day, year_of
 from budget.ledger import ProjectState, counts_in_rollup, region_totals
+from connectors.wall_clock import today_in_china
 
 FEN_PER_YUAN = 100.0
 # Business dates are Chinese calendar days: midnight in UTC+8.
@@ -460,7 +461,7 @@ STREAM_PROGRESS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 def china_today() -> int:
     """Today's business date (UTC+8) as a date ordinal: the wall-clock worker ticks it."""
-    return to_day(dt.datetime.now(CHINA_TIME).date())
+    return to_day(today_in_china())
 
 
 def utc_midnight_seconds(day: int | None) -> float:

@@ -58,8 +58,8 @@ from budget.events import EventRejected, parse_event_object
 from budget.indicators import completion
 from budget.report import project_view
 from connectors.exports import write_reductions_xlsx
+from connectors.wall_clock import today_in_china
 from streams.auth import LoginThrottle, Sessions, User, Users, load_users, same_token
-from streams.clock import today_in_china
 from streams.errors import ClockError
 from streams.links import path_segment
 from streams.render import KIND_LABELS

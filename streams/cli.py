@@ -22,9 +22,9 @@ from connectors.files import InputError, read_events
 from connectors.profiles import load_profile
 from connectors.synthetic import Spec, generate
 from connectors.tabular import UNIT_CHOICES, Layout, TabularError, Unit, iso_date_text
+from connectors.wall_clock import today_in_china
 from streams import render
 from streams.backup import back_up
-from streams.clock import today_in_china
 from streams.engine import Engine, waiting_text
 from streams.errors import BudgetwatchError
 from streams.ingest import IngestCounts, ingest

@@ -19,6 +19,7 @@ from budget.events import record_to_json_dict
 from connectors.files import read_events
 from connectors.parsed import Accepted, Parsed, Rejected
 from connectors.tabular import UNIT_CHOICES
+from connectors.wall_clock import today_in_china
 from streams import render
 from streams.cli import (
     DbOption,
@@ -31,7 +32,6 @@ from streams.cli import (
     refuse_future,
     settings,
 )
-from streams.clock import today_in_china
 from streams.errors import BudgetwatchError
 from streams.faust_state import ALERTS_TOPIC, CLOCK_KEY, EVENTS_TOPIC, tick_value
 from streams.ingest import IngestCounts

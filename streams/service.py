@@ -54,7 +54,7 @@ from budget.events import EARLIEST_YEAR, LATEST_YEAR
 from connectors import metrics
 from connectors.grafana import AnnotationError, GrafanaAnnotator
 from connectors.json_body import parse_body
-from streams.clock import today_in_china
+from connectors.wall_clock import today_in_china
 from streams.engine import Engine, RunSummary, waiting_text
 from streams.errors import BudgetwatchError, ClockError
 from streams.ingest import IngestCounts, ingest

@@ -1,4 +1,4 @@
-"""The wall clock, for the shell only: the core takes dates as arguments."""
+"""The wall clock, for the shell only (connectors and streams): the core takes dates as arguments."""
 
 from __future__ import annotations
 
