@@ -343,15 +343,20 @@ class Monitor:
         self._due.setdefault(day, set()).add(project_id)
 
     # -- reading ---------------------------------------------------------
-    def reductions(self, day: int | None = None) -> list[Proposal]:
+    def reductions(self, day: int | None = None, fiscal_year: int | None = None) -> list[Proposal]:
+        """Proposals of one fiscal year (default: the year of ``day``, the clock): a
+        closed year's low_execution alerts stay firing, and its budget is no longer
+        there to reduce — listed beside this year's, with one total, they mixed years."""
         when = self.clock if day is None else day
         if when is None:
             return []
+        year = _year(when) if fiscal_year is None else fiscal_year
         projects = self.ledger.projects
         flagged = [
             projects[a.subject_id]
             for a in self.book.active()
-            if a.rule == LOW_EXECUTION and a.subject_type == "project" and a.subject_id in projects
+            if a.rule == LOW_EXECUTION and a.subject_type == "project" and a.fiscal_year == year
+            and a.subject_id in projects
         ]
         return proposals(flagged, when, self.profile.reduction.round_down_to_yuan)
 

@@ -23,6 +23,7 @@ class Proposal:
     paid: int
     projected: int  # projected year-end spend, fen (rounded down)
     proposed_reduction: int
+    fiscal_year: int = 0
 
     @property
     def reduction_rate(self) -> float:
@@ -31,6 +32,7 @@ class Proposal:
     def to_json(self) -> dict[str, Any]:
         return {
             "project_id": self.project_id,
+            "fiscal_year": self.fiscal_year,
             "name": self.name,
             "department_id": self.department_id,
             "department_name": self.department_name,
@@ -73,6 +75,7 @@ def propose(state: ProjectState, day: int, round_down_to_yuan: int = 100) -> Pro
         paid=paid,
         projected=int(projected),
         proposed_reduction=reduction,
+        fiscal_year=state.fiscal_year,
     )
 
 

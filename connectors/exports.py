@@ -37,7 +37,9 @@ REDUCTION_COLUMNS = (
 REDUCTION_HEADERS = tuple(c.header for c in REDUCTION_COLUMNS)
 
 
-def write_reductions_xlsx(path: Path, proposals: Sequence[Mapping[str, Any]], as_of: str) -> None:
+def write_reductions_xlsx(
+    path: Path, proposals: Sequence[Mapping[str, Any]], as_of: str, fiscal_year: int | None = None
+) -> None:
     rows = [
         (
             p["project_id"], p["name"], p["department_id"], p.get("department_name", ""),
@@ -47,7 +49,8 @@ def write_reductions_xlsx(path: Path, proposals: Sequence[Mapping[str, Any]], as
         )
         for p in proposals
     ]
-    write_xlsx(path, REDUCTION_COLUMNS, rows, title=f"调减建议{as_of}"[:31])
+    title = f"{fiscal_year}年度调减建议（截至{as_of}）" if fiscal_year else f"调减建议{as_of}"
+    write_xlsx(path, REDUCTION_COLUMNS, rows, title=title[:31])
 
 
 def write_xlsx(

@@ -53,7 +53,7 @@ from alerts.dispositions import (
 )
 from alerts.messages import FUND_SOURCE_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan, yuan_text
 from alerts.rules import RULES
-from budget.calendar import expected_curve, iso, time_progress_for_year, year_bounds
+from budget.calendar import expected_curve, iso, time_progress_for_year, year_bounds, year_of
 from budget.events import EventRejected, parse_event_object
 from budget.indicators import completion
 from budget.report import project_view
@@ -662,7 +662,8 @@ async def reductions_xlsx(request: web.Request) -> web.Response:
     def build() -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "reductions.xlsx"
-            write_reductions_xlsx(path, proposals, board.clock_text())
+            clock = board.service.engine.monitor.clock
+            write_reductions_xlsx(path, proposals, board.clock_text(), year_of(clock) if clock is not None else None)
             return path.read_bytes()
 
     body = await board.service.db(build)

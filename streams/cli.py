@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from alerts.profile import Profile, ProfileError
-from budget.calendar import iso, to_day
+from budget.calendar import iso, to_day, year_of
 from budget.events import parse_day
 from connectors.exports import write_reductions_xlsx
 from connectors.files import InputError, read_events
@@ -334,18 +334,21 @@ def reductions_cmd(
     profile: ProfileOption = None,
     as_json: JsonOption = False,
     xlsx: Annotated[Path | None, typer.Option("--xlsx", help="also write the proposals to this XLSX file")] = None,
+    year: Annotated[int | None, typer.Option(help="fiscal year (default: the clock's year)")] = None,
 ) -> None:
-    """Reduction proposals (调减建议) for projects with low_execution firing."""
+    """Reduction proposals (调减建议) for projects with low_execution firing, of one fiscal year."""
     with opened_engine(db, profile, existing=True) as engine:
-        proposals = [p.to_json() for p in engine.reductions()]
+        proposals = [p.to_json() for p in engine.reductions(year)]
         clock = engine.monitor.clock
+    shown = year if year is not None else (year_of(clock) if clock is not None else None)
     if xlsx is not None:
-        write_reductions_xlsx(xlsx, proposals, iso(clock) if clock else "")
+        write_reductions_xlsx(xlsx, proposals, iso(clock) if clock else "", shown)
     if as_json:
         emit_json(proposals)
         return
     out = render.console()
-    out.print(render.reductions_table(proposals, f"调减建议（{len(proposals)}个项目）"))
+    label = f"{shown}年度调减建议" if shown else "调减建议"
+    out.print(render.reductions_table(proposals, f"{label}（{len(proposals)}个项目）"))
     if xlsx is not None:
         out.print(f"已写入 {escape(str(xlsx))}")
 

@@ -86,7 +86,7 @@ def run_demo(directory: Path, *, projects: int, seed: int, as_of: str, profile: 
         proposals = [p.to_json() for p in engine.reductions()]
         out.print(render.reductions_table(proposals[:10], f"调减建议（共{len(proposals)}个项目，显示前10个）"))
         xlsx = directory / "reductions.xlsx"
-        write_reductions_xlsx(xlsx, proposals, as_of)
+        write_reductions_xlsx(xlsx, proposals, as_of, spec.fiscal_year)
     elapsed = time.perf_counter() - started
     out.print(
         f"完成：{summary.events} 条事件，{summary.transitions} 次预警变化，当前预警 {len(active)} 条，"

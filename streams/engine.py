@@ -351,8 +351,9 @@ class Engine:
             )
         return status(monitor.ledger, monitor.clock, fiscal_year)
 
-    def reductions(self) -> list[Proposal]:
-        return self.load().reductions()
+    def reductions(self, fiscal_year: int | None = None) -> list[Proposal]:
+        """The proposals of ``fiscal_year`` (default: the clock's year)."""
+        return self.load().reductions(fiscal_year=fiscal_year)
 
     def rebuild(self) -> None:
         self.store.reset_derived()

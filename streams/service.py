@@ -309,8 +309,8 @@ class Service:
     def alerts_json(self, all_: bool, department: str | None) -> list[dict[str, Any]]:
         return self.store.listed_alerts(every_transition=all_, department=department)
 
-    def reductions_json(self) -> list[dict[str, Any]]:
-        return [p.to_json() for p in self.engine.reductions()]
+    def reductions_json(self, year: int | None = None) -> list[dict[str, Any]]:
+        return [p.to_json() for p in self.engine.reductions(year)]
 
     def health(self) -> dict[str, Any]:
         clock = self.engine.monitor.clock
@@ -388,16 +388,21 @@ async def get_health(request: web.Request) -> web.Response:
     return json_response(health, status=503 if health["status"] != "ok" else 200)
 
 
+def _year_param(request: web.Request) -> int | None:
+    """``?year=`` as a fiscal year, or None; a bad one is a Chinese 400."""
+    year_text = request.query.get("year")
+    if not year_text:
+        return None
+    if not re.fullmatch(r"[0-9]{4}", year_text) or not EARLIEST_YEAR <= int(year_text) <= LATEST_YEAR:
+        message = f"参数 year={year_text!r} 不是年份（{EARLIEST_YEAR}–{LATEST_YEAR}）：请用如 ?year=2025"
+        raise web.HTTPBadRequest(text=json_text({"error": message}), content_type="application/json",
+                                 headers=JSON_HEADERS)
+    return int(year_text)
+
+
 async def get_status(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    year_text = request.query.get("year")
-    year: int | None = None
-    if year_text:
-        if not re.fullmatch(r"[0-9]{4}", year_text) or not EARLIEST_YEAR <= int(year_text) <= LATEST_YEAR:
-            return error_response(
-                f"参数 year={year_text!r} 不是年份（{EARLIEST_YEAR}–{LATEST_YEAR}）：请用如 ?year=2025", status=400
-            )
-        year = int(year_text)
+    year = _year_param(request)
     try:
         data = await service.db(service.status_json, year)
     except ClockError:
@@ -418,7 +423,7 @@ async def get_alerts(request: web.Request) -> web.Response:
 
 async def get_reductions(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    return json_response(await service.db(service.reductions_json))
+    return json_response(await service.db(service.reductions_json, _year_param(request)))
 
 
 async def get_rejected(request: web.Request) -> web.Response:

@@ -276,3 +276,29 @@ def test_the_status_table_says_which_projects_have_no_rate_and_counts_no_overall
     assert [p["execution_rate"] for p in status["projects"] if p["project_id"] == "P1"] == [0.299999]
     (low,) = [a for a in as_json(db, "alerts") if a["rule"] == "low_execution" and a["subject_id"] == "P1"]
     assert "预算执行率为29.9999%，低于30.0000%" in low["message"] and low["figures"]["execution_rate"] == 0.299999
+
+
+def test_reductions_are_one_fiscal_year_s(tmp_path: Path) -> None:
+    """In July 2026 a 2025 project still under its floor was proposed beside this year's,
+    with no year on either, and the XLSX 合计 added two years' budgets (audit)."""
+    from openpyxl import load_workbook
+
+    db = tmp_path / "bw.db"
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b.jsonl([
+        b.registered("P1", on="2025-01-02"), b.approved("P1", "1000000.00", on="2025-01-02"),
+        b.payment("P1", "100000.00", on="2025-02-01"),
+        b.registered("Q1", year=2026, on="2026-01-05"), b.approved("Q1", "3000000.00", on="2026-01-05"),
+        b.payment("Q1", "300000.00", on="2026-02-01"),
+    ]))
+    cli(db, "ingest", str(events))
+    cli(db, "run", "--as-of", "2026-07-15")
+    this_year = as_json(db, "reductions")
+    assert [(p["project_id"], p["fiscal_year"]) for p in this_year] == [("Q1", 2026)]
+    closed = as_json(db, "reductions", "--year", "2025")
+    assert [(p["project_id"], p["fiscal_year"]) for p in closed] == [("P1", 2025)]
+    xlsx = tmp_path / "r.xlsx"
+    human = cli(db, "reductions", "--xlsx", str(xlsx))
+    assert "2026年度调减建议（1个项目）" in human.stdout
+    sheet = load_workbook(xlsx).active
+    assert sheet is not None and sheet.title == "2026年度调减建议（截至2026-07-15）"

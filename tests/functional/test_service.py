@@ -216,9 +216,11 @@ def test_status_before_any_event_says_what_to_do(tmp_path: Path) -> None:
         assert response.status == 409
         assert "POST /events" in (await response.json())["error"]
         for bad in ("abc", "0", "10000", "99999", "%C2%B2", "1800"):  # '²' passed isdigit() and gave a 500
-            bad_year = await client.get(f"/api/status?year={bad}")
-            assert bad_year.status == 400, bad
-            assert "不是年份" in (await bad_year.json())["error"]
+            for path in ("/api/status", "/api/reductions"):
+                bad_year = await client.get(f"{path}?year={bad}")
+                assert bad_year.status == 400, (path, bad)
+                assert "不是年份" in (await bad_year.json())["error"]
+                assert bad_year.headers["Cache-Control"] == "no-store"
 
     serve(tmp_path, scenario)
 
