@@ -159,8 +159,19 @@ def registered_year(record: Record) -> int:
 
 def other_year_reason(project_id: str, owner_year: int, year: int) -> str:
     return (
-        f"project {project_id} is registered for fiscal year {owner_year}; a project code is one "
-        f"year's project: register {year}'s under a new code (e.g. {project_id}-{year})"
+        f"项目编码 {project_id} 已登记为 {owner_year} 年度项目：一个编码只对应一个年度的项目，"
+        f"请为 {year} 年度的项目使用新编码（如 {project_id}-{year}）"
+        f"（project {project_id} is registered for fiscal year {owner_year}; a project code is one "
+        f"year's project: register {year}'s under a new code (e.g. {project_id}-{year})）"
+    )
+
+
+def refused_year_reason(project_id: str, owner_year: int, year: int) -> str:
+    """Why an event goes with its refused registration (same import, dated in its year)."""
+    return (
+        f"项目 {project_id} 的 {year} 年度登记已被拒收（编码已属 {owner_year} 年度项目），同批导入的该项目 "
+        f"{year} 年度事件一并拒收，以免计入 {owner_year} 年度：请用新编码（如 {project_id}-{year}）重新导入"
+        f"（the {year} registration of {project_id} was refused; its {year} events in the same import go with it）"
     )
 
 

@@ -20,8 +20,9 @@ from typing import Any
 
 import orjson
 
+from budget.calendar import year_bounds
 from budget.events import Record, record_to_json_dict
-from budget.ledger import other_year_reason, registered_year
+from budget.ledger import other_year_reason, refused_year_reason, registered_year
 from connectors.kept_json import kept_dumps
 from streams.errors import StoreError
 
@@ -304,6 +305,7 @@ class Store:
             "SELECT event_id FROM events WHERE event_id IN ({})", [r.event_id for _, r, _ in registrations]
         )}
         refused: dict[int, Rejection] = {}
+        refused_years: dict[str, int] = {}  # project -> the year of its refused registration
         for n, record, source in registrations:
             if record.event_id in logged:
                 continue
@@ -316,6 +318,19 @@ class Store:
                     source, f"project_registered: {other_year_reason(record.project_id, owner, year)}",
                     orjson.dumps(record_to_json_dict(record)).decode(),
                 )
+                refused_years[record.project_id] = year
+        if refused_years:
+            # A new year's sheet reusing last year's codes: its approvals and payments,
+            # dated in the new year, would go into last year's project (an approval
+            # replaces its budget). They go with their refused registration.
+            for n, (record, source) in enumerate(records):
+                refused_year = refused_years.get(record.project_id)
+                if (refused_year is None or n in refused or record.type == "project_registered"
+                        or record.day < year_bounds(refused_year)[0]):
+                    continue
+                reason = refused_year_reason(record.project_id, owners[record.project_id], refused_year)
+                refused[n] = Rejection(source, f"{record.type}: {reason}",
+                                       orjson.dumps(record_to_json_dict(record)).decode())
         return refused
 
     def _where_in(self, query: str, values: Sequence[Any]) -> Iterator[tuple[Any, ...]]:

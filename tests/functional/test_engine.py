@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,31 @@ def test_a_project_code_registered_again_for_another_year_is_refused_not_merged(
     (refused,) = e.store.rejections()
     assert "registered for fiscal year 2025" in refused["reason"] and "P1-2026" in refused["reason"]
     assert not [a for a in e.store.alert_rows() if a["rule"] == "overspend"]
+
+
+def test_a_new_year_sheet_reusing_codes_refuses_their_new_year_events_too(tmp_path: Path) -> None:
+    """A 2026 projects sheet reusing 2025 codes: the registration was refused, but the
+    approval on its row (and the 2026 payment beside it) went into the 2025 project — its
+    budget replaced by the 2026 one (audit of the year rollover). They go with it, named;
+    the 2025 project's late December payment in the same import still counts."""
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, [b.registered("P1"), b.approved("P1", "1000000.00"),
+                            b.payment("P1", "100000.00", on="2025-03-01")])
+    e.run(day("2025-12-31"))
+    counts = ingest_events(e.store, [
+        {**b.registered("P1", on="2026-01-05", event_id="P1@registered:2026"), "fiscal_year": 2026},
+        b.approved("P1", "800000.00", on="2026-01-05", event_id="P1@approved:2026"),
+        b.payment("P1", "80000.00", on="2026-02-01", event_id="PAY-2026"),
+        b.payment("P1", "50000.00", on="2025-12-30", event_id="PAY-LATE"),  # 2025's, late
+    ], "projects-2026.xlsx")
+    assert (counts.read, counts.applied, counts.rejected) == (4, 1, 3)
+    e.run(day("2026-01-10"))
+    assert e.status(2025)["projects"][0]["budget"] == "1000000.00"
+    assert e.status(2025)["projects"][0]["paid"] == "150000.00"
+    reasons = {json.loads(r["raw"])["event_id"]: r["reason"] for r in e.store.rejections()}
+    assert set(reasons) == {"P1@registered:2026", "P1@approved:2026", "PAY-2026"}
+    assert reasons["P1@registered:2026"].startswith("project_registered: 项目编码 P1 已登记为 2025 年度项目")
+    assert "的 2026 年度登记已被拒收" in reasons["P1@approved:2026"] and "P1-2026" in reasons["PAY-2026"]
 
 
 def test_the_first_logged_year_owns_a_project_code_in_a_live_run_and_a_replay(tmp_path: Path) -> None:
