@@ -344,7 +344,8 @@ def alert_view(row: dict[str, Any]) -> dict[str, Any]:
     view = disposition_view(row)
     figures = row.get("figures") or {}
     return {
-        "alert_id": row["alert_id"], "rule": row["rule"], "rule_name": RULE_NAMES.get(row["rule"], row["rule"]),
+        "alert_id": row["alert_id"], "fiscal_year": row["fiscal_year"],
+        "rule": row["rule"], "rule_name": RULE_NAMES.get(row["rule"], row["rule"]),
         "severity": row["severity"], "severity_name": SEVERITY_NAMES.get(row["severity"], row["severity"]),
         "status": row["status"], "status_name": "预警中" if row["status"] == "firing" else "已解除",
         "subject_type": row["subject_type"], "subject_id": row["subject_id"],
@@ -507,13 +508,19 @@ async def board_page(request: web.Request) -> web.Response:
     user = _login_required(request)
     status, rows = await board.service.db(lambda: (board.status(user), board.alerts(user)))
     firing = [r for r in rows if r["status"] == "firing"]
-    counts = Counter(r["department_id"] for r in firing)
     overdue = Counter(r["department_id"] for r in firing if (r.get("disposition") or {}).get("status") == "overdue")
     departments = []
     if status is not None:
+        # The ranking shows one year's figures (the clock's): its alert counts are that
+        # year's too — in January last year's alerts still fire beside this year's zeros.
+        year = status["fiscal_year"]
+        of_year = [r for r in firing if r["fiscal_year"] == year]
+        counts = Counter(r["department_id"] for r in of_year)
+        overdue_of_year = Counter(r["department_id"] for r in of_year
+                                  if (r.get("disposition") or {}).get("status") == "overdue")
         for d in status["departments"]:
             departments.append({**d, "alerts": counts.get(d["department_id"], 0),
-                                "overdue": overdue.get(d["department_id"], 0)})
+                                "overdue": overdue_of_year.get(d["department_id"], 0)})
         departments.sort(key=lambda d: (d["execution_rate"] is None, d["execution_rate"] or 0.0))
     shown = [alert_view(r) for r in filter_alerts(rows, request.query)]
     return board.page(

@@ -79,13 +79,14 @@ def alerts_table(alerts: Iterable[Mapping[str, Any]], title: str, *, transitions
     table = Table(title=title, show_lines=False)
     # The rate in the alert's figures is the one it was judged on (at its last change), not
     # today's: `status` has today's.
-    columns = ["日期" if transitions else "起始日期", "规则", "级别", "状态", "对象", "部门", "预警时执行率", "说明"]
+    columns = ["年度", "日期" if transitions else "起始日期", "规则", "级别", "状态", "对象", "部门", "预警时执行率", "说明"]
     if transitions:
-        columns.insert(1, "变化")
+        columns.insert(2, "变化")
     for label in columns:
         table.add_column(label, overflow="fold")
     for a in alerts:
         row = [
+            str(a["fiscal_year"]),
             a["date"] if transitions else a["since"],
             RULE_NAMES.get(a["rule"], a["rule"]),
             SEVERITY_NAMES.get(a["severity"], a["severity"]),
@@ -96,7 +97,7 @@ def alerts_table(alerts: Iterable[Mapping[str, Any]], title: str, *, transitions
             a["message"],
         ]
         if transitions:
-            row.insert(1, KIND_LABELS.get(a["transition"], a["transition"]))
+            row.insert(2, KIND_LABELS.get(a["transition"], a["transition"]))
         table.add_row(*row)
     return table
 

@@ -18,6 +18,7 @@
     var tr = document.createElement("tr");
     tr.dataset.alert = a.alert_id;
     tr.className = a.severity;
+    tr.appendChild(text("td", String(a.fiscal_year)));
     tr.appendChild(text("td", a.since));
     tr.appendChild(text("td", a.rule_name));
     var sev = document.createElement("td");
