@@ -101,16 +101,6 @@ def adjustment_event_id(disposition_event_id: str) -> str:
     return f"{disposition_event_id}{ADJUSTMENT_SUFFIX}"
 
 
-def answers_the_day(record: Record) -> bool:
-    """A record taken after its day's close (alerts.monitor.Monitor.process): an answer
-    to an alert, or the logged copy of the adjustment an approval emitted, which must
-    follow its approval to be known as a copy."""
-    kind = record.type
-    return kind in DISPOSITION_EVENT_TYPES or (
-        kind == "budget_adjusted" and record.event_id.endswith(ADJUSTMENT_SUFFIX)
-    )
-
-
 def deadlines(fired_on: int, working_days: int, calendar: WorkCalendar = WEEKDAYS) -> tuple[int, int]:
     """(deadline, escalation day) of an alert that fired on ``fired_on``: the
     ``working_days``-th working day after it, and the working day after that."""
@@ -275,14 +265,19 @@ class Desk:
             kind = RETURNED_KIND
             returned = ACTION_NAMES.get(str(latest.get("action")), "")
             deadline = _day(state.get("deadline"))
-            if deadline is None or day >= deadline:
+            if alert.status != FIRING:
+                # The alert resolved while the reduction awaited the bureau: returned, it
+                # leaves nothing to answer (a new answer would be refused).
+                state["status"] = CLOSED
+            elif deadline is None or day >= deadline:
                 # Returned with no working day left to answer in: the department gets a
                 # new deadline from the return, and escalates if it lets that pass too.
                 deadline, escalate = deadlines(day, self.deadline_working_days, self.calendar)
                 state["deadline"], state["escalate_on"] = iso(deadline), iso(escalate)
                 self.due.setdefault(escalate, set()).add(alert.alert_id)
             message = f"财政局退回了处置（{returned}）：{approval['note'] or '—'}"
-            follow = f"请预算单位于 {state['deadline']} 前重新提出处置意见。"
+            follow = (f"请预算单位于 {state['deadline']} 前重新提出处置意见。" if state["status"] == RETURNED
+                      else "预警已解除，无需重新处置。")
         latest["approval"] = approval
         state["latest"] = latest
         alert.disposition = state

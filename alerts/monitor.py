@@ -22,7 +22,6 @@ from alerts.dispositions import (
     DISPOSITION_EVENT_TYPES,
     Desk,
     Refusal,
-    answers_the_day,
     orjson_free_dumps,
 )
 from alerts.lifecycle import Alert, AlertBook, Subject, Transition
@@ -148,23 +147,35 @@ class Monitor:
                 raise ValueError(f"record dated {iso(day)} is after the run's end {iso(until)}")
             yield from self._close_empty_days_before(day)
             fresh = day > self.clock
-            answers: list[Record] = []
-            for record in group:
-                if fresh and desk is not None and record.type in DESK_TYPES and answers_the_day(record):
-                    answers.append(record)
-                else:
-                    self.apply(record)
+            group_iter = iter(group)
+            first_answer: Record | None = None
+            for record in group_iter:
+                if fresh and desk is not None and record.type in DISPOSITION_EVENT_TYPES:
+                    first_answer = record
+                    break
+                self.apply(record)
             self.clock = day
             closed = self._close(day, fresh)
-            if answers:
-                # People answer alerts of a day that has closed: the board and `dispose`
-                # date an answer on the clock's day, after its alerts fired or escalated.
-                # A replay takes it after that day's close too, as the live run did —
-                # before it, the alert it answers would not exist yet. One yield for both:
-                # a commit between them would mark the day done without its answers.
-                for record in answers:
-                    self.apply(record)
+            if first_answer is not None:
+                # An answer is recorded on a day that has closed (the board, `dispose`):
+                # what follows it in the log came after that close too, and each answer
+                # was taken by a run of its own — after the close of what preceded it,
+                # and closed before what followed. One yield for the day: a commit in
+                # between would mark the day done without its answers.
+                self.apply(first_answer)
                 closed.extend(self._close(day, False))
+                open_records = False
+                for record in group_iter:
+                    answer = record.type in DISPOSITION_EVENT_TYPES
+                    if answer and open_records:
+                        closed.extend(self._close(day, False))
+                    self.apply(record)
+                    open_records = True
+                    if answer:
+                        closed.extend(self._close(day, False))
+                        open_records = False
+                if open_records:
+                    closed.extend(self._close(day, False))
             yield day, closed
         yield from self._close_empty_days_before(until + 1)
 

@@ -79,7 +79,8 @@ def alerts_table(alerts: Iterable[Mapping[str, Any]], title: str, *, transitions
     table = Table(title=title, show_lines=False)
     # The rate in the alert's figures is the one it was judged on (at its last change), not
     # today's: `status` has today's.
-    columns = ["年度", "日期" if transitions else "起始日期", "规则", "级别", "状态", "对象", "部门", "预警时执行率", "说明"]
+    columns = ["年度", "日期" if transitions else "起始日期", "规则", "级别", "状态", "对象", "部门",
+               "预警时执行率", "说明"]
     if transitions:
         columns.insert(2, "变化")
     for label in columns:

@@ -274,3 +274,46 @@ def test_the_board_lists_a_reduction_awaiting_approval_after_its_alert_resolved(
     assert [r["alert_id"] for r in filter_alerts(rows, {})] == ["C", "A"]
     assert [r["alert_id"] for r in filter_alerts(rows, {"status": "all", "overdue": "1"})] == ["C"]
     assert [r["alert_id"] for r in filter_alerts(rows, {"status": "all", "overdue": "0"})] == ["A", "B", "D"]
+
+
+def _kinds(out: Any) -> list[tuple[str, str, str]]:
+    return [(t["alert_id"].split(":")[1], t["transition"], t["date"]) for t in out[1]]
+
+
+def test_what_follows_an_answer_in_the_log_follows_it_on_replay(tmp_path: Path) -> None:
+    """An answer on the clock's day, then a payment of that day that resolves the alert:
+    the replay took every other record of the day first, so the answer met a resolved
+    alert and was refused (review)."""
+    from tests.builders import payment
+
+    live, replayed = _stepped_then_rebuilt(tmp_path, [
+        (base(), "2025-07-08"),
+        ([disposed("DSP-1", "2025-07-08", "reduce", "800000.00")], "2025-07-08"),
+        ([approval("APR-1", "2025-07-08", "DSP-1")], "2025-07-08"),
+        ([payment("P1", "300000.00", on="2025-07-08", event_id="PAY-4")], "2025-07-10"),
+    ])
+    assert _kinds(replayed) == _kinds(live)
+    assert [k for k in _kinds(live) if k[0] == "low_execution"] == [
+        ("low_execution", "firing", "2025-06-30"), ("low_execution", "disposed", "2025-07-08"),
+        ("low_execution", "disposition_approved", "2025-07-08"), ("low_execution", "resolved", "2025-07-08")]
+    # the payment came after the approval: 400,000 paid of the 200,000 left is an overspend
+    assert ("overspend", "firing", "2025-07-08") in _kinds(live)
+    assert replayed[0] == live[0] and live[0]["projects"][0]["budget"] == "200000.00"
+
+
+def test_an_answer_to_an_alert_an_earlier_answer_raised_that_day_counts_on_replay(tmp_path: Path) -> None:
+    """An approved reduction lifts the rate to 50% against a performance of 0: progress_gap
+    fires, and the department answers it the same day. The replay took both answers
+    before one close, so the second answered an alert that did not exist yet (review)."""
+    from tests.builders import indicator, report
+
+    gap = "2025:progress_gap:project:P1"
+    events = [*base(), indicator("P1", "I1", 100.0), report("P1", "I1", 0.0, on="2025-01-06")]
+    live, replayed = _stepped_then_rebuilt(tmp_path, [
+        (events, "2025-07-08"),
+        ([disposed("DSP-1", "2025-07-08", "reduce", "800000.00")], "2025-07-08"),
+        ([approval("APR-1", "2025-07-08", "DSP-1")], "2025-07-08"),
+        ([disposed("DSP-2", "2025-07-08", "continue", alert_id=gap)], "2025-07-10"),
+    ])
+    assert _kinds(replayed) == _kinds(live)
+    assert ("progress_gap", "disposed", "2025-07-08") in _kinds(live)

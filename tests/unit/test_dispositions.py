@@ -262,3 +262,29 @@ def test_an_alert_resolved_before_its_answer_owes_none() -> None:
     monitor, _ = run([*base(), disposed("DSP-1", "2025-07-02", "reduce", "100000.00"), early], "2025-07-31")
     state = monitor.book.alerts[ALERT].disposition
     assert state is not None and state["status"] == "awaiting_approval"
+
+
+def test_a_users_adjustment_is_applied_in_its_day_whatever_its_id() -> None:
+    """An id ending in "@budget_adjusted" (as the desk's own) was held past the day's close:
+    on a checkpoint the alert fired on the old budget and resolved at once (review)."""
+    from tests.builders import adjusted
+
+    plain = adjusted("P1", "-800000.00", on="2025-06-30", event_id="ADJ-2025-06")
+    suffixed = adjusted("P1", "-800000.00", on="2025-06-30", event_id="import-7@budget_adjusted")
+    _, with_plain = run([*base(), plain], "2025-07-01")
+    _, with_suffix = run([*base(), suffixed], "2025-07-01")
+    assert kinds(with_plain) == kinds(with_suffix) == []
+
+
+def test_a_reduction_returned_after_its_alert_resolved_owes_no_new_answer() -> None:
+    """Told to answer again by a new deadline, the department had every answer refused
+    (the alert had resolved), and the alert stayed 'returned' for good (review)."""
+    events = [*base(), disposed("DSP-1", "2025-07-02", "reduce", "100000.00"),
+              payment("P1", "300000.00", on="2025-07-05", event_id="PAY-4"),  # 40%: resolved
+              approval("APR-1", "2025-07-20", "DSP-1", approved_=False)]
+    monitor, transitions = run(events, "2025-09-30")
+    returned = next(t for t in transitions if t.kind == RETURNED_KIND).to_json()
+    assert "无需重新处置" in returned["action"] and "前重新提出" not in returned["action"]
+    state = monitor.book.alerts[ALERT].disposition
+    assert state is not None and state["status"] == "closed"
+    assert [k for k, _ in kinds(transitions)] == ["firing", DISPOSED, "resolved", RETURNED_KIND]
