@@ -95,11 +95,13 @@ class Monitor:
     # -- feeding ---------------------------------------------------------
     def apply(self, record: Record) -> None:
         self.taken += 1
+        approved = False  # an adjustment the desk emitted for an approval
         if record.type in DESK_TYPES:
             if self.desk is not None:
                 routed = self.desk.take(record, self)
                 if routed is None:
                     return
+                approved = routed is not record
                 record = routed
             elif record.type in DISPOSITION_EVENT_TYPES:
                 return  # no disposition loop here: such events change no figure
@@ -120,10 +122,17 @@ class Monitor:
                                         orjson_free_dumps(record_to_json_dict(record))))
             return
         self._dirty.add(state.project_id)
-        if self.clock is not None and record.day <= self.clock:  # late: rare, so kept apart
+        day = record.day
+        if approved and state.fiscal_year is not None:
+            # A reduction or recovery approved after its fiscal year answers that year's
+            # alert: its year-end figures changed, so it is judged again as of Dec 31
+            # (dated in the new year, it would change no year-end alert and leave the
+            # alert firing on figures that are no longer true, for good).
+            day = min(day, year_bounds(state.fiscal_year)[1])
+        if self.clock is not None and day <= self.clock:  # late: rare, so kept apart
             earliest = self._late.get(state.project_id)
-            if earliest is None or record.day < earliest:
-                self._late[state.project_id] = record.day
+            if earliest is None or day < earliest:
+                self._late[state.project_id] = day
 
     def process(self, records: Iterable[Record], until: int) -> Iterator[tuple[int, list[Transition]]]:
         """Apply ``records`` (sorted by business day, none after ``until``) and close every

@@ -317,3 +317,20 @@ def test_an_answer_to_an_alert_an_earlier_answer_raised_that_day_counts_on_repla
     ])
     assert _kinds(replayed) == _kinds(live)
     assert ("progress_gap", "disposed", "2025-07-08") in _kinds(live)
+
+
+def test_a_recovery_approved_after_the_year_resolves_that_year_s_alerts(tmp_path: Path) -> None:
+    """In January the bureau recovers 900,000 of a 2025 project that paid 100,000: its
+    2025 figures became 100% executed, yet its alerts stayed firing on the old ones for
+    good — nothing dated in 2026 changes a 2025 alert (audit of the year rollover)."""
+    live, replayed = _stepped_then_rebuilt(tmp_path, [
+        (base(), "2026-01-12"),
+        ([disposed("DSP-1", "2026-01-12", "recover", "900000.00")], "2026-01-12"),
+        ([approval("APR-1", "2026-01-13", "DSP-1")], "2026-01-14"),
+    ])
+    assert replayed == live
+    status, transitions, alerts = live
+    after = {(t["rule"], t["transition"]) for t in transitions if t["date"] == "2026-01-13"}
+    assert ("low_execution", "resolved") in after and ("department_low_execution", "resolved") in after
+    assert not [a for a in alerts if a["status"] == "firing" and a["fiscal_year"] == 2025]
+    assert status["fiscal_year"] == 2026
