@@ -22,3 +22,15 @@ def engine(path: Path | str, profile: str = "baseline", commit_every: int = 100_
 def outcome(e: Engine) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """(status, every transition, alerts) — what two runs must agree on."""
     return e.status(), e.store.transition_rows(), e.store.alert_rows()
+
+
+def resumed(path: Path, stops: list[int], commit_every: int, until: int) -> tuple[Any, Any, Any]:
+    """The outcome of runs stopped at ``stops`` — each in a new engine, as after a
+    restart — then run on to ``until``."""
+    for stop in sorted(stops):
+        e = engine(path, commit_every=commit_every)
+        e.run(stop)
+        e.store.close()
+    e = engine(path, commit_every=commit_every)
+    e.run(until)
+    return outcome(e)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.builders import day
-from tests.functional.engine_helpers import engine, ingest_events, outcome
+from tests.functional.engine_helpers import engine, ingest_events, outcome, resumed
 from tests.strategies import PROJECTS, _date, event_logs
 
 RULES = ["low_execution", "behind_schedule", "stalled", "overspend", "progress_gap"]
@@ -41,16 +41,6 @@ def with_answers(draw: st.DrawFn) -> list[dict[str, Any]]:
     return order
 
 
-def _resumed(path: Path, stops: list[int], commit_every: int) -> Any:
-    for stop in sorted(stops):
-        e = engine(path, commit_every=commit_every)
-        e.run(stop)
-        e.store.close()
-    e = engine(path, commit_every=commit_every)
-    e.run(day("2025-12-31"))
-    return outcome(e)
-
-
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data(), events=with_answers())
 def test_one_run_and_runs_resumed_anywhere_agree_with_dispositions(
@@ -70,7 +60,7 @@ def test_one_run_and_runs_resumed_anywhere_agree_with_dispositions(
         store = engine(many).store
         ingest_events(store, events)
         store.close()
-        status, transitions, alerts = _resumed(many, stops, commit_every)
+        status, transitions, alerts = resumed(many, stops, commit_every, day("2025-12-31"))
         e = engine(many)
         rej = e.store.rejections()
         e.store.close()

@@ -17,7 +17,7 @@ from connectors.profiles import load_profile
 from streams.errors import ClockError, StoreError
 from tests import builders as b
 from tests.builders import day
-from tests.functional.engine_helpers import engine, ingest_events, outcome
+from tests.functional.engine_helpers import engine, ingest_events, outcome, resumed
 from tests.strategies import deliveries, event_logs
 
 
@@ -377,16 +377,6 @@ def test_the_default_cadence_spaces_commits_with_the_number_of_projects(
     assert outcome(auto) == outcome(fixed)
 
 
-def _resumed(path: Path, events: list[dict[str, Any]], stops: list[int], commit_every: int) -> Any:
-    for stop in sorted(stops):
-        e = engine(path, commit_every=commit_every)  # a new process, as after a restart
-        e.run(stop)
-        e.store.close()
-    e = engine(path, commit_every=commit_every)
-    e.run(day("2025-12-31"))
-    return outcome(e)
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), events=event_logs(max_events=30))
 def test_one_run_and_a_run_resumed_anywhere_agree(data: st.DataObject, events: list[dict[str, Any]]) -> None:
@@ -404,7 +394,7 @@ def test_one_run_and_a_run_resumed_anywhere_agree(data: st.DataObject, events: l
         for start in range(0, len(delivered), batch):
             ingest_events(store, delivered[start:start + batch])
         store.close()
-        status, transitions, alerts = _resumed(many, events, stops, commit_every)
+        status, transitions, alerts = resumed(many, stops, commit_every, day("2025-12-31"))
         assert status == reference[0]
         assert [(t["alert_id"], t["transition"], t["date"]) for t in transitions] == [
             (t["alert_id"], t["transition"], t["date"]) for t in reference[1]]
