@@ -207,11 +207,14 @@ class Board:
         clock = self.service.engine.monitor.clock
         return iso(clock) if clock is not None else "—"
 
-    def business_date(self) -> str:
-        """The date of a disposition recorded now: the business clock in event time."""
+    async def business_date(self) -> str:
+        """The date of a disposition recorded now: the business clock in event time — the
+        store's, reloaded if a CLI `run` moved it: dated by this process's older clock,
+        an answer came before the alert it answers on replay, and was refused."""
         if self.service.live:
             return self.service.clock().isoformat()
-        clock = self.service.engine.monitor.clock
+        monitor = await self.service.db(self.service.engine.load)
+        clock = monitor.clock
         return iso(clock) if clock is not None else today_in_china().isoformat()
 
     # -- reading (on the DB thread) ------------------------------------------------------
@@ -239,7 +242,7 @@ class Board:
         return None if row is None else str(row[0])
 
     def project(self, project_id: str) -> dict[str, Any] | None:
-        monitor = self.service.engine.monitor
+        monitor = self.service.engine.load()
         state = monitor.ledger.projects.get(project_id)
         if state is None or state.fiscal_year is None or monitor.clock is None:
             return None
@@ -621,7 +624,7 @@ async def dispose_post(request: web.Request) -> web.Response:
     alert, history = await _visible_alert(request, user)
     if not str(form.get("note") or "").strip():
         return _alert_response(request, user, alert, history, error="请填写处置说明", status=400, typed=form)
-    error = await board.record(_disposition_event(alert, user, form, board.business_date()))
+    error = await board.record(_disposition_event(alert, user, form, await board.business_date()))
     if error:
         alert, history = await _visible_alert(request, user)
         return _alert_response(request, user, alert, history, error=error, status=400, typed=form)
@@ -635,7 +638,7 @@ async def approve_post(request: web.Request) -> web.Response:
     if not user.is_bureau:
         raise web.HTTPForbidden(text="仅财政局用户可以审批", content_type="text/plain")
     try:
-        error = await board.record(_approval_event(alert, user, form, board.business_date()))
+        error = await board.record(_approval_event(alert, user, form, await board.business_date()))
     except DecisionError as err:
         error = str(err)
     if error:
@@ -753,7 +756,7 @@ async def api_dispositions_post(request: web.Request) -> web.Response:
         return _json_error("请填写处置说明（note）：原因与整改措施", 400)
     # The business clock dates it, never the client: a date in the body could move
     # every user's clock forward (and fire deadlines) for good.
-    event = _disposition_event(alert, user, data, board.business_date())
+    event = _disposition_event(alert, user, data, await board.business_date())
     error = await board.record(event)
     alert, history = await _api_alert(request, user)
     if error:
@@ -769,7 +772,7 @@ async def api_approvals_post(request: web.Request) -> web.Response:
     alert, _ = await _api_alert(request, user)
     data = await _api_body(request)
     try:
-        event = _approval_event(alert, user, data, board.business_date())
+        event = _approval_event(alert, user, data, await board.business_date())
     except DecisionError as err:
         return _json_error(str(err), 400)
     error = await board.record(event)

@@ -38,6 +38,7 @@ import importlib.util
 import json
 import logging
 import re
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -168,8 +169,18 @@ class Service:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
+    def _fresh_monitor(self) -> Any:
+        """The engine's monitor, reloaded if another process committed since (a CLI `run`,
+        a second serve): on the DB thread. Without it /metrics and /healthz kept the
+        state of this process's last run until some other request reloaded it."""
+        try:
+            return self.engine.load()
+        except BudgetwatchError:
+            return self.engine.monitor  # the run reports it; a scrape shows what it has
+
     def _loaded_monitor(self) -> Any:
-        return self.engine.monitor if self.engine.monitor.clock is not None else None
+        monitor = self._fresh_monitor()
+        return monitor if monitor.clock is not None else None
 
     def _metrics_progress(self) -> metrics.Progress:
         since = self._pending_since
@@ -190,11 +201,13 @@ class Service:
         origin = f"http:{request_id}"
 
         def work() -> IngestCounts:
-            return ingest(self.store, parse_body(body, origin))
+            return ingest(self.store, parse_body(body, origin), atomic=True)
 
         counts = await self.db(work)
         ticket = self._processed
-        if counts.applied:
+        # After a failed run (a full disk, since freed), the client re-sends: every event is
+        # a duplicate, but what is pending must be tried again — or nothing ever retried it.
+        if counts.applied or self.last_error is not None:
             self._ingested += 1
             ticket = self._ingested
             if self._pending_since is None:
@@ -313,7 +326,8 @@ class Service:
         return [p.to_json() for p in self.engine.reductions(year)]
 
     def health(self) -> dict[str, Any]:
-        clock = self.engine.monitor.clock
+        """On the DB thread (it may reload the monitor)."""
+        clock = self._fresh_monitor().clock
         return {
             "status": "error" if self.last_error else "ok",
             "mode": "live" if self.live else "event_time",
@@ -384,7 +398,8 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 async def get_health(request: web.Request) -> web.Response:
-    health = request.app[SERVICE].health()
+    service = request.app[SERVICE]
+    health = await service.db(service.health)
     return json_response(health, status=503 if health["status"] != "ok" else 200)
 
 
@@ -483,6 +498,16 @@ async def errors_middleware(
         raise
     except BudgetwatchError as err:
         return error_response(str(err), status=409)
+    except sqlite3.Error as err:
+        # A full disk, a read-only or locked store: English text/plain 500 before. An
+        # HTTP body is taken whole or not at all (ingest(atomic=True)), so say so.
+        log.error("%s %s: storage error: %s", request.method, request.path, err)
+        taken = "本次请求的事件均未接收，" if request.method == "POST" else ""
+        return error_response(
+            f"数据库操作失败：{err}。{taken}请检查磁盘空间、文件权限，或是否有其他进程长时间占用数据库后重试"
+            f"（storage error: {err}）",
+            status=503,
+        )
 
 
 def build_app(

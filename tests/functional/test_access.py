@@ -540,3 +540,36 @@ def test_wrong_passwords_make_the_next_try_wait_and_are_logged(
 
     serve(db, scenario)
 
+
+
+def test_serve_follows_a_run_the_cli_committed_meanwhile(tmp_path: Path) -> None:
+    """serve at 07-01 while the CLI runs the store on to 09-30: /healthz and /metrics kept
+    07-01, and a department's answer was dated 07-01 — on replay, before the alert it
+    answered — so a rebuild refused it (audit of serve beside the CLI)."""
+    from connectors.profiles import load_profile
+    from streams.engine import Engine
+    from tests.builders import day
+
+    db = tmp_path / "bw.db"
+    prepare(db, "2025-07-01")
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        assert (await (await client.get("/healthz")).json())["clock"] == "2025-07-01"
+        with Store(db) as store:  # the operator's `budgetwatch run --as-of 2025-09-30`
+            Engine(store, load_profile("baseline")).run(day("2025-09-30"))
+        assert (await (await client.get("/healthz")).json())["clock"] == "2025-09-30"
+        metrics = await (await client.get("/metrics", headers=bearer("jxk"))).text()
+        assert "budget_processing_lag_days 0.0" in metrics
+        answer = await client.post(f"/api/alerts/{ALERT_EDU}/dispositions", headers=bearer("jyj"),
+                                   json={"action": "continue", "note": "正在推进"})
+        assert answer.status == 201, await answer.text()
+        assert (await answer.json())["disposition"]["latest"]["on"] == "2025-09-30"
+
+    serve(db, scenario)
+    with Store(db) as store:
+        engine = Engine(store, load_profile("baseline"))
+        before = engine.store.alert_row(ALERT_EDU)
+        engine.rebuild()
+        engine.run(day("2025-09-30"))
+        assert engine.store.alert_row(ALERT_EDU) == before
+        assert before is not None and before["disposition"]["status"] == "disposed"
