@@ -190,13 +190,15 @@ class DispatchStats:
 
 
 class DispatchLock:
-    """One dispatcher per store: two (``deliver --loop`` and a ``deliver --once`` beside it,
+    """One dispatcher per store: two (``deliver`` and a ``deliver --once`` beside it,
     or ``serve`` and ``deliver``) sent every notification twice, and a group robot cannot
     drop duplicates. An advisory lock on a file beside the store (released by the kernel
     when the process ends, even by kill -9); it names the process that holds it."""
 
     def __init__(self, store_path: str) -> None:
-        self.path = f"{store_path}.dispatch.lock"
+        # Beside the real file: serve on data/bw.db and deliver on a symlink to it took
+        # two locks and sent every notification twice.
+        self.path = f"{os.path.realpath(store_path)}.dispatch.lock"
         self._file: Any = None
 
     def acquire(self) -> bool:

@@ -644,6 +644,11 @@ def test_a_second_dispatcher_on_the_same_store_sends_nothing(tmp_path: Path) -> 
         second = dispatcher(db, receiver, Mail())
         with pytest.raises(NotifyConfigError, match=r"另一个投递进程（pid \d+）正在投递"):
             run(second, T0)
+        # the same store through a symlink (a "current.db" link) is the same store
+        link = tmp_path / "current.db"
+        link.symlink_to(db)
+        with pytest.raises(NotifyConfigError, match=r"另一个投递进程"):
+            run(dispatcher(link, receiver, Mail()), T0)
         looping = asyncio.run(second.run_once(T0, wait=False))
         assert looping.busy and looping.delivered == 0 and receiver.requests == []
         directory = write_yaml(tmp_path / "d.yaml", {"departments": {EDU: {"name": "教育局",
