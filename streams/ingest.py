@@ -57,6 +57,32 @@ def ingest(
     *,
     on_batch: Callable[[int], None] | None = None,
     keep_reasons: int = 100,
+    atomic: bool = False,
+) -> IngestCounts:
+    """Append ``parsed`` to the log in batches. Each batch commits on its own (a file
+    import killed midway keeps what it wrote; importing it again adds the rest), or,
+    ``atomic``, all in one transaction: an HTTP body is all in or all out, so a
+    crash midway cannot leave half a body for a restart to process as if complete —
+    its clock passing dates the other half, re-sent, would then apply late."""
+    if not atomic:
+        return _ingest(store, parsed, on_batch, keep_reasons)
+    db = store.db
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        counts = _ingest(store, parsed, on_batch, keep_reasons)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return counts
+
+
+def _ingest(
+    store: Store,
+    parsed: Iterable[Parsed],
+    on_batch: Callable[[int], None] | None,
+    keep_reasons: int,
 ) -> IngestCounts:
     counts = IngestCounts()
     records: list[tuple[Record, str]] = []

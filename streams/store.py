@@ -250,9 +250,12 @@ class Store:
 
     # -- the log ---------------------------------------------------------
     def append(self, records: Sequence[tuple[Record, str]], rejections: Sequence[Rejection]) -> AppendResult:
-        """Append validated records (with their source) and rejections in one transaction."""
+        """Append validated records (with their source) and rejections in one transaction
+        (or within the caller's, when one is open: an atomic ingest, see ingest())."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
+        own = not db.in_transaction
+        if own:
+            db.execute("BEGIN IMMEDIATE")
         try:
             other_year = self._other_year(records)
             # (Record is a plain tuple: type, event_id, day, project_id, amount, details)
@@ -284,9 +287,13 @@ class Store:
                     "events_rejected": len(refused),
                 }
             )
-            db.execute("COMMIT")
+            if own:
+                db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk): a second ROLLBACK would
+            # raise "no transaction is active" over the real error.
+            if own and db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         return AppendResult(applied, duplicates, conflicts)
 

@@ -441,3 +441,65 @@ def test_unknown_addresses_and_methods_answer_in_chinese_and_json_is_not_cached(
         assert alerts.headers["X-Content-Type-Options"] == "nosniff"
 
     serve(tmp_path, scenario)
+
+
+def test_a_failed_run_is_tried_again_when_the_client_sends_again(tmp_path: Path) -> None:
+    """The disk filled during a run; freed, the client re-sent the same body: every event
+    a duplicate, so nothing woke the processor and /healthz stayed 503 until a restart
+    (audit of serve beside the CLI)."""
+    import sqlite3
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        real = service._run_sync
+        failures = [sqlite3.OperationalError("database or disk is full")]
+
+        def flaky() -> Any:
+            if failures:
+                raise failures.pop()
+            return real()
+
+        service._run_sync = flaky  # type: ignore[method-assign]
+        body = b.jsonl(lagging_county())
+        first = await post(client, body)
+        assert first["processed"] is False and "disk is full" in first["error"]
+        assert (await client.get("/healthz")).status == 503
+        again = await post(client, body)
+        assert again["applied"] == 0 and again["duplicate"] == len(lagging_county())
+        assert again["processed"] is True and again["as_of"] == "2025-07-01"
+        assert (await client.get("/healthz")).status == 200
+
+    serve(tmp_path, scenario)
+
+
+def test_a_body_is_taken_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk filled midway through a large POST: an English 500, yet the first batches
+    were logged — and after a kill -9 midway, a restart processed half a body as if
+    complete, so the re-sent rest applied late, dated at the wrong clock (audit)."""
+    import sqlite3
+
+    import streams.ingest
+    from streams.store import Store as RealStore
+
+    monkeypatch.setattr(streams.ingest, "BATCH", 3)  # the county's 7 events: three batches
+    real_append = RealStore.append
+    calls = [0]
+
+    def full_on_the_second(self: RealStore, records: Any, rejections: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_append(self, records, rejections)
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        monkeypatch.setattr(RealStore, "append", full_on_the_second)
+        body = b.jsonl(lagging_county())
+        response = await client.post("/events?wait=1", data=body)
+        assert response.status == 503
+        error = (await response.json())["error"]
+        assert error.startswith("数据库操作失败：database or disk is full。本次请求的事件均未接收")
+        assert service.store.event_count() == 0  # nothing of the body, not its first batch
+        assert (await client.get("/healthz")).status == 200  # nothing pending, nothing failed
+        answer = await post(client, body)  # the disk freed, the client re-sends
+        assert answer["applied"] == len(lagging_county()) and answer["processed"] is True
+
+    serve(tmp_path, scenario)
