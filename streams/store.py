@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -156,6 +157,29 @@ INSERT_REJECTION_ONCE = (
 _OBJECTS = set(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA)) - set(DEFERRABLE_INDEXES)
 
 
+def _unwritable(path: Path) -> str | None:
+    """Why a store that is there cannot be opened when it is the place, not the file: in
+    WAL mode even a reader creates -wal and -shm files beside it (a read-only disk or a
+    copy in a directory one may not write was called "not a budgetwatch store")."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if not path.is_file():
+        if directory.is_dir() and not os.access(directory, os.W_OK):
+            return (f"目录 {directory} 不可写，无法在其中创建数据库：请检查权限或改用可写的位置"
+                    "（directory not writable）")
+        return None
+    try:
+        with path.open("rb") as handle:
+            if handle.read(16) != b"SQLite format 3\x00":
+                return None
+    except OSError:
+        return None
+    if not os.access(directory, os.W_OK) or not os.access(path, os.W_OK):
+        return (f"数据库文件本身完好，但它或所在目录 {directory} 不可写（磁盘只读或权限不足）；WAL 模式下"
+                "读取也要在同一目录创建 -wal/-shm 文件：请把数据库复制到可写的位置，或修正权限"
+                "（store or its directory is not writable）")
+    return None
+
+
 class Store:
     """A connection to the SQLite file with the operations the runtimes need."""
 
@@ -192,6 +216,8 @@ class Store:
                     f"{self.path}：另一个进程（`run` 或 `serve`？）正在写入这个数据库；请待其结束后重试，"
                     "或把事件通过 HTTP 发给 `serve`（another process is writing to this store）"
                 ) from None
+            if (problem := _unwritable(Path(self.path))) is not None:
+                raise StoreError(f"{self.path}：{problem}（{err}）") from None
             raise StoreError(
                 f"{self.path}：无法作为 budgetwatch 数据库打开（{err}）；请让 --db（或 BUDGETWATCH_DB）"
                 "指向 budgetwatch 数据库或一个新文件（cannot open as a budgetwatch store）"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,3 +140,25 @@ def test_a_batch_being_appended_holds_its_details_at_their_length(tmp_path: Path
     assert stored[0] == len(records)
     per_record = peak / len(records)
     assert per_record < 1_000, f"{per_record:.0f} bytes of Python heap per {stored[1]}-byte record"
+
+
+def test_a_store_on_a_read_only_place_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backup copy on a read-only disk was called "not a budgetwatch store": in WAL mode
+    even a reader must create -wal/-shm beside it (audit). Root passes permission checks,
+    so the read-only place is stood in for by os.access."""
+    import os
+
+    from streams import store as store_module
+
+    db = tmp_path / "copy.db"
+    Store(db).close()
+    assert store_module._unwritable(db) is None  # writable here: the usual message stands
+    real_access = os.access
+    monkeypatch.setattr(store_module.os, "access",
+                        lambda p, mode: False if mode == os.W_OK else real_access(p, mode))
+    problem = store_module._unwritable(db)
+    assert problem is not None and "数据库文件本身完好" in problem and "不可写" in problem
+    garbage = tmp_path / "notes.txt"
+    garbage.write_text("not a database", encoding="utf-8")
+    assert store_module._unwritable(garbage) is None  # not SQLite: the file is the problem
+    assert "不可写" in (store_module._unwritable(tmp_path / "new.db") or "")
