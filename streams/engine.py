@@ -167,19 +167,29 @@ class Engine:
         return f"{self.profile.name}:{profile_fingerprint(self.profile)}"
 
     def _check_profile(self) -> None:
-        """Refuse a profile other than the one the stored state was computed with. Only a
-        run records the profile (:meth:`run`, in its first batch): a reading command or a
-        service start on a store with nothing computed yet must not claim it for a policy
-        the first run does not use."""
+        """Refuse a profile other than the one the stored state was computed with, or the
+        one a rebuild claimed. Only a run or a rebuild records the profile (:meth:`run`, in
+        its first batch): a reading command or a service start on a store with nothing
+        computed yet must not claim it for a policy the first run does not use."""
         fingerprint = self._fingerprint()
         stored = self.store.meta("profile")
-        if stored is not None and stored != fingerprint and self.store.cursor()[0] is not None:
+        if stored is None or stored == fingerprint:
+            return
+        if self.store.cursor()[0] is None:
+            # Nothing computed yet, but a rebuild claimed the store for its policy (see
+            # Store.reset_derived): a `serve` on another one must not replay it meanwhile.
             raise StoreError(
-                f"{self.store.path}：现有结果按策略 {stored.split(':')[0]!r} 计算（指纹 {stored}），"
-                f"本次使用 {fingerprint}，两种策略的预警不能混在一起。请用 "
-                "`budgetwatch run --rebuild` 按新策略从日志重算，或改回原来的 --profile"
-                f"（state was computed with profile {stored.split(':')[0]!r}; this run uses another）"
+                f"{self.store.path}：数据库正按策略 {stored.split(':')[0]!r} 从日志重算（`run --rebuild`），"
+                f"本进程使用另一策略（{fingerprint}）。请待重算完成后用同一 --profile 重启，或用 "
+                "`budgetwatch run --rebuild` 按本策略重算"
+                f"（a rebuild under profile {stored.split(':')[0]!r} claimed this store）"
             )
+        raise StoreError(
+            f"{self.store.path}：现有结果按策略 {stored.split(':')[0]!r} 计算（指纹 {stored}），"
+            f"本次使用 {fingerprint}，两种策略的预警不能混在一起。请用 "
+            "`budgetwatch run --rebuild` 按新策略从日志重算，或改回原来的 --profile"
+            f"（state was computed with profile {stored.split(':')[0]!r}; this run uses another）"
+        )
 
     def run(self, as_of: int | None = None, *, progress: Progress | None = None) -> RunSummary:
         monitor = self.load()
@@ -356,6 +366,6 @@ class Engine:
         return self.load().reductions(fiscal_year=fiscal_year)
 
     def rebuild(self) -> None:
-        self.store.reset_derived()
+        self.store.reset_derived(self._fingerprint())
         self.monitor = new_monitor(self.profile, self.dispositions)
         self._loaded = False

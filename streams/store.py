@@ -653,8 +653,10 @@ class Store:
                 "请让 --db 指向嵌入式引擎的数据库（this is the notifier's store, it has no event log）"
             )
 
-    def reset_derived(self) -> None:
-        """Forget all derived state; the next run replays the whole log."""
+    def reset_derived(self, profile: str | None = None) -> None:
+        """Forget all derived state; the next run replays the whole log. ``profile``: the
+        fingerprint of the policy that replay uses, claimed in the same transaction, so
+        a `serve` on another policy cannot replay the log under its own in between."""
         self.refuse_if_notifier()
         db = self.db
         db.execute("BEGIN IMMEDIATE")
@@ -664,7 +666,11 @@ class Store:
         # _add_rejections_once) are derived too: the replay finds them again.
         db.execute("DELETE FROM rejected WHERE source LIKE '% (event_id %)'")
         db.execute("UPDATE cursor SET clock = NULL, seq = 0 WHERE id = 1")
-        db.execute("DELETE FROM meta WHERE key = 'profile'")
+        if profile is None:
+            db.execute("DELETE FROM meta WHERE key = 'profile'")
+        else:
+            db.execute("INSERT INTO meta(key, value) VALUES ('profile', ?)"
+                       " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (profile,))
         # A rebuild may end on the very cursor it started from (the same log, another
         # profile): the generation tells a running `serve` its state was replaced.
         db.execute(

@@ -286,6 +286,24 @@ def test_only_a_run_records_the_profile_so_reading_first_cannot_mix_two_policies
         engine(path).run(day("2025-09-30"))  # baseline now would judge provincial alerts
 
 
+def test_a_rebuild_under_another_profile_is_not_replayed_by_serve_meanwhile(tmp_path: Path) -> None:
+    """`run --rebuild --profile provincial` wiped the derived state; serve (baseline)
+    woke first and replayed the whole log under baseline, and the rebuild then failed,
+    telling the user to rebuild (audit of serve beside the CLI)."""
+    path = tmp_path / "bw.db"
+    served = engine(path)
+    ingest_events(served.store, [b.registered("P"), b.approved("P", "1000")])
+    served.run(day("2025-06-30"))
+    rebuilding = engine(path, "provincial")
+    rebuilding.rebuild()
+    with pytest.raises(StoreError, match="正按策略 'provincial' 从日志重算"):
+        served.run(day("2025-06-30"))  # serve's next wake-up, in between
+    rebuilding.run(day("2025-06-30"))
+    assert (rebuilding.store.meta("profile") or "").startswith("provincial:")
+    with pytest.raises(StoreError, match="现有结果按策略 'provincial'"):
+        served.run(day("2025-06-30"))
+
+
 def test_a_rebuild_by_another_process_is_noticed_even_on_the_same_cursor(tmp_path: Path) -> None:
     """`serve` holds an engine; `run --rebuild --profile provincial` replays the same log
     to the same day, so the cursor is where serve left it."""
