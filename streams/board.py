@@ -30,6 +30,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import tempfile
 import uuid
 from collections import Counter, OrderedDict
@@ -222,9 +223,9 @@ class Board:
         rows = self.service.store.alert_rows()
         return [r for r in rows if user is None or user.sees(r["department_id"])]
 
-    def status(self, user: User | None) -> dict[str, Any] | None:
+    def status(self, user: User | None, year: int | None = None) -> dict[str, Any] | None:
         try:
-            data = self.service.engine.status()
+            data = self.service.engine.status(year)
         except ClockError:
             return None
         return scope_status(data, user)
@@ -361,13 +362,22 @@ def alert_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def year_of_query(query: Any) -> int | None:
+    """``year`` of a board query as a fiscal year; anything else (blank, a typo) is none."""
+    text = str(query.get("year") or "")
+    return int(text) if re.fullmatch(r"(19|20|21)[0-9]{2}", text) else None
+
+
 def filter_alerts(rows: list[dict[str, Any]], query: Any) -> list[dict[str, Any]]:
     rule, severity = query.get("rule") or "", query.get("severity") or ""
     department, status = query.get("department") or "", query.get("status") or "firing"
     overdue = query.get("overdue") or ""
+    year = year_of_query(query)
     out = []
     for r in rows:
         if rule and r["rule"] != rule:
+            continue
+        if year is not None and r["fiscal_year"] != year:
             continue
         if severity and r["severity"] != severity:
             continue
@@ -509,7 +519,8 @@ async def logout_post(request: web.Request) -> web.Response:
 async def board_page(request: web.Request) -> web.Response:
     board = _board(request)
     user = _login_required(request)
-    status, rows = await board.service.db(lambda: (board.status(user), board.alerts(user)))
+    chosen = year_of_query(request.query)
+    status, rows = await board.service.db(lambda: (board.status(user, chosen), board.alerts(user)))
     firing = [r for r in rows if r["status"] == "firing"]
     overdue = Counter(r["department_id"] for r in firing if (r.get("disposition") or {}).get("status") == "overdue")
     departments = []
@@ -529,6 +540,7 @@ async def board_page(request: web.Request) -> web.Response:
     return board.page(
         request, "board.html", status=status, departments=departments, alerts=shown, query=request.query,
         rules=RULES, department_ids=sorted({r["department_id"] for r in rows}),
+        years=sorted({r["fiscal_year"] for r in rows} | ({status["fiscal_year"]} if status else set()), reverse=True),
         totals={"firing": len(firing), "overdue": sum(overdue.values()),
                 "awaiting": sum(1 for r in rows if (r.get("disposition") or {}).get("status") == AWAITING)},
     )

@@ -573,3 +573,41 @@ def test_serve_follows_a_run_the_cli_committed_meanwhile(tmp_path: Path) -> None
         engine.run(day("2025-09-30"))
         assert engine.store.alert_row(ALERT_EDU) == before
         assert before is not None and before["disposition"]["status"] == "disposed"
+
+
+def test_the_board_shows_the_year_asked_for(tmp_path: Path) -> None:
+    """In January the board showed only the new year's figures (zeros) beside last year's
+    alerts, with no way to see last year's year-end execution (audit of the rollover)."""
+    from connectors.profiles import load_profile
+    from streams.engine import Engine
+    from tests.builders import approved, day, registered
+    from tests.functional.engine_helpers import ingest_events
+
+    db = tmp_path / "bw.db"
+    prepare(db, "2025-07-01")
+    with Store(db) as store:
+        ingest_events(store, [registered("Q1", year=2026, on="2026-01-05", department_id=EDU, department_name="教育局"),
+                              approved("Q1", "500000.00", on="2026-01-05")])
+        Engine(store, load_profile("baseline")).run(day("2026-01-10"))
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        await login(client, "jxk")
+        now = await (await client.get("/")).text()
+        assert "2026 年度：预算 50.00万元" in now
+        last = await (await client.get("/?year=2025")).text()
+        assert "2025 年度：预算 200.00万元" in last
+        listed = await (await client.get("/board/alerts.json?year=2026&status=all")).json()
+        assert listed["count"] == 0
+        listed = await (await client.get("/board/alerts.json?year=2025")).json()
+        assert listed["count"] > 0 and {a["fiscal_year"] for a in listed["alerts"]} == {2025}
+        edu = sum(1 for a in listed["alerts"] if a["department_id"] == EDU)
+
+        def edu_alerts(page: str) -> int:
+            row = re.search(rf"（{EDU}）</td>(?:<td>[^<]*</td>\s*){{3}}<td>.*?</td>\s*<td>(\d+)</td>", page, re.S)
+            assert row is not None, page
+            return int(row.group(1))
+
+        assert edu > 0 and edu_alerts(last) == edu  # last year's ranking counts last year's alerts
+        assert edu_alerts(now) == 0  # this year's ranking: this year's (none yet)
+
+    serve(db, scenario)

@@ -68,6 +68,10 @@
       .then(function () { busy = false; });
   }
 
-  form.addEventListener("change", refresh);
+  form.addEventListener("change", function (event) {
+    // The year also sets the figures above the list (gauge, ranking): a page of its own.
+    if (event.target && event.target.name === "year") { form.submit(); return; }
+    refresh();
+  });
   setInterval(refresh, 3000);
 })();
