@@ -127,6 +127,7 @@ class Service:
         live: bool = False,
         clock: Clock = today_in_china,
         tick_seconds: float = 60.0,
+        log_poll_seconds: float = 5.0,
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.engine = engine
@@ -134,9 +135,12 @@ class Service:
         self.live = live
         self.clock = clock
         self.tick_seconds = tick_seconds
+        self.log_poll_seconds = log_poll_seconds
         self.registry = registry if registry is not None else CollectorRegistry()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budgetwatch-db")
         self._wake = asyncio.Event()
+        self._last_tick = time.monotonic()
+        self._seen_seq = 0  # the log's top seq at the last look (see _log_grew)
         self.stopping = asyncio.Event()
         self._run_lock = asyncio.Lock()
         self._progress = asyncio.Condition()
@@ -285,17 +289,35 @@ class Service:
             return summary
 
     async def run_processor(self) -> None:
-        """Process whenever woken (ingest) and, in live mode, every ``tick_seconds``."""
+        """Process whenever woken (ingest), when events appended by another process (a
+        CLI `ingest` beside serve) are found in the log, and, in live mode, every
+        ``tick_seconds``."""
         while not self.stopping.is_set():
-            if self.live:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.tick_seconds)
-            else:
-                await self._wake.wait()
+            timeout = min(self.tick_seconds, self.log_poll_seconds) if self.live else self.log_poll_seconds
+            woken = True
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            except TimeoutError:
+                woken = False
             if self.stopping.is_set():
                 return
+            if not woken:
+                due = self.live and time.monotonic() - self._last_tick >= self.tick_seconds
+                if not due and not await self.db(self._log_grew):
+                    continue
             self._wake.clear()
+            self._last_tick = time.monotonic()
             await self.process_now()
+
+    def _log_grew(self) -> bool:
+        """Whether the log holds events appended since the last committed run and the last
+        look (on the DB thread): imported by the CLI beside serve, they waited for serve's
+        next POST or a restart. Once seen they are not tried again until more come: a run
+        that fails on them is not repeated every few seconds."""
+        top = self.store.max_seq()
+        grew = top > max(self.store.cursor()[1], self._seen_seq)
+        self._seen_seq = max(self._seen_seq, top)
+        return grew
 
     def wake(self) -> None:
         """Ask for a run now (e.g. after the injected clock moved in live mode)."""
