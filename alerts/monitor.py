@@ -159,7 +159,7 @@ class Monitor:
             group_iter = iter(group)
             first_answer: Record | None = None
             for record in group_iter:
-                if fresh and desk is not None and record.type in DISPOSITION_EVENT_TYPES:
+                if desk is not None and record.type in DISPOSITION_EVENT_TYPES:
                     first_answer = record
                     break
                 self.apply(record)
@@ -168,8 +168,9 @@ class Monitor:
             if first_answer is not None:
                 # An answer is recorded on a day that has closed (the board, `dispose`):
                 # what follows it in the log came after that close too, and each answer
-                # was taken by a run of its own — after the close of what preceded it,
-                # and closed before what followed. One yield for the day: a commit in
+                # is taken as by a run of its own — after the close of what preceded it,
+                # and closed before what followed — whether the day is new or late, so
+                # the split depends on the log's order alone, never on how runs fell. One yield for the day: a commit in
                 # between would mark the day done without its answers.
                 self.apply(first_answer)
                 closed.extend(self._close(day, False))

@@ -87,9 +87,10 @@ def _ingest(
     counts = IngestCounts()
     records: list[tuple[Record, str]] = []
     rejections: list[Rejection] = []
+    refused_years: dict[str, tuple[int, int]] = {}  # one import's other-year refusals
 
     def flush() -> None:
-        result = store.append(records, rejections)
+        result = store.append(records, rejections, refused_years=refused_years)
         counts.applied += result.applied
         counts.duplicates += result.duplicates
         counts.rejected += len(rejections) + len(result.conflicts)

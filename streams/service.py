@@ -309,6 +309,10 @@ class Service:
             self._last_tick = time.monotonic()
             await self.process_now()
 
+    def running(self) -> bool:
+        """Whether a run is in progress (it holds the DB thread)."""
+        return self._run_lock.locked()
+
     def _log_grew(self) -> bool:
         """Whether the log holds events appended since the last committed run and the last
         look (on the DB thread): imported by the CLI beside serve, they waited for serve's
@@ -347,9 +351,9 @@ class Service:
     def reductions_json(self, year: int | None = None) -> list[dict[str, Any]]:
         return [p.to_json() for p in self.engine.reductions(year)]
 
-    def health(self) -> dict[str, Any]:
-        """On the DB thread (it may reload the monitor)."""
-        clock = self._fresh_monitor().clock
+    def health(self, reload: bool = True) -> dict[str, Any]:
+        """``reload`` (on the DB thread): first pick up what another process committed."""
+        clock = (self._fresh_monitor() if reload else self.engine.monitor).clock
         return {
             "status": "error" if self.last_error else "ok",
             "mode": "live" if self.live else "event_time",
@@ -421,7 +425,12 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 async def get_health(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    health = await service.db(service.health)
+    if service.running():
+        # A run holds the DB thread (a replay: minutes); a probe waiting for it would time
+        # out and could restart serve mid-run. This process's own state is the news then.
+        health = service.health(reload=False)
+    else:
+        health = await service.db(service.health)
     return json_response(health, status=503 if health["status"] != "ok" else 200)
 
 

@@ -275,7 +275,10 @@ class Store:
         self.close()
 
     # -- the log ---------------------------------------------------------
-    def append(self, records: Sequence[tuple[Record, str]], rejections: Sequence[Rejection]) -> AppendResult:
+    def append(
+        self, records: Sequence[tuple[Record, str]], rejections: Sequence[Rejection],
+        *, refused_years: dict[str, tuple[int, int]] | None = None,
+    ) -> AppendResult:
         """Append validated records (with their source) and rejections in one transaction
         (or within the caller's, when one is open: an atomic ingest, see ingest())."""
         db = self.db
@@ -283,7 +286,7 @@ class Store:
         if own:
             db.execute("BEGIN IMMEDIATE")
         try:
-            other_year = self._other_year(records)
+            other_year = self._other_year(records, refused_years)
             # (Record is a plain tuple: type, event_id, day, project_id, amount, details)
             rows = [
                 (r[1], r[0], r[2], r[3], r[4], kept_dumps(r[5]) if r[5] else None, source)
@@ -323,45 +326,55 @@ class Store:
             raise
         return AppendResult(applied, duplicates, conflicts)
 
-    def _other_year(self, records: Sequence[tuple[Record, str]]) -> dict[int, Rejection]:
+    def _other_year(
+        self, records: Sequence[tuple[Record, str]], refused_years: dict[str, tuple[int, int]] | None = None
+    ) -> dict[int, Rejection]:
         """Registrations of a code already logged for another fiscal year (by position in
-        ``records``), refused; the others' years are remembered for the next."""
+        ``records``), refused; the others' years are remembered for the next. Events of a
+        refused code dated in the refused year go with it. ``refused_years`` (project ->
+        (refused year, owner's year)) carries the refusals from batch to batch of one
+        import, so a batch boundary between a registration and its approval changes
+        nothing."""
+        refused_years = {} if refused_years is None else refused_years
         registrations = [(n, r, source) for n, (r, source) in enumerate(records) if r[0] == "project_registered"]
-        if not registrations:
-            return {}
-        owners: dict[str, int] = dict(self._where_in(
-            "SELECT project_id, fiscal_year FROM registrations WHERE project_id IN ({})",
-            sorted({r.project_id for _, r, _ in registrations}),
-        ))
-        # Already logged ids are left to the duplicate / conflict checks.
-        logged = {i for (i,) in self._where_in(
-            "SELECT event_id FROM events WHERE event_id IN ({})", [r.event_id for _, r, _ in registrations]
-        )}
         refused: dict[int, Rejection] = {}
-        refused_years: dict[str, int] = {}  # project -> the year of its refused registration
-        for n, record, source in registrations:
-            if record.event_id in logged:
-                continue
-            year = registered_year(record)
-            owner = owners.get(record.project_id)
-            if owner is None:
-                owners[record.project_id] = year  # within the batch; stored once logged
-            elif owner != year:
-                refused[n] = Rejection(
-                    source, f"project_registered: {other_year_reason(record.project_id, owner, year)}",
-                    orjson.dumps(record_to_json_dict(record)).decode(),
-                )
-                refused_years[record.project_id] = year
-        if refused_years:
+        if registrations:
+            owners: dict[str, int] = dict(self._where_in(
+                "SELECT project_id, fiscal_year FROM registrations WHERE project_id IN ({})",
+                sorted({r.project_id for _, r, _ in registrations}),
+            ))
+            # Already logged ids are left to the duplicate / conflict checks.
+            logged = {i for (i,) in self._where_in(
+                "SELECT event_id FROM events WHERE event_id IN ({})", [r.event_id for _, r, _ in registrations]
+            )}
+            for n, record, source in registrations:
+                if record.event_id in logged:
+                    continue
+                year = registered_year(record)
+                owner = owners.get(record.project_id)
+                if owner is None:
+                    owners[record.project_id] = year  # within the batch; stored once logged
+                elif owner != year:
+                    refused[n] = Rejection(
+                        source, f"project_registered: {other_year_reason(record.project_id, owner, year)}",
+                        orjson.dumps(record_to_json_dict(record)).decode(),
+                    )
+                    refused_years[record.project_id] = (year, owner)
+        companions = [(n, r, source) for n, (r, source) in enumerate(records)
+                      if r.project_id in refused_years and n not in refused and r.type != "project_registered"]
+        if companions:
             # A new year's sheet reusing last year's codes: its approvals and payments,
             # dated in the new year, would go into last year's project (an approval
             # replaces its budget). They go with their refused registration.
-            for n, (record, source) in enumerate(records):
-                refused_year = refused_years.get(record.project_id)
-                if (refused_year is None or n in refused or record.type == "project_registered"
-                        or record.day < year_bounds(refused_year)[0]):
-                    continue
-                reason = refused_year_reason(record.project_id, owners[record.project_id], refused_year)
+            logged_companions = {i for (i,) in self._where_in(
+                "SELECT event_id FROM events WHERE event_id IN ({})", [r.event_id for _, r, _ in companions]
+            )}
+            for n, record, source in companions:
+                refused_year, owner = refused_years[record.project_id]
+                first, last = year_bounds(refused_year)
+                if not first <= record.day <= last or record.event_id in logged_companions:
+                    continue  # the owner's year's; or logged already (the duplicate checks)
+                reason = refused_year_reason(record.project_id, owner, refused_year)
                 refused[n] = Rejection(source, f"{record.type}: {reason}",
                                        orjson.dumps(record_to_json_dict(record)).decode())
         return refused

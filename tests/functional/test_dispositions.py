@@ -334,3 +334,18 @@ def test_a_recovery_approved_after_the_year_resolves_that_year_s_alerts(tmp_path
     assert ("low_execution", "resolved") in after and ("department_low_execution", "resolved") in after
     assert not [a for a in alerts if a["status"] == "firing" and a["fiscal_year"] == 2025]
     assert status["fiscal_year"] == 2026
+
+
+def test_an_answer_and_what_follows_it_in_one_run_equal_their_replay(tmp_path: Path) -> None:
+    """One run took an approval and a later adjustment of the same day (one file, or two
+    POSTs serve coalesced); a replay closed between them and opened a new episode: the
+    split must follow the log's order, whether the day is new or late (review)."""
+    from tests.builders import adjusted
+
+    live, replayed = _stepped_then_rebuilt(tmp_path, [
+        (base(), "2025-07-08"),
+        ([disposed("DSP-1", "2025-07-08", "reduce", "800000.00")], "2025-07-08"),
+        ([approval("APR-1", "2025-07-08", "DSP-1"),
+          adjusted("P1", "800000.00", on="2025-07-08", event_id="ADJ-USER")], "2025-07-08"),
+    ])
+    assert _kinds(replayed) == _kinds(live)

@@ -178,6 +178,34 @@ def test_a_new_year_sheet_reusing_codes_refuses_their_new_year_events_too(tmp_pa
     assert "的 2026 年度登记已被拒收" in reasons["P1@approved:2026"] and "P1-2026" in reasons["PAY-2026"]
 
 
+def test_a_refused_registration_takes_only_its_own_years_new_events(tmp_path: Path, monkeypatch: Any) -> None:
+    """Reviewed: the refusal had no upper bound (an older year's refused row took the
+    owner's own events), stopped at the ingest batch (an approval one record past a
+    50,000-record batch went into last year's project) and reported events already
+    logged as refused."""
+    import streams.ingest
+
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, [{**b.registered("P1", on="2026-01-05", event_id="REG-2026"), "fiscal_year": 2026},
+                            b.approved("P1", "1000000.00", on="2026-01-06", event_id="APP-2026")])
+    counts = ingest_events(e.store, [
+        {**b.registered("P1", on="2025-01-05", event_id="REG-2025"), "fiscal_year": 2025},
+        b.payment("P1", "5000.00", on="2026-03-02", event_id="PAY-2026-03"),  # the owner's year
+    ])
+    assert (counts.applied, counts.rejected) == (1, 1)
+    monkeypatch.setattr(streams.ingest, "BATCH", 2)
+    ingest_events(e.store, [b.registered("Q1", event_id="Q1-REG"), b.approved("Q1", "1000.00")])
+    ingest_events(e.store, [b.payment("Q1", "10.00", on="2026-02-02", event_id="Q1-PAY-2026")])  # logged first
+    counts = ingest_events(e.store, [
+        b.registered("X1", event_id="X1-REG"),
+        {**b.registered("Q1", on="2026-01-05", event_id="Q1-REG-2026"), "fiscal_year": 2026},  # ends batch 1
+        b.approved("Q1", "9000.00", on="2026-01-06", event_id="Q1-APP-2026"),  # batch 2
+        b.payment("Q1", "10.00", on="2026-02-02", event_id="Q1-PAY-2026"),  # logged: a duplicate
+    ])
+    assert (counts.applied, counts.duplicates, counts.rejected) == (1, 1, 2)
+    assert {r["source"] for r in counts.reasons} == {"test.jsonl:2", "test.jsonl:3"}
+
+
 def test_the_first_logged_year_owns_a_project_code_in_a_live_run_and_a_replay(tmp_path: Path) -> None:
     """The 2026 registration dated before the 2025 one, arriving after it: a live run
     refused the 2026 one; a rebuild, meeting them in business order, made P1 a 2026

@@ -484,11 +484,11 @@ def test_a_body_is_taken_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest
     real_append = RealStore.append
     calls = [0]
 
-    def full_on_the_second(self: RealStore, records: Any, rejections: Any) -> Any:
+    def full_on_the_second(self: RealStore, records: Any, rejections: Any, **options: Any) -> Any:
         calls[0] += 1
         if calls[0] == 2:
             raise sqlite3.OperationalError("database or disk is full")
-        return real_append(self, records, rejections)
+        return real_append(self, records, rejections, **options)
 
     async def scenario(client: TestClient[Any, Any], service: Service) -> None:
         monkeypatch.setattr(RealStore, "append", full_on_the_second)
@@ -524,3 +524,30 @@ def test_events_imported_beside_serve_are_processed(tmp_path: Path) -> None:
         assert status["as_of"] == "2025-07-01" and status["region"]["paid"] == "410000.00"
 
     serve(tmp_path, scenario, log_poll_seconds=0.1)
+
+
+def test_healthz_answers_while_a_run_holds_the_database_thread(tmp_path: Path) -> None:
+    """/healthz reloaded on the DB thread and so waited behind a run (a replay: minutes):
+    a probe's timeout could restart serve mid-run (review)."""
+    import time
+
+    took: list[float] = []
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        real_run = service.engine.run
+
+        def slow_run(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(2.0)  # stands for a long replay on the DB thread
+            return real_run(*args, **kwargs)
+
+        service.engine.run = slow_run  # type: ignore[method-assign]
+        task = asyncio.create_task(service.process_now())
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        response = await client.get("/healthz")
+        took.append(time.monotonic() - started)
+        assert response.status == 200
+        await task
+
+    serve(tmp_path, scenario)
+    assert took[0] < 1.0
