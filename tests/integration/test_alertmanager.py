@@ -152,16 +152,26 @@ def test_alertmanager_routes_by_department_then_resolves(tmp_path: Path) -> None
             assert stats.alertmanager_error is None and stats.alertmanager_pushed == 8
             firing = {(rule, dept, "firing") for rule in NOTIFIED for dept in (EDU, HEALTH)}
             await until(lambda: received[EDU] | received[HEALTH] >= firing, "firing notifications")
-            # routed by department: each department gets only its own alerts; a project's
-            # behind_schedule is inhibited while its low_execution (critical) fires
-            assert received[EDU] == {(r, EDU, "firing") for r in NOTIFIED}
-            assert received[HEALTH] == {(r, HEALTH, "firing") for r in NOTIFIED}
-            async with httpx.AsyncClient() as api:
-                held = (await api.get(f"{am}/api/v2/alerts")).json()
+            # routed by department: each department gets only its own alerts (its
+            # behind_schedule may slip out before Alertmanager's inhibitor has seen the
+            # low_execution of the same push: checked below by its state, not by timing)
+            assert received[EDU] - {("behind_schedule", EDU, "firing")} == {(r, EDU, "firing") for r in NOTIFIED}
+            assert received[HEALTH] - {("behind_schedule", HEALTH, "firing")} == {
+                (r, HEALTH, "firing") for r in NOTIFIED}
+            held: list[dict[str, Any]] = []
+
+            async def inhibited() -> set[str]:
+                async with httpx.AsyncClient() as api:
+                    held[:] = (await api.get(f"{am}/api/v2/alerts")).json()
+                return {a["labels"]["alertname"] for a in held if a["status"]["inhibitedBy"]}
+
+            for _ in range(50):  # a project's behind_schedule is held back by its low_execution
+                if await inhibited() == {"behind_schedule"}:
+                    break
+                await asyncio.sleep(0.2)
+            assert await inhibited() == {"behind_schedule"}
             assert len(held) == 8
             assert all(a["generatorURL"] == f"{BOARD}/alerts/{a['annotations']['alert_id']}" for a in held)
-            inhibited = {a["labels"]["alertname"] for a in held if a["status"]["inhibitedBy"]}
-            assert inhibited == {"behind_schedule"}
 
             # The notifier holds new transitions (reading a backlog): what Alertmanager was
             # told stays alive, re-sent as it was, well past the 4 s an alert lives alone.
