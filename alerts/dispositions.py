@@ -93,12 +93,9 @@ ACTION_NAMES: dict[str, str] = {
 NEEDS_APPROVAL = ("reduce", "recover")
 
 
-ADJUSTMENT_SUFFIX = "@budget_adjusted"
-
-
 def adjustment_event_id(disposition_event_id: str) -> str:
     """The id of the budget_adjusted an approved disposition emits (deterministic)."""
-    return f"{disposition_event_id}{ADJUSTMENT_SUFFIX}"
+    return f"{disposition_event_id}@budget_adjusted"
 
 
 def deadlines(fired_on: int, working_days: int, calendar: WorkCalendar = WEEKDAYS) -> tuple[int, int]:

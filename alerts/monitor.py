@@ -17,13 +17,7 @@ from collections.abc import Iterable, Iterator
 from itertools import chain, groupby
 from typing import Any
 
-from alerts.dispositions import (
-    DESK_TYPES,
-    DISPOSITION_EVENT_TYPES,
-    Desk,
-    Refusal,
-    orjson_free_dumps,
-)
+from alerts.dispositions import DESK_TYPES, DISPOSITION_EVENT_TYPES, Desk, Refusal, orjson_free_dumps
 from alerts.lifecycle import Alert, AlertBook, Subject, Transition
 from alerts.messages import compose
 from alerts.profile import Profile
@@ -170,21 +164,19 @@ class Monitor:
                 # what follows it in the log came after that close too, and each answer
                 # is taken as by a run of its own — after the close of what preceded it,
                 # and closed before what followed — whether the day is new or late, so
-                # the split depends on the log's order alone, never on how runs fell. One yield for the day: a commit in
-                # between would mark the day done without its answers.
-                self.apply(first_answer)
-                closed.extend(self._close(day, False))
-                open_records = False
-                for record in group_iter:
+                # the split depends on the log's order alone, never on how runs fell.
+                # One yield for the day: a commit in between would mark the day done
+                # without its answers.
+                unclosed = False  # records applied since the day's last close
+                for record in chain((first_answer,), group_iter):
                     answer = record.type in DISPOSITION_EVENT_TYPES
-                    if answer and open_records:
+                    if answer and unclosed:
                         closed.extend(self._close(day, False))
                     self.apply(record)
-                    open_records = True
+                    unclosed = not answer
                     if answer:
                         closed.extend(self._close(day, False))
-                        open_records = False
-                if open_records:
+                if unclosed:
                     closed.extend(self._close(day, False))
             yield day, closed
         yield from self._close_empty_days_before(until + 1)

@@ -55,8 +55,6 @@ class Category(StrEnum):
     satisfaction = "satisfaction"  # 满意度
 
 
-
-
 def _business_date(moment: dt.datetime) -> dt.date:
     # A payment at 2025-12-31T17:30:00Z was made on 2026-01-01 in China: a different
     # fiscal year. A time without an offset is taken as China time already.
