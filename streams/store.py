@@ -180,6 +180,11 @@ def _unwritable(path: Path) -> str | None:
     return None
 
 
+def _refusal(source: str, reason: str, record: Record) -> Rejection:
+    """A record refused at ingest, kept whole as contract JSON with its type and reason."""
+    return Rejection(source, f"{record.type}: {reason}", orjson.dumps(record_to_json_dict(record)).decode())
+
+
 class Store:
     """A connection to the SQLite file with the operations the runtimes need."""
 
@@ -355,10 +360,7 @@ class Store:
                 if owner is None:
                     owners[record.project_id] = year  # within the batch; stored once logged
                 elif owner != year:
-                    refused[n] = Rejection(
-                        source, f"project_registered: {other_year_reason(record.project_id, owner, year)}",
-                        orjson.dumps(record_to_json_dict(record)).decode(),
-                    )
+                    refused[n] = _refusal(source, other_year_reason(record.project_id, owner, year), record)
                     refused_years[record.project_id] = (year, owner)
         companions = [(n, r, source) for n, (r, source) in enumerate(records)
                       if r.project_id in refused_years and n not in refused and r.type != "project_registered"]
@@ -374,9 +376,7 @@ class Store:
                 first, last = year_bounds(refused_year)
                 if not first <= record.day <= last or record.event_id in logged_companions:
                     continue  # the owner's year's; or logged already (the duplicate checks)
-                reason = refused_year_reason(record.project_id, owner, refused_year)
-                refused[n] = Rejection(source, f"{record.type}: {reason}",
-                                       orjson.dumps(record_to_json_dict(record)).decode())
+                refused[n] = _refusal(source, refused_year_reason(record.project_id, owner, refused_year), record)
         return refused
 
     def _where_in(self, query: str, values: Sequence[Any]) -> Iterator[tuple[Any, ...]]:
@@ -682,8 +682,7 @@ class Store:
         if profile is None:
             db.execute("DELETE FROM meta WHERE key = 'profile'")
         else:
-            db.execute("INSERT INTO meta(key, value) VALUES ('profile', ?)"
-                       " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (profile,))
+            self.set_meta("profile", profile)
         # A rebuild may end on the very cursor it started from (the same log, another
         # profile): the generation tells a running `serve` its state was replaced.
         db.execute(
