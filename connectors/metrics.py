@@ -30,9 +30,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from alerts.lifecycle import Alert
 from alerts.monitor import Monitor
-from budget.calendar import CHINA_TIME, from_day, time_progress_for_year, to_day, year_of
+from budget.calendar import CHINA_TIME, from_day, time_progress_for_year, year_of
 from budget.ledger import ProjectState, counts_in_rollup, region_totals
-from connectors.wall_clock import today_in_china
+from connectors.wall_clock import today_day
 
 FEN_PER_YUAN = 100.0
 # Business dates are Chinese calendar days: midnight in UTC+8.
@@ -419,7 +419,7 @@ class StreamProgressCollector(Collector):
         today: Callable[[], int] | None = None,
     ) -> None:
         self._progress = progress
-        self._today = today or china_today
+        self._today = today or today_day  # the date the wall-clock worker ticks
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
@@ -457,11 +457,6 @@ STREAM_PROGRESS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("partition",),
     ),
 }
-
-
-def china_today() -> int:
-    """Today's business date (UTC+8) as a date ordinal: the wall-clock worker ticks it."""
-    return to_day(today_in_china())
 
 
 def utc_midnight_seconds(day: int | None) -> float:

@@ -22,7 +22,7 @@ from connectors.files import InputError, read_events
 from connectors.profiles import load_profile
 from connectors.synthetic import Spec, generate
 from connectors.tabular import UNIT_CHOICES, Layout, TabularError, Unit, iso_date_text
-from connectors.wall_clock import today_in_china
+from connectors.wall_clock import today_day, today_in_china
 from streams import render
 from streams.backup import back_up
 from streams.engine import Engine, waiting_text
@@ -101,15 +101,19 @@ def emit_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def parse_as_of(value: str | None) -> int | None:
+def parse_as_of(value: str | None, *, allow_future: bool = True) -> int | None:
+    """``--as-of`` as a day; past today only with ``allow_future`` (see refuse_future)."""
     if value is None:
         return None
     try:
-        return to_day(parse_day(iso_date_text(value.strip())))  # the forms file import reads
+        day = to_day(parse_day(iso_date_text(value.strip())))  # the forms file import reads
     except ValueError as err:
         raise typer.BadParameter(
             f"{value!r} 不是有效的业务日期，应为 YYYY-MM-DD（例如 2025-09-30）：{err}", param_hint="--as-of"
         ) from None
+    if not allow_future:
+        refuse_future(day, today_day())
+    return day
 
 
 def refuse_future(as_of: int, today: int) -> None:
@@ -224,9 +228,7 @@ def run_cmd(
     """Process the log in business-date order up to --as-of (default: the latest event date)."""
     # Checked before the store is opened: a mistyped date must neither create a store
     # nor leave a --rebuild half done (its derived state wiped, nothing replayed).
-    until = parse_as_of(as_of)
-    if until is not None and not allow_future:
-        refuse_future(until, to_day(today_in_china()))
+    until = parse_as_of(as_of, allow_future=allow_future)
     with opened_engine(db, profile) as engine:
         if commit_every:
             engine.commit_every = commit_every

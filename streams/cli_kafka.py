@@ -14,12 +14,10 @@ import orjson
 import typer
 from rich.markup import escape
 
-from budget.calendar import to_day
 from budget.events import record_to_json_dict
 from connectors.files import read_events
 from connectors.parsed import Accepted, Parsed, Rejected
 from connectors.tabular import UNIT_CHOICES
-from connectors.wall_clock import today_in_china
 from streams import render
 from streams.cli import (
     DbOption,
@@ -29,7 +27,6 @@ from streams.cli import (
     emit_json,
     parse_as_of,
     progress_bar,
-    refuse_future,
     settings,
 )
 from streams.errors import BudgetwatchError
@@ -175,9 +172,7 @@ def publish_cmd(
         raise typer.BadParameter("应为 auto、projects 或 payments（--layout must be auto, projects or payments）")
     if unit not in UNIT_CHOICES:
         raise typer.BadParameter("应为 auto、yuan、qian、wan 或 yi（--unit must be auto, yuan, qian, wan or yi）")
-    tick_day = parse_as_of(as_of)
-    if tick_day is not None and not allow_future:
-        refuse_future(tick_day, to_day(today_in_china()))
+    tick_day = parse_as_of(as_of, allow_future=allow_future)
     server = _kafka_settings(bootstrap, None).kafka_bootstrap
     for path in files:  # every file readable before anything is sent, as ingest does
         _check_readable(path, files, layout=layout, unit=unit)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from connectors.jsonl import parse_lines
 from connectors.parsed import Accepted
 from connectors.profiles import load_profile
 from connectors.synthetic import Spec, generate
+from connectors.wall_clock import today_day
 from tests import builders as b
 from tests.builders import day
 
@@ -292,9 +293,9 @@ def test_a_future_dated_event_is_not_processing_lag_on_a_worker() -> None:
     # The default is the wall-clock business date (UTC+8), which the worker ticks.
     far = [PartitionProgress("budget-events", 0, 0, None, received_day=dt.date(2999, 1, 1).toordinal())]
     registry = CollectorRegistry()
-    before = metrics.china_today()
+    before = today_day()
     registry.register(StreamProgressCollector(lambda: far))
     found = registry.get_sample_value(received, {"partition": "0"})
     assert found is not None
     value_day = dt.datetime.fromtimestamp(found, dt.UTC).date().toordinal()
-    assert before <= value_day <= metrics.china_today()
+    assert before <= value_day <= today_day()
