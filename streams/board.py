@@ -362,6 +362,10 @@ def alert_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _disposition_status(row: dict[str, Any]) -> str | None:
+    return (row.get("disposition") or {}).get("status")
+
+
 def year_of_query(query: Any) -> int | None:
     """``year`` of a board query as a fiscal year; anything else (blank, a typo) is none."""
     text = str(query.get("year") or "")
@@ -383,7 +387,7 @@ def filter_alerts(rows: list[dict[str, Any]], query: Any) -> list[dict[str, Any]
             continue
         if department and r["department_id"] != department:
             continue
-        state = (r.get("disposition") or {}).get("status")
+        state = _disposition_status(r)
         # A reduction awaiting the bureau is work to do even after its alert resolved:
         # listed with the firing ones, as the board's "待财政审批" count has it.
         if status != "all" and r["status"] != status and not (status == "firing" and state == AWAITING):
@@ -522,16 +526,14 @@ async def board_page(request: web.Request) -> web.Response:
     chosen = year_of_query(request.query)
     status, rows = await board.service.db(lambda: (board.status(user, chosen), board.alerts(user)))
     firing = [r for r in rows if r["status"] == "firing"]
-    overdue = Counter(r["department_id"] for r in firing if (r.get("disposition") or {}).get("status") == "overdue")
+    overdue = [r for r in firing if _disposition_status(r) == "overdue"]
     departments = []
     if status is not None:
         # The ranking shows one year's figures (the clock's): its alert counts are that
         # year's too — in January last year's alerts still fire beside this year's zeros.
         year = status["fiscal_year"]
-        of_year = [r for r in firing if r["fiscal_year"] == year]
-        counts = Counter(r["department_id"] for r in of_year)
-        overdue_of_year = Counter(r["department_id"] for r in of_year
-                                  if (r.get("disposition") or {}).get("status") == "overdue")
+        counts = Counter(r["department_id"] for r in firing if r["fiscal_year"] == year)
+        overdue_of_year = Counter(r["department_id"] for r in overdue if r["fiscal_year"] == year)
         for d in status["departments"]:
             departments.append({**d, "alerts": counts.get(d["department_id"], 0),
                                 "overdue": overdue_of_year.get(d["department_id"], 0)})
@@ -541,8 +543,8 @@ async def board_page(request: web.Request) -> web.Response:
         request, "board.html", status=status, departments=departments, alerts=shown, query=request.query,
         rules=RULES, department_ids=sorted({r["department_id"] for r in rows}),
         years=sorted({r["fiscal_year"] for r in rows} | ({status["fiscal_year"]} if status else set()), reverse=True),
-        totals={"firing": len(firing), "overdue": sum(overdue.values()),
-                "awaiting": sum(1 for r in rows if (r.get("disposition") or {}).get("status") == AWAITING)},
+        totals={"firing": len(firing), "overdue": len(overdue),
+                "awaiting": sum(1 for r in rows if _disposition_status(r) == AWAITING)},
     )
 
 
