@@ -3,6 +3,7 @@ alerts only, through every route; forms without a valid CSRF token are refused."
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 from pathlib import Path
@@ -553,10 +554,18 @@ def test_serve_follows_a_run_the_cli_committed_meanwhile(tmp_path: Path) -> None
     db = tmp_path / "bw.db"
     prepare(db, "2025-07-01")
 
+    async def idle(service: Service) -> None:
+        # Serve's own start-up run may still be going: during a run /healthz answers from
+        # memory (it never waits behind one), so the reload is checked between runs.
+        while service.running() or service._wake.is_set():
+            await asyncio.sleep(0.01)
+
     async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        await idle(service)
         assert (await (await client.get("/healthz")).json())["clock"] == "2025-07-01"
         with Store(db) as store:  # the operator's `budgetwatch run --as-of 2025-09-30`
             Engine(store, load_profile("baseline")).run(day("2025-09-30"))
+        await idle(service)
         assert (await (await client.get("/healthz")).json())["clock"] == "2025-09-30"
         metrics = await (await client.get("/metrics", headers=bearer("jxk"))).text()
         assert "budget_processing_lag_days 0.0" in metrics
