@@ -19,6 +19,9 @@ FIRING = "firing"
 RESOLVED = "resolved"
 ESCALATED = "escalated"
 DEESCALATED = "deescalated"
+# The reason of a ``resolved`` transition that closed a fiscal year (年度结束) rather than
+# a condition that cleared: the alert ends (status resolved) and nobody is notified.
+YEAR_CLOSED = "year_closed"
 
 
 def alert_id_for(fiscal_year: int, rule: str, subject_type: str, subject_id: str) -> str:
@@ -121,12 +124,15 @@ class Transition:
     kind: str  # firing | escalated | deescalated | resolved
     on: int
     previous_severity: str | None = None
+    reason: str | None = None  # YEAR_CLOSED for a resolution by the year's close
 
     def to_json(self) -> dict[str, Any]:
         data = self.alert.to_json()
         data["transition"] = self.kind
         data["date"] = iso(self.on)
         data["previous_severity"] = self.previous_severity
+        if self.reason is not None:
+            data["reason"] = self.reason
         return data
 
 
@@ -243,6 +249,35 @@ class AlertBook:
             self.firing[key] = still_firing
         else:
             self.firing.pop(key, None)
+        return transitions
+
+    def close_year(
+        self,
+        fiscal_year: int,
+        day: int,
+        evidence: Callable[[Alert], dict[str, Any] | None],
+        describe: Callable[[Alert, dict[str, Any]], tuple[str, str]],
+    ) -> list[Transition]:
+        """End every alert of ``fiscal_year`` (or earlier) still firing: ``resolved`` on
+        ``day`` with the reason YEAR_CLOSED, the figures ``evidence`` gives (None: the
+        alert's own), and the text ``describe`` gives. In alert-id order, so a resumed run
+        lists them as one run did."""
+        closing = sorted(
+            (alert for key, by_rule in self.firing.items() if key[2] <= fiscal_year
+             for alert in by_rule.values()),
+            key=lambda a: a.alert_id,
+        )
+        transitions: list[Transition] = []
+        for alert in closing:
+            figures = evidence(alert)
+            if figures is not None:
+                alert.figures = figures
+            alert.status = RESOLVED
+            alert.updated_on = day
+            alert.message, alert.action = describe(alert, alert.figures)
+            transitions.append(Transition(alert.snapshot(), RESOLVED, day, alert.severity, YEAR_CLOSED))
+        for key in [k for k in self.firing if k[2] <= fiscal_year]:
+            del self.firing[key]
         return transitions
 
     def _fire(

@@ -27,6 +27,15 @@ KIND_NAMES: dict[str, str] = {
     "disposition_overdue": "逾期未处置",
     "moved": "预警归属变更",
 }
+# A resolution's reason, where it is not that the condition cleared (lifecycle.YEAR_CLOSED).
+REASON_NAMES: dict[str, str] = {"year_closed": "年度结束"}
+
+
+def kind_name(kind: str, reason: str | None = None) -> str:
+    """What people are shown for a transition: its kind, or the reason it resolved."""
+    if reason is not None and reason in REASON_NAMES:
+        return REASON_NAMES[reason]
+    return KIND_NAMES.get(kind, kind)
 FUND_SOURCE_NAMES: dict[str, str] = {
     "general": "一般公共预算",
     "government_fund": "政府性基金预算",
@@ -156,6 +165,21 @@ def compose(
         )
         return message, "预警条件已消除，无需进一步处理；请继续按计划执行。"
     return label + _situation(rule, subject, figures, as_of), _action(rule, deadline_days)
+
+
+YEAR_CLOSED_ACTION = "年度已结束，本预警不再跟踪，无需再报送处置；结余资金请按年终结转和决算规定处理。"
+
+
+def year_closed_text(*, rule: str, subject: str, fiscal_year: int, figures: Mapping[str, Any]) -> tuple[str, str]:
+    """(message, action) of an alert still firing when its fiscal year closed (年度结束)."""
+    rate = figures.get("execution_rate")
+    money = f"预算{wan(figures.get('budget'))}，已支付{wan(figures.get('paid'))}"
+    standing = f"年末预算执行率为{pct(rate)}（{money}）" if rate is not None else f"年末{money}"
+    message = (
+        f"【年度结束】{RULE_NAMES.get(rule, rule)}：{subject}的预警至{fiscal_year}年度结束仍未解除，"
+        f"随年度关闭；{standing}。"
+    )
+    return message, YEAR_CLOSED_ACTION
 
 
 @lru_cache(maxsize=256)

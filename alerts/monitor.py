@@ -13,13 +13,13 @@ Pure: no I/O, no wall clock. Days are ``date.toordinal()`` ints.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, groupby
 from typing import Any
 
 from alerts.dispositions import DESK_TYPES, DISPOSITION_EVENT_TYPES, Desk, Refusal, orjson_free_dumps
 from alerts.lifecycle import Alert, AlertBook, Subject, Transition
-from alerts.messages import compose
+from alerts.messages import compose, year_closed_text
 from alerts.profile import Profile
 from alerts.reductions import Proposal, proposals
 from alerts.rules import (
@@ -61,6 +61,7 @@ class Monitor:
         # Projects judged again as of their Dec 31 on the last closed day (a late event of
         # their year); the Faust runtime flags their department deltas with it.
         self.judged_at_year_end: set[str] = set()
+        self._close_days: dict[int, int | None] = {}  # fiscal year -> its close day (profile.year_end)
 
     # -- restoring -------------------------------------------------------
     def restore(self, states: Iterable[ProjectState], alerts: Iterable[Alert], clock: int | None) -> None:
@@ -251,6 +252,8 @@ class Monitor:
                 # year changes it, judged as of its Dec 31.
                 if late.get(project_id, ctx.last + 1) > ctx.last:
                     continue
+                if self.year_closed(fiscal_year, day):
+                    continue  # its alerts are over (close_year): the late event changes figures only
                 self.judged_at_year_end.add(project_id)
                 as_of = ctx.last
                 ctx = contexts.get(-fiscal_year)
@@ -283,9 +286,55 @@ class Monitor:
                 transitions.extend(self.assess_department(totals, day))
             elif key[0] < year and key in year_end_departments:
                 transitions.extend(self.assess_department(totals, day, as_of=year_bounds(key[0])[1]))
+        if fresh:
+            transitions.extend(self.close_year(day))
         if self.desk is not None:
             return self.desk.close(day, fresh, transitions, self.book)
         return transitions
+
+    def year_closed(self, fiscal_year: int, day: int) -> bool:
+        """Whether ``fiscal_year`` is closed on ``day`` (profile.year_end): from its close
+        day on, nothing of that year is judged again."""
+        close = self._close_day(fiscal_year)
+        return close is not None and day >= close
+
+    def _close_day(self, fiscal_year: int) -> int | None:
+        days = self._close_days
+        if fiscal_year not in days:
+            days[fiscal_year] = self.profile.year_close_day(fiscal_year)
+        return days[fiscal_year]
+
+    def close_year(
+        self, day: int, totals_of: Callable[[int, str], Totals | None] | None = None
+    ) -> list[Transition]:
+        """On the close day of the fiscal year before ``day``'s (年度结束), end that year's
+        alerts still firing — a closed year's verdict, not a cleared condition — with its
+        year-end figures. ``totals_of`` (fiscal year, department id) finds a department's
+        totals where this monitor does not hold them (the Faust department partitions)."""
+        fiscal_year = _year(day) - 1
+        if self._close_day(fiscal_year) != day:
+            return []
+        projects = self.ledger.projects
+        departments = self.ledger.departments
+        profile = self.profile
+
+        def evidence(alert: Alert) -> dict[str, Any] | None:
+            year_end = year_bounds(alert.fiscal_year)[1]
+            if alert.subject_type == "project":
+                state = projects.get(alert.subject_id)
+                if state is None or state.fiscal_year != alert.fiscal_year:
+                    return None
+                return project_figures(state, year_end, profile)
+            key = (alert.fiscal_year, alert.subject_id)
+            totals = departments.get(key) if totals_of is None else totals_of(*key)
+            return department_figures(totals, year_end, profile) if totals is not None else None
+
+        def describe(alert: Alert, figures: dict[str, Any]) -> tuple[str, str]:
+            label = (alert.department_name or alert.department_id) if alert.subject_type == "department" else (
+                f"{alert.department_name or alert.department_id}「{alert.subject_name}」（{alert.subject_id}）")
+            return year_closed_text(rule=alert.rule, subject=label, fiscal_year=alert.fiscal_year, figures=figures)
+
+        return self.book.close_year(fiscal_year, day, evidence, describe)
 
     def _reconcile_project(
         self, state: ProjectState, findings: dict[str, str], day: int, *, as_of: int | None = None
@@ -357,9 +406,10 @@ class Monitor:
 
     # -- reading ---------------------------------------------------------
     def reductions(self, day: int | None = None, fiscal_year: int | None = None) -> list[Proposal]:
-        """Proposals of one fiscal year (default: the year of ``day``, the clock): a
-        closed year's low_execution alerts stay firing, and its budget is no longer
-        there to reduce — listed beside this year's, with one total, they mixed years."""
+        """Proposals of one fiscal year (default: the year of ``day``, the clock): in
+        January last year's low_execution alerts still fire (until close_year), and its
+        budget is no longer there to reduce — listed beside this year's, with one total,
+        they mixed years."""
         when = self.clock if day is None else day
         if when is None:
             return []

@@ -172,6 +172,31 @@ class Reduction(_Strict):
     round_down_to_yuan: int = Field(default=100, gt=0)
 
 
+class YearEnd(_Strict):
+    """When a fiscal year's alerts still firing are closed (年度结束): on ``closes_on``
+    (MM-DD) of the following year, late enough for December's payments imported in
+    January to be judged first. ``null`` keeps them firing for good."""
+
+    closes_on: str | None = "01-31"
+
+    @field_validator("closes_on")
+    @classmethod
+    def _month_day(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not _MONTH_DAY.match(value):
+            raise ValueError(
+                f"年度结束日 {value!r} 应写作 月-日，如 01-31（closes_on {value!r} must be MM-DD, e.g. 01-31）"
+            )
+        try:
+            dt.date(2023, int(value[:2]), int(value[3:]))  # not a leap year: the day is in every year
+        except ValueError:
+            raise ValueError(
+                f"年度结束日 {value!r} 不是每年都有的日期（closes_on {value!r} is not a day of every year）"
+            ) from None
+        return value
+
+
 class Profile(_Strict):
     name: str
     description: str = ""
@@ -183,6 +208,7 @@ class Profile(_Strict):
     department_low_execution: DepartmentLowExecution = DepartmentLowExecution()
     disposition: Disposition = Disposition()
     reduction: Reduction = Reduction()
+    year_end: YearEnd = YearEnd()
 
     def model_post_init(self, _context: Any) -> None:
         object.__setattr__(self, "_floor_cache", {})
@@ -220,6 +246,14 @@ class Profile(_Strict):
 
     def checkpoint_days(self, year: int) -> frozenset[int]:
         return frozenset(self.floors_in_year(year)[0])
+
+    def year_close_day(self, fiscal_year: int) -> int | None:
+        """The day (ordinal) fiscal ``fiscal_year`` is closed: its alerts still firing end
+        then, and from then on nothing of that year is judged again. None: never."""
+        closes_on = self.year_end.closes_on
+        if closes_on is None:
+            return None
+        return dt.date(fiscal_year + 1, int(closes_on[:2]), int(closes_on[3:])).toordinal()
 
 
 def profile_from_mapping(data: Any, *, origin: str = "profile") -> Profile:

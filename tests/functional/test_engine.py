@@ -131,7 +131,12 @@ def test_a_late_december_payment_still_resolves_and_raises_alerts_after_the_year
     ingest_events(e.store, [b.payment("P3", "900.00", on="2026-01-08", event_id="next-year-late"),
                             b.payment("P3", "1.00", on="2026-01-20", event_id="next-year")], "2026.jsonl")
     e.run(day("2026-06-30"))
-    assert rule_transitions() == before
+    after = rule_transitions()
+    assert after[:len(before)] == before
+    # the only later step is the year's close on 01-31 (profile.year_end): what still fired ends
+    assert {(t["date"], t["transition"], t.get("reason")) for t in after[len(before):]} == {
+        ("2026-01-31", "resolved", "year_closed")}
+    assert {(t["rule"], t["subject_id"]) for t in after[len(before):]} >= {("low_execution", "P3")}
 
 
 def test_a_project_code_registered_again_for_another_year_is_refused_not_merged(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alerts.lifecycle import Alert
 from alerts.monitor import Monitor
-from alerts.profile import Profile
+from alerts.profile import Profile, profile_from_mapping
 from budget.ledger import ProjectState
 from connectors.profiles import load_profile
 from tests import builders as b
@@ -188,13 +188,15 @@ def test_repeated_department_and_indicator_strings_are_stored_once() -> None:
 def test_a_department_alert_belongs_to_its_fiscal_year() -> None:
     # D01 under the floor all through 2024; in 2025 its only project is registered and
     # approved on 06-30 with nothing paid. The 2024 alert stands as it was (its year is
-    # over, like a project's), and 2025 gets its own alert on 06-30 — it used to be
-    # taken for the 2024 one (same rule, same severity) and never fired.
+    # over, like a project's, and with no close day it is never ended), and 2025 gets its
+    # own alert on 06-30 — it used to be taken for the 2024 one (same rule, same
+    # severity) and never fired.
     events = [
         b.registered("A", on="2024-01-02", year=2024), b.approved("A", "1000000", on="2024-01-02"),
         b.registered("B", on="2025-06-30", year=2025), b.approved("B", "1000000", on="2025-06-30"),
     ]
-    monitor, transitions = run(events, "2025-12-31")
+    never_closed = profile_from_mapping({**load_profile("baseline").model_dump(), "year_end": {"closes_on": None}})
+    monitor, transitions = run(events, "2025-12-31", never_closed)
     departments = [(t["alert_id"], t["transition"], t["date"]) for t in transitions
                    if t["subject_type"] == "department"]
     assert departments == [

@@ -1,0 +1,70 @@
+"""The year's close (年度结束) through the embedded engine: stored, resumable, shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from streams.cli import app
+from tests import builders as b
+from tests.builders import day
+from tests.functional.engine_helpers import engine, ingest_events, outcome, resumed
+
+# P never pays and R pays 10% (low_execution, stalled, behind_schedule and the like, still
+# firing at the year's end); Q pays 95% in March (its stall resolves nothing: it has none).
+EVENTS = [
+    b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
+    b.registered("Q"), b.approved("Q", "1000000", on="2025-01-05"), b.payment("Q", "950000", on="2025-03-01"),
+    b.registered("R"), b.approved("R", "1000000", on="2025-01-05"), b.payment("R", "100000", on="2025-03-01"),
+]
+UNTIL = day("2026-02-10")
+
+
+def _store(path: Path) -> None:
+    e = engine(path)
+    ingest_events(e.store, EVENTS)
+    e.store.close()
+
+
+def test_runs_resumed_anywhere_around_the_close_give_one_runs_alerts(tmp_path: Path) -> None:
+    _store(one := tmp_path / "one.db")
+    e = engine(one)
+    e.run(UNTIL)
+    whole = outcome(e)
+    _, transitions, alerts = whole
+    e.store.close()
+    closing = [t for t in transitions if t.get("reason") == "year_closed"]
+    assert closing and {t["date"] for t in closing} == {"2026-01-31"}
+    assert all(a["status"] == "resolved" for a in alerts)
+    for stops in ([day("2026-01-30")], [day("2026-01-31")], [day("2025-12-31"), day("2026-02-01")]):
+        path = tmp_path / f"r{stops[0]}.db"
+        _store(path)
+        assert resumed(path, stops, 1, UNTIL) == whole, stops
+
+
+def test_an_answer_still_owed_is_closed_with_the_year(tmp_path: Path) -> None:
+    _store(path := tmp_path / "bw.db")
+    e = engine(path)
+    e.run(day("2026-01-30"))
+    owed = {a["alert_id"]: a["disposition"]["status"] for a in e.store.alert_rows(status="firing")}
+    assert owed["2025:low_execution:project:P"] == "overdue"  # 10 working days passed long ago
+    e.run(UNTIL)
+    after = {a["alert_id"]: a for a in e.store.alert_rows()}
+    assert {after[a]["disposition"]["status"] for a in owed} == {"closed"}
+    assert {after[a]["status"] for a in owed} == {"resolved"}
+    assert e.store.alert_rows(status="firing") == []
+    e.store.close()
+
+
+def test_the_cli_lists_the_close_as_such(tmp_path: Path) -> None:
+    _store(path := tmp_path / "bw.db")
+    runner = CliRunner()
+    ran = runner.invoke(app, ["run", "--db", str(path), "--as-of", "2026-02-10"])
+    assert ran.exit_code == 0, ran.output
+    listed = runner.invoke(app, ["alerts", "--db", str(path), "--all"], env={"COLUMNS": "400"})
+    assert listed.exit_code == 0, listed.output
+    closing_rows = [line for line in listed.output.splitlines() if "2026-01-31" in line]
+    assert closing_rows and all("年度结束" in line for line in closing_rows)
+    active = runner.invoke(app, ["alerts", "--db", str(path), "--json"])
+    assert active.exit_code == 0 and active.output.strip() == "[]"

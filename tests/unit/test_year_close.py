@@ -1,0 +1,109 @@
+"""The close of a fiscal year (年度结束, profile.year_end): what is still firing ends.
+
+A closed year's alerts used to stay firing for good: in the board's 预警中, in
+budget_alerts_firing beside the new year's, and re-sent to Alertmanager (and so to
+departments every repeat interval) for ever. They now end on the profile's close
+day of the following year, as a resolution with the reason ``year_closed`` and the
+year-end figures; late events of the year count before that day and change figures
+only after it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from alerts.lifecycle import RESOLVED, YEAR_CLOSED
+from alerts.monitor import Monitor
+from alerts.profile import Profile, ProfileError, profile_from_mapping
+from connectors.profiles import load_profile
+from tests import builders as b
+from tests.builders import day
+from tests.unit.test_lifecycle_and_monitor import run
+
+
+def _profile(closes_on: str | None) -> Profile:
+    base = load_profile("baseline").model_dump()
+    base["year_end"] = {"closes_on": closes_on}
+    return profile_from_mapping(base)
+
+
+NEVER_PAID = [b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
+              b.registered("Q"), b.approved("Q", "1000000", on="2025-01-05"),
+              b.payment("Q", "950000", on="2025-03-01")]
+
+
+def test_the_years_alerts_still_firing_end_on_its_close_day_with_year_end_figures() -> None:
+    monitor, before = run(NEVER_PAID, "2026-01-30")
+    firing = {t["alert_id"] for t in before if t["transition"] == "firing"} - {
+        t["alert_id"] for t in before if t["transition"] == "resolved"}
+    assert "2025:low_execution:project:P" in firing and "2025:department_low_execution:department:D01" not in firing
+    assert {a.alert_id for a in monitor.book.active()} == firing
+
+    closed: list[dict] = []
+    for when, transitions in monitor.process([], day("2026-02-10")):
+        closed.extend(t.to_json() | {"closed_on": when} for t in transitions)
+    assert {t["alert_id"] for t in closed} == firing
+    assert {(t["transition"], t["reason"], t["date"], t["status"]) for t in closed} == {
+        ("resolved", YEAR_CLOSED, "2026-01-31", RESOLVED)}
+    assert list(monitor.book.active()) == []
+    low = next(t for t in closed if t["alert_id"] == "2025:low_execution:project:P")
+    # the figures of Dec 31, not of the day it fired (06-30) nor of the close day
+    assert low["figures"]["time_progress"] == 1.0 and low["figures"]["execution_rate"] == 0.0
+    assert low["previous_severity"] == low["severity"] == "critical"
+    assert low["message"].startswith("【年度结束】预算执行率偏低：") and "2025年度结束仍未解除" in low["message"]
+    assert "年末预算执行率为0.00%" in low["message"]
+    assert "无需再报送处置" in low["action"]
+
+
+def test_a_late_payment_of_the_year_counts_before_its_close_and_changes_figures_only_after() -> None:
+    monitor, _ = run(NEVER_PAID, "2026-01-20")
+    late_december = b.payment("P", "900000", on="2025-12-30")
+    _, judged = run([late_december], "2026-01-20", monitor=monitor)
+    # imported in January, before the close: P's year-end alerts resolve as of Dec 31
+    assert {(t["rule"], t["transition"]) for t in judged} >= {("low_execution", "resolved")}
+    assert all("reason" not in t for t in judged)
+
+    after, _ = run(NEVER_PAID, "2026-02-05")
+    assert list(after.book.active()) == []
+    _, nothing = run([b.payment("P", "900000", on="2025-12-30")], "2026-02-05", monitor=after)
+    assert nothing == []  # the year is closed: no alert of it fires or resolves again
+    assert after.ledger.projects["P"].paid == 90_000_000  # but its figures count the payment
+
+
+def test_a_department_alert_ends_with_its_year_too() -> None:
+    events = [b.registered("A", on="2024-01-02", year=2024), b.approved("A", "1000000", on="2024-01-02")]
+    _, transitions = run(events, "2025-03-01")
+    department = [(t["transition"], t["date"], t.get("reason")) for t in transitions
+                  if t["alert_id"] == "2024:department_low_execution:department:D01"]
+    assert department == [("firing", "2024-06-30", None), ("resolved", "2025-01-31", YEAR_CLOSED)]
+    ended = next(t for t in transitions if t["alert_id"] == "2024:department_low_execution:department:D01"
+                 and t["transition"] == "resolved")
+    assert ended["message"].startswith("【年度结束】部门预算执行率偏低：")
+    assert "年末预算执行率为0.00%" in ended["message"]
+    assert ended["figures"]["projects"] == 1
+
+
+def test_without_a_close_day_a_years_alerts_stay_firing() -> None:
+    monitor, transitions = run(NEVER_PAID, "2026-12-31", _profile(None))
+    assert not any(t.get("reason") for t in transitions)
+    assert "2025:low_execution:project:P" in {a.alert_id for a in monitor.book.active()}
+
+
+def test_a_later_close_day_is_taken_and_a_resumed_monitor_closes_alike() -> None:
+    profile = _profile("03-15")
+    _, whole = run(NEVER_PAID, "2026-04-01", profile)
+    assert {t["date"] for t in whole if t.get("reason")} == {"2026-03-15"}
+
+    first, part = run(NEVER_PAID, "2026-03-14", profile)
+    resumed = Monitor(profile)
+    resumed.restore(list(first.ledger.projects.values()), list(first.book.active()), first.clock)
+    rest: list[dict] = []
+    for _, transitions in resumed.process([], day("2026-04-01")):
+        rest.extend(t.to_json() for t in transitions)
+    assert part + rest == whole
+
+
+@pytest.mark.parametrize("closes_on", ["02-29", "13-01", "1-31", "0131"])
+def test_a_close_day_not_in_every_year_is_refused(closes_on: str) -> None:
+    with pytest.raises(ProfileError, match=r"year_end\.closes_on"):
+        _profile(closes_on)
