@@ -991,8 +991,12 @@ class DepartmentPartition(_VersionedPartition):
             totals = self.totals[dept]
             if totals.fiscal_year == year:
                 transitions.extend(judge.assess_department(totals, day))
-            elif totals.fiscal_year < year and dept in late:  # a late event of its year: as of Dec 31
+            elif totals.fiscal_year < year and dept in late and not judge.year_closed(totals.fiscal_year, day):
+                # a late event of its year, before the year's close: judged as of its Dec 31
                 transitions.extend(judge.assess_department(totals, day, as_of=year_bounds(totals.fiscal_year)[1]))
+        if fresh:  # the year's close (profile.year_end), as the embedded monitor does it
+            totals_of = self.totals.get
+            transitions.extend(judge.close_year(day, lambda year, dept: totals_of(department_key(year, dept))))
         # A renamed department's alerts: sent, and their values written this round.
         transitions.extend(_moved(judge.book, day, transitions, "department"))
         return transitions

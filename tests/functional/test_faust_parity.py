@@ -194,3 +194,57 @@ def read_lines(events: list[dict[str, Any]]) -> Any:
     from tests import builders as b
 
     return parse_lines(b.jsonl(events).splitlines(), "test.jsonl")
+
+
+def test_the_years_close_ends_the_same_alerts_in_both_runtimes(tmp_path: Path) -> None:
+    """On Jan 31 (profile.year_end) both runtimes end what of the closed year still fires,
+    projects (project partitions) and departments (department partitions) alike, with the
+    year-end figures a late December payment changed; a late payment after the close
+    changes figures only."""
+    from alerts.lifecycle import YEAR_CLOSED
+    from tests import builders as b
+
+    before = [
+        b.registered("P1"), b.approved("P1", "1000.00"), b.payment("P1", "100.00", on="2025-03-01"),
+        b.registered("P2"), b.approved("P2", "1000.00"),
+    ]
+    late = [b.payment("P1", "150.00", on="2025-12-28", event_id="late-P1")]
+    after_close = [b.payment("P2", "900.00", on="2025-12-29", event_id="after-close-P2")]
+    profile = load_profile("baseline")
+    with Store(str(tmp_path / "bw.db")) as store:
+        engine = Engine(store, profile, dispositions=False)
+        ingest(store, read_lines(before))
+        engine.run(to_day(parse_day("2026-01-20")))
+        ingest(store, read_lines(late))
+        engine.run(to_day(parse_day("2026-01-21")))
+        engine.run(to_day(parse_day("2026-02-05")))
+        ingest(store, read_lines(after_close))
+        engine.run(to_day(parse_day("2026-02-06")))
+        expected = [{k: v for k, v in r.items() if not k.startswith("_")} for r in store.transition_rows()]
+        assert store.alert_rows(status="firing") == []
+        assert engine.status(2025)["projects"][1]["paid"] == "900.00"
+    assert ("stalled", "P1", "resolved") in {
+        (t["rule"], t["subject_id"], t["transition"]) for t in expected if t["date"] == "2026-01-20"}
+    closing = [t for t in expected if t["date"] == "2026-01-31"]
+    assert {t.get("reason") for t in closing} == {YEAR_CLOSED}
+    assert {(t["rule"], t["subject_id"]) for t in closing} >= {
+        ("low_execution", "P1"), ("low_execution", "P2"), ("stalled", "P2"), ("department_low_execution", "D01")}
+    p1 = next(t for t in closing if (t["rule"], t["subject_id"]) == ("low_execution", "P1"))
+    assert p1["figures"]["execution_rate"] == 0.25  # the late December payment counts
+    assert not [t for t in expected if t["date"] > "2026-01-31"]
+    bapp, outlet = make_app(profile, partitions=2)
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with running(bapp, outlet) as h:
+            await h.publish(b.jsonl(before).splitlines())
+            await h.tick("2026-01-20")
+            await h.publish(b.jsonl(late).splitlines())
+            await h.tick("2026-01-20")
+            await h.tick("2026-01-21")
+            await h.tick("2026-02-05")
+            await h.publish(b.jsonl(after_close).splitlines())
+            await h.tick("2026-02-05")
+            await h.tick("2026-02-06")
+            return list(h.alerts)
+
+    assert canonical(asyncio.run(scenario())) == canonical(expected)

@@ -528,3 +528,23 @@ def test_an_alert_that_moved_is_stored_anew_without_a_transition_or_a_notificati
     assert [t["transition"] for t in transitions] == ["firing"] and outbox == 1
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT COUNT(*) FROM rejected").fetchone()[0] == 0
+
+
+def test_a_years_close_is_stored_as_the_alerts_end_with_its_reason_kept_in_history(
+    tmp_path: Path, messages: list[bytes]
+) -> None:
+    """The workers end a closed year's alerts with ``"reason": "year_closed"``: the
+    notifier stores the alert resolved (the reason is the transition's, not the alert's)
+    and keeps the reason in its history, where fan-out reads it (tests/functional/test_outbox.py)."""
+    first = orjson.loads(next(m for m in messages if orjson.loads(m)["transition"] == "firing"))
+    closed = {**first, "transition": "resolved", "status": "resolved", "reason": "year_closed",
+              "date": f"{first['fiscal_year'] + 1}-01-31", "updated_on": f"{first['fiscal_year'] + 1}-01-31",
+              "previous_severity": first["severity"], "origin": "budget-events:0:99"}
+    db = tmp_path / "notifier.db"
+    napp = notifier(db)
+    feed(napp, put_all([orjson.dumps(first), orjson.dumps(closed)]))
+    alerts, transitions, outbox = stored(db)
+    row = alerts[first["alert_id"]]
+    assert row["status"] == "resolved" and "reason" not in row
+    assert [(t["transition"], t.get("reason")) for t in transitions] == [("firing", None), ("resolved", "year_closed")]
+    assert outbox == 2
