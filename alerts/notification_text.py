@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from alerts.messages import KIND_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan
+from alerts.messages import RULE_NAMES, SEVERITY_NAMES, kind_name, pct, wan
 
 SUBJECT_TYPE_NAMES: dict[str, str] = {"project": "项目", "department": "部门"}
 
@@ -94,10 +94,8 @@ def headline(transition: Mapping[str, Any]) -> str:
     kind = str(transition.get("transition", "firing"))
     rule = str(transition.get("rule", ""))
     severity = str(transition.get("severity", ""))
-    kind_name = KIND_NAMES.get(kind, kind)
-    tag = (
-        kind_name if kind == "resolved" else f"{kind_name}·{SEVERITY_NAMES.get(severity, severity)}"
-    )
+    name = kind_name(kind, transition.get("reason"))
+    tag = name if kind == "resolved" else f"{name}·{SEVERITY_NAMES.get(severity, severity)}"
     department = transition.get("department_name") or transition.get("department_id", "")
     subject = transition.get("subject_name") or transition.get("subject_id", "")
     who = (
@@ -132,7 +130,7 @@ def compose_notification(
         ("预警对象", subject_text(transition)),
         ("预警规则", RULE_NAMES.get(str(transition.get("rule")), str(transition.get("rule")))),
         ("预警级别", severity_text(transition)),
-        ("变动类型", KIND_NAMES.get(kind, kind)),
+        ("变动类型", kind_name(kind, transition.get("reason"))),
         ("业务日期", str(transition.get("date", ""))),
     ]
     since = transition.get("since")

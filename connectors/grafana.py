@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from alerts.messages import REASON_NAMES
 from budget.calendar import CHINA_TIME
 from budget.events import parse_day
 
@@ -70,7 +71,9 @@ def annotation_for(transition: Mapping[str, Any]) -> Annotation:
     severity = str(transition.get("severity", ""))
     department = str(transition.get("department_id", ""))
     subject = transition.get("subject_name") or transition.get("subject_id") or ""
-    heading = f"【{KIND_TEXT.get(kind, kind)}·{SEVERITY_TEXT.get(severity, severity)}】{subject}"
+    reason = transition.get("reason")
+    kind_text = REASON_NAMES.get(str(reason), KIND_TEXT.get(kind, kind)) if reason else KIND_TEXT.get(kind, kind)
+    heading = f"【{kind_text}·{SEVERITY_TEXT.get(severity, severity)}】{subject}"
     message = str(transition.get("message") or "")
     action = str(transition.get("action") or "")
     lines = [heading]
@@ -80,6 +83,8 @@ def annotation_for(transition: Mapping[str, Any]) -> Annotation:
         lines.append(f"建议：{action}")
     lines.append(f"规则 {rule}，预警编号 {transition.get('alert_id', '')}")
     tags = [TAG, kind, f"rule:{rule}", f"severity:{severity}", f"department:{department}"]
+    if reason:
+        tags.append(f"reason:{reason}")
     return Annotation(business_time_ms(str(transition["date"])), tags, "\n".join(lines))
 
 

@@ -63,7 +63,7 @@ from connectors.wall_clock import today_in_china
 from streams.auth import LoginThrottle, Sessions, User, Users, load_users, same_token
 from streams.errors import ClockError
 from streams.links import path_segment
-from streams.render import KIND_LABELS
+from streams.render import kind_label
 from streams.service import SERVICE, Service, json_response, json_text
 
 log = logging.getLogger("budgetwatch.board")
@@ -112,7 +112,7 @@ class Board:
         self.env.filters.update(pct=pct, wan=wan, yuan=yuan_text, segment=path_segment)
         self.env.globals.update(
             RULE_NAMES=RULE_NAMES, SEVERITY_NAMES=SEVERITY_NAMES, STATUS_NAMES=STATUS_NAMES,
-            ACTION_NAMES=ACTION_NAMES, KIND_LABELS=KIND_LABELS, FUND_SOURCE_NAMES=FUND_SOURCE_NAMES,
+            ACTION_NAMES=ACTION_NAMES, kind_label=kind_label, FUND_SOURCE_NAMES=FUND_SOURCE_NAMES,
             ACTIONS=ACTIONS,
         )
 

@@ -10,7 +10,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from alerts.messages import FUND_SOURCE_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan
+from alerts.messages import FUND_SOURCE_NAMES, REASON_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan
 from streams.ingest import IngestCounts
 
 KIND_LABELS = {
@@ -18,6 +18,15 @@ KIND_LABELS = {
     "disposed": "已处置", "disposition_approved": "处置已审批", "disposition_returned": "处置被退回",
     "disposition_overdue": "逾期未处置",
 }
+
+
+def kind_label(transition: Mapping[str, Any]) -> str:
+    """The short name of a transition row: its kind, or why it resolved (年度结束)."""
+    reason = str(transition.get("reason"))
+    if reason in REASON_NAMES:
+        return REASON_NAMES[reason]
+    kind = str(transition["transition"])
+    return KIND_LABELS.get(kind, kind)
 
 
 class Table(RichTable):
@@ -98,7 +107,7 @@ def alerts_table(alerts: Iterable[Mapping[str, Any]], title: str, *, transitions
             a["message"],
         ]
         if transitions:
-            row.insert(2, KIND_LABELS.get(a["transition"], a["transition"]))
+            row.insert(2, kind_label(a))
         table.add_row(*row)
     return table
 

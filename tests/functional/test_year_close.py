@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from aiohttp.test_utils import TestClient
 from typer.testing import CliRunner
 
 from streams.cli import app
+from streams.service import Service
 from tests import builders as b
+from tests.board_helpers import ALERT_EDU, login, prepare, serve
 from tests.builders import day
 from tests.functional.engine_helpers import engine, ingest_events, outcome, resumed
 
@@ -68,3 +72,20 @@ def test_the_cli_lists_the_close_as_such(tmp_path: Path) -> None:
     assert closing_rows and all("年度结束" in line for line in closing_rows)
     active = runner.invoke(app, ["alerts", "--db", str(path), "--json"])
     assert active.exit_code == 0 and active.output.strip() == "[]"
+
+
+def test_the_board_shows_the_close_in_an_alerts_history(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    prepare(db, as_of="2026-02-02")
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        await login(client, "jxk")
+        page = await (await client.get(f"/alerts/{ALERT_EDU}")).text()
+        row = next(line for line in page.splitlines() if "2026-01-31" in line and "<td>" in line)
+        assert "年度结束" in row and "预警至2025年度结束仍未解除" in row
+        project = await (await client.get("/projects/P1")).text()
+        assert "<td>年度结束</td>" in project
+        listed = await (await client.get("/board/alerts.json")).json()
+        assert listed["alerts"] == []  # nothing of 2025 is 预警中 any more
+
+    serve(db, scenario)

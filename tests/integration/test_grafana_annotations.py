@@ -157,3 +157,14 @@ def test_a_resolution_says_so_in_chinese_without_an_action() -> None:
     assert note.text.startswith("【预警解除·严重】校舍改造")
     assert "建议" not in note.text
     assert "resolved" in note.tags
+
+
+def test_a_years_close_is_tagged_and_headed_as_such() -> None:
+    note = annotation_for({
+        "transition": "resolved", "reason": "year_closed", "rule": "low_execution", "severity": "critical",
+        "department_id": "D01", "subject_name": "校舍改造", "date": "2026-01-31",
+        "message": "【年度结束】预算执行率偏低：…", "action": "年度已结束",
+        "alert_id": "2025:low_execution:project:P1",
+    })
+    assert note.text.startswith("【年度结束·严重】校舍改造")
+    assert {"resolved", "reason:year_closed"} <= set(note.tags)

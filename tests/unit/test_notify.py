@@ -255,3 +255,15 @@ def test_names_do_not_format_a_robots_markdown() -> None:
     text = compose_notification(t)
     assert "道路＊维修＊＿二期＿［链接］(http://x)" in text.markdown
     assert "道路*维修*_二期_[链接](http://x)" in text.plain  # mail is plain text: as typed
+
+
+def test_a_years_close_is_named_as_such_not_as_a_lifted_warning() -> None:
+    t = transition(
+        transition="resolved", status="resolved", reason="year_closed", date="2026-01-31",
+        previous_severity="critical",
+        message="【年度结束】预算执行率偏低：教育局「校舍改造」（P1）的预警至2025年度结束仍未解除，随年度关闭；年末预算执行率为10.00%。",
+    )
+    text = compose_notification(t)
+    assert text.title == "【年度结束】预算执行率偏低：教育局 校舍改造"
+    assert "变动类型：年度结束" in text.plain and "预警解除" not in text.plain
+    assert "情况说明：教育局「校舍改造」（P1）的预警至2025年度结束仍未解除" in text.plain
