@@ -342,6 +342,7 @@ def reductions_cmd(
     with opened_engine(db, profile, existing=True) as engine:
         proposals = [p.to_json() for p in engine.reductions(year)]
         clock = engine.monitor.clock
+        closed_on = engine.profile.year_close_day(year) if year is not None else None
     shown = year if year is not None else (year_of(clock) if clock is not None else None)
     if xlsx is not None:
         write_reductions_xlsx(xlsx, proposals, iso(clock) if clock else "", shown)
@@ -351,6 +352,12 @@ def reductions_cmd(
     out = render.console()
     label = f"{shown}年度调减建议" if shown else "调减建议"
     out.print(render.reductions_table(proposals, f"{label}（{len(proposals)}个项目）"))
+    if closed_on is not None and clock is not None and clock >= closed_on:
+        out.print(
+            f"[yellow]{year} 年度已于 {iso(closed_on)} 结束（年度结束，策略 year_end.closes_on），"
+            "其预警随之关闭，不再列出调减建议；关闭时的预警和数据可用 `budgetwatch alerts --all` 查看[/yellow]",
+            highlight=False,
+        )
     if xlsx is not None:
         out.print(f"已写入 {escape(str(xlsx))}")
 

@@ -238,6 +238,12 @@ def deliver_cmd(
             "（设置 BUDGETWATCH_NOTIFY_HORIZON_DAYS=0 则全部通知）[/yellow]",
             highlight=False,
         )
+    if stats.skipped_year_closed:
+        out.print(
+            f"{stats.skipped_year_closed} 条预警随所属年度结束而关闭（年度结束），无需通知；"
+            "仍可用 `budgetwatch alerts --all` 查看",
+            highlight=False,
+        )
     log = DeliveryLog(path)  # what one round left: each queue sends a bounded number per round
     try:
         pending = _totals(log.summary())[PENDING]

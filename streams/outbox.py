@@ -46,6 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from alerts.lifecycle import YEAR_CLOSED
 from alerts.notification_text import compose_notification
 from connectors.alertmanager import (
     AlertmanagerError,
@@ -179,6 +180,7 @@ class DispatchStats:
     gave_up: int = 0  # deliveries that reached max_attempts (status failed)
     alertmanager_pushed: int = 0  # alerts sent to Alertmanager
     skipped_historical: int = 0  # transitions older than the horizon: routed to nobody
+    skipped_year_closed: int = 0  # alerts ended by their fiscal year's close: routed to nobody
     paced: int = 0  # (recipient, channel) queues held back this round: their robot's minute is full
     held: bool = False  # new transitions wait: their source is still catching up (Dispatcher.hold)
     busy: bool = False  # another process dispatches this store: this round sent nothing
@@ -245,9 +247,11 @@ class DeliveryLog:
         self.db.close()
 
     # -- fan-out ---------------------------------------------------------
-    def fan_out(self, directory: Directory, now: float, *, horizon_days: int = 0) -> tuple[int, int, int]:
+    def fan_out(
+        self, directory: Directory, now: float, *, horizon_days: int = 0
+    ) -> tuple[int, int, int, int]:
         """Route new outbox rows to deliveries. Returns (outbox rows routed, deliveries
-        created, rows skipped as history).
+        created, rows skipped as history, rows of a year's close — routed to nobody).
 
         With ``horizon_days``, history is not news: a transition dated more than that many
         days before the store's business day (:func:`streams.store.business_day`, where
@@ -268,7 +272,7 @@ class DeliveryLog:
         # fanned: rows retry_failed marked; committed: waiting rows are judged again as a run goes on
         signature = (int(count), int(top), int(fanned), committed)
         if signature == self._signature:
-            return 0, 0, 0
+            return 0, 0, 0, 0
         rows = db.execute(_UNFANNED).fetchall()
         heading = business_day(db) if horizon_days > 0 else None
         oldest = None if heading is None else dt.date.fromordinal(heading - horizon_days).isoformat()
@@ -278,12 +282,19 @@ class DeliveryLog:
             firing = {a for (a,) in db.execute("SELECT alert_id FROM alerts WHERE status = 'firing'")}
             catching_up = heading is not None and (committed is None or committed < heading)
         waiting: set[str] = set()  # alerts whose rows wait for the run to end (kept in order)
-        waited = created = skipped = 0
+        waited = created = skipped = year_closed = 0
         db.execute("BEGIN IMMEDIATE")
         try:
             for outbox_id, department_id, payload, fingerprint, n, previous in rows:
                 transition = orjson.loads(payload)
                 alert_id = transition["alert_id"]
+                if transition.get("reason") == YEAR_CLOSED:
+                    # The year's close (年度结束) asks nothing of anyone: a department told of
+                    # each alert ending with its year would read of a warning "lifted" that was
+                    # not. It stays in `alerts --all`, and Alertmanager ends it.
+                    year_closed += 1
+                    self._mark_fanned(outbox_id, fingerprint)
+                    continue
                 # A row routed again on request is not history, however old it is by now.
                 if previous != REROUTE and oldest is not None:
                     old = transition.get("date", oldest) < oldest
@@ -329,7 +340,7 @@ class DeliveryLog:
             db.execute("ROLLBACK")
             raise
         self._signature = signature
-        return len(rows) - waited, created, skipped
+        return len(rows) - waited, created, skipped, year_closed
 
     def _never_told(self, transition: dict[str, Any]) -> bool:
         """A step after the first of an alert whose department has no delivery of it."""
@@ -789,7 +800,8 @@ class Dispatcher:
         stats.held = self.hold is not None and self.hold()
         if self.directory is not None:
             if not stats.held:
-                stats.fanned_out, stats.created, stats.skipped_historical = await self._db(
+                (stats.fanned_out, stats.created, stats.skipped_historical,
+                 stats.skipped_year_closed) = await self._db(
                     self.log.fan_out, self.directory, ts, horizon_days=self.horizon_days
                 )
             if stats.skipped_historical:

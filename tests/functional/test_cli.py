@@ -280,7 +280,8 @@ def test_the_status_table_says_which_projects_have_no_rate_and_counts_no_overall
 
 def test_reductions_are_one_fiscal_year_s(tmp_path: Path) -> None:
     """In July 2026 a 2025 project still under its floor was proposed beside this year's,
-    with no year on either, and the XLSX 合计 added two years' budgets (audit)."""
+    with no year on either, and the XLSX 合计 added two years' budgets (audit). A closed
+    year's are listed until its close."""
     from openpyxl import load_workbook
 
     db = tmp_path / "bw.db"
@@ -292,11 +293,16 @@ def test_reductions_are_one_fiscal_year_s(tmp_path: Path) -> None:
         b.payment("Q1", "300000.00", on="2026-02-01"),
     ]))
     cli(db, "ingest", str(events))
+    cli(db, "run", "--as-of", "2026-01-20")
+    closing = as_json(db, "reductions", "--year", "2025")
+    assert [(p["project_id"], p["fiscal_year"]) for p in closing] == [("P1", 2025)]
+    assert as_json(db, "reductions") == []  # 2026: nothing under a floor in January
     cli(db, "run", "--as-of", "2026-07-15")
     this_year = as_json(db, "reductions")
     assert [(p["project_id"], p["fiscal_year"]) for p in this_year] == [("Q1", 2026)]
-    closed = as_json(db, "reductions", "--year", "2025")
-    assert [(p["project_id"], p["fiscal_year"]) for p in closed] == [("P1", 2025)]
+    # closed on 2026-01-31 (year_end): its alerts ended, so its proposals with them
+    assert as_json(db, "reductions", "--year", "2025") == []
+    assert "2025 年度已于 2026-01-31 结束" in cli(db, "reductions", "--year", "2025").stdout
     xlsx = tmp_path / "r.xlsx"
     human = cli(db, "reductions", "--xlsx", str(xlsx))
     assert "2026年度调减建议（1个项目）" in human.stdout

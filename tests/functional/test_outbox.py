@@ -33,7 +33,7 @@ from streams.outbox import (
     service_workers,
 )
 from streams.store import Store
-from tests.notify_helpers import EDU, HEALTH, fire, outbox_count, resolve, write_yaml
+from tests.notify_helpers import EDU, HEALTH, fire, outbox_count, resolve, run_events, write_yaml
 
 T0 = dt.datetime(2025, 7, 1, 8, 0, tzinfo=dt.UTC)
 
@@ -200,7 +200,7 @@ def test_a_backfill_fanned_out_between_its_commits_is_judged_by_where_the_run_en
     directory = parse_directory(DIRECTORY)
     db = tmp_path / "bw.db"
     log = DeliveryLog(db)
-    totals = [0, 0, 0]
+    totals = [0, 0, 0, 0]
     clocks: list[int | None] = []
     with Store(db) as store:
         ingest(store, parse_lines(jsonl(events).splitlines(), "backfill.jsonl"))
@@ -214,7 +214,8 @@ def test_a_backfill_fanned_out_between_its_commits_is_judged_by_where_the_run_en
         engine.run(to_day(parse_day("2025-07-06")), progress=poll)
     log.close()
     assert to_day(parse_day("2025-07-01")) in clocks  # a round did see the clock at 07-01
-    fanned, created, skipped = totals
+    fanned, created, skipped, year_closed = totals
+    assert year_closed == 0
     with Store(db) as store:
         outbox_dates = [r[0] for r in store.db.execute(
             "SELECT json_extract(t.data, '$.date') FROM outbox o JOIN transitions t ON t.id = o.transition_id")]
@@ -686,3 +687,41 @@ def test_a_receiver_asking_to_slow_down_or_timing_out_gets_no_copies_at_once(tmp
     assert rows[EDU]["next_attempt"] == (T0 + dt.timedelta(seconds=600)).isoformat()
     assert "对方要求 600 秒后重试" in rows[EDU]["last_error"]
     assert rows["default"]["next_attempt"] == (T0 + dt.timedelta(seconds=30)).isoformat()
+
+
+def test_the_years_close_tells_no_department_and_ends_the_alerts_in_alertmanager(tmp_path: Path) -> None:
+    """Every alert still firing ends on Jan 31 of the next year (年度结束). Nothing is asked
+    of anyone, so no department hears of it — a "预警解除" for a warning nobody cleared
+    would mislead — while Alertmanager is told the alerts ended (else it re-notified the
+    closed year every repeat interval for good)."""
+    db = tmp_path / "bw.db"
+    fire(db)
+    receiver, mail = Receiver(), Mail()
+    posts: list[list[dict[str, Any]]] = []
+
+    def alertmanager(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "am.example":
+            posts.append(json.loads(request.content))
+            return httpx.Response(200)
+        return receiver(request)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(alertmanager))
+    d = Dispatcher(db, parse_directory(DIRECTORY), client=client, send_mail=mail,
+                   smtp=SmtpSettings("mail.example"), sleep=no_sleep, clock=lambda: T0,
+                   alertmanager_url="http://am.example/", alertmanager_interval=60)
+    first = run(d, T0)
+    assert (first.delivered, first.alertmanager_pushed) == (18, 8)
+    closed = run_events(db, [], "2026-02-02")
+    assert closed == 8
+    later = T0 + dt.timedelta(days=215)
+    stats = run(d, later)
+    assert (stats.fanned_out, stats.skipped_year_closed, stats.created, stats.delivered) == (8, 8, 0, 0)
+    assert len(receiver.requests) == 16 and len(mail.sent) == 2  # the 06-30 round's, nothing since
+    assert stats.alertmanager_pushed == 8
+    assert {a["endsAt"] for a in posts[-1]} == {"2026-01-30T16:00:00Z"}  # 01-31 Beijing
+    run(d, later + dt.timedelta(seconds=120))
+    assert len(posts) == 2  # nothing active any more: the closed year is not re-sent
+    with Store(db) as store:
+        kinds = {(r["transition"], r.get("reason")) for r in store.transition_rows() if r["date"] == "2026-01-31"}
+    assert kinds == {("resolved", "year_closed")}
+    asyncio.run(d.aclose())
