@@ -24,7 +24,7 @@ def with_answers(draw: st.DrawFn) -> list[dict[str, Any]]:
         pid = draw(st.sampled_from(PROJECTS))
         rule = draw(st.sampled_from(RULES))
         alert = f"2025:{rule}:project:{pid}"
-        on = _date(draw(st.integers(150, 364)))
+        on = _date(draw(st.integers(150, 364 + 45)))  # into the next year, past the year's close
         if answers and draw(st.booleans()):
             target = draw(st.sampled_from(answers))
             answers.append({"type": "disposition_approved", "event_id": f"A{n}", "occurred_on": on,
@@ -48,19 +48,21 @@ def test_one_run_and_runs_resumed_anywhere_agree_with_dispositions(
 ) -> None:
     """Answers and approvals among the events, all in the log at once: a run stopped
     and resumed anywhere, committing every few events, ends as one run does (review)."""
-    stops = data.draw(st.lists(st.integers(day("2025-05-01"), day("2025-12-31")), max_size=4))
+    # to the year's end, or past the year's close (01-31, profile.year_end) too
+    until = data.draw(st.sampled_from([day("2025-12-31"), day("2026-02-28")]))
+    stops = data.draw(st.lists(st.integers(day("2025-05-01"), until), max_size=4))
     commit_every = data.draw(st.integers(1, 50))
     with tempfile.TemporaryDirectory() as tmp:
         one = engine(Path(tmp) / "one.db")
         ingest_events(one.store, events)
-        one.run(day("2025-12-31"))
+        one.run(until)
         reference = outcome(one)
         ref_rej = one.store.rejections()
         many = Path(tmp) / "many.db"
         store = engine(many).store
         ingest_events(store, events)
         store.close()
-        status, transitions, alerts = resumed(many, stops, commit_every, day("2025-12-31"))
+        status, transitions, alerts = resumed(many, stops, commit_every, until)
         e = engine(many)
         rej = e.store.rejections()
         e.store.close()
