@@ -255,26 +255,21 @@ class AlertBook:
         self,
         fiscal_year: int,
         day: int,
-        evidence: Callable[[Alert], dict[str, Any] | None],
-        describe: Callable[[Alert, dict[str, Any]], tuple[str, str]],
+        closing: Callable[[Alert], tuple[dict[str, Any], str, str]],
     ) -> list[Transition]:
         """End every alert of ``fiscal_year`` (or earlier) still firing: ``resolved`` on
-        ``day`` with the reason YEAR_CLOSED, the figures ``evidence`` gives (None: the
-        alert's own), and the text ``describe`` gives. In alert-id order, so a resumed run
-        lists them as one run did."""
-        closing = sorted(
+        ``day`` with the reason YEAR_CLOSED and the (figures, message, action) ``closing``
+        gives. In alert-id order, so a resumed run lists them as one run did."""
+        ending = sorted(
             (alert for key, by_rule in self.firing.items() if key[2] <= fiscal_year
              for alert in by_rule.values()),
             key=lambda a: a.alert_id,
         )
         transitions: list[Transition] = []
-        for alert in closing:
-            figures = evidence(alert)
-            if figures is not None:
-                alert.figures = figures
+        for alert in ending:
+            alert.figures, alert.message, alert.action = closing(alert)
             alert.status = RESOLVED
             alert.updated_on = day
-            alert.message, alert.action = describe(alert, alert.figures)
             transitions.append(Transition(alert.snapshot(), RESOLVED, day, alert.severity, YEAR_CLOSED))
         for key in [k for k in self.firing if k[2] <= fiscal_year]:
             del self.firing[key]

@@ -170,14 +170,15 @@ def compose(
 YEAR_CLOSED_ACTION = "年度已结束，本预警不再跟踪，无需再报送处置；结余资金请按年终结转和决算规定处理。"
 
 
-def year_closed_text(*, rule: str, subject: str, fiscal_year: int, figures: Mapping[str, Any]) -> tuple[str, str]:
-    """(message, action) of an alert still firing when its fiscal year closed (年度结束)."""
-    rate = figures.get("execution_rate")
-    money = f"预算{wan(figures.get('budget'))}，已支付{wan(figures.get('paid'))}"
-    standing = f"年末预算执行率为{pct(rate)}（{money}）" if rate is not None else f"年末{money}"
+def year_closed_text(
+    *, rule: str, subject: str, fiscal_year: int, figures: Mapping[str, Any], as_of: str
+) -> tuple[str, str]:
+    """(message, action) of an alert still firing when its fiscal year closed (年度结束):
+    the situation as of ``as_of`` (Dec 31, or the alert's last evaluation) worded as a
+    firing alert's, so a rate a hair under its floor still prints under it."""
     message = (
         f"【年度结束】{RULE_NAMES.get(rule, rule)}：{subject}的预警至{fiscal_year}年度结束仍未解除，"
-        f"随年度关闭；{standing}。"
+        f"随年度关闭。" + _situation(rule, "", figures, as_of)
     )
     return message, YEAR_CLOSED_ACTION
 

@@ -62,6 +62,7 @@ class Monitor:
         # their year); the Faust runtime flags their department deltas with it.
         self.judged_at_year_end: set[str] = set()
         self._close_days: dict[int, int | None] = {}  # fiscal year -> its close day (profile.year_end)
+        self._swept: int | None = None  # the latest fiscal year close_year has ended
 
     # -- restoring -------------------------------------------------------
     def restore(self, states: Iterable[ProjectState], alerts: Iterable[Alert], clock: int | None) -> None:
@@ -307,34 +308,50 @@ class Monitor:
     def close_year(
         self, day: int, totals_of: Callable[[int, str], Totals | None] | None = None
     ) -> list[Transition]:
-        """On the close day of the fiscal year before ``day``'s (年度结束), end that year's
-        alerts still firing — a closed year's verdict, not a cleared condition — with its
-        year-end figures. ``totals_of`` (fiscal year, department id) finds a department's
-        totals where this monitor does not hold them (the Faust department partitions)."""
+        """From the close day of the fiscal year before ``day``'s on (年度结束), end the
+        alerts of that year (and any earlier) still firing — a closed year's verdict, not
+        a cleared condition. Normally on the close day itself; a monitor whose clock
+        passed it under a policy without the close (Faust workers upgraded in February)
+        catches up on its next day. ``totals_of`` (fiscal year, department id) finds a
+        department's totals where this monitor does not hold them (Faust department
+        partitions)."""
         fiscal_year = _year(day) - 1
-        if self._close_day(fiscal_year) != day:
+        if self._swept is not None and self._swept >= fiscal_year:
             return []
+        close = self._close_day(fiscal_year)
+        if close is None or day < close:
+            return []
+        self._swept = fiscal_year
         projects = self.ledger.projects
         departments = self.ledger.departments
         profile = self.profile
 
-        def evidence(alert: Alert) -> dict[str, Any] | None:
+        def closing(alert: Alert) -> tuple[dict[str, Any], str, str]:
             year_end = year_bounds(alert.fiscal_year)[1]
+            figures: dict[str, Any] | None = None
             if alert.subject_type == "project":
+                label = _label(alert.department_name or alert.department_id, alert.subject_name, alert.subject_id)
                 state = projects.get(alert.subject_id)
-                if state is None or state.fiscal_year != alert.fiscal_year:
-                    return None
-                return project_figures(state, year_end, profile)
-            key = (alert.fiscal_year, alert.subject_id)
-            totals = departments.get(key) if totals_of is None else totals_of(*key)
-            return department_figures(totals, year_end, profile) if totals is not None else None
+                # A payment dated after the year is in the ledger's sums, which cannot
+                # tell it apart: the alert keeps the figures of its last evaluation then.
+                if (state is not None and state.fiscal_year == alert.fiscal_year
+                        and (state.last_payment_on is None or state.last_payment_on <= year_end)):
+                    figures = project_figures(state, year_end, profile)
+            else:
+                label = alert.department_name or alert.department_id
+                key = (alert.fiscal_year, alert.subject_id)
+                totals = departments.get(key) if totals_of is None else totals_of(*key)
+                # Its totals hold its projects' money dated after the year as well: figures
+                # that no longer bear the alert out (100% "under" the floor) are not shown.
+                if totals is not None and alert.rule in evaluate_department(totals, year_end, profile):
+                    figures = department_figures(totals, year_end, profile)
+            as_of = year_end if figures is not None else alert.updated_on
+            figures = figures if figures is not None else alert.figures
+            message, action = year_closed_text(rule=alert.rule, subject=label, fiscal_year=alert.fiscal_year,
+                                               figures=figures, as_of=iso(as_of))
+            return figures, message, action
 
-        def describe(alert: Alert, figures: dict[str, Any]) -> tuple[str, str]:
-            label = (alert.department_name or alert.department_id) if alert.subject_type == "department" else (
-                f"{alert.department_name or alert.department_id}「{alert.subject_name}」（{alert.subject_id}）")
-            return year_closed_text(rule=alert.rule, subject=label, fiscal_year=alert.fiscal_year, figures=figures)
-
-        return self.book.close_year(fiscal_year, day, evidence, describe)
+        return self.book.close_year(fiscal_year, day, closing)
 
     def _reconcile_project(
         self, state: ProjectState, findings: dict[str, str], day: int, *, as_of: int | None = None
@@ -448,4 +465,9 @@ def _project_subject(state: ProjectState) -> Subject:
 
 
 def _project_label(state: ProjectState) -> str:
-    return f"{state.department_name or state.department_id}「{state.name}」（{state.project_id}）"
+    return _label(state.department_name or state.department_id, state.name, state.project_id)
+
+
+def _label(department: str | None, name: str | None, project_id: str) -> str:
+    """How a project is named in a message: 教育局「校舍改造」（P1）."""
+    return f"{department}「{name}」（{project_id}）"

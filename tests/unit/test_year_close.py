@@ -51,7 +51,7 @@ def test_the_years_alerts_still_firing_end_on_its_close_day_with_year_end_figure
     assert low["figures"]["time_progress"] == 1.0 and low["figures"]["execution_rate"] == 0.0
     assert low["previous_severity"] == low["severity"] == "critical"
     assert low["message"].startswith("【年度结束】预算执行率偏低：") and "2025年度结束仍未解除" in low["message"]
-    assert "年末预算执行率为0.00%" in low["message"]
+    assert "随年度关闭。截至2025-12-31预算执行率为0.00%，低于30.00%的执行进度要求" in low["message"]
     assert "无需再报送处置" in low["action"]
 
 
@@ -79,7 +79,7 @@ def test_a_department_alert_ends_with_its_year_too() -> None:
     ended = next(t for t in transitions if t["alert_id"] == "2024:department_low_execution:department:D01"
                  and t["transition"] == "resolved")
     assert ended["message"].startswith("【年度结束】部门预算执行率偏低：")
-    assert "年末预算执行率为0.00%" in ended["message"]
+    assert "截至2024-12-31部门整体预算执行率为0.00%，低于30.00%" in ended["message"]
     assert ended["figures"]["projects"] == 1
 
 
@@ -107,3 +107,53 @@ def test_a_later_close_day_is_taken_and_a_resumed_monitor_closes_alike() -> None
 def test_a_close_day_not_in_every_year_is_refused(closes_on: str) -> None:
     with pytest.raises(ProfileError, match=r"year_end\.closes_on"):
         _profile(closes_on)
+
+
+def test_a_rate_a_hair_under_its_floor_and_an_overspend_of_a_few_yuan_still_read_so() -> None:
+    """Printed with two decimals and in 万元, the close said 30.00% of a rate under 30%
+    and nothing of an excess of 49 元 — the very conditions it reports as not lifted."""
+    events = [b.registered("U"), b.approved("U", "1000000.00", on="2025-01-05"),
+              b.payment("U", "299999.99", on="2025-12-20"),
+              b.registered("O"), b.approved("O", "1000000.00", on="2025-01-05"),
+              b.payment("O", "1000049.00", on="2025-12-20")]
+    _, transitions = run(events, "2026-02-01")
+    closed = {(t["rule"], t["subject_id"]): t["message"] for t in transitions if t.get("reason") == YEAR_CLOSED}
+    assert "预算执行率为29.9999%，低于30.0000%" in closed[("low_execution", "U")]
+    assert "超支49.00元" in closed[("overspend", "O")]
+
+
+def test_a_payment_dated_after_the_year_is_not_taken_for_a_year_end_figure() -> None:
+    """The ledger's sums hold a 2026-dated payment of a 2025 project: the close said
+    年末执行率 100% of a project 10% spent at Dec 31, and -10 days without payment."""
+    events = [b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
+              b.payment("P", "100000", on="2025-02-01"), b.payment("P", "900000", on="2026-01-10")]
+    _, transitions = run(events, "2026-02-01")
+    closed = {t["rule"]: t for t in transitions if t.get("reason") == YEAR_CLOSED}
+    assert set(closed) >= {"low_execution", "stalled"}
+    low = closed["low_execution"]
+    assert low["figures"]["execution_rate"] == 0.1 and low["figures"]["paid"] == "100000.00"
+    assert "截至2025-06-30预算执行率为10.00%" in low["message"]  # its last evaluation, dated so
+    assert closed["stalled"]["figures"]["days_without_payment"] > 0
+    # the department's totals cannot tell it apart either: 100% "under" the floor was shown
+    department = closed["department_low_execution"]
+    assert department["figures"]["execution_rate"] == 0.1
+    assert "截至2025-06-30部门整体预算执行率为10.00%" in department["message"]
+
+
+def test_a_monitor_that_passed_the_close_day_without_it_closes_on_its_next_day() -> None:
+    """Faust workers check no profile fingerprint: upgraded after 01-31, they must still
+    end last year's alerts (else nothing of that year could ever end them)."""
+    before, _ = run(NEVER_PAID, "2026-02-10", _profile(None))
+    firing = {a.alert_id for a in before.book.active()}
+    assert firing
+    upgraded = Monitor(load_profile("baseline"))
+    upgraded.restore(list(before.ledger.projects.values()), list(before.book.active()), before.clock)
+    closed: list[dict] = []
+    for _, transitions in upgraded.process([], day("2026-02-12")):
+        closed.extend(t.to_json() for t in transitions)
+    assert {t["alert_id"] for t in closed} == firing
+    assert {(t["date"], t["reason"]) for t in closed} == {("2026-02-11", YEAR_CLOSED)}
+    again: list[dict] = []
+    for _, transitions in upgraded.process([], day("2026-02-20")):
+        again.extend(transitions)
+    assert again == [] and list(upgraded.book.active()) == []
