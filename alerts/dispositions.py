@@ -70,7 +70,7 @@ DONE = "disposed"  # 已处置
 AWAITING = "awaiting_approval"  # 待财政审批 (reduce / recover)
 APPROVED = "approved"  # 已审批
 RETURNED = "returned"  # 已退回 (the bureau returned a reduce / recover)
-CLOSED = "closed"  # 预警已解除 before the department answered: nothing left to answer
+CLOSED = "closed"  # the alert ended (resolved, or its year closed) before the department answered
 OPEN_STATUSES = (PENDING, OVERDUE, RETURNED)  # still waiting for the department
 
 STATUS_NAMES: dict[str, str] = {
@@ -80,7 +80,7 @@ STATUS_NAMES: dict[str, str] = {
     AWAITING: "待财政审批",
     APPROVED: "已审批",
     RETURNED: "已退回",
-    CLOSED: "预警已解除，无需处置",
+    CLOSED: "预警已结束，无需处置",
 }
 ACTIONS = ("continue", "reallocate", "reduce", "recover", "cancel")
 ACTION_NAMES: dict[str, str] = {
@@ -168,8 +168,12 @@ class Desk:
             # no form for it, so a reduction recorded through the API or a file would
             # wait unseen. (One awaiting approval stays open to a revised answer and to the
             # bureau's decision after the alert resolved.)
-            self._refuse(record, f"预警 {alert.alert_id} 已于 {iso(alert.updated_on)} 解除，无需处置"
-                                 "（情况再次出现时会产生新的预警）")
+            if monitor.year_closed(alert.fiscal_year, alert.updated_on):
+                self._refuse(record, f"预警 {alert.alert_id} 已于 {iso(alert.updated_on)} 随 {alert.fiscal_year} "
+                                     "年度结束而关闭，无需处置（新年度的情况由新年度的预警反映）")
+            else:
+                self._refuse(record, f"预警 {alert.alert_id} 已于 {iso(alert.updated_on)} 解除，无需处置"
+                                     "（情况再次出现时会产生新的预警）")
             return None
         if record.type == ALERT_DISPOSED:
             self._dispose(record, day, details, alert, monitor)
@@ -274,7 +278,7 @@ class Desk:
                 self.due.setdefault(escalate, set()).add(alert.alert_id)
             message = f"财政局退回了处置（{returned}）：{approval['note'] or '—'}"
             follow = (f"请预算单位于 {state['deadline']} 前重新提出处置意见。" if state["status"] == RETURNED
-                      else "预警已解除，无需重新处置。")
+                      else "预警已结束，无需重新处置。")
         latest["approval"] = approval
         state["latest"] = latest
         alert.disposition = state

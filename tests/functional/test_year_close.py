@@ -89,3 +89,17 @@ def test_the_board_shows_the_close_in_an_alerts_history(tmp_path: Path) -> None:
         assert listed["alerts"] == []  # nothing of 2025 is 预警中 any more
 
     serve(db, scenario)
+
+
+def test_an_answer_to_an_alert_closed_with_its_year_is_refused_saying_so(tmp_path: Path) -> None:
+    _store(path := tmp_path / "bw.db")
+    e = engine(path)
+    e.run(UNTIL)
+    answer = {"type": "alert_disposed", "event_id": "late-answer", "occurred_on": "2026-02-10",
+              "project_id": "P", "alert_id": "2025:low_execution:project:P", "action": "continue",
+              "note": "已整改", "by": "jyj"}
+    ingest_events(e.store, [answer], "answer.jsonl")
+    e.run(UNTIL)
+    (refused,) = [r for r in e.store.rejections() if "late-answer" in r["raw"]]
+    assert "已于 2026-01-31 随 2025 年度结束而关闭，无需处置" in refused["reason"]
+    e.store.close()
