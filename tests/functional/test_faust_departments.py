@@ -326,3 +326,21 @@ def test_a_renamed_department_keeps_its_latest_name_whichever_source_speaks_last
     assert part.totals[DEPT].projects == 2  # both deltas were taken
     again = DepartmentPartition.restore(0, profile, 2, [(k, v) for k, v in writes if v is not None])
     assert again.totals[DEPT].department_name == "教育体育局"
+
+
+def test_a_partition_upgraded_after_the_close_day_ends_the_year_in_its_next_round(profile: Profile) -> None:
+    """Under a policy without the close (the previous release) a partition passed 01-31
+    with D01's alert firing; restored with the close, its next round ends it (review)."""
+    from alerts.lifecycle import YEAR_CLOSED
+    from alerts.profile import profile_from_mapping
+
+    never = profile_from_mapping({**profile.model_dump(), "year_end": {"closes_on": None}})
+    old = DepartmentPartition(0, never, 1)
+    writes = old.handle(0, MARKER_KEY, closed("2026-02-10", SPENDING)).writes
+    assert [a.alert_id for a in old.judge.book.active()] == ["2025:department_low_execution:department:D01"]
+    restored = DepartmentPartition.restore(0, profile, 1, [(k, v) for k, v in writes if v is not None])
+    sent = restored.handle(1, MARKER_KEY, closed("2026-02-12", [], epoch=2)).transitions
+    assert [(t.alert.alert_id, t.kind, t.on, t.reason) for t in sent] == [
+        ("2025:department_low_execution:department:D01", "resolved", day("2026-02-11"), YEAR_CLOSED)]
+    assert sent[0].alert.figures["execution_rate"] == 0.1  # as of Dec 31: 10% of its budget
+    assert list(restored.judge.book.active()) == []

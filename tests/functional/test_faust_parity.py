@@ -158,35 +158,45 @@ def test_late_events_after_the_year_end_give_the_same_transitions(tmp_path: Path
     # late too, but dated in the next year: it changes no 2025 alert, project or department
     next_year = [b.reversal("P1", "900.00", on="2026-01-02", event_id="next-year-P1"),
                  b.reversal("P2", "1000.00", on="2026-01-02", event_id="next-year-P2")]
-    profile = load_profile("baseline")
-    with Store(str(tmp_path / "bw.db")) as store:
-        engine = Engine(store, profile, dispositions=False)
-        ingest(store, read_lines(before))
-        engine.run(to_day(parse_day("2026-01-05")))
-        ingest(store, read_lines(late))
-        engine.run(to_day(parse_day("2026-01-06")))
-        ingest(store, read_lines(next_year))
-        engine.run(to_day(parse_day("2026-01-07")))
-        expected = [{k: v for k, v in r.items() if not k.startswith("_")} for r in store.transition_rows()]
+    expected, got = both_runtimes(tmp_path / "bw.db", [
+        (before, ["2026-01-05"]), (late, ["2026-01-06"]), (next_year, ["2026-01-07"])])
     on_late_day = {(t["rule"], t["subject_id"], t["transition"]) for t in expected if t["date"] == "2026-01-05"}
     assert on_late_day >= {("low_execution", "P1", "resolved"), ("overspend", "P2", "firing"),
                            ("department_low_execution", "D01", "resolved")}
     assert not [t for t in expected if t["date"] > "2026-01-05"]
+    assert canonical(got) == canonical(expected)
+
+
+def both_runtimes(
+    db: Path, steps: list[tuple[list[dict[str, Any]], list[str]]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The transitions of the embedded engine (store ``db``) and of the Faust agents (two
+    partitions), each fed ``steps`` of (events, days to run to). Events arriving after the
+    clock are applied at it before the next day closes: the agents get a tick of the
+    clock's day again, as the engine's next run applies them there."""
+    from tests import builders as b
+
+    profile = load_profile("baseline")
+    with Store(str(db)) as store:
+        engine = Engine(store, profile, dispositions=False)  # Faust has no disposition loop
+        for events, days in steps:
+            ingest(store, read_lines(events))
+            for when in days:
+                engine.run(to_day(parse_day(when)))
+        expected = [{k: v for k, v in r.items() if not k.startswith("_")} for r in store.transition_rows()]
     bapp, outlet = make_app(profile, partitions=2)
 
     async def scenario() -> list[dict[str, Any]]:
+        clock: str | None = None
         async with running(bapp, outlet) as h:
-            await h.publish(b.jsonl(before).splitlines())
-            await h.tick("2026-01-05")
-            await h.publish(b.jsonl(late).splitlines())
-            await h.tick("2026-01-05")
-            await h.tick("2026-01-06")
-            await h.publish(b.jsonl(next_year).splitlines())
-            await h.tick("2026-01-06")
-            await h.tick("2026-01-07")
+            for events, days in steps:
+                await h.publish(b.jsonl(events).splitlines())
+                for when in ([clock] if clock else []) + days:
+                    await h.tick(when)
+                clock = days[-1]
             return list(h.alerts)
 
-    assert canonical(asyncio.run(scenario())) == canonical(expected)
+    return expected, asyncio.run(scenario())
 
 
 def read_lines(events: list[dict[str, Any]]) -> Any:
@@ -210,19 +220,12 @@ def test_the_years_close_ends_the_same_alerts_in_both_runtimes(tmp_path: Path) -
     ]
     late = [b.payment("P1", "150.00", on="2025-12-28", event_id="late-P1")]
     after_close = [b.payment("P2", "900.00", on="2025-12-29", event_id="after-close-P2")]
-    profile = load_profile("baseline")
+    expected, got = both_runtimes(tmp_path / "bw.db", [
+        (before, ["2026-01-20"]), (late, ["2026-01-21", "2026-02-05"]), (after_close, ["2026-02-06"])])
     with Store(str(tmp_path / "bw.db")) as store:
-        engine = Engine(store, profile, dispositions=False)
-        ingest(store, read_lines(before))
-        engine.run(to_day(parse_day("2026-01-20")))
-        ingest(store, read_lines(late))
-        engine.run(to_day(parse_day("2026-01-21")))
-        engine.run(to_day(parse_day("2026-02-05")))
-        ingest(store, read_lines(after_close))
-        engine.run(to_day(parse_day("2026-02-06")))
-        expected = [{k: v for k, v in r.items() if not k.startswith("_")} for r in store.transition_rows()]
         assert store.alert_rows(status="firing") == []
-        assert engine.status(2025)["projects"][1]["paid"] == "900.00"
+        status = Engine(store, load_profile("baseline"), dispositions=False).status(2025)
+        assert status["projects"][1]["paid"] == "900.00"  # the payment after the close counts
     assert ("stalled", "P1", "resolved") in {
         (t["rule"], t["subject_id"], t["transition"]) for t in expected if t["date"] == "2026-01-20"}
     closing = [t for t in expected if t["date"] == "2026-01-31"]
@@ -232,19 +235,32 @@ def test_the_years_close_ends_the_same_alerts_in_both_runtimes(tmp_path: Path) -
     p1 = next(t for t in closing if (t["rule"], t["subject_id"]) == ("low_execution", "P1"))
     assert p1["figures"]["execution_rate"] == 0.25  # the late December payment counts
     assert not [t for t in expected if t["date"] > "2026-01-31"]
-    bapp, outlet = make_app(profile, partitions=2)
+    assert canonical(got) == canonical(expected)
 
-    async def scenario() -> list[dict[str, Any]]:
+
+def test_workers_upgraded_after_the_close_day_end_the_year_on_their_next_tick() -> None:
+    """Workers check no profile fingerprint: project partitions that passed 01-31 under a
+    policy without the close (the previous release) and restored with it end the year's
+    alerts on their next tick (review; department partitions: test_faust_departments)."""
+    from alerts.lifecycle import YEAR_CLOSED
+    from alerts.profile import profile_from_mapping
+    from tests import builders as b
+
+    never = profile_from_mapping({**load_profile("baseline").model_dump(), "year_end": {"closes_on": None}})
+    bapp, outlet = make_app(never, partitions=2)
+    events = [b.registered("P1"), b.approved("P1", "1000000"), b.registered("P2"), b.approved("P2", "1000000")]
+
+    async def scenario() -> None:
         async with running(bapp, outlet) as h:
-            await h.publish(b.jsonl(before).splitlines())
-            await h.tick("2026-01-20")
-            await h.publish(b.jsonl(late).splitlines())
-            await h.tick("2026-01-20")
-            await h.tick("2026-01-21")
-            await h.tick("2026-02-05")
-            await h.publish(b.jsonl(after_close).splitlines())
-            await h.tick("2026-02-05")
-            await h.tick("2026-02-06")
-            return list(h.alerts)
+            await h.publish(b.jsonl(events).splitlines())
+            await h.tick("2026-02-10")
 
-    assert canonical(asyncio.run(scenario())) == canonical(expected)
+    asyncio.run(scenario())
+    profile = load_profile("baseline")
+    projects = [ProjectPartition.restore(p, profile, list(table_items(bapp.projects_table))) for p in range(2)]
+    firing = {a.alert_id for p in projects for a in p.monitor.book.active()}
+    assert firing
+    closed = [t for p in projects for t in p.tick(10_000, to_day(parse_day("2026-03-01"))).transitions]
+    assert {t.alert.alert_id for t in closed} == firing
+    assert {(t.on, t.reason) for t in closed} == {(to_day(parse_day("2026-02-11")), YEAR_CLOSED)}
+    assert not [a for p in projects for a in p.monitor.book.active()]
