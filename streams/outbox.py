@@ -811,6 +811,11 @@ class Dispatcher:
                     "alerts --all",
                     stats.skipped_historical, self.horizon_days,
                 )
+            if stats.skipped_year_closed:
+                log.info(
+                    "%d transitions ended alerts with their fiscal year (年度结束): not notified; "
+                    "they stay in alerts --all", stats.skipped_year_closed,
+                )
             groups = await self._db(self.log.pending_by_target, self.policy.per_target)
             for target, rows in groups.items():
                 if target in self._sending:
