@@ -204,6 +204,19 @@ class Board:
         return web.Response(text=text, status=code, content_type="text/html", charset="utf-8",
                             headers=SECURITY_HEADERS)
 
+    def closing(self, firing: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """Last year's alerts still firing before its close (年度结束): how many, and when
+        they end — January is when its proposals are exported, before they go with them."""
+        clock = self.service.engine.monitor.clock
+        if clock is None:
+            return None
+        last = year_of(clock) - 1
+        close = self.service.engine.profile.year_close_day(last)
+        count = sum(1 for r in firing if r["fiscal_year"] <= last)
+        if close is None or clock >= close or not count:
+            return None
+        return {"year": last, "on": iso(close), "count": count}
+
     def clock_text(self) -> str:
         clock = self.service.engine.monitor.clock
         return iso(clock) if clock is not None else "—"
@@ -296,9 +309,14 @@ class Board:
             "time_progress": time_progress_for_year(clock, state.fiscal_year),
         }
 
-    def reductions(self, user: User | None) -> list[dict[str, Any]]:
-        found = [p.to_json() for p in self.service.engine.reductions()]
+    def reductions(self, user: User | None, fiscal_year: int | None = None) -> list[dict[str, Any]]:
+        found = [p.to_json() for p in self.service.engine.reductions(fiscal_year)]
         return [p for p in found if user is None or user.sees(p["department_id"])]
+
+    def shown_year(self, fiscal_year: int | None) -> int | None:
+        """The fiscal year a page shows: the one asked for, else the clock's."""
+        clock = self.service.engine.monitor.clock
+        return fiscal_year if fiscal_year is not None else (year_of(clock) if clock is not None else None)
 
     # -- writing -----------------------------------------------------------------------
     async def record(self, event: dict[str, Any]) -> str | None:
@@ -541,6 +559,7 @@ async def board_page(request: web.Request) -> web.Response:
     shown = [alert_view(r) for r in filter_alerts(rows, request.query)]
     return board.page(
         request, "board.html", status=status, departments=departments, alerts=shown, query=request.query,
+        closing=board.closing(firing),
         rules=RULES, department_ids=sorted({r["department_id"] for r in rows}),
         years=sorted({r["fiscal_year"] for r in rows} | ({status["fiscal_year"]} if status else set()), reverse=True),
         totals={"firing": len(firing), "overdue": len(overdue),
@@ -672,26 +691,31 @@ async def project_page(request: web.Request) -> web.Response:
 
 
 async def reductions_page(request: web.Request) -> web.Response:
+    """One fiscal year's proposals (?year=, default the clock's): in January, last year's
+    are still listed until its close (年度结束), and exported from here."""
     board = _board(request)
     user = _login_required(request)
-    proposals = await board.service.db(board.reductions, user)
-    return board.page(request, "reductions.html", proposals=proposals)
+    chosen = year_of_query(request.query)
+    proposals = await board.service.db(board.reductions, user, chosen)
+    return board.page(request, "reductions.html", proposals=proposals, year=board.shown_year(chosen),
+                      chosen=chosen)
 
 
 async def reductions_xlsx(request: web.Request) -> web.Response:
     board = _board(request)
     user = _login_required(request)
-    proposals = await board.service.db(board.reductions, user)
+    chosen = year_of_query(request.query)
+    proposals = await board.service.db(board.reductions, user, chosen)
+    year = board.shown_year(chosen)
 
     def build() -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "reductions.xlsx"
-            clock = board.service.engine.monitor.clock
-            write_reductions_xlsx(path, proposals, board.clock_text(), year_of(clock) if clock is not None else None)
+            write_reductions_xlsx(path, proposals, board.clock_text(), year)
             return path.read_bytes()
 
     body = await board.service.db(build)
-    name = f"调减建议{board.clock_text()}.xlsx"
+    name = f"{year}年度调减建议{board.clock_text()}.xlsx" if year is not None else f"调减建议{board.clock_text()}.xlsx"
     return web.Response(body=body, headers={
         "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         "Content-Disposition": f"attachment; filename=\"reductions.xlsx\"; filename*=UTF-8''{quote(name)}",

@@ -103,3 +103,34 @@ def test_an_answer_to_an_alert_closed_with_its_year_is_refused_saying_so(tmp_pat
     (refused,) = [r for r in e.store.rejections() if "late-answer" in r["raw"]]
     assert "已于 2026-01-31 随 2025 年度结束而关闭，无需处置" in refused["reason"]
     e.store.close()
+
+
+def test_the_board_warns_of_the_close_in_january_and_lists_last_years_proposals(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    prepare(db, as_of="2026-01-20")
+
+    async def january(client: TestClient[Any, Any], service: Service) -> None:
+        await login(client, "jxk")
+        board = await (await client.get("/")).text()
+        assert 'data-testid="year-closing"' in board
+        firing = await service.db(lambda: service.store.alert_rows(status="firing"))
+        assert firing and {a["fiscal_year"] for a in firing} == {2025}
+        assert f"2025 年度尚有 {len(firing)} 条预警未解除，将于 2026-01-31 随年度结束关闭" in board
+        assert 'href="/reductions?year=2025"' in board
+        last_year = await (await client.get("/reductions?year=2025")).text()
+        assert "2025年度调减建议（2个项目）" in last_year and 'href="/reductions.xlsx?year=2025"' in last_year
+        this_year = await (await client.get("/reductions")).text()
+        assert "2026年度调减建议（0个项目）" in this_year
+        sheet = await client.get("/reductions.xlsx?year=2025")
+        assert sheet.status == 200 and "2025%E5%B9%B4%E5%BA%A6" in sheet.headers["Content-Disposition"]
+
+    serve(db, january)
+    later = tmp_path / "later.db"
+    prepare(later, as_of="2026-02-02")
+
+    async def february(client: TestClient[Any, Any], service: Service) -> None:
+        await login(client, "jxk")
+        assert 'data-testid="year-closing"' not in await (await client.get("/")).text()
+        assert "2025年度调减建议（0个项目）" in await (await client.get("/reductions?year=2025")).text()
+
+    serve(later, february)
