@@ -58,6 +58,8 @@ class Alert:
     # The disposition loop's state of the current episode (alerts.dispositions), kept
     # by the embedded engine; None where no disposition desk runs (Faust).
     disposition: dict[str, Any] | None = None
+    # Why a resolved episode ended, when not because its condition cleared: YEAR_CLOSED.
+    reason: str | None = None
 
     def snapshot(self, message: str | None = None, action: str | None = None) -> Alert:
         """A copy as the alert stands now (what a transition records), optionally with
@@ -66,7 +68,7 @@ class Alert:
             self.alert_id, self.rule, self.severity, self.status, self.subject_type, self.subject_id,
             self.subject_name, self.department_id, self.department_name, self.fiscal_year, self.since,
             self.updated_on, self.figures, self.message if message is None else message,
-            self.action if action is None else action, self.disposition,
+            self.action if action is None else action, self.disposition, self.reason,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -89,6 +91,8 @@ class Alert:
         }
         if self.disposition is not None:
             data["disposition"] = self.disposition
+        if self.reason is not None:
+            data["reason"] = self.reason
         return data
 
     @classmethod
@@ -113,6 +117,7 @@ class Alert:
             message=data.get("message", ""),
             action=data.get("action", ""),
             disposition=data.get("disposition"),
+            reason=data.get("reason"),
         )
 
 
@@ -124,15 +129,18 @@ class Transition:
     kind: str  # firing | escalated | deescalated | resolved
     on: int
     previous_severity: str | None = None
-    reason: str | None = None  # YEAR_CLOSED for a resolution by the year's close
+
+    @property
+    def reason(self) -> str | None:
+        """Why this resolution ended its episode, when not because the condition cleared
+        (YEAR_CLOSED); None for any other transition."""
+        return self.alert.reason if self.kind == RESOLVED else None
 
     def to_json(self) -> dict[str, Any]:
-        data = self.alert.to_json()
+        data = self.alert.to_json()  # with the alert's ``reason``, once its episode ended so
         data["transition"] = self.kind
         data["date"] = iso(self.on)
         data["previous_severity"] = self.previous_severity
-        if self.reason is not None:
-            data["reason"] = self.reason
         return data
 
 
@@ -270,7 +278,8 @@ class AlertBook:
             alert.figures, alert.message, alert.action = closing(alert)
             alert.status = RESOLVED
             alert.updated_on = day
-            transitions.append(Transition(alert.snapshot(), RESOLVED, day, alert.severity, YEAR_CLOSED))
+            alert.reason = YEAR_CLOSED
+            transitions.append(Transition(alert.snapshot(), RESOLVED, day, alert.severity))
         for key in [k for k in self.firing if k[2] <= fiscal_year]:
             del self.firing[key]
         return transitions
@@ -309,6 +318,7 @@ class AlertBook:
             alert.department_id = subject.department_id
             alert.department_name = subject.department_name
             alert.disposition = None
+            alert.reason = None
         return alert
 
     @staticmethod

@@ -13,7 +13,7 @@ Pure: no I/O, no wall clock. Days are ``date.toordinal()`` ints.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from itertools import chain, groupby
 from typing import Any
 
@@ -305,25 +305,24 @@ class Monitor:
             days[fiscal_year] = self.profile.year_close_day(fiscal_year)
         return days[fiscal_year]
 
-    def close_year(
-        self, day: int, totals_of: Callable[[int, str], Totals | None] | None = None
-    ) -> list[Transition]:
-        """From the close day of the fiscal year before ``day``'s on (年度结束), end the
-        alerts of that year (and any earlier) still firing — a closed year's verdict, not
-        a cleared condition. Normally on the close day itself; a monitor whose clock
-        passed it under a policy without the close (Faust workers upgraded in February)
-        catches up on its next day. ``totals_of`` (fiscal year, department id) finds a
-        department's totals where this monitor does not hold them (Faust department
-        partitions)."""
+    def close_year(self, day: int) -> list[Transition]:
+        """From a fiscal year's close day on (年度结束), end the alerts of that year (and
+        any earlier) still firing — a closed year's verdict, not a cleared condition.
+        Normally on the close day itself; a monitor whose clock passed close days under a
+        policy without the close (Faust workers upgraded later) ends every closed year's
+        on its next day. A project's alert ends with its Dec 31 figures when its sums are
+        still the year's own; otherwise, and for a department's, with those of its last
+        evaluation — dated so in the message and in ``figures["as_of"]``."""
         fiscal_year = _year(day) - 1
-        if self._swept is not None and self._swept >= fiscal_year:
-            return []
         close = self._close_day(fiscal_year)
-        if close is None or day < close:
+        if close is None:
+            return []
+        if day < close:
+            fiscal_year -= 1  # last year's close is ahead: the year before closed a year ago
+        if self._swept is not None and self._swept >= fiscal_year:
             return []
         self._swept = fiscal_year
         projects = self.ledger.projects
-        departments = self.ledger.departments
         profile = self.profile
 
         def closing(alert: Alert) -> tuple[dict[str, Any], str, str]:
@@ -332,21 +331,18 @@ class Monitor:
             if alert.subject_type == "project":
                 label = _label(alert.department_name or alert.department_id, alert.subject_name, alert.subject_id)
                 state = projects.get(alert.subject_id)
-                # A payment dated after the year is in the ledger's sums, which cannot
-                # tell it apart: the alert keeps the figures of its last evaluation then.
+                # Its sums are the year's own only while no event of it is dated after the
+                # year (a payment, a recovery or a report in January counts in them too).
                 if (state is not None and state.fiscal_year == alert.fiscal_year
-                        and (state.last_payment_on is None or state.last_payment_on <= year_end)):
+                        and state.last_event_on is not None and state.last_event_on <= year_end):
                     figures = project_figures(state, year_end, profile)
             else:
+                # A department's totals hold its projects' January money as well, and no
+                # date tells it apart: its alert keeps the figures of its last evaluation.
                 label = alert.department_name or alert.department_id
-                key = (alert.fiscal_year, alert.subject_id)
-                totals = departments.get(key) if totals_of is None else totals_of(*key)
-                # Its totals hold its projects' money dated after the year as well: figures
-                # that no longer bear the alert out (100% "under" the floor) are not shown.
-                if totals is not None and alert.rule in evaluate_department(totals, year_end, profile):
-                    figures = department_figures(totals, year_end, profile)
-            as_of = year_end if figures is not None else alert.updated_on
-            figures = figures if figures is not None else alert.figures
+            # After its year a project or department is judged as of its Dec 31.
+            as_of = year_end if figures is not None else min(alert.updated_on, year_end)
+            figures = {**(figures if figures is not None else alert.figures), "as_of": iso(as_of)}
             message, action = year_closed_text(rule=alert.rule, subject=label, fiscal_year=alert.fiscal_year,
                                                figures=figures, as_of=iso(as_of))
             return figures, message, action

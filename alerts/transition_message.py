@@ -53,7 +53,7 @@ class TransitionMessage(BaseModel):
     transition: Kind
     date: dt.date
     previous_severity: str | None = None
-    reason: Literal["year_closed"] | None = None  # a resolution by the year's close
+    reason: Literal["year_closed"] | None = None  # an episode ended by the year's close
     # The worker's message that produced this transition (topic:partition:offset):
     # a same-day re-fire, otherwise identical to the first firing, comes from another.
     origin: str | None = Field(default=None, min_length=1, max_length=300)
@@ -74,8 +74,8 @@ class TransitionMessage(BaseModel):
         # ahead of its own transition would hold the alert against every later one.
         if self.updated_on > self.date:
             raise ValueError(f"updated_on {self.updated_on} is after the transition's date {self.date}")
-        if self.reason is not None and self.transition != "resolved":
-            raise ValueError(f"reason {self.reason!r} belongs to a resolved transition, not {self.transition!r}")
+        if self.reason is not None and self.status != "resolved":
+            raise ValueError(f"reason {self.reason!r} belongs to a resolved alert, not a {self.status!r} one")
         for name, value in (("severity", self.severity), ("previous_severity", self.previous_severity)):
             if value is not None and value not in SEVERITY_RANK:
                 raise ValueError(f"unknown {name} {value!r}; known: {', '.join(SEVERITY_RANK)}")
@@ -108,11 +108,9 @@ def parse_transition(value: bytes | str) -> tuple[Transition, dict[str, Any]]:
         message.alert_id, message.rule, message.severity, message.status, message.subject_type,
         message.subject_id, message.subject_name, message.department_id, message.department_name,
         message.fiscal_year, to_day(message.since), to_day(message.updated_on), message.figures,
-        message.message, message.action, message.disposition,
+        message.message, message.action, message.disposition, message.reason,
     )
-    return Transition(
-        alert, message.transition, to_day(message.date), message.previous_severity, message.reason
-    ), data
+    return Transition(alert, message.transition, to_day(message.date), message.previous_severity), data
 
 
 def message_digest(data: dict[str, Any]) -> str:

@@ -70,6 +70,9 @@ class ProjectState:
     payments: int = 0
     reversals: int = 0
     last_payment_on: int | None = None
+    # The latest business date among the project's events: after its fiscal year, whether
+    # the sums still are the year's own (the year's close reports them only then).
+    last_event_on: int | None = None
     indicators: dict[str, Indicator] = field(default_factory=dict)
     completion: float | None = None
     rollup: Totals | None = None  # the department totals this project counts in
@@ -113,6 +116,7 @@ class ProjectState:
             "payments": self.payments,
             "reversals": self.reversals,
             "last_payment_on": self.last_payment_on,
+            "last_event_on": self.last_event_on,
             "indicators": [self.indicators[k].to_dict() for k in sorted(self.indicators)],
         }
 
@@ -136,6 +140,7 @@ class ProjectState:
             payments=data.get("payments", 0),
             reversals=data.get("reversals", 0),
             last_payment_on=data.get("last_payment_on"),
+            last_event_on=data.get("last_event_on"),
         )
         for item in data.get("indicators", ()):
             # Stored versions are [day, event_id] pairs (budget.versions), held as strings.
@@ -265,6 +270,8 @@ class Ledger:
             self._report_indicator(state, day, version(day, event_id), details or {})
         else:
             raise ValueError(f"the ledger does not fold events of type {kind!r}")
+        if state.last_event_on is None or day > state.last_event_on:  # only once folded
+            state.last_event_on = day
         return state
 
     def _register(self, state: ProjectState, details: Mapping[str, Any]) -> None:

@@ -26,7 +26,7 @@ from streams.store import NOTIFIER_ROLE, ROLE_KEY, Store
 
 STORED, DUPLICATE, REJECTED = "stored", "duplicate", "rejected"
 OUTCOMES = (STORED, DUPLICATE, REJECTED)
-TRANSITION_ONLY = ("transition", "date", "previous_severity", "reason", "origin")
+TRANSITION_ONLY = ("transition", "date", "previous_severity", "origin")
 
 
 @dataclass(slots=True)

@@ -995,8 +995,7 @@ class DepartmentPartition(_VersionedPartition):
                 # a late event of its year, before the year's close: judged as of its Dec 31
                 transitions.extend(judge.assess_department(totals, day, as_of=year_bounds(totals.fiscal_year)[1]))
         if fresh:  # the year's close (profile.year_end), as the embedded monitor does it
-            totals_of = self.totals.get
-            transitions.extend(judge.close_year(day, lambda year, dept: totals_of(department_key(year, dept))))
+            transitions.extend(judge.close_year(day))
         # A renamed department's alerts: sent, and their values written this round.
         transitions.extend(_moved(judge.book, day, transitions, "department"))
         return transitions

@@ -342,5 +342,5 @@ def test_a_partition_upgraded_after_the_close_day_ends_the_year_in_its_next_roun
     sent = restored.handle(1, MARKER_KEY, closed("2026-02-12", [], epoch=2)).transitions
     assert [(t.alert.alert_id, t.kind, t.on, t.reason) for t in sent] == [
         ("2025:department_low_execution:department:D01", "resolved", day("2026-02-11"), YEAR_CLOSED)]
-    assert sent[0].alert.figures["execution_rate"] == 0.1  # as of Dec 31: 10% of its budget
+    assert sent[0].alert.figures["execution_rate"] == 0.1  # its last evaluation's (06-30): 10%
     assert list(restored.judge.book.active()) == []

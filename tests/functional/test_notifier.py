@@ -534,8 +534,8 @@ def test_a_years_close_is_stored_as_the_alerts_end_with_its_reason_kept_in_histo
     tmp_path: Path, messages: list[bytes]
 ) -> None:
     """The workers end a closed year's alerts with ``"reason": "year_closed"``: the
-    notifier stores the alert resolved (the reason is the transition's, not the alert's)
-    and keeps the reason in its history, where fan-out reads it (tests/functional/test_outbox.py)."""
+    notifier stores the alert resolved with its reason, as the embedded store does, and
+    keeps it in its history, where fan-out reads it (tests/functional/test_outbox.py)."""
     first = orjson.loads(next(m for m in messages if orjson.loads(m)["transition"] == "firing"))
     closed = {**first, "transition": "resolved", "status": "resolved", "reason": "year_closed",
               "date": f"{first['fiscal_year'] + 1}-01-31", "updated_on": f"{first['fiscal_year'] + 1}-01-31",
@@ -545,6 +545,6 @@ def test_a_years_close_is_stored_as_the_alerts_end_with_its_reason_kept_in_histo
     feed(napp, put_all([orjson.dumps(first), orjson.dumps(closed)]))
     alerts, transitions, outbox = stored(db)
     row = alerts[first["alert_id"]]
-    assert row["status"] == "resolved" and "reason" not in row
+    assert row["status"] == "resolved" and row["reason"] == "year_closed"
     assert [(t["transition"], t.get("reason")) for t in transitions] == [("firing", None), ("resolved", "year_closed")]
     assert outbox == 2

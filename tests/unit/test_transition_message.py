@@ -80,16 +80,16 @@ def test_the_digest_ignores_key_order_and_sees_any_change() -> None:
     assert message_digest({**data, "figures": {"execution_rate": 0.13}}) != message_digest(data)
 
 
-def test_a_years_close_keeps_its_reason_and_only_a_resolution_may_carry_one() -> None:
+def test_a_years_close_keeps_its_reason_and_only_a_resolved_alert_may_carry_one() -> None:
     from dataclasses import replace
 
     from alerts.lifecycle import RESOLVED, YEAR_CLOSED
 
     sent = transition()
-    closed = Transition(replace(sent.alert, status=RESOLVED), RESOLVED, sent.on, "critical", YEAR_CLOSED)
+    closed = Transition(replace(sent.alert, status=RESOLVED, reason=YEAR_CLOSED), RESOLVED, sent.on, "critical")
     parsed, data = parse_transition(orjson.dumps(closed.to_json()))
-    assert parsed == closed and data["reason"] == YEAR_CLOSED
-    with pytest.raises(MessageRefused, match="belongs to a resolved transition"):
+    assert parsed == closed and data["reason"] == YEAR_CLOSED and parsed.reason == YEAR_CLOSED
+    with pytest.raises(MessageRefused, match="belongs to a resolved alert"):
         parse_transition(orjson.dumps({**sent.to_json(), "reason": YEAR_CLOSED}))
     with pytest.raises(MessageRefused, match="reason"):
         parse_transition(orjson.dumps({**closed.to_json(), "reason": "tired"}))

@@ -15,6 +15,7 @@ import pytest
 from alerts.lifecycle import RESOLVED, YEAR_CLOSED
 from alerts.monitor import Monitor
 from alerts.profile import Profile, ProfileError, profile_from_mapping
+from budget.calendar import iso
 from connectors.profiles import load_profile
 from tests import builders as b
 from tests.builders import day
@@ -79,8 +80,9 @@ def test_a_department_alert_ends_with_its_year_too() -> None:
     ended = next(t for t in transitions if t["alert_id"] == "2024:department_low_execution:department:D01"
                  and t["transition"] == "resolved")
     assert ended["message"].startswith("【年度结束】部门预算执行率偏低：")
-    assert "截至2024-12-31部门整体预算执行率为0.00%，低于30.00%" in ended["message"]
-    assert ended["figures"]["projects"] == 1
+    # a department's totals cannot tell January's money apart: its last evaluation, dated so
+    assert "截至2024-06-30部门整体预算执行率为0.00%，低于30.00%" in ended["message"]
+    assert ended["figures"]["projects"] == 1 and ended["figures"]["as_of"] == "2024-06-30"
 
 
 def test_without_a_close_day_a_years_alerts_stay_firing() -> None:
@@ -122,17 +124,24 @@ def test_a_rate_a_hair_under_its_floor_and_an_overspend_of_a_few_yuan_still_read
     assert "超支49.00元" in closed[("overspend", "O")]
 
 
-def test_a_payment_dated_after_the_year_is_not_taken_for_a_year_end_figure() -> None:
-    """The ledger's sums hold a 2026-dated payment of a 2025 project: the close said
-    年末执行率 100% of a project 10% spent at Dec 31, and -10 days without payment."""
+@pytest.mark.parametrize("after_the_year", [
+    b.payment("P", "900000", on="2026-01-10"),
+    b.adjusted("P", "-900000", on="2026-01-15"),  # a recovery (收回) dated in January
+    b.reversal("P", "50000", on="2026-01-10"),
+])
+def test_money_dated_after_the_year_is_not_taken_for_a_year_end_figure(after_the_year: dict) -> None:
+    """The ledger's sums hold 2026-dated money of a 2025 project: the close said 年末执行率
+    100% of a project 10% spent at Dec 31 (100% "under" 30% after a recovery), and -10
+    days without payment."""
     events = [b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
-              b.payment("P", "100000", on="2025-02-01"), b.payment("P", "900000", on="2026-01-10")]
+              b.payment("P", "100000", on="2025-02-01"), after_the_year]
     _, transitions = run(events, "2026-02-01")
     closed = {t["rule"]: t for t in transitions if t.get("reason") == YEAR_CLOSED}
     assert set(closed) >= {"low_execution", "stalled"}
     low = closed["low_execution"]
     assert low["figures"]["execution_rate"] == 0.1 and low["figures"]["paid"] == "100000.00"
     assert "截至2025-06-30预算执行率为10.00%" in low["message"]  # its last evaluation, dated so
+    assert low["figures"]["as_of"] == "2025-06-30"
     assert closed["stalled"]["figures"]["days_without_payment"] > 0
     # the department's totals cannot tell it apart either: 100% "under" the floor was shown
     department = closed["department_low_execution"]
@@ -157,3 +166,19 @@ def test_a_monitor_that_passed_the_close_day_without_it_closes_on_its_next_day()
     for _, transitions in upgraded.process([], day("2026-02-20")):
         again.extend(transitions)
     assert again == [] and list(upgraded.book.active()) == []
+
+
+def test_a_monitor_upgraded_two_closed_years_late_ends_both_on_its_next_day() -> None:
+    """Upgraded on 2026-01-10 after 2024 and 2025 ran without the close: 2024's close
+    (2025-01-31) is long past and 2025's still ahead — 2024's alerts end at once."""
+    events = [b.registered("A", on="2024-01-02", year=2024), b.approved("A", "1000000", on="2024-01-02"),
+              b.registered("B", on="2025-01-02", year=2025), b.approved("B", "1000000", on="2025-01-02")]
+    before, _ = run(events, "2026-01-10", _profile(None))
+    upgraded = Monitor(load_profile("baseline"))
+    upgraded.restore(list(before.ledger.projects.values()), list(before.book.active()), before.clock)
+    closed: dict[str, set[int]] = {}
+    for when, transitions in upgraded.process([], day("2026-02-02")):
+        for t in transitions:
+            closed.setdefault(iso(when), set()).add(t.alert.fiscal_year)
+    assert closed == {"2026-01-11": {2024}, "2026-01-31": {2025}}
+    assert list(upgraded.book.active()) == []
