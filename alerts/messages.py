@@ -33,7 +33,7 @@ REASON_NAMES: dict[str, str] = {"year_closed": "年度结束"}
 
 def kind_name(kind: str, reason: str | None = None) -> str:
     """What people are shown for a transition: its kind, or the reason it resolved."""
-    if reason is not None and reason in REASON_NAMES:
+    if kind == "resolved" and reason is not None and reason in REASON_NAMES:
         return REASON_NAMES[reason]
     return KIND_NAMES.get(kind, kind)
 FUND_SOURCE_NAMES: dict[str, str] = {

@@ -139,7 +139,8 @@ def compose_notification(
     figures = figure_lines(transition)
     # A disposition step (answered, approved, returned, overdue) carries the figures of the
     # alert's latest evaluation, not of its own date: say whose they are.
-    evaluated = transition.get("updated_on")
+    # the date of its figures: its last evaluation, or the Dec 31 its year's close reports
+    evaluated = (transition.get("figures") or {}).get("as_of") or transition.get("updated_on")
     figures_title = "关键数据"
     if evaluated and evaluated != transition.get("date"):
         figures_title = f"关键数据（{evaluated} 预警评估时）"

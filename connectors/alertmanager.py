@@ -65,11 +65,14 @@ def alert_labels(alert: Mapping[str, Any]) -> dict[str, str]:
 
 
 def alert_annotations(alert: Mapping[str, Any]) -> dict[str, str]:
+    """Annotations of an alert as it stands: a resolved one's summary says it resolved —
+    or, with ``reason``, that its year closed (年度结束) — not that it is new."""
     rule = str(alert["rule"])
     severity = str(alert["severity"])
     figures = "；".join(f"{label}{value}" for label, value in figure_lines(alert))
+    ended = alert.get("status") == "resolved"
     annotations = {
-        "summary": headline({**alert, "transition": "firing"}),
+        "summary": headline({**alert, "transition": "resolved" if ended else "firing"}),
         "description": str(alert.get("message", "")),
         "action": str(alert.get("action", "")),
         "rule_name": RULE_NAMES.get(rule, rule),
@@ -81,6 +84,8 @@ def alert_annotations(alert: Mapping[str, Any]) -> dict[str, str]:
     }
     if figures:
         annotations["figures"] = figures
+    if ended and alert.get("reason"):
+        annotations["reason"] = str(alert["reason"])
     return annotations
 
 
@@ -186,7 +191,8 @@ def _receiver(name: str, contact: Contact | None, *, email: bool) -> dict[str, A
 
 
 _SUBJECT = (
-    '【{{ if eq .Status "firing" }}预算预警{{ else }}预警解除{{ end }}】'
+    '【{{ if eq .Status "firing" }}预算预警{{ else if eq .CommonAnnotations.reason "year_closed" }}年度结束'
+    "{{ else }}预警解除{{ end }}】"
     "{{ .CommonAnnotations.department_name }} {{ .CommonAnnotations.rule_name }}"
     "（{{ .Alerts | len }}条）"
 )

@@ -63,7 +63,7 @@ from connectors.wall_clock import today_in_china
 from streams.auth import LoginThrottle, Sessions, User, Users, load_users, same_token
 from streams.errors import ClockError
 from streams.links import path_segment
-from streams.render import kind_label
+from streams.render import kind_label, status_label
 from streams.service import SERVICE, Service, json_response, json_text
 
 log = logging.getLogger("budgetwatch.board")
@@ -369,11 +369,13 @@ def alert_view(row: dict[str, Any]) -> dict[str, Any]:
         "alert_id": row["alert_id"], "fiscal_year": row["fiscal_year"],
         "rule": row["rule"], "rule_name": RULE_NAMES.get(row["rule"], row["rule"]),
         "severity": row["severity"], "severity_name": SEVERITY_NAMES.get(row["severity"], row["severity"]),
-        "status": row["status"], "status_name": "预警中" if row["status"] == "firing" else "已解除",
+        "status": row["status"], "status_name": status_label(row),
         "subject_type": row["subject_type"], "subject_id": row["subject_id"],
         "subject_name": row.get("subject_name") or row["subject_id"],
         "department_id": row["department_id"], "department_name": row.get("department_name") or "",
         "since": row["since"], "updated_on": row["updated_on"],
+        # the date of its figures: its last evaluation, or the Dec 31 its year's close reports
+        "evaluated_on": figures.get("as_of") or row["updated_on"],
         "execution_rate": pct(figures.get("execution_rate")),
         "message": row.get("message", ""),
         "disposition": view,

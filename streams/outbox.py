@@ -46,7 +46,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from alerts.lifecycle import YEAR_CLOSED
+from alerts.lifecycle import RESOLVED, YEAR_CLOSED
 from alerts.notification_text import compose_notification
 from connectors.alertmanager import (
     AlertmanagerError,
@@ -288,7 +288,7 @@ class DeliveryLog:
             for outbox_id, department_id, payload, fingerprint, n, previous in rows:
                 transition = orjson.loads(payload)
                 alert_id = transition["alert_id"]
-                if transition.get("reason") == YEAR_CLOSED:
+                if transition["transition"] == RESOLVED and transition.get("reason") == YEAR_CLOSED:
                     # The year's close (年度结束) asks nothing of anyone: a department told of
                     # each alert ending with its year would read of a warning "lifted" that was
                     # not. It stays in `alerts --all`, and Alertmanager ends it.

@@ -22,11 +22,19 @@ KIND_LABELS = {
 
 def kind_label(transition: Mapping[str, Any]) -> str:
     """The short name of a transition row: its kind, or why it resolved (年度结束)."""
-    reason = str(transition.get("reason"))
-    if reason in REASON_NAMES:
-        return REASON_NAMES[reason]
     kind = str(transition["transition"])
+    reason = str(transition.get("reason"))
+    if kind == "resolved" and reason in REASON_NAMES:
+        return REASON_NAMES[reason]
     return KIND_LABELS.get(kind, kind)
+
+
+def status_label(alert: Mapping[str, Any]) -> str:
+    """预警中, 已解除, or 已结束（年度结束） for an episode ended by its year's close."""
+    if alert["status"] == "firing":
+        return "预警中"
+    reason = alert.get("reason")
+    return f"已结束（{REASON_NAMES[reason]}）" if reason in REASON_NAMES else "已解除"
 
 
 class Table(RichTable):
@@ -100,7 +108,7 @@ def alerts_table(alerts: Iterable[Mapping[str, Any]], title: str, *, transitions
             a["date"] if transitions else a["since"],
             RULE_NAMES.get(a["rule"], a["rule"]),
             SEVERITY_NAMES.get(a["severity"], a["severity"]),
-            "预警中" if a["status"] == "firing" else "已解除",
+            status_label(a),
             f"{a.get('subject_name') or ''}（{a['subject_id']}）",
             a.get("department_name") or a["department_id"],
             pct(a["figures"].get("execution_rate")),

@@ -719,6 +719,9 @@ def test_the_years_close_tells_no_department_and_ends_the_alerts_in_alertmanager
     assert len(receiver.requests) == 16 and len(mail.sent) == 2  # the 06-30 round's, nothing since
     assert stats.alertmanager_pushed == 8
     assert {a["endsAt"] for a in posts[-1]} == {"2026-01-30T16:00:00Z"}  # 01-31 Beijing
+    # its own resolved notice (send_resolved) reads 年度结束, not 新预警 or 预警解除
+    assert all(a["annotations"]["summary"].startswith("【年度结束】") for a in posts[-1])
+    assert {a["annotations"]["reason"] for a in posts[-1]} == {"year_closed"}
     run(d, later + dt.timedelta(seconds=120))
     assert len(posts) == 2  # nothing active any more: the closed year is not re-sent
     with Store(db) as store:

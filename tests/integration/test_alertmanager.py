@@ -210,3 +210,34 @@ def test_alertmanager_routes_by_department_then_resolves(tmp_path: Path) -> None
     summaries = {a["summary"] for a in annotations}
     assert "【新预警·严重预警】预算执行率偏低：教育局 校舍改造" in summaries
     assert any("请预算单位" in a["action"] for a in annotations)
+
+
+NAMES = {"department_name": "教育局", "rule_name": "预算执行率偏低"}
+
+
+@pytest.mark.parametrize(("status", "annotations", "subject"), [
+    ("firing", NAMES, "【预算预警】教育局 预算执行率偏低（0条）"),
+    ("resolved", NAMES, "【预警解除】教育局 预算执行率偏低（0条）"),
+    ("resolved", {**NAMES, "reason": "year_closed"}, "【年度结束】教育局 预算执行率偏低（0条）"),
+])
+def test_the_mail_subject_names_a_years_close_as_such(
+    tmp_path: Path, status: str, annotations: dict[str, str], subject: str
+) -> None:
+    """Alertmanager's own resolved notice of an alert ended with its year (send_resolved)
+    read 预警解除: the generated subject template, rendered by the real amtool."""
+    import orjson
+
+    from connectors.alertmanager import _SUBJECT
+
+    assert AMTOOL is not None
+    (tmp_path / "subject.tmpl").write_text('{{ define "subject" }}' + _SUBJECT + "{{ end }}", encoding="utf-8")
+    (tmp_path / "data.json").write_bytes(orjson.dumps({
+        "receiver": "department-D101", "status": status, "alerts": [], "groupLabels": {}, "commonLabels": {},
+        "commonAnnotations": annotations, "externalURL": "",
+    }))
+    rendered = subprocess.run(
+        [AMTOOL, "template", "render", f"--template.glob={tmp_path / 'subject.tmpl'}",
+         f"--template.data={tmp_path / 'data.json'}", '--template.text={{ template "subject" . }}'],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    assert rendered.stdout.strip() == subject
