@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -71,6 +72,14 @@ JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable JSON 
 
 def settings() -> Settings:
     return Settings()
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_to_stderr() -> None:
+    """Log lines (INFO and up) to stderr, for the long-running commands (serve, deliver)."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
 
 
 def resolve(db: str | None, profile: str | None) -> tuple[str, Profile]:

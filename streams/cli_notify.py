@@ -20,7 +20,7 @@ from budget.calendar import CHINA_TIME
 from connectors.alertmanager import build_config
 from connectors.directory import Directory, DirectoryError, load_directory
 from streams import render
-from streams.cli import DbOption, JsonOption, app, emit_json, settings
+from streams.cli import DbOption, JsonOption, app, emit_json, log_to_stderr, settings
 from streams.outbox import (
     DELIVERED,
     FAILED,
@@ -200,6 +200,7 @@ def deliver_cmd(
                 return await dispatcher.run_once()
             finally:
                 await dispatcher.aclose()
+        log_to_stderr()  # what each round did and skipped (history, a year's close), failures
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 from typing import Annotated, Any
 
@@ -12,7 +11,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams import board, render
-from streams.cli import DbOption, ProfileOption, app, open_engine, settings
+from streams.cli import DbOption, ProfileOption, app, log_to_stderr, open_engine, settings
 from streams.errors import BudgetwatchError
 from streams.service import Service, build_app, optional_workers
 
@@ -40,7 +39,6 @@ PORT_HELP = "HTTP port (env BUDGETWATCH_HTTP_PORT; default 8080)"
 HOST_HELP = "listen address (env BUDGETWATCH_HTTP_HOST; default 127.0.0.1)"
 LIVE_HELP = "wall-clock time: close business days as the calendar moves (default: event time)"
 TICK_HELP = "--live: seconds between checks of the wall clock"
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @app.command("serve")
@@ -57,7 +55,7 @@ def serve_cmd(
     ] = None,
 ) -> None:
     """Serve HTTP ingest, continuous processing, /metrics and the JSON API."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    log_to_stderr()
     extra = ServiceSettings()
     listen_host = host or extra.http_host
     listen_port = port if port is not None else settings().http_port
