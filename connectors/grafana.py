@@ -71,7 +71,7 @@ def annotation_for(transition: Mapping[str, Any]) -> Annotation:
     severity = str(transition.get("severity", ""))
     department = str(transition.get("department_id", ""))
     subject = transition.get("subject_name") or transition.get("subject_id") or ""
-    reason = transition.get("reason")
+    reason = transition.get("reason") if kind == "resolved" else None
     kind_text = REASON_NAMES.get(str(reason), KIND_TEXT.get(kind, kind)) if reason else KIND_TEXT.get(kind, kind)
     heading = f"【{kind_text}·{SEVERITY_TEXT.get(severity, severity)}】{subject}"
     message = str(transition.get("message") or "")
