@@ -108,6 +108,10 @@ class Monitor:
                 left = (before.rollup.fiscal_year, before.rollup.department_id)
                 self._dirty_departments.add(left)
                 self._left[record.project_id] = left
+        prior = None
+        if approved:
+            held = self.ledger.projects.get(record.project_id)
+            prior = held.last_event_on if held is not None else None
         # The hot path: changed projects and departments are derived once per closed day.
         try:
             state = self.ledger.apply(record)
@@ -124,7 +128,10 @@ class Monitor:
             # alert: its year-end figures changed, so it is judged again as of Dec 31
             # (dated in the new year, it would change no year-end alert and leave the
             # alert firing on figures that are no longer true, for good).
-            day = min(day, year_bounds(state.fiscal_year)[1])
+            year_end = year_bounds(state.fiscal_year)[1]
+            day = min(day, year_end)
+            if record.day > year_end:  # the year's own money for the close too (close_year)
+                state.last_event_on = year_end if prior is None else max(prior, year_end)
         if self.clock is not None and day <= self.clock:  # late: rare, so kept apart
             earliest = self._late.get(state.project_id)
             if earliest is None or day < earliest:

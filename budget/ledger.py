@@ -154,6 +154,12 @@ class ProjectState:
             ind.direction = intern(ind.direction)
             state.indicators[ind.indicator_id] = ind
         state.completion = performance_completion(state.indicators)
+        if "last_event_on" not in data:
+            # Stored before the field (a Faust changelog value: workers check no profile
+            # fingerprint): the latest dated fact kept. A reversal's or an adjustment's
+            # date is not kept, so it can be early, never late.
+            known = (state.approved_on, state.last_payment_on, *(i.reported_on for i in state.indicators.values()))
+            state.last_event_on = max((d for d in known if d is not None), default=None)
         return state
 
 

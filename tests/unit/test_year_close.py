@@ -182,3 +182,37 @@ def test_a_monitor_upgraded_two_closed_years_late_ends_both_on_its_next_day() ->
             closed.setdefault(iso(when), set()).add(t.alert.fiscal_year)
     assert closed == {"2026-01-11": {2024}, "2026-01-31": {2025}}
     assert list(upgraded.book.active()) == []
+
+
+def test_a_reduction_approved_in_january_counts_as_the_years_own_at_the_close() -> None:
+    """The desk's adjustment of a January approval is dated January, but answers the
+    year's alert and is judged as of Dec 31: the close must report the reduced budget
+    as of Dec 31, not fall back to the figures from before the reduction (review)."""
+    from alerts.dispositions import Desk
+
+    monitor = Monitor(load_profile("baseline"))
+    monitor.desk = Desk(10, monitor.profile.work_calendar)
+    events = [b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
+              b.payment("P", "100000", on="2025-02-01")]
+    run(events, "2026-01-05", monitor=monitor)
+    alert_id = "2025:low_execution:project:P"
+    answer = {"type": "alert_disposed", "event_id": "D1", "occurred_on": "2026-01-06", "project_id": "P",
+              "alert_id": alert_id, "action": "reduce", "amount": "300000.00", "note": "调减", "by": "jyj"}
+    approval = {"type": "disposition_approved", "event_id": "A1", "occurred_on": "2026-01-08", "project_id": "P",
+                "alert_id": alert_id, "disposition_event_id": "D1", "approved": True, "by": "jxk"}
+    _, later = run([answer, approval], "2026-02-02", monitor=monitor)
+    assert monitor.ledger.projects["P"].budget == 70_000_000
+    low = next(t for t in later if t["alert_id"] == alert_id and t.get("reason") == YEAR_CLOSED)
+    assert low["figures"]["as_of"] == "2025-12-31" and low["figures"]["budget"] == "700000.00"
+    assert "截至2025-12-31预算执行率为14.29%" in low["message"]
+
+
+def test_a_state_stored_before_last_event_on_takes_its_latest_dated_fact() -> None:
+    from budget.ledger import ProjectState
+
+    monitor, _ = run([*NEVER_PAID, b.payment("P", "1000", on="2025-11-02")], "2025-12-31")
+    stored = monitor.ledger.projects["P"].to_dict()
+    assert stored["last_event_on"] == day("2025-11-02")
+    del stored["last_event_on"]
+    assert ProjectState.from_dict(stored).last_event_on == day("2025-11-02")
+    assert ProjectState.from_dict({"project_id": "X"}).last_event_on is None
