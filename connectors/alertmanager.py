@@ -18,6 +18,7 @@ import httpx
 
 from alerts.messages import RULE_NAMES, SEVERITY_NAMES
 from alerts.notification_text import figure_lines, headline
+from alerts.profile import SEVERITY_RANK
 from budget.calendar import CHINA_TIME
 from connectors.directory import Contact, Directory
 
@@ -141,6 +142,31 @@ def resolved_alert(
     return am_alert(alert, now=now, ends_at=ends, labels=labels, generator_url=generator_url)
 
 
+SEVERITY_CHANGED = "severity_changed"
+
+
+def ended_series(
+    previous: Mapping[str, Any],
+    current: Mapping[str, Any],
+    *,
+    now: dt.datetime,
+    labels: Mapping[str, str],
+    generator_url: str | None = None,
+) -> dict[str, Any]:
+    """The series of an alert's old severity, ended now that it fires with another (its
+    labels carry the severity, so Alertmanager sees two alerts): its summary says the
+    alert went up or down — not that it is new, nor lifted — with ``reason:
+    severity_changed`` for the notice Alertmanager sends of its end."""
+    body = am_alert(previous, now=now, ends_at=now, labels=labels, generator_url=generator_url)
+    up = SEVERITY_RANK.get(str(current["severity"]), 0) > SEVERITY_RANK.get(str(previous["severity"]), 0)
+    body["annotations"]["summary"] = headline({
+        **current, "transition": "escalated" if up else "deescalated",
+        "previous_severity": previous["severity"],
+    })
+    body["annotations"]["reason"] = SEVERITY_CHANGED
+    return body
+
+
 async def post_alerts(
     client: httpx.AsyncClient, base_url: str, alerts: list[dict[str, Any]], *, chunk: int = 500
 ) -> None:
@@ -192,7 +218,7 @@ def _receiver(name: str, contact: Contact | None, *, email: bool) -> dict[str, A
 
 _SUBJECT = (
     '【{{ if eq .Status "firing" }}预算预警{{ else if eq .CommonAnnotations.reason "year_closed" }}年度结束'
-    "{{ else }}预警解除{{ end }}】"
+    '{{ else if eq .CommonAnnotations.reason "severity_changed" }}预警级别变更{{ else }}预警解除{{ end }}】'
     "{{ .CommonAnnotations.department_name }} {{ .CommonAnnotations.rule_name }}"
     "（{{ .Alerts | len }}条）"
 )

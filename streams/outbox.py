@@ -51,6 +51,7 @@ from alerts.notification_text import compose_notification
 from connectors.alertmanager import (
     AlertmanagerError,
     alert_labels,
+    ended_series,
     firing_alert,
     post_alerts,
     resolved_alert,
@@ -1003,8 +1004,8 @@ class Dispatcher:
             previous = sent.get(alert_id)
             if previous is not None and previous[1] != alert_labels(alert):
                 # The severity changed: end the series with the old labels.
-                body.append(resolved_alert(previous[2], now=now, labels=previous[1],
-                                           generator_url=self._link(alert_id)))
+                body.append(ended_series(previous[2], alert, now=now, labels=previous[1],
+                                         generator_url=self._link(alert_id)))
             body.append(self._firing(alert, now))
         for alert_id in ended_ids:
             _, labels, last = sent[alert_id]

@@ -219,12 +219,14 @@ NAMES = {"department_name": "教育局", "rule_name": "预算执行率偏低"}
     ("firing", NAMES, "【预算预警】教育局 预算执行率偏低（0条）"),
     ("resolved", NAMES, "【预警解除】教育局 预算执行率偏低（0条）"),
     ("resolved", {**NAMES, "reason": "year_closed"}, "【年度结束】教育局 预算执行率偏低（0条）"),
+    ("resolved", {**NAMES, "reason": "severity_changed"}, "【预警级别变更】教育局 预算执行率偏低（0条）"),
 ])
 def test_the_mail_subject_names_a_years_close_as_such(
     tmp_path: Path, status: str, annotations: dict[str, str], subject: str
 ) -> None:
-    """Alertmanager's own resolved notice of an alert ended with its year (send_resolved)
-    read 预警解除: the generated subject template, rendered by the real amtool."""
+    """Alertmanager's own resolved notice of an alert ended with its year, or of the old
+    series a severity change ends (send_resolved), read 预警解除: the generated subject
+    template, rendered by the real amtool."""
     import orjson
 
     from connectors.alertmanager import _SUBJECT

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from connectors.alertmanager import alert_labels, build_config, firing_alert, resolved_alert
+from connectors.alertmanager import alert_labels, build_config, ended_series, firing_alert, resolved_alert
 from connectors.directory import parse_directory
 from tests.builders import alert_transition
 
@@ -48,6 +48,26 @@ def test_resolved_alert_ends_at_its_resolution_date_never_in_the_future() -> Non
     assert ended["endsAt"] == "2025-07-04T16:00:00Z"
     future = resolved_alert(alert(status="resolved", updated_on="2025-12-31"), now=NOW)
     assert future["endsAt"] == "2025-07-10T04:00:00Z"
+
+
+def test_an_ended_alert_says_how_it_ended_not_that_it_is_new() -> None:
+    lifted = resolved_alert(alert(status="resolved", updated_on="2025-07-05"), now=NOW)["annotations"]
+    assert lifted["summary"] == "【预警解除】预算执行率偏低：教育局 校舍改造" and "reason" not in lifted
+    closed = resolved_alert(alert(status="resolved", updated_on="2026-01-31", reason="year_closed"), now=NOW)
+    assert closed["annotations"]["summary"] == "【年度结束】预算执行率偏低：教育局 校舍改造"
+    assert closed["annotations"]["reason"] == "year_closed"
+
+
+def test_the_old_severity_series_ends_as_a_severity_change() -> None:
+    """A severity change ends the old series (its labels carry the severity): its summary
+    said 【新预警】 and Alertmanager's notice of its end 预警解除, for an alert that went up."""
+    old, new = alert(severity="warning"), alert(severity="critical")
+    ended = ended_series(old, new, now=NOW, labels=alert_labels(old))
+    assert ended["labels"]["severity"] == "warning" and ended["endsAt"] == "2025-07-10T04:00:00Z"
+    assert ended["annotations"]["summary"] == "【预警升级·严重预警】预算执行率偏低：教育局 校舍改造"
+    assert ended["annotations"]["reason"] == "severity_changed"
+    down = ended_series(new, old, now=NOW, labels=alert_labels(new))["annotations"]["summary"]
+    assert down.startswith("【预警降级·一般预警】")
 
 
 def test_start_never_after_end_for_future_dated_alerts() -> None:
