@@ -154,10 +154,11 @@ class ProjectState:
             ind.direction = intern(ind.direction)
             state.indicators[ind.indicator_id] = ind
         state.completion = performance_completion(state.indicators)
-        if "last_event_on" not in data:
+        if "last_event_on" not in data and not state.adjusted and not state.reversals:
             # Stored before the field (a Faust changelog value: workers check no profile
-            # fingerprint): the latest dated fact kept. A reversal's or an adjustment's
-            # date is not kept, so it can be early, never late.
+            # fingerprint): the latest dated fact kept — all of them, unless the project
+            # has adjustments or reversals, whose dates are not kept: then it stays
+            # unknown (None), and the year's close reports the alert's own figures.
             known = (state.approved_on, state.last_payment_on, *(i.reported_on for i in state.indicators.values()))
             state.last_event_on = max((d for d in known if d is not None), default=None)
         return state

@@ -216,3 +216,6 @@ def test_a_state_stored_before_last_event_on_takes_its_latest_dated_fact() -> No
     del stored["last_event_on"]
     assert ProjectState.from_dict(stored).last_event_on == day("2025-11-02")
     assert ProjectState.from_dict({"project_id": "X"}).last_event_on is None
+    # an adjustment's or a reversal's date is not kept: unknown, not guessed early (review)
+    for kept in ({"adjusted": -90_000_000}, {"reversals": 5_000_000}):
+        assert ProjectState.from_dict({**stored, **kept}).last_event_on is None
