@@ -153,11 +153,15 @@ def ended_series(
     labels: Mapping[str, str],
     generator_url: str | None = None,
 ) -> dict[str, Any]:
-    """The series of an alert's old severity, ended now that it fires with another (its
-    labels carry the severity, so Alertmanager sees two alerts): its summary says the
-    alert went up or down — not that it is new, nor lifted — with ``reason:
-    severity_changed`` for the notice Alertmanager sends of its end."""
-    body = am_alert(previous, now=now, ends_at=now, labels=labels, generator_url=generator_url)
+    """The series an alert's labels no longer match, ended now that it fires under new
+    ones (Alertmanager sees another alert). For a change of severity its annotations are
+    the alert's as it stands, its summary says it went up or down — not that it is new,
+    nor lifted — and ``reason: severity_changed`` names it in the notice Alertmanager
+    sends of the end. Any other change (the project moved to another department) ends
+    the old series as it was told."""
+    if current["severity"] == previous["severity"]:
+        return am_alert(previous, now=now, ends_at=now, labels=labels, generator_url=generator_url)
+    body = am_alert(current, now=now, ends_at=now, labels=labels, generator_url=generator_url)
     up = SEVERITY_RANK.get(str(current["severity"]), 0) > SEVERITY_RANK.get(str(previous["severity"]), 0)
     body["annotations"]["summary"] = headline({
         **current, "transition": "escalated" if up else "deescalated",

@@ -66,8 +66,20 @@ def test_the_old_severity_series_ends_as_a_severity_change() -> None:
     assert ended["labels"]["severity"] == "warning" and ended["endsAt"] == "2025-07-10T04:00:00Z"
     assert ended["annotations"]["summary"] == "【预警升级·严重预警】预算执行率偏低：教育局 校舍改造"
     assert ended["annotations"]["reason"] == "severity_changed"
+    # the alert as it stands: its description and severity name agree with the summary
+    assert ended["annotations"]["severity_name"] == "严重预警"
+    assert ended["annotations"]["description"] == new["message"]
     down = ended_series(new, old, now=NOW, labels=alert_labels(new))["annotations"]["summary"]
     assert down.startswith("【预警降级·一般预警】")
+
+
+def test_a_series_ended_by_a_move_is_no_severity_change() -> None:
+    """A firing alert follows its project to another department with no transition: only
+    its department label changed, and the old department was told of a 预警降级 (review)."""
+    old, moved = alert(), alert(department_id="D102", department_name="卫生健康委员会")
+    ended = ended_series(old, moved, now=NOW, labels=alert_labels(old))
+    assert ended["labels"]["department"] == "D101" and "reason" not in ended["annotations"]
+    assert ended["annotations"] == resolved_alert(old, now=NOW, labels=alert_labels(old))["annotations"]
 
 
 def test_start_never_after_end_for_future_dated_alerts() -> None:
