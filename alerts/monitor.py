@@ -444,6 +444,16 @@ class Monitor:
         return proposals(flagged, when, self.profile.reduction.round_down_to_yuan)
 
 
+    def closed_year_reductions(self, fiscal_year: int, project_ids: Iterable[str]) -> list[Proposal]:
+        """The proposals of a closed year, as of its Dec 31: the projects whose
+        low_execution alert ended with the year (ids a persisting runtime reads back from
+        its store; resolved alerts leave memory) — what they left unspent, less anything
+        adjusted or paid since."""
+        projects = self.ledger.projects
+        flagged = [projects[p] for p in project_ids if p in projects]
+        return proposals(flagged, year_bounds(fiscal_year)[1], self.profile.reduction.round_down_to_yuan)
+
+
 def _same(current: dict[str, Alert], findings: dict[str, str]) -> bool:
     if len(current) != len(findings):
         return False

@@ -206,7 +206,7 @@ class Board:
 
     def closing(self, firing: list[dict[str, Any]]) -> dict[str, Any] | None:
         """Last year's alerts still firing before its close (年度结束): how many, and when
-        they end — January is when its proposals are exported, before they go with them."""
+        they end (and its proposals with them, as of its Dec 31)."""
         clock = self.service.engine.monitor.clock
         if clock is None:
             return None
@@ -693,8 +693,8 @@ async def project_page(request: web.Request) -> web.Response:
 
 
 async def reductions_page(request: web.Request) -> web.Response:
-    """One fiscal year's proposals (?year=, default the clock's): in January, last year's
-    are still listed until its close (年度结束), and exported from here."""
+    """One fiscal year's proposals (?year=, default the clock's): in January last year's
+    still follow its alerts; after its close (年度结束) they are its final list."""
     board = _board(request)
     user = _login_required(request)
     chosen = year_of_query(request.query)

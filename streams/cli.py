@@ -363,8 +363,8 @@ def reductions_cmd(
     out.print(render.reductions_table(proposals, f"{label}（{len(proposals)}个项目）"))
     if closed_on is not None and clock is not None and clock >= closed_on:
         out.print(
-            f"[yellow]{year} 年度已于 {iso(closed_on)} 结束（年度结束，策略 year_end.closes_on），"
-            "其预警随之关闭，不再列出调减建议；关闭时的预警和数据可用 `budgetwatch alerts --all` 查看[/yellow]",
+            f"{year} 年度已于 {iso(closed_on)} 结束（年度结束）：以上为结束时仍低于执行进度要求的项目，"
+            f"按 {year}-12-31 口径计算的调减（收回）建议，已计入其后的调整和支付",
             highlight=False,
         )
     if xlsx is not None:

@@ -27,6 +27,7 @@ from alerts.lifecycle import FIRING, RESOLVED, Alert, Transition
 from alerts.monitor import Monitor
 from alerts.profile import Profile
 from alerts.reductions import Proposal
+from alerts.rules import LOW_EXECUTION
 from budget.calendar import iso, to_day
 from budget.ledger import ProjectState
 from budget.report import status
@@ -362,8 +363,14 @@ class Engine:
         return status(monitor.ledger, monitor.clock, fiscal_year)
 
     def reductions(self, fiscal_year: int | None = None) -> list[Proposal]:
-        """The proposals of ``fiscal_year`` (default: the clock's year)."""
-        return self.load().reductions(fiscal_year=fiscal_year)
+        """The proposals of ``fiscal_year`` (default: the clock's year); of a closed year,
+        those its close left (Monitor.closed_year_reductions)."""
+        monitor = self.load()
+        clock = monitor.clock
+        if fiscal_year is not None and clock is not None and monitor.year_closed(fiscal_year, clock):
+            ended = self.store.ended_with_year(fiscal_year, LOW_EXECUTION)
+            return monitor.closed_year_reductions(fiscal_year, ended)
+        return monitor.reductions(fiscal_year=fiscal_year)
 
     def rebuild(self) -> None:
         self.store.reset_derived(self._fingerprint())

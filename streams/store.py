@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from alerts.lifecycle import YEAR_CLOSED
 from budget.calendar import year_bounds
 from budget.events import Record, record_to_json_dict
 from budget.ledger import other_year_reason, refused_year_reason, registered_year
@@ -634,6 +635,16 @@ class Store:
         loads = orjson.loads
         for (data,) in self.db.execute(f"SELECT data FROM alerts{where} ORDER BY alert_id", args):
             yield loads(data)
+
+    def ended_with_year(self, fiscal_year: int, rule: str) -> list[str]:
+        """The projects whose ``rule`` alert of ``fiscal_year`` ended with the year's close
+        (reason year_closed), from a range of the alert-id key."""
+        prefix = f"{fiscal_year}:{rule}:project:"
+        rows = self.db.execute(
+            "SELECT data FROM alerts WHERE alert_id >= ? AND alert_id < ? AND status = 'resolved'",
+            (prefix, prefix[:-1] + chr(ord(":") + 1)),
+        )
+        return [d["subject_id"] for (raw,) in rows if (d := orjson.loads(raw)).get("reason") == YEAR_CLOSED]
 
     def alert_row(self, alert_id: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT data FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()

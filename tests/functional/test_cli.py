@@ -281,7 +281,7 @@ def test_the_status_table_says_which_projects_have_no_rate_and_counts_no_overall
 def test_reductions_are_one_fiscal_year_s(tmp_path: Path) -> None:
     """In July 2026 a 2025 project still under its floor was proposed beside this year's,
     with no year on either, and the XLSX 合计 added two years' budgets (audit). A closed
-    year's are listed until its close."""
+    year's are its final list, as of its Dec 31."""
     from openpyxl import load_workbook
 
     db = tmp_path / "bw.db"
@@ -300,9 +300,11 @@ def test_reductions_are_one_fiscal_year_s(tmp_path: Path) -> None:
     cli(db, "run", "--as-of", "2026-07-15")
     this_year = as_json(db, "reductions")
     assert [(p["project_id"], p["fiscal_year"]) for p in this_year] == [("Q1", 2026)]
-    # closed on 2026-01-31 (year_end): its alerts ended, so its proposals with them
-    assert as_json(db, "reductions", "--year", "2025") == []
-    assert "2025 年度已于 2026-01-31 结束" in cli(db, "reductions", "--year", "2025").stdout
+    # closed on 2026-01-31 (year_end): its final list, as of its Dec 31 — what was left unspent
+    (final,) = as_json(db, "reductions", "--year", "2025")
+    assert (final["project_id"], final["fiscal_year"], final["projected_spend"], final["proposed_reduction"]) == (
+        "P1", 2025, "100000.00", "900000.00")
+    assert "2025 年度已于 2026-01-31 结束（年度结束）" in cli(db, "reductions", "--year", "2025").stdout
     xlsx = tmp_path / "r.xlsx"
     human = cli(db, "reductions", "--xlsx", str(xlsx))
     assert "2026年度调减建议（1个项目）" in human.stdout

@@ -131,6 +131,8 @@ def test_the_board_warns_of_the_close_in_january_and_lists_last_years_proposals(
     async def february(client: TestClient[Any, Any], service: Service) -> None:
         await login(client, "jxk")
         assert 'data-testid="year-closing"' not in await (await client.get("/")).text()
-        assert "2025年度调减建议（0个项目）" in await (await client.get("/reductions?year=2025")).text()
+        # the closed year's final list, as of its Dec 31
+        final = await (await client.get("/reductions?year=2025")).text()
+        assert "2025年度调减建议（2个项目）" in final
 
     serve(later, february)

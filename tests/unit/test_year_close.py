@@ -219,3 +219,14 @@ def test_a_state_stored_before_last_event_on_takes_its_latest_dated_fact() -> No
     # an adjustment's or a reversal's date is not kept: unknown, not guessed early (review)
     for kept in ({"adjusted": -90_000_000}, {"reversals": 5_000_000}):
         assert ProjectState.from_dict({**stored, **kept}).last_event_on is None
+
+
+def test_a_closed_years_proposals_are_what_its_close_left_as_of_dec_31() -> None:
+    ten_percent = [b.registered("R"), b.approved("R", "1000000", on="2025-01-05"),
+                   b.payment("R", "100000", on="2025-03-01")]
+    monitor, _ = run([*NEVER_PAID, *ten_percent], "2026-02-02")
+    assert monitor.reductions(fiscal_year=2025) == []  # nothing of 2025 fires any more
+    final = {p.project_id: p for p in monitor.closed_year_reductions(2025, ["R", "P", "gone"])}
+    assert set(final) == {"P", "R"}
+    assert (final["R"].projected, final["R"].proposed_reduction) == (10_000_000, 90_000_000)  # the unspent
+    assert final["P"].proposed_reduction == 100_000_000 and final["P"].fiscal_year == 2025
