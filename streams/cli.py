@@ -351,10 +351,11 @@ def reductions_cmd(
     with opened_engine(db, profile, existing=True) as engine:
         proposals = [p.to_json() for p in engine.reductions(year)]
         clock = engine.monitor.clock
+        as_of = engine.reductions_as_of(year)
         closed_on = engine.profile.year_close_day(year) if year is not None else None
     shown = year if year is not None else (year_of(clock) if clock is not None else None)
     if xlsx is not None:
-        write_reductions_xlsx(xlsx, proposals, iso(clock) if clock else "", shown)
+        write_reductions_xlsx(xlsx, proposals, iso(as_of) if as_of else "", shown)
     if as_json:
         emit_json(proposals)
         return

@@ -305,6 +305,10 @@ def test_reductions_are_one_fiscal_year_s(tmp_path: Path) -> None:
     assert (final["project_id"], final["fiscal_year"], final["projected_spend"], final["proposed_reduction"]) == (
         "P1", 2025, "100000.00", "900000.00")
     assert "2025 年度已于 2026-01-31 结束（年度结束）" in cli(db, "reductions", "--year", "2025").stdout
+    final_xlsx = tmp_path / "final.xlsx"
+    cli(db, "reductions", "--year", "2025", "--xlsx", str(final_xlsx))
+    final_sheet = load_workbook(final_xlsx).active
+    assert final_sheet is not None and final_sheet.title == "2025年度调减建议（截至2025-12-31）"
     xlsx = tmp_path / "r.xlsx"
     human = cli(db, "reductions", "--xlsx", str(xlsx))
     assert "2026年度调减建议（1个项目）" in human.stdout
