@@ -709,17 +709,15 @@ async def reductions_xlsx(request: web.Request) -> web.Response:
     chosen = year_of_query(request.query)
     proposals = await board.service.db(board.reductions, user, chosen)
     year = board.shown_year(chosen)
-    as_of = await board.service.db(board.service.engine.reductions_as_of, chosen)
-    as_of_text = iso(as_of) if as_of is not None else "—"
 
     def build() -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "reductions.xlsx"
-            write_reductions_xlsx(path, proposals, as_of_text, year)
+            write_reductions_xlsx(path, proposals, board.clock_text(), year)
             return path.read_bytes()
 
     body = await board.service.db(build)
-    name = f"{year}年度调减建议{as_of_text}.xlsx" if year is not None else f"调减建议{as_of_text}.xlsx"
+    name = f"{year}年度调减建议{board.clock_text()}.xlsx" if year is not None else f"调减建议{board.clock_text()}.xlsx"
     return web.Response(body=body, headers={
         "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         "Content-Disposition": f"attachment; filename=\"reductions.xlsx\"; filename*=UTF-8''{quote(name)}",

@@ -347,15 +347,15 @@ def reductions_cmd(
     xlsx: Annotated[Path | None, typer.Option("--xlsx", help="also write the proposals to this XLSX file")] = None,
     year: Annotated[int | None, typer.Option(help="fiscal year (default: the clock's year)")] = None,
 ) -> None:
-    """Reduction proposals (调减建议) for projects with low_execution firing, of one fiscal year."""
+    """Reduction proposals (调减建议) of one fiscal year: projects with low_execution firing, or,
+    after the year's close, those whose alert ended with it."""
     with opened_engine(db, profile, existing=True) as engine:
         proposals = [p.to_json() for p in engine.reductions(year)]
         clock = engine.monitor.clock
-        as_of = engine.reductions_as_of(year)
         closed_on = engine.profile.year_close_day(year) if year is not None else None
     shown = year if year is not None else (year_of(clock) if clock is not None else None)
     if xlsx is not None:
-        write_reductions_xlsx(xlsx, proposals, iso(as_of) if as_of else "", shown)
+        write_reductions_xlsx(xlsx, proposals, iso(clock) if clock else "", shown)
     if as_json:
         emit_json(proposals)
         return

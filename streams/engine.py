@@ -28,7 +28,7 @@ from alerts.monitor import Monitor
 from alerts.profile import Profile
 from alerts.reductions import Proposal
 from alerts.rules import LOW_EXECUTION
-from budget.calendar import iso, to_day, year_bounds
+from budget.calendar import iso, to_day
 from budget.ledger import ProjectState
 from budget.report import status
 from streams.checkpointer import Checkpointer
@@ -371,15 +371,6 @@ class Engine:
             ended = self.store.ended_with_year(fiscal_year, LOW_EXECUTION)
             return monitor.closed_year_reductions(fiscal_year, ended)
         return monitor.reductions(fiscal_year=fiscal_year)
-
-    def reductions_as_of(self, fiscal_year: int | None = None) -> int | None:
-        """The day :meth:`reductions` of ``fiscal_year`` are as of: the clock, or a closed
-        year's Dec 31 (its final list)."""
-        monitor = self.load()
-        clock = monitor.clock
-        if fiscal_year is not None and clock is not None and monitor.year_closed(fiscal_year, clock):
-            return year_bounds(fiscal_year)[1]
-        return clock
 
     def rebuild(self) -> None:
         self.store.reset_derived(self._fingerprint())

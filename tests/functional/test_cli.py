@@ -308,7 +308,8 @@ def test_reductions_are_one_fiscal_year_s(tmp_path: Path) -> None:
     final_xlsx = tmp_path / "final.xlsx"
     cli(db, "reductions", "--year", "2025", "--xlsx", str(final_xlsx))
     final_sheet = load_workbook(final_xlsx).active
-    assert final_sheet is not None and final_sheet.title == "2025年度调减建议（截至2025-12-31）"
+    # dated the day of its sums: anything adjusted or paid since the year is counted in
+    assert final_sheet is not None and final_sheet.title == "2025年度调减建议（截至2026-07-15）"
     xlsx = tmp_path / "r.xlsx"
     human = cli(db, "reductions", "--xlsx", str(xlsx))
     assert "2026年度调减建议（1个项目）" in human.stdout
