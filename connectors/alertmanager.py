@@ -65,6 +65,15 @@ def alert_labels(alert: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
+def _firing_kind(alert: Mapping[str, Any]) -> str:
+    """How a firing alert came to stand as it does: new, or — evaluated again after it
+    began, which only a change of severity does (alerts.lifecycle) — up or down."""
+    if alert.get("updated_on") == alert.get("since"):
+        return "firing"
+    top = max(SEVERITY_RANK, key=lambda s: SEVERITY_RANK[s])
+    return "escalated" if alert.get("severity") == top else "deescalated"
+
+
 def alert_annotations(alert: Mapping[str, Any]) -> dict[str, str]:
     """Annotations of an alert as it stands: a resolved one's summary says it resolved —
     or, with ``reason``, that its year closed (年度结束) — not that it is new."""
@@ -73,7 +82,7 @@ def alert_annotations(alert: Mapping[str, Any]) -> dict[str, str]:
     figures = "；".join(f"{label}{value}" for label, value in figure_lines(alert))
     ended = alert.get("status") == "resolved"
     annotations = {
-        "summary": headline({**alert, "transition": "resolved" if ended else "firing"}),
+        "summary": headline({**alert, "transition": "resolved" if ended else _firing_kind(alert)}),
         "description": str(alert.get("message", "")),
         "action": str(alert.get("action", "")),
         "rule_name": RULE_NAMES.get(rule, rule),

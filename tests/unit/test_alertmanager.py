@@ -58,6 +58,16 @@ def test_an_ended_alert_says_how_it_ended_not_that_it_is_new() -> None:
     assert closed["annotations"]["reason"] == "year_closed"
 
 
+def test_a_firing_alert_that_changed_severity_is_not_called_new() -> None:
+    """Its new series (labels carry the severity) went out as 【新预警】 (review)."""
+    up = firing_alert(alert(severity="critical", since="2025-04-30", updated_on="2025-06-30"), now=NOW, interval=60)
+    assert up["annotations"]["summary"].startswith("【预警升级·严重预警】")
+    down = firing_alert(alert(severity="warning", since="2025-04-30", updated_on="2025-07-15"), now=NOW, interval=60)
+    assert down["annotations"]["summary"].startswith("【预警降级·一般预警】")
+    new = firing_alert(alert(since="2025-06-30", updated_on="2025-06-30"), now=NOW, interval=60)
+    assert new["annotations"]["summary"].startswith("【新预警·严重预警】")
+
+
 def test_the_old_severity_series_ends_as_a_severity_change() -> None:
     """A severity change ends the old series (its labels carry the severity): its summary
     said 【新预警】 and Alertmanager's notice of its end 预警解除, for an alert that went up."""
