@@ -31,11 +31,14 @@ KIND_NAMES: dict[str, str] = {
 REASON_NAMES: dict[str, str] = {"year_closed": "年度结束"}
 
 
-def kind_name(kind: str, reason: str | None = None) -> str:
-    """What people are shown for a transition: its kind, or the reason it resolved."""
-    if kind == "resolved" and reason is not None and reason in REASON_NAMES:
+def kind_name(kind: str, reason: Any = None, names: Mapping[str, str] = KIND_NAMES) -> str:
+    """What people are shown for a transition: its kind in ``names`` (a notification's,
+    the CLI's shorter ones, Grafana's), or the reason it resolved (年度结束)."""
+    if kind == "resolved" and reason in REASON_NAMES:
         return REASON_NAMES[reason]
-    return KIND_NAMES.get(kind, kind)
+    return names.get(kind, kind)
+
+
 FUND_SOURCE_NAMES: dict[str, str] = {
     "general": "一般公共预算",
     "government_fund": "政府性基金预算",

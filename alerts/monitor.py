@@ -443,7 +443,6 @@ class Monitor:
         ]
         return proposals(flagged, when, self.profile.reduction.round_down_to_yuan)
 
-
     def closed_year_reductions(self, fiscal_year: int, project_ids: Iterable[str]) -> list[Proposal]:
         """The proposals of a closed year, as of its Dec 31: the projects whose
         low_execution alert ended with the year (ids a persisting runtime reads back from

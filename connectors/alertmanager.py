@@ -65,13 +65,15 @@ def alert_labels(alert: Mapping[str, Any]) -> dict[str, str]:
     return labels
 
 
+_TOP_SEVERITY = max(SEVERITY_RANK, key=lambda s: SEVERITY_RANK[s])
+
+
 def _firing_kind(alert: Mapping[str, Any]) -> str:
     """How a firing alert came to stand as it does: new, or — evaluated again after it
     began, which only a change of severity does (alerts.lifecycle) — up or down."""
     if alert.get("updated_on") == alert.get("since"):
         return "firing"
-    top = max(SEVERITY_RANK, key=lambda s: SEVERITY_RANK[s])
-    return "escalated" if alert.get("severity") == top else "deescalated"
+    return "escalated" if alert.get("severity") == _TOP_SEVERITY else "deescalated"
 
 
 def alert_annotations(alert: Mapping[str, Any]) -> dict[str, str]:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from alerts.messages import REASON_NAMES
+from alerts.messages import kind_name
 from budget.calendar import CHINA_TIME
 from budget.events import parse_day
 
@@ -72,8 +72,7 @@ def annotation_for(transition: Mapping[str, Any]) -> Annotation:
     department = str(transition.get("department_id", ""))
     subject = transition.get("subject_name") or transition.get("subject_id") or ""
     reason = transition.get("reason") if kind == "resolved" else None
-    kind_text = REASON_NAMES.get(str(reason), KIND_TEXT.get(kind, kind)) if reason else KIND_TEXT.get(kind, kind)
-    heading = f"【{kind_text}·{SEVERITY_TEXT.get(severity, severity)}】{subject}"
+    heading = f"【{kind_name(kind, reason, KIND_TEXT)}·{SEVERITY_TEXT.get(severity, severity)}】{subject}"
     message = str(transition.get("message") or "")
     action = str(transition.get("action") or "")
     lines = [heading]

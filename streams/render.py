@@ -10,7 +10,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from alerts.messages import FUND_SOURCE_NAMES, REASON_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan
+from alerts.messages import FUND_SOURCE_NAMES, REASON_NAMES, RULE_NAMES, SEVERITY_NAMES, kind_name, pct, wan
 from streams.ingest import IngestCounts
 
 KIND_LABELS = {
@@ -22,11 +22,7 @@ KIND_LABELS = {
 
 def kind_label(transition: Mapping[str, Any]) -> str:
     """The short name of a transition row: its kind, or why it resolved (年度结束)."""
-    kind = str(transition["transition"])
-    reason = str(transition.get("reason"))
-    if kind == "resolved" and reason in REASON_NAMES:
-        return REASON_NAMES[reason]
-    return KIND_LABELS.get(kind, kind)
+    return kind_name(str(transition["transition"]), transition.get("reason"), KIND_LABELS)
 
 
 def status_label(alert: Mapping[str, Any]) -> str:
