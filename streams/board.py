@@ -207,13 +207,14 @@ class Board:
     def closing(self, firing: list[dict[str, Any]]) -> dict[str, Any] | None:
         """Last year's alerts still firing before its close (年度结束): how many, and when
         they end (and its proposals with them, as of its Dec 31)."""
-        clock = self.service.engine.monitor.clock
+        engine = self.service.engine
+        clock = engine.monitor.clock
         if clock is None:
             return None
         last = year_of(clock) - 1
-        close = self.service.engine.profile.year_close_day(last)
+        close = engine.profile.year_close_day(last)
         count = sum(1 for r in firing if r["fiscal_year"] <= last)
-        if close is None or clock >= close or not count:
+        if close is None or engine.is_closed(last) or not count:
             return None
         return {"year": last, "on": iso(close), "count": count}
 
@@ -312,11 +313,6 @@ class Board:
     def reductions(self, user: User | None, fiscal_year: int | None = None) -> list[dict[str, Any]]:
         found = [p.to_json() for p in self.service.engine.reductions(fiscal_year)]
         return [p for p in found if user is None or user.sees(p["department_id"])]
-
-    def shown_year(self, fiscal_year: int | None) -> int | None:
-        """The fiscal year a page shows: the one asked for, else the clock's."""
-        clock = self.service.engine.monitor.clock
-        return fiscal_year if fiscal_year is not None else (year_of(clock) if clock is not None else None)
 
     # -- writing -----------------------------------------------------------------------
     async def record(self, event: dict[str, Any]) -> str | None:
@@ -699,7 +695,7 @@ async def reductions_page(request: web.Request) -> web.Response:
     user = _login_required(request)
     chosen = year_of_query(request.query)
     proposals = await board.service.db(board.reductions, user, chosen)
-    return board.page(request, "reductions.html", proposals=proposals, year=board.shown_year(chosen),
+    return board.page(request, "reductions.html", proposals=proposals, year=board.service.engine.shown_year(chosen),
                       chosen=chosen)
 
 
@@ -708,7 +704,7 @@ async def reductions_xlsx(request: web.Request) -> web.Response:
     user = _login_required(request)
     chosen = year_of_query(request.query)
     proposals = await board.service.db(board.reductions, user, chosen)
-    year = board.shown_year(chosen)
+    year = board.service.engine.shown_year(chosen)
 
     def build() -> bytes:
         with tempfile.TemporaryDirectory() as tmp:

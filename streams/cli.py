@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from alerts.profile import Profile, ProfileError
-from budget.calendar import iso, to_day, year_of
+from budget.calendar import iso, to_day
 from budget.events import parse_day
 from connectors.exports import write_reductions_xlsx
 from connectors.files import InputError, read_events
@@ -352,8 +352,8 @@ def reductions_cmd(
     with opened_engine(db, profile, existing=True) as engine:
         proposals = [p.to_json() for p in engine.reductions(year)]
         clock = engine.monitor.clock
-        closed_on = engine.profile.year_close_day(year) if year is not None else None
-    shown = year if year is not None else (year_of(clock) if clock is not None else None)
+        shown = engine.shown_year(year)
+        closed_on = engine.profile.year_close_day(year) if year is not None and engine.is_closed(year) else None
     if xlsx is not None:
         write_reductions_xlsx(xlsx, proposals, iso(clock) if clock else "", shown)
     if as_json:
@@ -362,7 +362,7 @@ def reductions_cmd(
     out = render.console()
     label = f"{shown}年度调减建议" if shown else "调减建议"
     out.print(render.reductions_table(proposals, f"{label}（{len(proposals)}个项目）"))
-    if closed_on is not None and clock is not None and clock >= closed_on:
+    if closed_on is not None:
         out.print(
             f"{year} 年度已于 {iso(closed_on)} 结束（年度结束）：以上为结束时仍低于执行进度要求的项目，"
             f"按 {year}-12-31 口径计算的调减（收回）建议，已计入其后的调整和支付",

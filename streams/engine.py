@@ -28,7 +28,7 @@ from alerts.monitor import Monitor
 from alerts.profile import Profile
 from alerts.reductions import Proposal
 from alerts.rules import LOW_EXECUTION
-from budget.calendar import iso, to_day
+from budget.calendar import iso, to_day, year_of
 from budget.ledger import ProjectState
 from budget.report import status
 from streams.checkpointer import Checkpointer
@@ -366,11 +366,20 @@ class Engine:
         """The proposals of ``fiscal_year`` (default: the clock's year); of a closed year,
         those its close left (Monitor.closed_year_reductions)."""
         monitor = self.load()
-        clock = monitor.clock
-        if fiscal_year is not None and clock is not None and monitor.year_closed(fiscal_year, clock):
+        if fiscal_year is not None and self.is_closed(fiscal_year):
             ended = self.store.ended_with_year(fiscal_year, LOW_EXECUTION)
             return monitor.closed_year_reductions(fiscal_year, ended)
         return monitor.reductions(fiscal_year=fiscal_year)
+
+    def is_closed(self, fiscal_year: int) -> bool:
+        """Whether the loaded clock has passed ``fiscal_year``'s close (profile.year_end)."""
+        clock = self.monitor.clock
+        return clock is not None and self.monitor.year_closed(fiscal_year, clock)
+
+    def shown_year(self, fiscal_year: int | None = None) -> int | None:
+        """The fiscal year a listing shows: the one asked for, else the clock's."""
+        clock = self.monitor.clock
+        return fiscal_year if fiscal_year is not None else (year_of(clock) if clock is not None else None)
 
     def rebuild(self) -> None:
         self.store.reset_derived(self._fingerprint())
