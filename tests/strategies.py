@@ -13,6 +13,10 @@ PROJECTS = ["P1", "P2", "P3", "P4"]
 DEPARTMENTS = [("D1", "教育局"), ("D2", "水务局")]
 
 
+# Where a run ends: the year's end, or past the year's close (01-31, profile.year_end) too.
+RUN_ENDS = st.sampled_from([dt.date(YEAR, 12, 31).toordinal(), dt.date(YEAR + 1, 2, 28).toordinal()])
+
+
 def _date(offset: int) -> str:
     return dt.date.fromordinal(FIRST + offset).isoformat()
 

@@ -24,6 +24,15 @@ def outcome(e: Engine) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[
     return e.status(), e.store.transition_rows(), e.store.alert_rows()
 
 
+def one_run(path: Path, events: list[dict[str, Any]], until: int) -> Engine:
+    """An engine that took ``events`` at once and ran to ``until`` in one run: the
+    reference runs resumed anywhere are held to."""
+    e = engine(path)
+    ingest_events(e.store, events)
+    e.run(until)
+    return e
+
+
 def resumed(path: Path, stops: list[int], commit_every: int, until: int) -> tuple[Any, Any, Any]:
     """The outcome of runs stopped at ``stops`` — each in a new engine, as after a
     restart — then run on to ``until``."""

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.builders import day
-from tests.functional.engine_helpers import engine, ingest_events, outcome, resumed
-from tests.strategies import PROJECTS, _date, event_logs
+from tests.functional.engine_helpers import engine, ingest_events, one_run, outcome, resumed
+from tests.strategies import PROJECTS, RUN_ENDS, _date, event_logs
 
 RULES = ["low_execution", "behind_schedule", "stalled", "overspend", "progress_gap"]
 
@@ -48,14 +48,11 @@ def test_one_run_and_runs_resumed_anywhere_agree_with_dispositions(
 ) -> None:
     """Answers and approvals among the events, all in the log at once: a run stopped
     and resumed anywhere, committing every few events, ends as one run does (review)."""
-    # to the year's end, or past the year's close (01-31, profile.year_end) too
-    until = data.draw(st.sampled_from([day("2025-12-31"), day("2026-02-28")]))
+    until = data.draw(RUN_ENDS)
     stops = data.draw(st.lists(st.integers(day("2025-05-01"), until), max_size=4))
     commit_every = data.draw(st.integers(1, 50))
     with tempfile.TemporaryDirectory() as tmp:
-        one = engine(Path(tmp) / "one.db")
-        ingest_events(one.store, events)
-        one.run(until)
+        one = one_run(Path(tmp) / "one.db", events, until)
         reference = outcome(one)
         ref_rej = one.store.rejections()
         many = Path(tmp) / "many.db"

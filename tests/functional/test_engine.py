@@ -17,8 +17,8 @@ from connectors.profiles import load_profile
 from streams.errors import ClockError, StoreError
 from tests import builders as b
 from tests.builders import day
-from tests.functional.engine_helpers import engine, ingest_events, outcome, resumed
-from tests.strategies import deliveries, event_logs
+from tests.functional.engine_helpers import engine, ingest_events, one_run, outcome, resumed
+from tests.strategies import RUN_ENDS, deliveries, event_logs
 
 
 def test_ingest_counts_and_idempotence(tmp_path: Path) -> None:
@@ -432,16 +432,12 @@ def test_the_default_cadence_spaces_commits_with_the_number_of_projects(
 @given(data=st.data(), events=event_logs(max_events=30))
 def test_one_run_and_a_run_resumed_anywhere_agree(data: st.DataObject, events: list[dict[str, Any]]) -> None:
     delivered = data.draw(deliveries(events))
-    # to the year's end, or past the year's close (01-31, profile.year_end) too
-    until = data.draw(st.sampled_from([day("2025-12-31"), day("2026-02-28")]))
+    until = data.draw(RUN_ENDS)
     stops = data.draw(st.lists(st.integers(day("2025-01-01"), until), max_size=3))
     commit_every = data.draw(st.integers(1, 50))
     batch = data.draw(st.integers(1, 10))
     with tempfile.TemporaryDirectory() as tmp:
-        one = engine(Path(tmp) / "one.db")
-        ingest_events(one.store, events)
-        one.run(until)
-        reference = outcome(one)
+        reference = outcome(one_run(Path(tmp) / "one.db", events, until))
         many = Path(tmp) / "many.db"
         store = engine(many).store
         for start in range(0, len(delivered), batch):
