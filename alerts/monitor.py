@@ -33,7 +33,7 @@ from alerts.rules import (
 )
 from budget.calendar import iso, year_bounds
 from budget.events import Record, record_to_json_dict
-from budget.ledger import Ledger, ProjectState, Totals
+from budget.ledger import DepartmentName, Ledger, ProjectState, Totals
 
 
 class Monitor:
@@ -65,10 +65,15 @@ class Monitor:
         self._swept: int | None = None  # the latest fiscal year close_year has ended
 
     # -- restoring -------------------------------------------------------
-    def restore(self, states: Iterable[ProjectState], alerts: Iterable[Alert], clock: int | None) -> None:
-        """Adopt persisted state and rebuild what derives from it (totals, due dates)."""
+    def restore(
+        self, states: Iterable[ProjectState], alerts: Iterable[Alert], clock: int | None,
+        department_names: Iterable[DepartmentName] = (),
+    ) -> None:
+        """Adopt persisted state and rebuild what derives from it (totals, due dates);
+        ``department_names`` as :meth:`Ledger.department_names` kept them."""
         for state in states:
             self.ledger.attach(state)
+        self.ledger.adopt_names(department_names)
         for alert in alerts:
             self.book.add(alert)
         self.clock = clock

@@ -26,6 +26,10 @@ def names_anew(name: str | None, registered: str | None, held: str | None) -> bo
     return bool(name) and (not held or (registered or "") >= held)
 
 
+# (fiscal_year, department_id, department_name, the version of the registration naming it)
+DepartmentName = tuple[int, str, str, str]
+
+
 @dataclass(slots=True)
 class Totals:
     """Budget and paid summed over a department's projects in one fiscal year."""
@@ -305,6 +309,27 @@ class Ledger:
         self.projects[state.project_id] = state
         state.rollup = None
         self._join_rollup(state)
+
+    def department_names(self) -> list[DepartmentName]:
+        """Each department's name with the registration it comes from, in key order: what
+        a restart cannot derive from the projects now in it, since the project whose
+        registration named it may have moved to another department since."""
+        return [
+            (fiscal_year, department_id, t.department_name, t.name_version)
+            for (fiscal_year, department_id), t in sorted(self.departments.items())
+            if t.name_version is not None
+        ]
+
+    def adopt_names(self, names: Iterable[DepartmentName]) -> None:
+        """Take department names kept by :meth:`department_names` (after :meth:`attach`):
+        the latest registration names a department, as in the run that kept them."""
+        for fiscal_year, department_id, name, registered in names:
+            department_id = intern(department_id)
+            key = (fiscal_year, department_id)
+            totals = self.departments.get(key)
+            if totals is None:  # every project left it; the live run keeps it, empty
+                totals = self.departments[key] = Totals(fiscal_year, department_id)
+            totals.take_name(intern(name), registered)
 
     def _join_rollup(self, state: ProjectState) -> None:
         if not counts_in_rollup(state):

@@ -29,7 +29,7 @@ from alerts.profile import Profile
 from alerts.reductions import Proposal
 from alerts.rules import LOW_EXECUTION
 from budget.calendar import iso, to_day, year_of
-from budget.ledger import ProjectState
+from budget.ledger import DepartmentName, ProjectState
 from budget.report import status
 from streams.checkpointer import Checkpointer
 from streams.errors import ClockError, StoreError
@@ -112,6 +112,7 @@ class Engine:
         self._loaded = False
         # The store's position as this engine left it: cursor and derived-state generation.
         self._cursor: tuple[int | None, int, int] | None = None
+        self._names: list[DepartmentName] = []  # the department names as last committed
 
     def load(self) -> Monitor:
         """Restore the monitor from the last commit (once, and again if another process
@@ -156,7 +157,9 @@ class Engine:
         else:
             unresolved.extend(Alert.from_json(d) for d in self.store.each_alert(status=FIRING))
         self.monitor.book.archive = self._archived
-        self.monitor.restore(states, unresolved, clock)
+        names = self.store.department_names()
+        self.monitor.restore(states, unresolved, clock, names)
+        self._names = names
         self._loaded = True
         self._cursor = (clock, seq, generation)
 
@@ -335,6 +338,9 @@ class Engine:
         if monitor.refused:
             refused = [*refused, *monitor.refused]
             monitor.refused = []
+        names: list[DepartmentName] | None = monitor.ledger.department_names()
+        if names == self._names:
+            names = None  # unchanged: most commits rename nothing
         alerts = monitor.book.alerts
         touched = touched | {a for a in monitor.book.moved if a in alerts}
         monitor.book.moved.clear()
@@ -349,7 +355,10 @@ class Engine:
             derived=emitted,
             derived_source=DERIVED_SOURCE,
             refused=[(r.event_id, r.reason, r.raw) for r in refused],
+            department_names=names,
         )
+        if names is not None:
+            self._names = names
         self._cursor = (clock, max_seq, self._cursor[2] if self._cursor is not None else 0)
         monitor.book.forget_resolved()  # each is in the store as of this commit
 

@@ -1062,13 +1062,14 @@ def status_of(partitions: Iterable[ProjectPartition], fiscal_year: int | None = 
     from budget.ledger import Ledger
     from budget.report import status
 
+    parts = list(partitions)
     ledger = Ledger()
-    clocks: list[int] = []
-    for part in partitions:
+    for part in parts:
         for state in part.monitor.ledger.projects.values():
             ledger.attach(ProjectState.from_dict(state.to_dict()))
-        if part.clock is not None:
-            clocks.append(part.clock)
+    for part in parts:  # names of departments the project naming them left, as they run
+        ledger.adopt_names(part.monitor.ledger.department_names())
+    clocks = [part.clock for part in parts if part.clock is not None]
     if not clocks:
         raise ValueError("no partition has closed a day yet: publish a clock tick first")
     return status(ledger, min(clocks), fiscal_year)

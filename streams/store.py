@@ -24,7 +24,7 @@ import orjson
 from alerts.lifecycle import YEAR_CLOSED
 from budget.calendar import year_bounds
 from budget.events import Record, record_to_json_dict
-from budget.ledger import other_year_reason, refused_year_reason, registered_year
+from budget.ledger import DepartmentName, other_year_reason, refused_year_reason, registered_year
 from connectors.kept_json import kept_dumps
 from streams.errors import StoreError
 
@@ -621,6 +621,13 @@ class Store:
             (key, value),
         )
 
+    def department_names(self) -> list[DepartmentName]:
+        """The department names the last commit kept (Ledger.department_names)."""
+        value = self.meta(DEPARTMENT_NAMES_KEY)
+        if value is None:
+            return []
+        return [(int(y), str(d), str(n), str(v)) for y, d, n, v in orjson.loads(value)]
+
     def project_states(self) -> Iterator[dict[str, Any]]:
         loads = orjson.loads
         for (state,) in self.db.execute("SELECT state FROM projects"):
@@ -690,6 +697,7 @@ class Store:
         # _add_rejections_once) are derived too: the replay finds them again.
         db.execute("DELETE FROM rejected WHERE source LIKE '% (event_id %)'")
         db.execute("UPDATE cursor SET clock = NULL, seq = 0 WHERE id = 1")
+        db.execute("DELETE FROM meta WHERE key = ?", (DEPARTMENT_NAMES_KEY,))
         if profile is None:
             db.execute("DELETE FROM meta WHERE key = 'profile'")
         else:
@@ -705,6 +713,8 @@ class Store:
 
 RUN_UNTIL_KEY = "run_until"
 GENERATION_KEY = "derived_generation"
+# Department names with the registration each comes from (derived state, like projects)
+DEPARTMENT_NAMES_KEY = "department_names"
 # meta key marking a store made by the notifier (streams.alert_sink), which no engine runs
 ROLE_KEY = "role"
 NOTIFIER_ROLE = "notifier"
@@ -831,10 +841,18 @@ class Batch:
         derived: Sequence[Record] = (),
         derived_source: str = "",
         refused: Sequence[tuple[str, str, str]] = (),
+        department_names: Sequence[DepartmentName] | None = None,
     ) -> None:
+        """``department_names``: the ledger's, when they changed since the last commit."""
         dumps = orjson.dumps
         db = self.db
         with self._or_rollback():
+            if department_names is not None:
+                db.execute(
+                    "INSERT INTO meta(key, value) VALUES (?, CAST(? AS TEXT))"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (DEPARTMENT_NAMES_KEY, dumps(department_names)),
+                )
             if derived:
                 Store._append_derived(db, derived, derived_source)
             if refused:

@@ -11,6 +11,8 @@ YEAR = 2025
 FIRST = dt.date(YEAR, 1, 1).toordinal()
 PROJECTS = ["P1", "P2", "P3", "P4"]
 DEPARTMENTS = [("D1", "教育局"), ("D2", "水务局")]
+# A later registration may move a project or rename its department (机构改革).
+REGISTRATIONS = [*DEPARTMENTS, ("D1", "教育体育局"), ("D2", "水利局")]
 
 
 # Where a run ends: the year's end, or past the year's close (01-31, profile.year_end) too.
@@ -47,9 +49,14 @@ def event_logs(draw: st.DrawFn, max_events: int = 40) -> list[dict[str, Any]]:
         pid = draw(st.sampled_from(PROJECTS))
         on = _date(draw(st.integers(0, 364)))
         kind = draw(st.sampled_from(["payment", "payment", "payment", "payment_reversed", "budget_adjusted",
-                                     "budget_approved", "indicator_defined", "indicator_reported"]))
+                                     "budget_approved", "indicator_defined", "indicator_reported",
+                                     "project_registered"]))
         base = {"type": kind, "event_id": f"E{n}", "occurred_on": on, "project_id": pid}
-        if kind in ("payment", "payment_reversed"):
+        if kind == "project_registered":
+            dept, name = draw(st.sampled_from(REGISTRATIONS))
+            base.update(fiscal_year=YEAR, name=f"{pid}项目", department_id=dept, department_name=name,
+                        fund_source="general", kind="project")
+        elif kind in ("payment", "payment_reversed"):
             base["amount"] = _money(draw(st.integers(1, 3_000_000)))
         elif kind == "budget_adjusted":
             base["amount"] = _money(draw(st.integers(-2_000_000, 2_000_000))).replace("--", "-")

@@ -428,6 +428,38 @@ def test_the_default_cadence_spaces_commits_with_the_number_of_projects(
     assert outcome(auto) == outcome(fixed)
 
 
+def test_a_department_renamed_by_a_project_that_moved_away_keeps_its_name_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """P2's registration of 03-01 renamed D1 新名局, and P2 moved to D2 on 04-01. A run
+    resumed after the move named D1 from P1 alone (旧名局), so its 06-30 department alert
+    differed from the one run's; the names are now kept with the state."""
+    events = [
+        b.registered("P1", department_id="D1", department_name="旧名局", on="2025-01-02"),
+        b.approved("P1", "1000000", on="2025-01-05"),
+        b.registered("P2", department_id="D1", department_name="新名局", on="2025-03-01"),
+        b.approved("P2", "1000000", on="2025-03-05"),
+        b.registered("P2", department_id="D2", department_name="乙局", on="2025-04-01", event_id="P2-MOVE"),
+        b.payment("P1", "100000", on="2025-05-01"),
+    ]
+    until = day("2025-08-01")
+    reference = outcome(one_run(tmp_path / "one.db", events, until))
+    names = {d["department_id"]: d["department_name"] for d in reference[0]["departments"]}
+    assert names == {"D1": "新名局", "D2": "乙局"}
+    (alert,) = [a for a in reference[2] if a["alert_id"] == "2025:department_low_execution:department:D1"]
+    assert "新名局截至2025-06-30" in alert["message"]
+    e = engine(tmp_path / "many.db")
+    ingest_events(e.store, events)
+    e.store.close()
+    assert resumed(tmp_path / "many.db", [day("2025-04-15")], 100_000, until) == reference
+    # A rebuild forgets the kept names with the rest of the derived state, and finds them again.
+    e = engine(tmp_path / "many.db")
+    e.rebuild()
+    assert e.store.department_names() == []
+    e.run(until)
+    assert outcome(e) == reference
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), events=event_logs(max_events=30))
 def test_one_run_and_a_run_resumed_anywhere_agree(data: st.DataObject, events: list[dict[str, Any]]) -> None:

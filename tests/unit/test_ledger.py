@@ -121,3 +121,31 @@ def test_a_renamed_department_shows_its_latest_name_in_any_order_and_after_a_res
     for project_id in sorted(ledger.projects):
         restored.attach(ProjectState.from_dict(ledger.projects[project_id].to_dict()))
     assert restored.departments[(2025, "D01")].department_name == "教育体育局"
+
+
+def test_a_department_keeps_its_name_after_the_project_that_renamed_it_moves_away() -> None:
+    """The registration of 03-01 renamed D01; on 04-01 that project moved to D02. D01 is
+    still 教育体育局 — a restart attaching the projects left in it named it 教育局 again,
+    unless the names kept with the state (department_names) are adopted."""
+    events = [
+        b.registered("P1", on="2025-01-05", department_name="教育局"),
+        b.registered("P2", on="2025-03-01", department_name="教育体育局"),
+        b.registered("P2", on="2025-04-01", department_id="D02", department_name="水务局", event_id="P2-MOVE"),
+        b.registered("P3", on="2025-02-01", department_id="D03", department_name="卫健委"),
+        b.registered("P3", on="2025-05-01", department_id="D02", department_name="水务局", event_id="P3-MOVE"),
+    ]
+    ledger = fold(b.records(events))
+    assert ledger.departments[(2025, "D01")].department_name == "教育体育局"
+    restored = Ledger()
+    for project_id in sorted(ledger.projects):
+        restored.attach(ProjectState.from_dict(ledger.projects[project_id].to_dict()))
+    assert restored.departments[(2025, "D01")].department_name == "教育局"  # from P1 alone
+    assert (2025, "D03") not in restored.departments  # P3 left it: no project names it
+    restored.adopt_names(ledger.department_names())
+    assert restored.department_names() == ledger.department_names()
+    assert restored.departments[(2025, "D01")].department_name == "教育体育局"
+    emptied = restored.departments[(2025, "D03")]  # kept, empty, as in the run
+    assert (emptied.department_name, emptied.projects, emptied.budget) == ("卫健委", 0, 0)
+    # Names older than the ones held change nothing.
+    restored.adopt_names([(2025, "D01", "教育局", "0")])
+    assert restored.departments[(2025, "D01")].department_name == "教育体育局"
