@@ -31,7 +31,7 @@ from alerts.rules import (
     evaluate_department,
     project_figures,
 )
-from budget.calendar import iso, year_bounds
+from budget.calendar import iso, year_bounds, year_end_of
 from budget.events import Record, record_to_json_dict
 from budget.ledger import DepartmentName, Ledger, ProjectState, Totals
 
@@ -113,10 +113,17 @@ class Monitor:
                 left = (before.rollup.fiscal_year, before.rollup.department_id)
                 self._dirty_departments.add(left)
                 self._left[record.project_id] = left
-        prior = None
         if approved:
             held = self.ledger.projects.get(record.project_id)
-            prior = held.last_event_on if held is not None else None
+            if held is not None and held.fiscal_year is not None:
+                year_end = year_end_of(held.fiscal_year)
+                if record.day > year_end:
+                    # A reduction or recovery approved after its fiscal year answers that
+                    # year's alert: the year's own money, in its Dec 31 sums and judged
+                    # again as of that day (dated in the new year, it would change no
+                    # year-end alert and leave the alert firing, for good, on figures that
+                    # are no longer true).
+                    record = record._replace(day=year_end)
         # The hot path: changed projects and departments are derived once per closed day.
         try:
             state = self.ledger.apply(record)
@@ -128,15 +135,6 @@ class Monitor:
             return
         self._dirty.add(state.project_id)
         day = record.day
-        if approved and state.fiscal_year is not None:
-            # A reduction or recovery approved after its fiscal year answers that year's
-            # alert: its year-end figures changed, so it is judged again as of Dec 31
-            # (dated in the new year, it would change no year-end alert and leave the
-            # alert firing on figures that are no longer true, for good).
-            year_end = year_bounds(state.fiscal_year)[1]
-            day = min(day, year_end)
-            if record.day > year_end:  # the year's own money for the close too (close_year)
-                state.last_event_on = year_end if prior is None else max(prior, year_end)
         if self.clock is not None and day <= self.clock:  # late: rare, so kept apart
             earliest = self._late.get(state.project_id)
             if earliest is None or day < earliest:
@@ -272,13 +270,14 @@ class Monitor:
                 ctx = contexts.get(-fiscal_year)
                 if ctx is None:
                     ctx = contexts[-fiscal_year] = day_context(self.profile, as_of, fiscal_year)
-            findings, due = assess(state, ctx)
+            judged = state if as_of is None else state.at_year_end()  # Dec 31's sums, not January's
+            findings, due = assess(judged, ctx)
             current = firing.get(("project", project_id, fiscal_year))
             if current is None:
                 if findings:
-                    transitions.extend(self._reconcile_project(state, findings, day, as_of=as_of))
+                    transitions.extend(self._reconcile_project(judged, findings, day, as_of=as_of))
             elif not _same(current, findings):
-                transitions.extend(self._reconcile_project(state, findings, day, as_of=as_of))
+                transitions.extend(self._reconcile_project(judged, findings, day, as_of=as_of))
             else:  # no transition, but a re-registration may have moved or renamed it
                 book.follow(current, state.department_id or "", state.department_name or "",
                             state.name or state.project_id)
@@ -298,7 +297,7 @@ class Monitor:
             if key[0] == year:
                 transitions.extend(self.assess_department(totals, day))
             elif key[0] < year and key in year_end_departments:
-                transitions.extend(self.assess_department(totals, day, as_of=year_bounds(key[0])[1]))
+                transitions.extend(self.assess_department(totals.at_year_end(), day, as_of=year_bounds(key[0])[1]))
         if fresh:
             transitions.extend(self.close_year(day))
         if self.desk is not None:
@@ -322,9 +321,10 @@ class Monitor:
         any earlier) still firing — a closed year's verdict, not a cleared condition.
         Normally on the close day itself; a monitor whose clock passed close days under a
         policy without the close (Faust workers upgraded later) ends every closed year's
-        on its next day. A project's alert ends with its Dec 31 figures when its sums are
-        still the year's own; otherwise, and for a department's, with those of its last
-        evaluation — dated so in the message and in ``figures["as_of"]``."""
+        on its next day. An alert ends with its subject's Dec 31 figures (the sums less
+        what is dated after the year); only where a state of an earlier release cannot tell
+        them apart, with those of its last evaluation — dated so in the message and in
+        ``figures["as_of"]``."""
         fiscal_year = _year(day) - 1
         close = self._close_day(fiscal_year)
         if close is None:
@@ -334,7 +334,7 @@ class Monitor:
         if self._swept is not None and self._swept >= fiscal_year:
             return []
         self._swept = fiscal_year
-        projects = self.ledger.projects
+        projects, departments = self.ledger.projects, self.ledger.departments
         profile = self.profile
 
         def closing(alert: Alert) -> tuple[dict[str, Any], str, str]:
@@ -343,15 +343,18 @@ class Monitor:
             if alert.subject_type == "project":
                 label = _label(alert.department_name or alert.department_id, alert.subject_name, alert.subject_id)
                 state = projects.get(alert.subject_id)
-                # Its sums are the year's own only while no event of it is dated after the
-                # year (a payment, a recovery or a report in January counts in them too).
-                if (state is not None and state.fiscal_year == alert.fiscal_year
-                        and state.last_event_on is not None and state.last_event_on <= year_end):
-                    figures = project_figures(state, year_end, profile)
+                # Its Dec 31 sums: what is dated after the year is kept apart (a state of
+                # an earlier release did not: its sums are the year's own only while no
+                # event of it is dated after the year).
+                if state is not None and state.fiscal_year == alert.fiscal_year and (
+                    state.dated or (state.last_event_on is not None and state.last_event_on <= year_end)
+                ):
+                    figures = project_figures(state.at_year_end(), year_end, profile)
             else:
-                # A department's totals hold its projects' January money as well, and no
-                # date tells it apart: its alert keeps the figures of its last evaluation.
                 label = alert.department_name or alert.department_id
+                totals = departments.get((alert.fiscal_year, alert.subject_id))
+                if totals is not None and totals.dated:
+                    figures = department_figures(totals.at_year_end(), year_end, profile)
             # After its year a project or department is judged as of its Dec 31.
             as_of = year_end if figures is not None else min(alert.updated_on, year_end)
             figures = {**(figures if figures is not None else alert.figures), "as_of": iso(as_of)}

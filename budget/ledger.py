@@ -15,6 +15,7 @@ from math import isfinite
 from sys import intern
 from typing import Any
 
+from budget.calendar import year_end_of, year_of
 from budget.events import Record
 from budget.indicators import Indicator, performance_completion
 from budget.versions import stored_version, version, version_pair
@@ -44,6 +45,11 @@ class Totals:
     # renamed department shows its new name whatever order projects joined in (a
     # restart attaches them in key order).
     name_version: str | None = None
+    # The parts of budget and paid dated after the fiscal year (ProjectState.after_*), and
+    # whether every project counted kept them (states of earlier releases did not).
+    after_budget: int = 0
+    after_paid: int = 0
+    dated: bool = True
 
     def take_name(self, name: str | None, registered: str | None) -> None:
         if names_anew(name, registered, self.name_version):
@@ -52,6 +58,15 @@ class Totals:
     @property
     def execution_rate(self) -> float | None:
         return self.paid / self.budget if self.budget > 0 else None
+
+    def at_year_end(self) -> Totals:
+        """The totals as the fiscal year's Dec 31 left them (what is dated after, less)."""
+        if not (self.after_budget or self.after_paid):
+            return self
+        return Totals(
+            self.fiscal_year, self.department_id, self.department_name,
+            self.budget - self.after_budget, self.paid - self.after_paid, self.projects, self.name_version,
+        )
 
 
 @dataclass(slots=True)
@@ -80,6 +95,19 @@ class ProjectState:
     indicators: dict[str, Indicator] = field(default_factory=dict)
     completion: float | None = None
     rollup: Totals | None = None  # the department totals this project counts in
+    # What of the sums is dated after the fiscal year — adjustments; payments less
+    # reversals — and the latest payment within it once one after it came: the Dec 31
+    # figures (at_year_end) whatever order the events arrived in. A bureau's approval
+    # after the year is the year's own (alerts.monitor dates it Dec 31); so is a
+    # corrected 年初批复, which replaces the approval rather than adding to it.
+    after_adjusted: int = 0
+    after_paid: int = 0
+    year_last_payment_on: int | None = None
+    # Before registration the year is unknown: the money by calendar year, placed when
+    # the registration comes ({year: [adjusted, paid, latest payment or 0]}).
+    unplaced: dict[int, list[int]] | None = None
+    # False for a state stored before the parts above were kept: its Dec 31 sums unknown.
+    dated: bool = True
 
     @property
     def registered(self) -> bool:
@@ -102,6 +130,23 @@ class ProjectState:
         budget = self.budget
         return (self.payments - self.reversals) / budget if budget > 0 else None
 
+    def at_year_end(self) -> ProjectState:
+        """The state as its fiscal year's Dec 31 left it: the sums less what is dated after
+        it, the last payment within it (itself when nothing is dated after the year)."""
+        if self.fiscal_year is None:
+            return self
+        last = self.last_payment_on
+        after = last is not None and last > year_end_of(self.fiscal_year)
+        if not (self.after_adjusted or self.after_paid or after):
+            return self
+        view = ProjectState.from_dict(self.to_dict())
+        view.adjusted -= self.after_adjusted
+        view.payments -= self.after_paid
+        view.after_adjusted = view.after_paid = 0
+        if after:
+            view.last_payment_on, view.year_last_payment_on = self.year_last_payment_on, None
+        return view
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "project_id": self.project_id,
@@ -122,6 +167,13 @@ class ProjectState:
             "last_payment_on": self.last_payment_on,
             "last_event_on": self.last_event_on,
             "indicators": [self.indicators[k].to_dict() for k in sorted(self.indicators)],
+            "after_adjusted": self.after_adjusted,
+            "after_paid": self.after_paid,
+            "year_last_payment_on": self.year_last_payment_on,
+            "unplaced": (
+                {str(y): list(v) for y, v in sorted(self.unplaced.items())} if self.unplaced is not None else None
+            ),
+            "dated": self.dated,
         }
 
     @classmethod
@@ -145,7 +197,15 @@ class ProjectState:
             reversals=data.get("reversals", 0),
             last_payment_on=data.get("last_payment_on"),
             last_event_on=data.get("last_event_on"),
+            after_adjusted=data.get("after_adjusted", 0),
+            after_paid=data.get("after_paid", 0),
+            year_last_payment_on=data.get("year_last_payment_on"),
+            # absent from states of earlier releases: their Dec 31 sums are not known
+            dated=bool(data.get("dated", "after_paid" in data)),
         )
+        unplaced = data.get("unplaced")
+        if unplaced is not None:
+            state.unplaced = {int(y): [int(x) for x in v] for y, v in unplaced.items()}
         for item in data.get("indicators", ()):
             # Stored versions are [day, event_id] pairs (budget.versions), held as strings.
             ind = Indicator(**{
@@ -244,16 +304,43 @@ class Ledger:
             state.payments += amount  # type: ignore[operator]
             if totals is not None:
                 totals.paid += amount  # type: ignore[operator]
-            if state.last_payment_on is None or day > state.last_payment_on:
+            last = state.last_payment_on
+            if state.fiscal_year is None:
+                _unplace(state, day, 0, amount, day)  # type: ignore[arg-type]
+            else:
+                year_end = year_end_of(state.fiscal_year)
+                if day > year_end:
+                    state.after_paid += amount  # type: ignore[operator]
+                    if totals is not None:
+                        totals.after_paid += amount  # type: ignore[operator]
+                    if last is not None and last <= year_end:
+                        state.year_last_payment_on = last
+                elif last is not None and last > year_end:
+                    held = state.year_last_payment_on
+                    if held is None or day > held:
+                        state.year_last_payment_on = day
+            if last is None or day > last:
                 state.last_payment_on = day
         elif kind == "payment_reversed":
             state.reversals += amount  # type: ignore[operator]
             if totals is not None:
                 totals.paid -= amount  # type: ignore[operator]
+            if state.fiscal_year is None:
+                _unplace(state, day, 0, -amount, 0)  # type: ignore[operator]
+            elif day > year_end_of(state.fiscal_year):
+                state.after_paid -= amount  # type: ignore[operator]
+                if totals is not None:
+                    totals.after_paid -= amount  # type: ignore[operator]
         elif kind == "budget_adjusted":
             state.adjusted += amount  # type: ignore[operator]
             if totals is not None:
                 totals.budget += amount  # type: ignore[operator]
+            if state.fiscal_year is None:
+                _unplace(state, day, amount, 0, 0)  # type: ignore[arg-type]
+            elif day > year_end_of(state.fiscal_year):
+                state.after_adjusted += amount  # type: ignore[operator]
+                if totals is not None:
+                    totals.after_budget += amount  # type: ignore[operator]
         elif kind == "budget_approved":
             # 年初批复 happens once; a corrected approval (later date) replaces it.
             stamp = version(day, event_id)
@@ -302,6 +389,8 @@ class Ledger:
         state.fiscal_year, state.name = fiscal_year, name
         state.department_id, state.department_name = department_id, department_name
         state.fund_source, state.kind, state.plan = fund_source, kind, plan_values
+        if state.unplaced is not None:
+            _place(state, fiscal_year)
         self._join_rollup(state)
 
     def attach(self, state: ProjectState) -> None:
@@ -342,7 +431,11 @@ class Ledger:
         totals.take_name(state.department_name, state.registered_version)
         totals.budget += state.budget
         totals.paid += state.paid
+        totals.after_budget += state.after_adjusted
+        totals.after_paid += state.after_paid
         totals.projects += 1
+        if not state.dated:
+            totals.dated = False  # until a rebuild: which project's money it was is not kept
         state.rollup = totals
 
     def _leave_rollup(self, state: ProjectState) -> None:
@@ -351,6 +444,8 @@ class Ledger:
             return
         totals.budget -= state.budget
         totals.paid -= state.paid
+        totals.after_budget -= state.after_adjusted
+        totals.after_paid -= state.after_paid
         totals.projects -= 1
         state.rollup = None
 
@@ -384,6 +479,36 @@ class Ledger:
             ind.reported_on = day
             ind.reported_version = stamp
             state.completion = performance_completion(state.indicators)
+
+
+def _unplace(state: ProjectState, day: int, adjusted: int, paid: int, payment_on: int) -> None:
+    """Money of a project not registered yet, kept by calendar year (see ``_place``)."""
+    if state.unplaced is None:
+        state.unplaced = {}
+    year = year_of(day)
+    held = state.unplaced.get(year)
+    if held is None:
+        state.unplaced[year] = [adjusted, paid, payment_on]
+    else:
+        held[0] += adjusted
+        held[1] += paid
+        held[2] = max(held[2], payment_on)
+
+
+def _place(state: ProjectState, fiscal_year: int) -> None:
+    """At registration: the money logged before it, after the fiscal year or within it."""
+    assert state.unplaced is not None
+    within = 0
+    for year, (adjusted, paid, payment_on) in state.unplaced.items():
+        if year > fiscal_year:
+            state.after_adjusted += adjusted
+            state.after_paid += paid
+        else:
+            within = max(within, payment_on)
+    last = state.last_payment_on
+    if last is not None and last > year_end_of(fiscal_year):
+        state.year_last_payment_on = within or None
+    state.unplaced = None
 
 
 def fold(records: Iterable[Record]) -> Ledger:

@@ -292,9 +292,8 @@ class ProjectPartition(_VersionedPartition):
         self._seen_count = 0  # ids in ``seen``, kept as they come and go (a gauge after each tick)
         self.latest_day: int | None = None  # the latest business day accepted (lag = it - clock)
         self.pending: dict[str, list[tuple[int, Record]]] = {}  # project -> [(seq, record)]
-        self.contributed: dict[
-            str, tuple[str, int, int]
-        ] = {}  # project -> (dept key, budget, paid)
+        # project -> (dept key, budget, paid, the parts of both dated after the fiscal year)
+        self.contributed: dict[str, tuple[str, int, int, int, int]] = {}
         self.committed: dict[str, Value | None] = {}  # project -> value as of the committed epoch
 
     # -- restoring -------------------------------------------------------
@@ -337,8 +336,11 @@ class ProjectPartition(_VersionedPartition):
                 if alert.status != RESOLVED:  # records written before they kept open alerts only
                     alerts.append(alert)
             if body.get("contributed"):
-                dept, budget, paid = body["contributed"]
-                self.contributed[project_id] = (str(dept), int(budget), int(paid))
+                # (department, budget, paid, the parts of both dated after the year): the
+                # last two are absent from records of earlier releases
+                dept, budget, paid, *after = body["contributed"]
+                after_budget, after_paid = (int(after[0]), int(after[1])) if after else (0, 0)
+                self.contributed[project_id] = (str(dept), int(budget), int(paid), after_budget, after_paid)
         clock = self.meta.clock
         for entry in sorted(entries, key=lambda e: int(e["seq"])):
             record = Record(*entry["record"])
@@ -556,9 +558,8 @@ class ProjectPartition(_VersionedPartition):
         # The tick is committed once the meta is written; from now on the values
         # just written are the committed ones.
         self.committed.update(bodies)
-        for (dept, day), (budget, paid, projects, fiscal_year, department_id, name, late, named) in sorted(
-            deltas.items(), key=lambda kv: (kv[0][1], kv[0][0])
-        ):
+        for (dept, day), (budget, paid, projects, fiscal_year, department_id, name, late, named,
+                          after_budget, after_paid) in sorted(deltas.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             delta = {
                 "kind": "delta",
                 "source": self.partition,
@@ -572,6 +573,8 @@ class ProjectPartition(_VersionedPartition):
                 "paid": paid,
                 "projects": projects,
             }
+            if after_budget or after_paid:  # what of them is dated after the year
+                delta["after_budget"], delta["after_paid"] = after_budget, after_paid
             if late:  # a late event of a closed year: the department is judged as of Dec 31
                 delta["late"] = True
             out.departments.append((dept, delta))
@@ -606,13 +609,15 @@ class ProjectPartition(_VersionedPartition):
         for project_id in changed:
             state = projects[project_id]
             before = self.contributed.get(project_id)
-            after: tuple[str, int, int] | None = None
+            after: tuple[str, int, int, int, int] | None = None
             if counts_in_rollup(state):
                 assert state.fiscal_year is not None and state.department_id is not None
                 after = (
                     department_key(state.fiscal_year, state.department_id),
                     state.budget,
                     state.paid,
+                    state.after_adjusted,
+                    state.after_paid,
                 )
             if before == after and (after is None or project_id not in registered):
                 continue
@@ -620,10 +625,12 @@ class ProjectPartition(_VersionedPartition):
                 entry = deltas.get((before[0], day))
                 if entry is None:
                     year, _, dept_id = before[0].partition(":")
-                    entry = deltas[(before[0], day)] = [0, 0, 0, int(year), dept_id, "", False, ""]
+                    entry = deltas[(before[0], day)] = [0, 0, 0, int(year), dept_id, "", False, "", 0, 0]
                 entry[0] -= before[1]
                 entry[1] -= before[2]
                 entry[2] -= 1
+                entry[8] -= before[3]
+                entry[9] -= before[4]
                 entry[6] = entry[6] or project_id in late
             if after is not None:
                 entry = deltas.get((after[0], day))
@@ -637,10 +644,14 @@ class ProjectPartition(_VersionedPartition):
                         "",
                         False,
                         "",
+                        0,
+                        0,
                     ]
                 entry[0] += after[1]
                 entry[1] += after[2]
                 entry[2] += 1
+                entry[8] += after[3]
+                entry[9] += after[4]
                 if names_anew(state.department_name, state.registered_version, entry[7]):
                     entry[5], entry[7] = state.department_name, state.registered_version or ""
                 entry[6] = entry[6] or project_id in late
@@ -802,7 +813,7 @@ class DepartmentPartition(_VersionedPartition):
             if body is None:
                 continue
             t = body["totals"]
-            self.totals[key] = Totals(
+            self._adopt(key, Totals(
                 int(t["fiscal_year"]),
                 t["department_id"],
                 t["department_name"],
@@ -810,7 +821,10 @@ class DepartmentPartition(_VersionedPartition):
                 int(t["paid"]),
                 int(t["projects"]),
                 t.get("department_name_version"),  # absent in records of earlier releases
-            )
+                int(t.get("after_budget", 0)),
+                int(t.get("after_paid", 0)),
+                bool(t.get("dated", False)),  # earlier releases did not keep the parts after the year
+            ))
             self.pending[key] = {int(d): list(v) for d, v in body.get("pending", {}).items()}
             self.received[key] = {
                 int(src): (int(ep), {int(d) for d in days})
@@ -889,6 +903,7 @@ class DepartmentPartition(_VersionedPartition):
         # Every field is read before anything changes: a bad delta changes nothing.
         day, fiscal_year, department_id = int(delta["day"]), int(delta["fiscal_year"]), str(delta["department_id"])
         sums = (int(delta["budget"]), int(delta["paid"]), int(delta["projects"]))
+        after_sums = (int(delta.get("after_budget", 0)), int(delta.get("after_paid", 0)))
         late = 1 if delta.get("late") else 0
         name = delta.get("department_name")
         received = self.received.setdefault(dept, {})
@@ -904,16 +919,26 @@ class DepartmentPartition(_VersionedPartition):
         self._note_unmarked(source, epoch)
         totals = self.totals.get(dept)
         if totals is None:
-            totals = self.totals[dept] = Totals(fiscal_year, department_id)
+            totals = self._adopt(dept, Totals(fiscal_year, department_id))
         if name:
             totals.take_name(str(name), str(delta.get("department_name_version") or ""))
-        bucket = self.pending.setdefault(dept, {}).setdefault(day, [0, 0, 0, 0])
+        bucket = self.pending.setdefault(dept, {}).setdefault(day, [0, 0, 0, 0, 0, 0])
+        if len(bucket) < 6:  # kept by an earlier release: three or four fields
+            bucket[len(bucket):] = [0] * (6 - len(bucket))
         bucket[0] += sums[0]
         bucket[1] += sums[1]
         bucket[2] += sums[2]
-        if late:  # buckets kept by an earlier release have three fields
-            bucket[3:] = [1]
+        if late:
+            bucket[3] = 1
+        bucket[4] += after_sums[0]
+        bucket[5] += after_sums[1]
         return True
+
+    def _adopt(self, dept: str, totals: Totals) -> Totals:
+        """Hold ``totals`` for ``dept``, where the judge's close_year finds them too."""
+        self.totals[dept] = totals
+        self.judge.ledger.departments[(totals.fiscal_year, totals.department_id)] = totals
+        return totals
 
     def _note_unmarked(self, source: int, epoch: int) -> None:
         if epoch > self.meta.last_epoch.get(source, 0):
@@ -966,6 +991,9 @@ class DepartmentPartition(_VersionedPartition):
                 totals.budget += bucket[0]
                 totals.paid += bucket[1]
                 totals.projects += bucket[2]
+                if len(bucket) > 5:
+                    totals.after_budget += bucket[4]
+                    totals.after_paid += bucket[5]
                 dirty.add(dept)
                 if len(bucket) > 3 and bucket[3]:
                     late.add(dept)
@@ -993,7 +1021,8 @@ class DepartmentPartition(_VersionedPartition):
                 transitions.extend(judge.assess_department(totals, day))
             elif totals.fiscal_year < year and dept in late and not judge.year_closed(totals.fiscal_year, day):
                 # a late event of its year, before the year's close: judged as of its Dec 31
-                transitions.extend(judge.assess_department(totals, day, as_of=year_bounds(totals.fiscal_year)[1]))
+                transitions.extend(judge.assess_department(totals.at_year_end(), day,
+                                                           as_of=year_bounds(totals.fiscal_year)[1]))
         if fresh:  # the year's close (profile.year_end), as the embedded monitor does it
             transitions.extend(judge.close_year(day))
         # A renamed department's alerts: sent, and their values written this round.
@@ -1014,6 +1043,9 @@ class DepartmentPartition(_VersionedPartition):
                 "budget": t.budget,
                 "paid": t.paid,
                 "projects": t.projects,
+                "after_budget": t.after_budget,
+                "after_paid": t.after_paid,
+                "dated": t.dated,
             },
             "pending": {str(d): v for d, v in self.pending.get(dept, {}).items()},
             "received": {

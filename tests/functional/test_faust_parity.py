@@ -264,3 +264,24 @@ def test_workers_upgraded_after_the_close_day_end_the_year_on_their_next_tick() 
     assert {t.alert.alert_id for t in closed} == firing
     assert {(t.on, t.reason) for t in closed} == {(to_day(parse_day("2026-02-11")), YEAR_CLOSED)}
     assert not [a for p in projects for a in p.monitor.book.active()]
+
+
+def test_januarys_money_is_kept_apart_from_dec_31s_sums_in_both_runtimes(tmp_path: Path) -> None:
+    """A January payment of a 2025 project is processed, then a December voucher arrives:
+    judged again as of Dec 31, and closed on Jan 31, on Dec 31's sums (21%, and 25.5% for
+    the department), by the project partitions and the department partitions alike."""
+    from tests import builders as b
+
+    year = [
+        b.registered("X1"), b.approved("X1", "1000000"), b.payment("X1", "200000", on="2025-03-01"),
+        b.registered("X2"), b.approved("X2", "1000000"), b.payment("X2", "300000", on="2025-03-01"),
+    ]
+    january = [b.payment("X1", "200000", on="2026-01-10", event_id="jan-X1")]
+    voucher = [b.payment("X1", "10000", on="2025-12-30", event_id="voucher-X1")]
+    expected, got = both_runtimes(tmp_path / "bw.db", [
+        (year, ["2025-12-31"]), (january, ["2026-01-10"]), (voucher, ["2026-01-11", "2026-02-05"])])
+    closing = {(t["rule"], t["subject_id"]): t for t in expected if t.get("reason") == "year_closed"}
+    assert closing[("low_execution", "X1")]["figures"]["execution_rate"] == 0.21
+    department = closing[("department_low_execution", "D01")]
+    assert (department["figures"]["execution_rate"], department["figures"]["as_of"]) == (0.255, "2025-12-31")
+    assert canonical(got) == canonical(expected)

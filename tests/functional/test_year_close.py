@@ -47,6 +47,48 @@ def test_runs_resumed_anywhere_around_the_close_give_one_runs_alerts(tmp_path: P
         assert resumed(path, stops, 1, UNTIL) == whole, stops
 
 
+def test_a_late_december_voucher_after_januarys_money_is_judged_on_december_31s_sums(tmp_path: Path) -> None:
+    """X1 (20%) and X2 (30%) of one department. A 2026-dated payment of X1 was processed on
+    01-10; a voucher dated 2025-12-30 arrived on 01-11. Judged again as of Dec 31 on sums
+    holding January's money, X1's low_execution resolved at 41% and the department's at
+    35.5%; a replay, meeting the voucher before January, kept both firing (21%, 25.5%)
+    until the close — live and replay differed, and X1 left the year's final proposals."""
+    year = [
+        b.registered("X1"), b.approved("X1", "1000000", on="2025-01-05"), b.payment("X1", "200000", on="2025-03-01"),
+        b.registered("X2"), b.approved("X2", "1000000", on="2025-01-05"), b.payment("X2", "300000", on="2025-03-01"),
+    ]
+    january = b.payment("X1", "200000", on="2026-01-10")
+    voucher = b.payment("X1", "10000", on="2025-12-30")
+    until = day("2026-02-10")
+    live = engine(tmp_path / "live.db")
+    ingest_events(live.store, [*year, january])
+    live.run(day("2026-01-10"))
+    ingest_events(live.store, [voucher])
+    live.run(day("2026-01-11"))
+    live.run(until)
+    replay = engine(tmp_path / "replay.db")
+    ingest_events(replay.store, [*year, january, voucher])
+    replay.run(until)
+    def steps(e: Any) -> list[tuple[str, str, str | None]]:
+        # the voucher's own transition is dated by its arrival live (01-10), by its date in a replay
+        return sorted((t["alert_id"], t["transition"], t.get("reason")) for t in e.store.transition_rows())
+
+    def ends(e: Any) -> list[tuple[str, str, str | None, Any]]:
+        return [(a["alert_id"], a["status"], a.get("reason"), a["figures"]["execution_rate"])
+                for a in e.store.alert_rows()]
+
+    assert steps(live) == steps(replay)
+    assert ends(live) == ends(replay)
+    ended = {t["alert_id"]: t for t in outcome(live)[1] if t["transition"] == "resolved"}
+    low = ended["2025:low_execution:project:X1"]
+    assert (low["date"], low["reason"]) == ("2026-01-31", "year_closed")
+    assert low["figures"]["execution_rate"] == 0.21 and low["figures"]["as_of"] == "2025-12-31"
+    department = ended["2025:department_low_execution:department:D01"]
+    assert (department["date"], department["reason"]) == ("2026-01-31", "year_closed")
+    assert department["figures"]["execution_rate"] == 0.255
+    assert [p.project_id for p in live.reductions(fiscal_year=2025)] == ["X1"]
+
+
 def test_an_answer_still_owed_is_closed_with_the_year(tmp_path: Path) -> None:
     _store(path := tmp_path / "bw.db")
     e = engine(path)

@@ -149,3 +149,36 @@ def test_a_department_keeps_its_name_after_the_project_that_renamed_it_moves_awa
     # Names older than the ones held change nothing.
     restored.adopt_names([(2025, "D01", "教育局", "0")])
     assert restored.departments[(2025, "D01")].department_name == "教育体育局"
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3, 4, 5, 6), (6, 5, 4, 3, 2, 1, 0), (3, 6, 1, 0, 5, 2, 4)])
+def test_what_is_dated_after_the_year_is_kept_apart_whatever_the_order(order: tuple[int, ...]) -> None:
+    """Dec 31's sums and last payment, for a project registered first or last."""
+    events = [
+        b.registered("P"), b.approved("P", "1000000", on="2025-01-05"),
+        b.payment("P", "100000", on="2025-03-01"), b.payment("P", "50000", on="2025-11-20"),
+        b.payment("P", "200000", on="2026-01-10"), b.reversal("P", "30000", on="2026-01-12"),
+        b.adjusted("P", "-400000", on="2026-01-15"),
+    ]
+    ledger = fold(b.records([events[i] for i in order]))
+    state = ledger.projects["P"]
+    assert (state.paid, state.budget, state.last_payment_on) == (32_000_000, 60_000_000, b.day("2026-01-10"))
+    assert (state.after_paid, state.after_adjusted) == (17_000_000, -40_000_000)
+    year_end = state.at_year_end()
+    assert (year_end.paid, year_end.budget) == (15_000_000, 100_000_000)
+    assert year_end.last_payment_on == b.day("2025-11-20")
+    totals = ledger.departments[(2025, "D01")].at_year_end()
+    assert (totals.paid, totals.budget) == (15_000_000, 100_000_000)
+    restored = ProjectState.from_dict(state.to_dict())
+    assert restored.to_dict() == state.to_dict() and restored.at_year_end().paid == 15_000_000
+
+
+def test_a_state_of_an_earlier_release_is_not_taken_for_dated() -> None:
+    state = fold(b.records([b.registered("P"), b.payment("P", "1", on="2026-01-02")])).projects["P"]
+    old = {k: v for k, v in state.to_dict().items()
+           if k not in ("after_adjusted", "after_paid", "year_last_payment_on", "unplaced", "dated")}
+    assert ProjectState.from_dict(state.to_dict()).dated
+    assert not ProjectState.from_dict(old).dated
+    restored = Ledger()
+    restored.attach(ProjectState.from_dict(old))
+    assert not restored.departments[(2025, "D01")].dated

@@ -72,7 +72,8 @@ def test_a_late_payment_of_the_year_counts_before_its_close_and_changes_figures_
 
 
 def test_a_department_alert_ends_with_its_year_too() -> None:
-    events = [b.registered("A", on="2024-01-02", year=2024), b.approved("A", "1000000", on="2024-01-02")]
+    events = [b.registered("A", on="2024-01-02", year=2024), b.approved("A", "1000000", on="2024-01-02"),
+              b.payment("A", "500000", on="2025-01-10")]  # January's money: not the year's
     _, transitions = run(events, "2025-03-01")
     department = [(t["transition"], t["date"], t.get("reason")) for t in transitions
                   if t["alert_id"] == "2024:department_low_execution:department:D01"]
@@ -80,9 +81,10 @@ def test_a_department_alert_ends_with_its_year_too() -> None:
     ended = next(t for t in transitions if t["alert_id"] == "2024:department_low_execution:department:D01"
                  and t["transition"] == "resolved")
     assert ended["message"].startswith("【年度结束】部门预算执行率偏低：")
-    # a department's totals cannot tell January's money apart: its last evaluation, dated so
-    assert "截至2024-06-30部门整体预算执行率为0.00%，低于30.00%" in ended["message"]
-    assert ended["figures"]["projects"] == 1 and ended["figures"]["as_of"] == "2024-06-30"
+    # its Dec 31 totals: the January payment is kept apart
+    assert "截至2024-12-31部门整体预算执行率为0.00%，低于30.00%" in ended["message"]
+    assert ended["figures"]["projects"] == 1 and ended["figures"]["as_of"] == "2024-12-31"
+    assert ended["figures"]["paid"] == "0.00"
 
 
 def test_without_a_close_day_a_years_alerts_stay_firing() -> None:
@@ -140,13 +142,14 @@ def test_money_dated_after_the_year_is_not_taken_for_a_year_end_figure(after_the
     assert set(closed) >= {"low_execution", "stalled"}
     low = closed["low_execution"]
     assert low["figures"]["execution_rate"] == 0.1 and low["figures"]["paid"] == "100000.00"
-    assert "截至2025-06-30预算执行率为10.00%" in low["message"]  # its last evaluation, dated so
-    assert low["figures"]["as_of"] == "2025-06-30"
-    assert closed["stalled"]["figures"]["days_without_payment"] > 0
-    # the department's totals cannot tell it apart either: 100% "under" the floor was shown
+    # its Dec 31 figures: what is dated after the year is kept apart
+    assert "截至2025-12-31预算执行率为10.00%" in low["message"]
+    assert low["figures"]["as_of"] == "2025-12-31"
+    assert closed["stalled"]["figures"]["days_without_payment"] == 333  # 02-01 to 12-31
+    # and so are the department's totals (100% "under" the floor was shown)
     department = closed["department_low_execution"]
     assert department["figures"]["execution_rate"] == 0.1
-    assert "截至2025-06-30部门整体预算执行率为10.00%" in department["message"]
+    assert "截至2025-12-31部门整体预算执行率为10.00%" in department["message"]
 
 
 def test_a_monitor_that_passed_the_close_day_without_it_closes_on_its_next_day() -> None:
