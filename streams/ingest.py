@@ -87,7 +87,7 @@ def _ingest(
     counts = IngestCounts()
     records: list[tuple[Record, str]] = []
     rejections: list[Rejection] = []
-    refused_years: dict[str, tuple[int, int]] = {}  # one import's other-year refusals
+    refused_years: dict[str, tuple[int, int, str]] = {}  # one import's other-year refusals
 
     def flush() -> None:
         result = store.append(records, rejections, refused_years=refused_years)

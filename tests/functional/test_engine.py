@@ -183,6 +183,30 @@ def test_a_new_year_sheet_reusing_codes_refuses_their_new_year_events_too(tmp_pa
     assert "的 2026 年度登记已被拒收" in reasons["P1@approved:2026"] and "P1-2026" in reasons["PAY-2026"]
 
 
+def test_a_refused_registrations_own_row_goes_with_it_whatever_its_date(tmp_path: Path) -> None:
+    """A 2026 projects sheet approved on 2025-12-20 reuses the 2025 code P5: its
+    registration was refused, but its row's approval, dated before 2026, went into the
+    2025 project and replaced its budget (a 20% rate, a low_execution alert and a
+    reduction of last year's project). It goes with its registration now."""
+    from connectors.files import read_events
+    from streams.ingest import ingest
+
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, [b.registered("P5"), b.approved("P5", "300000.00"),
+                            b.payment("P5", "100000.00", on="2025-03-01")])
+    sheet = tmp_path / "projects-2026.csv"
+    sheet.write_text("项目编码,项目名称,单位编码,单位名称,资金性质,年度,年初预算数,批复日期\n"
+                     "P5,道路养护,D01,园区管理局,一般公共预算,2026,500000,2025-12-20\n"
+                     "P6,新项目,D01,园区管理局,一般公共预算,2026,100000,2025-12-20\n", "utf-8")
+    counts = ingest(e.store, read_events(sheet))
+    assert (counts.read, counts.applied, counts.rejected) == (4, 2, 2)
+    e.run(day("2025-12-31"))
+    assert e.status(2025)["projects"][0]["budget"] == "300000.00"
+    reasons = {json.loads(r["raw"])["event_id"]: r["reason"] for r in e.store.rejections()}
+    assert set(reasons) == {"P5@registered:2026", "P5@approved:2026"}
+    assert "的 2026 年度登记已被拒收" in reasons["P5@approved:2026"]
+
+
 def test_a_refused_registration_takes_only_its_own_years_new_events(tmp_path: Path, monkeypatch: Any) -> None:
     """Reviewed: the refusal had no upper bound (an older year's refused row took the
     owner's own events), stopped at the ingest batch (an approval one record past a
