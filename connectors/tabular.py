@@ -572,9 +572,7 @@ def parse_table(
             # An empty cell is a missing field ("缺少字段 'name'"), not "应为文本".
             events = [parse_event_object({k: v for k, v in e.items() if v is not None}) for e in found]
         except (EventRejected, MoneyError) as err:
-            reason = err.reason if isinstance(err, EventRejected) else (
-                f"金额无法读取，应为数字如 1,234,567.89（{err}）"
-            )
+            reason = err.reason if isinstance(err, EventRejected) else _money_reason(err)
             if line > 1:
                 voucher = _cell_text(values.get("event_id"))
                 reason += (f"；本行是凭证 {voucher} 的第 {line} 条明细（编号 {voucher}#{line}），请在原文件中"
@@ -587,6 +585,16 @@ def parse_table(
             continue
         for event in events:
             yield Accepted(event.to_record(), source)
+
+
+def _money_reason(err: MoneyError) -> str:
+    """What is wrong with an amount cell, in words that say how to fix it."""
+    text = str(err)
+    if "whole number of fen" in text:
+        return f"金额超过两位小数：金额应精确到分（元的最多两位小数，万元的最多六位），请更正后重新导入（{err}）"
+    if "10 万亿元" in text:
+        return f"金额达到或超过10万亿元：请检查金额单位（元或万元）和数位（{err}）"
+    return f"金额无法读取，应为数字如 1,234,567.89（{err}）"
 
 
 def _raw_row(header: list[str], cells: list[Any]) -> str:

@@ -260,3 +260,13 @@ def test_stray_tabs_or_thousands_commas_do_not_decide_the_delimiter(tmp_path: Pa
     tabbed = write(tmp_path / "b.csv", "支付凭证号\t项目编码\t支付日期\t支付金额\nV1\tP1\t2025-03-01\t1,500,000.00\n"
                                        "V2\tP1\t2025-03-02\t2,500,000.00\n")
     assert [a.record.amount for a in split(tabbed)[0]] == [150_000_000, 250_000_000]
+
+
+def test_an_amount_past_the_fen_or_too_large_is_named_as_such(tmp_path: Path) -> None:
+    """1.005 could be read; its third decimal is what is wrong ("金额无法读取" said otherwise)."""
+    path = write(tmp_path / "pay.csv", "支付凭证号,项目编码,支付日期,支付金额\n"
+                                       "V1,P1,2025-03-01,1.005\nV2,P1,2025-03-01,100000000000000\n")
+    _, rejected = split(path)
+    fen, huge = (r.reason for r in rejected)
+    assert fen.startswith("payments row: 金额超过两位小数：金额应精确到分")
+    assert huge.startswith("payments row: 金额达到或超过10万亿元：请检查金额单位")
