@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from alerts.profile import Profile, ProfileError
 from budget.calendar import iso, to_day
-from budget.events import parse_day
+from budget.events import EARLIEST_YEAR, LATEST_YEAR, parse_day
 from connectors.exports import write_reductions_xlsx
 from connectors.files import InputError, read_events
 from connectors.profiles import load_profile
@@ -68,6 +68,9 @@ ProfileOption = Annotated[
     typer.Option("--profile", help="policy profile: baseline, provincial or a YAML file (env BUDGETWATCH_PROFILE)"),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
+# A mistyped year (20266) is a usage error naming the range, not a traceback.
+YearOption = Annotated[int | None, typer.Option(
+    min=EARLIEST_YEAR, max=LATEST_YEAR, help="fiscal year (default: the clock's year)")]
 
 
 def settings() -> Settings:
@@ -276,7 +279,7 @@ def status_cmd(
     db: DbOption = None,
     profile: ProfileOption = None,
     as_json: JsonOption = False,
-    year: Annotated[int | None, typer.Option(help="fiscal year (default: the clock's year)")] = None,
+    year: YearOption = None,
     limit: Annotated[int, typer.Option(help="projects shown in the human table")] = 20,
 ) -> None:
     """Region, department and project figures as of the clock."""
@@ -345,7 +348,7 @@ def reductions_cmd(
     profile: ProfileOption = None,
     as_json: JsonOption = False,
     xlsx: Annotated[Path | None, typer.Option("--xlsx", help="also write the proposals to this XLSX file")] = None,
-    year: Annotated[int | None, typer.Option(help="fiscal year (default: the clock's year)")] = None,
+    year: YearOption = None,
 ) -> None:
     """Reduction proposals (调减建议) of one fiscal year: projects with low_execution firing, or,
     after the year's close, those whose alert ended with it."""
@@ -364,8 +367,8 @@ def reductions_cmd(
     out.print(render.reductions_table(proposals, f"{label}（{len(proposals)}个项目）"))
     if closed_on is not None:
         out.print(
-            f"{year} 年度已于 {iso(closed_on)} 结束（年度结束）：以上为结束时仍低于执行进度要求的项目，"
-            f"按 {year}-12-31 口径计算的调减（收回）建议，已计入其后的调整和支付",
+            f"{year}年度的预警已于 {iso(closed_on)} 停止跟踪（年度结束）：以上为年度结束时仍低于执行进度要求的项目，"
+            f"调减（收回）建议按 {year}-12-31 的序时进度计算，金额按项目当前的预算和支付（含其后的调整和支付）",
             highlight=False,
         )
     if xlsx is not None:

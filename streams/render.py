@@ -51,7 +51,7 @@ def ingest_table(counts: IngestCounts, title: str = "导入结果") -> Table:
 
 def region_table(status: Mapping[str, Any]) -> Table:
     region = status["region"]
-    table = Table(title=f"全区预算执行情况（截至 {status['as_of']}）")
+    table = Table(title=f"{status['fiscal_year']}年度全区预算执行情况（截至 {status['as_of']}）")
     for label in ("预算总额", "已支付", "执行率", "序时进度", "部门数", "项目数"):
         table.add_column(label, justify="right")
     table.add_row(

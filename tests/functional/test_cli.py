@@ -304,7 +304,7 @@ def test_reductions_are_one_fiscal_year_s(tmp_path: Path) -> None:
     (final,) = as_json(db, "reductions", "--year", "2025")
     assert (final["project_id"], final["fiscal_year"], final["projected_spend"], final["proposed_reduction"]) == (
         "P1", 2025, "100000.00", "900000.00")
-    assert "2025 年度已于 2026-01-31 结束（年度结束）" in cli(db, "reductions", "--year", "2025").stdout
+    assert "2025年度的预警已于 2026-01-31 停止跟踪（年度结束）" in cli(db, "reductions", "--year", "2025").stdout
     final_xlsx = tmp_path / "final.xlsx"
     cli(db, "reductions", "--year", "2025", "--xlsx", str(final_xlsx))
     final_sheet = load_workbook(final_xlsx).active

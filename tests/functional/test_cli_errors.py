@@ -217,3 +217,17 @@ def test_a_board_address_that_is_no_web_address_is_refused(monkeypatch: pytest.M
         Settings()
     monkeypatch.setenv("BUDGETWATCH_BOARD_URL", "https://budget.example.gov.cn/bw")
     assert Settings().board_url == "https://budget.example.gov.cn/bw"
+
+
+@pytest.mark.parametrize("command", ["status", "reductions"])
+def test_a_mistyped_year_is_a_usage_error_naming_the_range(tmp_path: Path, command: str) -> None:
+    db = tmp_path / "bw.db"
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b.jsonl([b.registered("P1"), b.approved("P1", "1000")]))
+    cli(db, "ingest", str(events))
+    cli(db, "run", "--as-of", "2025-03-01")
+    for year in ("20266", "0", "9999"):
+        answer = cli(db, command, "--year", year, check=False)
+        assert answer.returncode == 2 and "Traceback" not in answer.stderr, (year, answer.stderr)
+        bound = "2100" if int(year) > 2100 else "1990"
+        assert "Invalid value for '--year'" in answer.stderr and bound in answer.stderr
