@@ -200,6 +200,10 @@ class Engine:
         store = self.store
         clock, seq = store.cursor()
         max_seq = store.max_seq()
+        if clock is None and max_seq == 0:
+            # Nothing logged: no clock to start. Set to today (`serve --live` before the
+            # year so far was imported), it applied all that history at today's date.
+            return RunSummary(0, 0, 0, None, 0)
         if as_of is None:
             latest = store.max_day(not_after=self.last_reachable_day())
             as_of = max(latest, clock) if latest is not None and clock is not None else (latest or clock)

@@ -813,3 +813,16 @@ def test_a_project_moved_to_another_department_takes_its_firing_alerts_along(tmp
     again.load()
     assert {a.department_id for a in again.monitor.book.active() if a.subject_id == "P1"} == {"D02"}
     assert not again.monitor.book.moved
+
+
+def test_a_run_on_an_empty_log_starts_no_clock(tmp_path: Path) -> None:
+    """`serve --live` started before the year so far was imported: its first run, with
+    nothing logged, set the clock to today, and the history imported next was applied
+    at today's date — every alert dated 10-15 (live-operations audit)."""
+    e = engine(tmp_path / "live.db")
+    e.run(day("2025-10-15"))
+    assert e.store.cursor() == (None, 0)
+    ingest_events(e.store, [b.registered("P1"), b.approved("P1", "1000000.00")])
+    e.run(day("2025-10-15"))
+    low = next(a for a in e.store.alert_rows() if a["rule"] == "low_execution")
+    assert low["since"] == "2025-06-30"
