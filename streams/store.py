@@ -872,5 +872,8 @@ class Batch:
     def rollback(self) -> None:
         if self.open:
             self.open = False
-            self.db.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk, SQLITE_FULL): a second
+            # ROLLBACK said "no transaction is active" in place of the error that matters.
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             self.db.execute(f"PRAGMA synchronous={self.store.synchronous}")

@@ -162,3 +162,14 @@ def test_a_store_on_a_read_only_place_is_named_as_such(tmp_path: Path, monkeypat
     garbage.write_text("not a database", encoding="utf-8")
     assert store_module._unwritable(garbage) is None  # not SQLite: the file is the problem
     assert "不可写" in (store_module._unwritable(tmp_path / "new.db") or "")
+
+
+def test_a_batch_sqlite_already_rolled_back_rolls_back_without_hiding_the_error(tmp_path: Path) -> None:
+    """On a full disk SQLite rolls the transaction back itself; the batch's own ROLLBACK
+    then raised "cannot rollback - no transaction is active", in place of the real error."""
+    with Store(tmp_path / "bw.db") as store:
+        batch = store.begin()
+        store.db.execute("ROLLBACK")  # as SQLITE_FULL leaves it
+        batch.rollback()
+        assert not batch.open and not store.db.in_transaction
+        store.begin().rollback()  # and the store goes on
