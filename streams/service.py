@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -40,7 +41,6 @@ import logging
 import re
 import sqlite3
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -373,15 +373,18 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("1", "true", "yes", "on")
 
 
-def _request_id(request: web.Request) -> str:
+def _request_id(request: web.Request, body: bytes) -> str:
+    """The client's X-Request-ID, else one derived from the body: a body sent again (after
+    a timeout, a 503) is the same request, and its dead letters are kept once — a random
+    id made each re-send's rejections new (12,000 re-sends added 280k rows)."""
     given = request.headers.get("X-Request-ID", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+    return given if _REQUEST_ID.match(given) else hashlib.sha256(body).hexdigest()[:16]
 
 
 async def post_events(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    request_id = _request_id(request)
     body = await _read_at_most(request, request.app[EVENTS_BODY_LIMIT])
+    request_id = _request_id(request, body)
     if not body.strip():
         return error_response(
             "请求体为空：POST /events 需要一个 JSON 事件、一个 JSON 数组"

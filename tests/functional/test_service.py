@@ -111,6 +111,22 @@ def test_an_absurd_amount_is_rejected_and_the_rest_of_the_body_is_kept(tmp_path:
     serve(tmp_path, scenario)
 
 
+def test_a_body_sent_again_without_a_request_id_keeps_its_dead_letters_once(tmp_path: Path) -> None:
+    """A random default id made each re-send's rejections new: a client retrying after
+    timeouts filled the dead-letter store (12,000 re-sends added 280k rows)."""
+    body = b.jsonl(lagging_county()[:1]) + b"not json\n"
+    other = b.jsonl(lagging_county()[:1]) + b"not json either\n"
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        answers = [await post(client, body) for _ in range(3)]
+        assert len({a["request_id"] for a in answers}) == 1
+        assert (await post(client, other))["request_id"] != answers[0]["request_id"]
+        rejected = await (await client.get("/api/rejected")).json()
+        assert [r["raw"] for r in rejected] == ["not json", "not json either"]
+
+    serve(tmp_path, scenario)
+
+
 def test_rejected_lines_are_reported_with_source_and_duplicates_counted(tmp_path: Path) -> None:
     good = b.jsonl(lagging_county()[:2])
     body = good + b"{not json\n" + b'{"type":"grant","event_id":"x","occurred_on":"2025-01-01"}\n'
