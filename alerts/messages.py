@@ -98,9 +98,15 @@ def _situation(rule: str, subject: str, f: Mapping[str, Any], as_of: str) -> str
     if rule == "low_execution":
         return f"{subject}截至{as_of}预算执行率为{rate}，低于{floor}的执行进度要求（{money}）。"
     if rule == "behind_schedule":
+        # The lag itself, not the progress it lags: "落后于计划进度25.75%" read as 25.75%
+        # behind. Named 序时进度 when the project has no spending plan of its own.
+        expected = f["expected_progress"]
+        threshold = expected - f["behind_threshold"]
+        lag = expected - (f.get("execution_rate") or 0.0)
+        progress = "序时进度" if expected == f.get("time_progress") else "用款计划进度"
         return (
-            f"{subject}截至{as_of}预算执行率为{rate}，落后于计划进度{pct(f.get('expected_progress'))}"
-            f"超过{points(f['expected_progress'] - f['behind_threshold'])}（{money}）。"
+            f"{subject}截至{as_of}预算执行率为{rate}，{progress}为{pct(expected)}，"
+            f"落后{lag * 100:.{apart(lag, threshold)}f}个百分点，超过{points(threshold)}的预警线（{money}）。"
         )
     if rule == "progress_gap":
         completion = f.get("performance_completion")
@@ -108,17 +114,26 @@ def _situation(rule: str, subject: str, f: Mapping[str, Any], as_of: str) -> str
         if gap is None:  # figures stored before the gap was one of them
             gap = abs((f.get("execution_rate") or 0.0) - (completion or 0.0))
         places = apart(gap, f["gap_threshold"])
+        ahead = (f.get("execution_rate") or 0.0) > (completion or 0.0)
+        direction = "资金支付快于绩效目标完成" if ahead else "绩效目标完成快于资金支付"
         return (
             f"{subject}截至{as_of}预算执行率{rate}与绩效目标完成率{pct(completion)}"
-            f"相差{gap * 100:.{places}f}个百分点，超过{points(f['gap_threshold'])}。"
+            f"相差{gap * 100:.{places}f}个百分点，超过{points(f['gap_threshold'])}（{direction}）。"
         )
     if rule == "overspend":
         budget = f.get("budget")
-        if budget is None or Decimal(budget) <= 0:  # "超过预算0.00万元" says less than this
-            return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，但预算为{wan(budget)}（无预算支出）。"
-        excess = Decimal(f.get("paid") or 0) - Decimal(budget)
-        # In 元 as well: an excess of 49 元 vanishes in 万元 with two decimals.
-        return f"{subject}截至{as_of}已支付{wan(f.get('paid'))}，超过预算{wan(budget)}，超支{yuan_text(excess)}。"
+        paid = f.get("paid")
+        if budget is None or Decimal(budget) == 0:  # "超过预算0.00万元" says less than this
+            return f"{subject}截至{as_of}预算为0，已支付{yuan_text(paid or '0')}（无预算支出）。"
+        if Decimal(budget) < 0:  # cut below zero: nothing need have been paid at all
+            return (
+                f"{subject}截至{as_of}经调减（收回）后预算为{wan(budget)}（负数），已支付{yuan_text(paid or '0')}；"
+                "请核对追加、调减和收回的金额。"
+            )
+        excess = Decimal(paid or 0) - Decimal(budget)
+        # Budget first: "已支付X，超过预算Y" read as "over the budget by Y". In 元 as well:
+        # an excess of 49 元 vanishes in 万元 with two decimals.
+        return f"{subject}截至{as_of}预算{wan(budget)}，已支付{wan(paid)}，超支{yuan_text(excess)}。"
     if rule == "stalled":
         return f"{subject}截至{as_of}已连续{f.get('days_without_payment')}天无支付（{money}）。"
     if rule == "department_low_execution":
@@ -140,7 +155,7 @@ ACTIONS: dict[str, str] = {
         "必要时按程序调整绩效目标。"
     ),
     "overspend": "请立即核查超预算支付，暂停超额支付，并在{days}个工作日内办理预算调整手续或退回资金。",
-    "stalled": "请在{days}个工作日内说明项目长期未支付的原因；无法实施的项目，资金将被收回统筹使用。",
+    "stalled": "请在{days}个工作日内说明项目长期未支付的原因；无法实施的项目，财政部门将按规定收回统筹使用。",
     "department_low_execution": (
         "请部门统筹督促所属项目加快执行，在{days}个工作日内对执行缓慢的项目提出调剂或调减建议。"
     ),
@@ -164,13 +179,21 @@ def compose(
             f"【预警解除】{RULE_NAMES.get(rule, rule)}：{subject}的预警已于{as_of}解除，"
             + (f"当前预算执行率{pct(figures.get('execution_rate'))}。"
                if figures.get("execution_rate") is not None
-               else f"当前预算为{wan(figures.get('budget'))}，已无执行率可言。")
+               else f"当前预算为{wan(figures.get('budget'))}，无法计算预算执行率。")
         )
         return message, "预警条件已消除，无需进一步处理；请继续按计划执行。"
     return label + _situation(rule, subject, figures, as_of), _action(rule, deadline_days)
 
 
 YEAR_CLOSED_ACTION = "年度已结束，本预警不再跟踪，无需再报送处置；结余资金请按年终结转和决算规定处理。"
+# Where "结余资金" is not what is left: an overspend is not ended by the year's end.
+YEAR_CLOSED_ACTIONS: dict[str, str] = {
+    "overspend": (
+        "年度已结束，本预警不再跟踪；超预算支付问题不因年度结束而消除，请按规定补办预算调整手续或追回超支资金，"
+        "并在决算中如实反映。"
+    ),
+    "progress_gap": "年度已结束，本预警不再跟踪，无需再报送处置；请在绩效自评中如实说明资金支付与绩效目标完成的偏离。",
+}
 
 
 def year_closed_text(
@@ -183,7 +206,7 @@ def year_closed_text(
         f"【年度结束】{RULE_NAMES.get(rule, rule)}：{subject}的预警至{fiscal_year}年度结束仍未解除，"
         f"随年度关闭。" + _situation(rule, "", figures, as_of)
     )
-    return message, YEAR_CLOSED_ACTION
+    return message, YEAR_CLOSED_ACTIONS.get(rule, YEAR_CLOSED_ACTION)
 
 
 @lru_cache(maxsize=256)

@@ -112,6 +112,21 @@ def subject_text(transition: Mapping[str, Any]) -> str:
     return f"{kind} {name}（{transition.get('subject_id', '')}）".replace("  ", " ")
 
 
+def disposition_deadline(transition: Mapping[str, Any]) -> str | None:
+    """When the answer is due, as a date: "在10个工作日内" alone said nothing of it in a
+    notification delivered late (an outbox that waited, a digest), long after the date."""
+    disposition = transition.get("disposition") or {}
+    deadline = disposition.get("deadline")
+    if not deadline or transition.get("transition") == "resolved" or disposition.get("status") not in (
+        "pending", "overdue", "returned"
+    ):
+        return None
+    if disposition.get("status") == "overdue":
+        return f"{deadline}（已逾期，已升级报财政局）"
+    escalate = disposition.get("escalate_on")
+    return f"{deadline}（逾期未处置的，{escalate}起升级报财政局）" if escalate else str(deadline)
+
+
 def compose_notification(
     transition: Mapping[str, Any], *, audience: str = "department", reference: str | None = None
 ) -> NotificationText:
@@ -136,6 +151,8 @@ def compose_notification(
     since = transition.get("since")
     if since and kind != "firing":
         fields.append(("预警起始", str(since)))
+    if (deadline := disposition_deadline(transition)) is not None:
+        fields.append(("处置期限", deadline))
     figures = figure_lines(transition)
     # A disposition step (answered, approved, returned, overdue) carries the figures of the
     # alert's latest evaluation, not of its own date: say whose they are.

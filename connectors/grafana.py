@@ -18,18 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from alerts.messages import kind_name
+from alerts.messages import SEVERITY_NAMES, kind_name
 from budget.calendar import CHINA_TIME
 from budget.events import parse_day
 
 TAG = "budgetwatch"
-KIND_TEXT = {
-    "firing": "新预警",
-    "escalated": "预警升级",
-    "deescalated": "预警降级",
-    "resolved": "预警解除",
-}
-SEVERITY_TEXT = {"critical": "严重", "warning": "一般"}
 
 
 class AnnotationError(Exception):
@@ -72,7 +65,8 @@ def annotation_for(transition: Mapping[str, Any]) -> Annotation:
     department = str(transition.get("department_id", ""))
     subject = transition.get("subject_name") or transition.get("subject_id") or ""
     reason = transition.get("reason") if kind == "resolved" else None
-    heading = f"【{kind_name(kind, reason, KIND_TEXT)}·{SEVERITY_TEXT.get(severity, severity)}】{subject}"
+    # Every kind named as notifications name it (a disposition step showed its English id).
+    heading = f"【{kind_name(kind, reason)}·{SEVERITY_NAMES.get(severity, severity)}】{subject}"
     message = str(transition.get("message") or "")
     action = str(transition.get("action") or "")
     lines = [heading]

@@ -76,7 +76,7 @@ def departments_table(departments: Sequence[Mapping[str, Any]], title: str) -> T
 
 def projects_table(projects: Sequence[Mapping[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    for label in ("项目编码", "项目名称", "部门", "资金性质", "预算", "已支付", "执行率", "计划进度", "绩效完成率"):
+    for label in ("项目编码", "项目名称", "部门", "资金性质", "预算", "已支付", "执行率", "应达进度", "绩效目标完成率"):
         table.add_column(label)
     for p in projects:
         table.add_row(

@@ -32,12 +32,29 @@ def test_paying_a_project_with_no_budget_is_called_what_it_is() -> None:
         return compose(rule="overspend", kind="firing", severity="critical", subject="教育局「校舍改造」（P1）",
                        figures=figures, as_of="2025-03-01", deadline_days=10)[0]
 
-    head = "【新预警·严重预警】超预算支付：教育局「校舍改造」（P1）截至2025-03-01已支付5.00万元，"
-    assert message("0.00") == head + "但预算为0.00万元（无预算支出）。"
-    assert message("-10000.00") == head + "但预算为-1.00万元（无预算支出）。"
-    assert message("40000.00") == head + "超过预算4.00万元，超支10,000.00元。"
+    head = "【新预警·严重预警】超预算支付：教育局「校舍改造」（P1）截至2025-03-01"
+    assert message("0.00") == head + "预算为0，已支付50,000.00元（无预算支出）。"
+    # cut below zero (a recovery larger than the budget): not "spent with no budget"
+    assert message("-10000.00") == head + (
+        "经调减（收回）后预算为-1.00万元（负数），已支付50,000.00元；请核对追加、调减和收回的金额。")
+    # budget first: "已支付5.00万元，超过预算4.00万元" read as "over the budget by 4万"
+    assert message("40000.00") == head + "预算4.00万元，已支付5.00万元，超支10,000.00元。"
     # 49 元 over a million: equal in 万元, told in 元
-    assert message("49951.00").endswith("已支付5.00万元，超过预算5.00万元，超支49.00元。")
+    assert message("49951.00").endswith("预算5.00万元，已支付5.00万元，超支49.00元。")
+
+
+def test_behind_schedule_says_how_far_behind_and_behind_what() -> None:
+    """"落后于计划进度25.75%超过20个百分点" read as 25.75% behind; the lag was never printed."""
+    def behind(rate: float, expected: float, time: float) -> str:
+        figures = {**FIGURES, "execution_rate": rate, "expected_progress": expected, "time_progress": time,
+                   "behind_threshold": expected - 0.2}
+        return compose(rule="behind_schedule", kind="firing", severity="warning", subject="S",
+                       figures=figures, as_of="2025-04-05", deadline_days=10)[0]
+
+    told = "预算执行率为5.74%，序时进度为25.75%，落后20.01个百分点，超过20个百分点的预警线"
+    assert told in behind(0.0574, 0.2575, 0.2575)
+    assert "用款计划进度为40.00%，落后35.00个百分点" in behind(0.05, 0.4, 0.2575)
+    assert "落后20.0001个百分点" in behind(0.299999, 0.5, 0.5)  # never "落后20.00个百分点，超过20"
 
 
 
@@ -60,15 +77,16 @@ def test_gaps_and_thresholds_are_told_apart_and_never_rounded_to_whole_points() 
         return compose(rule="progress_gap", kind="firing", severity="warning", subject="S",
                        figures=figures, as_of="2025-06-30", deadline_days=10)[0]
 
-    assert "相差10.0001个百分点，超过10个百分点" in gap(0.400001, 0.3, 0.1)
+    assert "相差10.0001个百分点，超过10个百分点（资金支付快于绩效目标完成）" in gap(0.400001, 0.3, 0.1)
     assert "相差30.00个百分点，超过12.5个百分点" in gap(0.6, 0.3, 0.125)
+    assert "（绩效目标完成快于资金支付）" in gap(0.1, 0.6, 0.2)
 
 
 def test_a_resolved_alert_with_no_budget_left_says_so() -> None:
     message, _ = compose(rule="overspend", kind="resolved", severity="critical", subject="S",
                          figures={**FIGURES, "budget": "-10000.00", "execution_rate": None}, as_of="2025-07-01",
                          deadline_days=10)
-    assert message.endswith("的预警已于2025-07-01解除，当前预算为-1.00万元，已无执行率可言。")
+    assert message.endswith("的预警已于2025-07-01解除，当前预算为-1.00万元，无法计算预算执行率。")
 
 
 def test_the_gap_printed_is_the_exact_one_the_rule_judged() -> None:

@@ -68,6 +68,22 @@ def test_a_disposition_step_says_its_figures_are_from_the_last_evaluation() -> N
     assert "预警评估时" not in fresh.plain and "关键数据：" in fresh.plain
 
 
+def test_the_answers_deadline_is_a_date_in_the_notification() -> None:
+    """"在10个工作日内" alone, in a notification delivered months after the alert fired, said
+    nothing of a deadline long past (text audit H5)."""
+    pending = {"status": "pending", "deadline": "2025-07-14", "escalate_on": "2025-07-15", "working_days": 10}
+    fresh = compose_notification(transition(disposition=pending))
+    for body in (fresh.markdown, fresh.plain):
+        assert "处置期限" in body and "2025-07-14（逾期未处置的，2025-07-15起升级报财政局）" in body
+    overdue = compose_notification(transition(transition="disposition_overdue", date="2025-07-15",
+                                              disposition={**pending, "status": "overdue"}))
+    assert "处置期限：2025-07-14（已逾期，已升级报财政局）" in overdue.plain
+    answered = compose_notification(transition(disposition={**pending, "status": "disposed"}))
+    resolved = compose_notification(transition(transition="resolved", disposition=pending))
+    assert "处置期限" not in answered.plain and "处置期限" not in resolved.plain
+    assert "处置期限" not in compose_notification(transition()).plain  # none kept: nothing said
+
+
 def test_severity_change_names_both_severities() -> None:
     t = transition(rule="behind_schedule", transition="escalated", previous_severity="warning")
     text = compose_notification(t)

@@ -124,6 +124,10 @@ def test_a_rate_a_hair_under_its_floor_and_an_overspend_of_a_few_yuan_still_read
     closed = {(t["rule"], t["subject_id"]): t["message"] for t in transitions if t.get("reason") == YEAR_CLOSED}
     assert "预算执行率为29.9999%，低于30.0000%" in closed[("low_execution", "U")]
     assert "超支49.00元" in closed[("overspend", "O")]
+    actions = {(t["rule"], t["subject_id"]): t["action"] for t in transitions if t.get("reason") == YEAR_CLOSED}
+    # an overspend has no "结余资金" to carry over, and is not ended by the year's end
+    assert "超预算支付问题不因年度结束而消除" in actions[("overspend", "O")]
+    assert "结余资金" in actions[("low_execution", "U")]
 
 
 @pytest.mark.parametrize("after_the_year", [
