@@ -170,7 +170,8 @@ class Desk:
             # bureau's decision after the alert resolved.)
             if monitor.year_closed(alert.fiscal_year, alert.updated_on):
                 self._refuse(record, f"预警 {alert.alert_id} 已于 {iso(alert.updated_on)} 随 {alert.fiscal_year} "
-                                     "年度结束而关闭，无需处置（新年度的情况由新年度的预警反映）")
+                                     "年度结束而关闭，无需处置（新年度的情况由新年度的预警反映）；按该年度调减建议"
+                                     "收回的资金，请以预算调整事件（budget_adjusted，负数）导入")
             else:
                 self._refuse(record, f"预警 {alert.alert_id} 已于 {iso(alert.updated_on)} 解除，无需处置"
                                      "（情况再次出现时会产生新的预警）")
@@ -206,9 +207,12 @@ class Desk:
         state["latest"] = latest
         alert.disposition = state
         amount_text = f" {yuan_text(fen_to_str(amount))}" if amount is not None else ""
+        # A reduction or recovery is a proposal until the bureau approves it: "已处置" said done.
+        done = "已提出处置意见" if action in NEEDS_APPROVAL else "已处置预警"
+        pending = "（待财政局审批）" if action in NEEDS_APPROVAL else ""
         message = (
-            f"{alert.department_name or alert.department_id}已处置预警：{ACTION_NAMES.get(action, action)}"
-            f"{amount_text}。说明：{latest['note'] or '—'}（处置人：{latest['by'] or '—'}）"
+            f"{alert.department_name or alert.department_id}{done}：{ACTION_NAMES.get(action, action)}"
+            f"{amount_text}{pending}。说明：{latest['note'] or '—'}（处置人：{latest['by'] or '—'}）"
         )
         follow = (
             "调减/收回须经财政局审批后生效，审批通过后自动调整预算。"

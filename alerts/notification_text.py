@@ -20,7 +20,8 @@ SUBJECT_TYPE_NAMES: dict[str, str] = {"project": "项目", "department": "部门
 
 AUDIENCE_PREFIX: dict[str, str] = {
     "department": "",
-    "default": "",
+    # the fallback contact gets a department's notification: said, so it is passed on
+    "default": "【代转：该单位未配置通知渠道】",
     "escalation": "【抄送财政局】",
 }
 

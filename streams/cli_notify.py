@@ -98,6 +98,10 @@ def _beijing(moment: str | None) -> str:
     return dt.datetime.fromisoformat(moment).astimezone(CHINA_TIME).strftime("%m-%d %H:%M:%S")
 
 
+# The two recipients that are not a department (alerts.notification_text.AUDIENCE_PREFIX).
+RECIPIENT_NAMES = {"default": "默认联系人（未配置通道的单位）", "escalation": "财政局（升级抄送）"}
+
+
 def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     for label in ("状态", "通道", "接收方", "预警", "变动", "尝试次数", "下次尝试（北京时间）", "最后错误"):
@@ -114,9 +118,9 @@ def _rows_table(rows: list[dict[str, Any]], title: str) -> Table:
         table.add_row(
             STATUS_NAMES.get(r["status"], r["status"]),
             CHANNEL_NAMES.get(r["channel"], r["channel"]),
-            r["recipient"],
+            RECIPIENT_NAMES.get(r["recipient"], r["recipient"]),
             r["alert_id"],
-            r["transition"],
+            render.kind_label(r),
             str(r["attempts"]),
             _beijing(r["next_attempt"]),
             note,

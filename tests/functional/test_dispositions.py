@@ -91,6 +91,8 @@ def test_approved_reduction_lands_in_the_log_and_a_rebuild_gives_the_same_result
     assert (project["budget"], project["paid"]) == ("300000.00", "100000.00")
     assert [t["transition"] for t in transitions if t["alert_id"] == ALERT] == [
         "firing", "disposed", "disposition_approved", "resolved"]
+    proposed = next(t for t in transitions if t["alert_id"] == ALERT and t["transition"] == "disposed")
+    assert "已提出处置意见：调减 700,000.00元（待财政局审批）" in proposed["message"]  # not yet done
     # a new process resumes with the same figures; a rebuild replays the log (the approval
     # re-emits the adjustment, the logged copy is skipped): the same alerts, to the day
     e.store.close()

@@ -248,6 +248,7 @@ def test_retries_with_backoff_on_an_injected_clock(tmp_path: Path) -> None:
     shown = CliRunner().invoke(app, ["outbox", "--db", str(db)], env={"COLUMNS": "400"}).output
     assert "07-01 16:00:30" in shown  # the next try in Beijing time (08:00:30 UTC)
     assert shown.count("排在同一通道一条失败待重试的通知之后") == 3  # the rest of the edu queue
+    assert "新预警" in shown and " firing " not in shown  # kinds in Chinese, as everywhere else
     # not due yet: nothing is tried
     before = len(receiver.requests)
     run(d, T0 + dt.timedelta(seconds=29))

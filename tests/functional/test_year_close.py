@@ -144,6 +144,7 @@ def test_an_answer_to_an_alert_closed_with_its_year_is_refused_saying_so(tmp_pat
     e.run(UNTIL)
     (refused,) = [r for r in e.store.rejections() if "late-answer" in r["raw"]]
     assert "已于 2026-01-31 随 2025 年度结束而关闭，无需处置" in refused["reason"]
+    assert "budget_adjusted" in refused["reason"]  # how a recovery of the final list is recorded
     e.store.close()
 
 

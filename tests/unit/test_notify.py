@@ -84,6 +84,11 @@ def test_the_answers_deadline_is_a_date_in_the_notification() -> None:
     assert "处置期限" not in compose_notification(transition()).plain  # none kept: nothing said
 
 
+def test_the_fallback_contact_is_told_to_pass_it_on() -> None:
+    text = compose_notification(transition(), audience="default")
+    assert text.title.startswith("【代转：该单位未配置通知渠道】【新预警·严重预警】")
+
+
 def test_severity_change_names_both_severities() -> None:
     t = transition(rule="behind_schedule", transition="escalated", previous_severity="warning")
     text = compose_notification(t)
