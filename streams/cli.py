@@ -331,14 +331,17 @@ def alerts_cmd(
     as_json: JsonOption = False,
     all_: Annotated[bool, typer.Option("--all", help="every transition, not just active alerts")] = False,
     department: Annotated[str | None, typer.Option(help="only this department")] = None,
+    year: Annotated[int | None, typer.Option(
+        min=EARLIEST_YEAR, max=LATEST_YEAR, help="only this fiscal year's (default: every year's)")] = None,
 ) -> None:
     """Active alerts (every transition with --all)."""
     with Store(db or settings().db, existing=True) as store:
-        rows = store.listed_alerts(every_transition=all_, department=department)
+        rows = store.listed_alerts(every_transition=all_, department=department, fiscal_year=year)
     if as_json:
         emit_json(rows)
         return
-    title = f"预警变化记录（{len(rows)}条）" if all_ else f"当前预警（{len(rows)}条）"
+    scope = f"{year}年度" if year is not None else ""
+    title = f"{scope}预警变化记录（{len(rows)}条）" if all_ else f"{scope}当前预警（{len(rows)}条）"
     render.console().print(render.alerts_table(rows, title, transitions=all_))
 
 

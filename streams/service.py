@@ -10,7 +10,7 @@
   received; with ``live`` the clock is the wall clock (injected), checked
   every ``tick_seconds`` so time-driven rules fire on days without events.
 - ``GET /metrics`` (Prometheus), ``/healthz``, ``/api/status``,
-  ``/api/alerts`` (``?all=1`` for every transition, ``?department=``),
+  ``/api/alerts`` (``?all=1`` for every transition, ``?department=``, ``?year=``),
   ``/api/reductions``, ``/api/rejected``: the same JSON as the CLI's ``--json``.
 
 Threading: every use of SQLite, the engine and its monitor runs on one worker
@@ -345,8 +345,8 @@ class Service:
     def status_json(self, year: int | None) -> dict[str, Any]:
         return self.engine.status(year)
 
-    def alerts_json(self, all_: bool, department: str | None) -> list[dict[str, Any]]:
-        return self.store.listed_alerts(every_transition=all_, department=department)
+    def alerts_json(self, all_: bool, department: str | None, year: int | None = None) -> list[dict[str, Any]]:
+        return self.store.listed_alerts(every_transition=all_, department=department, fiscal_year=year)
 
     def reductions_json(self, year: int | None = None) -> list[dict[str, Any]]:
         return [p.to_json() for p in self.engine.reductions(year)]
@@ -465,7 +465,7 @@ async def get_status(request: web.Request) -> web.Response:
 async def get_alerts(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     rows = await service.db(
-        service.alerts_json, _flag(request, "all"), request.query.get("department") or None
+        service.alerts_json, _flag(request, "all"), request.query.get("department") or None, _year_param(request)
     )
     return json_response(rows)
 

@@ -634,12 +634,16 @@ class Store:
         for (state,) in self.db.execute("SELECT state FROM projects"):
             yield loads(state)
 
-    def alert_rows(self, *, status: str | None = None, department: str | None = None) -> list[dict[str, Any]]:
-        return list(self.each_alert(status=status, department=department))
+    def alert_rows(
+        self, *, status: str | None = None, department: str | None = None, fiscal_year: int | None = None,
+    ) -> list[dict[str, Any]]:
+        return list(self.each_alert(status=status, department=department, fiscal_year=fiscal_year))
 
-    def each_alert(self, *, status: str | None = None, department: str | None = None) -> Iterator[dict[str, Any]]:
+    def each_alert(
+        self, *, status: str | None = None, department: str | None = None, fiscal_year: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
         """Alert rows one at a time (a province has hundreds of thousands)."""
-        where, args = _filters(status=status, department_id=department)
+        where, args = _filters(status=status, department_id=department, fiscal_year=fiscal_year)
         loads = orjson.loads
         for (data,) in self.db.execute(f"SELECT data FROM alerts{where} ORDER BY alert_id", args):
             yield loads(data)
@@ -658,16 +662,20 @@ class Store:
         row = self.db.execute("SELECT data FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
         return orjson.loads(row[0]) if row is not None else None
 
-    def transition_rows(self, alert_id: str | None = None, *, department: str | None = None) -> list[dict[str, Any]]:
-        where, args = _filters(alert_id=alert_id, department_id=department)
+    def transition_rows(
+        self, alert_id: str | None = None, *, department: str | None = None, fiscal_year: int | None = None,
+    ) -> list[dict[str, Any]]:
+        where, args = _filters(alert_id=alert_id, department_id=department, fiscal_year=fiscal_year)
         query = f"SELECT data FROM transitions{where} ORDER BY id"
         return [orjson.loads(d) for (d,) in self.db.execute(query, args)]
 
-    def listed_alerts(self, *, every_transition: bool, department: str | None) -> list[dict[str, Any]]:
-        """What `budgetwatch alerts [--all] [--department]` and GET /api/alerts list."""
+    def listed_alerts(
+        self, *, every_transition: bool, department: str | None, fiscal_year: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """What `budgetwatch alerts [--all] [--department] [--year]` and GET /api/alerts list."""
         if every_transition:
-            return self.transition_rows(department=department)
-        return self.alert_rows(status="firing", department=department)
+            return self.transition_rows(department=department, fiscal_year=fiscal_year)
+        return self.alert_rows(status="firing", department=department, fiscal_year=fiscal_year)
 
     def begin(self, *, durable: bool = False) -> Batch:
         """Open the engine's write transaction (see :class:`Batch`); ``durable`` keeps the
@@ -738,12 +746,18 @@ def business_day(db: sqlite3.Connection) -> int | None:
 TransitionRow = tuple[str, int, str, str, bytes]
 
 
-def _filters(**columns: str | None) -> tuple[str, tuple[str, ...]]:
-    """A WHERE clause matching the given (trusted) column names to the values not None."""
+def _filters(*, fiscal_year: int | None = None, **columns: str | None) -> tuple[str, tuple[str, ...]]:
+    """A WHERE clause matching the given (trusted) column names to the values not None;
+    ``fiscal_year``: alert ids of that year (a range of the key: ids start with it)."""
     given = {name: value for name, value in columns.items() if value is not None}
-    if not given:
+    terms = [f"{name} = ?" for name in given]
+    args = list(given.values())
+    if fiscal_year is not None:
+        terms.append("alert_id >= ? AND alert_id < ?")
+        args += [f"{fiscal_year}:", f"{fiscal_year};"]  # ';' follows ':'
+    if not terms:
         return "", ()
-    return " WHERE " + " AND ".join(f"{name} = ?" for name in given), tuple(given.values())
+    return " WHERE " + " AND ".join(terms), tuple(str(a) for a in args)
 
 
 class Batch:

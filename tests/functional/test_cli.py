@@ -296,10 +296,18 @@ def test_reductions_are_one_fiscal_year_s(tmp_path: Path) -> None:
     cli(db, "run", "--as-of", "2026-01-20")
     closing = as_json(db, "reductions", "--year", "2025")
     assert [(p["project_id"], p["fiscal_year"]) for p in closing] == [("P1", 2025)]
+    # each year's alerts can be asked for (in January last year's fire until its close)
+    assert {a["fiscal_year"] for a in as_json(db, "alerts")} == {2025}
+    assert as_json(db, "alerts", "--year", "2026") == []
+    assert "2025年度当前预警" in cli(db, "alerts", "--year", "2025").stdout
     assert as_json(db, "reductions") == []  # 2026: nothing under a floor in January
     cli(db, "run", "--as-of", "2026-07-15")
     this_year = as_json(db, "reductions")
     assert [(p["project_id"], p["fiscal_year"]) for p in this_year] == [("Q1", 2026)]
+    assert {a["fiscal_year"] for a in as_json(db, "alerts", "--year", "2026")} == {2026}
+    history = as_json(db, "alerts", "--all", "--year", "2025")
+    assert history and {t["fiscal_year"] for t in history} == {2025}
+    assert len(history) < len(as_json(db, "alerts", "--all"))
     # closed on 2026-01-31 (year_end): its final list, as of its Dec 31 — what was left unspent
     (final,) = as_json(db, "reductions", "--year", "2025")
     assert (final["project_id"], final["fiscal_year"], final["projected_spend"], final["proposed_reduction"]) == (
