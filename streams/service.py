@@ -117,6 +117,11 @@ def too_large_response(limit: int) -> web.Response:
     )
 
 
+# A failed run is tried again after 30 s, then 60, 120 … up to every 10 minutes.
+RETRY_FIRST_SECONDS = 30.0
+RETRY_MAX_SECONDS = 600.0
+
+
 class Service:
     """The engine behind the HTTP API: ingest, continuous processing, readings."""
 
@@ -150,6 +155,8 @@ class Service:
         self._attempted = 0  # the last ticket a run tried (waiters are answered, failed or not)
         self._pending_since: float | None = None  # monotonic time of the oldest unprocessed ingest
         self.last_error: str | None = None
+        self._retry_at: float | None = None  # monotonic time to try a failed run again
+        self._retry_delay = 0.0
         self.last_run: RunSummary | None = None
         self.runs = 0
         self._calendar_warned: set[int] = set()  # years already reported missing from the calendar
@@ -267,11 +274,18 @@ class Service:
                 summary = await self.db(self._run_sync)
             except Exception as err:
                 self.last_error = f"处理事件失败：{err}"
-                log.exception("processing failed; the next wake-up retries from the last commit")
+                # Tried again by itself, less and less often (a lock held by a long CLI
+                # rebuild, a disk being freed): it waited for the next POST, maybe for good.
+                self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS) if self._retry_delay else (
+                    RETRY_FIRST_SECONDS)
+                self._retry_at = time.monotonic() + self._retry_delay
+                log.exception("processing failed; retried from the last commit on the next wake-up or in %.0f s",
+                              self._retry_delay)
                 with contextlib.suppress(Exception):
                     await self.db(self._reset_engine)
             else:
                 self.last_error = None
+                self._retry_at, self._retry_delay = None, 0.0
                 self.last_run = summary
                 self.runs += 1
             async with self._progress:
@@ -303,7 +317,8 @@ class Service:
                 return
             if not woken:
                 due = self.live and time.monotonic() - self._last_tick >= self.tick_seconds
-                if not due and not await self.db(self._log_grew):
+                retry = self._retry_at is not None and time.monotonic() >= self._retry_at
+                if not due and not retry and not await self.db(self._log_grew):
                     continue
             self._wake.clear()
             self._last_tick = time.monotonic()
@@ -312,6 +327,10 @@ class Service:
     def running(self) -> bool:
         """Whether a run is in progress (it holds the DB thread)."""
         return self._run_lock.locked()
+
+    def _log_ahead(self) -> bool:
+        """Whether the log holds events appended since the last commit (on the DB thread)."""
+        return self.store.max_seq() > self.store.cursor()[1]
 
     def _log_grew(self) -> bool:
         """Whether the log holds events appended since the last committed run and the last
@@ -359,7 +378,9 @@ class Service:
             "mode": "live" if self.live else "event_time",
             "clock": iso(clock) if clock is not None else None,
             "runs": self.runs,
-            "pending": self._processed < self._ingested,
+            # events POSTed and not yet covered, or appended by another process (a CLI
+            # ingest) since the last commit: those said "pending: false" while they waited
+            "pending": self._processed < self._ingested or (reload and self._log_ahead()),
             "error": self.last_error,
         }
 

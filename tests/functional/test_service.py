@@ -26,6 +26,7 @@ from streams.engine import Engine
 from streams.service import Service
 from streams.store import Store
 from tests import builders as b
+from tests.functional.engine_helpers import ingest_events
 from tests.service_harness import run_service
 
 Scenario = Callable[[TestClient[Any, Any], Service], Awaitable[None]]
@@ -490,6 +491,42 @@ def test_a_failed_run_is_tried_again_when_the_client_sends_again(tmp_path: Path)
         assert (await client.get("/healthz")).status == 200
 
     serve(tmp_path, scenario)
+
+
+def test_a_failed_run_is_tried_again_by_itself_and_cli_events_show_as_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run failed on a lock a CLI rebuild held: with no further POST nothing retried it,
+    and while a CLI ingest's events waited /healthz said pending: false (audit of serve)."""
+    import sqlite3
+
+    import streams.service
+
+    monkeypatch.setattr(streams.service, "RETRY_FIRST_SECONDS", 0.05)
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        real = service._run_sync
+        failures = [sqlite3.OperationalError("database is locked")]
+
+        def flaky() -> Any:
+            if failures and service.store.max_seq() > 0:
+                raise failures.pop()
+            return real()
+
+        service._run_sync = flaky  # type: ignore[method-assign]
+        with Store(tmp_path / "budgetwatch.db") as other:  # a CLI ingest beside serve
+            ingest_events(other, lagging_county())
+        assert (await (await client.get("/healthz")).json())["pending"] is True
+        service.wake()
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if service.runs:
+                break
+        health = await (await client.get("/healthz")).json()
+        assert (service.runs, failures) == (1, [])  # failed once, then retried unasked
+        assert (health["status"], health["pending"], health["clock"]) == ("ok", False, "2025-07-01")
+
+    serve(tmp_path, scenario, log_poll_seconds=0.02)
 
 
 def test_a_body_is_taken_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
