@@ -47,7 +47,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import orjson
-from aiohttp import web
+from aiohttp import web, web_protocol
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from budget.calendar import iso, to_day
@@ -433,11 +433,17 @@ async def _read_at_most(request: web.Request, limit: int) -> bytes:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(1 << 20):
-        size += len(chunk)
-        if size > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+            chunks.append(chunk)
+    except web_protocol.RequestPayloadError as err:  # a gzip body that is not gzip: was a 500
+        message = ("请求体无法按其 Content-Encoding 解码，未接收任何内容：请检查压缩格式或去掉该请求头"
+                   f"（cannot decode the body: {err}）")
+        raise web.HTTPBadRequest(text=json_text({"error": message}), content_type="application/json",
+                                 headers=JSON_HEADERS) from None
     return b"".join(chunks)
 
 

@@ -529,6 +529,16 @@ def test_a_failed_run_is_tried_again_by_itself_and_cli_events_show_as_pending(
     serve(tmp_path, scenario, log_poll_seconds=0.02)
 
 
+def test_a_body_that_is_not_what_its_content_encoding_says_is_a_chinese_400(tmp_path: Path) -> None:
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        response = await client.post("/events", data=b"not gzip", headers={"Content-Encoding": "gzip"})
+        assert response.status == 400  # was a 500 "Server got itself in trouble"
+        assert "Content-Encoding" in (await response.json())["error"]
+        assert service.store.max_seq() == 0
+
+    serve(tmp_path, scenario)
+
+
 def test_a_body_is_taken_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The disk filled midway through a large POST: an English 500, yet the first batches
     were logged — and after a kill -9 midway, a restart processed half a body as if
