@@ -120,9 +120,9 @@ class Board:
     def user_of(self, request: web.Request) -> User | None:
         if self.users is None:
             return None
-        header = request.headers.get("Authorization", "")
-        if header.startswith("Bearer "):
-            return self._by_token(header.removeprefix("Bearer ").strip())
+        token = bearer_token(request)
+        if token is not None:
+            return self._by_token(token)
         session = self.sessions.get(request.cookies.get(SESSION_COOKIE))
         return self.users.by_login(session.login) if session is not None else None
 
@@ -150,12 +150,11 @@ class Board:
     async def resolve_token(self, request: web.Request) -> None:
         """Check a request's API token (scrypt) in a worker thread, before any handler
         asks :meth:`user_of`, which then only reads the result."""
-        header = request.headers.get("Authorization", "")
-        if self.users is None or not header.startswith("Bearer "):
+        token = bearer_token(request)
+        if self.users is None or token is None:
             return
         if request.path in PUBLIC_PATHS or request.path.startswith("/static/"):
             return  # nothing there asks who is calling: a flood of made-up tokens costs nothing
-        token = header.removeprefix("Bearer ").strip()
         key = hashlib.sha256(token.encode()).hexdigest()
         if not token or key in self._tokens or key in self._refused:
             return
@@ -429,7 +428,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     user = board.user_of(request)
     if user is None:
-        return _json_error("需要登录或 API 令牌（Authorization: Bearer …）", 401, headers=CHALLENGE)
+        return _json_error(_unauthorized_text(request), 401, headers=CHALLENGE)
     if not _came_from_our_page(board, request):
         return _json_error("CSRF 校验失败（X-CSRF-Token）", 403)
     if user.is_bureau:
@@ -729,8 +728,7 @@ def _api_user(request: web.Request) -> User | None:
         return None
     user = board.user_of(request)
     if user is None:
-        raise web.HTTPUnauthorized(headers=CHALLENGE,
-                                   text=json_text({"error": "需要 API 令牌（Authorization: Bearer …）或登录"}),
+        raise web.HTTPUnauthorized(headers=CHALLENGE, text=json_text({"error": _unauthorized_text(request)}),
                                    content_type="application/json")
     if not _came_from_our_page(board, request):
         raise web.HTTPForbidden(text=json_text({"error": "CSRF 校验失败（X-CSRF-Token）"}),
@@ -738,10 +736,23 @@ def _api_user(request: web.Request) -> User | None:
     return user
 
 
+def bearer_token(request: web.Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>`` (the scheme in any case, RFC 7235)."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _unauthorized_text(request: web.Request) -> str:
+    """Why a request is refused: no credentials at all, or a token no user holds."""
+    if bearer_token(request):
+        return "API 令牌无效或已停用：请核对令牌，或请管理员在用户文件中重新配置（invalid API token）"
+    return "需要登录或 API 令牌（Authorization: Bearer …）（login or API token required）"
+
+
 def _came_from_our_page(board: Board, request: web.Request) -> bool:
     """A POST on a browser session must carry the session's CSRF token (X-CSRF-Token);
     one with an API token needs none (no browser sends it by itself)."""
-    if request.method != "POST" or request.headers.get("Authorization", "").startswith("Bearer "):
+    if request.method != "POST" or bearer_token(request) is not None:
         return True
     return same_token(request.headers.get("X-CSRF-Token"), board.csrf_of(request))
 

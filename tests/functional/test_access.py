@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from streams.service import Service
 from streams.store import Store
-from tests.board_helpers import ALERT_EDU, ALERT_HEALTH, EDU, HEALTH, bearer, login, prepare, serve
+from tests.board_helpers import ALERT_EDU, ALERT_HEALTH, EDU, HEALTH, TOKENS, bearer, login, prepare, serve
 
 Client = TestClient[Any, Any]
 # Every route the served app has, and how a department user of D102 is kept from D101's data.
@@ -383,10 +383,15 @@ def test_checking_made_up_tokens_never_freezes_the_service(tmp_path: Path) -> No
         again = await client.get("/api/alerts", headers={"Authorization": "Bearer made-up"})
         assert again.status == 401 and calls == ["made-up"]
         assert again.headers["WWW-Authenticate"] == 'Bearer realm="budgetwatch"'
+        assert (await again.json())["error"].startswith("API 令牌无效或已停用")  # not "需要…令牌"
         answer = await client.get(f"/api/alerts/{ALERT_EDU}/dispositions")
         assert answer.status == 401 and answer.headers["WWW-Authenticate"].startswith("Bearer")
+        assert (await answer.json())["error"].startswith("需要登录或 API 令牌")
         ok = await client.get("/api/alerts", headers=bearer("jxk"))
         assert ok.status == 200
+        # the scheme is case-insensitive (RFC 7235): "bearer" was refused
+        lower = await client.get("/api/alerts", headers={"Authorization": "bearer " + TOKENS["jxk"]})
+        assert lower.status == 200
 
     run_service(db, scenario, routes=[lambda app, s: install(app, s, configured)])
 
