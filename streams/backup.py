@@ -11,6 +11,7 @@ then renamed into place: a destination that exists is always a whole, checked st
 
 from __future__ import annotations
 
+import glob
 import os
 import sqlite3
 import time
@@ -62,6 +63,7 @@ def back_up(store: Store, destination: Path, *, force: bool = False) -> BackupSu
         raise StoreError(f"{destination} 已存在，未做任何改动；加 --force 覆盖，或换一个文件名"
                          "（the destination exists; --force replaces it）")
     partial = destination.with_name(f".{destination.name}.partial-{os.getpid()}")
+    _remove_stale_partials(destination)
     _remove(partial)
     try:
         target = sqlite3.connect(partial)
@@ -92,6 +94,25 @@ def back_up(store: Store, destination: Path, *, force: bool = False) -> BackupSu
         clock=None if clock is None or clock[0] is None else int(clock[0]),
         seconds=time.monotonic() - started,
     )
+
+
+def _remove_stale_partials(destination: Path) -> None:
+    """Copies left by backups killed midway (kill -9, a reboot): their process is gone, and
+    a cron backup directory gathered one store-sized file per kill."""
+    for leftover in destination.parent.glob(f".{glob.escape(destination.name)}.partial-*"):
+        pid = leftover.name.rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(leftover)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _remove(path: Path) -> None:

@@ -90,3 +90,19 @@ def test_the_cli_reports_the_copy_and_refuses_a_store_that_is_not_there(tmp_path
                              capture_output=True, text=True, check=False)
     assert missing.returncode != 0 and "找不到数据库" in missing.stdout + missing.stderr
     assert not (tmp_path / "nope.db").exists()
+
+
+def test_a_backup_clears_the_copies_of_backups_killed_midway(tmp_path: Path) -> None:
+    """A backup killed with -9 left its .partial copy (and -journal); later backups never
+    removed them, so a cron directory gathered a store-sized file per kill (audit)."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process holds now
+    stale = [tmp_path / f".b.db.partial-{gone.pid}", tmp_path / f".b.db.partial-{gone.pid}-journal"]
+    running = tmp_path / ".b.db.partial-1"  # its process is alive: a backup still under way
+    other = tmp_path / f".other.db.partial-{gone.pid}"  # another destination's: not ours to judge
+    for path in [*stale, running, other]:
+        path.write_bytes(b"partial")
+    with Store(tmp_path / "bw.db") as store:
+        back_up(store, tmp_path / "b.db")
+    assert not any(path.exists() for path in stale)
+    assert running.exists() and other.exists() and (tmp_path / "b.db").exists()
