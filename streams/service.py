@@ -155,6 +155,7 @@ class Service:
         self._attempted = 0  # the last ticket a run tried (waiters are answered, failed or not)
         self._pending_since: float | None = None  # monotonic time of the oldest unprocessed ingest
         self.last_error: str | None = None
+        self.ingest_error: str | None = None  # the last ingest's storage error, until one succeeds
         self._retry_at: float | None = None  # monotonic time to try a failed run again
         self._retry_delay = 0.0
         self.last_run: RunSummary | None = None
@@ -214,7 +215,14 @@ class Service:
         def work() -> IngestCounts:
             return ingest(self.store, parse_body(body, origin), atomic=True)
 
-        counts = await self.db(work)
+        try:
+            counts = await self.db(work)
+        except sqlite3.Error as err:
+            # Every POST answers 503 while the disk is full: /healthz says so too (it
+            # stayed "ok", and monitoring saw nothing), until an ingest succeeds again.
+            self.ingest_error = f"接收事件失败：{err}"
+            raise
+        self.ingest_error = None
         ticket = self._processed
         # After a failed run (a full disk, since freed), the client re-sends: every event is
         # a duplicate, but what is pending must be tried again — or nothing ever retried it.
@@ -373,15 +381,17 @@ class Service:
     def health(self, reload: bool = True) -> dict[str, Any]:
         """``reload`` (on the DB thread): first pick up what another process committed."""
         clock = (self._fresh_monitor() if reload else self.engine.monitor).clock
+        error = self.last_error or self.ingest_error
         return {
-            "status": "error" if self.last_error else "ok",
+            "status": "error" if error else "ok",
             "mode": "live" if self.live else "event_time",
             "clock": iso(clock) if clock is not None else None,
             "runs": self.runs,
             # events POSTed and not yet covered, or appended by another process (a CLI
-            # ingest) since the last commit: those said "pending: false" while they waited
-            "pending": self._processed < self._ingested or (reload and self._log_ahead()),
-            "error": self.last_error,
+            # ingest) since the last commit (those said "pending: false" while they
+            # waited), or a run under way (the store is then not read)
+            "pending": self._processed < self._ingested or (self._log_ahead() if reload else self.running()),
+            "error": error,
         }
 
 

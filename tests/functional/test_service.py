@@ -493,7 +493,7 @@ def test_a_failed_run_is_tried_again_when_the_client_sends_again(tmp_path: Path)
     serve(tmp_path, scenario)
 
 
-def test_a_failed_run_is_tried_again_by_itself_and_cli_events_show_as_pending(
+def test_a_failed_run_is_tried_again_by_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run failed on a lock a CLI rebuild held: with no further POST nothing retried it,
@@ -516,7 +516,6 @@ def test_a_failed_run_is_tried_again_by_itself_and_cli_events_show_as_pending(
         service._run_sync = flaky  # type: ignore[method-assign]
         with Store(tmp_path / "budgetwatch.db") as other:  # a CLI ingest beside serve
             ingest_events(other, lagging_county())
-        assert (await (await client.get("/healthz")).json())["pending"] is True
         service.wake()
         for _ in range(200):
             await asyncio.sleep(0.02)
@@ -527,6 +526,17 @@ def test_a_failed_run_is_tried_again_by_itself_and_cli_events_show_as_pending(
         assert (health["status"], health["pending"], health["clock"]) == ("ok", False, "2025-07-01")
 
     serve(tmp_path, scenario, log_poll_seconds=0.02)
+
+
+def test_events_a_cli_ingest_appended_show_as_pending_until_processed(tmp_path: Path) -> None:
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        with Store(tmp_path / "budgetwatch.db") as other:
+            ingest_events(other, lagging_county())
+        assert (await (await client.get("/healthz")).json())["pending"] is True  # it said false
+        await service.process_now()
+        assert (await (await client.get("/healthz")).json())["pending"] is False
+
+    serve(tmp_path, scenario, log_poll_seconds=60)
 
 
 def test_a_body_that_is_not_what_its_content_encoding_says_is_a_chinese_400(tmp_path: Path) -> None:
@@ -566,9 +576,11 @@ def test_a_body_is_taken_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest
         error = (await response.json())["error"]
         assert error.startswith("数据库操作失败：database or disk is full。本次请求的事件均未接收")
         assert service.store.event_count() == 0  # nothing of the body, not its first batch
-        assert (await client.get("/healthz")).status == 200  # nothing pending, nothing failed
+        health = await client.get("/healthz")  # it stayed "ok" while every POST got a 503
+        assert health.status == 503 and "disk is full" in (await health.json())["error"]
         answer = await post(client, body)  # the disk freed, the client re-sends
         assert answer["applied"] == len(lagging_county()) and answer["processed"] is True
+        assert (await client.get("/healthz")).status == 200
 
     serve(tmp_path, scenario)
 
