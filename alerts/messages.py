@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -49,6 +49,16 @@ FUND_SOURCE_NAMES: dict[str, str] = {
 
 def pct(value: float | None, places: int = 2) -> str:
     return "—" if value is None else f"{value * 100:.{places}f}%"
+
+
+def pct_down(value: float | None, places: int = 2) -> str:
+    """A ratio as a percent cut, not rounded, to ``places`` — for tables, which print no
+    threshold beside a rate: 0.299999 read 30.00% there, while its alert said 29.9999%
+    under 30% (messages print with :func:`apart` instead)."""
+    if value is None:
+        return "—"
+    exact = Decimal(repr(value)) * 100  # the ratio as written (figures keep six decimals)
+    return f"{exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_DOWN)}%"
 
 
 def points(value: float) -> str:

@@ -52,7 +52,7 @@ from alerts.dispositions import (
     STATUS_NAMES,
     disposition_view,
 )
-from alerts.messages import FUND_SOURCE_NAMES, RULE_NAMES, SEVERITY_NAMES, pct, wan, yuan_text
+from alerts.messages import FUND_SOURCE_NAMES, RULE_NAMES, SEVERITY_NAMES, pct_down, wan, yuan_text
 from alerts.rules import RULES
 from budget.calendar import expected_curve, iso, time_progress_for_year, year_bounds, year_of
 from budget.events import EventRejected, parse_event_object
@@ -109,7 +109,7 @@ class Board:
             autoescape=jinja2.select_autoescape(("html",)),
             undefined=jinja2.StrictUndefined,
         )
-        self.env.filters.update(pct=pct, wan=wan, yuan=yuan_text, segment=path_segment)
+        self.env.filters.update(pct=pct_down, wan=wan, yuan=yuan_text, segment=path_segment)
         self.env.globals.update(
             RULE_NAMES=RULE_NAMES, SEVERITY_NAMES=SEVERITY_NAMES, STATUS_NAMES=STATUS_NAMES,
             ACTION_NAMES=ACTION_NAMES, kind_label=kind_label, FUND_SOURCE_NAMES=FUND_SOURCE_NAMES,
@@ -371,7 +371,7 @@ def alert_view(row: dict[str, Any]) -> dict[str, Any]:
         "since": row["since"], "updated_on": row["updated_on"],
         # the date of its figures: its last evaluation, or the Dec 31 its year's close reports
         "evaluated_on": figures.get("as_of") or row["updated_on"],
-        "execution_rate": pct(figures.get("execution_rate")),
+        "execution_rate": pct_down(figures.get("execution_rate")),
         "message": row.get("message", ""),
         "disposition": view,
     }

@@ -10,7 +10,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from alerts.messages import FUND_SOURCE_NAMES, REASON_NAMES, RULE_NAMES, SEVERITY_NAMES, kind_name, pct, wan
+from alerts.messages import FUND_SOURCE_NAMES, REASON_NAMES, RULE_NAMES, SEVERITY_NAMES, kind_name, pct_down, wan
 from streams.ingest import IngestCounts
 
 KIND_LABELS = {
@@ -55,8 +55,8 @@ def region_table(status: Mapping[str, Any]) -> Table:
     for label in ("预算总额", "已支付", "执行率", "序时进度", "部门数", "项目数"):
         table.add_column(label, justify="right")
     table.add_row(
-        wan(region["budget"]), wan(region["paid"]), pct(region["execution_rate"]),
-        pct(region["time_progress"]), str(len(status["departments"])),
+        wan(region["budget"]), wan(region["paid"]), pct_down(region["execution_rate"]),
+        pct_down(region["time_progress"]), str(len(status["departments"])),
         # the department_overall lines (部门整体支出) are not projects and not in the sums
         str(sum(1 for p in status["projects"] if p.get("kind") != "department_overall")),
     )
@@ -70,7 +70,7 @@ def departments_table(departments: Sequence[Mapping[str, Any]], title: str) -> T
         table.add_column(label, justify=justify)  # type: ignore[arg-type]
     for d in departments:
         table.add_row(d["department_id"], d["department_name"], str(d.get("projects", "")),
-                      wan(d["budget"]), wan(d["paid"]), pct(d["execution_rate"]))
+                      wan(d["budget"]), wan(d["paid"]), pct_down(d["execution_rate"]))
     return table
 
 
@@ -82,8 +82,8 @@ def projects_table(projects: Sequence[Mapping[str, Any]], title: str) -> Table:
         table.add_row(
             p["project_id"], p["name"] or "", p.get("department_name") or p["department_id"] or "",
             FUND_SOURCE_NAMES.get(p["fund_source"] or "", p["fund_source"] or ""),
-            wan(p["budget"]), wan(p["paid"]), pct(p["execution_rate"]),
-            pct(p["expected_progress"]), pct(p["performance_completion"]),
+            wan(p["budget"]), wan(p["paid"]), pct_down(p["execution_rate"]),
+            pct_down(p["expected_progress"]), pct_down(p["performance_completion"]),
         )
     return table
 
@@ -107,7 +107,7 @@ def alerts_table(alerts: Iterable[Mapping[str, Any]], title: str, *, transitions
             status_label(a),
             f"{a.get('subject_name') or ''}（{a['subject_id']}）",
             a.get("department_name") or a["department_id"],
-            pct(a["figures"].get("execution_rate")),
+            pct_down(a["figures"].get("execution_rate")),
             a["message"],
         ]
         if transitions:
@@ -135,7 +135,7 @@ def reductions_table(proposals: Sequence[Mapping[str, Any]], title: str) -> Tabl
     for p in proposals:
         table.add_row(p["project_id"], p["name"], p.get("department_name") or p["department_id"],
                       wan(p["budget"]), wan(p["paid"]), wan(p["projected_spend"]),
-                      wan(p["proposed_reduction"]), pct(p["reduction_rate"]))
+                      wan(p["proposed_reduction"]), pct_down(p["reduction_rate"]))
     return table
 
 

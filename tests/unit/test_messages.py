@@ -104,3 +104,12 @@ def test_the_gap_printed_is_the_exact_one_the_rule_judged() -> None:
     message = compose(rule="progress_gap", kind="firing", severity="warning", subject="S", figures=figures,
                       as_of="2025-06-30", deadline_days=10)[0]
     assert "相差20.0001个百分点，超过20个百分点" in message
+
+
+def test_tables_cut_a_rate_rather_than_round_it_up_to_its_threshold() -> None:
+    """A status table showed 30.00% for 0.299999, beside an alert saying 29.9999% < 30%."""
+    from alerts.messages import pct_down
+
+    assert pct_down(0.299999) == "29.99%"
+    assert (pct_down(0.29), pct_down(0.3), pct_down(1.0), pct_down(0.0)) == ("29.00%", "30.00%", "100.00%", "0.00%")
+    assert (pct_down(0.666667), pct_down(-0.05), pct_down(None)) == ("66.66%", "-5.00%", "—")
