@@ -493,7 +493,8 @@ def _row_events(
     if year_text:
         year_text = year_text.removesuffix("年度").removesuffix("年").strip()  # 2025年度
     if not year_text or not _YEAR.fullmatch(year_text):
-        raise EventRejected(f"fiscal_year (年度): {year_text!r} is not a year")
+        raise EventRejected(f"年度 {year_text!r} 无法识别：应写作 2025、2025年 或 2025年度"
+                            f"（fiscal_year {year_text!r} is not a year）")
     year = int(year_text)
     fund_text = _cell_text(values.get("fund_source"))
     fund = FUND_SOURCES.get(fund_text or "", FUND_SOURCES.get((fund_text or "").lower(), fund_text))
@@ -577,14 +578,34 @@ def parse_table(
                 voucher = _cell_text(values.get("event_id"))
                 reason += (f"；本行是凭证 {voucher} 的第 {line} 条明细（编号 {voucher}#{line}），请在原文件中"
                            "修正后重新导入整个文件（再次导入不会重复记账），不要单独导入这一行")
-            yield Rejected(source, f"{chosen} row: {reason}", _raw_row(header, cells))
+            yield Rejected(source, _sheet_reason(chosen, reason), _raw_row(header, cells))
             continue
         except (ValueError, TypeError, ArithmeticError) as err:  # one odd cell loses its row only
-            yield Rejected(source, f"{chosen} row: cannot read it ({type(err).__name__}: {err})",
-                           _raw_row(header, cells))
+            unreadable = f"无法读取本行（cannot read it: {type(err).__name__}: {err}）"
+            yield Rejected(source, _sheet_reason(chosen, unreadable), _raw_row(header, cells))
             continue
         for event in events:
             yield Accepted(event.to_record(), source)
+
+
+SHEET_NAMES = {"projects": "项目表", "payments": "支付表"}
+# The contract's field names as the sheets' headers say them (README lists them all).
+FIELD_LABELS = {
+    "projects": {"project_id": "项目编码", "name": "项目名称", "department_id": "单位编码",
+                 "department_name": "单位名称", "fund_source": "资金性质", "fiscal_year": "年度",
+                 "amount": "年初预算数", "occurred_on": "批复日期", "kind": "项目类型"},
+    "payments": {"event_id": "支付凭证号", "project_id": "项目编码", "occurred_on": "支付日期",
+                 "amount": "支付金额", "payee": "收款人", "method": "支付方式"},
+}
+
+
+def _sheet_reason(chosen: str, reason: str) -> str:
+    """A row's reason as a sheet's user reads it: the sheet and its headers named, not the
+    contract's fields ("projects row: 缺少字段 'project_id'"); the English part kept as is."""
+    head, bracket, tail = reason.partition("（")
+    for field, label in FIELD_LABELS.get(chosen, {}).items():
+        head = head.replace(f"'{field}'", f"“{label}”").replace(f"{field}：", f"{label}：")
+    return f"{SHEET_NAMES.get(chosen, chosen)}：{head}{bracket}{tail}"
 
 
 def _money_reason(err: MoneyError) -> str:

@@ -339,3 +339,17 @@ def test_a_project_listed_twice_with_other_figures_is_a_dead_letter(tmp_path: Pa
         reasons = [r["reason"] for r in store.rejections()]
         assert [r["source"] for r in store.rejections()] == [f"{path}:3", f"{path}:3"]
         assert all("already logged with other content" in r for r in reasons)
+
+
+def test_a_refused_rows_reason_names_its_sheet_and_headers(tmp_path: Path) -> None:
+    """'projects row: 缺少字段 'project_id'', 'fiscal_year (年度): … is not a year', 'amount：应不小于 0':
+    field names of the contract a budget officer never sees (text audit M15)."""
+    path = tmp_path / "projects.csv"
+    path.write_text("项目编码,项目名称,单位编码,单位名称,资金性质,年度,年初预算数\n"
+                    ",道路,D1,交通局,一般公共预算,2025,100\n"
+                    "P3,道路,D1,交通局,一般公共预算,二〇二五,100\n"
+                    "P4,道路,D1,交通局,一般公共预算,2025,-100\n", "utf-8")
+    reasons = [p.reason for p in read_events(path) if isinstance(p, Rejected)]
+    assert reasons[0].startswith("项目表：缺少字段 “项目编码”（missing field 'project_id'）")
+    assert reasons[1].startswith("项目表：年度 '二〇二五' 无法识别：应写作 2025")
+    assert reasons[2].startswith("项目表：年初预算数：应不小于 0")

@@ -201,7 +201,7 @@ def test_amounts_as_exports_write_them(tmp_path: Path) -> None:
         ("payment", 10_000), ("payment", 100_000), ("payment", 25_000), ("payment_reversed", 50_000),
         ("payment_reversed", 100_000), ("payment_reversed", 2_000)]
     (bad,) = rejected
-    assert bad.reason.startswith("payments row: 金额无法读取，应为数字如 1,234,567.89")
+    assert bad.reason.startswith("支付表：金额无法读取，应为数字如 1,234,567.89")
 
 
 def test_years_written_with_their_unit(tmp_path: Path) -> None:
@@ -230,7 +230,7 @@ def test_a_dead_letter_keeps_the_whole_row_under_its_own_headers(tmp_path: Path)
 def test_an_empty_required_cell_is_reported_missing(tmp_path: Path) -> None:
     path = write(tmp_path / "p.csv", f"{PROJECT_HEAD},年初预算数\nP1,,D1,交通局,一般公共预算,2025,1\n")
     (rejected,) = split(path)[1]
-    assert "缺少字段 'name'" in rejected.reason
+    assert "缺少字段 “项目名称”" in rejected.reason
 
 
 def test_a_refused_detail_line_fixed_and_the_file_imported_again_counts_each_line_once(tmp_path: Path) -> None:
@@ -268,5 +268,5 @@ def test_an_amount_past_the_fen_or_too_large_is_named_as_such(tmp_path: Path) ->
                                        "V1,P1,2025-03-01,1.005\nV2,P1,2025-03-01,100000000000000\n")
     _, rejected = split(path)
     fen, huge = (r.reason for r in rejected)
-    assert fen.startswith("payments row: 金额超过两位小数：金额应精确到分")
-    assert huge.startswith("payments row: 金额达到或超过10万亿元：请检查金额单位")
+    assert fen.startswith("支付表：金额超过两位小数：金额应精确到分")
+    assert huge.startswith("支付表：金额达到或超过10万亿元：请检查金额单位")
