@@ -15,11 +15,30 @@ RATE_LIMITED = frozenset({45009})
 MAX_BYTES = 4096  # WeCom rejects markdown content longer than 4096 bytes
 
 
+CUT = "……（内容过长已截断，完整内容见预警看板）"
+
+
 def wecom_body(note: Note) -> dict[str, Any]:
-    content = note.text.markdown
-    if len(content.encode()) > MAX_BYTES:
-        content = content.encode()[: MAX_BYTES - 8].decode(errors="ignore") + "\n……"
-    return {"msgtype": "markdown", "markdown": {"content": content}}
+    return {"msgtype": "markdown", "markdown": {"content": fit(note.text.markdown)}}
+
+
+def fit(content: str) -> str:
+    """The content within WeCom's limit. The longest line gives way — the situation (a
+    long 处置说明), not the recommended action and the alert id after it, which a cut at
+    the end dropped; only when that is not enough is the end cut."""
+    size = len(content.encode())
+    if size <= MAX_BYTES:
+        return content
+    over = size - MAX_BYTES + len(CUT.encode())
+    lines = content.split("\n")
+    longest = max(range(len(lines)), key=lambda n: len(lines[n].encode()))
+    line = lines[longest].encode()
+    if len(line) > over + 64:  # enough of it is left to read
+        lines[longest] = line[: len(line) - over].decode(errors="ignore") + CUT
+        shortened = "\n".join(lines)
+        if len(shortened.encode()) <= MAX_BYTES:
+            return shortened
+    return content.encode()[: MAX_BYTES - 8].decode(errors="ignore") + "\n……"
 
 
 @dataclass(slots=True)

@@ -210,6 +210,9 @@ def test_wecom_markdown_payload_and_size_limit() -> None:
     long = transition(message="很长的说明" * 1000)
     content = wecom_body(note(long))["markdown"]["content"]
     assert len(content.encode()) <= MAX_BYTES
+    # the long situation gives way, not the action and the alert id after it (cut at the end)
+    assert "内容过长已截断" in content and "建议措施" in content
+    assert content.rstrip().endswith("2025:low_execution:project:P1；通知编号：k1")
 
 
 def test_http_errors_map_to_transient_or_permanent() -> None:
