@@ -226,6 +226,10 @@ def _receiver(name: str, contact: Contact | None, *, email: bool) -> dict[str, A
                 "to": ", ".join(contact.email),
                 "send_resolved": True,
                 "headers": {"Subject": _SUBJECT},
+                # Alertmanager's own body is English ([FIRING:n], View in Alertmanager) and
+                # lists the annotations by key: the body says what a notification says.
+                "text": _BODY,
+                "html": _HTML,
             }
         ]
     return receiver
@@ -236,6 +240,21 @@ _SUBJECT = (
     '{{ else if eq .CommonAnnotations.reason "severity_changed" }}预警级别变更{{ else }}预警解除{{ end }}】'
     "{{ .CommonAnnotations.department_name }} {{ .CommonAnnotations.rule_name }}"
     "（{{ .Alerts | len }}条）"
+)
+
+
+_ALERT_LINES = (
+    ("情况说明", "description"), ("关键数据", "figures"), ("建议措施", "action"), ("预警编号", "alert_id"),
+)
+_BODY = (
+    "{{ range .Alerts }}{{ .Annotations.summary }}\n"
+    + "".join(f"{label}：{{{{ .Annotations.{key} }}}}\n" for label, key in _ALERT_LINES)
+    + "\n{{ end }}（本邮件由 Alertmanager 按预算执行监控系统 budgetwatch 的预警发送，请勿直接回复。）\n"
+)
+_HTML = (
+    "{{ range .Alerts }}<h3>{{ .Annotations.summary }}</h3><ul>"
+    + "".join(f"<li><b>{label}</b>：{{{{ .Annotations.{key} }}}}</li>" for label, key in _ALERT_LINES)
+    + "</ul>{{ end }}<p>（本邮件由 Alertmanager 按预算执行监控系统 budgetwatch 的预警发送，请勿直接回复。）</p>"
 )
 
 

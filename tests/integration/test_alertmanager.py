@@ -270,3 +270,31 @@ def test_the_mail_subject_names_a_years_close_as_such(
         capture_output=True, text=True, timeout=30, check=True,
     )
     assert rendered.stdout.strip() == subject
+
+
+def test_the_mail_body_is_the_notifications_in_chinese(tmp_path: Path) -> None:
+    """The generated email_configs set a Chinese subject over Alertmanager's own English
+    body ([FIRING:n], View in Alertmanager, annotations by key): the real amtool renders
+    the body the config now sets, text and HTML."""
+    import orjson
+
+    from connectors.alertmanager import _BODY, _HTML
+
+    alert = {"status": "firing", "labels": {"alertname": "BudgetLowExecution"}, "annotations": {
+        "summary": "【新预警·严重预警】预算执行率偏低：教育局 校舍<改造>", "description": "执行率10.00%，低于30.00%",
+        "figures": "预算金额：100.00万元；已支付：10.00万元", "action": "请在10个工作日内说明原因",
+        "alert_id": "2025:low_execution:project:P1"}}
+    (tmp_path / "data.json").write_bytes(orjson.dumps({
+        "receiver": "department-D101", "status": "firing", "alerts": [alert, alert], "groupLabels": {},
+        "commonLabels": {}, "commonAnnotations": {}, "externalURL": "",
+    }))
+    for name, template in (("text", _BODY), ("html", _HTML)):
+        (tmp_path / f"{name}.tmpl").write_text(f'{{{{ define "{name}" }}}}{template}{{{{ end }}}}', encoding="utf-8")
+        rendered = subprocess.run(
+            [AMTOOL, "template", "render", f"--template.glob={tmp_path / f'{name}.tmpl'}",
+             f"--template.data={tmp_path / 'data.json'}", f'--template.text={{{{ template "{name}" . }}}}'],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+        assert rendered.count("建议措施") == 2 and "2025:low_execution:project:P1" in rendered
+        assert "FIRING" not in rendered and "View in Alertmanager" not in rendered
+        assert "请勿直接回复" in rendered
