@@ -156,6 +156,8 @@ class Service:
         self._pending_since: float | None = None  # monotonic time of the oldest unprocessed ingest
         self.last_error: str | None = None
         self.ingest_error: str | None = None  # the last ingest's storage error, until one succeeds
+        self._ingesting = 0  # ingests holding (or queued for) the DB thread
+        self.last_scrape: bytes | None = None  # /metrics as last generated
         self._retry_at: float | None = None  # monotonic time to try a failed run again
         self._retry_delay = 0.0
         self.last_run: RunSummary | None = None
@@ -215,6 +217,7 @@ class Service:
         def work() -> IngestCounts:
             return ingest(self.store, parse_body(body, origin), atomic=True)
 
+        self._ingesting += 1
         try:
             counts = await self.db(work)
         except sqlite3.Error as err:
@@ -222,6 +225,8 @@ class Service:
             # stayed "ok", and monitoring saw nothing), until an ingest succeeds again.
             self.ingest_error = f"接收事件失败：{err}"
             raise
+        finally:
+            self._ingesting -= 1
         self.ingest_error = None
         ticket = self._processed
         # After a failed run (a full disk, since freed), the client re-sends: every event is
@@ -336,6 +341,10 @@ class Service:
         """Whether a run is in progress (it holds the DB thread)."""
         return self._run_lock.locked()
 
+    def busy(self) -> bool:
+        """Whether a run or an ingest holds the DB thread."""
+        return self.running() or self._ingesting > 0
+
     def _log_ahead(self) -> bool:
         """Whether the log holds events appended since the last commit (on the DB thread)."""
         return self.store.max_seq() > self.store.cursor()[1]
@@ -390,7 +399,7 @@ class Service:
             # events POSTed and not yet covered, or appended by another process (a CLI
             # ingest) since the last commit (those said "pending: false" while they
             # waited), or a run under way (the store is then not read)
-            "pending": self._processed < self._ingested or (self._log_ahead() if reload else self.running()),
+            "pending": self._processed < self._ingested or (self._log_ahead() if reload else self.busy()),
             "error": error,
         }
 
@@ -459,15 +468,21 @@ async def _read_at_most(request: web.Request, limit: int) -> bytes:
 
 async def get_metrics(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    body = await service.db(generate_latest, service.registry)
+    if service.busy() and service.last_scrape is not None:
+        # A run or a large POST holds the DB thread for seconds to minutes: a scrape
+        # waiting behind it timed out (7 s in a run). The last one's series stand in.
+        body = service.last_scrape
+    else:
+        body = service.last_scrape = await service.db(generate_latest, service.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def get_health(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    if service.running():
-        # A run holds the DB thread (a replay: minutes); a probe waiting for it would time
-        # out and could restart serve mid-run. This process's own state is the news then.
+    if service.busy():
+        # A run (a replay: minutes) or a large POST (20 s for 210 MB) holds the DB thread; a
+        # probe waiting for it would time out and could restart serve mid-way. This
+        # process's own state is the news then.
         health = service.health(reload=False)
     else:
         health = await service.db(service.health)
