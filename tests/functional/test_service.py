@@ -534,6 +534,8 @@ def test_events_a_cli_ingest_appended_show_as_pending_until_processed(tmp_path: 
             ingest_events(other, lagging_county())
         assert (await (await client.get("/healthz")).json())["pending"] is True  # it said false
         await service.process_now()
+        while service.busy():  # a run the processor started meanwhile
+            await asyncio.sleep(0.01)
         assert (await (await client.get("/healthz")).json())["pending"] is False
 
     serve(tmp_path, scenario, log_poll_seconds=60)
