@@ -535,6 +535,18 @@ async def logout_post(request: web.Request) -> web.Response:
     raise response
 
 
+def _department_choices(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(id, how it is shown) for the filter: 教育局（D01）, not D01 alone — the newest name
+    an alert carries (a renamed department's latest)."""
+    names: dict[str, tuple[str, str]] = {}
+    for r in rows:
+        dept, since = r["department_id"], str(r.get("updated_on") or "")
+        if r.get("department_name") and since >= names.get(dept, ("", ""))[0]:
+            names[dept] = (since, r["department_name"])
+        names.setdefault(dept, ("", ""))
+    return [(d, f"{names[d][1]}（{d}）" if names[d][1] else d) for d in sorted(names)]
+
+
 async def board_page(request: web.Request) -> web.Response:
     board = _board(request)
     user = _login_required(request)
@@ -557,7 +569,7 @@ async def board_page(request: web.Request) -> web.Response:
     return board.page(
         request, "board.html", status=status, departments=departments, alerts=shown, query=request.query,
         closing=board.closing(firing),
-        rules=RULES, department_ids=sorted({r["department_id"] for r in rows}),
+        rules=RULES, department_choices=_department_choices(rows),
         years=sorted({r["fiscal_year"] for r in rows} | ({status["fiscal_year"]} if status else set()), reverse=True),
         totals={"firing": len(firing), "overdue": len(overdue),
                 "awaiting": sum(1 for r in rows if _disposition_status(r) == AWAITING)},

@@ -625,3 +625,17 @@ def test_the_board_shows_the_year_asked_for(tmp_path: Path) -> None:
         assert edu_alerts(now) == 0  # this year's ranking: this year's (none yet)
 
     serve(db, scenario)
+
+
+def test_the_bureaus_department_filter_names_each_department(tmp_path: Path) -> None:
+    """The filter listed D101, D102 alone: a bureau has sixty of them (text audit M9)."""
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        await login(client, "jxk")
+        board = await (await client.get("/")).text()
+        assert f'<option value="{EDU}" >教育局（{EDU}）</option>' in board
+        assert f'<option value="{HEALTH}" >卫生健康委员会（{HEALTH}）</option>' in board
+
+    serve(db, scenario)
