@@ -80,6 +80,22 @@ def apart(value: float | None, limit: float | None) -> int:
     return 4
 
 
+def number_text(value: Any) -> str:
+    """An indicator's target or actual as people write it: 2000, 95.5, 是/否 (not 2000.0)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "是" if value else "否"
+    if isinstance(value, int | float):
+        return _number(float(value), 4)
+    return str(value)
+
+
+def amount_text(yuan: Decimal | str | None) -> str:
+    """An amount in 元 with separators, under a heading that names the unit: 12,053.46."""
+    return "—" if yuan is None else f"{Decimal(yuan):,.2f}"
+
+
 def _number(value: float, places: int) -> str:
     text = f"{value:.{places}f}"
     return text.rstrip("0").rstrip(".") if "." in text else text

@@ -52,7 +52,16 @@ from alerts.dispositions import (
     STATUS_NAMES,
     disposition_view,
 )
-from alerts.messages import FUND_SOURCE_NAMES, RULE_NAMES, SEVERITY_NAMES, pct_down, wan, yuan_text
+from alerts.messages import (
+    FUND_SOURCE_NAMES,
+    RULE_NAMES,
+    SEVERITY_NAMES,
+    amount_text,
+    number_text,
+    pct_down,
+    wan,
+    yuan_text,
+)
 from alerts.rules import RULES
 from budget.calendar import expected_curve, iso, time_progress_for_year, year_bounds, year_of
 from budget.events import EventRejected, parse_event_object
@@ -109,7 +118,8 @@ class Board:
             autoescape=jinja2.select_autoescape(("html",)),
             undefined=jinja2.StrictUndefined,
         )
-        self.env.filters.update(pct=pct_down, wan=wan, yuan=yuan_text, segment=path_segment)
+        self.env.filters.update(pct=pct_down, wan=wan, num=number_text, amount=amount_text, yuan=yuan_text,
+                                segment=path_segment)
         self.env.globals.update(
             RULE_NAMES=RULE_NAMES, SEVERITY_NAMES=SEVERITY_NAMES, STATUS_NAMES=STATUS_NAMES,
             ACTION_NAMES=ACTION_NAMES, kind_label=kind_label, FUND_SOURCE_NAMES=FUND_SOURCE_NAMES,

@@ -639,3 +639,33 @@ def test_the_bureaus_department_filter_names_each_department(tmp_path: Path) -> 
         assert f'<option value="{HEALTH}" >卫生健康委员会（{HEALTH}）</option>' in board
 
     serve(db, scenario)
+
+
+def test_a_project_page_writes_targets_actuals_and_amounts_as_people_do(tmp_path: Path) -> None:
+    """Targets read 2000.0人, actuals had no unit, payments no separators (text audit M16)."""
+    from budget.calendar import to_day
+    from budget.events import parse_day
+    from connectors.jsonl import parse_lines
+    from connectors.profiles import load_profile
+    from streams.engine import Engine
+    from streams.ingest import ingest
+    from tests.builders import indicator, jsonl, payment, report
+
+    db = tmp_path / "bw.db"
+    prepare(db)
+    with Store(db) as store:
+        ingest(store, parse_lines(jsonl([
+            {**indicator("P1", "I1", 2000), "unit": "人"}, report("P1", "I1", 2024.57, on="2025-03-01"),
+            {**indicator("P1", "I2", 1), "direction": "boolean"}, report("P1", "I2", True, on="2025-03-01"),
+            payment("P1", "12053.46", on="2025-06-26", event_id="P1-PAY-9"),
+        ]).splitlines(), "more.jsonl"))
+        Engine(store, load_profile("baseline")).run(to_day(parse_day("2025-07-02")))
+
+    async def scenario(client: Client, service: Service) -> None:
+        await login(client, "jxk")
+        page = await (await client.get("/projects/P1")).text()
+        assert "<td>2000人</td><td>2024.57人</td>" in page and "2000.0" not in page
+        assert "<td>1</td><td>是</td>" in page
+        assert '<td class="amount">12,053.46</td>' in page
+
+    serve(db, scenario)
