@@ -174,3 +174,39 @@ def test_the_dashboards_provider_loads_this_folder_and_the_boards_are_distinct()
     for board in found.values():
         tags = [a["target"]["tags"] for a in board["annotations"]["list"] if "target" in a]
         assert tags and all("budgetwatch" in t for t in tags)  # alert transitions as annotations
+
+
+# What a legend's label values are shown as: the dashboards' displayName overrides.
+OUTCOME_NAMES = {"applied": "已处理", "duplicate": "重复", "rejected": "已拒收", "buffered": "已缓存待处理",
+                 "redelivered": "重复投递"}
+
+
+def test_legends_show_label_values_in_chinese_and_money_in_wan() -> None:
+    """Legends read general / low_execution / critical / applied, and money showed as
+    ¥3.44B (currencyCNY) on panels titled （元） (text audit M7, M8)."""
+    import itertools
+
+    from alerts.messages import FUND_SOURCE_NAMES, RULE_NAMES, SEVERITY_NAMES
+
+    tables = {"fund_source": FUND_SOURCE_NAMES, "rule": RULE_NAMES, "severity": SEVERITY_NAMES,
+              "outcome": OUTCOME_NAMES}
+    checked = 0
+    for name, board in boards():
+        for panel in board["panels"]:
+            overrides = {o["matcher"]["options"]: o["properties"][0]["value"]
+                         for o in panel.get("fieldConfig", {}).get("overrides", [])
+                         if o["properties"][0]["id"] == "displayName"}
+            for target in panel.get("targets", []):
+                used = [u for u in LEGEND.findall(target.get("legendFormat", "")) if u in tables]
+                for combo in itertools.product(*(tables[u].items() for u in used)) if used else ():
+                    series = target["legendFormat"]
+                    for label, (value, _) in zip(used, combo, strict=True):
+                        series = series.replace(f"{{{{{label}}}}}", value)
+                    shown = overrides.get(series, "")
+                    assert all(chinese in shown for _, chinese in combo), (name, panel["title"], series)
+                    checked += 1
+            unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
+            assert unit != "currencyCNY", (name, panel["title"])
+            if unit == "suffix:万元":
+                assert "（万元）" in panel["title"] and all("/ 10000" in t["expr"] for t in panel["targets"])
+    assert checked >= 4 * 2 + 6 * 2 + 3
