@@ -72,12 +72,13 @@ APPROVED = "approved"  # 已审批
 RETURNED = "returned"  # 已退回 (the bureau returned a reduce / recover)
 CLOSED = "closed"  # the alert ended (resolved, or its year closed) before the department answered
 OPEN_STATUSES = (PENDING, OVERDUE, RETURNED)  # still waiting for the department
+REFUSAL_HEADS = {"alert_disposed": "处置", "disposition_approved": "审批"}
 
 STATUS_NAMES: dict[str, str] = {
     PENDING: "待处置",
     OVERDUE: "逾期未处置",
     DONE: "已处置",
-    AWAITING: "待财政审批",
+    AWAITING: "待财政局审批",
     APPROVED: "已审批",
     RETURNED: "已退回",
     CLOSED: "预警已结束，无需处置",
@@ -88,7 +89,7 @@ ACTION_NAMES: dict[str, str] = {
     "reallocate": "调剂",
     "reduce": "调减",
     "recover": "收回",
-    "cancel": "取消",
+    "cancel": "取消项目（不再实施）",
 }
 NEEDS_APPROVAL = ("reduce", "recover")
 
@@ -296,7 +297,8 @@ class Desk:
 
     def _refuse(self, record: Record, reason: str) -> None:
         raw = orjson_free_dumps(record_to_json_dict(record))
-        self.refused.append(Refusal(record.event_id, f"{record.type}: {reason}", raw))
+        # 处置：/审批： — the English event type led a reason people read on the board.
+        self.refused.append(Refusal(record.event_id, f"{REFUSAL_HEADS.get(record.type, record.type)}：{reason}", raw))
 
     # -- closing a day -------------------------------------------------------------
     def close(self, day: int, fresh: bool, transitions: list[Transition], book: AlertBook) -> list[Transition]:
@@ -418,8 +420,8 @@ def adjustment_problem(
     unspent = state.budget - state.paid
     if amount > unspent:
         return (
-            f"{name}金额 {fen_to_str(amount)} 元超过项目 {subject_id} 未支出预算 "
-            f"{fen_to_str(max(unspent, 0))} 元（预算 {fen_to_str(state.budget)} 元，"
-            f"已支付 {fen_to_str(state.paid)} 元）"
+            f"{name}金额 {yuan_text(fen_to_str(amount))}超过项目 {subject_id} 的预算结余（未支付余额）"
+            f"{yuan_text(fen_to_str(max(unspent, 0)))}（预算 {yuan_text(fen_to_str(state.budget))}，"
+            f"已支付 {yuan_text(fen_to_str(state.paid))}）"
         )
     return None

@@ -151,7 +151,7 @@ def test_dispositions_are_recorded_with_who_made_them_and_the_bureau_sees_and_ap
         page = await client.post(f"/alerts/{ALERT_EDU}/dispose", data={
             "csrf": csrf, "action": "reduce", "amount": "950000", "note": "已完成招标，<合同>下月签订"})
         text = await page.text()
-        assert page.status == 400 and "超过项目 P1 未支出预算" in text
+        assert page.status == 400 and "超过项目 P1 的预算结余（未支付余额）" in text
         # …and what was typed comes back, escaped, with the note capped as the contract is
         assert "已完成招标，&lt;合同&gt;下月签订</textarea>" in text and 'value="950000"' in text
         assert '<option value="reduce" selected>' in text and 'maxlength="2000"' in text

@@ -125,7 +125,8 @@ def test_a_refused_disposition_goes_to_the_dead_letters_once_and_nothing_else_is
     e.run(d("2025-07-10"))
     (dead,) = e.store.rejections()
     assert dead["source"] == "in.jsonl:6 (event_id DSP-1)"
-    assert "调减金额 900000.01 元超过项目 P1 未支出预算 900000.00 元" in dead["reason"]
+    assert "调减金额 900,000.01元超过项目 P1 的预算结余（未支付余额）900,000.00元" in dead["reason"]
+    assert dead["reason"].startswith("处置：")  # not the English event type
     assert orjson.loads(dead["raw"])["event_id"] == "DSP-1"
     assert e.status()["projects"][0]["paid"] == "100000.00"
     e.rebuild()
@@ -168,7 +169,7 @@ def test_budgetwatch_dispose_appends_an_alert_disposed_event(tmp_path: Path) -> 
                                    "--note", "缩减", "--db", str(trial)])
     assert too_much.exit_code == 0, too_much.output
     said = " ".join(too_much.output.split())  # the console wraps long lines
-    assert "按当前台账" in said and "超过项目 P1 未支出预算 900000.00 元" in said
+    assert "按当前台账" in said and "超过项目 P1 的预算结余（未支付余额）900,000.00元" in said
     fits = runner.invoke(app, ["dispose", ALERT, "--action", "reduce", "--amount", "900000",
                                "--note", "缩减", "--db", str(trial)])
     assert fits.exit_code == 0 and "注意" not in fits.output

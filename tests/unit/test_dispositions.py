@@ -120,7 +120,7 @@ def test_a_reduction_larger_than_the_unspent_budget_is_refused_with_a_reason() -
     refused, emitted = monitor.desk.drain()
     assert emitted == []
     assert [r.event_id for r in refused] == ["DSP-1"]
-    assert "超过项目 P1 未支出预算 900000.00 元" in refused[0].reason
+    assert "超过项目 P1 的预算结余（未支付余额）900,000.00元" in refused[0].reason
     assert '"event_id":"DSP-1"' in refused[0].raw
     state = monitor.book.alerts[ALERT].disposition
     assert state is not None and state["status"] == "pending"  # nothing changed: it will still escalate
