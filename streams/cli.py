@@ -368,6 +368,9 @@ def reductions_cmd(
     out = render.console()
     label = f"{shown}年度调减建议" if shown else "调减建议"
     out.print(render.reductions_table(proposals, f"{label}（{len(proposals)}个项目）"))
+    if not proposals and year is None and shown:
+        # January: this year has none yet, last year's are what the bureau is after
+        out.print(f"{shown}年度暂无调减建议；上一年度的请用 --year {shown - 1}", highlight=False)
     if closed_on is not None:
         out.print(
             f"{year}年度的预警已于 {iso(closed_on)} 停止跟踪（年度结束）：以上为年度结束时仍低于执行进度要求的项目，"

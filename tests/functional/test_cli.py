@@ -301,6 +301,7 @@ def test_reductions_are_one_fiscal_year_s(tmp_path: Path) -> None:
     assert as_json(db, "alerts", "--year", "2026") == []
     assert "2025年度当前预警" in cli(db, "alerts", "--year", "2025").stdout
     assert as_json(db, "reductions") == []  # 2026: nothing under a floor in January
+    assert "2026年度暂无调减建议；上一年度的请用 --year 2025" in cli(db, "reductions").stdout
     cli(db, "run", "--as-of", "2026-07-15")
     this_year = as_json(db, "reductions")
     assert [(p["project_id"], p["fiscal_year"]) for p in this_year] == [("Q1", 2026)]
