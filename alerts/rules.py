@@ -64,6 +64,17 @@ class DayContext:
     last: int  # ordinal of Dec 31
     floor: Floor | None
     profile: Profile
+    # The profile's thresholds, read once per day: the profile is a pydantic model, and
+    # each attribute read on it is a generic lookup (~6 per assessed project-day).
+    overspend_severity: str
+    stalled_days: int
+    stalled_severity: str
+    lag: float
+    behind_severity: str
+    gap: float
+    gap_severity: str
+    floor_value: float
+    floor_severity: str
 
 
 @lru_cache(maxsize=64)
@@ -112,7 +123,14 @@ def gap_exceeds(paid: int, budget: int, completion: float, gap: float) -> bool:
 
 def day_context(profile: Profile, day: int, year: int) -> DayContext:
     first, last = year_bounds(year)
-    return DayContext(day, year, first, last, profile.floor_on(day, year), profile)
+    floor = profile.floor_on(day, year)
+    return DayContext(
+        day, year, first, last, floor, profile,
+        profile.overspend.severity, profile.stalled.days, profile.stalled.severity,
+        profile.behind_schedule.lag, profile.behind_schedule.severity,
+        profile.progress_gap.gap, profile.progress_gap.severity,
+        floor.floor if floor is not None else 0.0, floor.severity if floor is not None else "",
+    )
 
 
 def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
@@ -126,36 +144,34 @@ def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
     adjusted = state.adjusted
     if approved is None and adjusted == 0:
         if state.payments > state.reversals:  # money paid with no budget at all: 无预算支出
-            findings[OVERSPEND] = ctx.profile.overspend.severity
+            findings[OVERSPEND] = ctx.overspend_severity
         return findings, None
-    profile = ctx.profile
     day = ctx.day
     budget = (approved or 0) + adjusted
     paid = state.payments - state.reversals
     due: int | None = None
     if paid > budget:
-        findings[OVERSPEND] = profile.overspend.severity
+        findings[OVERSPEND] = ctx.overspend_severity
     elif paid < budget:
         anchor = state.last_payment_on if state.last_payment_on is not None else state.approved_on
         if anchor is not None:
-            stall_day = anchor + profile.stalled.days
+            stall_day = anchor + ctx.stalled_days
             if day >= stall_day:
-                findings[STALLED] = profile.stalled.severity
+                findings[STALLED] = ctx.stalled_severity
             else:
                 due = stall_day
     if budget <= 0:
         return findings, due
     rate = paid / budget
-    floor = ctx.floor
-    if floor is not None and below_floor(paid, budget, floor.floor):
-        findings[LOW_EXECUTION] = floor.severity
+    if ctx.floor is not None and below_floor(paid, budget, ctx.floor_value):
+        findings[LOW_EXECUTION] = ctx.floor_severity
     index = day - ctx.first
     plan = state.plan
     expected = progress_at(index, ctx.year, plan)
-    lag = profile.behind_schedule.lag
+    lag = ctx.lag
     margin = expected - lag - rate
     if margin > BAND or (margin >= -BAND and behind_exactly(paid, budget, index, ctx.year, plan, lag)):
-        findings[BEHIND_SCHEDULE] = profile.behind_schedule.severity
+        findings[BEHIND_SCHEDULE] = ctx.behind_severity
     else:
         if margin >= -BAND:  # a hair from the line, not over it: look again tomorrow
             behind_day: int | None = day + 1 if day < ctx.last else None
@@ -165,8 +181,8 @@ def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
         if behind_day is not None and behind_day > day and (due is None or behind_day < due):
             due = behind_day
     completion = state.completion
-    if completion is not None and gap_exceeds(paid, budget, completion, profile.progress_gap.gap):
-        findings[PROGRESS_GAP] = profile.progress_gap.severity
+    if completion is not None and gap_exceeds(paid, budget, completion, ctx.gap):
+        findings[PROGRESS_GAP] = ctx.gap_severity
     return findings, due
 
 
