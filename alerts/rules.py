@@ -19,16 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from alerts.profile import Floor, Profile
 from budget.calendar import (
     days_in_year,
     expected_progress,
     first_day_above,
-    first_index_above,
+    first_index_in,
     months_of,
-    progress_at,
+    progress_in,
     time_progress_for_year,
     year_bounds,
 )
@@ -39,14 +39,15 @@ from budget.money import fen_to_str, money_rate
 # curve and of the profile's decimals), and beyond it a breach is certain: inside the band
 # the rules decide exactly, in fractions of the written decimals — one fen under the line
 # at 1亿 is 1e-10 of the budget, and must fire as the floors do.
-BAND = 1e-9
+BAND: Final = 1e-9
 
-LOW_EXECUTION = "low_execution"
-BEHIND_SCHEDULE = "behind_schedule"
-PROGRESS_GAP = "progress_gap"
-OVERSPEND = "overspend"
-STALLED = "stalled"
-DEPARTMENT_LOW_EXECUTION = "department_low_execution"
+# Final: the compiled core uses them as constants, not as lookups in the module's dict.
+LOW_EXECUTION: Final = "low_execution"
+BEHIND_SCHEDULE: Final = "behind_schedule"
+PROGRESS_GAP: Final = "progress_gap"
+OVERSPEND: Final = "overspend"
+STALLED: Final = "stalled"
+DEPARTMENT_LOW_EXECUTION: Final = "department_low_execution"
 
 PROJECT_RULES = (LOW_EXECUTION, BEHIND_SCHEDULE, PROGRESS_GAP, OVERSPEND, STALLED)
 RULES = (*PROJECT_RULES, DEPARTMENT_LOW_EXECUTION)
@@ -75,6 +76,13 @@ class DayContext:
     gap_severity: str
     floor_value: float
     floor_severity: str
+    # floor_value as the profile writes it (_exact), and the year's calendar (days, months):
+    # looked up once per day, not through their caches once per project.
+    floor_numerator: int
+    floor_denominator: int
+    total: int
+    spans: tuple[tuple[int, int], ...]
+    month_of: tuple[int, ...]
 
 
 @lru_cache(maxsize=64)
@@ -124,12 +132,15 @@ def gap_exceeds(paid: int, budget: int, completion: float, gap: float) -> bool:
 def day_context(profile: Profile, day: int, year: int) -> DayContext:
     first, last = year_bounds(year)
     floor = profile.floor_on(day, year)
+    numerator, denominator = _exact(floor.floor) if floor is not None else (0, 1)
+    spans, month_of = months_of(year)
     return DayContext(
         day, year, first, last, floor, profile,
         profile.overspend.severity, profile.stalled.days, profile.stalled.severity,
         profile.behind_schedule.lag, profile.behind_schedule.severity,
         profile.progress_gap.gap, profile.progress_gap.severity,
         floor.floor if floor is not None else 0.0, floor.severity if floor is not None else "",
+        numerator, denominator, days_in_year(year), spans, month_of,
     )
 
 
@@ -163,11 +174,12 @@ def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
     if budget <= 0:
         return findings, due
     rate = paid / budget
-    if ctx.floor is not None and below_floor(paid, budget, ctx.floor_value):
+    # below_floor, with the floor's fraction looked up once for the day
+    if ctx.floor is not None and paid * ctx.floor_denominator < ctx.floor_numerator * budget:
         findings[LOW_EXECUTION] = ctx.floor_severity
     index = day - ctx.first
     plan = state.plan
-    expected = progress_at(index, ctx.year, plan)
+    expected = progress_in(index, ctx.total, ctx.spans, ctx.month_of, plan)
     lag = ctx.lag
     margin = expected - lag - rate
     if margin > BAND or (margin >= -BAND and behind_exactly(paid, budget, index, ctx.year, plan, lag)):
@@ -176,7 +188,7 @@ def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
         if margin >= -BAND:  # a hair from the line, not over it: look again tomorrow
             behind_day: int | None = day + 1 if day < ctx.last else None
         else:  # the first day the curve comes within the band
-            behind_index = first_index_above(ctx.year, plan, rate + lag - BAND, index)
+            behind_index = first_index_in(ctx.total, ctx.spans, ctx.month_of, plan, rate + lag - BAND, index)
             behind_day = ctx.first + behind_index if behind_index is not None else None
         if behind_day is not None and behind_day > day and (due is None or behind_day < due):
             due = behind_day

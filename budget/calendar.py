@@ -87,12 +87,18 @@ def progress_at(index: int, fiscal_year: int, plan: Sequence[float] | None) -> f
     """``expected_curve(fiscal_year, plan)[index]`` (clamped to the year) by the same
     arithmetic, without building or caching a 366-value curve per plan: a province has
     tens of thousands of distinct plans."""
-    total = days_in_year(fiscal_year)
+    spans, month_of = months_of(fiscal_year)
+    return progress_in(index, days_in_year(fiscal_year), spans, month_of, plan)
+
+
+def progress_in(index: int, total: int, spans: tuple[tuple[int, int], ...], month_of: tuple[int, ...],
+                plan: Sequence[float] | None) -> float:
+    """``progress_at`` given the year's length and ``months_of`` (a caller that asks for
+    many projects of one year looks those up once)."""
     if index >= total:
         index = total - 1
     if plan is None:
         return (index + 1) / total
-    spans, month_of = months_of(fiscal_year)
     month = month_of[index]
     start, length = spans[month]
     previous = plan[month - 1] if month else 0.0
@@ -103,7 +109,13 @@ def first_index_above(fiscal_year: int, plan: Sequence[float] | None, threshold:
     """The first day index after ``after`` whose expected progress exceeds ``threshold``
     (None if none does), computed month by month without the curve. Requires that the
     value at index ``after`` does not exceed it (the search starts in its month)."""
-    total = days_in_year(fiscal_year)
+    spans, month_of = months_of(fiscal_year)
+    return first_index_in(days_in_year(fiscal_year), spans, month_of, plan, threshold, after)
+
+
+def first_index_in(total: int, spans: tuple[tuple[int, int], ...], month_of: tuple[int, ...],
+                   plan: Sequence[float] | None, threshold: float, after: int) -> int | None:
+    """``first_index_above`` given the year's length and ``months_of``."""
     if plan is None:
         index = max(int(threshold * total) - 1, 0)
         while index > 0 and index / total > threshold:  # value(index - 1) = index / total
@@ -111,7 +123,6 @@ def first_index_above(fiscal_year: int, plan: Sequence[float] | None, threshold:
         while index < total and (index + 1) / total <= threshold:
             index += 1
         return index if index < total else None
-    spans, month_of = months_of(fiscal_year)
     for month in range(month_of[min(max(after, 0), total - 1)], 12):
         start, length = spans[month]
         previous = plan[month - 1] if month else 0.0
