@@ -275,9 +275,9 @@ class Monitor:
             current = firing.get(("project", project_id, fiscal_year))
             if current is None:
                 if findings:
-                    transitions.extend(self._reconcile_project(judged, findings, day, as_of=as_of))
+                    transitions.extend(self._reconcile_project(judged, findings, day, as_of=as_of, ctx=ctx))
             elif not _same(current, findings):
-                transitions.extend(self._reconcile_project(judged, findings, day, as_of=as_of))
+                transitions.extend(self._reconcile_project(judged, findings, day, as_of=as_of, ctx=ctx))
             else:  # no transition, but a re-registration may have moved or renamed it
                 book.follow(current, state.department_id or "", state.department_name or "",
                             state.name or state.project_id)
@@ -365,16 +365,18 @@ class Monitor:
         return self.book.close_year(fiscal_year, day, closing)
 
     def _reconcile_project(
-        self, state: ProjectState, findings: dict[str, str], day: int, *, as_of: int | None = None
+        self, state: ProjectState, findings: dict[str, str], day: int, *, as_of: int | None = None,
+        ctx: DayContext | None = None,
     ) -> list[Transition]:
-        """Transitions dated ``day``, with the figures as of ``as_of`` (default ``day``)."""
+        """Transitions dated ``day``, with the figures as of ``as_of`` (default ``day``);
+        ``ctx``: the context the findings were judged in, if the caller has it."""
         profile = self.profile
         when = day if as_of is None else as_of
         return self.book.reconcile(
             _project_subject(state),
             findings,
             day,
-            lambda: project_figures(state, when, profile),
+            lambda: project_figures(state, when, profile, ctx),
             self._describer(_project_label(state), when),
         )
 
@@ -430,7 +432,10 @@ class Monitor:
                 del due_of[project_id]
             return
         due_of[project_id] = day
-        self._due.setdefault(day, set()).add(project_id)
+        bucket = self._due.get(day)
+        if bucket is None:  # (setdefault would build a set on every call)
+            bucket = self._due[day] = set()
+        bucket.add(project_id)
 
     # -- reading ---------------------------------------------------------
     def reductions(self, day: int | None = None, fiscal_year: int | None = None) -> list[Proposal]:

@@ -83,6 +83,7 @@ class DayContext:
     total: int
     spans: tuple[tuple[int, int], ...]
     month_of: tuple[int, ...]
+    time_progress: float | None  # _ratio(time_progress_for_year(day, year)), as figures give it
 
 
 @lru_cache(maxsize=64)
@@ -141,6 +142,7 @@ def day_context(profile: Profile, day: int, year: int) -> DayContext:
         profile.progress_gap.gap, profile.progress_gap.severity,
         floor.floor if floor is not None else 0.0, floor.severity if floor is not None else "",
         numerator, denominator, days_in_year(year), spans, month_of,
+        _ratio(time_progress_for_year(day, year)),
     )
 
 
@@ -273,33 +275,46 @@ def _ratio(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def project_figures(state: ProjectState, day: int, profile: Profile) -> dict[str, Any]:
+def project_figures(
+    state: ProjectState, day: int, profile: Profile, ctx: DayContext | None = None
+) -> dict[str, Any]:
     """The evidence behind a project's alerts on ``day``: amounts as yuan strings, ratios 0-1.
 
     Built for every alert transition (one per few events of a year), so budget and paid
-    are computed once, not again by each of the state's properties."""
+    are computed once, not again by each of the state's properties. ``ctx``: the day's
+    context of the project's year, if the caller has it (the same values, looked up once
+    for the day rather than on the profile and through the calendar's caches)."""
     year: int = state.fiscal_year  # type: ignore[assignment]
-    floor = profile.floor_on(day, year)
+    if ctx is not None and ctx.day == day and ctx.year == year:
+        floor = ctx.floor
+        index = day - ctx.first
+        expected = progress_in(index, ctx.total, ctx.spans, ctx.month_of, state.plan) if index >= 0 else 0.0
+        time_progress = ctx.time_progress
+        lag, gap, stall_days = ctx.lag, ctx.gap, ctx.stalled_days
+    else:
+        floor = profile.floor_on(day, year)
+        expected = expected_progress(day, year, state.plan)
+        time_progress = _ratio(time_progress_for_year(day, year))
+        lag, gap, stall_days = profile.behind_schedule.lag, profile.progress_gap.gap, profile.stalled.days
     anchor = state.last_payment_on if state.last_payment_on is not None else state.approved_on
-    expected = expected_progress(day, year, state.plan)
     budget = (state.approved or 0) + state.adjusted
     paid = state.payments - state.reversals
     return {
         "budget": fen_to_str(budget),
         "paid": fen_to_str(paid),
         "execution_rate": money_rate(paid, budget),
-        "time_progress": _ratio(time_progress_for_year(day, year)),
+        "time_progress": time_progress,
         "expected_progress": _ratio(expected),
         "performance_completion": _ratio(state.completion),
         "floor": floor.floor if floor is not None else None,
-        "behind_threshold": _ratio(expected - profile.behind_schedule.lag),
+        "behind_threshold": _ratio(expected - lag),
         # The gap the rule judged, from the exact rate, cut upward: a gap printed from the
         # six-decimal rate could read equal to the threshold it exceeded.
         "progress_gap": (math.ceil(abs(paid / budget - state.completion) * 1_000_000) / 1_000_000
                          if budget > 0 and state.completion is not None else None),
-        "gap_threshold": profile.progress_gap.gap,
+        "gap_threshold": gap,
         "days_without_payment": (day - anchor) if anchor is not None else None,
-        "stall_days": profile.stalled.days,
+        "stall_days": stall_days,
     }
 
 
