@@ -147,35 +147,31 @@ def test_without_grafana_url_there_is_no_annotation_worker(tmp_path: Path) -> No
     run(tmp_path, FakeGrafana(), scenario)
 
 
-def test_a_resolution_says_so_in_chinese_without_an_action() -> None:
-    note = annotation_for({
+def _note_of(**over: str) -> Any:
+    """The annotation of a transition of P1's low_execution alert, with ``over`` changed."""
+    return annotation_for({
         "transition": "resolved", "rule": "low_execution", "severity": "critical",
         "department_id": "D01", "subject_name": "校舍改造", "date": "2025-09-01",
-        "message": "执行率已恢复", "action": "无需处理",
-        "alert_id": "2025:low_execution:project:P1",
+        "message": "执行率已恢复", "action": "无需处理", "alert_id": "2025:low_execution:project:P1", **over,
     })
+
+
+def test_a_resolution_says_so_in_chinese_without_an_action() -> None:
+    note = _note_of()
     assert note.text.startswith("【预警解除·严重预警】校舍改造")
     assert "建议" not in note.text
     assert "resolved" in note.tags
 
 
 def test_a_years_close_is_tagged_and_headed_as_such() -> None:
-    note = annotation_for({
-        "transition": "resolved", "reason": "year_closed", "rule": "low_execution", "severity": "critical",
-        "department_id": "D01", "subject_name": "校舍改造", "date": "2026-01-31",
-        "message": "【年度结束】预算执行率偏低：…", "action": "年度已结束",
-        "alert_id": "2025:low_execution:project:P1",
-    })
+    note = _note_of(reason="year_closed", date="2026-01-31", message="【年度结束】预算执行率偏低：…",
+                    action="年度已结束")
     assert note.text.startswith("【年度结束·严重预警】校舍改造")
     assert {"resolved", "reason:year_closed"} <= set(note.tags)
 
 
 def test_a_disposition_step_is_named_in_chinese_too() -> None:
     """Grafana's own table named four kinds: an overdue answer showed 【disposition_overdue·一般】."""
-    note = annotation_for({
-        "transition": "disposition_overdue", "rule": "low_execution", "severity": "warning",
-        "department_id": "D01", "subject_name": "校舍改造", "date": "2025-07-15",
-        "message": "逾期未处置", "action": "请尽快处置",
-        "alert_id": "2025:low_execution:project:P1",
-    })
+    note = _note_of(transition="disposition_overdue", severity="warning", date="2025-07-15",
+                    message="逾期未处置", action="请尽快处置")
     assert note.text.startswith("【逾期未处置·一般预警】校舍改造")
