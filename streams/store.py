@@ -169,6 +169,10 @@ def _unwritable(path: Path) -> str | None:
     WAL mode even a reader creates -wal and -shm files beside it (a read-only disk or a
     copy in a directory one may not write was called "not a budgetwatch store")."""
     directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        return f"{path} 是目录：请给出数据库文件名，如 {path / 'budgetwatch.db'}（the path is a directory）"
+    if not directory.is_dir():
+        return f"目录 {directory} 不存在：请先创建它，或改用已有的目录（no directory {directory}）"
     if not path.is_file():
         if directory.is_dir() and not os.access(directory, os.W_OK):
             return (f"目录 {directory} 不可写，无法在其中创建数据库：请检查权限或改用可写的位置"

@@ -173,3 +173,15 @@ def test_a_batch_sqlite_already_rolled_back_rolls_back_without_hiding_the_error(
         batch.rollback()
         assert not batch.open and not store.db.in_transaction
         store.begin().rollback()  # and the store goes on
+
+
+def test_a_store_path_that_is_a_directory_or_in_none_is_named_as_such(tmp_path: Path) -> None:
+    """`serve --db some/dir` said "cannot open as a budgetwatch store … point --db at a store
+    or a new file", which is what it did (live-operations audit)."""
+    from streams.errors import StoreError
+
+    with pytest.raises(StoreError, match="是目录：请给出数据库文件名"):
+        Store(tmp_path)
+    with pytest.raises(StoreError, match=r"目录 .* 不存在：请先创建它"):
+        Store(tmp_path / "missing" / "bw.db")
+    assert not (tmp_path / "missing").exists()
