@@ -62,6 +62,10 @@ class Monitor:
         # their year); the Faust runtime flags their department deltas with it.
         self.judged_at_year_end: set[str] = set()
         self._close_days: dict[int, int | None] = {}  # fiscal year -> its close day (profile.year_end)
+        # Money dated after its project's year closed: how many, and a few of the projects
+        # (a persisting runtime reports and resets them per run).
+        self.after_close = 0
+        self.after_close_projects: list[str] = []
         self._swept: int | None = None  # the latest fiscal year close_year has ended
 
     # -- restoring -------------------------------------------------------
@@ -139,6 +143,15 @@ class Monitor:
             earliest = self._late.get(state.project_id)
             if earliest is None or day < earliest:
                 self._late[state.project_id] = day
+        fiscal_year = state.fiscal_year
+        if fiscal_year is not None and record.type in MONEY_TYPES and day > year_end_of(fiscal_year) \
+                and self.year_closed(fiscal_year, day):
+            # Money dated after its year's close: counted in the closed year (a code is one
+            # year's project), most likely the next year's payment under last year's code.
+            self.after_close += 1
+            sample = self.after_close_projects
+            if len(sample) < AFTER_CLOSE_SAMPLE and state.project_id not in sample:
+                sample.append(state.project_id)
 
     def process(self, records: Iterable[Record], until: int) -> Iterator[tuple[int, list[Transition]]]:
         """Apply ``records`` (sorted by business day, none after ``until``) and close every
@@ -464,6 +477,10 @@ class Monitor:
         projects = self.ledger.projects
         flagged = [projects[p] for p in project_ids if p in projects]
         return proposals(flagged, year_bounds(fiscal_year)[1], self.profile.reduction.round_down_to_yuan)
+
+
+MONEY_TYPES = frozenset({"payment", "payment_reversed", "budget_adjusted"})
+AFTER_CLOSE_SAMPLE = 10
 
 
 def _same(current: dict[str, Alert], findings: dict[str, str]) -> bool:

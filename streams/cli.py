@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from alerts.monitor import AFTER_CLOSE_SAMPLE
 from alerts.profile import Profile, ProfileError
 from budget.calendar import iso, to_day
 from budget.events import EARLIEST_YEAR, LATEST_YEAR, parse_day
@@ -26,7 +27,7 @@ from connectors.tabular import UNIT_CHOICES, Layout, TabularError, Unit, iso_dat
 from connectors.wall_clock import today_day, today_in_china
 from streams import render
 from streams.backup import back_up
-from streams.engine import Engine, waiting_text
+from streams.engine import Engine, RunSummary, waiting_text
 from streams.errors import BudgetwatchError
 from streams.ingest import IngestCounts, ingest
 from streams.settings import Settings
@@ -272,6 +273,19 @@ def run_cmd(
         if summary.as_of is not None and (waiting := engine.waiting_after(summary.as_of)):
             hint = "如日期有误请更正后重新导入；确需处理请用 --as-of"
             out.print(f"[yellow]{waiting_text(waiting, summary.as_of, hint)}[/yellow]")
+        if summary.after_close:
+            out.print(f"[yellow]{escape(after_close_text(summary))}[/yellow]")
+
+
+def after_close_text(summary: RunSummary) -> str:
+    """A warning for money dated after its project's year closed (see Monitor.after_close)."""
+    projects = "、".join(summary.after_close_projects)
+    more = "等" if len(summary.after_close_projects) >= AFTER_CLOSE_SAMPLE else ""  # the sample is full
+    return (
+        f"{summary.after_close} 笔资金事件（支付、退回或调整）的日期在其项目所属年度结束（关闭）之后，已计入该"
+        f"已结束年度（项目：{projects}{more}）：若属于新年度的项目，请以新编码登记新年度项目，把这些支付改用新编码"
+        "后重新导入（money dated after its project's year closed was counted in that year）"
+    )
 
 
 @app.command("status")

@@ -46,6 +46,9 @@ class RunSummary:
     days: int
     as_of: int | None
     commits: int
+    # money dated after its project's fiscal year closed, and some of those projects
+    after_close: int = 0
+    after_close_projects: tuple[str, ...] = ()
 
 
 DERIVED_SOURCE = "budgetwatch:disposition_approved"
@@ -216,6 +219,7 @@ class Engine:
                 f"（the store's clock is already at {iso(clock)}; cannot run back to {iso(as_of)}）"
             )
         store.mark_run_until(as_of)
+        monitor.after_close, monitor.after_close_projects = 0, []
         start_taken = since_commit = monitor.taken
         total_transitions = days = commits = 0
         batch = store.begin()
@@ -269,7 +273,8 @@ class Engine:
         commits += 1
         if progress:
             progress(monitor.taken - start_taken, pending)
-        return RunSummary(monitor.taken - start_taken, total_transitions, days, final, commits)
+        return RunSummary(monitor.taken - start_taken, total_transitions, days, final, commits,
+                          monitor.after_close, tuple(monitor.after_close_projects))
 
     def _store_resolved(self, batch: Batch, closed: list[Transition], touched: set[str]) -> None:
         """Write the alerts resolved today into the open batch and let them go.

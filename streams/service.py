@@ -301,6 +301,10 @@ class Service:
                 self._retry_at, self._retry_delay = None, 0.0
                 self.last_run = summary
                 self.runs += 1
+                if summary.after_close:
+                    log.warning("%d money events dated after their project's fiscal year closed were counted "
+                                "in that closed year (projects %s): most likely the next year's, under last "
+                                "year's code", summary.after_close, ", ".join(summary.after_close_projects))
             async with self._progress:
                 self._attempted = max(self._attempted, ticket)
                 if summary is not None:

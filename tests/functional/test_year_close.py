@@ -89,6 +89,24 @@ def test_a_late_december_voucher_after_januarys_money_is_judged_on_december_31s_
     assert [p.project_id for p in live.reductions(fiscal_year=2025)] == ["X1"]
 
 
+def test_money_dated_after_the_years_close_is_counted_and_said(tmp_path: Path) -> None:
+    """A 2026 payment under a 2025 code, after 2025 closed, went into the closed year with no
+    word: most likely the next year's money under last year's code (multi-year audit H2)."""
+    events = [*EVENTS, b.payment("R", "1000", on="2026-01-20", event_id="JAN-R"),  # before the close
+              b.payment("R", "5000", on="2026-03-01", event_id="MAR-R"),
+              b.payment("R", "5000", on="2026-03-02", event_id="MAR-R2")]
+    e = engine(tmp_path / "bw.db")
+    ingest_events(e.store, events)
+    summary = e.run(day("2026-03-05"))
+    assert (summary.after_close, summary.after_close_projects) == (2, ("R",))
+    assert e.run(day("2026-03-06")).after_close == 0  # said once, by the run that took them
+    e.store.close()
+    rerun = CliRunner().invoke(app, ["run", "--rebuild", "--as-of", "2026-03-06", "--db", str(tmp_path / "bw.db")])
+    assert rerun.exit_code == 0, rerun.output
+    said = rerun.output.replace("\n", "")  # the console wraps long lines
+    assert "2 笔资金事件（支付、退回或调整）的日期在其项目所属年度结束（关闭）之后" in said and "（项目：R）" in said
+
+
 def test_an_answer_still_owed_is_closed_with_the_year(tmp_path: Path) -> None:
     _store(path := tmp_path / "bw.db")
     e = engine(path)
