@@ -22,12 +22,12 @@ def days_in_year(year: int) -> int:
 
 
 @lru_cache(maxsize=256)
-@lru_cache(maxsize=256)
 def year_end_of(year: int) -> int:
     """Dec 31 of ``year`` as an ordinal (cached: the ledger asks once per payment)."""
     return dt.date(year, 12, 31).toordinal()
 
 
+@lru_cache(maxsize=256)
 def year_bounds(year: int) -> tuple[int, int]:
     """First and last day of a fiscal year, as ordinals."""
     return dt.date(year, 1, 1).toordinal(), dt.date(year, 12, 31).toordinal()
