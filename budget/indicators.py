@@ -20,6 +20,12 @@ class Indicator:
     reported_on: int | None = None
     defined_version: str | None = None  # budget.versions
     reported_version: str | None = None
+    # (actual, reported_on, reported_version) of the latest report dated within the
+    # project's fiscal year, kept while the current one is dated after it (a January
+    # 绩效自评): the year's own, for a judgement as of its Dec 31.
+    in_year: tuple[float | bool, int, str] | None = None
+    # Every report while the project's year is unknown (not registered yet), placed then.
+    unplaced: list[tuple[float | bool, int, str]] | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -34,6 +40,13 @@ class Indicator:
             "reported_on": self.reported_on,
             "defined_version": version_pair(self.defined_version),
             "reported_version": version_pair(self.reported_version),
+            "in_year": (
+                [self.in_year[0], self.in_year[1], version_pair(self.in_year[2])] if self.in_year is not None else None
+            ),
+            "unplaced": (
+                [[a, d, version_pair(v)] for a, d, v in sorted(self.unplaced, key=lambda r: r[2])]
+                if self.unplaced is not None else None
+            ),
         }
 
 

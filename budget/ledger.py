@@ -135,9 +135,11 @@ class ProjectState:
         it, the last payment within it (itself when nothing is dated after the year)."""
         if self.fiscal_year is None:
             return self
+        year_end = year_end_of(self.fiscal_year)
         last = self.last_payment_on
-        after = last is not None and last > year_end_of(self.fiscal_year)
-        if not (self.after_adjusted or self.after_paid or after):
+        after = last is not None and last > year_end
+        reports = any(i.reported_on is not None and i.reported_on > year_end for i in self.indicators.values())
+        if not (self.after_adjusted or self.after_paid or after or reports):
             return self
         view = ProjectState.from_dict(self.to_dict())
         view.adjusted -= self.after_adjusted
@@ -145,6 +147,12 @@ class ProjectState:
         view.after_adjusted = view.after_paid = 0
         if after:
             view.last_payment_on, view.year_last_payment_on = self.year_last_payment_on, None
+        if reports:  # a January 绩效自评: the year's own report stands in for it
+            for ind in view.indicators.values():
+                if ind.reported_on is not None and ind.reported_on > year_end:
+                    ind.actual, ind.reported_on, ind.reported_version = ind.in_year or (None, None, None)
+                    ind.in_year = None
+            view.completion = performance_completion(view.indicators)
         return view
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,10 +216,15 @@ class ProjectState:
             state.unplaced = {int(y): [int(x) for x in v] for y, v in unplaced.items()}
         for item in data.get("indicators", ()):
             # Stored versions are [day, event_id] pairs (budget.versions), held as strings.
+            in_year = item.get("in_year")
             ind = Indicator(**{
                 **item,
                 "defined_version": stored_version(item.get("defined_version")),
                 "reported_version": stored_version(item.get("reported_version")),
+                "in_year": (in_year[0], int(in_year[1]), stored_version(in_year[2]) or "")
+                if in_year is not None else None,
+                "unplaced": [(a, int(d), stored_version(v) or "") for a, d, v in item["unplaced"]]
+                if item.get("unplaced") is not None else None,
             })
             ind.indicator_id = intern(ind.indicator_id)
             ind.name, ind.unit, ind.category = _interned(ind.name), _interned(ind.unit), _interned(ind.category)
@@ -391,6 +404,8 @@ class Ledger:
         state.fund_source, state.kind, state.plan = fund_source, kind, plan_values
         if state.unplaced is not None:
             _place(state, fiscal_year)
+        if state.indicators:
+            _place_reports(state, fiscal_year)
         self._join_rollup(state)
 
     def attach(self, state: ProjectState) -> None:
@@ -473,12 +488,27 @@ class Ledger:
         ind = state.indicators.get(indicator_id)
         if ind is None:
             ind = state.indicators[indicator_id] = Indicator(indicator_id)
-        # The latest report by business date wins, whatever the arrival order.
+        # The latest report by business date wins, whatever the arrival order; the latest
+        # within the fiscal year is kept too while a later one is current (Indicator.in_year).
+        actual = details["actual"]
+        year_end = year_end_of(state.fiscal_year) if state.fiscal_year is not None else None
+        if year_end is None:  # which year is its own is not known yet: kept for _place
+            if ind.unplaced is None:
+                ind.unplaced = []
+            ind.unplaced.append((actual, day, stamp))
         if ind.reported_version is None or stamp > ind.reported_version:
-            ind.actual = details["actual"]
+            if year_end is not None:
+                if day <= year_end:
+                    ind.in_year = None
+                elif ind.reported_on is not None and ind.reported_on <= year_end and ind.reported_version:
+                    ind.in_year = (ind.actual, ind.reported_on, ind.reported_version)  # type: ignore[assignment]
+            ind.actual = actual
             ind.reported_on = day
             ind.reported_version = stamp
             state.completion = performance_completion(state.indicators)
+        elif (year_end is not None and day <= year_end and ind.reported_on is not None
+              and ind.reported_on > year_end and (ind.in_year is None or stamp > ind.in_year[2])):
+            ind.in_year = (actual, day, stamp)
 
 
 def _unplace(state: ProjectState, day: int, adjusted: int, paid: int, payment_on: int) -> None:
@@ -509,6 +539,19 @@ def _place(state: ProjectState, fiscal_year: int) -> None:
     if last is not None and last > year_end_of(fiscal_year):
         state.year_last_payment_on = within or None
     state.unplaced = None
+
+
+def _place_reports(state: ProjectState, fiscal_year: int) -> None:
+    """At registration: each indicator's latest report within the year, kept beside a
+    current one dated after it (Indicator.in_year)."""
+    year_end = year_end_of(fiscal_year)
+    for ind in state.indicators.values():
+        if ind.unplaced is None:
+            continue
+        own = [r for r in ind.unplaced if r[1] <= year_end]
+        if ind.reported_on is not None and ind.reported_on > year_end and own:
+            ind.in_year = max(own, key=lambda r: r[2])
+        ind.unplaced = None
 
 
 def fold(records: Iterable[Record]) -> Ledger:

@@ -107,6 +107,26 @@ def test_money_dated_after_the_years_close_is_counted_and_said(tmp_path: Path) -
     assert "2 笔资金事件（支付、退回或调整）的日期在其项目所属年度结束（关闭）之后" in said and "（项目：R）" in said
 
 
+def test_a_january_report_is_not_taken_for_dec_31s(tmp_path: Path) -> None:
+    """A January 绩效自评 (10 of 100) fed the completion of a late December voucher's
+    judgement as of Dec 31: progress_gap fired live, not in a replay (review)."""
+    year = [b.registered("P1"), b.approved("P1", "1000000.00"), b.payment("P1", "900000.00", on="2025-03-01"),
+            b.indicator("P1", "I1", 100), b.report("P1", "I1", 100, on="2025-06-01")]
+    january = [b.report("P1", "I1", 10, on="2026-01-10")]
+    voucher = [b.payment("P1", "10000.00", on="2025-12-28", event_id="voucher")]
+    live = engine(tmp_path / "live.db")
+    for events, until in [(year, "2025-12-31"), (january, "2026-01-10"), (voucher, "2026-01-12")]:
+        ingest_events(live.store, events)
+        live.run(day(until))
+    live.run(day("2026-02-05"))
+    replay = engine(tmp_path / "replay.db")
+    ingest_events(replay.store, [*year, *january, *voucher])
+    replay.run(day("2026-02-05"))
+    rules = {(t["rule"], t["transition"], t.get("reason")) for t in live.store.transition_rows()}
+    assert ("progress_gap", "firing", None) not in rules
+    assert rules == {(t["rule"], t["transition"], t.get("reason")) for t in replay.store.transition_rows()}
+
+
 def test_an_answer_still_owed_is_closed_with_the_year(tmp_path: Path) -> None:
     _store(path := tmp_path / "bw.db")
     e = engine(path)

@@ -182,3 +182,17 @@ def test_a_state_of_an_earlier_release_is_not_taken_for_dated() -> None:
     restored = Ledger()
     restored.attach(ProjectState.from_dict(old))
     assert not restored.departments[(2025, "D01")].dated
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3, 4, 5), (5, 4, 3, 2, 1, 0), (2, 5, 0, 4, 1, 3)])
+def test_the_years_own_report_is_kept_beside_a_january_one_whatever_the_order(order: tuple[int, ...]) -> None:
+    events = [
+        b.registered("P"), b.indicator("P", "I", 100),
+        b.report("P", "I", 40, on="2025-05-01"), b.report("P", "I", 80, on="2025-11-01"),
+        b.report("P", "I", 10, on="2026-01-10"), b.payment("P", "1", on="2025-02-01"),
+    ]
+    state = fold(b.records([events[i] for i in order])).projects["P"]
+    assert (state.indicators["I"].actual, state.completion) == (10, 0.1)
+    year_end = state.at_year_end()
+    assert (year_end.indicators["I"].actual, year_end.completion) == (80, 0.8)
+    assert ProjectState.from_dict(state.to_dict()).to_dict() == state.to_dict()
