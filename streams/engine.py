@@ -203,15 +203,16 @@ class Engine:
         store = self.store
         clock, seq = store.cursor()
         max_seq = store.max_seq()
-        if clock is None and max_seq == 0:
-            # Nothing logged: no clock to start. Set to today (`serve --live` before the
-            # year so far was imported), it applied all that history at today's date.
-            return RunSummary(0, 0, 0, None, 0)
         if as_of is None:
             latest = store.max_day(not_after=self.last_reachable_day())
             as_of = max(latest, clock) if latest is not None and clock is not None else (latest or clock)
             if as_of is None:
                 return RunSummary(0, 0, 0, None, 0)
+        if clock is None and ((first := store.min_day()) is None or first > as_of):
+            # Nothing logged up to as_of: no clock to start. Set to today (`serve --live`
+            # before the year so far was imported), it applied all that history at today's
+            # date; events dated later wait for their day either way.
+            return RunSummary(0, 0, 0, None, 0)
         if clock is not None and as_of < clock:
             raise ClockError(
                 f"业务时钟已到 {iso(clock)}，不能退回到 {iso(as_of)}：业务时间只向前走。"

@@ -826,3 +826,11 @@ def test_a_run_on_an_empty_log_starts_no_clock(tmp_path: Path) -> None:
     e.run(day("2025-10-15"))
     low = next(a for a in e.store.alert_rows() if a["rule"] == "low_execution")
     assert low["since"] == "2025-06-30"
+    # nor does a log holding only events dated after the run's end (review)
+    later = engine(tmp_path / "later.db")
+    ingest_events(later.store, [b.registered("P9", on="2026-01-02", year=2026)])
+    later.run(day("2025-10-15"))
+    assert later.store.cursor() == (None, 0)
+    ingest_events(later.store, [b.registered("P1"), b.approved("P1", "1000000.00")])
+    later.run(day("2025-10-15"))
+    assert next(a for a in later.store.alert_rows() if a["rule"] == "low_execution")["since"] == "2025-06-30"
