@@ -117,6 +117,8 @@ def too_large_response(limit: int) -> web.Response:
     )
 
 
+# How old the last /metrics may be to answer a scrape while the DB thread is busy.
+SCRAPE_STAND_IN_SECONDS = 60.0
 # A failed run is tried again after 30 s, then 60, 120 … up to every 10 minutes.
 RETRY_FIRST_SECONDS = 30.0
 RETRY_MAX_SECONDS = 600.0
@@ -155,9 +157,9 @@ class Service:
         self._attempted = 0  # the last ticket a run tried (waiters are answered, failed or not)
         self._pending_since: float | None = None  # monotonic time of the oldest unprocessed ingest
         self.last_error: str | None = None
-        self.ingest_error: str | None = None  # the last ingest's storage error, until one succeeds
+        self.ingest_error: str | None = None  # the last ingest's storage error, until one or a run succeeds
         self._ingesting = 0  # ingests holding (or queued for) the DB thread
-        self.last_scrape: bytes | None = None  # /metrics as last generated
+        self.last_scrape: tuple[float, bytes] | None = None  # (monotonic time, /metrics) as last generated
         self._retry_at: float | None = None  # monotonic time to try a failed run again
         self._retry_delay = 0.0
         self.last_run: RunSummary | None = None
@@ -297,7 +299,9 @@ class Service:
                 with contextlib.suppress(Exception):
                     await self.db(self._reset_engine)
             else:
-                self.last_error = None
+                # a run that committed shows the storage works again: an ingest that failed
+                # and was never re-sent must not keep /healthz at 503 for good
+                self.last_error = self.ingest_error = None
                 self._retry_at, self._retry_delay = None, 0.0
                 self.last_run = summary
                 self.runs += 1
@@ -472,12 +476,16 @@ async def _read_at_most(request: web.Request, limit: int) -> bytes:
 
 async def get_metrics(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    if service.busy() and service.last_scrape is not None:
+    cached = service.last_scrape
+    if service.busy() and cached is not None and time.monotonic() - cached[0] < SCRAPE_STAND_IN_SECONDS:
         # A run or a large POST holds the DB thread for seconds to minutes: a scrape
-        # waiting behind it timed out (7 s in a run). The last one's series stand in.
-        body = service.last_scrape
+        # waiting behind it timed out (7 s in a run). The last one's series stand in —
+        # for a while only: under a steady stream of POSTs the thread is nearly always
+        # busy, and the lag gauges must move when it matters.
+        body = cached[1]
     else:
-        body = service.last_scrape = await service.db(generate_latest, service.registry)
+        body = await service.db(generate_latest, service.registry)
+        service.last_scrape = (time.monotonic(), body)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -568,10 +568,17 @@ def test_probes_and_scrapes_are_answered_while_a_large_post_holds_the_database(t
             assert health.status == 200 and (await health.json())["pending"] is True
             metrics = await asyncio.wait_for(client.get("/metrics"), 5)
             assert await metrics.text() == scraped
+            # for a while only: a stand-in older than that waits for the thread
+            assert service.last_scrape is not None
+            service.last_scrape = (service.last_scrape[0] - 3600, service.last_scrape[1])
+            stale = asyncio.ensure_future(client.get("/metrics"))
+            await asyncio.sleep(0.1)
+            assert not stale.done()
         finally:
             release.set()
             await blocker
             await held
+        assert (await stale).status == 200
 
     serve(tmp_path, scenario)
 
@@ -607,6 +614,34 @@ def test_a_body_is_taken_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest
         assert health.status == 503 and "disk is full" in (await health.json())["error"]
         answer = await post(client, body)  # the disk freed, the client re-sends
         assert answer["applied"] == len(lagging_county()) and answer["processed"] is True
+        assert (await client.get("/healthz")).status == 200
+
+    serve(tmp_path, scenario)
+
+
+def test_a_failed_ingest_never_sent_again_does_not_keep_healthz_at_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One "database is locked" whose client gave up kept /healthz at 503 for good, runs
+    succeeding meanwhile (review)."""
+    import sqlite3
+
+    from streams.store import Store as RealStore
+
+    real, calls = RealStore.append, [0]
+
+    def locked_once(self: RealStore, records: Any, rejections: Any, **options: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise sqlite3.OperationalError("database is locked")
+        return real(self, records, rejections, **options)
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        monkeypatch.setattr(RealStore, "append", locked_once)
+        await post(client, b.jsonl(lagging_county()[:2]))
+        assert (await client.post("/events?wait=1", data=b.jsonl(lagging_county()[2:]))).status == 503
+        assert (await client.get("/healthz")).status == 503
+        assert await service.process_now() is not None
         assert (await client.get("/healthz")).status == 200
 
     serve(tmp_path, scenario)
