@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from budget.events import Record
 from connectors.parsed import Accepted, Parsed, Rejected
 from streams.gc_tuning import fewer_collections
-from streams.store import Rejection, Store
+from streams.store import RefusedYears, Rejection, Store
 
 # Records per transaction. Measured at 100k projects (3.05M events): 50k batches take
 # 2-10% less CPU than 20k (61 commits instead of 153, each rewriting the index pages it
@@ -87,7 +87,7 @@ def _ingest(
     counts = IngestCounts()
     records: list[tuple[Record, str]] = []
     rejections: list[Rejection] = []
-    refused_years: dict[str, tuple[int, int, str]] = {}  # one import's other-year refusals
+    refused_years: RefusedYears = {}  # one import's other-year refusals
 
     def flush() -> None:
         result = store.append(records, rejections, refused_years=refused_years)

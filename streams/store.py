@@ -123,6 +123,11 @@ _RECORD_COLUMNS = (
 )
 
 
+# One import's refused other-year registrations: project -> (refused year, owner's year,
+# the refused registrations' sources), carried from batch to batch (Store._other_year).
+RefusedYears = dict[str, tuple[int, int, frozenset[str]]]
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     source: str
@@ -293,7 +298,7 @@ class Store:
     # -- the log ---------------------------------------------------------
     def append(
         self, records: Sequence[tuple[Record, str]], rejections: Sequence[Rejection],
-        *, refused_years: dict[str, tuple[int, int, str]] | None = None,
+        *, refused_years: RefusedYears | None = None,
     ) -> AppendResult:
         """Append validated records (with their source) and rejections in one transaction
         (or within the caller's, when one is open: an atomic ingest, see ingest())."""
@@ -343,14 +348,14 @@ class Store:
         return AppendResult(applied, duplicates, conflicts)
 
     def _other_year(
-        self, records: Sequence[tuple[Record, str]], refused_years: dict[str, tuple[int, int, str]] | None = None
+        self, records: Sequence[tuple[Record, str]], refused_years: RefusedYears | None = None
     ) -> dict[int, Rejection]:
         """Registrations of a code already logged for another fiscal year (by position in
         ``records``), refused; the others' years are remembered for the next. Events of a
         refused code dated in the refused year go with it, and so do those of its own row
         (a projects sheet's approval, dated in December for the next year's budget).
-        ``refused_years`` (project -> (refused year, owner's year, the registration's
-        source)) carries the refusals from batch to batch of one import, so a batch
+        ``refused_years`` (project -> (refused year, owner's year, the refused
+        registrations' sources)) carries the refusals from batch to batch of one import, so a batch
         boundary between a registration and its approval changes nothing."""
         refused_years = {} if refused_years is None else refused_years
         registrations = [(n, r, source) for n, (r, source) in enumerate(records) if r[0] == "project_registered"]
@@ -373,7 +378,9 @@ class Store:
                     owners[record.project_id] = year  # within the batch; stored once logged
                 elif owner != year:
                     refused[n] = _refusal(source, other_year_reason(record.project_id, owner, year), record)
-                    refused_years[record.project_id] = (year, owner, source)
+                    held = refused_years.get(record.project_id)
+                    rows = held[2] if held is not None and held[0] == year else frozenset()
+                    refused_years[record.project_id] = (year, owner, rows | {source})  # a row pasted twice
         companions = [(n, r, source) for n, (r, source) in enumerate(records)
                       if r.project_id in refused_years and n not in refused and r.type != "project_registered"]
         if companions:
@@ -384,9 +391,9 @@ class Store:
                 "SELECT event_id FROM events WHERE event_id IN ({})", [r.event_id for _, r, _ in companions]
             )}
             for n, record, source in companions:
-                refused_year, owner, row = refused_years[record.project_id]
+                refused_year, owner, rows = refused_years[record.project_id]
                 first, last = year_bounds(refused_year)
-                if record.event_id in logged_companions or not (first <= record.day <= last or source == row):
+                if record.event_id in logged_companions or not (first <= record.day <= last or source in rows):
                     continue  # logged already (the duplicate checks); or the owner's year's
                 refused[n] = _refusal(source, refused_year_reason(record.project_id, owner, refused_year), record)
         return refused

@@ -205,6 +205,15 @@ def test_a_refused_registrations_own_row_goes_with_it_whatever_its_date(tmp_path
     reasons = {json.loads(r["raw"])["event_id"]: r["reason"] for r in e.store.rejections()}
     assert set(reasons) == {"P5@registered:2026", "P5@approved:2026"}
     assert "的 2026 年度登记已被拒收" in reasons["P5@approved:2026"]
+    # a row pasted twice: the refusal kept the last copy's row only, so the first copy's
+    # approval went into 2025's project while ingest said it was refused (review)
+    twice = tmp_path / "twice.csv"
+    row = "P5,道路养护,D01,园区管理局,一般公共预算,2026,900000,2025-12-21"
+    twice.write_text("项目编码,项目名称,单位编码,单位名称,资金性质,年度,年初预算数,批复日期\n"
+                     f"{row}\nP7,新项目,D01,园区管理局,一般公共预算,2026,1,2025-12-21\n{row}\n", "utf-8")
+    ingest(e.store, read_events(twice))
+    e.run(day("2025-12-31"))
+    assert e.status(2025)["projects"][0]["budget"] == "300000.00"
 
 
 def test_a_refused_registration_takes_only_its_own_years_new_events(tmp_path: Path, monkeypatch: Any) -> None:
