@@ -752,6 +752,11 @@ def _from_markers(
     return reached, heard
 
 
+# A department's deltas of one day: [budget, paid, projects, late, after-year budget,
+# after-year paid, department name, its version] (earlier releases kept the first 3-6).
+Bucket = list[Any]
+
+
 class DepartmentPartition(_VersionedPartition):
     """One partition of ``budget-departments``: department totals (sums of budget and
     paid, never means of rates) and ``department_low_execution``.
@@ -777,8 +782,8 @@ class DepartmentPartition(_VersionedPartition):
         self.meta = _DepartmentMeta()
         self.totals: dict[str, Totals] = {}
         self.pending: dict[
-            str, dict[int, list[int]]
-        ] = {}  # dept key -> day -> [budget, paid, projects]
+            str, dict[int, Bucket]
+        ] = {}  # dept key -> day -> Bucket
         self.received: dict[
             str, dict[int, tuple[int, set[int]]]
         ] = {}  # dept -> source -> (epoch, days)
@@ -917,14 +922,12 @@ class DepartmentPartition(_VersionedPartition):
         else:
             last[1].add(day)
         self._note_unmarked(source, epoch)
-        totals = self.totals.get(dept)
-        if totals is None:
-            totals = self._adopt(dept, Totals(fiscal_year, department_id))
-        if name:
-            totals.take_name(str(name), str(delta.get("department_name_version") or ""))
-        bucket = self.pending.setdefault(dept, {}).setdefault(day, [0, 0, 0, 0, 0, 0])
-        if len(bucket) < 6:  # kept by an earlier release: three or four fields
-            bucket[len(bucket):] = [0] * (6 - len(bucket))
+        if dept not in self.totals:
+            self._adopt(dept, Totals(fiscal_year, department_id))
+        # [budget, paid, projects, late, after-year budget, after-year paid, name, its version]
+        bucket = self.pending.setdefault(dept, {}).setdefault(day, [0, 0, 0, 0, 0, 0, "", ""])
+        if len(bucket) < 8:  # kept by an earlier release: three, four or six fields
+            bucket[len(bucket):] = [0, 0, 0, 0, 0, 0, "", ""][len(bucket):]
         bucket[0] += sums[0]
         bucket[1] += sums[1]
         bucket[2] += sums[2]
@@ -932,6 +935,11 @@ class DepartmentPartition(_VersionedPartition):
             bucket[3] = 1
         bucket[4] += after_sums[0]
         bucket[5] += after_sums[1]
+        # The name is taken on the delta's day, with its sums: taken on receipt, a tick
+        # covering a rename dated 07-01 named the department's 06-30 alert by it.
+        version = str(delta.get("department_name_version") or "")
+        if name and names_anew(str(name), version, str(bucket[7])):
+            bucket[6], bucket[7] = str(name), version
         return True
 
     def _adopt(self, dept: str, totals: Totals) -> Totals:
@@ -959,7 +967,7 @@ class DepartmentPartition(_VersionedPartition):
 
     def _close_round(self, until: int, out: Output) -> None:
         epoch = self.meta.epoch + 1
-        due: list[tuple[int, str, list[int]]] = []
+        due: list[tuple[int, str, Bucket]] = []
         for dept, days in self.pending.items():
             for day in [d for d in days if d <= until]:
                 due.append((day, dept, days.pop(day)))
@@ -973,7 +981,7 @@ class DepartmentPartition(_VersionedPartition):
         self.committed.update(bodies)
 
     def _process(
-        self, due: list[tuple[int, str, list[int]]], until: int
+        self, due: list[tuple[int, str, Bucket]], until: int
     ) -> Iterator[tuple[int, list[Transition]]]:
         """Monitor.process for department deltas: same grouping, same late-day rule."""
         if self.meta.clock is None:
@@ -994,6 +1002,8 @@ class DepartmentPartition(_VersionedPartition):
                 if len(bucket) > 5:
                     totals.after_budget += bucket[4]
                     totals.after_paid += bucket[5]
+                if len(bucket) > 7 and bucket[6]:
+                    totals.take_name(str(bucket[6]), str(bucket[7]))
                 dirty.add(dept)
                 if len(bucket) > 3 and bucket[3]:
                     late.add(dept)

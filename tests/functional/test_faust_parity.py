@@ -285,3 +285,20 @@ def test_januarys_money_is_kept_apart_from_dec_31s_sums_in_both_runtimes(tmp_pat
     department = closing[("department_low_execution", "D01")]
     assert (department["figures"]["execution_rate"], department["figures"]["as_of"]) == (0.255, "2025-12-31")
     assert canonical(got) == canonical(expected)
+
+
+def test_a_department_renamed_later_keeps_its_name_on_earlier_alerts_in_both_runtimes(tmp_path: Path) -> None:
+    """A tick covering a rename dated 07-01 named the department's 06-30 alert by it on
+    the Faust side: the name was taken when the delta came, not on its day (review)."""
+    from tests import builders as b
+
+    events = [b.registered("P1", department_id="D2", department_name="水务局"), b.approved("P1", "1000.00"),
+              b.payment("P1", "100.00", on="2025-02-01"),
+              b.registered("P1", on="2025-07-01", department_id="D2", department_name="水利局", event_id="REG-2")]
+    expected, got = both_runtimes(tmp_path / "bw.db", [(events, ["2025-12-20"])])
+
+    def names(rows: list[dict[str, Any]]) -> set[str]:
+        return {t["department_name"] for t in rows
+                if t["rule"] == "department_low_execution" and t["transition"] == "firing"}
+
+    assert names(got) == names(expected) == {"水务局"}
