@@ -283,7 +283,7 @@ def counts_in_rollup(state: ProjectState) -> bool:
 class Ledger:
     """All project states plus department totals, kept consistent on every event."""
 
-    __slots__ = ("departments", "projects", "seen")
+    __slots__ = ("departments", "offered", "projects", "seen")
 
     def __init__(self, *, track_event_ids: bool = False) -> None:
         self.projects: dict[str, ProjectState] = {}
@@ -291,6 +291,9 @@ class Ledger:
         # The embedded engine deduplicates in its log; other callers (Faust,
         # tests) ask the ledger to remember event ids instead.
         self.seen: set[str] | None = set() if track_event_ids else None
+        # Names offered by registrations superseded on arrival (see _offer_name), for a
+        # runtime whose departments live elsewhere (the Faust department partitions).
+        self.offered: list[DepartmentName] | None = None
 
     def project(self, project_id: str) -> ProjectState:
         state = self.projects.get(project_id)
@@ -375,6 +378,8 @@ class Ledger:
             if state.registered_version is None or stamp > state.registered_version:
                 state.registered_version = stamp
                 self._register(state, details or {})
+            else:
+                self._offer_name(year, details or {}, stamp)
         elif kind == "indicator_defined":
             self._define_indicator(state, version(day, event_id), details or {})
         elif kind == "indicator_reported":
@@ -413,6 +418,24 @@ class Ledger:
         self.projects[state.project_id] = state
         state.rollup = None
         self._join_rollup(state)
+
+    def _offer_name(self, fiscal_year: int, details: Mapping[str, Any], stamp: str) -> None:
+        """A registration older than its project's current one changes nothing of the
+        project, but still says what its department was called on its date: met in
+        business order (a replay) it named the department, so it does on arrival too,
+        if it is the department's latest — department names, like the sums, whatever
+        the order."""
+        if (details.get("kind") or "project") != "project":
+            return
+        department_id = intern(details["department_id"])
+        name = intern(details["department_name"])
+        key = (fiscal_year, department_id)
+        totals = self.departments.get(key)
+        if totals is None:  # as in the replay, where the project passed through it
+            totals = self.departments[key] = Totals(fiscal_year, department_id)
+        totals.take_name(name, stamp)
+        if self.offered is not None:
+            self.offered.append((fiscal_year, department_id, name, stamp))
 
     def department_names(self) -> list[DepartmentName]:
         """Each department's name with the registration it comes from, in key order: what

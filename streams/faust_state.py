@@ -281,6 +281,7 @@ class ProjectPartition(_VersionedPartition):
         self.profile = profile
         self.dedup_days = dedup_days
         self.monitor = Monitor(profile)
+        self.monitor.ledger.offered = []  # department names go out with the tick's deltas
         self.meta = _Meta()
         # project -> event_id -> day << 32 | crc32 of the event: one int per id, the day
         # for the dedup horizon and a digest to tell a redelivery from an id reused for
@@ -519,6 +520,16 @@ class ProjectPartition(_VersionedPartition):
                 monitor.changed = set()
                 touched |= changed
                 self._contribute(changed, day, deltas, monitor.judged_at_year_end, registered)
+            offered = monitor.ledger.offered
+            if offered:  # names of superseded registrations, for the department partitions
+                monitor.ledger.offered = []
+                for fiscal_year, department_id, name, named in offered:
+                    entry = deltas.get((department_key(fiscal_year, department_id), day))
+                    if entry is None:
+                        entry = deltas[(department_key(fiscal_year, department_id), day)] = [
+                            0, 0, 0, fiscal_year, department_id, "", False, "", 0, 0]
+                    if names_anew(name, named, entry[7]):
+                        entry[5], entry[7] = name, named
             for t in transitions:
                 if t.alert.subject_type == "project":
                     touched.add(t.alert.subject_id)

@@ -493,6 +493,29 @@ def test_a_department_renamed_by_a_project_that_moved_away_keeps_its_name_after_
     assert outcome(e) == reference
 
 
+def test_a_superseded_registration_names_its_department_whatever_the_order(tmp_path: Path) -> None:
+    """P1's registration of 02-01 (D1 教育体育局) arrived after its move of 02-10: it changed
+    nothing of P1, so D1 stayed 教育局 live, while a rebuild, meeting it first, renamed D1
+    — and the live name was kept across restarts (review)."""
+    base = [b.registered("P1", department_id="D1", department_name="教育局"),
+            b.registered("P2", department_id="D1", department_name="教育局"), b.approved("P2", "1000.00")]
+    move = [b.registered("P1", on="2025-02-10", department_id="D2", department_name="水务局", event_id="MOVE")]
+    rename = [b.registered("P1", on="2025-02-01", department_id="D1", department_name="教育体育局", event_id="RENAME")]
+    live = engine(tmp_path / "live.db")
+    for events in (base, move, rename):
+        ingest_events(live.store, events)
+        live.run(day("2025-03-01"))
+
+    def names(e: Any) -> dict[str, str]:
+        return {d["department_id"]: d["department_name"] for d in e.status()["departments"]}
+
+    assert names(live)["D1"] == "教育体育局"
+    before = names(live)
+    live.rebuild()
+    live.run(day("2025-03-01"))
+    assert names(live) == before
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), events=event_logs(max_events=30))
 def test_one_run_and_a_run_resumed_anywhere_agree(data: st.DataObject, events: list[dict[str, Any]]) -> None:

@@ -302,3 +302,19 @@ def test_a_department_renamed_later_keeps_its_name_on_earlier_alerts_in_both_run
                 if t["rule"] == "department_low_execution" and t["transition"] == "firing"}
 
     assert names(got) == names(expected) == {"水务局"}
+
+
+def test_a_superseded_registration_names_its_department_in_both_runtimes(tmp_path: Path) -> None:
+    from tests import builders as b
+
+    base = [b.registered("P1", department_id="D1", department_name="教育局"), b.approved("P1", "1000.00"),
+            b.registered("P2", department_id="D1", department_name="教育局"), b.approved("P2", "1000.00")]
+    move = [b.registered("P1", on="2025-02-10", department_id="D2", department_name="水务局", event_id="MOVE")]
+    rename = [b.registered("P1", on="2025-02-01", department_id="D1", department_name="教育体育局", event_id="RENAME")]
+    expected, got = both_runtimes(tmp_path / "bw.db", [(base, ["2025-03-01"]), (move, ["2025-03-02"]),
+                                                       (rename, ["2025-03-03", "2025-07-01"])])
+
+    def names(rows: list[dict[str, Any]]) -> set[str]:
+        return {t["department_name"] for t in rows if t["subject_id"] == "D1" and t["transition"] == "firing"}
+
+    assert names(got) == names(expected) == {"教育体育局"}
