@@ -67,6 +67,21 @@ async def post(client: TestClient[Any, Any], body: bytes, *, wait: bool = True,
     return data
 
 
+def append_failing_on(call: int, error: Exception) -> Callable[..., Any]:
+    """Store.append that raises ``error`` on its ``call``-th call (a full disk, a lock)."""
+    from streams.store import Store as RealStore
+
+    real, calls = RealStore.append, [0]
+
+    def append(self: RealStore, records: Any, rejections: Any, **options: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == call:
+            raise error
+        return real(self, records, rejections, **options)
+
+    return append
+
+
 def cli_json(db: Path, *args: str) -> str:
     result = CliRunner().invoke(cli_app, [*args, "--db", str(db), "--json"])
     assert result.exit_code == 0, result.output
@@ -593,14 +608,7 @@ def test_a_body_is_taken_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest
     from streams.store import Store as RealStore
 
     monkeypatch.setattr(streams.ingest, "BATCH", 3)  # the county's 7 events: three batches
-    real_append = RealStore.append
-    calls = [0]
-
-    def full_on_the_second(self: RealStore, records: Any, rejections: Any, **options: Any) -> Any:
-        calls[0] += 1
-        if calls[0] == 2:
-            raise sqlite3.OperationalError("database or disk is full")
-        return real_append(self, records, rejections, **options)
+    full_on_the_second = append_failing_on(2, sqlite3.OperationalError("database or disk is full"))
 
     async def scenario(client: TestClient[Any, Any], service: Service) -> None:
         monkeypatch.setattr(RealStore, "append", full_on_the_second)
@@ -628,13 +636,7 @@ def test_a_failed_ingest_never_sent_again_does_not_keep_healthz_at_503(
 
     from streams.store import Store as RealStore
 
-    real, calls = RealStore.append, [0]
-
-    def locked_once(self: RealStore, records: Any, rejections: Any, **options: Any) -> Any:
-        calls[0] += 1
-        if calls[0] == 2:
-            raise sqlite3.OperationalError("database is locked")
-        return real(self, records, rejections, **options)
+    locked_once = append_failing_on(2, sqlite3.OperationalError("database is locked"))
 
     async def scenario(client: TestClient[Any, Any], service: Service) -> None:
         monkeypatch.setattr(RealStore, "append", locked_once)
