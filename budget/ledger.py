@@ -429,11 +429,8 @@ class Ledger:
             return
         department_id = intern(details["department_id"])
         name = intern(details["department_name"])
-        key = (fiscal_year, department_id)
-        totals = self.departments.get(key)
-        if totals is None:  # as in the replay, where the project passed through it
-            totals = self.departments[key] = Totals(fiscal_year, department_id)
-        totals.take_name(name, stamp)
+        # created if need be, as in the replay, where the project passed through it
+        self._totals(fiscal_year, department_id).take_name(name, stamp)
         if self.offered is not None:
             self.offered.append((fiscal_year, department_id, name, stamp))
 
@@ -451,21 +448,22 @@ class Ledger:
         """Take department names kept by :meth:`department_names` (after :meth:`attach`):
         the latest registration names a department, as in the run that kept them."""
         for fiscal_year, department_id, name, registered in names:
-            department_id = intern(department_id)
-            key = (fiscal_year, department_id)
-            totals = self.departments.get(key)
-            if totals is None:  # every project left it; the live run keeps it, empty
-                totals = self.departments[key] = Totals(fiscal_year, department_id)
-            totals.take_name(intern(name), registered)
+            # created if every project left it: the live run keeps it, empty
+            self._totals(fiscal_year, intern(department_id)).take_name(intern(name), registered)
+
+    def _totals(self, fiscal_year: int, department_id: str) -> Totals:
+        """The department's totals of ``fiscal_year``, created empty when there are none."""
+        key = (fiscal_year, department_id)
+        totals = self.departments.get(key)
+        if totals is None:
+            totals = self.departments[key] = Totals(fiscal_year, department_id)
+        return totals
 
     def _join_rollup(self, state: ProjectState) -> None:
         if not counts_in_rollup(state):
             return
         assert state.fiscal_year is not None and state.department_id is not None
-        key = (state.fiscal_year, state.department_id)
-        totals = self.departments.get(key)
-        if totals is None:
-            totals = self.departments[key] = Totals(state.fiscal_year, state.department_id)
+        totals = self._totals(state.fiscal_year, state.department_id)
         totals.take_name(state.department_name, state.registered_version)
         totals.budget += state.budget
         totals.paid += state.paid
