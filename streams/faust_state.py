@@ -120,6 +120,23 @@ def department_meta_key(partition: int) -> str:
     return f"{DEPARTMENT_META_PREFIX}{partition}"
 
 
+def _delta_entry(deltas: dict[tuple[str, int], list[Any]], dept: str, day: int) -> list[Any]:
+    """A tick's delta of department ``dept`` (department_key) on ``day``, started at zero:
+    [budget, paid, projects, fiscal_year, department_id, name, late, name's version,
+    after-year budget, after-year paid]."""
+    entry = deltas.get((dept, day))
+    if entry is None:
+        year, _, department_id = dept.partition(":")
+        entry = deltas[(dept, day)] = [0, 0, 0, int(year), department_id, "", False, "", 0, 0]
+    return entry
+
+
+def _name_entry(entry: list[Any], name: str | None, version: str | None) -> None:
+    """Let the registration versioned ``version`` name the entry's department, if latest."""
+    if names_anew(name, version, entry[7]):
+        entry[5], entry[7] = name, version or ""
+
+
 def department_key(fiscal_year: int, department_id: str) -> str:
     return f"{fiscal_year}:{department_id}"
 
@@ -524,12 +541,7 @@ class ProjectPartition(_VersionedPartition):
             if offered:  # names of superseded registrations, for the department partitions
                 monitor.ledger.offered = []
                 for fiscal_year, department_id, name, named in offered:
-                    entry = deltas.get((department_key(fiscal_year, department_id), day))
-                    if entry is None:
-                        entry = deltas[(department_key(fiscal_year, department_id), day)] = [
-                            0, 0, 0, fiscal_year, department_id, "", False, "", 0, 0]
-                    if names_anew(name, named, entry[7]):
-                        entry[5], entry[7] = name, named
+                    _name_entry(_delta_entry(deltas, department_key(fiscal_year, department_id), day), name, named)
             for t in transitions:
                 if t.alert.subject_type == "project":
                     touched.add(t.alert.subject_id)
@@ -633,10 +645,7 @@ class ProjectPartition(_VersionedPartition):
             if before == after and (after is None or project_id not in registered):
                 continue
             if before is not None:
-                entry = deltas.get((before[0], day))
-                if entry is None:
-                    year, _, dept_id = before[0].partition(":")
-                    entry = deltas[(before[0], day)] = [0, 0, 0, int(year), dept_id, "", False, "", 0, 0]
+                entry = _delta_entry(deltas, before[0], day)
                 entry[0] -= before[1]
                 entry[1] -= before[2]
                 entry[2] -= 1
@@ -644,27 +653,13 @@ class ProjectPartition(_VersionedPartition):
                 entry[9] -= before[4]
                 entry[6] = entry[6] or project_id in late
             if after is not None:
-                entry = deltas.get((after[0], day))
-                if entry is None:
-                    entry = deltas[(after[0], day)] = [
-                        0,
-                        0,
-                        0,
-                        state.fiscal_year,
-                        state.department_id,
-                        "",
-                        False,
-                        "",
-                        0,
-                        0,
-                    ]
+                entry = _delta_entry(deltas, after[0], day)
                 entry[0] += after[1]
                 entry[1] += after[2]
                 entry[2] += 1
                 entry[8] += after[3]
                 entry[9] += after[4]
-                if names_anew(state.department_name, state.registered_version, entry[7]):
-                    entry[5], entry[7] = state.department_name, state.registered_version or ""
+                _name_entry(entry, state.department_name, state.registered_version)
                 entry[6] = entry[6] or project_id in late
                 self.contributed[project_id] = after
             else:
