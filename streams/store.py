@@ -679,10 +679,9 @@ class Store:
     def ended_with_year(self, fiscal_year: int, rule: str) -> list[str]:
         """The projects whose ``rule`` alert of ``fiscal_year`` ended with the year's close
         (reason year_closed), from a range of the alert-id key."""
-        prefix = f"{fiscal_year}:{rule}:project:"
         rows = self.db.execute(
             "SELECT data FROM alerts WHERE alert_id >= ? AND alert_id < ? AND status = 'resolved'",
-            (prefix, prefix[:-1] + chr(ord(":") + 1)),
+            _id_range(f"{fiscal_year}:{rule}:project:"),
         )
         return [d["subject_id"] for (raw,) in rows if (d := orjson.loads(raw)).get("reason") == YEAR_CLOSED]
 
@@ -774,6 +773,12 @@ def business_day(db: sqlite3.Connection) -> int | None:
 TransitionRow = tuple[str, int, str, str, bytes]
 
 
+def _id_range(prefix: str) -> tuple[str, str]:
+    """The key range of the alert ids starting with ``prefix`` (ids begin with the fiscal
+    year, then the rule): [prefix, the same with its last character's successor)."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 def _filters(*, fiscal_year: int | None = None, **columns: str | None) -> tuple[str, tuple[str, ...]]:
     """A WHERE clause matching the given (trusted) column names to the values not None;
     ``fiscal_year``: alert ids of that year (a range of the key: ids start with it)."""
@@ -782,7 +787,7 @@ def _filters(*, fiscal_year: int | None = None, **columns: str | None) -> tuple[
     args = list(given.values())
     if fiscal_year is not None:
         terms.append("alert_id >= ? AND alert_id < ?")
-        args += [f"{fiscal_year}:", f"{fiscal_year};"]  # ';' follows ':'
+        args += _id_range(f"{fiscal_year}:")
     if not terms:
         return "", ()
     return " WHERE " + " AND ".join(terms), tuple(str(a) for a in args)
@@ -891,11 +896,7 @@ class Batch:
         db = self.db
         with self._or_rollback():
             if department_names is not None:
-                db.execute(
-                    "INSERT INTO meta(key, value) VALUES (?, CAST(? AS TEXT))"
-                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    (DEPARTMENT_NAMES_KEY, dumps(department_names)),
-                )
+                self.store.set_meta(DEPARTMENT_NAMES_KEY, dumps(department_names).decode())
             if derived:
                 Store._append_derived(db, derived, derived_source)
             if refused:
