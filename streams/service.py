@@ -105,6 +105,12 @@ def json_response(
     )
 
 
+def bad_request(message: str) -> web.HTTPBadRequest:
+    """A 400 to raise from inside a handler's helpers, as error_response answers."""
+    return web.HTTPBadRequest(text=json_text({"error": message}), content_type="application/json",
+                              headers=JSON_HEADERS)
+
+
 def error_response(message: str, *, status: int) -> web.Response:
     return json_response({"error": message}, status=status)
 
@@ -467,10 +473,8 @@ async def _read_at_most(request: web.Request, limit: int) -> bytes:
                 raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
             chunks.append(chunk)
     except web_protocol.RequestPayloadError as err:  # a gzip body that is not gzip: was a 500
-        message = ("请求体无法按其 Content-Encoding 解码，未接收任何内容：请检查压缩格式或去掉该请求头"
-                   f"（cannot decode the body: {err}）")
-        raise web.HTTPBadRequest(text=json_text({"error": message}), content_type="application/json",
-                                 headers=JSON_HEADERS) from None
+        raise bad_request("请求体无法按其 Content-Encoding 解码，未接收任何内容：请检查压缩格式或去掉该请求头"
+                          f"（cannot decode the body: {err}）") from None
     return b"".join(chunks)
 
 
@@ -507,9 +511,7 @@ def _year_param(request: web.Request) -> int | None:
     if not year_text:
         return None
     if not re.fullmatch(r"[0-9]{4}", year_text) or not EARLIEST_YEAR <= int(year_text) <= LATEST_YEAR:
-        message = f"参数 year={year_text!r} 不是年份（{EARLIEST_YEAR}–{LATEST_YEAR}）：请用如 ?year=2025"
-        raise web.HTTPBadRequest(text=json_text({"error": message}), content_type="application/json",
-                                 headers=JSON_HEADERS)
+        raise bad_request(f"参数 year={year_text!r} 不是年份（{EARLIEST_YEAR}–{LATEST_YEAR}）：请用如 ?year=2025")
     return int(year_text)
 
 
