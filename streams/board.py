@@ -311,8 +311,7 @@ class Board:
             indicators.append({"id": ind.indicator_id, "name": ind.name or ind.indicator_id, "target": ind.target,
                                "unit": ind.unit or "", "actual": ind.actual, "completion": done,
                                "reported_on": iso(ind.reported_on) if ind.reported_on else None})
-        history = [t for t in self.service.store.transition_rows()
-                   if t["subject_type"] == "project" and t["subject_id"] == project_id]
+        history = self.service.store.subject_transitions("project", project_id)
         return {
             "project": view, "payments": payments, "indicators": indicators, "history": history,
             "chart": {"x": xs, "actual": actual, "expected": expected},

@@ -185,3 +185,36 @@ def test_a_store_path_that_is_a_directory_or_in_none_is_named_as_such(tmp_path: 
     with pytest.raises(StoreError, match=r"目录 .* 不存在：请先创建它"):
         Store(tmp_path / "missing" / "bw.db")
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_subjects_history_is_its_own_alerts_transitions_in_order_read_through_the_alert_index(
+    tmp_path: Path,
+) -> None:
+    def alert(alert_id: str, subject_type: str, subject_id: str) -> dict[str, object]:
+        return b.alert_transition(alert_id=alert_id, subject_type=subject_type, subject_id=subject_id)
+
+    mine = [alert("2025:low_execution:project:P1", "project", "P1"), alert("2026:stalled:project:P1", "project", "P1")]
+    others = [
+        alert("2025:low_execution:project:X:project:P1", "project", "X:project:P1"),  # ends the same way
+        alert("2025:department_low_execution:department:P1", "department", "P1"),
+        alert("2025:low_execution:project:P10", "project", "P10"),
+    ]
+    with Store(tmp_path / "s.db") as store:
+        batch = store.begin()
+        # interleaved, so the order is the transitions' and not the alerts'
+        order = [mine[1], others[0], mine[0], others[1], mine[1], others[2], mine[0]]
+        batch.add_transitions([
+            (r["alert_id"], 739000 + n, "firing", "D101", orjson.dumps({**r, "date": n}).decode())
+            for n, r in enumerate(order)
+        ])
+        batch.commit(projects=[], alerts=mine + others, clock=739010, seq=0)
+        statements: list[str] = []
+        store.db.set_trace_callback(statements.append)
+        got = store.subject_transitions("project", "P1")
+        store.db.set_trace_callback(None)
+    assert [(t["alert_id"], t["date"]) for t in got] == [
+        ("2026:stalled:project:P1", 0), ("2025:low_execution:project:P1", 2),
+        ("2026:stalled:project:P1", 4), ("2025:low_execution:project:P1", 6),
+    ]
+    reads = [s for s in statements if "FROM transitions" in s]
+    assert len(reads) == 1 and "alert_id IN" in reads[0]
