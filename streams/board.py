@@ -242,9 +242,45 @@ class Board:
         return iso(clock) if clock is not None else today_in_china().isoformat()
 
     # -- reading (on the DB thread) ------------------------------------------------------
-    def alerts(self, user: User | None) -> list[dict[str, Any]]:
-        rows = self.service.store.alert_rows()
+    def alerts(self, user: User | None, query: Any) -> list[dict[str, Any]]:
+        """The alerts a board query may list, filtered in SQL as far as it goes (department,
+        year, status): a province's store holds hundreds of thousands of resolved alerts,
+        and the board reads its list every few seconds. :func:`filter_alerts` does the rest."""
+        store = self.service.store
+        department = self.scope(user) or query.get("department") or None
+        year = year_of_query(query)
+        status = query.get("status") or "firing"
+        if status == "firing":
+            rows = store.active_alerts(department=department, fiscal_year=year)
+        else:
+            rows = store.alert_rows(status=None if status == "all" else status, department=department,
+                                    fiscal_year=year)
         return [r for r in rows if user is None or user.sees(r["department_id"])]
+
+    def active(self, user: User | None) -> list[dict[str, Any]]:
+        """Every year's alerts firing or awaiting the bureau that ``user`` may see."""
+        rows = self.service.store.active_alerts(department=self.scope(user))
+        return [r for r in rows if user is None or user.sees(r["department_id"])]
+
+    @staticmethod
+    def scope(user: User | None) -> str | None:
+        """The one department a department user sees (None: every department)."""
+        return user.department_id if user is not None and not user.is_bureau else None
+
+    def department_choices(self, user: User | None, active: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        """(id, how it is shown) for the filter, over every department with an alert:
+        教育局（D01）, not D01 alone — its latest name, as the ledger has it (else as its
+        newest firing alert has it)."""
+        names: dict[str, tuple[int, str]] = {}
+        for (year, dept), totals in self.service.engine.monitor.ledger.departments.items():
+            if totals.department_name and year >= names.get(dept, (0, ""))[0]:
+                names[dept] = (year, totals.department_name)
+        newest = dict(_department_choices(active))
+        shown = []
+        for dept in self.service.store.alert_departments(self.scope(user)):
+            name = names.get(dept, (0, ""))[1]
+            shown.append((dept, f"{name}（{dept}）" if name else newest.get(dept, dept)))
+        return shown
 
     def status(self, user: User | None, year: int | None = None) -> dict[str, Any] | None:
         try:
@@ -560,8 +596,15 @@ async def board_page(request: web.Request) -> web.Response:
     board = _board(request)
     user = _login_required(request)
     chosen = year_of_query(request.query)
-    status, rows = await board.service.db(lambda: (board.status(user, chosen), board.alerts(user)))
-    firing = [r for r in rows if r["status"] == "firing"]
+    def read() -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]], list[tuple[str, str]],
+                        list[int]]:
+        active = board.active(user)
+        listed = active if (request.query.get("status") or "firing") == "firing" else board.alerts(user, request.query)
+        return (board.status(user, chosen), active, listed, board.department_choices(user, active),
+                board.service.store.alert_years(board.scope(user)))
+
+    status, active, rows, choices, alert_years = await board.service.db(read)
+    firing = [r for r in active if r["status"] == "firing"]
     overdue = [r for r in firing if _disposition_status(r) == "overdue"]
     departments = []
     if status is not None:
@@ -578,10 +621,10 @@ async def board_page(request: web.Request) -> web.Response:
     return board.page(
         request, "board.html", status=status, departments=departments, alerts=shown, query=request.query,
         closing=board.closing(firing),
-        rules=RULES, department_choices=_department_choices(rows),
-        years=sorted({r["fiscal_year"] for r in rows} | ({status["fiscal_year"]} if status else set()), reverse=True),
+        rules=RULES, department_choices=choices,
+        years=sorted(set(alert_years) | ({status["fiscal_year"]} if status else set()), reverse=True),
         totals={"firing": len(firing), "overdue": len(overdue),
-                "awaiting": sum(1 for r in rows if _disposition_status(r) == AWAITING)},
+                "awaiting": sum(1 for r in active if _disposition_status(r) == AWAITING)},
     )
 
 
@@ -590,7 +633,7 @@ async def board_alerts_json(request: web.Request) -> web.Response:
     user = board.user_of(request)
     if user is None:
         return _json_error("需要登录", 401, headers=CHALLENGE)
-    rows = await board.service.db(board.alerts, user)
+    rows = await board.service.db(board.alerts, user, request.query)
     shown = [alert_view(r) for r in filter_alerts(rows, request.query)]
     return web.json_response({"clock": board.clock_text(), "count": len(shown), "alerts": shown},
                              dumps=lambda d: orjson.dumps(d).decode(), headers={"Cache-Control": "no-store"})

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from alerts.dispositions import AWAITING
 from alerts.lifecycle import YEAR_CLOSED
 from budget.calendar import year_bounds
 from budget.events import Record, record_to_json_dict
@@ -675,6 +676,37 @@ class Store:
         loads = orjson.loads
         for (data,) in self.db.execute(f"SELECT data FROM alerts{where} ORDER BY alert_id", args):
             yield loads(data)
+
+    def active_alerts(self, *, department: str | None = None, fiscal_year: int | None = None) -> list[dict[str, Any]]:
+        """The board's default view: alerts firing, and those resolved whose reduction
+        still awaits the bureau — without reading the year's resolved ones (most of them)."""
+        where, args = _filters(department_id=department, fiscal_year=fiscal_year)
+        active = "(status = 'firing' OR json_extract(data, '$.disposition.status') = ?)"
+        where = f"{where} AND {active}" if where else f" WHERE {active}"
+        loads = orjson.loads
+        query = f"SELECT data FROM alerts{where} ORDER BY alert_id"
+        return [loads(data) for (data,) in self.db.execute(query, (*args, AWAITING))]
+
+    def alert_departments(self, department: str | None = None) -> list[str]:
+        """The departments with any alert (of any year), from the department index."""
+        where, args = _filters(department_id=department)
+        return [d for (d,) in self.db.execute(f"SELECT DISTINCT department_id FROM alerts{where} ORDER BY 1", args)]
+
+    def alert_years(self, department: str | None = None) -> list[int]:
+        """The fiscal years with any alert, newest first: ids start with their year, so
+        one index probe per year rather than a scan (within a department, its index)."""
+        if department is not None:
+            ids = self.db.execute("SELECT alert_id FROM alerts WHERE department_id = ?", (department,))
+            return sorted({int(a.split(":", 1)[0]) for (a,) in ids}, reverse=True)
+        years: list[int] = []
+        after = ""
+        while row := self.db.execute(
+            "SELECT alert_id FROM alerts WHERE alert_id > ? ORDER BY alert_id LIMIT 1", (after,)
+        ).fetchone():
+            year = row[0].split(":", 1)[0]
+            years.append(int(year))
+            after = f"{year};"  # past every id of the year: ';' sorts right after ':'
+        return sorted(years, reverse=True)
 
     def ended_with_year(self, fiscal_year: int, rule: str) -> list[str]:
         """The projects whose ``rule`` alert of ``fiscal_year`` ended with the year's close

@@ -669,3 +669,47 @@ def test_a_project_page_writes_targets_actuals_and_amounts_as_people_do(tmp_path
         assert '<td class="amount">12,053.46</td>' in page
 
     serve(db, scenario)
+
+
+def test_the_boards_default_view_reads_no_resolved_alert_yet_offers_their_departments_and_lists_them(
+    tmp_path: Path,
+) -> None:
+    """The board read every alert ever raised on each page and poll (most are resolved:
+    hundreds of thousands in a province); its default view now reads the active ones."""
+    from budget.calendar import to_day
+    from budget.events import parse_day
+    from connectors.jsonl import parse_lines
+    from connectors.profiles import load_profile
+    from streams.engine import Engine
+    from streams.ingest import ingest
+    from tests.builders import jsonl, payment
+
+    dept_alert = "2025:department_low_execution:department:{}".format
+    DEPT_EDU, DEPT_HEALTH = dept_alert(EDU), dept_alert(HEALTH)
+    db = tmp_path / "bw.db"
+    prepare(db)
+    with Store(db) as store:  # P1 (教育局) reaches 35% on 07-05: its alert resolves
+        july = jsonl([payment("P1", "250000.00", on="2025-07-05", event_id="P1-PAY-4")])
+        ingest(store, parse_lines(july.splitlines(), "july.jsonl"))
+        Engine(store, load_profile("baseline")).run(to_day(parse_day("2025-07-10")))
+        assert {a["alert_id"] for a in store.alert_rows(status="resolved")} == {ALERT_EDU, DEPT_EDU}
+
+    async def scenario(client: Client, service: Service) -> None:
+        await login(client, "jxk")
+        statements: list[str] = []
+        service.store.db.set_trace_callback(statements.append)
+        board = await (await client.get("/")).text()
+        polled = await (await client.get("/board/alerts.json")).json()
+        service.store.db.set_trace_callback(None)
+        reads = [s for s in statements if "FROM alerts" in s and "SELECT data" in s]
+        assert reads and all("status = 'firing' OR" in s for s in reads), reads
+        assert {a["alert_id"] for a in polled["alerts"]} == {ALERT_HEALTH, DEPT_HEALTH}
+        assert ALERT_HEALTH in board and ALERT_EDU not in board
+        assert f'<option value="{EDU}" >教育局（{EDU}）</option>' in board  # its only alert resolved
+        assert '<option value="2025"' in board
+        resolved = await (await client.get(f"/board/alerts.json?status=resolved&department={EDU}")).json()
+        assert {a["alert_id"] for a in resolved["alerts"]} == {ALERT_EDU, DEPT_EDU}
+        every = await (await client.get("/board/alerts.json?status=all&year=2025")).json()
+        assert {a["alert_id"] for a in every["alerts"]} == {ALERT_EDU, ALERT_HEALTH, DEPT_EDU, DEPT_HEALTH}
+
+    serve(db, scenario)
