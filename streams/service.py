@@ -528,12 +528,42 @@ async def get_status(request: web.Request) -> web.Response:
     return json_response(data)
 
 
+# ?all=1 lists every transition ever stored (~800k a year in a province): page by page.
+TRANSITIONS_PAGE = 10_000
+TRANSITIONS_PAGE_MAX = 100_000
+
+
+def _count_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """``?name=`` as a whole number within [low, high] (``default`` if absent); else a Chinese 400."""
+    text = request.query.get(name)
+    if not text:
+        return default
+    if not re.fullmatch(r"[0-9]{1,12}", text) or not low <= int(text) <= high:
+        raise bad_request(f"参数 {name}={text!r} 应为 {low}–{high} 之间的整数")
+    return int(text)
+
+
 async def get_alerts(request: web.Request) -> web.Response:
+    """The active alerts, or with ?all=1 every transition, a page at a time: ?limit= (at
+    most 100,000; 10,000 by default) after ?after= (a page's last transition number); a
+    page with more after it says where they start (``Link: <…>; rel="next"`` and
+    ``X-Next-After``)."""
     service = request.app[SERVICE]
-    rows = await service.db(
-        service.alerts_json, _flag(request, "all"), request.query.get("department") or None, _year_param(request)
+    department, year = request.query.get("department") or None, _year_param(request)
+    if not _flag(request, "all"):
+        if "limit" in request.query or "after" in request.query:
+            raise bad_request("参数 limit/after 用于分页读取全部变化记录，须与 all=1 同用")
+        return json_response(await service.db(service.alerts_json, False, department, year))
+    limit = _count_param(request, "limit", TRANSITIONS_PAGE, 1, TRANSITIONS_PAGE_MAX)
+    after = _count_param(request, "after", 0, 0, 10**12 - 1)
+    rows, next_after = await service.db(
+        partial(service.store.transition_page, after=after, limit=limit, department=department, fiscal_year=year)
     )
-    return json_response(rows)
+    headers = {}
+    if next_after is not None:
+        following = request.rel_url.update_query(after=str(next_after), limit=str(limit))
+        headers = {"Link": f'<{following}>; rel="next"', "X-Next-After": str(next_after)}
+    return json_response(rows, headers=headers)
 
 
 async def get_reductions(request: web.Request) -> web.Response:

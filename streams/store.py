@@ -728,6 +728,19 @@ class Store:
         query = f"SELECT data FROM transitions{where} ORDER BY id"
         return [orjson.loads(d) for (d,) in self.db.execute(query, args)]
 
+    def transition_page(
+        self, *, after: int, limit: int, department: str | None = None, fiscal_year: int | None = None,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """At most ``limit`` transitions in order after the one numbered ``after``, and the
+        number to ask after for the next page (None: this page is the last)."""
+        where, args = _filters(department_id=department, fiscal_year=fiscal_year)
+        where = f"{where} AND id > ?" if where else " WHERE id > ?"
+        query = f"SELECT id, data FROM transitions{where} ORDER BY id LIMIT ?"
+        found = self.db.execute(query, (*args, after, limit + 1)).fetchall()
+        more = len(found) > limit
+        page = found[:limit]
+        return [orjson.loads(d) for _, d in page], (page[-1][0] if more else None)
+
     def subject_transitions(self, subject_type: str, subject_id: str) -> list[dict[str, Any]]:
         """Every transition of one subject's alerts (all years and rules), in order — a
         project page's history. Its alerts are found by how their ids end

@@ -713,3 +713,27 @@ def test_the_boards_default_view_reads_no_resolved_alert_yet_offers_their_depart
         assert {a["alert_id"] for a in every["alerts"]} == {ALERT_EDU, ALERT_HEALTH, DEPT_EDU, DEPT_HEALTH}
 
     serve(db, scenario)
+
+
+def test_a_department_pages_through_its_own_transitions_only(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        every = await (await client.get("/api/alerts?all=1", headers=bearer("jxk"))).json()
+        own = [t for t in every if t["department_id"] == HEALTH]
+        assert len(own) >= 2 and len(own) < len(every)
+        got: list[dict[str, Any]] = []
+        path = "/api/alerts?all=1&limit=1"
+        while path:
+            response = await client.get(path, headers=bearer("wjw"))
+            page = await response.json()
+            assert len(page) == 1  # a page of its own rows, not a page of everyone's filtered down
+            got += page
+            link = response.headers.get("Link", "")
+            path = link[1:link.index(">")] if link else ""
+        assert got == own
+        other = await client.get(f"/api/alerts?all=1&department={EDU}", headers=bearer("wjw"))
+        assert await other.json() == [] and "Link" not in other.headers
+
+    serve(db, scenario)

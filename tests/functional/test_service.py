@@ -698,3 +698,35 @@ def test_healthz_answers_while_a_run_holds_the_database_thread(tmp_path: Path) -
     serve(tmp_path, scenario)
     assert took[0] < 1.0
 
+
+def test_every_transition_is_served_a_page_at_a_time_following_the_next_link(tmp_path: Path) -> None:
+    """?all=1 built every transition ever stored into one answer (~800k a province year)."""
+    pages: list[list[dict[str, Any]]] = []
+    links: list[str] = []
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        await post(client, b.jsonl(lagging_county()))
+        await post(client, b.jsonl([b.payment("P1", "250000.00", on="2025-07-05", event_id="P1-PAY-2")]))
+        whole = await (await client.get("/api/alerts?all=1")).json()
+        assert len(whole) >= 4  # fired and resolved, the project's and its department's
+        path = "/api/alerts?all=1&limit=3"
+        while path:
+            response = await client.get(path)
+            assert response.status == 200
+            pages.append(await response.json())
+            link = response.headers.get("Link", "")
+            assert ("X-Next-After" in response.headers) == bool(link)
+            links.append(link)
+            path = link[1:link.index(">")] if link else ""
+        assert [t for page in pages for t in page] == whole
+        only_d01 = await (await client.get("/api/alerts?all=1&department=D01&limit=1")).json()
+        assert only_d01 == [t for t in whole if t["department_id"] == "D01"][:1]
+        for bad in ("limit=0", "limit=100001", "limit=ten", "after=-1"):
+            response = await client.get(f"/api/alerts?all=1&{bad}")
+            assert response.status == 400 and "应为" in (await response.json())["error"]
+        response = await client.get("/api/alerts?limit=5")
+        assert response.status == 400 and "all=1" in (await response.json())["error"]
+
+    serve(tmp_path, scenario)
+    assert all(len(page) == 3 for page in pages[:-1]) and 1 <= len(pages[-1]) <= 3
+    assert links[-1] == "" and all('rel="next"' in link and "limit=3" in link for link in links[:-1])
