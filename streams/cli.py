@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -112,6 +112,18 @@ def opened_engine(db: str | None, profile: str | None, *, existing: bool = False
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2))
     sys.stdout.write("\n")
+
+
+def emit_json_array(items: Iterable[Any]) -> None:
+    """What :func:`emit_json` prints for the list of ``items``, written one item at a
+    time: every transition of a province year (~800k) is gigabytes as one list."""
+    write = sys.stdout.write
+    first = True
+    for item in items:
+        write("[\n  " if first else ",\n  ")
+        write(json.dumps(item, ensure_ascii=False, indent=2).replace("\n", "\n  "))
+        first = False
+    write("[]\n" if first else "\n]\n")
 
 
 def parse_as_of(value: str | None, *, allow_future: bool = True) -> int | None:
@@ -350,6 +362,9 @@ def alerts_cmd(
 ) -> None:
     """Active alerts (every transition with --all)."""
     with Store(db or settings().db, existing=True) as store:
+        if as_json and all_:
+            emit_json_array(store.each_transition(department=department, fiscal_year=year))
+            return
         rows = store.listed_alerts(every_transition=all_, department=department, fiscal_year=year)
     if as_json:
         emit_json(rows)

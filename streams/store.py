@@ -724,9 +724,16 @@ class Store:
     def transition_rows(
         self, alert_id: str | None = None, *, department: str | None = None, fiscal_year: int | None = None,
     ) -> list[dict[str, Any]]:
+        return list(self.each_transition(alert_id, department=department, fiscal_year=fiscal_year))
+
+    def each_transition(
+        self, alert_id: str | None = None, *, department: str | None = None, fiscal_year: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Transitions in order, one at a time."""
         where, args = _filters(alert_id=alert_id, department_id=department, fiscal_year=fiscal_year)
-        query = f"SELECT data FROM transitions{where} ORDER BY id"
-        return [orjson.loads(d) for (d,) in self.db.execute(query, args)]
+        loads = orjson.loads
+        for (data,) in self.db.execute(f"SELECT data FROM transitions{where} ORDER BY id", args):
+            yield loads(data)
 
     def transition_page(
         self, *, after: int, limit: int, department: str | None = None, fiscal_year: int | None = None,
