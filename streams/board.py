@@ -72,7 +72,7 @@ from connectors.wall_clock import today_in_china
 from streams.auth import LoginThrottle, Sessions, User, Users, load_users, same_token
 from streams.errors import ClockError
 from streams.links import path_segment
-from streams.render import kind_label, status_label
+from streams.render import kind_label, most_urgent_first, status_label
 from streams.service import SERVICE, Service, json_response, json_text
 
 log = logging.getLogger("budgetwatch.board")
@@ -460,8 +460,7 @@ def filter_alerts(rows: list[dict[str, Any]], query: Any) -> list[dict[str, Any]
         if overdue == "0" and is_overdue:
             continue
         out.append(r)
-    out.sort(key=lambda r: (r["status"] != "firing", r["severity"] != "critical", r["since"], r["alert_id"]))
-    return out
+    return most_urgent_first(out)
 
 
 # -- middleware: the core API under access control -------------------------------------------

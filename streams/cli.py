@@ -359,19 +359,33 @@ def alerts_cmd(
     department: Annotated[str | None, typer.Option(help="only this department")] = None,
     year: Annotated[int | None, typer.Option(
         min=EARLIEST_YEAR, max=LATEST_YEAR, help="only this fiscal year's (default: every year's)")] = None,
+    limit: Annotated[int, typer.Option(
+        min=0, help="rows of the table: the most urgent alerts, or with --all the latest transitions "
+                    "(0: every one; --json lists every one)")] = 200,
 ) -> None:
     """Active alerts (every transition with --all)."""
     with Store(db or settings().db, existing=True) as store:
-        if as_json and all_:
-            emit_json_array(store.each_transition(department=department, fiscal_year=year))
+        if as_json:
+            if all_:
+                emit_json_array(store.each_transition(department=department, fiscal_year=year))
+            else:
+                emit_json(store.listed_alerts(every_transition=False, department=department, fiscal_year=year))
             return
-        rows = store.listed_alerts(every_transition=all_, department=department, fiscal_year=year)
-    if as_json:
-        emit_json(rows)
-        return
+        if all_ and limit:
+            rows, total = store.latest_transitions(limit, department=department, fiscal_year=year)
+        else:
+            rows = store.listed_alerts(every_transition=all_, department=department, fiscal_year=year)
+            total = len(rows)
     scope = f"{year}年度" if year is not None else ""
-    title = f"{scope}预警变化记录（{len(rows)}条）" if all_ else f"{scope}当前预警（{len(rows)}条）"
-    render.console().print(render.alerts_table(rows, title, transitions=all_))
+    if not all_:
+        rows = render.most_urgent_first(rows)[:limit or None]
+    shown = f"，{'显示最近' if all_ else '显示最紧要的'}{len(rows):,}条" if len(rows) < total else ""
+    title = f"{scope}{'预警变化记录' if all_ else '当前预警'}（{total:,}条{shown}）"
+    out = render.console()
+    out.print(render.alerts_table(rows, title, transitions=all_))
+    if len(rows) < total:
+        out.print(f"另有 {total - len(rows):,} 条未显示：--limit 0 显示全部，--department / --year 缩小范围，"
+                  "--json 导出全部", highlight=False)
 
 
 @app.command("reductions")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console, RenderableType
 from rich.table import Table as RichTable
@@ -12,6 +12,8 @@ from rich.text import Text
 
 from alerts.messages import FUND_SOURCE_NAMES, REASON_NAMES, RULE_NAMES, SEVERITY_NAMES, kind_name, pct_down, wan
 from streams.ingest import IngestCounts
+
+AlertRow = TypeVar("AlertRow", bound=Mapping[str, Any])
 
 KIND_LABELS = {
     "firing": "新预警", "escalated": "升级", "deescalated": "降级", "resolved": "解除",
@@ -86,6 +88,12 @@ def projects_table(projects: Sequence[Mapping[str, Any]], title: str) -> Table:
             pct_down(p["expected_progress"]), pct_down(p["performance_completion"]),
         )
     return table
+
+
+def most_urgent_first(alerts: Iterable[AlertRow]) -> list[AlertRow]:
+    """Firing before resolved, critical before warning, then the longest firing first."""
+    return sorted(alerts, key=lambda a: (a["status"] != "firing", a["severity"] != "critical", a["since"],
+                                         a["alert_id"]))
 
 
 def alerts_table(alerts: Iterable[Mapping[str, Any]], title: str, *, transitions: bool = False) -> Table:

@@ -735,6 +735,15 @@ class Store:
         for (data,) in self.db.execute(f"SELECT data FROM transitions{where} ORDER BY id", args):
             yield loads(data)
 
+    def latest_transitions(
+        self, limit: int, *, department: str | None = None, fiscal_year: int | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The last ``limit`` transitions in order, and how many there are in all."""
+        where, args = _filters(department_id=department, fiscal_year=fiscal_year)
+        (total,) = self.db.execute(f"SELECT count(*) FROM transitions{where}", args).fetchone()
+        found = self.db.execute(f"SELECT data FROM transitions{where} ORDER BY id DESC LIMIT ?", (*args, limit))
+        return [orjson.loads(d) for (d,) in reversed(found.fetchall())], int(total)
+
     def transition_page(
         self, *, after: int, limit: int, department: str | None = None, fiscal_year: int | None = None,
     ) -> tuple[list[dict[str, Any]], int | None]:

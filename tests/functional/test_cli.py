@@ -324,3 +324,21 @@ def test_reductions_are_one_fiscal_year_s(tmp_path: Path) -> None:
     assert "2026年度调减建议（1个项目）" in human.stdout
     sheet = load_workbook(xlsx).active
     assert sheet is not None and sheet.title == "2026年度调减建议（截至2026-07-15）"
+
+
+def test_the_human_alerts_table_shows_the_most_urgent_or_the_latest_and_says_what_it_left_out(park: Path) -> None:
+    """`alerts --all` printed every transition: 714k lines, 152 s and 2 GB at 10k projects."""
+    active = as_json(park, "alerts")
+    history = as_json(park, "alerts", "--all")
+    assert len(active) >= 2 and len(history) >= 3
+    one = cli(park, "alerts", "--limit", "1").stdout
+    assert f"当前预警（{len(active):,}条，显示最紧要的1条）" in one
+    assert f"另有 {len(active) - 1:,} 条未显示" in one
+    urgent = min(active, key=lambda a: (a["severity"] != "critical", a["since"], a["alert_id"]))
+    assert urgent["subject_id"] in one
+    every = cli(park, "alerts", "--limit", "0").stdout
+    assert f"当前预警（{len(active):,}条）" in every and "未显示" not in every
+    latest = cli(park, "alerts", "--all", "--limit", "2").stdout
+    assert f"预警变化记录（{len(history):,}条，显示最近2条）" in latest
+    assert f"另有 {len(history) - 2:,} 条未显示" in latest
+    assert history[0]["date"] < history[-2]["date"] and all(t["date"] in latest for t in history[-2:])
