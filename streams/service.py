@@ -683,6 +683,10 @@ def build_app(
 
 # -- workers ---------------------------------------------------------------------------
 GRAFANA_CURSOR = "grafana_annotations_cursor"
+# The derived-state generation the cursor counts in, and the business day of the last
+# transition annotated: a rebuild numbers the transitions from 1 again.
+GRAFANA_GENERATION = "grafana_annotations_generation"
+GRAFANA_DAY = "grafana_annotations_day"
 
 
 class StoreHost(Protocol):
@@ -715,13 +719,38 @@ class GrafanaAnnotations:
         self.last_error: str | None = None
         self._flushing = asyncio.Lock()  # one flush at a time: each transition sent once
 
-    def _pending(self) -> list[tuple[int, dict[str, Any]]]:
+    def _pending(self) -> list[tuple[int, int, dict[str, Any]]]:
         store = self.service.store
         after = int(store.meta(GRAFANA_CURSOR) or 0)
+        generation = str(store.position()[2])
+        counted_in = store.meta(GRAFANA_GENERATION)
+        if counted_in is None:
+            store.set_meta(GRAFANA_GENERATION, generation)
+        elif counted_in != generation:
+            # Rebuilt since (`run --rebuild`): the numbers start over, and the history up to
+            # the last day annotated is there again — annotated already, under the old
+            # numbers. What follows it is new to Grafana.
+            day = int(store.meta(GRAFANA_DAY) or 0)
+            (after,) = store.db.execute(
+                "SELECT coalesce(max(id), 0) FROM transitions WHERE day <= ?", (day,)).fetchone()
+            self._advance(after, None, generation)
         rows = store.db.execute(
-            "SELECT id, data FROM transitions WHERE id > ? ORDER BY id LIMIT ?", (after, self.batch)
+            "SELECT id, day, data FROM transitions WHERE id > ? ORDER BY id LIMIT ?", (after, self.batch)
         ).fetchall()
-        return [(int(i), orjson.loads(d)) for i, d in rows]
+        return [(int(i), int(day), orjson.loads(d)) for i, day, d in rows]
+
+    def _advance(self, transition_id: int, day: int | None, generation: str | None = None) -> None:
+        """Move the cursor (and the day and generation it counts in) in one statement."""
+        values = [(GRAFANA_CURSOR, str(transition_id))]
+        if day is not None:
+            values.append((GRAFANA_DAY, str(day)))
+        if generation is not None:
+            values.append((GRAFANA_GENERATION, generation))
+        self.service.store.db.execute(
+            "INSERT INTO meta(key, value) VALUES " + ", ".join("(?, ?)" for _ in values)
+            + " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [x for pair in values for x in pair],
+        )
 
     async def flush(self) -> int:
         """Send every pending transition; raises AnnotationError when Grafana fails."""
@@ -734,10 +763,9 @@ class GrafanaAnnotations:
             rows = await self.service.db(self._pending)
             if not rows:
                 return sent
-            for transition_id, data in rows:
+            for transition_id, day, data in rows:
                 await asyncio.to_thread(self.annotator.annotate, data)
-                store = self.service.store
-                await self.service.db(store.set_meta, GRAFANA_CURSOR, str(transition_id))
+                await self.service.db(self._advance, transition_id, day)
                 sent += 1
                 self.sent += 1
 

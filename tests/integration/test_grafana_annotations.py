@@ -175,3 +175,51 @@ def test_a_disposition_step_is_named_in_chinese_too() -> None:
     note = _note_of(transition="disposition_overdue", severity="warning", date="2025-07-15",
                     message="逾期未处置", action="请尽快处置")
     assert note.text.startswith("【逾期未处置·一般预警】校舍改造")
+
+
+def test_after_a_rebuild_the_rebuilt_history_is_not_annotated_again_and_what_follows_is(tmp_path: Path) -> None:
+    """A rebuild renumbers the transitions from 1; the cursor stayed on the old numbers,
+    so new transitions were silently never annotated until they passed it."""
+    from importlib import resources
+
+    from budget.calendar import to_day
+    from budget.events import parse_day
+
+    grafana = FakeGrafana()
+
+    async def scenario(service: Service, url: str) -> None:
+        worker = GrafanaAnnotations(service, GrafanaAnnotator.from_url(url, "t"), retry_seconds=3600)
+        async with TestClient(TestServer(build_app(service), host="127.0.0.1")) as client:
+            await client.post("/events?wait=1", data=b.jsonl(county()))
+            before = await (await client.get("/api/alerts?all=1")).json()
+            assert await worker.flush() == len(before) >= 3
+            # rebuilt under a laxer policy (a 5% floor): fewer transitions, numbered from 1 again
+            lax = tmp_path / "lax.yaml"
+            baseline = resources.files("alerts").joinpath("profiles/baseline.yaml").read_text("utf-8")
+            lax.write_text(baseline.replace("name: baseline", "name: lax").replace("floor: 0.30", "floor: 0.05"),
+                           "utf-8")
+            service.engine = Engine(service.store, load_profile(str(lax)))
+            await service.db(service.engine.rebuild)
+            await service.db(service.engine.run, to_day(parse_day(before[-1]["date"])))
+            assert len(await (await client.get("/api/alerts?all=1")).json()) < len(before)
+            # a project registered in July that pays nothing: its alerts follow the annotated history
+            later = [b.registered("P3", department_id="D03", department_name="民政局", on="2025-07-10"),
+                     b.approved("P3", "800000.00", on="2025-07-10"),
+                     b.payment("P1", "1000.00", on="2025-07-20", event_id="P1-PAY-9")]
+            await client.post("/events?wait=1", data=b.jsonl(later))
+            after = await (await client.get("/api/alerts?all=1")).json()
+        new = [t for t in after if t["date"] > before[-1]["date"]]
+        assert new and any(t["subject_id"] == "P3" for t in new)
+        sent = await worker.flush()
+        assert [annotated(r) for r in grafana.received[len(before):]] == [annotated(t) for t in new]
+        assert sent == len(new)
+
+    run(tmp_path, grafana, scenario)
+
+
+def annotated(item: dict[str, Any]) -> tuple[Any, ...]:
+    """(time, tags, text) of an annotation Grafana received, or of the one a transition makes."""
+    if "transition" in item:
+        note = annotation_for(item)
+        return note.time_ms, note.tags, note.text
+    return item["time"], item["tags"], item["text"]
