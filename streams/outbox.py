@@ -745,15 +745,28 @@ class Dispatcher:
         return self.directory is not None or bool(self.alertmanager_url)
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a SQLite call off the event loop (the engine may hold the write lock)."""
+        """Run a SQLite call off the event loop (the engine may hold the write lock).
+
+        A cancelled caller (a queue's task at shutdown) does not stop the call in its
+        thread: the lock is held until that ends, so the connection is neither used by
+        two threads at once nor closed under a running call (which can crash the process)."""
         self._bind_to_loop()
         async with self._lock:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            call = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+            try:
+                return await asyncio.shield(call)
+            except asyncio.CancelledError:
+                while not call.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(call)
+                raise
 
     async def aclose(self) -> None:
         if self._own_client:
             await self.client.aclose()
-        self.log.close()
+        self._bind_to_loop()
+        async with self._lock:  # after the call in progress, if any (see _db)
+            self.log.close()
 
     # -- one round -------------------------------------------------------
     async def run_once(self, now: dt.datetime | None = None, *, wait: bool = True) -> DispatchStats:

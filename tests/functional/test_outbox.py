@@ -729,3 +729,34 @@ def test_the_years_close_tells_no_department_and_ends_the_alerts_in_alertmanager
         kinds = {(r["transition"], r.get("reason")) for r in store.transition_rows() if r["date"] == "2026-01-31"}
     assert kinds == {("resolved", "year_closed")}
     asyncio.run(d.aclose())
+
+
+def test_a_cancelled_store_call_finishes_in_its_thread_before_the_store_closes(tmp_path: Path) -> None:
+    """Cancelling a queue's task left its SQLite call running in a thread; the shutdown
+    then closed the connection under it (a segfault seen at the end of a test run)."""
+    import threading
+    import time
+
+    db = tmp_path / "bw.db"
+    d = Dispatcher(db, parse_directory({"departments": {}}), poll_interval=0.05)
+    started, outcome = threading.Event(), []
+
+    def slow_read() -> None:
+        started.set()
+        time.sleep(0.3)  # the call is still in its thread when the task is cancelled
+        try:
+            outcome.append(d.log.db.execute("SELECT count(*) FROM deliveries").fetchone()[0])
+        except Exception as err:  # the connection closed under it
+            outcome.append(err)
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(d._db(slow_read))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await d.aclose()
+
+    asyncio.run(scenario())
+    assert outcome == [0]
