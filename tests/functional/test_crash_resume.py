@@ -66,18 +66,29 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: Path,
     reference = snapshot(reference_db)
     assert reference["transitions"], "the year should raise alerts"
 
-    env = {**os.environ, "BUDGETWATCH_DB": str(crashed_db)}
-    run = subprocess.Popen([str(BIN), "run", "--as-of", "2025-12-31", "--commit-every", "3000"],
-                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while committed_clock(crashed_db) is None and time.monotonic() < deadline and run.poll() is None:
-        time.sleep(0.005)
-    still_running = run.poll() is None
-    run.send_signal(signal.SIGKILL)
-    run.wait()
+    pristine = tmp_path / "pristine.db"
+    shutil.copy(crashed_db, pristine)
+    # The kill must land between the first commit and the last; on a loaded machine this
+    # process may wake too late to see it (the run niced so it does not): tried again then.
+    for _attempt in range(3):
+        for stale in (crashed_db.with_name(crashed_db.name + "-wal"), crashed_db.with_name(crashed_db.name + "-shm")):
+            stale.unlink(missing_ok=True)  # the killed run's, if this is a second try
+        shutil.copy(pristine, crashed_db)
+        env = {**os.environ, "BUDGETWATCH_DB": str(crashed_db)}
+        run = subprocess.Popen([str(BIN), "run", "--as-of", "2025-12-31", "--commit-every", "3000"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=lambda: os.nice(10))
+        deadline = time.monotonic() + 120
+        while committed_clock(crashed_db) is None and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.005)
+        still_running = run.poll() is None
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+        clock = committed_clock(crashed_db)
+        if still_running and clock is not None and clock < 739616:
+            break
     assert still_running, "the run finished before it could be killed; make the input larger"
     assert run.returncode == -signal.SIGKILL
-    clock = committed_clock(crashed_db)
     assert clock is not None and clock < 739616, "killed after a commit and before the end of the year"
 
     cli("run", "--as-of", "2025-12-31", db=crashed_db)
@@ -89,7 +100,7 @@ def test_sigkill_mid_ingest_then_ingest_again_loses_and_doubles_nothing(tmp_path
     db = tmp_path / "ingest.db"
     env = {**os.environ, "BUDGETWATCH_DB": str(db)}
     run = subprocess.Popen([str(BIN), "ingest", str(year)], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: os.nice(10))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and run.poll() is None:
         try:
