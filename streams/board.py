@@ -83,6 +83,9 @@ LOGIN_CSRF_COOKIE = "bw_login_csrf"
 # Core endpoints guarded when users are configured; the filtered ones answer a
 # department user with its own department's rows only.
 FILTERED = ("/api/status", "/api/alerts", "/api/reductions")
+# The list holds the most urgent this many (a province fires ~10k at a checkpoint, and the
+# page refreshes every 3 s); the count says how many match, the filters narrow it.
+LIST_LIMIT = 500
 BUREAU_ONLY = ("/api/rejected", "/metrics", "/events")
 PAGE_HEADERS = ("Link", "X-Next-After")  # kept through the department filter
 PUBLIC_PATHS = frozenset({"/healthz", "/login"})  # and /static/…
@@ -622,9 +625,11 @@ async def board_page(request: web.Request) -> web.Response:
             departments.append({**d, "alerts": counts.get(d["department_id"], 0),
                                 "overdue": overdue_of_year.get(d["department_id"], 0)})
         departments.sort(key=lambda d: (d["execution_rate"] is None, d["execution_rate"] or 0.0))
-    shown = [alert_view(r) for r in filter_alerts(rows, request.query)]
+    matching = filter_alerts(rows, request.query)
+    shown = [alert_view(r) for r in matching[:LIST_LIMIT]]
     return board.page(
         request, "board.html", status=status, departments=departments, alerts=shown, query=request.query,
+        matching=len(matching),
         closing=board.closing(firing),
         rules=RULES, department_choices=choices,
         years=sorted(set(alert_years) | ({status["fiscal_year"]} if status else set()), reverse=True),
@@ -639,8 +644,9 @@ async def board_alerts_json(request: web.Request) -> web.Response:
     if user is None:
         return _json_error("需要登录", 401, headers=CHALLENGE)
     rows = await board.service.db(board.alerts, user, request.query)
-    shown = [alert_view(r) for r in filter_alerts(rows, request.query)]
-    return web.json_response({"clock": board.clock_text(), "count": len(shown), "alerts": shown},
+    matching = filter_alerts(rows, request.query)
+    shown = [alert_view(r) for r in matching[:LIST_LIMIT]]
+    return web.json_response({"clock": board.clock_text(), "count": len(matching), "alerts": shown},
                              dumps=lambda d: orjson.dumps(d).decode(), headers={"Cache-Control": "no-store"})
 
 

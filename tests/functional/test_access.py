@@ -737,3 +737,26 @@ def test_a_department_pages_through_its_own_transitions_only(tmp_path: Path) -> 
         assert await other.json() == [] and "Link" not in other.headers
 
     serve(db, scenario)
+
+
+def test_the_board_lists_the_most_urgent_alerts_and_counts_every_match(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The list held every firing alert, refreshed every 3 s: ~10k rows in a province."""
+    import streams.board
+
+    db = tmp_path / "bw.db"
+    prepare(db)
+    monkeypatch.setattr(streams.board, "LIST_LIMIT", 1)
+
+    async def scenario(client: Client, service: Service) -> None:
+        await login(client, "jxk")
+        every = await (await client.get("/api/alerts")).json()
+        polled = await (await client.get("/board/alerts.json")).json()
+        assert polled["count"] == len(every) >= 2 and [a["alert_id"] for a in polled["alerts"]] == [ALERT_EDU]
+        page = await (await client.get("/")).text()
+        assert f"（{len(every)}条，显示最紧要的1条，可用筛选缩小范围）" in page
+        narrowed = await (await client.get(f"/board/alerts.json?department={HEALTH}&rule=low_execution")).json()
+        assert narrowed["count"] == 1 and [a["alert_id"] for a in narrowed["alerts"]] == [ALERT_HEALTH]
+
+    serve(db, scenario)

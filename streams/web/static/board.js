@@ -55,7 +55,11 @@
         var rows = document.createDocumentFragment();
         data.alerts.forEach(function (a) { rows.appendChild(row(a)); });
         body.replaceChildren(rows);
-        if (count) { count.textContent = "（" + data.count + "条）"; }
+        if (count) {
+          var more = data.count > data.alerts.length;
+          count.textContent = "（" + data.count + "条" +
+            (more ? "，显示最紧要的" + data.alerts.length + "条，可用筛选缩小范围" : "") + "）";
+        }
         if (live) { live.className = "live"; live.textContent = "● 实时更新 " + data.clock; }
         if (history.replaceState) { history.replaceState(null, "", "/?" + q); }
       })
