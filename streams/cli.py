@@ -425,14 +425,26 @@ def reductions_cmd(
 
 
 @app.command("rejected")
-def rejected_cmd(db: DbOption = None, as_json: JsonOption = False) -> None:
+def rejected_cmd(
+    db: DbOption = None,
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option(
+        min=0, help="rows of the table: the latest (0: every one; --json lists every one)")] = 200,
+) -> None:
     """Rejected input (dead letters) with source and reason."""
     with Store(db or settings().db, existing=True) as store:
-        rows = store.rejections()
-    if as_json:
-        emit_json(rows)
-        return
-    render.console().print(render.rejected_table(rows))
+        if as_json:
+            emit_json_array(store.each_rejection())
+            return
+        if limit:
+            rows, total = store.latest_rejections(limit)
+        else:
+            rows = store.rejections()
+            total = len(rows)
+    out = render.console()
+    out.print(render.rejected_table(rows, total))
+    if len(rows) < total:
+        out.print(f"另有 {total - len(rows):,} 条较早的未显示：--limit 0 显示全部，--json 导出全部", highlight=False)
 
 
 @app.command("backup")

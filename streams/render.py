@@ -147,8 +147,10 @@ def reductions_table(proposals: Sequence[Mapping[str, Any]], title: str) -> Tabl
     return table
 
 
-def rejected_table(rows: Sequence[Mapping[str, Any]]) -> Table:
-    table = Table(title=f"拒收记录（{len(rows)}条）")
+def rejected_table(rows: Sequence[Mapping[str, Any]], total: int | None = None) -> Table:
+    total = len(rows) if total is None else total
+    shown = f"，显示最近{len(rows):,}条" if len(rows) < total else ""
+    table = Table(title=f"拒收记录（{total:,}条{shown}）")
     table.add_column("来源")
     table.add_column("原因", overflow="fold")
     table.add_column("原始内容", overflow="fold")

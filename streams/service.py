@@ -528,9 +528,10 @@ async def get_status(request: web.Request) -> web.Response:
     return json_response(data)
 
 
-# ?all=1 lists every transition ever stored (~800k a year in a province): page by page.
-TRANSITIONS_PAGE = 10_000
-TRANSITIONS_PAGE_MAX = 100_000
+# Every transition ever stored (?all=1: ~800k a year in a province) and the dead letters
+# (a wrong file imported is one per line) are listed page by page.
+PAGE_ROWS = 10_000
+PAGE_ROWS_MAX = 100_000
 
 
 def _count_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -544,21 +545,23 @@ def _count_param(request: web.Request, name: str, default: int, low: int, high: 
 
 
 async def get_alerts(request: web.Request) -> web.Response:
-    """The active alerts, or with ?all=1 every transition, a page at a time: ?limit= (at
-    most 100,000; 10,000 by default) after ?after= (a page's last transition number); a
-    page with more after it says where they start (``Link: <…>; rel="next"`` and
-    ``X-Next-After``)."""
+    """The active alerts, or with ?all=1 every transition, a page at a time (:func:`_paged`)."""
     service = request.app[SERVICE]
     department, year = request.query.get("department") or None, _year_param(request)
     if not _flag(request, "all"):
         if "limit" in request.query or "after" in request.query:
             raise bad_request("参数 limit/after 用于分页读取全部变化记录，须与 all=1 同用")
         return json_response(await service.db(service.alerts_json, False, department, year))
-    limit = _count_param(request, "limit", TRANSITIONS_PAGE, 1, TRANSITIONS_PAGE_MAX)
+    return await _paged(request, partial(service.store.transition_page, department=department, fiscal_year=year))
+
+
+async def _paged(request: web.Request, read: Callable[..., tuple[list[Any], int | None]]) -> web.Response:
+    """One page of a long listing, ``read(after=, limit=)`` on the DB thread: ?limit= (at
+    most 100,000; 10,000 by default) rows after the one numbered ?after=; a page with more
+    after it says where they start (``Link: <…>; rel="next"`` and ``X-Next-After``)."""
+    limit = _count_param(request, "limit", PAGE_ROWS, 1, PAGE_ROWS_MAX)
     after = _count_param(request, "after", 0, 0, 10**12 - 1)
-    rows, next_after = await service.db(
-        partial(service.store.transition_page, after=after, limit=limit, department=department, fiscal_year=year)
-    )
+    rows, next_after = await request.app[SERVICE].db(partial(read, after=after, limit=limit))
     headers = {}
     if next_after is not None:
         following = request.rel_url.update_query(after=str(next_after), limit=str(limit))
@@ -572,8 +575,7 @@ async def get_reductions(request: web.Request) -> web.Response:
 
 
 async def get_rejected(request: web.Request) -> web.Response:
-    service = request.app[SERVICE]
-    return json_response(await service.db(service.store.rejections))
+    return await _paged(request, request.app[SERVICE].store.rejection_page)
 
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -109,6 +109,8 @@ CREATE TABLE IF NOT EXISTS registrations (
 # projects the transitions' inserts took 13.5-14.3 s with it and 6.3-7.8 s without
 # (timed per call, ~90 s replays); building it at the end takes 1.1 s.
 # Queries stay correct without them, only slower, while such a run is under way.
+Row = TypeVar("Row")
+
 DEFERRABLE_INDEXES = {
     "transitions_by_alert": "CREATE INDEX IF NOT EXISTS transitions_by_alert ON transitions(alert_id, id)",
 }
@@ -616,10 +618,27 @@ class Store:
         return int(self.db.execute("SELECT COUNT(*) FROM rejected").fetchone()[0])
 
     def rejections(self) -> list[dict[str, Any]]:
-        return [
-            {"source": s, "reason": r, "raw": raw}
-            for s, r, raw in self.db.execute("SELECT source, reason, raw FROM rejected ORDER BY id")
-        ]
+        return list(self.each_rejection())
+
+    def each_rejection(self, after: int = 0, limit: int = -1) -> Iterator[dict[str, Any]]:
+        """Dead letters in order, one at a time (a wrong file imported is one per line)."""
+        for _, row in self._rejections("WHERE id > ? ORDER BY id LIMIT ?", (after, limit)):
+            yield row
+
+    def rejection_page(self, *, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+        """At most ``limit`` dead letters after the one numbered ``after``, and the number
+        to ask after for the next page (None: this page is the last)."""
+        return one_page(list(self._rejections("WHERE id > ? ORDER BY id LIMIT ?", (after, limit + 1))), limit)
+
+    def latest_rejections(self, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """The last ``limit`` dead letters in order, and how many there are in all."""
+        (total,) = self.db.execute("SELECT count(*) FROM rejected").fetchone()
+        latest = list(self._rejections("ORDER BY id DESC LIMIT ?", (limit,)))
+        return [row for _, row in reversed(latest)], int(total)
+
+    def _rejections(self, clause: str, args: tuple[int, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
+        for n, s, r, raw in self.db.execute(f"SELECT id, source, reason, raw FROM rejected {clause}", args):
+            yield n, {"source": s, "reason": r, "raw": raw}
 
     # -- derived state ---------------------------------------------------
     def cursor(self) -> tuple[int | None, int]:
@@ -752,10 +771,8 @@ class Store:
         where, args = _filters(department_id=department, fiscal_year=fiscal_year)
         where = f"{where} AND id > ?" if where else " WHERE id > ?"
         query = f"SELECT id, data FROM transitions{where} ORDER BY id LIMIT ?"
-        found = self.db.execute(query, (*args, after, limit + 1)).fetchall()
-        more = len(found) > limit
-        page = found[:limit]
-        return [orjson.loads(d) for _, d in page], (page[-1][0] if more else None)
+        found = [(n, orjson.loads(d)) for n, d in self.db.execute(query, (*args, after, limit + 1))]
+        return one_page(found, limit)
 
     def subject_transitions(self, subject_type: str, subject_id: str) -> list[dict[str, Any]]:
         """Every transition of one subject's alerts (all years and rules), in order — a
@@ -857,6 +874,13 @@ def _id_range(prefix: str) -> tuple[str, str]:
     """The key range of the alert ids starting with ``prefix`` (ids begin with the fiscal
     year, then the rule): [prefix, the same with its last character's successor)."""
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def one_page(found: list[tuple[int, Row]], limit: int) -> tuple[list[Row], int | None]:
+    """Rows read with ``LIMIT limit + 1`` as (number, row): the page, and the number to
+    read after for the next one (None when nothing follows)."""
+    page = found[:limit]
+    return [row for _, row in page], (page[-1][0] if len(found) > limit else None)
 
 
 def _filters(*, fiscal_year: int | None = None, **columns: str | None) -> tuple[str, tuple[str, ...]]:

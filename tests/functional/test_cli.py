@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from openpyxl import load_workbook
 
+from streams.store import Store
 from tests import builders as b
 
 BIN = Path(sys.executable).parent / "budgetwatch"
@@ -168,6 +169,12 @@ def test_bad_input_of_every_kind_is_kept_with_its_reason(tmp_path: Path) -> None
                      "must be a JSON object", "fund_source"):
         assert expected in reasons
     assert all(r["source"].startswith(str(source) + ":") and r["raw"] for r in rejected)
+    # The table holds the latest (a wrong file imported is a dead letter per line).
+    latest = cli(db, "rejected", "--limit", "3").stdout
+    assert "拒收记录（12条，显示最近3条）" in latest and "另有 9 条较早的未显示" in latest
+    with Store(db, existing=True) as store:
+        assert store.latest_rejections(3) == (rejected[-3:], 12)
+    assert "拒收记录（12条）" in cli(db, "rejected").stdout
     # Nothing else was lost: the valid lines are all in the log.
     status_run = cli(db, "run")
     assert "events=" in status_run.stdout

@@ -158,6 +158,11 @@ def test_rejected_lines_are_reported_with_source_and_duplicates_counted(tmp_path
         rejected = await (await client.get("/api/rejected")).json()
         assert [r["source"] for r in rejected] == ["http:req-7:3", "http:req-7:4"]
         assert rejected[0]["raw"] == "{not json"
+        first = await client.get("/api/rejected?limit=1")  # page by page, as ?all=1 alerts
+        assert await first.json() == rejected[:1] and first.headers["X-Next-After"]
+        link = first.headers["Link"]
+        second = await client.get(link[1:link.index(">")])
+        assert await second.json() == rejected[1:] and "Link" not in second.headers
         scraped = await (await client.get("/metrics")).text()
         values = {
             (s.name, s.labels.get("outcome")): s.value
