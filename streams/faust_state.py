@@ -1103,7 +1103,9 @@ class DepartmentPartition(_VersionedPartition):
                 "after_paid": t.after_paid,
                 "dated": t.dated,
             },
-            "pending": {str(d): v for d, v in self.pending.get(dept, {}).items()},
+            # copies: the body becomes the committed value, and _take_delta adds to the
+            # live buckets in place (a journaled delta inside it was counted twice on restore)
+            "pending": {str(d): list(v) for d, v in self.pending.get(dept, {}).items()},
             "received": {
                 str(s): [ep, sorted(days)] for s, (ep, days) in self.received.get(dept, {}).items()
             },
