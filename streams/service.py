@@ -689,6 +689,7 @@ GRAFANA_CURSOR = "grafana_annotations_cursor"
 # transition annotated: a rebuild numbers the transitions from 1 again.
 GRAFANA_GENERATION = "grafana_annotations_generation"
 GRAFANA_DAY = "grafana_annotations_day"
+GRAFANA_DAY_SENT = "grafana_annotations_day_sent"  # how many of that day's were annotated
 
 
 class StoreHost(Protocol):
@@ -726,32 +727,61 @@ class GrafanaAnnotations:
         after = int(store.meta(GRAFANA_CURSOR) or 0)
         generation = str(store.position()[2])
         counted_in = store.meta(GRAFANA_GENERATION)
-        if counted_in is None:
-            store.set_meta(GRAFANA_GENERATION, generation)
+        if counted_in is None:  # a new store, or a cursor of a release before the generation
+            self._write_meta({GRAFANA_GENERATION: generation, **self._place_of(after)})
         elif counted_in != generation:
             # Rebuilt since (`run --rebuild`): the numbers start over, and the history up to
-            # the last day annotated is there again — annotated already, under the old
-            # numbers. What follows it is new to Grafana.
-            day = int(store.meta(GRAFANA_DAY) or 0)
-            (after,) = store.db.execute(
-                "SELECT coalesce(max(id), 0) FROM transitions WHERE day <= ?", (day,)).fetchone()
-            self._advance(after, None, generation)
+            # where the annotations reached is there again — annotated already, under the
+            # old numbers. Until the replay is back there, nothing is new; then what
+            # follows that place is.
+            day, sent = int(store.meta(GRAFANA_DAY) or 0), int(store.meta(GRAFANA_DAY_SENT) or 0)
+            clock = store.position()[0]
+            if clock is None or clock < day:
+                return []
+            after = self._after_place(day, sent)
+            self._write_meta({GRAFANA_CURSOR: str(after), GRAFANA_GENERATION: generation})
         rows = store.db.execute(
             "SELECT id, day, data FROM transitions WHERE id > ? ORDER BY id LIMIT ?", (after, self.batch)
         ).fetchall()
         return [(int(i), int(day), orjson.loads(d)) for i, day, d in rows]
 
-    def _advance(self, transition_id: int, day: int | None, generation: str | None = None) -> None:
-        """Move the cursor (and the day and generation it counts in) in one statement."""
-        values = [(GRAFANA_CURSOR, str(transition_id))]
-        if day is not None:
-            values.append((GRAFANA_DAY, str(day)))
-        if generation is not None:
-            values.append((GRAFANA_GENERATION, generation))
+    def _place_of(self, transition_id: int) -> dict[str, str]:
+        """Where the annotations reached with the transition numbered ``transition_id``:
+        its business day and how many of that day's transitions it completes."""
+        if not transition_id:
+            return {}
+        row = self.service.store.db.execute(
+            "SELECT day, (SELECT count(*) FROM transitions t WHERE t.day = x.day AND t.id <= x.id)"
+            " FROM transitions x WHERE id <= ? ORDER BY id DESC LIMIT 1", (transition_id,)).fetchone()
+        return {} if row is None else {GRAFANA_DAY: str(row[0]), GRAFANA_DAY_SENT: str(row[1])}
+
+    def _after_place(self, day: int, sent: int) -> int:
+        """The number, in the rebuilt history, of the ``sent``-th transition of ``day``
+        (the replay makes a day's transitions in the same order), or the last before it."""
+        db = self.service.store.db
+        (before,) = db.execute("SELECT coalesce(max(id), 0) FROM transitions WHERE day < ?", (day,)).fetchone()
+        if sent <= 0:
+            return int(before)
+        (upto,) = db.execute(
+            "SELECT coalesce(max(id), ?) FROM (SELECT id FROM transitions WHERE day = ? ORDER BY id LIMIT ?)",
+            (before, day, sent)).fetchone()
+        return int(upto)
+
+    def _advance(self, transition_id: int, day: int) -> None:
+        """Move the cursor past one annotated transition (and the day count with it)."""
+        store = self.service.store
+        same_day = store.meta(GRAFANA_DAY) == str(day)
+        sent = int(store.meta(GRAFANA_DAY_SENT) or 0) + 1 if same_day else 1
+        self._write_meta({GRAFANA_CURSOR: str(transition_id), GRAFANA_DAY: str(day), GRAFANA_DAY_SENT: str(sent)})
+
+    def _write_meta(self, values: dict[str, str]) -> None:
+        """Several meta keys in one statement (one commit: a crash keeps all or none)."""
+        if not values:
+            return
         self.service.store.db.execute(
             "INSERT INTO meta(key, value) VALUES " + ", ".join("(?, ?)" for _ in values)
             + " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [x for pair in values for x in pair],
+            [x for pair in values.items() for x in pair],
         )
 
     async def flush(self) -> int:

@@ -19,10 +19,21 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from budget.calendar import to_day
+from budget.events import parse_day
 from connectors.grafana import AnnotationError, GrafanaAnnotator, annotation_for
 from connectors.profiles import load_profile
 from streams.engine import Engine
-from streams.service import GRAFANA_CURSOR, GrafanaAnnotations, Service, build_app, optional_workers
+from streams.service import (
+    GRAFANA_CURSOR,
+    GRAFANA_DAY,
+    GRAFANA_DAY_SENT,
+    GRAFANA_GENERATION,
+    GrafanaAnnotations,
+    Service,
+    build_app,
+    optional_workers,
+)
 from streams.store import Store
 from tests import builders as b
 
@@ -182,9 +193,6 @@ def test_after_a_rebuild_the_rebuilt_history_is_not_annotated_again_and_what_fol
     so new transitions were silently never annotated until they passed it."""
     from importlib import resources
 
-    from budget.calendar import to_day
-    from budget.events import parse_day
-
     grafana = FakeGrafana()
 
     async def scenario(service: Service, url: str) -> None:
@@ -223,3 +231,96 @@ def annotated(item: dict[str, Any]) -> tuple[Any, ...]:
         note = annotation_for(item)
         return note.time_ms, note.tags, note.text
     return item["time"], item["tags"], item["text"]
+
+
+def many_on_one_day() -> list[dict[str, Any]]:
+    """Five projects that pay nothing: five low_execution alerts fire on 06-30 (plus others)."""
+    events = []
+    for n in range(5):
+        events += [b.registered(f"P{n}", department_id="D01", department_name="教育局"),
+                   b.approved(f"P{n}", "1000000.00")]
+    events.append(b.payment("P0", "1.00", on="2025-07-02", event_id="P0-PAY-1"))
+    return events
+
+
+async def _load(service: Service, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async with TestClient(TestServer(build_app(service), host="127.0.0.1")) as client:
+        await client.post("/events?wait=1", data=b.jsonl(events))
+        return await (await client.get("/api/alerts?all=1")).json()
+
+
+def test_a_poll_while_a_rebuild_replays_sends_nothing_again(tmp_path: Path) -> None:
+    """Same log, same policy: a rebuild changes nothing Grafana has. But the worker's poll
+    (every retry_seconds while Grafana is down, or any wake) between reset_derived and the
+    replay's commit rebases the cursor on an empty transitions table."""
+    grafana = FakeGrafana()
+
+    async def scenario(service: Service, url: str) -> None:
+        worker = GrafanaAnnotations(service, GrafanaAnnotator.from_url(url, "t"), retry_seconds=3600)
+        before = await _load(service, county())
+        assert await worker.flush() == len(before) >= 3
+        last = to_day(parse_day(before[-1]["date"]))
+        await service.db(service.engine.rebuild)          # `run --rebuild`: reset committed ...
+        # ... the worker polls (its 30 s retry while Grafana is down, or any wake)
+        assert await worker.flush() == 0
+        await service.db(service.engine.run, last)        # ... the replay commits
+        resent = await worker.flush()                     # Grafana back
+        assert resent == 0, f"{resent} annotations sent twice (of {len(before)})"
+
+    run(tmp_path, grafana, scenario)
+
+
+def test_a_day_half_annotated_before_a_rebuild_gets_its_other_half(tmp_path: Path) -> None:
+    grafana = FakeGrafana()
+
+    async def scenario(service: Service, url: str) -> None:
+        annotator = GrafanaAnnotator.from_url(url, "t")
+        worker = GrafanaAnnotations(service, annotator, retry_seconds=3600)
+        before = await _load(service, many_on_one_day())
+        on_0630 = [t for t in before if t["date"] == "2025-06-30"]
+        assert len(on_0630) >= 5
+        # Grafana fails after the second annotation of 06-30
+        first_0630 = before.index(on_0630[0])
+        real = annotator.annotate
+        calls = 0
+
+        def flaky(data: dict[str, Any]) -> None:
+            nonlocal calls
+            calls += 1
+            if calls > first_0630 + 2:
+                raise AnnotationError("grafana down")
+            real(data)
+
+        annotator.annotate = flaky  # type: ignore[method-assign]
+        with pytest.raises(AnnotationError):
+            await worker.flush()
+        assert len(grafana.received) == first_0630 + 2
+        annotator.annotate = real  # type: ignore[method-assign]
+        last = to_day(parse_day(before[-1]["date"]))
+        await service.db(service.engine.rebuild)          # same policy, same log
+        await service.db(service.engine.run, last)
+        await worker.flush()
+        assert len(grafana.received) == len(before), (
+            f"{len(before) - len(grafana.received)} transitions never annotated")
+
+    run(tmp_path, grafana, scenario)
+
+
+def test_a_cursor_from_before_the_upgrade_then_a_rebuild_resends_nothing(tmp_path: Path) -> None:
+    grafana = FakeGrafana()
+
+    async def scenario(service: Service, url: str) -> None:
+        worker = GrafanaAnnotations(service, GrafanaAnnotator.from_url(url, "t"), retry_seconds=3600)
+        before = await _load(service, county())
+        assert await worker.flush() == len(before)
+        # the store as the previous release left it: the cursor only
+        for key in (GRAFANA_GENERATION, GRAFANA_DAY, GRAFANA_DAY_SENT):
+            await service.db(service.store.db.execute, "DELETE FROM meta WHERE key = ?", (key,))
+        assert await worker.flush() == 0                  # upgraded serve starts: nothing new
+        last = to_day(parse_day(before[-1]["date"]))
+        await service.db(service.engine.rebuild)
+        await service.db(service.engine.run, last)
+        resent = await worker.flush()
+        assert resent == 0, f"{resent} annotations sent twice"
+
+    run(tmp_path, grafana, scenario)
