@@ -71,9 +71,10 @@ from connectors.exports import write_reductions_xlsx
 from connectors.wall_clock import today_in_china
 from streams.auth import LoginThrottle, Sessions, User, Users, load_users, same_token
 from streams.errors import ClockError
+from streams.json_output import json_text
 from streams.links import path_segment
 from streams.render import kind_label, most_urgent_first, status_label
-from streams.service import SERVICE, Service, json_response, json_text
+from streams.service import SERVICE, Service, json_response
 
 log = logging.getLogger("budgetwatch.board")
 

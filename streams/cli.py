@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +29,7 @@ from streams.backup import back_up
 from streams.engine import Engine, RunSummary, waiting_text
 from streams.errors import BudgetwatchError
 from streams.ingest import IngestCounts, ingest
+from streams.json_output import JsonArray, json_text
 from streams.settings import Settings
 from streams.store import Store
 
@@ -110,20 +110,15 @@ def opened_engine(db: str | None, profile: str | None, *, existing: bool = False
 
 
 def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2))
-    sys.stdout.write("\n")
+    sys.stdout.write(json_text(data))
 
 
 def emit_json_array(items: Iterable[Any]) -> None:
-    """What :func:`emit_json` prints for the list of ``items``, written one item at a
-    time: every transition of a province year (~800k) is gigabytes as one list."""
-    write = sys.stdout.write
-    first = True
+    """What :func:`emit_json` prints for the list of ``items``, written one item at a time."""
+    array = JsonArray()
     for item in items:
-        write("[\n  " if first else ",\n  ")
-        write(json.dumps(item, ensure_ascii=False, indent=2).replace("\n", "\n  "))
-        first = False
-    write("[]\n" if first else "\n]\n")
+        sys.stdout.write(array.items((item,)))
+    sys.stdout.write(array.end())
 
 
 def parse_as_of(value: str | None, *, allow_future: bool = True) -> int | None:

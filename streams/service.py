@@ -36,7 +36,6 @@ import datetime as dt
 import hashlib
 import importlib
 import importlib.util
-import json
 import logging
 import re
 import sqlite3
@@ -59,6 +58,7 @@ from connectors.wall_clock import today_in_china
 from streams.engine import Engine, RunSummary, waiting_text
 from streams.errors import BudgetwatchError, ClockError
 from streams.ingest import IngestCounts, ingest
+from streams.json_output import JsonArray, json_text
 from streams.store import Store
 
 log = logging.getLogger("budgetwatch.service")
@@ -82,9 +82,6 @@ class Worker(Protocol):
 RouteRegistrar = Callable[[web.Application, "Service"], None]
 
 
-def json_text(data: Any) -> str:
-    """Exactly what the CLI prints with ``--json`` (streams.cli.emit_json)."""
-    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
 
 
 JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -532,6 +529,7 @@ async def get_status(request: web.Request) -> web.Response:
 # (a wrong file imported is one per line) are listed page by page.
 PAGE_ROWS = 10_000
 PAGE_ROWS_MAX = 100_000
+STREAM_PAGE_ROWS = 2_000  # rows read per turn of the DB thread when the whole listing is asked for
 
 
 def _count_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -544,8 +542,8 @@ def _count_param(request: web.Request, name: str, default: int, low: int, high: 
     return int(text)
 
 
-async def get_alerts(request: web.Request) -> web.Response:
-    """The active alerts, or with ?all=1 every transition, a page at a time (:func:`_paged`)."""
+async def get_alerts(request: web.Request) -> web.StreamResponse:
+    """The active alerts, or with ?all=1 every transition (:func:`_paged`)."""
     service = request.app[SERVICE]
     department, year = request.query.get("department") or None, _year_param(request)
     if not _flag(request, "all"):
@@ -555,10 +553,15 @@ async def get_alerts(request: web.Request) -> web.Response:
     return await _paged(request, partial(service.store.transition_page, department=department, fiscal_year=year))
 
 
-async def _paged(request: web.Request, read: Callable[..., tuple[list[Any], int | None]]) -> web.Response:
-    """One page of a long listing, ``read(after=, limit=)`` on the DB thread: ?limit= (at
-    most 100,000; 10,000 by default) rows after the one numbered ?after=; a page with more
-    after it says where they start (``Link: <…>; rel="next"`` and ``X-Next-After``)."""
+async def _paged(request: web.Request, read: Callable[..., tuple[list[Any], int | None]]) -> web.StreamResponse:
+    """A long listing, ``read(after=, limit=)`` on the DB thread. Asked with ?limit= (at
+    most 100,000; 10,000 by default) or ?after=: the rows after the one numbered ?after=,
+    and a page with more after it says where they start (``Link: <…>; rel="next"`` and
+    ``X-Next-After``). Asked without: every row, the same JSON as the CLI, written a page
+    at a time (the DB thread is free between pages, and the answer is never whole in
+    memory)."""
+    if "limit" not in request.query and "after" not in request.query:
+        return await _streamed(request, read)
     limit = _count_param(request, "limit", PAGE_ROWS, 1, PAGE_ROWS_MAX)
     after = _count_param(request, "after", 0, 0, 10**12 - 1)
     rows, next_after = await request.app[SERVICE].db(partial(read, after=after, limit=limit))
@@ -574,7 +577,23 @@ async def get_reductions(request: web.Request) -> web.Response:
     return json_response(await service.db(service.reductions_json, _year_param(request)))
 
 
-async def get_rejected(request: web.Request) -> web.Response:
+async def _streamed(request: web.Request, read: Callable[..., tuple[list[Any], int | None]]) -> web.StreamResponse:
+    response = web.StreamResponse(headers=JSON_HEADERS)
+    response.content_type, response.charset = "application/json", "utf-8"
+    await response.prepare(request)
+    array, after = JsonArray(), 0
+    while True:
+        rows, next_after = await request.app[SERVICE].db(partial(read, after=after, limit=STREAM_PAGE_ROWS))
+        await response.write(array.items(rows).encode())
+        if next_after is None:
+            break
+        after = next_after
+    await response.write(array.end().encode())
+    await response.write_eof()
+    return response
+
+
+async def get_rejected(request: web.Request) -> web.StreamResponse:
     return await _paged(request, request.app[SERVICE].store.rejection_page)
 
 

@@ -733,6 +733,7 @@ def test_a_department_pages_through_its_own_transitions_only(tmp_path: Path) -> 
             link = response.headers.get("Link", "")
             path = link[1:link.index(">")] if link else ""
         assert got == own
+        assert await (await client.get("/api/alerts?all=1", headers=bearer("wjw"))).json() == own  # streamed
         other = await client.get(f"/api/alerts?all=1&department={EDU}", headers=bearer("wjw"))
         assert await other.json() == [] and "Link" not in other.headers
 

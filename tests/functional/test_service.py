@@ -704,16 +704,27 @@ def test_healthz_answers_while_a_run_holds_the_database_thread(tmp_path: Path) -
     assert took[0] < 1.0
 
 
-def test_every_transition_is_served_a_page_at_a_time_following_the_next_link(tmp_path: Path) -> None:
-    """?all=1 built every transition ever stored into one answer (~800k a province year)."""
+def test_every_transition_is_served_a_page_at_a_time_following_the_next_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """?all=1 built every transition ever stored into one answer (~800k a province year).
+    Asked for a page it answers one; asked for everything it writes every row, a few at
+    a time (here two), the same text as the CLI's."""
+    import streams.service
+
+    monkeypatch.setattr(streams.service, "STREAM_PAGE_ROWS", 2)
     pages: list[list[dict[str, Any]]] = []
     links: list[str] = []
+    streamed: list[str] = []
 
     async def scenario(client: TestClient[Any, Any], service: Service) -> None:
         await post(client, b.jsonl(lagging_county()))
         await post(client, b.jsonl([b.payment("P1", "250000.00", on="2025-07-05", event_id="P1-PAY-2")]))
-        whole = await (await client.get("/api/alerts?all=1")).json()
-        assert len(whole) >= 4  # fired and resolved, the project's and its department's
+        answer = await client.get("/api/alerts?all=1")
+        assert answer.content_type == "application/json" and "Link" not in answer.headers
+        streamed.append(await answer.text())
+        whole = json.loads(streamed[0])
+        assert whole == service.store.transition_rows() and len(whole) >= 5  # more than two pages of two
         path = "/api/alerts?all=1&limit=3"
         while path:
             response = await client.get(path)
@@ -732,6 +743,7 @@ def test_every_transition_is_served_a_page_at_a_time_following_the_next_link(tmp
         response = await client.get("/api/alerts?limit=5")
         assert response.status == 400 and "all=1" in (await response.json())["error"]
 
-    serve(tmp_path, scenario)
+    db = serve(tmp_path, scenario)
+    assert streamed[0] == cli_json(db, "alerts", "--all")
     assert all(len(page) == 3 for page in pages[:-1]) and 1 <= len(pages[-1]) <= 3
     assert links[-1] == "" and all('rel="next"' in link and "limit=3" in link for link in links[:-1])
