@@ -14,8 +14,10 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from streams.board import BOARD
 from streams.service import Service
 from streams.store import Store
+from tests import builders as b
 from tests.board_helpers import ALERT_EDU, ALERT_HEALTH, EDU, HEALTH, TOKENS, bearer, login, prepare, serve
 
 Client = TestClient[Any, Any]
@@ -696,6 +698,7 @@ def test_the_boards_default_view_reads_no_resolved_alert_yet_offers_their_depart
 
     async def scenario(client: Client, service: Service) -> None:
         await login(client, "jxk")
+        client.server.app[BOARD]._active = None  # read afresh (the login's page kept it)
         statements: list[str] = []
         service.store.db.set_trace_callback(statements.append)
         board = await (await client.get("/")).text()
@@ -759,5 +762,26 @@ def test_the_board_lists_the_most_urgent_alerts_and_counts_every_match(
         assert f"（{len(every)}条，显示最紧要的1条，可用筛选缩小范围）" in page
         narrowed = await (await client.get(f"/board/alerts.json?department={HEALTH}&rule=low_execution")).json()
         assert narrowed["count"] == 1 and [a["alert_id"] for a in narrowed["alerts"]] == [ALERT_HEALTH]
+
+    serve(db, scenario)
+
+
+def test_the_bureaus_list_is_read_once_per_commit(tmp_path: Path) -> None:
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        await login(client, "jxk")
+        first = await (await client.get("/board/alerts.json")).json()
+        statements: list[str] = []
+        service.store.db.set_trace_callback(statements.append)
+        again = await (await client.get("/board/alerts.json")).json()
+        service.store.db.set_trace_callback(None)
+        assert again["alerts"] == first["alerts"] and not [s for s in statements if "FROM alerts" in s]
+        # P1 pays to 35% on 07-05: its alert resolves, and the next poll reads the new list
+        payment = b.jsonl([b.payment("P1", "250000.00", on="2025-07-05", event_id="P1-PAY-4")])
+        assert (await client.post("/events?wait=1", data=payment, headers=bearer("jxk"))).status == 200
+        after = await (await client.get("/board/alerts.json")).json()
+        assert ALERT_EDU in {a["alert_id"] for a in first["alerts"]} - {a["alert_id"] for a in after["alerts"]}
 
     serve(db, scenario)
