@@ -756,9 +756,11 @@ class Dispatcher:
             try:
                 return await asyncio.shield(call)
             except asyncio.CancelledError:
-                while not call.done():
+                while not call.done():  # however often it is cancelled meanwhile
                     with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.shield(call)
+                        await asyncio.wait({call})
+                if not call.cancelled():
+                    call.exception()  # retrieved: the caller is told it was cancelled
                 raise
 
     async def aclose(self) -> None:

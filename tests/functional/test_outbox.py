@@ -4,6 +4,7 @@ clock, restarts, rebuilds, the Alertmanager push, metrics and the CLI."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 from collections import Counter
@@ -760,3 +761,29 @@ def test_a_cancelled_store_call_finishes_in_its_thread_before_the_store_closes(t
 
     asyncio.run(scenario())
     assert outcome == [0]
+
+
+def test_a_cancelled_store_call_that_then_fails_still_ends_as_cancelled(tmp_path: Path) -> None:
+    import sqlite3
+    import threading
+    import time
+
+    d = Dispatcher(tmp_path / "bw.db", parse_directory({"departments": {}}), poll_interval=0.05)
+    started = threading.Event()
+
+    def failing() -> None:
+        started.set()
+        time.sleep(0.2)
+        raise sqlite3.OperationalError("database is locked")
+
+    async def scenario() -> bool:
+        task = asyncio.ensure_future(d._db(failing))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await d.aclose()
+        return task.cancelled()
+
+    assert asyncio.run(scenario())  # not an OperationalError from a call no one waits for
