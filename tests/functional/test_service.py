@@ -550,8 +550,11 @@ def test_a_failed_run_is_tried_again_by_itself(
 
 def test_events_a_cli_ingest_appended_show_as_pending_until_processed(tmp_path: Path) -> None:
     async def scenario(client: TestClient[Any, Any], service: Service) -> None:
-        while service.runs == 0 or service.busy():  # the run at start, which would take them
+        for _ in range(3000):  # the run at start (which would take them), 30 s at most
+            if service.runs and not service.busy():
+                break
             await asyncio.sleep(0.01)
+        assert service.runs and service.last_error is None
         with Store(tmp_path / "budgetwatch.db") as other:
             ingest_events(other, lagging_county())
         assert (await (await client.get("/healthz")).json())["pending"] is True  # it said false
