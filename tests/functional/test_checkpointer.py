@@ -177,3 +177,58 @@ def test_a_run_of_several_commits_checkpoints_each_off_the_engine_thread(tmp_pat
     assert set(seen) == {(1, 0)}  # from the first commit on, the thread checkpoints
     assert _checkpoint_threads() == []
     e.store.close()
+
+
+def test_settle_waits_for_the_checkpoint_so_the_next_batch_reuses_the_wal(tmp_path: Path) -> None:
+    """SQLite starts the WAL over only when a write transaction begins with every
+    committed frame in the database file: a batch begun after settle() writes its frames
+    from the start of the file instead of after the last batch's."""
+    path = tmp_path / "w.db"
+    wal = Path(f"{path}-wal")
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("CREATE TABLE t(x)")
+
+    def batch() -> None:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.executemany("INSERT INTO t VALUES (?)", [(bytes(1000),) for _ in range(400)])
+        writer.execute("COMMIT")
+
+    with Checkpointer(writer, str(path)) as checkpointer:
+        checkpointer.settle()  # no thread yet: returns at once
+        checkpointer.take_over()
+        batch()
+        checkpointer.poke()
+        checkpointer.settle()
+        assert checkpointer.checkpoints >= 1
+        size = wal.stat().st_size
+        for _ in range(3):
+            batch()
+            checkpointer.poke()
+            checkpointer.settle()
+            assert wal.stat().st_size == size
+    assert writer.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 1600
+    writer.close()
+
+
+def test_a_run_of_province_sized_batches_starts_the_wal_over_at_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches above SETTLED_BATCHES events wait for the checkpoint of the one before:
+    the WAL stays one batch long instead of growing by every batch of the run."""
+    import streams.engine as engine_module
+
+    sizes: dict[bool, int] = {}
+    transitions: dict[bool, list[tuple[object, ...]]] = {}
+    for settled in (True, False):
+        monkeypatch.setattr(engine_module, "SETTLED_BATCHES", 0 if settled else 10**9)
+        path = tmp_path / f"{settled}.db"
+        e = engine(path, commit_every=20)
+        ingest_events(e.store, _year(12))
+        assert e.run(day("2025-12-31")).commits > 3
+        sizes[settled] = Path(f"{path}-wal").stat().st_size
+        query = "SELECT alert_id, day, kind, data FROM transitions ORDER BY id"
+        transitions[settled] = e.store.db.execute(query).fetchall()
+        e.store.close()
+    assert transitions[True] == transitions[False]
+    assert sizes[True] < sizes[False]
