@@ -368,6 +368,18 @@ class BudgetApp:
         return value if isinstance(value, int) else None
 
     # -- agents ------------------------------------------------------------
+    def _failed(self, message: Any, topic: str, reason: str) -> Output:
+        """A message whose handling raised: logged, dead-lettered with ``reason``, and its
+        partition's state dropped, to be rebuilt from the table next time."""
+        log.exception("%s %s:%s failed", topic, message.partition, message.offset)
+        out = Output(outcome="rejected")
+        out.dead_letters.append(dead_letter(
+            reason=reason, raw=message.value, topic=topic, partition=message.partition,
+            offset=message.offset, key=message.key,
+        ))
+        self._drop_partition(topic, message.partition)
+        return out
+
     async def _events(self, stream: faust.StreamT[bytes]) -> AsyncIterator[str]:
         consumed = self.consumed
         # A tick builds a few containers per touched project (its value) and Faust a few per
@@ -382,21 +394,11 @@ class BudgetApp:
                     state = self.project_partition(partition)
                     out = state.handle(offset, message.key, message.value)
                 except Exception as err:  # never a silent ack: the message goes to the DLQ
-                    log.exception("budget-events %s:%s failed", partition, offset)
-                    out = Output(outcome="rejected")
-                    out.dead_letters.append(
-                        dead_letter(
-                            reason=f"internal error {type(err).__name__}: {err}; "
-                            "the message was not applied — fix the cause and re-publish it "
-                            "(its event_id keeps the retry idempotent)",
-                            raw=message.value,
-                            topic=EVENTS_TOPIC,
-                            partition=partition,
-                            offset=offset,
-                            key=message.key,
-                        )
+                    out = self._failed(
+                        message, EVENTS_TOPIC, f"internal error {type(err).__name__}: {err}; "
+                        "the message was not applied — fix the cause and re-publish it "
+                        "(its event_id keeps the retry idempotent)",
                     )
-                    self._drop_partition(EVENTS_TOPIC, partition)  # rebuild from the table next time
                 await self._emit_until_sent(out, self.projects_table, EVENTS_TOPIC, partition, offset)
                 # Only now: a message stuck in its retries is still unread, behind the position.
                 consumed[(EVENTS_TOPIC, partition)] = (offset, message.timestamp)
@@ -433,20 +435,10 @@ class BudgetApp:
                         raise ValueError("a department message must be a JSON object")
                     out = self.department_partition(partition).handle(offset, message.key, body)
                 except Exception as err:
-                    log.exception("budget-departments %s:%s failed", partition, offset)
-                    out = Output(outcome="rejected")
-                    out.dead_letters.append(
-                        dead_letter(
-                            reason=f"{type(err).__name__}: {err}; department messages come from "
-                            "the budget-events agent only — look for a foreign producer",
-                            raw=message.value,
-                            topic=DEPARTMENTS_TOPIC,
-                            partition=partition,
-                            offset=offset,
-                            key=message.key,
-                        )
+                    out = self._failed(
+                        message, DEPARTMENTS_TOPIC, f"{type(err).__name__}: {err}; department messages come "
+                        "from the budget-events agent only — look for a foreign producer",
                     )
-                    self._drop_partition(DEPARTMENTS_TOPIC, partition)
                 await self._emit_until_sent(out, self.departments_table, DEPARTMENTS_TOPIC, partition, offset)
                 consumed[(DEPARTMENTS_TOPIC, partition)] = (offset, message.timestamp)
                 state_now = self.department_partitions.get(partition)
