@@ -340,3 +340,39 @@ def _deltas(value: Any) -> list[dict[str, Any]]:
     if value.get("kind") == "delta":
         return [value]
     return [d for _, d in value.get("deltas", [])]
+
+
+def test_a_message_whose_handling_raises_is_a_dead_letter_and_its_partition_is_rebuilt(
+    profile: Profile, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Never a silent ack: an internal error dead-letters the message (topic, partition,
+    offset, key, reason) and drops the partition's state, rebuilt from its table."""
+    from streams.faust_state import ProjectPartition
+    from tests import builders as b
+
+    real = ProjectPartition.handle
+
+    def failing(self: ProjectPartition, offset: int, key: Any, value: Any) -> Any:
+        if b"P1-PAY-9" in bytes(value):
+            raise RuntimeError("boom")
+        return real(self, offset, key, value)
+
+    monkeypatch.setattr(ProjectPartition, "handle", failing)
+    events = [b.registered("P1"), b.approved("P1", "1000.00"),
+              b.payment("P1", "10.00", on="2025-03-01", event_id="P1-PAY-9"),
+              b.payment("P1", "20.00", on="2025-03-02", event_id="P1-PAY-10")]
+
+    async def scenario(h: Harness) -> tuple[Any, Any]:
+        await h.publish(b.jsonl(events[:2]).splitlines())
+        before = h.bapp.project_partitions.get(partition_for("P1", 4))
+        await h.publish(b.jsonl(events[2:]).splitlines())
+        await h.tick("2025-03-05")
+        return before, h.bapp.project_partitions.get(partition_for("P1", 4))
+
+    h, (before, after) = run(profile, scenario)
+    (letter,) = h.dead_letters
+    assert letter["reason"].startswith("internal error RuntimeError: boom") and "re-publish" in letter["reason"]
+    assert (letter["topic"], letter["partition"], letter["offset"], letter["key"]) == (
+        "budget-events", partition_for("P1", 4), 2, "P1")
+    assert before is not after  # dropped, and rebuilt from the table by the next message
+    assert after.monitor.ledger.projects["P1"].paid == 2000  # the other payment, in fen
