@@ -56,7 +56,7 @@ from connectors.grafana import AnnotationError, GrafanaAnnotator
 from connectors.json_body import parse_body
 from connectors.wall_clock import today_in_china
 from streams.engine import Engine, RunSummary, waiting_text
-from streams.errors import BudgetwatchError, ClockError
+from streams.errors import BudgetwatchError, ClockError, StoreError
 from streams.ingest import IngestCounts, ingest
 from streams.json_output import JsonArray, json_text
 from streams.store import Store
@@ -578,16 +578,35 @@ async def get_reductions(request: web.Request) -> web.Response:
 
 
 async def _streamed(request: web.Request, read: Callable[..., tuple[list[Any], int | None]]) -> web.StreamResponse:
+    service = request.app[SERVICE]
+
+    def page(after: int) -> tuple[int, list[Any], int | None]:
+        rows, next_after = read(after=after, limit=STREAM_PAGE_ROWS)
+        return service.store.position()[2], rows, next_after
+
+    # The first page is read before the answer starts: an error there is a proper 503.
+    generation, rows, next_after = await service.db(page, 0)
     response = web.StreamResponse(headers=JSON_HEADERS)
     response.content_type, response.charset = "application/json", "utf-8"
     await response.prepare(request)
-    array, after = JsonArray(), 0
-    while True:
-        rows, next_after = await request.app[SERVICE].db(partial(read, after=after, limit=STREAM_PAGE_ROWS))
-        await response.write(array.items(rows).encode())
-        if next_after is None:
-            break
-        after = next_after
+    array = JsonArray()
+    try:
+        while True:
+            await response.write(array.items(rows).encode())
+            if next_after is None:
+                break
+            now, rows, next_after = await service.db(page, next_after)
+            if now != generation:  # renumbered by a rebuild: the rest is another history
+                raise StoreError("预警记录在输出过程中被重建（run --rebuild），请重新请求（rebuilt while listed）")
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        # The 200 is under way: a second answer cannot follow it. The connection is cut,
+        # so the client sees a broken transfer, never a short list that parses.
+        log.exception("a streamed listing failed after its first page; the connection is closed")
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     await response.write(array.end().encode())
     await response.write_eof()
     return response

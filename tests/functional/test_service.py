@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -750,3 +751,89 @@ def test_every_transition_is_served_a_page_at_a_time_following_the_next_link(
     assert streamed[0] == cli_json(db, "alerts", "--all")
     assert all(len(page) == 3 for page in pages[:-1]) and 1 <= len(pages[-1]) <= 3
     assert links[-1] == "" and all('rel="next"' in link and "limit=3" in link for link in links[:-1])
+
+
+def _failing_on(call: int, real: Callable[..., Any], failure: Callable[[], None]) -> Callable[..., Any]:
+    """``real`` that runs ``failure`` (raise, or change the store) on its ``call``-th call."""
+    calls = 0
+
+    def page(**kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == call:
+            failure()
+        return real(**kw)
+
+    return page
+
+
+def _locked() -> None:
+    raise sqlite3.OperationalError("database is locked")
+
+
+@pytest.mark.parametrize("failing_page", [1, 2])
+def test_a_storage_error_while_streaming_is_a_503_or_a_cut_connection_never_a_short_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_page: int,
+) -> None:
+    """Review: the 200 was under way when a later page failed; the error middleware's 503
+    was written inside its body and the client waited for the rest until its timeout."""
+    import aiohttp
+
+    import streams.service
+
+    monkeypatch.setattr(streams.service, "STREAM_PAGE_ROWS", 1)
+    outcome: dict[str, Any] = {}
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        await post(client, b.jsonl(lagging_county()))
+        real = service.store.transition_page
+        service.store.transition_page = _failing_on(failing_page, real, _locked)  # type: ignore[method-assign]
+        response = await client.get("/api/alerts?all=1", timeout=aiohttp.ClientTimeout(total=20))
+        outcome["status"] = response.status
+        try:
+            outcome["body"] = await response.text()
+        except aiohttp.ClientPayloadError as err:
+            outcome["cut"] = repr(err)
+        service.store.transition_page = real  # type: ignore[method-assign]
+        outcome["after"] = len(await (await client.get("/api/alerts?all=1")).json())
+
+    serve(tmp_path, scenario)
+    if failing_page == 1:  # nothing written yet: a proper error answer
+        assert outcome["status"] == 503 and "error" in json.loads(outcome["body"])
+    else:
+        assert outcome["status"] == 200 and "cut" in outcome and "body" not in outcome
+    assert outcome["after"] >= 4  # and the service answers in full afterwards
+
+
+def test_a_rebuild_between_two_pages_of_a_stream_cuts_it_rather_than_mix_two_histories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiohttp
+
+    import streams.service
+    from budget.calendar import to_day
+    from budget.events import parse_day
+
+    monkeypatch.setattr(streams.service, "STREAM_PAGE_ROWS", 2)
+    outcome: dict[str, Any] = {}
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        await post(client, b.jsonl(lagging_county()))
+
+        def rebuild_elsewhere() -> None:  # `budgetwatch run --rebuild --profile provincial` beside serve
+            other = Engine(Store(service.store.path), load_profile("provincial"))
+            other.rebuild()
+            other.run(to_day(parse_day("2025-07-01")))
+            other.store.close()
+
+        real = service.store.transition_page
+        service.store.transition_page = _failing_on(2, real, rebuild_elsewhere)  # type: ignore[method-assign]
+        response = await client.get("/api/alerts?all=1", timeout=aiohttp.ClientTimeout(total=20))
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.text()
+        service.store.transition_page = real  # type: ignore[method-assign]
+        outcome["rows"] = await (await client.get("/api/alerts?all=1")).json()
+        outcome["store"] = service.store.transition_rows()
+
+    serve(tmp_path, scenario)
+    assert outcome["rows"] == outcome["store"]  # asked again: the new history, whole
