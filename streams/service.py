@@ -750,12 +750,15 @@ class GrafanaAnnotations:
 
     def __init__(
         self, service: StoreHost, annotator: GrafanaAnnotator, *, batch: int = 100,
-        retry_seconds: float = 30.0,
+        retry_seconds: float = 30.0, poll_seconds: float = 60.0,
     ) -> None:
         self.service = service
         self.annotator = annotator
         self.batch = batch
         self.retry_seconds = retry_seconds
+        # Woken by this process's commits; another's (a CLI `run` beside serve) are
+        # found by looking every so often.
+        self.poll_seconds = poll_seconds
         self.sent = 0
         self.last_error: str | None = None
         self._flushing = asyncio.Lock()  # one flush at a time: each transition sent once
@@ -843,7 +846,7 @@ class GrafanaAnnotations:
         wake = self.service.subscribe()
         while not stop.is_set():
             wake.clear()
-            timeout: float | None = None
+            timeout = self.poll_seconds
             try:
                 await self.flush()
                 self.last_error = None

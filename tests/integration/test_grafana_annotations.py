@@ -324,3 +324,27 @@ def test_a_cursor_from_before_the_upgrade_then_a_rebuild_resends_nothing(tmp_pat
         assert resent == 0, f"{resent} annotations sent twice"
 
     run(tmp_path, grafana, scenario)
+
+
+def test_transitions_another_process_committed_are_annotated_within_a_poll(tmp_path: Path) -> None:
+    """Review: the worker slept until serve's own run stored transitions; a CLI `run`
+    beside serve committed them without waking it, and they waited for serve's next."""
+    from streams.store import Store
+    from tests.functional.engine_helpers import ingest_events
+
+    grafana = FakeGrafana()
+
+    async def scenario(service: Service, url: str) -> None:
+        worker = GrafanaAnnotations(service, GrafanaAnnotator.from_url(url, "t"), retry_seconds=3600,
+                                    poll_seconds=0.2)
+        async with TestServer(build_app(service, workers=[worker]), host="127.0.0.1"):
+            await asyncio.sleep(0.3)
+            with Store(service.store.path) as other:  # `budgetwatch ingest` + `run` beside serve
+                ingest_events(other, county())
+                Engine(other, load_profile("baseline")).run(to_day(parse_day("2025-07-01")))
+                stored = len(other.transition_rows())
+            grafana.expected = stored
+            await asyncio.wait_for(grafana.arrived.wait(), timeout=30)  # a guard, not a timing
+        assert stored >= 3 and len(grafana.received) == stored
+
+    run(tmp_path, grafana, scenario)
