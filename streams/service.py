@@ -40,8 +40,9 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -727,7 +728,12 @@ GRAFANA_CURSOR = "grafana_annotations_cursor"
 # transition annotated: a rebuild numbers the transitions from 1 again.
 GRAFANA_GENERATION = "grafana_annotations_generation"
 GRAFANA_DAY = "grafana_annotations_day"
-GRAFANA_DAY_SENT = "grafana_annotations_day_sent"  # how many of that day's were annotated
+# The transitions of that day annotated (by alert and kind), and after a rebuild those
+# still to be matched in the rebuilt day, which are not sent again.
+GRAFANA_SCHEMA = """
+CREATE TABLE IF NOT EXISTS grafana_day_sent (alert_id TEXT NOT NULL, kind TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS grafana_day_skip (alert_id TEXT NOT NULL, kind TEXT NOT NULL);
+"""
 
 
 class StoreHost(Protocol):
@@ -762,61 +768,94 @@ class GrafanaAnnotations:
         self.sent = 0
         self.last_error: str | None = None
         self._flushing = asyncio.Lock()  # one flush at a time: each transition sent once
+        self._ready = False  # its tables made
+        self._skipping = False  # transitions of a rebuilt day to match against those sent
 
     def _pending(self) -> list[tuple[int, int, dict[str, Any]]]:
         store = self.service.store
+        if not self._ready:
+            store.db.executescript(GRAFANA_SCHEMA)
+            self._ready = True
         after = int(store.meta(GRAFANA_CURSOR) or 0)
         generation = str(store.position()[2])
         counted_in = store.meta(GRAFANA_GENERATION)
         if counted_in is None:  # a new store, or a cursor of a release before the generation
-            self._write_meta({GRAFANA_GENERATION: generation, **self._place_of(after)})
+            with self._transaction():
+                self._place_of(after)
+                self._write_meta({GRAFANA_GENERATION: generation})
         elif counted_in != generation:
             # Rebuilt since (`run --rebuild`): the numbers start over, and the history up to
             # where the annotations reached is there again — annotated already, under the
             # old numbers. Until the replay is back there, nothing is new; then what
-            # follows that place is.
-            day, sent = int(store.meta(GRAFANA_DAY) or 0), int(store.meta(GRAFANA_DAY_SENT) or 0)
+            # follows the days before it is, but for the transitions of its last day that
+            # were sent (known by alert and kind: the replay may make a day that serve
+            # closed in several runs in another order).
+            day = int(store.meta(GRAFANA_DAY) or 0)
             clock = store.position()[0]
             if clock is None or clock < day:
                 return []
-            after = self._after_place(day, sent)
-            self._write_meta({GRAFANA_CURSOR: str(after), GRAFANA_GENERATION: generation})
+            with self._transaction():
+                (after,) = store.db.execute(
+                    "SELECT coalesce(max(id), 0) FROM transitions WHERE day < ?", (day,)).fetchone()
+                store.db.execute("DELETE FROM grafana_day_skip")
+                store.db.execute("INSERT INTO grafana_day_skip SELECT alert_id, kind FROM grafana_day_sent")
+                store.db.execute("DELETE FROM grafana_day_sent")
+                self._write_meta({GRAFANA_CURSOR: str(after), GRAFANA_GENERATION: generation})
+        self._skipping = store.db.execute("SELECT 1 FROM grafana_day_skip LIMIT 1").fetchone() is not None
         rows = store.db.execute(
             "SELECT id, day, data FROM transitions WHERE id > ? ORDER BY id LIMIT ?", (after, self.batch)
         ).fetchall()
         return [(int(i), int(day), orjson.loads(d)) for i, day, d in rows]
 
-    def _place_of(self, transition_id: int) -> dict[str, str]:
-        """Where the annotations reached with the transition numbered ``transition_id``:
-        its business day and how many of that day's transitions it completes."""
-        if not transition_id:
-            return {}
-        row = self.service.store.db.execute(
-            "SELECT day, (SELECT count(*) FROM transitions t WHERE t.day = x.day AND t.id <= x.id)"
-            " FROM transitions x WHERE id <= ? ORDER BY id DESC LIMIT 1", (transition_id,)).fetchone()
-        return {} if row is None else {GRAFANA_DAY: str(row[0]), GRAFANA_DAY_SENT: str(row[1])}
-
-    def _after_place(self, day: int, sent: int) -> int:
-        """The number, in the rebuilt history, of the ``sent``-th transition of ``day``
-        (the replay makes a day's transitions in the same order), or the last before it."""
+    def _place_of(self, transition_id: int) -> None:
+        """Where a cursor of an earlier release reached: the day of the transition numbered
+        ``transition_id``, and its transitions up to it as sent."""
         db = self.service.store.db
-        (before,) = db.execute("SELECT coalesce(max(id), 0) FROM transitions WHERE day < ?", (day,)).fetchone()
-        if sent <= 0:
-            return int(before)
-        (upto,) = db.execute(
-            "SELECT coalesce(max(id), ?) FROM (SELECT id FROM transitions WHERE day = ? ORDER BY id LIMIT ?)",
-            (before, day, sent)).fetchone()
-        return int(upto)
+        row = db.execute("SELECT day FROM transitions WHERE id <= ? ORDER BY id DESC LIMIT 1",
+                         (transition_id,)).fetchone()
+        if not transition_id or row is None:
+            return
+        db.execute("DELETE FROM grafana_day_sent")
+        db.execute("INSERT INTO grafana_day_sent SELECT alert_id, kind FROM transitions WHERE day = ? AND id <= ?",
+                   (row[0], transition_id))
+        self._write_meta({GRAFANA_DAY: str(row[0])})
 
-    def _advance(self, transition_id: int, day: int) -> None:
-        """Move the cursor past one annotated transition (and the day count with it)."""
+    def _advance(self, transition_id: int, day: int, alert_id: str, kind: str, send: bool) -> bool:
+        """Move the cursor past one transition, noted as sent on its day. With ``send``
+        False, only if it is one the rebuilt history's last annotated day had sent already
+        (returns whether it moved; the caller annotates it first otherwise)."""
         store = self.service.store
-        same_day = store.meta(GRAFANA_DAY) == str(day)
-        sent = int(store.meta(GRAFANA_DAY_SENT) or 0) + 1 if same_day else 1
-        self._write_meta({GRAFANA_CURSOR: str(transition_id), GRAFANA_DAY: str(day), GRAFANA_DAY_SENT: str(sent)})
+        with self._transaction():
+            last_day = int(store.meta(GRAFANA_DAY) or 0)
+            if not send:
+                if day > last_day:  # past that day: nothing more to match
+                    store.db.execute("DELETE FROM grafana_day_skip")
+                    self._skipping = False
+                    return False
+                matched = store.db.execute(
+                    "DELETE FROM grafana_day_skip WHERE rowid = (SELECT rowid FROM grafana_day_skip"
+                    " WHERE alert_id = ? AND kind = ? LIMIT 1)", (alert_id, kind)).rowcount
+                if not matched:
+                    return False
+            if day != last_day:
+                store.db.execute("DELETE FROM grafana_day_sent")
+            store.db.execute("INSERT INTO grafana_day_sent(alert_id, kind) VALUES (?, ?)", (alert_id, kind))
+            self._write_meta({GRAFANA_CURSOR: str(transition_id), GRAFANA_DAY: str(day)})
+        return True
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        db = self.service.store.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def _write_meta(self, values: dict[str, str]) -> None:
-        """Several meta keys in one statement (one commit: a crash keeps all or none)."""
+        """Several meta keys in one statement."""
         if not values:
             return
         self.service.store.db.execute(
@@ -837,8 +876,11 @@ class GrafanaAnnotations:
             if not rows:
                 return sent
             for transition_id, day, data in rows:
+                alert_id, kind = data["alert_id"], data["transition"]
+                if self._skipping and await self.service.db(self._advance, transition_id, day, alert_id, kind, False):
+                    continue  # sent before a rebuild renumbered it
                 await asyncio.to_thread(self.annotator.annotate, data)
-                await self.service.db(self._advance, transition_id, day)
+                await self.service.db(self._advance, transition_id, day, alert_id, kind, True)
                 sent += 1
                 self.sent += 1
 

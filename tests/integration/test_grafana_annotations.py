@@ -27,7 +27,6 @@ from streams.engine import Engine
 from streams.service import (
     GRAFANA_CURSOR,
     GRAFANA_DAY,
-    GRAFANA_DAY_SENT,
     GRAFANA_GENERATION,
     GrafanaAnnotations,
     Service,
@@ -36,6 +35,7 @@ from streams.service import (
 )
 from streams.store import Store
 from tests import builders as b
+from tests.functional.engine_helpers import ingest_events
 
 CHINA = dt.timezone(dt.timedelta(hours=8))
 
@@ -229,8 +229,8 @@ def annotated(item: dict[str, Any]) -> tuple[Any, ...]:
     """(time, tags, text) of an annotation Grafana received, or of the one a transition makes."""
     if "transition" in item:
         note = annotation_for(item)
-        return note.time_ms, note.tags, note.text
-    return item["time"], item["tags"], item["text"]
+        return note.time_ms, tuple(note.tags), note.text
+    return item["time"], tuple(item["tags"]), item["text"]
 
 
 def many_on_one_day() -> list[dict[str, Any]]:
@@ -314,8 +314,9 @@ def test_a_cursor_from_before_the_upgrade_then_a_rebuild_resends_nothing(tmp_pat
         before = await _load(service, county())
         assert await worker.flush() == len(before)
         # the store as the previous release left it: the cursor only
-        for key in (GRAFANA_GENERATION, GRAFANA_DAY, GRAFANA_DAY_SENT):
+        for key in (GRAFANA_GENERATION, GRAFANA_DAY):
             await service.db(service.store.db.execute, "DELETE FROM meta WHERE key = ?", (key,))
+        await service.db(service.store.db.execute, "DELETE FROM grafana_day_sent")
         assert await worker.flush() == 0                  # upgraded serve starts: nothing new
         last = to_day(parse_day(before[-1]["date"]))
         await service.db(service.engine.rebuild)
@@ -330,7 +331,6 @@ def test_transitions_another_process_committed_are_annotated_within_a_poll(tmp_p
     """Review: the worker slept until serve's own run stored transitions; a CLI `run`
     beside serve committed them without waking it, and they waited for serve's next."""
     from streams.store import Store
-    from tests.functional.engine_helpers import ingest_events
 
     grafana = FakeGrafana()
 
@@ -346,5 +346,58 @@ def test_transitions_another_process_committed_are_annotated_within_a_poll(tmp_p
             grafana.expected = stored
             await asyncio.wait_for(grafana.arrived.wait(), timeout=30)  # a guard, not a timing
         assert stored >= 3 and len(grafana.received) == stored
+
+    run(tmp_path, grafana, scenario)
+
+
+def three_idle() -> list[dict[str, Any]]:
+    events = []
+    for n in range(3):
+        events += [b.registered(f"P{n}", department_id="D01", department_name="教育局"),
+                   b.approved(f"P{n}", "1000000.00")]
+    return events
+
+
+def test_a_half_sent_day_serve_closed_twice_is_matched_by_content_after_a_rebuild(tmp_path: Path) -> None:
+    """serve closes its current day again after every batch; the replay closes it once.
+    The cursor's "sent-th transition of the day" then names another transition."""
+    grafana = FakeGrafana()
+
+    async def scenario(service: Service, url: str) -> None:
+        store = service.store
+        annotator = GrafanaAnnotator.from_url(url, "t")
+        worker = GrafanaAnnotations(service, annotator, retry_seconds=3600)
+        await service.db(ingest_events, store, three_idle())
+        await service.db(service.engine.run, to_day(parse_day("2025-06-30")))            # first close of 06-30
+        rows = await service.db(store.transition_rows)
+        on_0630 = [t for t in rows if t["date"] == "2025-06-30"]
+        # Grafana accepts everything before 06-30 and the first of 06-30, then fails
+        real, calls, limit = annotator.annotate, 0, rows.index(on_0630[0]) + 1
+
+        def flaky(data: dict[str, Any]) -> None:
+            nonlocal calls
+            calls += 1
+            if calls > limit:
+                raise AnnotationError("grafana down")
+            real(data)
+
+        annotator.annotate = flaky  # type: ignore[method-assign]
+        with contextlib.suppress(AnnotationError):
+            await worker.flush()
+        annotator.annotate = real  # type: ignore[method-assign]
+        first_sent = on_0630[0]
+        # later the same business day a payment for that subject arrives (serve: POST /events)
+        await service.db(ingest_events, store,
+                         [b.payment(first_sent["subject_id"], "500000.00", on="2025-06-30", event_id="LATE-1")])
+        await service.db(service.engine.run, to_day(parse_day("2025-06-30")))            # 06-30 closed again
+        # a rebuild (same log, same policy), then Grafana is back
+        await service.db(service.engine.rebuild)
+        await service.db(service.engine.run, to_day(parse_day("2025-06-30")))
+        await worker.flush()
+        rebuilt = await service.db(store.transition_rows)
+        got = {annotated(x) for x in grafana.received}
+        missing = [(t["rule"], t["subject_id"], t["transition"], t["date"]) for t in rebuilt
+                   if annotated(t) not in got]
+        assert not missing, f"never annotated: {missing}"
 
     run(tmp_path, grafana, scenario)
