@@ -582,8 +582,9 @@ async def _streamed(request: web.Request, read: Callable[..., tuple[list[Any], i
     service = request.app[SERVICE]
 
     def page(after: int) -> tuple[int, list[Any], int | None]:
+        generation = service.store.position()[2]  # before the rows: a rebuild after is seen next page
         rows, next_after = read(after=after, limit=STREAM_PAGE_ROWS)
-        return service.store.position()[2], rows, next_after
+        return generation, rows, next_after
 
     # The first page is read before the answer starts: an error there is a proper 503.
     generation, rows, next_after = await service.db(page, 0)
@@ -599,8 +600,9 @@ async def _streamed(request: web.Request, read: Callable[..., tuple[list[Any], i
             now, rows, next_after = await service.db(page, next_after)
             if now != generation:  # renumbered by a rebuild: the rest is another history
                 raise StoreError("预警记录在输出过程中被重建（run --rebuild），请重新请求（rebuilt while listed）")
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
+    except ConnectionResetError:
+        log.debug("the client left a streamed listing")
+        return response
     except Exception:
         # The 200 is under way: a second answer cannot follow it. The connection is cut,
         # so the client sees a broken transfer, never a short list that parses.
@@ -733,6 +735,7 @@ GRAFANA_DAY = "grafana_annotations_day"
 GRAFANA_SCHEMA = """
 CREATE TABLE IF NOT EXISTS grafana_day_sent (alert_id TEXT NOT NULL, kind TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS grafana_day_skip (alert_id TEXT NOT NULL, kind TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS grafana_day_skip_by ON grafana_day_skip(alert_id, kind);
 """
 
 
@@ -791,13 +794,13 @@ class GrafanaAnnotations:
             # were sent (known by alert and kind: the replay may make a day that serve
             # closed in several runs in another order).
             day = int(store.meta(GRAFANA_DAY) or 0)
-            clock = store.position()[0]
-            if clock is None or clock < day:
-                return []
-            with self._transaction():
+            with self._transaction():  # read again under the write lock: no rebuild between
+                clock, _, now = store.position()
+                if clock is None or clock < day:
+                    return []
+                generation = str(now)
                 (after,) = store.db.execute(
                     "SELECT coalesce(max(id), 0) FROM transitions WHERE day < ?", (day,)).fetchone()
-                store.db.execute("DELETE FROM grafana_day_skip")
                 store.db.execute("INSERT INTO grafana_day_skip SELECT alert_id, kind FROM grafana_day_sent")
                 store.db.execute("DELETE FROM grafana_day_sent")
                 self._write_meta({GRAFANA_CURSOR: str(after), GRAFANA_GENERATION: generation})
@@ -849,10 +852,11 @@ class GrafanaAnnotations:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed statement may have ended it (SQLITE_FULL)
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     def _write_meta(self, values: dict[str, str]) -> None:
         """Several meta keys in one statement."""
@@ -895,6 +899,10 @@ class GrafanaAnnotations:
             except AnnotationError as err:
                 self.last_error = str(err)
                 log.warning("%s", err)
+                timeout = self.retry_seconds
+            except (sqlite3.Error, BudgetwatchError) as err:
+                self.last_error = f"storage: {err}"
+                log.exception("grafana annotations: storage error; retried in %.0f s", self.retry_seconds)
                 timeout = self.retry_seconds
             if stop.is_set():
                 return
