@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,53 +67,60 @@ def test_a_rebuild_between_the_first_pages_rows_and_its_generation_is_seen_next_
         f"{[(t['date'], t['subject_id'], t['rule'], t['transition']) for t in listed]}")
 
 
+@asynccontextmanager
+async def served_as_run_app(tmp_path: Path) -> AsyncIterator[tuple[Service, int]]:
+    """A county's year processed, then the service on 127.0.0.1 as `serve` runs it
+    (web.run_app's settings: no handler cancellation, which TestServer turns on)."""
+    from aiohttp import web
+
+    from streams.service import build_app
+    from tests.functional.engine_helpers import ingest_events
+
+    engine = Engine(Store(tmp_path / "bw.db"), load_profile("baseline"))
+    ingest_events(engine.store, lagging_county())
+    engine.run(to_day(parse_day("2025-07-01")))
+    service = Service(engine)
+    service.prepare()
+    runner = web.AppRunner(build_app(service))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield service, runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+        service.close()
+        engine.store.close()
+
+
 def test_a_client_that_hangs_up_mid_listing_is_not_logged_as_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """_streamed re-raises ConnectionResetError; under `serve` (web.run_app, no handler
     cancellation) aiohttp's _handle_request then logs 'Error handling request' at ERROR,
     with a traceback, for an ordinary hang-up (curl | head, a closed browser tab)."""
-    from aiohttp import web
-
     import streams.service
-    from streams.service import build_app
-    from tests.functional.engine_helpers import ingest_events
 
     monkeypatch.setattr(streams.service, "STREAM_PAGE_ROWS", 1)
 
     async def main() -> None:
-        engine = Engine(Store(tmp_path / "bw.db"), load_profile("baseline"))
-        ingest_events(engine.store, lagging_county())
-        engine.run(to_day(parse_day("2025-07-01")))
-        service = Service(engine)
-        service.prepare()
-        gate = asyncio.Event()
-        real_db = service.db
+        async with served_as_run_app(tmp_path) as (service, port):
+            gate = asyncio.Event()
+            real_db = service.db
 
-        async def slow_db(fn: Any, *args: Any) -> Any:  # the second page is read after the hang-up
-            if getattr(fn, "__name__", "") == "page" and args and args[0]:
-                await gate.wait()
-            return await real_db(fn, *args)
+            async def slow_db(fn: Any, *args: Any) -> Any:  # the second page is read after the hang-up
+                if getattr(fn, "__name__", "") == "page" and args and args[0]:
+                    await gate.wait()
+                return await real_db(fn, *args)
 
-        service.db = slow_db  # type: ignore[method-assign]
-        runner = web.AppRunner(build_app(service))              # as web.run_app: handler_cancellation=False
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
+            service.db = slow_db  # type: ignore[method-assign]
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /api/alerts?all=1 HTTP/1.1\r\nHost: x\r\n\r\n")
             await writer.drain()
             await reader.read(300)
-            writer.transport.abort()                              # the client hangs up
+            writer.transport.abort()  # the client hangs up
             await asyncio.sleep(0.3)
             gate.set()
             await asyncio.sleep(0.5)
-        finally:
-            await runner.cleanup()
-            service.close()
-            engine.store.close()
 
     with caplog.at_level(logging.DEBUG):
         asyncio.run(main())
@@ -122,39 +131,26 @@ def test_a_client_that_hangs_up_mid_listing_is_not_logged_as_an_error(
 def test_the_abort_path_logs_once_and_the_client_sees_a_broken_transfer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """(Expected to pass: checks the abort path under run_app's settings.)"""
+    """A storage error on a later page, under run_app's settings: logged once, and the
+    client sees a broken transfer."""
     import sqlite3
 
-    from aiohttp import web
-
     import streams.service
-    from streams.service import build_app
-    from tests.functional.engine_helpers import ingest_events
 
     monkeypatch.setattr(streams.service, "STREAM_PAGE_ROWS", 1)
     seen: dict[str, Any] = {}
 
     async def main() -> None:
-        engine = Engine(Store(tmp_path / "bw.db"), load_profile("baseline"))
-        ingest_events(engine.store, lagging_county())
-        engine.run(to_day(parse_day("2025-07-01")))
-        service = Service(engine)
-        service.prepare()
-        real, calls = service.store.transition_page, [0]
+        async with served_as_run_app(tmp_path) as (service, port):
+            real, calls = service.store.transition_page, [0]
 
-        def page(**kw: Any) -> Any:
-            calls[0] += 1
-            if calls[0] == 3:
-                raise sqlite3.OperationalError("database is locked")
-            return real(**kw)
+            def page(**kw: Any) -> Any:
+                calls[0] += 1
+                if calls[0] == 3:
+                    raise sqlite3.OperationalError("database is locked")
+                return real(**kw)
 
-        service.store.transition_page = page  # type: ignore[method-assign]
-        runner = web.AppRunner(build_app(service))
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
+            service.store.transition_page = page  # type: ignore[method-assign]
             async with aiohttp.ClientSession() as session:
                 async with session.get(f"http://127.0.0.1:{port}/api/alerts?all=1") as response:
                     try:
@@ -164,10 +160,6 @@ def test_the_abort_path_logs_once_and_the_client_sees_a_broken_transfer(
                 service.store.transition_page = real  # type: ignore[method-assign]
                 async with session.get(f"http://127.0.0.1:{port}/api/alerts?all=1") as response:
                     seen["again"] = len(await response.json())
-        finally:
-            await runner.cleanup()
-            service.close()
-            engine.store.close()
 
     with caplog.at_level(logging.DEBUG):
         asyncio.run(main())
