@@ -40,11 +40,10 @@ def _down(annotator: GrafanaAnnotator) -> Any:
 
 
 def test_a_second_rebuild_before_the_first_is_matched_sends_nothing_twice(tmp_path) -> None:
-    """_pending's rebuild branch does DELETE FROM grafana_day_skip, then copies
-    grafana_day_sent into it. After a first rebuild whose matching stopped early
-    (Grafana down on an unmatched transition that sorts first, a crash), the skip table
-    still holds what Grafana has and day_sent holds little: a second rebuild throws the
-    skip list away, and the whole last day is annotated twice."""
+    """After a first rebuild whose matching stopped early (Grafana down on an unmatched
+    transition that sorts first, a crash), the skip list still holds what Grafana has
+    and the day's sent list little: a second rebuild threw the skip list away, and the
+    whole last day was annotated twice. The two lists add up now."""
     grafana = FakeGrafana()
 
     async def scenario(service: Service, url: str) -> None:
@@ -75,12 +74,10 @@ def test_a_second_rebuild_before_the_first_is_matched_sends_nothing_twice(tmp_pa
 
 
 def test_a_storage_error_is_retried_and_does_not_end_the_annotation_worker(tmp_path) -> None:
-    """run_forever only catches AnnotationError. 38b7d4b makes every transition a
-    BEGIN IMMEDIATE (and the first _pending a CREATE TABLE): a write lock held past
-    busy_timeout (a long `run --rebuild` batch beside serve, which 2ec571c's poll now
-    meets) or a full disk raises sqlite3.OperationalError, the task ends, and
-    build_app's gather(return_exceptions=True) swallows it: no log, no annotation until
-    serve restarts."""
+    """A write lock held past the busy timeout (a long `run --rebuild` batch beside
+    serve) or a full disk raised sqlite3.OperationalError, which ended the worker
+    silently (build_app gathers with return_exceptions): nothing was annotated until
+    serve restarted. It is logged and tried again now."""
     grafana = FakeGrafana()
 
     async def scenario(service: Service, url: str) -> None:
@@ -112,7 +109,7 @@ def test_a_storage_error_is_retried_and_does_not_end_the_annotation_worker(tmp_p
 
 
 def test_a_new_worker_instance_resumes_the_matching_where_the_last_stopped(tmp_path) -> None:
-    """(Expected to pass at 38b7d4b.) Restart mid-matching: the skip list is in the store."""
+    """A restart mid-matching: the skip list is in the store."""
     grafana = FakeGrafana()
 
     async def scenario(service: Service, url: str) -> None:
