@@ -40,9 +40,8 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -783,7 +782,7 @@ class GrafanaAnnotations:
         generation = str(store.position()[2])
         counted_in = store.meta(GRAFANA_GENERATION)
         if counted_in is None:  # a new store, or a cursor of a release before the generation
-            with self._transaction():
+            with self.service.store.transaction():
                 self._place_of(after)
                 self._write_meta({GRAFANA_GENERATION: generation})
         elif counted_in != generation:
@@ -794,7 +793,7 @@ class GrafanaAnnotations:
             # were sent (known by alert and kind: the replay may make a day that serve
             # closed in several runs in another order).
             day = int(store.meta(GRAFANA_DAY) or 0)
-            with self._transaction():  # read again under the write lock: no rebuild between
+            with store.transaction():  # read again under the write lock: no rebuild between
                 clock, _, now = store.position()
                 if clock is None or clock < day:
                     return []
@@ -813,10 +812,12 @@ class GrafanaAnnotations:
     def _place_of(self, transition_id: int) -> None:
         """Where a cursor of an earlier release reached: the day of the transition numbered
         ``transition_id``, and its transitions up to it as sent."""
+        if not transition_id:
+            return
         db = self.service.store.db
         row = db.execute("SELECT day FROM transitions WHERE id <= ? ORDER BY id DESC LIMIT 1",
                          (transition_id,)).fetchone()
-        if not transition_id or row is None:
+        if row is None:
             return
         db.execute("DELETE FROM grafana_day_sent")
         db.execute("INSERT INTO grafana_day_sent SELECT alert_id, kind FROM transitions WHERE day = ? AND id <= ?",
@@ -828,7 +829,7 @@ class GrafanaAnnotations:
         False, only if it is one the rebuilt history's last annotated day had sent already
         (returns whether it moved; the caller annotates it first otherwise)."""
         store = self.service.store
-        with self._transaction():
+        with self.service.store.transaction():
             last_day = int(store.meta(GRAFANA_DAY) or 0)
             if not send:
                 if day > last_day:  # past that day: nothing more to match
@@ -846,27 +847,9 @@ class GrafanaAnnotations:
             self._write_meta({GRAFANA_CURSOR: str(transition_id), GRAFANA_DAY: str(day)})
         return True
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        db = self.service.store.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:  # a failed statement may have ended it (SQLITE_FULL)
-                db.execute("ROLLBACK")
-            raise
-
     def _write_meta(self, values: dict[str, str]) -> None:
-        """Several meta keys in one statement."""
-        if not values:
-            return
-        self.service.store.db.execute(
-            "INSERT INTO meta(key, value) VALUES " + ", ".join("(?, ?)" for _ in values)
-            + " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [x for pair in values.items() for x in pair],
-        )
+        for key, value in values.items():  # within the caller's transaction: all or none
+            self.service.store.set_meta(key, value)
 
     async def flush(self) -> int:
         """Send every pending transition; raises AnnotationError when Grafana fails."""

@@ -298,6 +298,25 @@ class Store:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (BEGIN IMMEDIATE), committed at the end of the block or
+        rolled back on an error; inside a transaction the caller opened, only a part of it."""
+        db = self.db
+        own = not db.in_transaction
+        if own:
+            db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            if own:
+                db.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (a full disk): a second ROLLBACK would
+            # raise "no transaction is active" over the real error.
+            if own and db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
     # -- the log ---------------------------------------------------------
     def append(
         self, records: Sequence[tuple[Record, str]], rejections: Sequence[Rejection],
@@ -306,10 +325,7 @@ class Store:
         """Append validated records (with their source) and rejections in one transaction
         (or within the caller's, when one is open: an atomic ingest, see ingest())."""
         db = self.db
-        own = not db.in_transaction
-        if own:
-            db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             other_year = self._other_year(records, refused_years)
             # (Record is a plain tuple: type, event_id, day, project_id, amount, details)
             rows = [
@@ -340,14 +356,6 @@ class Store:
                     "events_rejected": len(refused),
                 }
             )
-            if own:
-                db.execute("COMMIT")
-        except BaseException:
-            # SQLite may have rolled back already (a full disk): a second ROLLBACK would
-            # raise "no transaction is active" over the real error.
-            if own and db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return AppendResult(applied, duplicates, conflicts)
 
     def _other_year(
