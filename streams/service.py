@@ -547,10 +547,14 @@ async def get_alerts(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     department, year = request.query.get("department") or None, _year_param(request)
     if not _flag(request, "all"):
-        if "limit" in request.query or "after" in request.query:
+        if _asks_page(request):
             raise bad_request("参数 limit/after 用于分页读取全部变化记录，须与 all=1 同用")
         return json_response(await service.db(service.alerts_json, False, department, year))
     return await _paged(request, partial(service.store.transition_page, department=department, fiscal_year=year))
+
+
+def _asks_page(request: web.Request) -> bool:
+    return "limit" in request.query or "after" in request.query
 
 
 async def _paged(request: web.Request, read: Callable[..., tuple[list[Any], int | None]]) -> web.StreamResponse:
@@ -560,7 +564,7 @@ async def _paged(request: web.Request, read: Callable[..., tuple[list[Any], int 
     ``X-Next-After``). Asked without: every row, the same JSON as the CLI, written a page
     at a time (the DB thread is free between pages, and the answer is never whole in
     memory)."""
-    if "limit" not in request.query and "after" not in request.query:
+    if not _asks_page(request):
         return await _streamed(request, read)
     limit = _count_param(request, "limit", PAGE_ROWS, 1, PAGE_ROWS_MAX)
     after = _count_param(request, "after", 0, 0, 10**12 - 1)

@@ -109,8 +109,6 @@ CREATE TABLE IF NOT EXISTS registrations (
 # projects the transitions' inserts took 13.5-14.3 s with it and 6.3-7.8 s without
 # (timed per call, ~90 s replays); building it at the end takes 1.1 s.
 # Queries stay correct without them, only slower, while such a run is under way.
-Row = TypeVar("Row")
-
 DEFERRABLE_INDEXES = {
     "transitions_by_alert": "CREATE INDEX IF NOT EXISTS transitions_by_alert ON transitions(alert_id, id)",
 }
@@ -628,9 +626,9 @@ class Store:
     def rejections(self) -> list[dict[str, Any]]:
         return list(self.each_rejection())
 
-    def each_rejection(self, after: int = 0, limit: int = -1) -> Iterator[dict[str, Any]]:
+    def each_rejection(self) -> Iterator[dict[str, Any]]:
         """Dead letters in order, one at a time (a wrong file imported is one per line)."""
-        for _, row in self._rejections("WHERE id > ? ORDER BY id LIMIT ?", (after, limit)):
+        for _, row in self._rejections("ORDER BY id", ()):
             yield row
 
     def rejection_page(self, *, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
@@ -707,12 +705,11 @@ class Store:
     def active_alerts(self, *, department: str | None = None, fiscal_year: int | None = None) -> list[dict[str, Any]]:
         """The board's default view: alerts firing, and those resolved whose reduction
         still awaits the bureau — without reading the year's resolved ones (most of them)."""
-        where, args = _filters(department_id=department, fiscal_year=fiscal_year)
-        active = "(status = 'firing' OR json_extract(data, '$.disposition.status') = ?)"
-        where = f"{where} AND {active}" if where else f" WHERE {active}"
+        where, args = _filters(department_id=department, fiscal_year=fiscal_year,
+                               also=("(status = 'firing' OR json_extract(data, '$.disposition.status') = ?)",
+                                     AWAITING))
         loads = orjson.loads
-        query = f"SELECT data FROM alerts{where} ORDER BY alert_id"
-        return [loads(data) for (data,) in self.db.execute(query, (*args, AWAITING))]
+        return [loads(data) for (data,) in self.db.execute(f"SELECT data FROM alerts{where} ORDER BY alert_id", args)]
 
     def alert_departments(self, department: str | None = None) -> list[str]:
         """The departments with any alert (of any year), from the department index."""
@@ -732,7 +729,7 @@ class Store:
         ).fetchone():
             year = row[0].split(":", 1)[0]
             years.append(int(year))
-            after = f"{year};"  # past every id of the year: ';' sorts right after ':'
+            after = _id_range(f"{year}:")[1]  # past every id of the year
         return sorted(years, reverse=True)
 
     def ended_with_year(self, fiscal_year: int, rule: str) -> list[str]:
@@ -776,10 +773,9 @@ class Store:
     ) -> tuple[list[dict[str, Any]], int | None]:
         """At most ``limit`` transitions in order after the one numbered ``after``, and the
         number to ask after for the next page (None: this page is the last)."""
-        where, args = _filters(department_id=department, fiscal_year=fiscal_year)
-        where = f"{where} AND id > ?" if where else " WHERE id > ?"
+        where, args = _filters(department_id=department, fiscal_year=fiscal_year, also=("id > ?", after))
         query = f"SELECT id, data FROM transitions{where} ORDER BY id LIMIT ?"
-        found = [(n, orjson.loads(d)) for n, d in self.db.execute(query, (*args, after, limit + 1))]
+        found = [(n, orjson.loads(d)) for n, d in self.db.execute(query, (*args, limit + 1))]
         return one_page(found, limit)
 
     def subject_transitions(self, subject_type: str, subject_id: str) -> list[dict[str, Any]]:
@@ -884,6 +880,9 @@ def _id_range(prefix: str) -> tuple[str, str]:
     return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
+Row = TypeVar("Row")
+
+
 def one_page(found: list[tuple[int, Row]], limit: int) -> tuple[list[Row], int | None]:
     """Rows read with ``LIMIT limit + 1`` as (number, row): the page, and the number to
     read after for the next one (None when nothing follows)."""
@@ -891,18 +890,24 @@ def one_page(found: list[tuple[int, Row]], limit: int) -> tuple[list[Row], int |
     return [row for _, row in page], (page[-1][0] if len(found) > limit else None)
 
 
-def _filters(*, fiscal_year: int | None = None, **columns: str | None) -> tuple[str, tuple[str, ...]]:
+def _filters(
+    *, fiscal_year: int | None = None, also: tuple[str, str | int] | None = None, **columns: str | None,
+) -> tuple[str, tuple[str | int, ...]]:
     """A WHERE clause matching the given (trusted) column names to the values not None;
-    ``fiscal_year``: alert ids of that year (a range of the key: ids start with it)."""
+    ``fiscal_year``: alert ids of that year (a range of the key: ids start with it);
+    ``also``: one more (trusted) term and its one argument."""
     given = {name: value for name, value in columns.items() if value is not None}
     terms = [f"{name} = ?" for name in given]
-    args = list(given.values())
+    args: list[str | int] = [str(value) for value in given.values()]
     if fiscal_year is not None:
         terms.append("alert_id >= ? AND alert_id < ?")
         args += _id_range(f"{fiscal_year}:")
+    if also is not None:
+        terms.append(also[0])
+        args.append(also[1])
     if not terms:
         return "", ()
-    return " WHERE " + " AND ".join(terms), tuple(str(a) for a in args)
+    return " WHERE " + " AND ".join(terms), tuple(args)
 
 
 class Batch:
