@@ -623,9 +623,8 @@ async def board_page(request: web.Request) -> web.Response:
     def read() -> tuple[dict[str, Any] | None, list[dict[str, Any]], list[dict[str, Any]], list[tuple[str, str]],
                         list[int]]:
         active = board.active(user)
-        listed = active if (request.query.get("status") or "firing") == "firing" else board.alerts(user, request.query)
-        return (board.status(user, chosen), active, listed, board.department_choices(user, active),
-                board.service.store.alert_years(board.scope(user)))
+        return (board.status(user, chosen), active, board.alerts(user, request.query),
+                board.department_choices(user, active), board.service.store.alert_years(board.scope(user)))
 
     status, active, rows, choices, alert_years = await board.service.db(read)
     firing = [r for r in active if r["status"] == "firing"]
