@@ -39,6 +39,17 @@ def _down(annotator: GrafanaAnnotator) -> Any:
     return real
 
 
+async def annotated_then_down(service: Service, url: str) -> tuple[GrafanaAnnotator, GrafanaAnnotations, Any, int]:
+    """P1 and P2 idle to 06-30, every transition annotated, then Grafana down: the
+    annotator, its worker, the real annotate (to bring Grafana back) and how many it sent."""
+    annotator = GrafanaAnnotator.from_url(url, "t")
+    worker = GrafanaAnnotations(service, annotator, retry_seconds=3600)
+    await service.db(ingest_events, service.store, idle("P1", "P2"))
+    await service.db(service.engine.run, to_day(parse_day(D)))
+    sent = await worker.flush()
+    return annotator, worker, _down(annotator), sent
+
+
 def test_a_second_rebuild_before_the_first_is_matched_sends_nothing_twice(tmp_path) -> None:
     """After a first rebuild whose matching stopped early (Grafana down on an unmatched
     transition that sorts first, a crash), the skip list still holds what Grafana has
@@ -48,12 +59,8 @@ def test_a_second_rebuild_before_the_first_is_matched_sends_nothing_twice(tmp_pa
 
     async def scenario(service: Service, url: str) -> None:
         store, day = service.store, to_day(parse_day(D))
-        annotator = GrafanaAnnotator.from_url(url, "t")
-        worker = GrafanaAnnotations(service, annotator, retry_seconds=3600)
-        await service.db(ingest_events, store, idle("P1", "P2"))
-        await service.db(service.engine.run, day)
-        assert await worker.flush() > 0                       # 06-30: P1, P2, D01 annotated
-        real = _down(annotator)                               # Grafana goes down
+        annotator, worker, real, sent = await annotated_then_down(service, url)
+        assert sent > 0                                       # 06-30: P1, P2, D01 annotated; then down
         # a project registered in January arrives late: serve closes 06-30 again
         await service.db(ingest_events, store, idle("P0"))
         await service.db(service.engine.run, day)
@@ -114,12 +121,7 @@ def test_a_new_worker_instance_resumes_the_matching_where_the_last_stopped(tmp_p
 
     async def scenario(service: Service, url: str) -> None:
         store, day = service.store, to_day(parse_day(D))
-        annotator = GrafanaAnnotator.from_url(url, "t")
-        worker = GrafanaAnnotations(service, annotator, retry_seconds=3600)
-        await service.db(ingest_events, store, idle("P1", "P2"))
-        await service.db(service.engine.run, day)
-        await worker.flush()
-        real = _down(annotator)
+        annotator, worker, real, _ = await annotated_then_down(service, url)
         await service.db(ingest_events, store, [b.registered("P0", department_id="D01", department_name="教育局",
                                                              on=D), b.approved("P0", "1000000.00", on=D)])
         await service.db(service.engine.run, day)
