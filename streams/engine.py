@@ -209,8 +209,9 @@ class Engine:
         )
 
     def run(self, as_of: int | None = None, *, progress: Progress | None = None) -> RunSummary:
-        monitor = self.load()
         store = self.store
+        store.build_log_index()  # a bulk import killed before its end dropped it; read along it
+        monitor = self.load()
         clock, seq = store.cursor()
         max_seq = store.max_seq()
         if as_of is None:

@@ -5,11 +5,14 @@ Always: read = accepted + rejected, accepted = applied + duplicates.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from budget.events import Record
 from connectors.parsed import Accepted, Parsed, Rejected
+from streams.errors import StoreError
 from streams.gc_tuning import fewer_collections
 from streams.store import RefusedYears, Rejection, Store
 
@@ -65,11 +68,20 @@ def ingest(
     crash midway cannot leave half a body for a restart to process as if complete —
     its clock passing dates the other half, re-sent, would then apply late."""
     if not atomic:
-        return _ingest(store, parsed, on_batch, keep_reasons)
+        try:
+            counts = _ingest(store, parsed, on_batch, keep_reasons, may_defer_index=True)
+        except BaseException:
+            # The batches written so far stay: so does their index, unless the store is
+            # failing too (then the next import or run builds it, as after a kill).
+            with suppress(sqlite3.Error, StoreError):
+                store.build_log_index()
+            raise
+        store.build_log_index()
+        return counts
     db = store.db
     db.execute("BEGIN IMMEDIATE")
     try:
-        counts = _ingest(store, parsed, on_batch, keep_reasons)
+        counts = _ingest(store, parsed, on_batch, keep_reasons, may_defer_index=False)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
@@ -83,13 +95,24 @@ def _ingest(
     parsed: Iterable[Parsed],
     on_batch: Callable[[int], None] | None,
     keep_reasons: int,
+    *,
+    may_defer_index: bool,
 ) -> IngestCounts:
     counts = IngestCounts()
     records: list[tuple[Record, str]] = []
     rejections: list[Rejection] = []
     refused_years: RefusedYears = {}  # one import's other-year refusals
+    logged = store.log_size() if may_defer_index else 0
+    appended = 0  # records handed to the log so far
 
     def flush() -> None:
+        nonlocal appended, may_defer_index
+        appended += len(records)
+        if may_defer_index and appended >= max(BATCH, logged):
+            # At least a batch and as many as the log held: building the index over the
+            # whole log at the end now costs less than keeping it up row by row.
+            store.drop_log_index()
+            may_defer_index = False
         result = store.append(records, rejections, refused_years=refused_years)
         counts.applied += result.applied
         counts.duplicates += result.duplicates
