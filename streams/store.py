@@ -420,7 +420,8 @@ class Store:
                     rows = held[2] if held is not None and held[0] == year else frozenset()
                     refused_years[record.project_id] = (year, owner, rows | {source})  # a row pasted twice
         companions = [(n, r, source) for n, (r, source) in enumerate(records)
-                      if r.project_id in refused_years and n not in refused and r.type != "project_registered"]
+                      if r.project_id in refused_years and n not in refused
+                      and r.type != "project_registered"] if refused_years else []
         if companions:
             # A new year's sheet reusing last year's codes: its approvals and payments,
             # dated in the new year, would go into last year's project (an approval
