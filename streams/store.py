@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     alert_id TEXT PRIMARY KEY,
     status TEXT NOT NULL,
     department_id TEXT NOT NULL,
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    awaiting INTEGER  -- 1 while a reduction of the alert awaits the bureau (data's disposition)
 );
 CREATE TABLE IF NOT EXISTS transitions (
     id INTEGER PRIMARY KEY,
@@ -112,6 +113,14 @@ DEFERRABLE_INDEXES = {
     "transitions_by_alert": "CREATE INDEX IF NOT EXISTS transitions_by_alert ON transitions(alert_id, id)",
 }
 SCHEMA += "".join(f"{ddl};\n" for ddl in DEFERRABLE_INDEXES.values())
+
+# The board's default list: the alerts firing and those whose reduction awaits the bureau.
+# Partial, so only those rows are in it: a year's resolved alerts (most of them) cost a
+# write nothing more. Without it the list read every alert's JSON: 0.79 s at 100k projects
+# (176k alerts), 0.09 s with it. Created after the migration that adds `awaiting`.
+OPEN_ALERTS_INDEX = "alerts_open"
+OPEN_ALERTS = "(status = 'firing' OR awaiting = 1)"
+OPEN_ALERTS_DDL = f"CREATE INDEX IF NOT EXISTS {OPEN_ALERTS_INDEX} ON alerts(alert_id) WHERE {OPEN_ALERTS}"
 
 # The log in business order: every run reads its pending events along it. A bulk import
 # drops it and builds it once at its end (streams.ingest): kept up row by row it was ~30%
@@ -176,7 +185,8 @@ INSERT_REJECTION_ONCE = (
 # What a current store has; a deferred index may be missing (a long run or a bulk import
 # is under way, or was killed): the next run builds it, so opening the store never waits
 # for the writer.
-_OBJECTS = set(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA)) - {*DEFERRABLE_INDEXES, LOG_INDEX}
+_OBJECTS = {*re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA), OPEN_ALERTS_INDEX} - {
+    *DEFERRABLE_INDEXES, LOG_INDEX}
 
 
 def _conflict(
@@ -290,6 +300,13 @@ class Store:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(outbox)")}
         if "payload" in columns:
             self.db.execute("ALTER TABLE outbox DROP COLUMN payload")
+        if "awaiting" not in {row[1] for row in self.db.execute("PRAGMA table_info(alerts)")}:
+            # Stores made before the board's open-alerts index: the flag from each alert's JSON.
+            self.db.execute("ALTER TABLE alerts ADD COLUMN awaiting INTEGER")
+            self.db.execute(
+                "UPDATE alerts SET awaiting = 1 WHERE json_extract(data, '$.disposition.status') = ?", (AWAITING,)
+            )
+        self.db.execute(OPEN_ALERTS_DDL)
 
     def close(self) -> None:
         if self._reader is not None:
@@ -794,9 +811,7 @@ class Store:
     def active_alerts(self, *, department: str | None = None, fiscal_year: int | None = None) -> list[dict[str, Any]]:
         """The board's default view: alerts firing, and those resolved whose reduction
         still awaits the bureau — without reading the year's resolved ones (most of them)."""
-        where, args = _filters(department_id=department, fiscal_year=fiscal_year,
-                               also=("(status = 'firing' OR json_extract(data, '$.disposition.status') = ?)",
-                                     AWAITING))
+        where, args = _filters(department_id=department, fiscal_year=fiscal_year, also=OPEN_ALERTS)
         loads = orjson.loads
         return [loads(data) for (data,) in self.db.execute(f"SELECT data FROM alerts{where} ORDER BY alert_id", args)]
 
@@ -979,19 +994,27 @@ def one_page(found: list[tuple[int, Row]], limit: int) -> tuple[list[Row], int |
     return [row for _, row in page], (page[-1][0] if len(found) > limit else None)
 
 
+def _awaiting(alert: dict[str, Any]) -> int | None:
+    """The alerts row's ``awaiting`` flag: 1 while a reduction awaits the bureau."""
+    disposition = alert.get("disposition")
+    return 1 if disposition is not None and disposition.get("status") == AWAITING else None
+
+
 def _filters(
-    *, fiscal_year: int | None = None, also: tuple[str, str | int] | None = None, **columns: str | None,
+    *, fiscal_year: int | None = None, also: str | tuple[str, str | int] | None = None, **columns: str | None,
 ) -> tuple[str, tuple[str | int, ...]]:
     """A WHERE clause matching the given (trusted) column names to the values not None;
     ``fiscal_year``: alert ids of that year (a range of the key: ids start with it);
-    ``also``: one more (trusted) term and its one argument."""
+    ``also``: one more (trusted) term, with its one argument if it takes one."""
     given = {name: value for name, value in columns.items() if value is not None}
     terms = [f"{name} = ?" for name in given]
     args: list[str | int] = [str(value) for value in given.values()]
     if fiscal_year is not None:
         terms.append("alert_id >= ? AND alert_id < ?")
         args += _id_range(f"{fiscal_year}:")
-    if also is not None:
+    if isinstance(also, str):
+        terms.append(also)
+    elif also is not None:
         terms.append(also[0])
         args.append(also[1])
     if not terms:
@@ -1079,10 +1102,10 @@ class Batch:
     def _put_alerts(self, alerts: Iterable[dict[str, Any]]) -> None:
         dumps = orjson.dumps
         self.db.executemany(
-            "INSERT INTO alerts(alert_id, status, department_id, data) VALUES (?, ?, ?, CAST(? AS TEXT))"
+            "INSERT INTO alerts(alert_id, status, department_id, data, awaiting) VALUES (?, ?, ?, CAST(? AS TEXT), ?)"
             " ON CONFLICT(alert_id) DO UPDATE SET status = excluded.status,"
-            " department_id = excluded.department_id, data = excluded.data",
-            ((a["alert_id"], a["status"], a["department_id"], dumps(a)) for a in alerts),
+            " department_id = excluded.department_id, data = excluded.data, awaiting = excluded.awaiting",
+            ((a["alert_id"], a["status"], a["department_id"], dumps(a), _awaiting(a)) for a in alerts),
         )
 
     def commit(

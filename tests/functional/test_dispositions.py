@@ -352,3 +352,37 @@ def test_an_answer_and_what_follows_it_in_one_run_equal_their_replay(tmp_path: P
           adjusted("P1", "800000.00", on="2025-07-08", event_id="ADJ-USER")], "2025-07-08"),
     ])
     assert _kinds(replayed) == _kinds(live)
+
+
+def _open_alert_ids(e: Any) -> list[str]:
+    return [a["alert_id"] for a in e.store.active_alerts()]
+
+
+def test_the_open_alerts_index_holds_a_resolved_alert_while_its_reduction_awaits_the_bureau(tmp_path: Path) -> None:
+    """The board's default list reads the firing alerts and those awaiting the bureau
+    through a partial index (it read every alert's JSON), in a new and a migrated store."""
+    from tests.builders import payment
+
+    db = tmp_path / "bw.db"
+    e = engine(db)
+    ingest_events(e.store, [*base(), disposed("DSP-1", "2025-07-02", "reduce", "200000.00"),
+                            payment("P1", "300000.00", on="2025-07-03", event_id="PAY-4")])  # 40%: resolves
+    e.run(d("2025-07-04"))
+    alerts = {a["alert_id"]: a for a in e.store.alert_rows()}
+    alert = alerts[ALERT]
+    assert (alert["status"], alert["disposition"]["status"]) == ("resolved", "awaiting_approval")
+    others = sorted(a for a, row in alerts.items() if row["status"] == "firing")
+    assert _open_alert_ids(e) == sorted([ALERT, *others])
+    plan = " ".join(str(r) for r in e.store.db.execute(
+        "EXPLAIN QUERY PLAN SELECT data FROM alerts WHERE (status = 'firing' OR awaiting = 1) ORDER BY alert_id"))
+    assert "alerts_open" in plan
+
+    # A store from before the flag: opened, it is migrated from each alert's JSON.
+    e.store.db.executescript("DROP INDEX alerts_open; ALTER TABLE alerts DROP COLUMN awaiting;")
+    e.store.close()
+    e = engine(db)
+    assert _open_alert_ids(e) == sorted([ALERT, *others])
+    ingest_events(e.store, [approval("APR-1", "2025-07-07", "DSP-1")])
+    e.run(d("2025-07-08"))
+    assert {a["alert_id"]: a for a in e.store.alert_rows()}[ALERT]["disposition"]["status"] == "approved"
+    assert ALERT not in _open_alert_ids(e)  # decided: out of the default list
