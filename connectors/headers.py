@@ -20,7 +20,8 @@ PROJECT_HEADERS: dict[str, str] = {
     "年度": "fiscal_year", "预算年度": "fiscal_year", "fiscal_year": "fiscal_year",
     "年初预算数": "approved_amount", "年初预算": "approved_amount", "批复金额": "approved_amount",
     "预算批复数": "approved_amount", "预算数": "approved_amount", "年初预算金额": "approved_amount",
-    "预算金额": "approved_amount", "年初批复数": "approved_amount",
+    "预算金额": "approved_amount", "年初批复数": "approved_amount", "批复预算": "approved_amount",
+    "批复预算数": "approved_amount", "预算批复金额": "approved_amount",
     "approved_amount": "approved_amount", "budget": "approved_amount",
     "批复日期": "approved_on", "approved_on": "approved_on",
     "项目类型": "kind", "支出类型": "kind", "kind": "kind",
@@ -53,13 +54,27 @@ KINDS: dict[str, str] = {
 }
 
 # The units an export writes its amounts in, and what one of each is in fen.
-UNITS: dict[str, str] = {"元": "yuan", "千元": "qian", "万元": "wan", "亿元": "yi",
+UNITS: dict[str, str] = {"元": "yuan", "千元": "qian", "万元": "wan", "百万元": "baiwan", "亿元": "yi",
                          "yuan": "yuan", "wan": "wan", "10k yuan": "wan"}
-UNIT_NAMES: dict[str, str] = {"yuan": "元", "qian": "千元", "wan": "万元", "yi": "亿元"}
+UNIT_NAMES: dict[str, str] = {"yuan": "元", "qian": "千元", "wan": "万元", "baiwan": "百万元", "yi": "亿元"}
+# A unit as headers write it: 万元, 万 (年初预算数(万)), 人民币万元, 万元人民币, 万 元.
+UNIT_WORD = r"(?:人民币)?\s*(?:亿|百\s*万|万|千)?\s*元(?:\s*人民币)?|(?:人民币)?\s*(?:亿|百\s*万|万|千)"
 _UNIT = re.compile(
-    r"[（(]\s*(?:(?:金额)?单位\s*[:：]\s*)?(亿元|万元|千元|元|yuan|wan|10k yuan)\s*[)）]\s*$", re.IGNORECASE
+    # in brackets of any style: （万元） (万) [万元] 【万元】 （单位：万元） （人民币万元）
+    rf"(?:[（(\[［【〔]\s*(?:(?:金额)?单位\s*[:：]?\s*)?(?P<bracketed>{UNIT_WORD}|yuan|wan|10k yuan)\s*[)）\]］】〕]"
+    # or after a slash or a space: 年初预算数/万元, 年初预算数 万元, budget/wan
+    rf"|(?:\s*[/／]\s*|\s+)(?P<after>{UNIT_WORD}|yuan|wan|10k yuan))\s*$",
+    re.IGNORECASE,
 )
 _SPACES = re.compile(r"\s+")
+
+
+def unit_of(word: str) -> str:
+    """The unit a matched unit word names: 万 and 人民币万元 are 万元 ("wan")."""
+    text = "".join(word.lower().split()).replace("人民币", "")
+    if text == "10kyuan":
+        return "wan"
+    return UNITS[text if text.isascii() or text.endswith("元") else text + "元"]
 
 
 def split_header(header: object) -> tuple[str, str | None]:
@@ -69,7 +84,7 @@ def split_header(header: object) -> tuple[str, str | None]:
     required-field mark of a template (*项目编码) are not part of its name."""
     text = str(header or "").replace("\ufeff", "").strip().lstrip("*＊").strip()
     match = _UNIT.search(text)
-    unit = UNITS[" ".join(match.group(1).lower().split())] if match else None
+    unit = unit_of(match.group("bracketed") or match.group("after")) if match else None
     base = text[: match.start()].strip() if match else text
     if base.isascii():
         return base.lower(), unit

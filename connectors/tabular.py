@@ -40,7 +40,8 @@ from connectors.parsed import Accepted, Parsed, Rejected
 Layout = Literal["auto", "projects", "payments"]
 Unit = Literal["auto", "yuan", "qian", "wan", "yi"]
 UNIT_CHOICES = ("auto", "yuan", "qian", "wan", "yi")
-FEN_PER_UNIT = {"yuan": FEN_PER_YUAN, "qian": FEN_PER_QIAN, "wan": FEN_PER_WAN, "yi": FEN_PER_YI}
+FEN_PER_UNIT = {"yuan": FEN_PER_YUAN, "qian": FEN_PER_QIAN, "wan": FEN_PER_WAN, "baiwan": 100 * FEN_PER_WAN,
+                "yi": FEN_PER_YI}  # 百万元 only as a file states it, not a --unit choice
 
 HEADER_SEARCH_ROWS = 10
 log = logging.getLogger("budgetwatch.import")
@@ -284,9 +285,11 @@ def _detect(
 # A budget system's export states its unit above the table: "单位：万元", "金额单位：元".
 # Not "编制单位：元江县财政局": a unit is not followed by more Chinese.
 _DECLARED_UNIT = re.compile(r"(?:金额)?单位\s*[:：]\s*(亿元|万元|千元|元)(?=人民币|[^\u4e00-\u9fff]|$)")
-# An unmapped header that names an amount: 金额, …数 / …额 (预算数, 调整后预算数, 批复额),
-# or one with a unit (…（万元）). Not 预算科目, 预算级次, 批复文号.
-_MONEY_HEADER = re.compile(r"金额|[数额]$|budget|amount", re.IGNORECASE)
+# An unmapped header that names an amount: one holding 金额, 预算 or 批复 (批复预算调整,
+# 年初预算（含结转）), …数 / …额 (调整后预算数, 追加额), or one with a unit (…（万元）).
+# Not a header about the budget that holds no amount: 预算科目, 预算级次, 批复文号.
+_MONEY_HEADER = re.compile(r"金额|预算|批复|[数额]$|budget|amount", re.IGNORECASE)
+_NOT_MONEY = re.compile(r"(?:科目|级次|文号|日期|时间|编码|代码|编号|名称|单位|类别|类型|年度|说明|备注|依据|状态)$")
 
 
 def _declared_unit(cells: list[Any], origin: str, where: str, found: str | None) -> str | None:
@@ -319,7 +322,9 @@ def _refuse_unknown_budget_column(
         return
     for (field, _), (base, own_unit), cell in zip(columns, headers, cells, strict=False):
         name = str(cell or "").strip()
-        if field is None and name and (own_unit is not None or _MONEY_HEADER.search(base)):
+        if field is None and name and (
+            own_unit is not None or (_MONEY_HEADER.search(base) and not _NOT_MONEY.search(base))
+        ):
             raise TabularError(
                 f"{where}：{origin} 的列「{name}」看来是金额列，但不是可识别的年初预算数列名，未导入任何内容"
                 "（否则每个项目都会被当作没有预算）；请把列名改为 年初预算数（或 年初预算数（万元）），"

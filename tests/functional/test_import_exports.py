@@ -65,7 +65,12 @@ def test_a_unit_in_separate_title_cells_or_in_the_header_row_itself(tmp_path: Pa
 @pytest.mark.parametrize(
     ("header", "yuan"),
     [("年初预算数（单位：万元）", 1_500_000), ("预算数", 150), ("年初预算数(千元)", 150_000),
-     ('"年初\n预算数"', 150), ("*年初预算数", 150)],
+     ('"年初\n预算数"', 150), ("*年初预算数", 150),
+     # each once registered every project with budget 0, silently
+     ("批复预算", 150), ("预算批复金额", 150), ("年初预算数(万)", 1_500_000), ("年初预算数/万元", 1_500_000),
+     ("年初预算数[万元]", 1_500_000), ("年初预算数【万元】", 1_500_000), ("年初预算数（人民币万元）", 1_500_000),
+     ("年初预算数 万元", 1_500_000), ("年初预算数（万 元）", 1_500_000), ("年初预算数（百万元）", 150_000_000),
+     ("budget/wan", 1_500_000)],
 )
 def test_budget_columns_under_the_names_exports_use(tmp_path: Path, header: str, yuan: int) -> None:
     path = write(tmp_path / "p.csv", f"*{PROJECT_HEAD},{header}\nP1,道路,D1,交通局,一般公共预算,2025,150\n")
@@ -74,7 +79,8 @@ def test_budget_columns_under_the_names_exports_use(tmp_path: Path, header: str,
 
 def test_a_budget_column_that_is_not_recognised_refuses_the_file(tmp_path: Path) -> None:
     """It registered every project with no budget: no alert, a rate of —, not a word."""
-    for column in ("调整后预算数", "预算金额合计", "追加额", "结转资金（万元）"):
+    for column in ("调整后预算数", "预算金额合计", "追加额", "结转资金（万元）", "批复预算（调整后）",
+                   "年初预算（含结转）", "2025年预算数"):
         path = write(tmp_path / "p.csv", f"{PROJECT_HEAD},{column}\nP1,道路,D1,交通局,一般公共预算,2025,150\n")
         with pytest.raises(TabularError, match=f"列「{re.escape(column)}」看来是金额列"):
             split(path)
