@@ -227,13 +227,14 @@ def xlsx_sheets(path: Path) -> Iterator[tuple[str, Iterator[Row]]]:
 
 
 def _detect(
-    rows: Iterator[Row], layout: Layout, origin: str
+    rows: Iterator[Row], layout: Layout, origin: str, unit: Unit = "auto"
 ) -> tuple[str, list[tuple[str | None, str | None]], list[str], Iterator[Row]]:
     """Find the header row; return (layout, [(field, unit)] per column, the header's
     names as written, remaining rows)."""
     seen: list[str] = []
     skipped: list[Row] = []  # unreadable stretches above the header: still dead letters
     title_unit: str | None = None  # "单位：万元" in the title block, for columns naming none
+    unclear: tuple[str, str] | None = None  # a title cell that mentions a unit not read
     for _ in range(HEADER_SEARCH_ROWS):
         item = next(rows, None)
         if item is None:
@@ -264,6 +265,7 @@ def _detect(
             chosen = None
         if chosen is None:
             title_unit = _declared_unit(cells, origin, item[0], title_unit)
+            unclear = _unclear_unit(cells, item[0], unclear)
             continue
         table = PAYMENT_HEADERS if chosen == "payments" else PROJECT_HEADERS
         # "单位：万元" in a spare cell of the header row itself
@@ -271,6 +273,8 @@ def _detect(
         title_unit = _declared_unit(spare, origin, item[0], title_unit)
         columns = [(table.get(n), u or title_unit) for n, u in headers]
         _refuse_repeated_fields(columns, cells, origin, item[0])
+        if unit == "auto" and title_unit is None:
+            _refuse_unclear_unit(columns, unclear, origin)
         if chosen == "projects":
             _refuse_unknown_budget_column(columns, headers, cells, origin, item[0])
         names_as_written = [str(c).strip() if c is not None else "" for c in cells]
@@ -282,9 +286,18 @@ def _detect(
     )
 
 
-# A budget system's export states its unit above the table: "单位：万元", "金额单位：元".
-# Not "编制单位：元江县财政局": a unit is not followed by more Chinese.
-_DECLARED_UNIT = re.compile(r"(?:金额)?单位\s*[:：]\s*(亿元|万元|千元|元)(?=人民币|[^\u4e00-\u9fff]|$)")
+# A budget system's export states its unit above the table: "单位：万元", "金额单位：元",
+# "单位：人民币万元", "单位（万元）", "金额单位为万元", "单位：万 元", or a cell that is only
+# the unit ("万元"). Not "编制单位：元江县财政局": a unit is not followed by more Chinese.
+_UNIT_NAME = r"(?:人民币)?\s*((?:亿|百\s*万|万|千)?\s*元)"
+_DECLARED_UNIT = re.compile(
+    rf"(?:金额)?单位\s*(?:[:：]|为|是|[（(])\s*{_UNIT_NAME}(?=\s*人民币|[^\u4e00-\u9fff]|$)"
+    rf"|^\s*[（(]?\s*{_UNIT_NAME}\s*(?:人民币)?\s*[)）]?\s*$"
+)
+# A title that speaks of a unit (…万元…) but declares none the above reads: the amounts'
+# scale would be a guess off by 10,000 times.
+_UNIT_MENTION = re.compile(r"(?:亿|百\s*万|万|千)\s*元")
+AMOUNT_FIELDS = frozenset({"approved_amount", "amount"})
 # An unmapped header that names an amount: one holding 金额, 预算 or 批复 (批复预算调整,
 # 年初预算（含结转）), …数 / …额 (调整后预算数, 追加额), or one with a unit (…（万元）).
 # Not a header about the budget that holds no amount: 预算科目, 预算级次, 批复文号.
@@ -297,7 +310,7 @@ def _declared_unit(cells: list[Any], origin: str, where: str, found: str | None)
     that disagree leave the amounts' scale a guess off by 10,000 times: refused."""
     for cell in cells:
         for match in _DECLARED_UNIT.finditer(str(cell or "")):
-            unit = UNITS[match.group(1)]
+            unit = UNITS["".join((match.group(1) or match.group(2)).split())]
             if found is not None and unit != found:
                 raise TabularError(
                     f"{where}：{origin} 的标题行声明了两种金额单位（{UNIT_NAMES[found]}与{UNIT_NAMES[unit]}），"
@@ -306,6 +319,33 @@ def _declared_unit(cells: list[Any], origin: str, where: str, found: str | None)
                 )
             found = unit
     return found
+
+
+def _unclear_unit(cells: list[Any], where: str, found: tuple[str, str] | None) -> tuple[str, str] | None:
+    """(where, text) of the first title cell that mentions a unit (万元, 千元, …) without
+    declaring one that :data:`_DECLARED_UNIT` reads (else ``found``)."""
+    if found is not None:
+        return found
+    for cell in cells:
+        text = str(cell or "").strip()
+        if _UNIT_MENTION.search(text) and not _DECLARED_UNIT.search(text):
+            return where, text
+    return None
+
+
+def _refuse_unclear_unit(
+    columns: list[tuple[str | None, str | None]], unclear: tuple[str, str] | None, origin: str
+) -> None:
+    """Amount columns that name no unit under a title that mentions one in words not
+    understood ("本表以万元计"): read as 元 they would be off by 10,000 times; refused."""
+    if unclear is None or not any(field in AMOUNT_FIELDS and unit is None for field, unit in columns):
+        return
+    where, text = unclear
+    raise TabularError(
+        f"{where}：{origin} 的标题写有「{text}」，提到了金额单位，但读不出金额列的单位，未导入任何内容；"
+        "请在标题行写明「单位：万元」（或 元、千元、百万元、亿元），或在金额列名中写明单位（如 年初预算数（万元）），"
+        "或导入时用 --unit 指定单位（a title mentions a unit that cannot be read; nothing was imported）"
+    )
 
 
 def _refuse_unknown_budget_column(
@@ -547,7 +587,7 @@ def parse_table(
     layout: Layout = "auto",
     unit: Unit = "auto",
 ) -> Iterator[Parsed]:
-    chosen, columns, header, rest = _detect(rows, layout, origin)
+    chosen, columns, header, rest = _detect(rows, layout, origin, unit)
     units = {
         name: (unit if unit != "auto" else (col_unit or "yuan"))
         for name, col_unit in columns

@@ -42,6 +42,14 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
         ("单位：亿元", 15_000_000_000),
         ("金额单位：元", 150),
         ("单位：万元人民币", 1_500_000),
+        # each once read as 元, silently
+        ("单位：人民币万元", 1_500_000),
+        ("单位（万元）", 1_500_000),
+        ("单位(万元)", 1_500_000),
+        ("金额单位为万元", 1_500_000),
+        ("2025年项目预算表,万元", 1_500_000),
+        ("单位：百万元", 150_000_000),
+        ("单位：万 元", 1_500_000),
     ],
 )
 def test_the_unit_a_title_states_scales_the_amounts(tmp_path: Path, title: str, yuan: int) -> None:
@@ -60,6 +68,19 @@ def test_a_unit_in_separate_title_cells_or_in_the_header_row_itself(tmp_path: Pa
                  f"单位：元\n单位：千元\n{PROJECT_HEAD},年初预算数\nP1,道路,D1,交通局,一般公共预算,2025,1\n")
     with pytest.raises(TabularError, match="两种金额单位（元与千元）"):
         split(both)
+
+
+def test_a_title_that_mentions_a_unit_it_does_not_declare_refuses_the_file(tmp_path: Path) -> None:
+    """"本表金额以万元计" was not read, and the amounts were taken as 元: 10,000 times too small."""
+    body = "P1,道路,D1,交通局,一般公共预算,2025,150\n"
+    path = write(tmp_path / "p.csv", f"2025年项目预算表,本表金额以万元计\n{PROJECT_HEAD},年初预算数\n{body}")
+    with pytest.raises(TabularError, match=r"p\.csv:1：.*标题写有「本表金额以万元计」.*--unit"):
+        split(path)
+    assert amounts(path, unit="wan")[("budget_approved", "P1@approved:2025")] == 150 * 1_000_000
+    named = write(tmp_path / "q.csv", f"本表金额以万元计\n{PROJECT_HEAD},年初预算数（元）\n{body}")
+    assert amounts(named)[("budget_approved", "P1@approved:2025")] == 150 * 100
+    declared = write(tmp_path / "r.csv", f"超过100万元的项目须公示,单位：元\n{PROJECT_HEAD},年初预算数\n{body}")
+    assert amounts(declared)[("budget_approved", "P1@approved:2025")] == 150 * 100
 
 
 @pytest.mark.parametrize(
