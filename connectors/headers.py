@@ -63,7 +63,7 @@ _UNIT = re.compile(
     # in brackets of any style: （万元） (万) [万元] 【万元】 （单位：万元） （人民币万元）
     rf"(?:[（(\[［【〔]\s*(?:(?:金额)?单位\s*[:：]?\s*)?(?P<bracketed>{UNIT_WORD}|yuan|wan|10k yuan)\s*[)）\]］】〕]"
     # or after a slash or a space: 年初预算数/万元, 年初预算数 万元, budget/wan
-    rf"|(?:\s*[/／]\s*|\s+)(?P<after>{UNIT_WORD}|yuan|wan|10k yuan))\s*$",
+    rf"|(?:\s*[/／]\s*|(?<![\s亿百万千])\s+)(?P<after>{UNIT_WORD}|yuan|wan|10k yuan))\s*$",
     re.IGNORECASE,
 )
 _SPACES = re.compile(r"\s+")

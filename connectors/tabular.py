@@ -235,6 +235,7 @@ def _detect(
     skipped: list[Row] = []  # unreadable stretches above the header: still dead letters
     title_unit: str | None = None  # "单位：万元" in the title block, for columns naming none
     unclear: tuple[str, str] | None = None  # a title cell that mentions a unit not read
+    groups: list[Group] = []  # "预算数（万元）" above (merged over) the columns it groups
     for _ in range(HEADER_SEARCH_ROWS):
         item = next(rows, None)
         if item is None:
@@ -266,12 +267,17 @@ def _detect(
         if chosen is None:
             title_unit = _declared_unit(cells, origin, item[0], title_unit)
             unclear = _unclear_unit(cells, item[0], unclear)
+            groups.extend(_groups(headers, cells, item[0]))
             continue
         table = PAYMENT_HEADERS if chosen == "payments" else PROJECT_HEADERS
         # "单位：万元" in a spare cell of the header row itself
         spare = [c for c, (n, _) in zip(cells, headers, strict=True) if n not in table]
         title_unit = _declared_unit(spare, origin, item[0], title_unit)
-        columns = [(table.get(n), u or title_unit) for n, u in headers]
+        columns = [
+            (field, u or (_group_unit(groups, index, title_unit, origin, item[0])
+                          if field in AMOUNT_FIELDS else title_unit))
+            for index, (field, u) in enumerate((table.get(n), u) for n, u in headers)
+        ]
         _refuse_repeated_fields(columns, cells, origin, item[0])
         if unit == "auto" and title_unit is None:
             _refuse_unclear_unit(columns, unclear, origin)
@@ -321,6 +327,50 @@ def _declared_unit(cells: list[Any], origin: str, where: str, found: str | None)
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A cell of a grouped header row above the header that names a unit, and the
+    columns it spans: its own and the empty ones to its right (a merged cell's value
+    sits in its first cell), to the next cell of the row or the row's end (None)."""
+
+    start: int
+    end: int | None
+    unit: str
+    text: str
+    where: str
+
+
+def _groups(headers: list[tuple[str, str | None]], cells: list[Any], where: str) -> list[Group]:
+    """The unit-naming cells of a row above the header (预算数（万元） merged over
+    年初预算数 and 调整后预算数)."""
+    filled = [i for i, c in enumerate(cells) if _cell_text(c) is not None]
+    found: list[Group] = []
+    for position, index in enumerate(filled):
+        base, unit = headers[index]
+        # a bare "（万元）" or "单位（万元）" declares the unit of all: read as such
+        if unit is not None and base and not _DECLARED_UNIT.search(str(cells[index])):
+            end = filled[position + 1] if position + 1 < len(filled) else None
+            found.append(Group(index, end, unit, str(cells[index]).strip(), where))
+    return found
+
+
+def _group_unit(groups: list[Group], index: int, title_unit: str | None, origin: str, where: str) -> str | None:
+    """The unit of the amount column at ``index`` whose header names none: the grouped
+    header's above it, else the title's. Two that disagree leave the scale a guess:
+    refused."""
+    over = [g for g in groups if g.start <= index and (g.end is None or index < g.end)]
+    units = {g.unit for g in over} | ({title_unit} if title_unit is not None else set())
+    if len(units) > 1:
+        said = "、".join(f"{g.where}「{g.text}」" for g in over)
+        title = f"，标题行声明的单位是{UNIT_NAMES[title_unit]}" if title_unit is not None else ""
+        raise TabularError(
+            f"{where}：{origin} 第 {index + 1} 列上方的分组表头写有不同的金额单位（{said}{title}），"
+            "未导入任何内容；请只保留一种单位，或在该金额列名中写明单位（如 年初预算数（万元））后重新导入"
+            f"（the grouped headers above column {index + 1} give different units）"
+        )
+    return over[0].unit if over else title_unit
+
+
 def _unclear_unit(cells: list[Any], where: str, found: tuple[str, str] | None) -> tuple[str, str] | None:
     """(where, text) of the first title cell that mentions a unit (万元, 千元, …) without
     declaring one that :data:`_DECLARED_UNIT` reads (else ``found``)."""
@@ -328,7 +378,7 @@ def _unclear_unit(cells: list[Any], where: str, found: tuple[str, str] | None) -
         return found
     for cell in cells:
         text = str(cell or "").strip()
-        if _UNIT_MENTION.search(text) and not _DECLARED_UNIT.search(text):
+        if _UNIT_MENTION.search(text) and not _DECLARED_UNIT.search(text) and split_header(text)[1] is None:
             return where, text
     return None
 

@@ -83,6 +83,26 @@ def test_a_title_that_mentions_a_unit_it_does_not_declare_refuses_the_file(tmp_p
     assert amounts(declared)[("budget_approved", "P1@approved:2025")] == 150 * 100
 
 
+def test_a_unit_in_a_grouped_header_row_applies_to_the_columns_under_it(tmp_path: Path) -> None:
+    """预算数（万元） merged over 年初预算数 and 调整后预算数 was ignored: the budgets read as 元."""
+    book = write_book(tmp_path / "g.xlsx", {"项目": [
+        ["2025年项目预算表"],
+        ["项目信息", None, None, None, None, None, "预算数（万元）", None],
+        ["项目编码", "项目名称", "单位编码", "单位名称", "资金性质", "年度", "调整后预算数", "年初预算数"],
+        ["P1", "道路", "D1", "交通局", "一般公共预算", 2025, 120, 100],
+    ]})
+    assert amounts(book)[("budget_approved", "P1@approved:2025")] == 100 * 1_000_000
+    # a group that names no unit, or one over other columns, leaves the column as it was
+    other = write(tmp_path / "o.csv", f"基本信息（千元）,,,,,,预算\n{PROJECT_HEAD},年初预算数\n"
+                                      "P1,道路,D1,交通局,一般公共预算,2025,150\n")
+    assert amounts(other)[("budget_approved", "P1@approved:2025")] == 150 * 100
+    # a group and the title that disagree: which one is meant is a guess
+    clash = write(tmp_path / "c.csv", f"单位：元\n项目信息,,,,,,预算数（万元）\n{PROJECT_HEAD},年初预算数\n"
+                                      "P1,道路,D1,交通局,一般公共预算,2025,150\n")
+    with pytest.raises(TabularError, match=r"c\.csv:3：.*第 7 列上方的分组表头写有不同的金额单位"):
+        split(clash)
+
+
 @pytest.mark.parametrize(
     ("header", "yuan"),
     [("年初预算数（单位：万元）", 1_500_000), ("预算数", 150), ("年初预算数(千元)", 150_000),
