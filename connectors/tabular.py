@@ -662,6 +662,10 @@ def parse_table(
         # after it is the same event whether or not that one is fixed and imported again.
         line = _detail_line(values.get("event_id"), cells, detail_lines) if chosen == "payments" else 1
         try:
+            if len(cells) > len(columns) and any(_cell_text(c) for c in cells[len(columns):]):
+                # Its cells are shifted under the wrong headers: 1,200,000.00 unquoted
+                # read as a budget of 1.00 and the payee as "200".
+                raise EventRejected(_extra_cells_reason(len(cells), len(columns)))
             found = _row_events(chosen, values, units)
             if line > 1:
                 found[0]["event_id"] = f"{found[0]['event_id']}#{line}"
@@ -701,6 +705,15 @@ def _sheet_reason(chosen: str, reason: str) -> str:
     for field, label in FIELD_LABELS.get(chosen, {}).items():
         head = head.replace(f"'{field}'", f"“{label}”").replace(f"{field}：", f"{label}：")
     return f"{SHEET_NAMES.get(chosen, chosen)}：{head}{bracket}{tail}"
+
+
+def _extra_cells_reason(cells: int, columns: int) -> str:
+    return (
+        f"本行有 {cells} 个单元格，比表头的 {columns} 列多，各列已错位，未导入：多半是金额中的千位分隔逗号没有加引号"
+        "（如 1,200,000.00 被拆成了几列）；请导出时给金额加上引号或去掉千位分隔符（或另存为 .xlsx），"
+        "修正后重新导入整个文件（再次导入不会重复记账）"
+        f"（the row has {cells} cells, more than the header's {columns} — likely an unquoted thousands separator）"
+    )
 
 
 def _money_reason(err: MoneyError) -> str:

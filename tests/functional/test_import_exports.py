@@ -358,3 +358,24 @@ def test_a_voucher_line_repeated_under_its_logged_id_is_not_also_its_other_equal
         paid = store.db.execute("SELECT SUM(amount) FROM events").fetchone()[0]
     assert (counts.applied, counts.duplicates) == (1, 1)
     assert paid == 20_000
+
+
+def test_a_row_with_more_cells_than_the_header_is_a_dead_letter_not_cut(tmp_path: Path) -> None:
+    """An unquoted 1,200,000.00 split into three cells: the row was cut to the header's
+    width and a budget of 1.00 (and a payee "234.50") imported, silently."""
+    projects = write(tmp_path / "p.csv", f"{PROJECT_HEAD},年初预算数\n"
+                                         "P1,道路,D1,交通局,一般公共预算,2025,1,200,000.00\n"
+                                         "P2,桥梁,D1,交通局,一般公共预算,2025,300,,\n")
+    accepted, rejected = split(projects)
+    assert {a.record.event_id: a.record.amount for a in accepted} == {
+        "P2@registered:2025": None, "P2@approved:2025": 30_000}  # empty extra cells are harmless
+    (cut,) = rejected
+    assert cut.source == f"{projects}:2"
+    assert cut.reason.startswith("项目表：本行有 9 个单元格，比表头的 7 列多")
+    assert "千位分隔逗号没有加引号" in cut.reason and "unquoted thousands separator" in cut.reason
+    assert orjson.loads(cut.raw)["第9列"] == "000.00"
+    payments = write(tmp_path / "pay.csv", "支付凭证号,支付日期,项目编码,支付金额,收款人名称\n"
+                                           "V1,2025-03-01,P1,1,234.50,甲公司\nV2,2025-03-01,P1,500.00,乙公司\n")
+    with Store(tmp_path / "bw.db") as store:
+        counts = ingest(store, read_events(payments))
+    assert (counts.read, counts.applied, counts.rejected) == (2, 1, 1)
