@@ -63,20 +63,43 @@ Row = tuple[str, "list[Any] | Unreadable"]
 
 
 def _encoding_of(data: bytes) -> str:
-    """For a file that decodes whole in neither: UTF-8 or GB18030 (GBK exports), by
-    which decodes more lines."""
-    lines = data.split(b"\n")
+    """For a file that is not UTF-8 whole: UTF-8 or GB18030 (GBK exports), by its lines
+    with non-ASCII bytes. GB18030 decodes almost any bytes, UTF-8 text too (garbled), so
+    it is not asked: UTF-8 when at least as many of those lines are valid UTF-8 as are
+    not (a UTF-8 file with an odd GBK line), else GB18030."""
+    utf8 = other = 0
+    for line in data.split(b"\n"):
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            other += 1
+        else:
+            utf8 += 1
+    return "utf-8-sig" if utf8 >= other else "gb18030"
 
-    def failures(encoding: str) -> int:
-        bad = 0
-        for line in lines:
-            try:
-                line.decode(encoding)
-            except UnicodeDecodeError:
-                bad += 1
-        return bad
 
-    return min(("utf-8-sig", "gb18030"), key=failures)
+_ENCODING_NAMES = {"utf-8": "UTF-8", "gb18030": "GB18030/GBK"}
+
+
+def _undecodable(number: int, content: bytes, encoding: str, err: UnicodeDecodeError) -> str:
+    """Why line ``number`` is a dead letter, naming the encoding it is not in (and the one
+    it seems to be in)."""
+    seems, seems_en = "", ""
+    if encoding == "utf-8":
+        try:
+            content.decode("gb18030")
+        except UnicodeDecodeError:
+            pass
+        else:
+            seems, seems_en = "，看来是以 GB18030/GBK 编码保存的（文件的其余部分是 UTF-8）", ", it seems to be GBK"
+    return (
+        f"第 {number} 行不是有效的 {_ENCODING_NAMES.get(encoding, encoding)} 文本（第 {err.start + 1} 个字节）{seems}，"
+        "本行未导入；请把整个文件用同一种编码（如 UTF-8）重新导出后再导入"
+        f"（line {number} is not valid {encoding} text (byte {err.start + 1}){seems_en}; "
+        "re-export the file in one encoding）"
+    )
 
 
 MAX_RECORD_LINES = 1_000  # lines one CSV record (a cell with line breaks) may span
@@ -92,12 +115,14 @@ def _physical_lines(data: bytes) -> tuple[list[str], dict[int, str]]:
             return io.StringIO(data.decode("utf-16"), newline="").readlines(), {}
         except UnicodeDecodeError:
             pass
+    encoding = "utf-8-sig"
     for whole in ("utf-8-sig", "gb18030"):  # the common case, in one piece; newline=""
+        if whole == "gb18030" and (encoding := _encoding_of(data)) != "gb18030":
+            break  # a UTF-8 file with an odd line: GB18030 would garble all its text
         try:  # splits on \r, \n and \r\n only, as the csv module does
             return io.StringIO(data.decode(whole), newline="").readlines(), {}
         except UnicodeDecodeError:
             continue
-    encoding = _encoding_of(data)
     if encoding == "utf-8-sig":
         data, encoding = data.removeprefix(codecs.BOM_UTF8), "utf-8"
     parts = _LINE_BREAK.split(data)
@@ -111,10 +136,7 @@ def _physical_lines(data: bytes) -> tuple[list[str], dict[int, str]]:
             text = content.decode(encoding)
         except UnicodeDecodeError as err:
             text = content.decode(encoding, errors="replace")
-            bad[len(lines) + 1] = (
-                f"line {len(lines) + 1} is not valid {encoding} text (byte {err.start + 1}); "
-                "re-export the file in one encoding"
-            )
+            bad[len(lines) + 1] = _undecodable(len(lines) + 1, content, encoding, err)
         lines.append(text + ending.decode("ascii"))
     return lines, bad
 

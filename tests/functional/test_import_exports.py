@@ -379,3 +379,17 @@ def test_a_row_with_more_cells_than_the_header_is_a_dead_letter_not_cut(tmp_path
     with Store(tmp_path / "bw.db") as store:
         counts = ingest(store, read_events(payments))
     assert (counts.read, counts.applied, counts.rejected) == (2, 1, 1)
+
+
+def test_a_utf8_file_with_one_gbk_line_keeps_its_text_and_refuses_that_line(tmp_path: Path) -> None:
+    """The file was decoded whole as GB18030, which reads UTF-8 bytes too: every name in
+    it was garbled (供电公司 as 渚涚數鍏徃), silently."""
+    path = tmp_path / "pay.csv"
+    path.write_bytes("支付凭证号,支付日期,项目编码,支付金额,收款人名称\nV1,2025-03-01,P1,100,供电公司\n"
+                     "V2,2025-03-02,P1,200,中国移动\n".encode() + "V3,2025-03-03,P1,300,人民医院\n".encode("gbk"))
+    accepted, rejected = split(path)
+    assert [(a.record.event_id, a.record.details) for a in accepted] == [
+        ("V1", {"payee": "供电公司"}), ("V2", {"payee": "中国移动"})]
+    (odd,) = rejected
+    assert odd.source == f"{path}:4"
+    assert odd.reason.startswith("第 4 行不是有效的 UTF-8 文本") and "GB18030/GBK" in odd.reason
