@@ -197,9 +197,25 @@ def csv_rows(path: Path) -> Iterator[Row]:
 
 def _delimiter(lines: list[str]) -> str:
     """Tab for a tab-separated export (Excel's "Unicode 文本", some systems' .csv), else
-    the comma, judged on the top lines, where the header is."""
-    # The sniffer weighs how evenly each splits the lines, so a title row's stray tabs or
-    # thousands commas in tab-separated amounts do not tip it; unsure, it is a comma.
+    the comma: the one that splits a top line into the most known column names (the
+    header row), so a title block without trailing tabs, a title row's stray tabs or
+    thousands commas in tab-separated amounts do not decide it."""
+    best, chosen = 1, ""
+    for delimiter in (",", "\t"):
+        for line in lines[:HEADER_SEARCH_ROWS]:
+            if delimiter not in line:
+                continue
+            try:
+                cells = next(csv.reader([line], delimiter=delimiter), [])
+            except csv.Error:  # a quote that opens here: a cell spanning lines, not the header
+                continue
+            known = sum(1 for c in cells if (n := split_header(c)[0]) in PROJECT_HEADERS or n in PAYMENT_HEADERS)
+            if known > best:
+                best, chosen = known, delimiter
+    if chosen:
+        return chosen
+    # No header row either way (the file is then refused): the sniffer weighs how evenly
+    # each splits the lines; unsure, it is a comma.
     try:
         return csv.Sniffer().sniff("".join(lines[:HEADER_SEARCH_ROWS]), delimiters=",\t").delimiter
     except csv.Error:

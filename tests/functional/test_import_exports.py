@@ -393,3 +393,13 @@ def test_a_utf8_file_with_one_gbk_line_keeps_its_text_and_refuses_that_line(tmp_
     (odd,) = rejected
     assert odd.source == f"{path}:4"
     assert odd.reason.startswith("第 4 行不是有效的 UTF-8 文本") and "GB18030/GBK" in odd.reason
+
+
+def test_a_tab_separated_file_under_a_title_block_without_tabs(tmp_path: Path) -> None:
+    """The title lines have no tabs, the delimiter sniffer gave up, and the whole file was
+    refused for want of a header: the separator is now the header row's."""
+    rows = "".join(f"V{n}\t2025-03-01\tP{n}\t1,234.5{n}\t甲公司\n" for n in range(1, 8))
+    header = "支付凭证号\t支付日期\t项目编码\t支付金额\t收款人名称\n"
+    path = write(tmp_path / "pay.csv", f"国库集中支付明细\n单位：元\n{header}{rows}")
+    accepted, rejected = split(path)
+    assert rejected == [] and [a.record.amount for a in accepted] == [123_450 + n for n in range(1, 8)]
