@@ -1,8 +1,9 @@
 """CSV and XLSX exports of budget systems: a projects sheet or a payments sheet.
 
 The header row may sit under a title block; it is the first of the top rows in
-which at least two cells name known columns. Amounts are in 元 unless the
-column header says （万元） or the caller passes ``unit="wan"``. Every row
+which at least two cells name known columns, one of them 项目编码. Amounts are in
+元 unless the column header, a grouped header above it or the title says otherwise
+(（万元）, 单位：万元) or the caller passes ``unit="wan"``. Every row
 becomes contract events (validated exactly like JSON input) or a rejection
 with ``file:line`` and the reason.
 """
@@ -264,70 +265,92 @@ def xlsx_sheets(path: Path) -> Iterator[tuple[str, Iterator[Row]]]:
         workbook.close()
 
 
+def _layout_of(names: list[str], layout: Layout) -> str | None:
+    """The layout whose header these column names are (at least two known names), if any."""
+    scores = {
+        "payments": sum(1 for n in names if n in PAYMENT_HEADERS),
+        "projects": sum(1 for n in names if n in PROJECT_HEADERS),
+    }
+    has_voucher = any(PAYMENT_HEADERS.get(n) == "event_id" for n in names)
+    has_amount = any(PAYMENT_HEADERS.get(n) == "amount" for n in names)
+    if layout != "auto":
+        return layout if scores[layout] >= 2 else None
+    if has_voucher and scores["payments"] >= 2:
+        return "payments"
+    if scores["projects"] >= 2 and scores["projects"] >= scores["payments"]:
+        return "projects"  # a projects sheet with a 金额 column is still a projects sheet
+    if has_amount and scores["payments"] >= 2:
+        return "payments"
+    return None
+
+
 def _detect(
     rows: Iterator[Row], layout: Layout, origin: str, unit: Unit = "auto"
 ) -> tuple[str, list[tuple[str | None, str | None]], list[str], Iterator[Row]]:
     """Find the header row; return (layout, [(field, unit)] per column, the header's
-    names as written, remaining rows)."""
-    seen: list[str] = []
-    skipped: list[Row] = []  # unreadable stretches above the header: still dead letters
-    title_unit: str | None = None  # "单位：万元" in the title block, for columns naming none
-    unclear: tuple[str, str] | None = None  # a title cell that mentions a unit not read
-    groups: list[Group] = []  # "预算数（万元）" above (merged over) the columns it groups
+    names as written, remaining rows).
+
+    The header is the first top row with at least two known names and the 项目编码
+    column every row needs; a form-style row above the table (预算年度 | 2025 | 单位名称 |
+    交通局) has two known names but no 项目编码. Without such a row, the first with two
+    known names (its rows are then refused for the missing 项目编码)."""
+    top: list[Row] = []
+    candidates: list[tuple[int, str, bool, list[Any]]] = []  # (index in top, layout, has 项目编码, cells)
     for _ in range(HEADER_SEARCH_ROWS):
         item = next(rows, None)
         if item is None:
             break
-        _, cells = item
+        top.append(item)
+        where, cells = item
         if isinstance(cells, Unreadable):
-            skipped.append(item)
             continue
-        headers = [split_header(c) for c in cells]
-        names = [h for h, _ in headers]
-        seen.append(" | ".join(n for n in names if n))
-        scores = {
-            "payments": sum(1 for n in names if n in PAYMENT_HEADERS),
-            "projects": sum(1 for n in names if n in PROJECT_HEADERS),
-        }
-        has_voucher = any(PAYMENT_HEADERS.get(n) == "event_id" for n in names)
-        has_amount = any(PAYMENT_HEADERS.get(n) == "amount" for n in names)
-        chosen: str | None
-        if layout != "auto":
-            chosen = layout if scores[layout] >= 2 else None
-        elif has_voucher and scores["payments"] >= 2:
-            chosen = "payments"
-        elif scores["projects"] >= 2 and scores["projects"] >= scores["payments"]:
-            chosen = "projects"  # a projects sheet with a 金额 column is still a projects sheet
-        elif has_amount and scores["payments"] >= 2:
-            chosen = "payments"
-        else:
-            chosen = None
+        names = [split_header(c)[0] for c in cells]
+        chosen = _layout_of(names, layout)
         if chosen is None:
-            title_unit = _declared_unit(cells, origin, item[0], title_unit)
-            unclear = _unclear_unit(cells, item[0], unclear)
-            groups.extend(_groups(headers, cells, item[0]))
             continue
         table = PAYMENT_HEADERS if chosen == "payments" else PROJECT_HEADERS
-        # "单位：万元" in a spare cell of the header row itself
-        spare = [c for c, (n, _) in zip(cells, headers, strict=True) if n not in table]
-        title_unit = _declared_unit(spare, origin, item[0], title_unit)
-        columns = [
-            (field, u or (_group_unit(groups, index, title_unit, origin, item[0])
-                          if field in AMOUNT_FIELDS else title_unit))
-            for index, (field, u) in enumerate((table.get(n), u) for n, u in headers)
-        ]
-        _refuse_repeated_fields(columns, cells, origin, item[0])
-        if unit == "auto" and title_unit is None:
-            _refuse_unclear_unit(columns, unclear, origin)
-        if chosen == "projects":
-            _refuse_unknown_budget_column(columns, headers, cells, origin, item[0])
-        names_as_written = [str(c).strip() if c is not None else "" for c in cells]
-        return chosen, columns, names_as_written, chain(skipped, rows)
-    raise TabularError(
-        f"{origin}：前 {HEADER_SEARCH_ROWS} 行中找不到项目表或支付表的表头"
-        f"（读到：{'; '.join(s for s in seen if s) or '无'}），可用的列名见 README「File import」"
-        f"（no header row of a projects or payments sheet in the first {HEADER_SEARCH_ROWS} rows）"
-    )
+        keyed = any(table.get(n) == "project_id" for n in names)
+        candidates.append((len(top) - 1, chosen, keyed, cells))
+        if keyed:
+            break
+    if not candidates:
+        seen = (" | ".join(n for n, _ in map(split_header, cells) if n)
+                for _, cells in top if not isinstance(cells, Unreadable))
+        raise TabularError(
+            f"{origin}：前 {HEADER_SEARCH_ROWS} 行中找不到项目表或支付表的表头"
+            f"（读到：{'; '.join(s for s in seen if s) or '无'}），可用的列名见 README「File import」"
+            f"（no header row of a projects or payments sheet in the first {HEADER_SEARCH_ROWS} rows）"
+        )
+    at, chosen, _, cells = next((c for c in candidates if c[2]), candidates[0])
+    where = top[at][0]
+    skipped: list[Row] = []  # unreadable stretches above the header: still dead letters
+    title_unit: str | None = None  # "单位：万元" in the title block, for columns naming none
+    unclear: tuple[str, str] | None = None  # a title cell that mentions a unit not read
+    groups: list[Group] = []  # "预算数（万元）" above (merged over) the columns it groups
+    for above, title in top[:at]:
+        if isinstance(title, Unreadable):
+            skipped.append((above, title))
+            continue
+        title_unit = _declared_unit(title, origin, above, title_unit)
+        unclear = _unclear_unit(title, above, unclear)
+        groups.extend(_groups([split_header(c) for c in title], title, above))
+    headers = [split_header(c) for c in cells]
+    table = PAYMENT_HEADERS if chosen == "payments" else PROJECT_HEADERS
+    # "单位：万元" in a spare cell of the header row itself
+    spare = [c for c, (n, _) in zip(cells, headers, strict=True) if n not in table]
+    title_unit = _declared_unit(spare, origin, where, title_unit)
+    columns = [
+        (field, u or (_group_unit(groups, index, title_unit, origin, where)
+                      if field in AMOUNT_FIELDS else title_unit))
+        for index, (field, u) in enumerate((table.get(n), u) for n, u in headers)
+    ]
+    _refuse_repeated_fields(columns, cells, origin, where)
+    if unit == "auto" and title_unit is None:
+        _refuse_unclear_unit(columns, unclear, origin)
+    if chosen == "projects":
+        _refuse_unknown_budget_column(columns, headers, cells, origin, where)
+    names_as_written = [str(c).strip() if c is not None else "" for c in cells]
+    return chosen, columns, names_as_written, chain(skipped, top[at + 1:], rows)
 
 
 # A budget system's export states its unit above the table: "单位：万元", "金额单位：元",

@@ -403,3 +403,18 @@ def test_a_tab_separated_file_under_a_title_block_without_tabs(tmp_path: Path) -
     path = write(tmp_path / "pay.csv", f"国库集中支付明细\n单位：元\n{header}{rows}")
     accepted, rejected = split(path)
     assert rejected == [] and [a.record.amount for a in accepted] == [123_450 + n for n in range(1, 8)]
+
+
+def test_a_form_style_info_row_above_the_table_is_not_the_header(tmp_path: Path) -> None:
+    """预算年度 | 2025 | 单位名称 | 交通局 names two known columns: it was taken for the
+    header and every row of the table was refused."""
+    book = write_book(tmp_path / "form.xlsx", {"项目": [
+        ["2025年项目支出预算批复表"],
+        ["预算年度", 2025, "单位名称", "交通局", None, "单位：万元"],
+        ["项目编码", "项目名称", "单位编码", "单位名称", "资金性质", "年度", "年初预算数"],
+        ["P1", "道路", "D1", "交通局", "一般公共预算", 2025, 100],
+    ]})
+    accepted, rejected = split(book)
+    assert rejected == []
+    assert {a.record.event_id: a.record.amount for a in accepted} == {
+        "P1@registered:2025": None, "P1@approved:2025": 100 * 1_000_000}
