@@ -257,8 +257,8 @@ def xlsx_sheets(path: Path) -> Iterator[tuple[str, Iterator[Row]]]:
             # read-only sheet trusts it: rows past it were lost without a word.
             sheet.reset_dimensions()
             rows: Iterator[Row] = (
-                (f"{path}:{sheet.title}:{number}", list(row))
-                for number, row in enumerate(sheet.iter_rows(values_only=True), start=1)
+                (f"{path}:{sheet.title}:{number}", [_shown(cell) for cell in row])
+                for number, row in enumerate(sheet.iter_rows(), start=1)
             )
             yield sheet.title, rows
     finally:
@@ -282,6 +282,27 @@ def _layout_of(names: list[str], layout: Layout) -> str | None:
     if has_amount and scores["payments"] >= 2:
         return "payments"
     return None
+
+
+_ZERO_PADDED = re.compile(r"00+")  # a number format that shows 1 as 001: codes' leading zeros
+
+
+def _shown(cell: Any) -> Any:
+    """A cell's value, or for a whole number under a zero-padding number format (000,
+    00000) the text Excel shows: 项目编码 001 is stored as 1 and only its format keeps the
+    zeros; read as 1 it would not match 001 elsewhere. Any other value as it is (a number
+    of 16 digits or more stays one, to be refused as a code that lost digits)."""
+    value = cell.value
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and 0 <= value < _EXACT_DIGITS
+        and float(value).is_integer()
+        and (number_format := getattr(cell, "number_format", None))
+        and _ZERO_PADDED.fullmatch(number_format)
+    ):
+        return str(int(value)).zfill(len(number_format))
+    return value
 
 
 def _detect(

@@ -418,3 +418,26 @@ def test_a_form_style_info_row_above_the_table_is_not_the_header(tmp_path: Path)
     assert rejected == []
     assert {a.record.event_id: a.record.amount for a in accepted} == {
         "P1@registered:2025": None, "P1@approved:2025": 100 * 1_000_000}
+
+
+def test_leading_zeros_kept_by_a_number_format_are_kept(tmp_path: Path) -> None:
+    """项目编码 001 stored as 1 under the format 000 was read as "1": it did not match the
+    payments' 001, and its budget and payments were two projects."""
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["项目编码", "项目名称", "单位编码", "单位名称", "资金性质", "年度", "年初预算数"])
+    sheet.append([1, "道路", 101, "交通局", "一般公共预算", 2025, 100])
+    sheet.append([2, "桥梁", 1234567890123456, "交通局", "一般公共预算", 2025, 100])
+    sheet["A2"].number_format = sheet["A3"].number_format = "000"
+    sheet["C2"].number_format = "0000"
+    sheet["C3"].number_format = "0000000000000000"  # past 15 digits: still refused, not padded
+    sheet["G2"].number_format = "0"
+    book.save(tmp_path / "p.xlsx")
+    accepted, rejected = split(tmp_path / "p.xlsx")
+    (registered, approved) = accepted
+    assert registered.record.project_id == "001" and approved.record.event_id == "001@approved:2025"
+    assert registered.record.details is not None and registered.record.details["department_id"] == "0101"
+    assert approved.record.amount == 10_000
+    (long_code,) = rejected
+    assert "单位编码以数字形式保存且有 16 位以上" in long_code.reason
