@@ -40,11 +40,12 @@ PAYMENT_HEADERS: dict[str, str] = {
 
 FUND_SOURCES: dict[str, str] = {
     "一般公共预算": "general", "一般公共预算资金": "general", "general": "general",
-    "政府性基金预算": "government_fund", "政府性基金": "government_fund",
+    "政府性基金预算": "government_fund", "政府性基金预算资金": "government_fund", "政府性基金": "government_fund",
     "government_fund": "government_fund",
-    "国有资本经营预算": "state_capital", "国有资本经营": "state_capital", "state_capital": "state_capital",
-    "社会保险基金预算": "social_insurance", "社会保险基金": "social_insurance",
-    "social_insurance": "social_insurance",
+    "国有资本经营预算": "state_capital", "国有资本经营预算资金": "state_capital", "国有资本经营": "state_capital",
+    "state_capital": "state_capital",
+    "社会保险基金预算": "social_insurance", "社会保险基金预算资金": "social_insurance",
+    "社会保险基金": "social_insurance", "social_insurance": "social_insurance",
 }
 
 KINDS: dict[str, str] = {

@@ -441,3 +441,16 @@ def test_leading_zeros_kept_by_a_number_format_are_kept(tmp_path: Path) -> None:
     assert approved.record.amount == 10_000
     (long_code,) = rejected
     assert "单位编码以数字形式保存且有 16 位以上" in long_code.reason
+
+
+@pytest.mark.parametrize(
+    ("written", "fund"),
+    [("一般公共预算资金", "general"), ("政府性基金预算资金", "government_fund"),
+     ("国有资本经营预算资金", "state_capital"), ("社会保险基金预算资金", "social_insurance")],
+)
+def test_fund_sources_written_with_zijin(tmp_path: Path, written: str, fund: str) -> None:
+    """一般公共预算资金 was accepted and the other three refused."""
+    path = write(tmp_path / "p.csv", f"{PROJECT_HEAD},年初预算数\nP1,道路,D1,交通局,{written},2025,1\n")
+    accepted, rejected = split(path)
+    assert rejected == [] and accepted[0].record.details is not None
+    assert accepted[0].record.details["fund_source"] == fund
