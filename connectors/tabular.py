@@ -616,10 +616,21 @@ def _amount_text(text: str) -> str:
     return text
 
 
+# An amount as Excel shows a number too wide for its column (General format): six
+# significant digits, the rest lost — 123,456,789,012.34 becomes 1.23457E+11.
+_SCIENTIFIC_AMOUNT = re.compile(r"[-+]?[0-9][0-9.,]*[eE][-+]?[0-9]+")
+
+
 def _cell_fen(value: Any, unit: str) -> int:
     per = FEN_PER_UNIT[unit]
     if isinstance(value, str):
         value = _amount_text(value)
+        if _SCIENTIFIC_AMOUNT.fullmatch(value):
+            raise EventRejected(
+                f"金额是科学计数法（读到 {value}）：Excel 把列宽放不下的数字显示成这样，只留 6 位有效数字，"
+                "后面的数字已丢失；请把金额列设为“数值”格式（两位小数）后重新导出"
+                f"（an amount in scientific notation has lost its digits: {value}）"
+            )
     if isinstance(value, float):
         try:
             return to_fen(value, per_unit=per)  # what the cell shows: 1234567.89

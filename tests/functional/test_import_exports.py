@@ -251,6 +251,17 @@ def test_amounts_as_exports_write_them(tmp_path: Path) -> None:
     assert bad.reason.startswith("支付表：金额无法读取，应为数字如 1,234,567.89")
 
 
+def test_an_amount_in_scientific_notation_is_refused_not_read_short(tmp_path: Path) -> None:
+    """A CSV saved by Excel writes 123,456,789,012.34 as 1.23457E+11: it was imported as
+    123,457,000,000.00, the lost digits made up with zeros."""
+    path = write(tmp_path / "pay.csv", "支付凭证号,项目编码,支付日期,支付金额\n"
+                                       "V1,P1,2025-03-01,1.23457E+11\nV2,P1,2025-03-01,-1.5e3\nV3,P1,2025-03-01,100\n")
+    accepted, rejected = split(path)
+    assert [a.record.event_id for a in accepted] == ["V3"]
+    assert [r.source for r in rejected] == [f"{path}:2", f"{path}:3"]
+    assert rejected[0].reason.startswith("支付表：金额是科学计数法（读到 1.23457E+11）")
+
+
 def test_years_written_with_their_unit(tmp_path: Path) -> None:
     path = write(tmp_path / "p.csv", f"{PROJECT_HEAD},年初预算数\nP1,道路,D1,交通局,一般公共预算,2025年,1\n"
                                      "P2,桥梁,D1,交通局,一般公共预算,2025年度,1\n")
