@@ -759,6 +759,8 @@ def parse_table(
                 # Its cells are shifted under the wrong headers: 1,200,000.00 unquoted
                 # read as a budget of 1.00 and the payee as "200".
                 raise EventRejected(_extra_cells_reason(len(cells), len(columns)))
+            if (total := _totals_label(chosen, values, cells)) is not None:
+                raise EventRejected(_totals_reason(chosen, total))
             found = _row_events(chosen, values, units)
             if line > 1:
                 found[0]["event_id"] = f"{found[0]['event_id']}#{line}"
@@ -798,6 +800,35 @@ def _sheet_reason(chosen: str, reason: str) -> str:
     for field, label in FIELD_LABELS.get(chosen, {}).items():
         head = head.replace(f"'{field}'", f"“{label}”").replace(f"{field}：", f"{label}：")
     return f"{SHEET_NAMES.get(chosen, chosen)}：{head}{bracket}{tail}"
+
+
+# 合计, 总计：, 本页合计, 交通局小计: the totals rows of a printed report.
+_TOTALS = re.compile(r"^(?:合\s*计|总\s*计|小\s*计)|(?:合计|总计|小计)\s*[:：]?$")
+
+
+def _totals_label(chosen: str, values: dict[str, Any], cells: list[Any]) -> str | None:
+    """The 合计/小计 a totals row is labelled with: in its key column (项目编码, or for a
+    payment 支付凭证号), or anywhere in a row whose key columns are empty."""
+    keys = ("project_id",) if chosen == "projects" else ("event_id", "project_id")
+    texts = [_cell_text(values.get(k)) for k in keys]
+    for text in texts:
+        if text is not None and _TOTALS.search(text):
+            return text
+    if any(texts):
+        return None
+    for cell in cells:
+        text = _cell_text(cell)
+        if isinstance(cell, str) and text is not None and _TOTALS.search(text):
+            return text
+    return None
+
+
+def _totals_reason(chosen: str, total: str) -> str:
+    what, what_en = ("项目", "project") if chosen == "projects" else ("支付明细", "payment")
+    return (
+        f"本行是合计/小计行（「{total}」），不是{what}，未导入；它不影响其他行的导入，可忽略本条，"
+        f"或导出时不带合计行（a totals row ({total}), not a {what_en}: not imported）"
+    )
 
 
 def _extra_cells_reason(cells: int, columns: int) -> str:

@@ -465,3 +465,26 @@ def test_fund_sources_written_with_zijin(tmp_path: Path, written: str, fund: str
     accepted, rejected = split(path)
     assert rejected == [] and accepted[0].record.details is not None
     assert accepted[0].record.details["fund_source"] == fund
+
+
+def test_totals_rows_are_dead_letters_that_say_so(tmp_path: Path) -> None:
+    """A 合计 or 小计 row was refused as "年度 None 无法识别": a reason that sent the user
+    looking for a wrong year."""
+    book = write_book(tmp_path / "p.xlsx", {"项目": [
+        ["项目编码", "项目名称", "单位编码", "单位名称", "资金性质", "年度", "年初预算数"],
+        ["P1", "道路", "D1", "交通局", "一般公共预算", 2025, 100],
+        [None, "交通局小计", None, None, None, None, 100],
+        ["合计", None, None, None, None, None, 100],
+    ], "支付": [
+        ["支付凭证号", "支付日期", "项目编码", "支付金额"],
+        ["V1", "2025-03-01", "P1", 10],
+        [None, None, "合计", 10],
+    ]})
+    accepted, rejected = split(book)
+    assert len(accepted) == 3  # registered, approved, paid: read = accepted + rejected
+    assert [(r.source.rsplit(":", 2)[1:], r.reason.split("，")[0]) for r in rejected] == [
+        (["项目", "3"], "项目表：本行是合计/小计行（「交通局小计」）"),
+        (["项目", "4"], "项目表：本行是合计/小计行（「合计」）"),
+        (["支付", "3"], "支付表：本行是合计/小计行（「合计」）"),
+    ]
+    assert "a totals row" in rejected[0].reason
