@@ -258,9 +258,10 @@ class DeliveryLog:
         days before the store's business day (:func:`streams.store.business_day`, where
         the engine's run is heading) is routed to nobody — importing last spring's
         payments in October must not send departments months of stale warnings — unless
-        its alert is still firing: its department has never been told, and hears of it
-        now. A later step (resolved, escalated, an overdue disposition) of an alert whose
-        department was never told is history too. While a run is still heading past the
+        it belongs to the episode of its alert still firing (dated on or after its
+        ``since``): its department has never been told, and hears of it now. A later
+        step (resolved, escalated, an overdue disposition) of an alert whose department
+        was never told is history too. While a run is still heading past the
         committed clock (a backfill between its commits), the old rows of alerts firing
         so far wait, in order: the run may yet resolve them. Skipped rows stay in
         ``alerts --all``; a row is judged once, when it is routed."""
@@ -277,10 +278,12 @@ class DeliveryLog:
         rows = db.execute(_UNFANNED).fetchall()
         heading = business_day(db) if horizon_days > 0 else None
         oldest = None if heading is None else dt.date.fromordinal(heading - horizon_days).isoformat()
-        firing: set[str] = set()
+        firing: dict[str, str] = {}  # alert -> the day its current episode started
         catching_up = False
         if oldest is not None and rows:
-            firing = {a for (a,) in db.execute("SELECT alert_id FROM alerts WHERE status = 'firing'")}
+            firing = dict(db.execute(
+                "SELECT alert_id, json_extract(data, '$.since') FROM alerts WHERE status = 'firing'"
+            ).fetchall())
             catching_up = heading is not None and (committed is None or committed < heading)
         waiting: set[str] = set()  # alerts whose rows wait for the run to end (kept in order)
         waited = created = skipped = year_closed = 0
@@ -298,12 +301,17 @@ class DeliveryLog:
                     continue
                 # A row routed again on request is not history, however old it is by now.
                 if previous != REROUTE and oldest is not None:
-                    old = transition.get("date", oldest) < oldest
-                    if alert_id in waiting or (old and catching_up and alert_id in firing):
+                    date = transition.get("date", oldest)
+                    old = date < oldest
+                    # Of the episode still firing: an earlier one of the same alert, resolved
+                    # since, is history like any other (it was sent as news, and sent again
+                    # after `run --rebuild`, while the alert fired anew).
+                    ongoing = alert_id in firing and date >= firing[alert_id]
+                    if alert_id in waiting or (old and catching_up and ongoing):
                         waiting.add(alert_id)
                         waited += 1
                         continue
-                    if (old and alert_id not in firing) or (not old and self._never_told(transition)):
+                    if (old and not ongoing) or (not old and self._never_told(transition)):
                         skipped += 1
                         self._mark_fanned(outbox_id, fingerprint)
                         continue

@@ -787,3 +787,58 @@ def test_a_cancelled_store_call_that_then_fails_still_ends_as_cancelled(tmp_path
         return task.cancelled()
 
     assert asyncio.run(scenario())  # not an OperationalError from a call no one waits for
+
+
+def test_an_earlier_episode_of_an_alert_firing_again_is_history_also_after_a_rebuild(tmp_path: Path) -> None:
+    """Low execution fired on 04-30, resolved on 05-10 and fired again on 08-31. Imported
+    late (clock 11-15, 30-day horizon), the old episode's rows were sent as news because
+    the alert was firing *now*, and `run --rebuild` sent them again (operator audit)."""
+    from budget.calendar import to_day
+    from budget.events import parse_day
+    from connectors.jsonl import parse_lines
+    from streams.ingest import ingest
+    from tests.builders import approved, jsonl, payment, registered
+    from tests.notify_helpers import EDU
+
+    alert = "2025:low_execution:project:P1"
+    events = [
+        registered("P1", name="校舍改造", department_id=EDU, department_name="教育局", on="2025-01-02",
+                   plan=[0.0] * 11 + [1.0]),  # nothing expected before December
+        approved("P1", "1000000.00", on="2025-01-02"),
+        payment("P1", "100000.00", on="2025-01-10", event_id="PAY-1"),  # 10% < 25% on 04-30
+        payment("P1", "350000.00", on="2025-05-10", event_id="PAY-2"),  # 45%: resolved
+        *(payment("P1", "1.00", on=f"2025-{m:02d}-01", event_id=f"PAY-M{m}") for m in range(6, 12)),
+    ]  # 45% < 60% on 08-31: fires again, and is still firing on 11-15
+    db = tmp_path / "bw.db"
+    directory = parse_directory(DIRECTORY)
+
+    def routed() -> list[tuple[str, str]]:
+        with Store(db) as store:
+            return sorted(set(store.db.execute(
+                "SELECT json_extract(t.data, '$.transition'), json_extract(t.data, '$.date') FROM deliveries d"
+                " JOIN outbox o ON o.id = d.outbox_id JOIN transitions t ON t.id = o.transition_id"
+                " WHERE d.alert_id = ?", (alert,)).fetchall()))
+
+    with Store(db) as store:
+        ingest(store, parse_lines(jsonl(events).splitlines(), "late.jsonl"))
+        engine = Engine(store, load_profile("provincial"), dispositions=False)
+        engine.run(to_day(parse_day("2025-11-15")))
+        kinds = [(t["transition"], t["date"]) for t in store.transition_rows(alert)]
+        assert kinds == [("firing", "2025-04-30"), ("resolved", "2025-05-10"), ("firing", "2025-08-31")]
+    log = DeliveryLog(db)
+    log.fan_out(directory, 0.0, horizon_days=30)
+    log.close()
+    assert routed() == [("firing", "2025-08-31")]  # the episode still firing, and only it
+
+    with Store(db) as store:
+        engine = Engine(store, load_profile("provincial"), dispositions=False)
+        engine.rebuild()
+        engine.run(to_day(parse_day("2025-11-15")))
+        # Rows a rebuild gives back under other ids (a replay ordered otherwise, derived
+        # events in between) are judged again, as if new.
+        store.db.execute("DELETE FROM delivery_fanout")
+    log = DeliveryLog(db)
+    fanned, created, skipped, _ = log.fan_out(directory, 0.0, horizon_days=30)
+    log.close()
+    assert (fanned, skipped) == (8, 6)  # P1 and D101: the rows of the six episodes that ended
+    assert created == 0 and routed() == [("firing", "2025-08-31")]  # nothing sent again
