@@ -32,6 +32,7 @@ from budget.calendar import (
     time_progress_for_year,
     year_bounds,
 )
+from budget.indicators import Indicator, exact_performance_completion
 from budget.ledger import ProjectState, Totals
 from budget.money import fen_to_str, money_rate
 
@@ -122,12 +123,20 @@ def behind_exactly(paid: int, budget: int, index: int, year: int, plan: Sequence
     return Fraction(paid, budget) < exact_progress(index, year, plan) - _decimal(lag)
 
 
-def gap_exceeds(paid: int, budget: int, completion: float, gap: float) -> bool:
-    """|paid / budget − completion| > gap; exactly when the floats are too close to tell."""
+def gap_exceeds(paid: int, budget: int, completion: float, gap: float,
+                indicators: dict[str, Indicator]) -> bool:
+    """|paid / budget − completion| > gap; exactly when the floats are too close to tell.
+
+    Exactly means from the indicators' written values (``exact_performance_completion``),
+    not from ``completion``: the float of 2.1/3 is 0.7000000000000001, 20.00 points from a
+    50% rate read as a hair over the line."""
     margin = abs(paid / budget - completion) - gap
     if margin > BAND or margin < -BAND:
         return margin > 0
-    return abs(Fraction(paid, budget) - _decimal(completion)) > _decimal(gap)
+    exact = exact_performance_completion(indicators)
+    if exact is None:
+        return False
+    return abs(Fraction(paid, budget) - exact) > _decimal(gap)
 
 
 def day_context(profile: Profile, day: int, year: int) -> DayContext:
@@ -195,7 +204,7 @@ def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
         if behind_day is not None and behind_day > day and (due is None or behind_day < due):
             due = behind_day
     completion = state.completion
-    if completion is not None and gap_exceeds(paid, budget, completion, ctx.gap):
+    if completion is not None and gap_exceeds(paid, budget, completion, ctx.gap, state.indicators):
         findings[PROGRESS_GAP] = ctx.gap_severity
     return findings, due
 
@@ -225,7 +234,7 @@ def evaluate_project(state: ProjectState, day: int, profile: Profile) -> Finding
     if day >= first and behind_exactly(paid, budget, day - first, year, state.plan, profile.behind_schedule.lag):
         findings[BEHIND_SCHEDULE] = profile.behind_schedule.severity
     completion = state.completion
-    if completion is not None and gap_exceeds(paid, budget, completion, profile.progress_gap.gap):
+    if completion is not None and gap_exceeds(paid, budget, completion, profile.progress_gap.gap, state.indicators):
         findings[PROGRESS_GAP] = profile.progress_gap.severity
     return findings
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from budget.versions import version_pair
 
@@ -78,6 +79,44 @@ def performance_completion(indicators: dict[str, Indicator]) -> float | None:
             continue
         total_weight += ind.weight
         weighted += ind.weight * completion(ind.direction, ind.target, ind.actual)
+    if total_weight == 0:
+        return None
+    return weighted / total_weight
+
+
+def _written(value: float | bool) -> Fraction:
+    """A number as the event wrote it: the shortest repr of its float (2.1, not the double
+    nearest 2.1), so an exact decision sees the user's decimals."""
+    if value is True or value is False:
+        return Fraction(int(value))
+    return Fraction(repr(float(value)))
+
+
+def exact_completion(direction: str, target: float, actual: float | bool) -> Fraction:
+    """``completion`` in fractions of the written target and actual (for thresholds)."""
+    if direction == "boolean":
+        return Fraction(1 if bool(actual) else 0)
+    value, goal = _written(actual), _written(target)
+    if direction == "lower_better":
+        if value <= goal:
+            return Fraction(1)
+        return max(goal / value, Fraction(0)) if value > 0 else Fraction(0)
+    if goal <= 0:
+        return Fraction(1 if value >= goal else 0)
+    return min(max(value / goal, Fraction(0)), Fraction(1))
+
+
+def exact_performance_completion(indicators: dict[str, Indicator]) -> Fraction | None:
+    """``performance_completion`` exactly, from the written targets, actuals and weights:
+    the float mean of 2.1/3 is 0.7000000000000001, and a threshold decision must see 0.7."""
+    total_weight = Fraction(0)
+    weighted = Fraction(0)
+    for ind in indicators.values():
+        if ind.target is None or ind.actual is None:
+            continue
+        weight = _written(ind.weight)
+        total_weight += weight
+        weighted += weight * exact_completion(ind.direction, ind.target, ind.actual)
     if total_weight == 0:
         return None
     return weighted / total_weight

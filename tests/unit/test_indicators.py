@@ -1,6 +1,14 @@
+from fractions import Fraction
+
 import pytest
 
-from budget.indicators import Indicator, completion, performance_completion
+from budget.indicators import (
+    Indicator,
+    completion,
+    exact_completion,
+    exact_performance_completion,
+    performance_completion,
+)
 
 
 @pytest.mark.parametrize(
@@ -14,6 +22,7 @@ from budget.indicators import Indicator, completion, performance_completion
 )
 def test_completion_of_one_indicator(direction: str, target: float, actual: float, expected: float) -> None:
     assert completion(direction, target, actual) == pytest.approx(expected)
+    assert exact_completion(direction, target, actual) == Fraction(expected)
 
 
 def test_weighted_mean_over_reported_indicators_only() -> None:
@@ -29,3 +38,18 @@ def test_weighted_mean_over_reported_indicators_only() -> None:
 def test_nothing_reported_means_no_completion() -> None:
     assert performance_completion({"a": Indicator("a", target=1)}) is None
     assert performance_completion({}) is None
+
+
+def test_exact_completion_is_that_of_the_written_decimals() -> None:
+    """What the progress_gap band is decided on: 2.1 of 3 is 7/10, not its float."""
+    assert completion("higher_better", 3.0, 2.1) != 0.7
+    assert exact_completion("higher_better", 3.0, 2.1) == Fraction(7, 10)
+    assert exact_completion("lower_better", 0.3, 0.6) == Fraction(1, 2)
+    indicators = {
+        "a": Indicator("a", target=1.0, actual=1.0, weight=1.0),
+        "b": Indicator("b", target=100.0, actual=55.0, weight=2.0),
+        "c": Indicator("c", target=10.0, actual=None, weight=5.0),
+    }
+    assert performance_completion(indicators) != 0.7
+    assert exact_performance_completion(indicators) == Fraction(7, 10)
+    assert exact_performance_completion({"a": Indicator("a", target=1.0)}) is None

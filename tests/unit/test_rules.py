@@ -103,6 +103,27 @@ def test_progress_gap_at_exactly_20_points_does_not_fire() -> None:
     assert fires(over, "2025-04-01")[PROGRESS_GAP] == "warning"
 
 
+def test_progress_gap_exactly_20_points_from_a_noisy_float_completion_does_not_fire() -> None:
+    """2.1 of 3 is 70% as written, but its float quotient is 0.7000000000000001: settled
+    from that float, a 50% rate fired "相差20.0001个百分点" (auditor's oracle). So did a
+    weighted mean (1 × 100% + 2 × 55%) / 3. The band is decided from the written values."""
+    one = state_of(b.approved("P", "1000.00"), b.payment("P", "500.00", on="2025-01-02"),
+                   b.indicator("P", "K", 3), b.report("P", "K", 2.1, on="2025-01-03"))
+    weighted = state_of(b.approved("P", "1000.00"), b.payment("P", "500.00", on="2025-01-02"),
+                        b.indicator("P", "A", 1, weight=1), b.indicator("P", "B", 100, weight=2),
+                        b.report("P", "A", 1, on="2025-01-03"), b.report("P", "B", 55, on="2025-01-03"))
+    for state in (one, weighted):
+        assert state.completion is not None and state.completion != 0.7  # the float is noisy
+        for on in ("2025-01-03", "2025-01-20"):
+            assert PROGRESS_GAP not in fires(state, on)
+            assert PROGRESS_GAP not in assess(state, day_context(BASELINE, day(on), 2025))[0]
+    # a fen more paid is over the line, whatever the float says
+    over = state_of(b.approved("P", "1000.00"), b.payment("P", "499.99", on="2025-01-02"),
+                    b.indicator("P", "K", 3), b.report("P", "K", 2.1, on="2025-01-03"))
+    assert fires(over, "2025-01-03")[PROGRESS_GAP] == "warning"
+    assert PROGRESS_GAP in assess(over, day_context(BASELINE, day("2025-01-03"), 2025))[0]
+
+
 def test_progress_gap_needs_a_reported_indicator() -> None:
     state = state_of(b.approved("P", "1000000"), b.payment("P", "900000", on="2025-03-01"), b.indicator("P", "I", 100))
     assert PROGRESS_GAP not in fires(state, "2025-04-01")
