@@ -133,10 +133,26 @@ def gap_exceeds(paid: int, budget: int, completion: float, gap: float,
     margin = abs(paid / budget - completion) - gap
     if margin > BAND or margin < -BAND:
         return margin > 0
+    return exact_gap(paid, budget, completion, indicators) > _decimal(gap)
+
+
+def exact_gap(paid: int, budget: int, completion: float, indicators: dict[str, Indicator]) -> Fraction:
+    """|paid / budget − completion| in fractions of the written values (``budget`` > 0)."""
     exact = exact_performance_completion(indicators)
-    if exact is None:
-        return False
-    return abs(Fraction(paid, budget) - exact) > _decimal(gap)
+    if exact is None:  # a completion with no indicators behind it (built by hand): its decimals
+        exact = _decimal(completion)
+    return abs(Fraction(paid, budget) - exact)
+
+
+def _gap_figure(paid: int, budget: int, completion: float, indicators: dict[str, Indicator],
+                gap: float) -> float:
+    """The gap the rule judged, to six decimals, from the exact values. Over the line it is
+    cut upward, so a gap that fired never reads as the threshold it exceeded (0.2000004 →
+    0.200001, not 0.2); else to the nearest, so a gap of exactly 20 points reads 0.2 (cut
+    upward from its float, 0.20000000000000007, it read 0.200001 beside no alert)."""
+    value = exact_gap(paid, budget, completion, indicators)
+    micro = math.ceil(value * 1_000_000) if value > _decimal(gap) else round(value * 1_000_000)
+    return micro / 1_000_000
 
 
 def day_context(profile: Profile, day: int, year: int) -> DayContext:
@@ -317,9 +333,9 @@ def project_figures(
         "performance_completion": _ratio(state.completion),
         "floor": floor.floor if floor is not None else None,
         "behind_threshold": _ratio(expected - lag),
-        # The gap the rule judged, from the exact rate, cut upward: a gap printed from the
-        # six-decimal rate could read equal to the threshold it exceeded.
-        "progress_gap": (math.ceil(abs(paid / budget - state.completion) * 1_000_000) / 1_000_000
+        # The gap the rule judged, from the exact values (not from the six-decimal rate,
+        # which could read equal to the threshold it exceeded): see _gap_figure.
+        "progress_gap": (_gap_figure(paid, budget, state.completion, state.indicators, gap)
                          if budget > 0 and state.completion is not None else None),
         "gap_threshold": gap,
         "days_without_payment": (day - anchor) if anchor is not None else None,

@@ -106,6 +106,24 @@ def test_the_gap_printed_is_the_exact_one_the_rule_judged() -> None:
     assert "相差20.0001个百分点，超过20个百分点" in message
 
 
+def test_a_gap_exactly_on_the_line_reads_as_the_line() -> None:
+    """Paid 50% against 2.1 of 3 (70% as written, 0.7000000000000001 as a float): no gap
+    alert, but the figures of the project's other alerts read progress_gap 0.200001, cut
+    upward from the float (auditor's oracle). From the exact values it is 0.2."""
+    from alerts.rules import project_figures
+    from budget.ledger import fold
+    from connectors.profiles import load_profile
+    from tests import builders as b
+
+    baseline = load_profile("baseline")
+    for paid, gap in (("500.00", 0.2), ("499.99", 0.20001), ("600.00", 0.1)):
+        state = fold(b.records([
+            b.registered("P"), b.approved("P", "1000.00"), b.payment("P", paid, on="2025-01-02"),
+            b.indicator("P", "K", 3), b.report("P", "K", 2.1, on="2025-01-03"),
+        ])).projects["P"]
+        assert project_figures(state, b.day("2025-07-01"), baseline)["progress_gap"] == gap, paid
+
+
 def test_tables_cut_a_rate_rather_than_round_it_up_to_its_threshold() -> None:
     """A status table showed 30.00% for 0.299999, beside an alert saying 29.9999% < 30%."""
     from alerts.messages import pct_down
