@@ -8,7 +8,7 @@ from fractions import Fraction
 from typing import Any
 
 from budget.calendar import year_bounds
-from budget.ledger import ProjectState
+from budget.ledger import ProjectState, counts_in_rollup
 from budget.money import FEN_PER_YUAN, fen_to_str
 
 
@@ -48,9 +48,13 @@ class Proposal:
 def propose(state: ProjectState, day: int, round_down_to_yuan: int = 100) -> Proposal | None:
     """Projected year-end spend = paid / time_progress (capped at budget); the proposal
     is budget - max(projected, paid), rounded down to ``round_down_to_yuan``. A project
-    that has paid nothing gets a 100% proposal."""
+    that has paid nothing gets a 100% proposal.
+
+    None for a ``department_overall`` line (部门整体支出): it contains the department's
+    projects, which are proposed on their own — proposed too, its money was counted
+    twice in the proposals' 合计, as it would be in the department sums it is kept out of."""
     budget = state.budget
-    if budget <= 0 or state.fiscal_year is None:
+    if budget <= 0 or state.fiscal_year is None or not counts_in_rollup(state):
         return None
     paid = state.paid
     first, last = year_bounds(state.fiscal_year)
@@ -82,7 +86,8 @@ def propose(state: ProjectState, day: int, round_down_to_yuan: int = 100) -> Pro
 def proposals(
     states: Iterable[ProjectState], day: int, round_down_to_yuan: int = 100
 ) -> list[Proposal]:
-    """Proposals for the given projects (those with ``low_execution`` firing), largest first."""
+    """Proposals for the given projects (those with ``low_execution`` firing), largest first;
+    ``department_overall`` lines are left out (``propose``)."""
     found = [p for s in states if (p := propose(s, day, round_down_to_yuan)) is not None]
     found.sort(key=lambda p: (-p.proposed_reduction, p.project_id))
     return found

@@ -392,7 +392,8 @@ def reductions_cmd(
     year: YearOption = None,
 ) -> None:
     """Reduction proposals (调减建议) of one fiscal year: projects with low_execution firing, or,
-    after the year's close, those whose alert ended with it."""
+    after the year's close, those whose alert ended with it (department_overall lines, whose
+    money is their department's projects', get none)."""
     with opened_engine(db, profile, existing=True) as engine:
         proposals = [p.to_json() for p in engine.reductions(year)]
         clock = engine.monitor.clock

@@ -333,6 +333,33 @@ def test_reductions_are_one_fiscal_year_s(tmp_path: Path) -> None:
     assert sheet is not None and sheet.title == "2026年度调减建议（截至2026-07-15）"
 
 
+def test_reductions_leave_out_department_overall_lines(tmp_path: Path) -> None:
+    """A 部门整体支出 line under its floor was proposed beside the department's projects, and
+    the 合计 of the JSON, the XLSX and the board counted the same money twice (audit)."""
+    db = tmp_path / "bw.db"
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b.jsonl([
+        b.registered("P1", on="2025-01-02"), b.approved("P1", "1000000.00", on="2025-01-02"),
+        b.payment("P1", "100000.00", on="2025-02-01"),
+        b.registered("ALL", on="2025-01-02", kind="department_overall"),
+        b.approved("ALL", "5000000.00", on="2025-01-02"), b.payment("ALL", "100000.00", on="2025-02-01"),
+    ]))
+    cli(db, "ingest", str(events))
+    cli(db, "run", "--as-of", "2025-07-15")
+    # the line is monitored like a project: its own low_execution alert fires
+    assert {a["subject_id"] for a in as_json(db, "alerts") if a["rule"] == "low_execution"} == {"P1", "ALL"}
+    assert [p["project_id"] for p in as_json(db, "reductions")] == ["P1"]
+    human = cli(db, "reductions").stdout
+    assert "2025年度调减建议（1个项目）" in human and "ALL" not in human
+    xlsx = tmp_path / "r.xlsx"
+    cli(db, "reductions", "--xlsx", str(xlsx))
+    sheet = load_workbook(xlsx).active
+    assert sheet is not None
+    rows = list(sheet.iter_rows(values_only=True))
+    assert [r[0] for r in rows[1:]] == ["P1", "合计"]
+    assert rows[-1][rows[0].index("建议调减金额（元）")] == rows[1][rows[0].index("建议调减金额（元）")]
+
+
 def test_the_human_alerts_table_shows_the_most_urgent_or_the_latest_and_says_what_it_left_out(park: Path) -> None:
     """`alerts --all` printed every transition: 714k lines, 152 s and 2 GB at 10k projects."""
     active = as_json(park, "alerts")

@@ -837,3 +837,36 @@ def test_a_rebuild_between_two_pages_of_a_stream_cuts_it_rather_than_mix_two_his
 
     serve(tmp_path, scenario)
     assert outcome["rows"] == outcome["store"]  # asked again: the new history, whole
+
+
+def test_the_board_and_the_api_leave_department_overall_lines_out_of_reductions(tmp_path: Path) -> None:
+    """The board's page, its XLSX and /api/reductions: no proposal for a 部门整体支出 line,
+    whose money the department's projects already hold."""
+    import io
+
+    import openpyxl
+
+    from tests.board_helpers import bearer, login
+    from tests.board_helpers import serve as serve_board
+
+    db = tmp_path / "bw.db"
+    events = [
+        *lagging_county(),
+        b.registered("ALL", department_id="D01", department_name="教育局", kind="department_overall"),
+        b.approved("ALL", "9000000.00"), b.payment("ALL", "100000.00", on="2025-03-01"),
+    ]
+    with Store(db) as store:
+        ingest_events(store, events)
+        Engine(store, load_profile("baseline")).run(b.day("2025-07-01"))
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        api = await (await client.get("/api/reductions", headers=bearer("jxk"))).json()
+        assert [p["project_id"] for p in api] == ["P1"]
+        csrf = await login(client, "jxk")  # the bureau, which sees every department
+        page = (await (await client.get("/reductions")).text()).replace(csrf, "")
+        assert "调减建议（1个项目）" in page and "/projects/ALL" not in page
+        sheet = openpyxl.load_workbook(io.BytesIO(await (await client.get("/reductions.xlsx")).read())).active
+        assert sheet is not None
+        assert [row[0] for row in sheet.iter_rows(min_row=2, values_only=True)] == ["P1", "合计"]
+
+    serve_board(db, scenario)

@@ -1,6 +1,6 @@
 from fractions import Fraction
 
-from alerts.reductions import propose
+from alerts.reductions import proposals, propose
 from budget.ledger import fold
 from tests import builders as b
 from tests.builders import day
@@ -41,3 +41,17 @@ def test_the_seed_report_case_of_a_one_third_cut() -> None:
     assert proposal is not None
     assert proposal.proposed_reduction == 50000000
     assert round(proposal.reduction_rate * 100, 2) == 33.33
+
+
+def test_a_department_overall_line_gets_no_proposal() -> None:
+    """部门整体支出 contains the department's projects: proposed beside them, the same money
+    was counted twice in the proposals' 合计 (audit), as the department sums never count it."""
+    ledger = fold(b.records([
+        b.registered("P"), b.approved("P", "100000"), b.payment("P", "10000", on="2025-03-01"),
+        b.registered("ALL", kind="department_overall"), b.approved("ALL", "500000"),
+        b.payment("ALL", "10000", on="2025-03-01"),
+    ]))
+    overall = ledger.projects["ALL"]
+    assert propose(overall, day("2025-09-30")) is None
+    found = proposals([ledger.projects["P"], overall], day("2025-09-30"))
+    assert [p.project_id for p in found] == ["P"]
