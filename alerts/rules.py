@@ -123,6 +123,18 @@ def behind_exactly(paid: int, budget: int, index: int, year: int, plan: Sequence
     return Fraction(paid, budget) < exact_progress(index, year, plan) - _decimal(lag)
 
 
+def quiet_since(state: ProjectState) -> int | None:
+    """The day the stall clock counts from: the last payment, or with none yet the first
+    day the project had a budget (ProjectState.budget_on: its first approval, or a 追加
+    when it has no approval at all) — not the approval in force, which a corrected
+    approval dated later would move, restarting the count of days without payment."""
+    if state.last_payment_on is not None:
+        return state.last_payment_on
+    if state.budget_on is not None:
+        return state.budget_on
+    return state.approved_on  # a state stored before budget_on was kept
+
+
 def gap_exceeds(paid: int, budget: int, completion: float, gap: float,
                 indicators: dict[str, Indicator]) -> bool:
     """|paid / budget − completion| > gap; exactly when the floats are too close to tell.
@@ -191,7 +203,7 @@ def assess(state: ProjectState, ctx: DayContext) -> tuple[Findings, int | None]:
     if paid > budget:
         findings[OVERSPEND] = ctx.overspend_severity
     elif paid < budget:
-        anchor = state.last_payment_on if state.last_payment_on is not None else state.approved_on
+        anchor = quiet_since(state)
         if anchor is not None:
             stall_day = anchor + ctx.stalled_days
             if day >= stall_day:
@@ -238,7 +250,7 @@ def evaluate_project(state: ProjectState, day: int, profile: Profile) -> Finding
     if paid > budget:
         findings[OVERSPEND] = profile.overspend.severity
     elif paid < budget:
-        anchor = state.last_payment_on if state.last_payment_on is not None else state.approved_on
+        anchor = quiet_since(state)
         if anchor is not None and day - anchor >= profile.stalled.days:
             findings[STALLED] = profile.stalled.severity
     if budget <= 0:
@@ -268,7 +280,7 @@ def next_due(state: ProjectState, day: int, profile: Profile, findings: Findings
     budget = state.budget
     paid = state.paid
     if STALLED not in findings and paid < budget:
-        anchor = state.last_payment_on if state.last_payment_on is not None else state.approved_on
+        anchor = quiet_since(state)
         if anchor is not None:
             stall_day = anchor + profile.stalled.days
             if stall_day > day:
@@ -321,7 +333,7 @@ def project_figures(
         expected = expected_progress(day, year, state.plan)
         time_progress = _ratio(time_progress_for_year(day, year))
         lag, gap, stall_days = profile.behind_schedule.lag, profile.progress_gap.gap, profile.stalled.days
-    anchor = state.last_payment_on if state.last_payment_on is not None else state.approved_on
+    anchor = quiet_since(state)
     budget = (state.approved or 0) + state.adjusted
     paid = state.payments - state.reversals
     return {

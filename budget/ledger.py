@@ -80,7 +80,12 @@ class ProjectState:
     kind: str = "project"
     plan: tuple[float, ...] | None = None
     approved: int | None = None
-    approved_on: int | None = None
+    approved_on: int | None = None  # of the approval in force (a corrected one replaces it)
+    # The first day the project had a budget: its earliest approval, or an earlier 追加
+    # (positive adjustment) — a project funded by 追加 alone has no approval. The stall
+    # clock starts here when nothing is paid yet; a corrected approval does not restart it.
+    # None in a state stored before the field: the rules fall back to approved_on.
+    budget_on: int | None = None
     # Last-writer-wins versions of (business day, event_id) (budget.versions): the
     # fold gives the same state whatever order a project's events arrive in.
     approved_version: str | None = None
@@ -167,6 +172,7 @@ class ProjectState:
             "plan": list(self.plan) if self.plan is not None else None,
             "approved": self.approved,
             "approved_on": self.approved_on,
+            "budget_on": self.budget_on,
             "approved_version": version_pair(self.approved_version),
             "registered_version": version_pair(self.registered_version),
             "adjusted": self.adjusted,
@@ -198,6 +204,7 @@ class ProjectState:
             plan=tuple(plan) if plan is not None else None,
             approved=data.get("approved"),
             approved_on=data.get("approved_on"),
+            budget_on=data.get("budget_on"),  # absent from states of earlier releases
             approved_version=stored_version(data.get("approved_version")),
             registered_version=stored_version(data.get("registered_version")),
             adjusted=data.get("adjusted", 0),
@@ -349,6 +356,8 @@ class Ledger:
                     totals.after_paid -= amount  # type: ignore[operator]
         elif kind == "budget_adjusted":
             state.adjusted += amount  # type: ignore[operator]
+            if amount > 0 and (state.budget_on is None or day < state.budget_on):  # type: ignore[operator]
+                state.budget_on = day  # 追加: the project has a budget from this day at the latest
             if totals is not None:
                 totals.budget += amount  # type: ignore[operator]
             if state.fiscal_year is None:
@@ -358,7 +367,10 @@ class Ledger:
                 if totals is not None:
                     totals.after_budget += amount  # type: ignore[operator]
         elif kind == "budget_approved":
-            # 年初批复 happens once; a corrected approval (later date) replaces it.
+            # 年初批复 happens once; a corrected approval (later date) replaces it — but the
+            # budget dates from the first (budget_on), whatever order they arrive in.
+            if state.budget_on is None or day < state.budget_on:
+                state.budget_on = day
             stamp = version(day, event_id)
             if state.approved_version is None or stamp > state.approved_version:
                 before = state.approved or 0

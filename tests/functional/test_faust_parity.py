@@ -318,3 +318,20 @@ def test_a_superseded_registration_names_its_department_in_both_runtimes(tmp_pat
         return {t["department_name"] for t in rows if t["subject_id"] == "D1" and t["transition"] == "firing"}
 
     assert names(got) == names(expected) == {"教育体育局"}
+
+
+def test_the_stall_clock_starts_at_the_first_budget_in_both_runtimes(tmp_path: Path) -> None:
+    """Funded by 追加 alone, A never stalled; B's corrected approval (03-15) restarted its
+    clock. Both count from the first day they had a budget, in both runtimes."""
+    from tests import builders as b
+
+    events = [
+        b.registered("A"), b.adjusted("A", "1000.00", on="2025-01-05"),
+        b.registered("B"), b.approved("B", "1000.00", on="2025-03-15", event_id="B-APPR-2"),
+        b.approved("B", "1000.00", on="2025-01-01", event_id="B-APPR-1"),  # arrives after its correction
+    ]
+    expected, got = both_runtimes(tmp_path / "bw.db", [(events, ["2025-07-10"])])
+    stalled = {t["subject_id"]: t for t in expected if t["rule"] == "stalled" and t["transition"] == "firing"}
+    assert (stalled["A"]["date"], stalled["B"]["date"]) == ("2025-04-05", "2025-04-01")
+    assert stalled["B"]["figures"]["days_without_payment"] == 90
+    assert canonical(got) == canonical(expected)

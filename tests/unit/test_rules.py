@@ -18,6 +18,7 @@ from alerts.rules import (
     evaluate_department,
     evaluate_project,
     next_due,
+    project_figures,
 )
 from budget.ledger import Ledger, ProjectState, fold
 from connectors.profiles import load_profile
@@ -176,6 +177,58 @@ def test_stalled_from_the_90th_day_without_payment() -> None:
     assert STALLED in fires(paid_once, "2025-05-30")
     fully_paid = state_of(b.approved("P", "1000", on="2025-01-05"), b.payment("P", "1000", on="2025-01-06"))
     assert STALLED not in fires(fully_paid, "2025-12-01")
+
+
+def stall_day_of(state: ProjectState, start: str) -> int:
+    """The day stalled first fires, as a runtime finds it: evaluated on ``start``, then on
+    each due day assess gives (no event in between); evaluate_project agrees."""
+    on = day(start)
+    while True:
+        findings, due = assess(state, day_context(BASELINE, on, 2025))
+        assert (STALLED in findings) == (STALLED in evaluate_project(state, on, BASELINE))
+        if STALLED in findings:
+            assert STALLED not in evaluate_project(state, on - 1, BASELINE)
+            return on
+        assert due is not None and due > on
+        on = due
+
+
+def test_stalled_counts_from_a_追加_when_the_budget_has_no_approval() -> None:
+    """Funded by budget_adjusted alone (no budget_approved), a project that never paid
+    never stalled: the clock started at approved_on, None (auditor's oracle)."""
+    only_added = state_of(b.adjusted("P", "1000.00", on="2025-01-05"))
+    assert stall_day_of(only_added, "2025-01-05") == day("2025-04-05")
+    assert project_figures(only_added, day("2025-07-10"), BASELINE)["days_without_payment"] == 186
+    # a cut does not give a budget: the clock starts at the first 追加
+    cut_first = state_of(b.adjusted("P", "-10.00", on="2025-01-02"), b.adjusted("P", "1000.00", on="2025-02-01"))
+    assert stall_day_of(cut_first, "2025-02-01") == day("2025-02-01") + 90
+    # a 追加 before the approval: the budget dates from the 追加
+    added_first = state_of(b.adjusted("P", "500.00", on="2025-01-05"), b.approved("P", "1000", on="2025-02-10"))
+    assert stall_day_of(added_first, "2025-02-10") == day("2025-04-05")
+
+
+def test_a_corrected_approval_does_not_restart_the_stall_clock() -> None:
+    """Approved 01-01, a corrected 年初批复 03-15: stalled fired 06-13 instead of 04-01, and
+    days_without_payment read 90 when nothing had been paid for 163 days."""
+    first = b.approved("P", "1000", on="2025-01-01", event_id="APPR-1")
+    corrected = b.approved("P", "1200", on="2025-03-15", event_id="APPR-2")
+    for events in ((first, corrected), (corrected, first)):  # whatever order they arrive in
+        state = state_of(*events)
+        assert state.approved == 120000 and state.approved_on == day("2025-03-15")
+        assert stall_day_of(state, "2025-03-15") == day("2025-04-01")
+        assert project_figures(state, day("2025-06-13"), BASELINE)["days_without_payment"] == 163
+
+
+def test_a_state_stored_before_budget_on_loads_and_stalls_from_its_approval() -> None:
+    state = state_of(b.approved("P", "1000", on="2025-01-01", event_id="A1"),
+                     b.approved("P", "1000", on="2025-03-15", event_id="A2"))
+    stored = state.to_dict()
+    assert stored["budget_on"] == day("2025-01-01")
+    assert ProjectState.from_dict(stored).budget_on == day("2025-01-01")
+    del stored["budget_on"]  # a projects-table row or changelog value of an earlier release
+    old = ProjectState.from_dict(stored)
+    assert old.budget_on is None
+    assert stall_day_of(old, "2025-03-15") == day("2025-03-15") + 90  # as that release had it
 
 
 def test_no_budget_no_rules() -> None:
