@@ -13,10 +13,24 @@ import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from alerts.notification_text import NotificationText
 
 DEDUP_HEADER = "X-Budgetwatch-Dedup-Key"
+
+# Printable ASCII but "%": what a header value may carry as it is.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_value(dedup_key: str) -> str:
+    """The dedup key as an HTTP header value: percent-encoded UTF-8 (RFC 3986) for
+    every character outside printable ASCII, and ``%`` itself, so that
+    ``urllib.parse.unquote(value) == dedup_key``. A key of plain ASCII goes as it is,
+    byte for byte (receivers' dedup across the upgrade keeps working). httpx sends
+    header values as ASCII: a project or department code such as ``自然资源-2026-01``
+    raised UnicodeEncodeError and the notification never went out."""
+    return quote(dedup_key, safe=_HEADER_SAFE, encoding="utf-8")
 
 
 class DeliveryError(Exception):

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from connectors.notify import DEDUP_HEADER, Note
+from connectors.notify import DEDUP_HEADER, Note, header_value
 from connectors.notify.http import check_errcode, post_json
 
 # 130101: sending too fast (20 messages a minute per robot) — worth retrying.
@@ -54,6 +54,6 @@ class DingTalkChannel:
         timestamp = int(note.now.timestamp() * 1000)
         url = signed_url(self.url, self.secret, timestamp)
         response = await post_json(
-            self.client, url, dingtalk_body(note), headers={DEDUP_HEADER: note.dedup_key}
+            self.client, url, dingtalk_body(note), headers={DEDUP_HEADER: header_value(note.dedup_key)}
         )
         check_errcode(self.url, response, rate_limited=RATE_LIMITED)

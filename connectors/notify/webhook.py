@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from connectors.notify import DEDUP_HEADER, Note
+from connectors.notify import DEDUP_HEADER, Note, header_value
 from connectors.notify.http import post_json
 
 
@@ -29,9 +29,7 @@ class WebhookChannel:
     name: str = "webhook"
 
     async def send(self, note: Note) -> None:
+        key = header_value(note.dedup_key)  # the body's dedup_key stays as it is
         await post_json(
-            self.client,
-            self.url,
-            webhook_body(note),
-            headers={DEDUP_HEADER: note.dedup_key, "Idempotency-Key": note.dedup_key},
+            self.client, self.url, webhook_body(note), headers={DEDUP_HEADER: key, "Idempotency-Key": key}
         )

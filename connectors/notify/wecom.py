@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from connectors.notify import DEDUP_HEADER, Note
+from connectors.notify import DEDUP_HEADER, Note, header_value
 from connectors.notify.http import check_errcode, post_json
 
 # 45009: API call frequency exceeded (20 messages a minute per robot).
@@ -49,6 +49,6 @@ class WeComChannel:
 
     async def send(self, note: Note) -> None:
         response = await post_json(
-            self.client, self.url, wecom_body(note), headers={DEDUP_HEADER: note.dedup_key}
+            self.client, self.url, wecom_body(note), headers={DEDUP_HEADER: header_value(note.dedup_key)}
         )
         check_errcode(self.url, response, rate_limited=RATE_LIMITED)

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
@@ -451,3 +452,106 @@ def test_an_address_the_mail_server_refuses_fails_the_delivery_and_names_it(tmp_
     assert len(failed) == len(received) == 4 and stats.delivered == 0  # set aside: a retry would mail cwk@ again
     assert all("拒收部分收件人：bgs@edu.example（550" in r["last_error"] for r in failed)
     assert all("已送达：cwk@edu.example" in r["last_error"] for r in failed)
+
+
+def test_a_project_code_in_chinese_reaches_every_channel_on_the_first_attempt(tmp_path: Path) -> None:
+    """The dedup key (alert id, hence the project and department codes) went into HTTP
+    headers as it was: httpx sends header values as ASCII, so "自然资源-2026-01" raised
+    UnicodeEncodeError, the delivery was set aside as failed after one attempt and
+    `outbox --retry-failed` failed the same way. The headers are percent-encoded UTF-8
+    (unquote gives the body's dedup_key back); an ASCII key goes byte for byte as before."""
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+    from tests.builders import approved, payment, registered
+    from tests.notify_helpers import run_events, write_yaml
+
+    natural, project = "自然资源局", "自然资源-2026-01"
+    events: list[dict[str, Any]] = []
+    for pid, dept, dept_name in ((project, natural, "自然资源和规划局"), ("P1", EDU, "教育局")):
+        events += [
+            registered(pid, name="耕地保护", department_id=dept, department_name=dept_name, on="2025-01-02"),
+            approved(pid, "1000000.00", on="2025-01-02"),
+            payment(pid, "100000.00", on="2025-02-03", event_id=f"{pid}-PAY-1"),
+        ]
+    db = tmp_path / "bw.db"
+    assert run_events(db, events, "2025-07-01") == 8
+    headers: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # path -> (dedup, idempotency, body key)
+    mailbox = Mailbox()
+    smtp_port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        headers[request.match_info["name"]].append(
+            (request.headers[DEDUP_HEADER], request.headers["Idempotency-Key"], body["dedup_key"])
+        )
+        return web.json_response({"ok": True})
+
+    async def robot(request: web.Request) -> web.Response:
+        headers[request.path.strip("/")].append((request.headers[DEDUP_HEADER], "", ""))
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    async def scenario() -> None:
+        async with receiving({"/hook/{name}": hook, "/dingtalk": robot, "/wecom": robot}) as base:
+            directory = {"departments": {
+                natural: {
+                    "name": "自然资源和规划局",
+                    "webhook": f"{base}/hook/natural",
+                    "dingtalk": {"url": f"{base}/dingtalk?access_token=T", "secret": SECRET},
+                    "wecom": f"{base}/wecom?key=K",
+                    "email": ["cwk@zrzy.example"],
+                },
+                EDU: {"name": "教育局", "webhook": f"{base}/hook/edu"},
+            }}
+            smtp = SmtpSettings(host="127.0.0.1", port=smtp_port, sender="budgetwatch@czj.example")
+            first = Dispatcher(db, parse_directory(directory), smtp=smtp, policy=RetryPolicy(tries=1), clock=lambda: T0)
+            try:
+                stats = await first.run_once(T0)
+            finally:
+                await first.aclose()
+            assert stats.failed_attempts == 0 and stats.delivered == 4 * 4 + 4, stats.errors
+
+            # a store whose deliveries failed before the fix: re-queued, they go out too
+            with sqlite3.connect(db) as con:
+                con.execute("UPDATE deliveries SET status = 'failed', last_error = 'UnicodeEncodeError'"
+                            " WHERE channel = 'webhook'")
+            path = write_yaml(tmp_path / "departments.yaml", directory)
+            env = {"BUDGETWATCH_DEPARTMENTS": str(path), "BUDGETWATCH_ALERTMANAGER_URL": "",
+                   "BUDGETWATCH_NOTIFY_HORIZON_DAYS": "0"}
+            requeued = await asyncio.to_thread(CliRunner().invoke, app, ["outbox", "--retry-failed", "--db", str(db)],
+                                               env=env)
+            assert requeued.exit_code == 0, requeued.output
+            second = Dispatcher(db, parse_directory(directory), smtp=smtp, policy=RetryPolicy(tries=1),
+                                clock=lambda: T0)
+            try:
+                again = await second.run_once(T0 + dt.timedelta(seconds=5))
+            finally:
+                await second.aclose()
+            assert again.failed_attempts == 0 and again.delivered == 8, again.errors
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        controller.stop()
+
+    assert DeliveryLog(db).rows(("pending", "failed")) == []
+    natural_hooks = headers["natural"]
+    assert len(natural_hooks) == 8  # 4 warnings, sent twice (the second time re-queued)
+    assert sum(project in key for _, _, key in natural_hooks) == 6  # the project's 3 alerts, and its department's
+    for dedup, idempotency, key in natural_hooks:
+        assert natural in key
+        assert dedup == idempotency == quote(key, safe="|:-_.")  # ASCII only, percent-encoded UTF-8
+        assert unquote(dedup) == key
+    edu_hooks = headers["edu"]
+    assert len(edu_hooks) == 8
+    assert all(dedup == idempotency == key for dedup, idempotency, key in edu_hooks)  # byte-identical
+    stored = {r["dedup_key"] for r in DeliveryLog(db).rows(("delivered",))}
+    for channel in ("dingtalk", "wecom"):
+        sent = [unquote(dedup) for dedup, _, _ in headers[channel]]
+        assert len(sent) == 4 and set(sent) <= stored and all(natural in k for k in sent)
+    # email carries non-ASCII headers as RFC 2047 encoded words: the key arrives as it is
+    assert len(mailbox.messages) == 4
+    assert {str(m[DEDUP_HEADER]) for _, m in mailbox.messages} <= stored
+    assert all(str(m["Message-ID"]).isascii() for _, m in mailbox.messages)

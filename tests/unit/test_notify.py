@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from alerts.notification_text import compose_notification, figure_lines
-from connectors.notify import DEDUP_HEADER, DeliveryError, Note
+from connectors.notify import DEDUP_HEADER, DeliveryError, Note, header_value
 from connectors.notify.dingtalk import DingTalkChannel, dingtalk_body, sign, signed_url
 from connectors.notify.smtp import SmtpSettings, build_message, message_id
 from connectors.notify.webhook import WebhookChannel, webhook_body
@@ -291,3 +291,19 @@ def test_a_years_close_is_named_as_such_not_as_a_lifted_warning() -> None:
     assert text.title == "【年度结束】预算执行率偏低：教育局 校舍改造"
     assert "变动类型：年度结束" in text.plain and "预警解除" not in text.plain
     assert "情况说明：教育局「校舍改造」（P1）的预警至2025年度结束仍未解除" in text.plain
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "2025:low_execution:project:P1|firing|2025-06-30|D101|webhook",
+        "2026:stalled:project:自然资源-2026-01|firing|2026-07-01|自然资源局|wecom",
+        "2025:stalled:project:P 100%|firing|2025-06-30|D\r\n1|email",
+    ],
+)
+def test_a_dedup_header_is_ascii_and_gives_the_key_back(key: str) -> None:
+    value = header_value(key)
+    assert value.isascii() and value.isprintable() and urllib.parse.unquote(value) == key
+    if key.isascii() and key.isprintable() and "%" not in key:
+        assert value == key  # receivers that dedup on the header see what they saw before
+    httpx.Request("POST", "http://127.0.0.1/", headers={DEDUP_HEADER: value})  # encodable
