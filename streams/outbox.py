@@ -800,8 +800,9 @@ class Dispatcher:
         if not self._dispatch_lock.acquire():
             message = (
                 f"另一个投递进程（pid {self._dispatch_lock.holder()}）正在投递 {self.log.path} 的通知：同一个"
-                "数据库同时只能有一个投递进程，否则每条通知都会发两次。请等它结束，或不要在 serve / "
-                "deliver --loop 运行时再运行 deliver（another dispatcher holds this store）"
+                "数据库同时只能有一个投递进程，否则每条通知都会发两次。请等它结束，或不要在 serve、"
+                "notifier 或不带 --once 的 deliver（持续投递）运行时再运行 deliver --once"
+                "（another dispatcher holds this store: serve, notifier or deliver without --once）"
             )
             if wait:
                 raise NotifyConfigError(message)

@@ -634,8 +634,10 @@ def test_a_name_with_a_line_break_makes_a_one_line_subject(tmp_path: Path) -> No
 
 
 def test_a_second_dispatcher_on_the_same_store_sends_nothing(tmp_path: Path) -> None:
-    """deliver --once beside a running deliver --loop (or serve) sent every notification
-    twice; a group robot cannot drop the copies (notification audit)."""
+    """deliver --once beside a running deliver without --once (or serve) sent every
+    notification twice; a group robot cannot drop the copies (notification audit). The
+    refusal names the commands that hold the store as they are spelt (there is no
+    `deliver --loop`)."""
     from streams.outbox import DispatchLock, NotifyConfigError
 
     db = tmp_path / "bw.db"
@@ -659,6 +661,8 @@ def test_a_second_dispatcher_on_the_same_store_sends_nothing(tmp_path: Path) -> 
         result = CliRunner().invoke(app, ["deliver", "--once", "--db", str(db)],
                                     env={"BUDGETWATCH_DEPARTMENTS": str(directory)})
         assert result.exit_code != 0 and "另一个投递进程" in str(result.exception)
+        refusal = str(result.exception)
+        assert "--loop" not in refusal and "serve、notifier 或不带 --once 的 deliver" in refusal
     finally:
         running.release()
     assert run(dispatcher(db, receiver, Mail()), T0).delivered > 0  # released: the next one goes
