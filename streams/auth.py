@@ -213,7 +213,7 @@ class Sessions:
             self._by_id.pop(session_id, None)
 
 
-FREE_FAILURES = 5  # wrong passwords allowed before a login must wait
+FREE_FAILURES = 5  # wrong passwords after which a login's next try must wait
 # …and from one address: a bureau's users may all come through one NAT.
 FREE_ADDRESS_FAILURES = 20
 FIRST_WAIT = 30.0  # seconds, doubling with each further failure
@@ -239,7 +239,9 @@ class LoginThrottle:
         now = self.clock()
         for key in keys:
             count = self._failures.pop(key, (0, 0.0))[0] + 1
-            extra = count - (FREE_ADDRESS_FAILURES if key.startswith("address:") else FREE_FAILURES)
+            # The FREE_FAILURES-th failure starts the wait: the next try waits FIRST_WAIT
+            # (the sixth after five), each failure after doubles it.
+            extra = count - (FREE_ADDRESS_FAILURES if key.startswith("address:") else FREE_FAILURES) + 1
             until = now + min(FIRST_WAIT * 2 ** (extra - 1), LONGEST_WAIT) if extra > 0 else 0.0
             self._failures[key] = (count, until)
             while len(self._failures) > THROTTLE_KEYS_KEPT:

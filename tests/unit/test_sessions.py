@@ -21,16 +21,16 @@ def test_logging_in_again_ends_the_old_session_and_expired_ones_are_swept() -> N
 def test_the_throttle_waits_after_the_free_failures_and_doubles() -> None:
     now = [0.0]
     throttle = LoginThrottle(clock=lambda: now[0])
-    for _ in range(5):
+    for _ in range(4):
         assert throttle.wait("login:a") == 0
         throttle.failed("login:a")
-    assert throttle.wait("login:a") == 0  # five are free
+    assert throttle.wait("login:a") == 0  # four wrong ones: the fifth try is still free
     throttle.failed("login:a")
-    assert throttle.wait("login:a") == 30
+    assert throttle.wait("login:a") == 30  # after five, the sixth waits 30 s (README)
     now[0] = 31
     throttle.failed("login:a")
     assert throttle.wait("login:a") == 60
-    for _ in range(20):
+    for _ in range(19):
         throttle.failed("address:1.2.3.4")
     assert throttle.wait("address:1.2.3.4") == 0  # an address has twenty
     throttle.failed("address:1.2.3.4")
