@@ -360,10 +360,18 @@ _VALUE_PROBLEM_ZH = (
     ("not a decimal number", "不是金额数字"),
     ("is outside", "超出可处理的年份范围"),
 )
+# A reduce/recover without an amount (AlertDisposed): the words name the action.
+_NEEDS_AMOUNT_ZH = {
+    "reduce": "调减（reduce）须填写金额 amount（元，大于 0）",
+    "recover": "收回（recover）须填写金额 amount（元，大于 0）",
+}
 
 
 def problem_zh(kind: str, ctx: Mapping[str, Any] | None, message: str = "") -> str:
     if kind == "value_error":
+        if "needs an amount" in message:
+            return next((zh for action, zh in _NEEDS_AMOUNT_ZH.items() if f"'{action}'" in message),
+                        "调减/收回须填写金额 amount（元，大于 0）")
         for words, zh in _VALUE_PROBLEM_ZH:
             if words in message:
                 return zh

@@ -269,6 +269,30 @@ def test_a_disposition_is_dated_by_the_business_clock_never_by_the_client(tmp_pa
     serve(db, scenario)
 
 
+def test_a_recovery_without_an_amount_says_so_in_chinese(tmp_path: Path) -> None:
+    """{"action": "recover", "note": "x"} got 422 whose Chinese said only 取值无效; that the
+    amount was missing was in the English part alone. The API and the board's form say it."""
+    db = tmp_path / "bw.db"
+    prepare(db)
+
+    async def scenario(client: Client, service: Service) -> None:
+        for action, zh in (("recover", "收回（recover）须填写金额 amount"),
+                           ("reduce", "调减（reduce）须填写金额 amount")):
+            answer = await client.post(f"/api/alerts/{ALERT_EDU}/dispositions", headers=bearer("jyj"),
+                                       data=orjson.dumps({"action": action, "note": "x"}))
+            assert answer.status == 422, await answer.text()
+            error = (await answer.json())["error"]
+            assert zh in error and "取值无效" not in error
+        csrf = await login(client, "jyj")
+        page = await client.post(f"/alerts/{ALERT_EDU}/dispose", allow_redirects=False,
+                                 data={"csrf": csrf, "action": "recover", "amount": "", "note": "收回结余"})
+        assert page.status == 400
+        html = await page.text()
+        assert "收回（recover）须填写金额 amount" in html and "取值无效" not in html
+
+    serve(db, scenario)
+
+
 def test_an_approval_that_is_neither_yes_nor_no_is_refused_not_read_as_yes(tmp_path: Path) -> None:
     db = tmp_path / "bw.db"
     prepare(db)

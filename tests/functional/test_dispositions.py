@@ -159,6 +159,8 @@ def test_budgetwatch_dispose_appends_an_alert_disposed_event(tmp_path: Path) -> 
     runner = CliRunner()
     bad = runner.invoke(app, ["dispose", ALERT, "--action", "reduce", "--note", "缩减", "--db", str(db)])
     assert bad.exit_code != 0 and "needs an amount" in str(bad.exception)
+    assert "调减（reduce）须填写金额 amount" in str(bad.exception)  # the Chinese says it too, not 取值无效
+    assert "取值无效" not in str(bad.exception)
     blank = runner.invoke(app, ["dispose", ALERT, "--action", "continue", "--note", "  ", "--db", str(db)])
     assert blank.exit_code != 0 and "请填写处置说明" in str(blank.exception)
     # what processing will refuse is said at once (900,000 unspent of 1,000,000); on a
