@@ -26,7 +26,7 @@ from connectors.tabular import UNIT_CHOICES, Layout, TabularError, Unit, iso_dat
 from connectors.wall_clock import today_day, today_in_china
 from streams import render
 from streams.backup import back_up
-from streams.engine import Engine, RunSummary, waiting_text
+from streams.engine import Engine, HeldBy, RunSummary, waiting_text
 from streams.errors import BudgetwatchError
 from streams.ingest import IngestCounts, ingest
 from streams.json_output import JsonArray, json_text
@@ -277,11 +277,35 @@ def run_cmd(
                 f"[yellow]节假日安排未包含 {'、'.join(map(str, years))} 年：其处置期限暂按周一至周五计算；"
                 f"国务院办公厅公布该年放假安排后，请补充日历并用 --rebuild 重算[/yellow]"
             )
-        if summary.as_of is not None and (waiting := engine.waiting_after(summary.as_of)):
-            hint = "如日期有误请更正后重新导入；确需处理请用 --as-of"
-            out.print(f"[yellow]{waiting_text(waiting, summary.as_of, hint)}[/yellow]")
+        if (waiting := waiting_advice(engine, until, summary.as_of)) is not None:
+            out.print(f"[yellow]{escape(waiting)}[/yellow]")
         if summary.after_close:
             out.print(f"[yellow]{escape(after_close_text(summary))}[/yellow]")
+
+
+def waiting_advice(engine: Engine, as_of: int | None, reached: int | None) -> str | None:
+    """What a run tells of the events it left for later, naming the day that held them
+    back — its --as-of, else today (a run without --as-of stops there), not the business
+    clock it reached — and what processes them: --as-of alone cannot pass today."""
+    today = engine.last_reachable_day() or today_day()
+    held_by: HeldBy
+    if as_of is not None:
+        until, held_by = as_of, "as-of"
+    else:
+        until = max(today, reached) if reached is not None else today
+        held_by = "today" if until == today else "clock"
+    waiting = engine.waiting_after(until)
+    if not waiting:
+        return None
+    latest = engine.store.max_day() or until
+    if latest <= today:  # held by an --as-of before today
+        how = "不带 --as-of 再运行 run 即可处理（处理至今天）"
+    else:
+        how = (f"到其业务日期后再运行 run 即可处理；确需现在处理请用 --as-of {iso(latest)} --allow-future"
+               "（模拟：业务时钟越过今天后无法退回）")
+        if as_of is not None and as_of < today and engine.waiting_after(today) < waiting:
+            how = f"不晚于今天的，不带 --as-of 再运行 run 即可处理；晚于今天的，{how}"
+    return waiting_text(waiting, until, f"如日期有误请更正后重新导入；否则{how}", held_by=held_by)
 
 
 def after_close_text(summary: RunSummary) -> str:

@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -73,9 +73,19 @@ SETTLED_BATCHES = DEFAULT_COMMIT_EVERY
 BULK_EVENTS = DEFAULT_COMMIT_EVERY
 
 
-def waiting_text(waiting: int, as_of: int, hint: str = "如日期有误请更正后重新发送") -> str:
-    """What users are told of events a run left for a later day (dated after ``as_of``)."""
-    return f"{waiting} 条事件的业务日期晚于 {iso(as_of)}，等待以后处理（{hint}）"
+HeldBy = Literal["today", "as-of", "clock"]  # what holds waiting events back (waiting_text)
+
+
+def waiting_text(
+    waiting: int, until: int, hint: str = "如日期有误请更正后重新发送", *, held_by: HeldBy = "clock"
+) -> str:
+    """What users are told of events a run left for a later day: those dated after
+    ``until``, the day that holds them back (``held_by``): ``today`` when runs may not
+    pass the wall clock, ``as-of`` the run's --as-of, ``clock`` the business clock."""
+    named = {"today": f"今天（{iso(until)}，北京时间）", "as-of": f"本次处理截止日 {iso(until)}（--as-of）"}
+    gloss = {"today": " (today)", "as-of": " (the run's --as-of)"}
+    return (f"{waiting} 条事件的业务日期晚于{named.get(held_by, f' {iso(until)}')}，等待以后处理（{hint}）"
+            f"（{waiting} event(s) dated after {iso(until)}{gloss.get(held_by, '')} wait for a later run）")
 
 
 def defers_indexes(pending: int, stored_transitions: int) -> bool:

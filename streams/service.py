@@ -214,6 +214,17 @@ class Service:
             return to_day(self.clock())
         return self.engine.last_reachable_day()
 
+    def waiting(self, clock: int) -> tuple[int, str] | None:
+        """Events a run at business clock ``clock`` left for later, and what users are
+        told of them (on the database thread). They wait for the last day a run may
+        reach — today, when runs follow the wall clock — not for the clock, which stops
+        at the latest event processed (a payment dated 12-20 "waited for 09-29")."""
+        reachable = self._latest_runnable_day()
+        today = reachable is not None and reachable >= clock
+        until = reachable if today and reachable is not None else clock
+        count = self.engine.waiting_after(until)
+        return (count, waiting_text(count, until, held_by="today" if today else "clock")) if count else None
+
     # -- ingest ----------------------------------------------------------------
     async def ingest_body(self, body: bytes, request_id: str) -> tuple[IngestCounts, int]:
         """Append the events of one request; returns the counts and a ticket for :meth:`wait`."""
@@ -451,9 +462,8 @@ async def post_events(request: web.Request) -> web.Response:
         answer["as_of"] = iso(clock) if clock is not None else None
         if service.last_error:
             answer["error"] = service.last_error
-        elif clock is not None and (waiting := await service.db(service.engine.waiting_after, clock)):
-            answer["waiting"] = waiting
-            answer["warning"] = waiting_text(waiting, clock)
+        elif clock is not None and (waiting := await service.db(service.waiting, clock)):
+            answer["waiting"], answer["warning"] = waiting
     return json_response(answer, headers={"X-Request-ID": request_id})
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from openpyxl import load_workbook
 
+from connectors.wall_clock import today_in_china
 from streams.store import Store
 from tests import builders as b
 
@@ -215,8 +216,18 @@ def test_a_mistyped_future_date_does_not_push_business_time_forward(tmp_path: Pa
         b.payment("P", "20", on="2095-03-01", event_id="TYPO"),  # 2095 for 2025
     ]))
     cli(db, "ingest", str(source))
+    early = cli(db, "run", "--as-of", "2025-02-01").stdout.replace("\n", "")  # before every event
+    assert "2 条事件的业务日期晚于本次处理截止日 2025-02-01（--as-of）" in early
+    assert "不晚于今天的，不带 --as-of 再运行 run 即可处理" in early
+    before = today_in_china().isoformat()
     run = cli(db, "run")  # no --as-of: up to the latest event date, but never past today
-    assert "1 条事件的业务日期晚于" in run.stdout
+    said = run.stdout.replace("\n", "")  # rich wraps long lines
+    # It waits because it is after today — not after 2025-03-01, the business clock it reached —
+    # and a plain --as-of cannot reach it: what works is named.
+    assert any(f"1 条事件的业务日期晚于今天（{day}，北京时间）" in said
+               for day in {before, today_in_china().isoformat()})
+    assert "晚于 2025-03-01" not in said and "确需处理请用 --as-of" not in said
+    assert "确需现在处理请用 --as-of 2095-03-01 --allow-future" in said
     status = as_json(db, "status")
     assert status["as_of"] == "2025-03-01"  # the latest event date that is not in the future
     assert status["region"]["paid"] == "10.00"

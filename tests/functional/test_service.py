@@ -306,7 +306,7 @@ def test_live_mode_closes_days_by_the_injected_wall_clock(tmp_path: Path) -> Non
         future = b.payment("P1", "500000.00", on="2025-07-15", event_id="P1-PAY-FUTURE")
         answer = await post(client, b.jsonl([future]))
         assert answer["processed"] is True and answer["waiting"] == 1
-        assert answer["warning"].startswith("1 条事件的业务日期晚于 2025-06-29，等待以后处理")
+        assert answer["warning"].startswith("1 条事件的业务日期晚于今天（2025-06-29，北京时间），等待以后处理")
         today[0] = dt.date(2025, 6, 30)
         await service.process_now()
         alerts = await (await client.get("/api/alerts")).json()
@@ -323,6 +323,24 @@ def test_live_mode_closes_days_by_the_injected_wall_clock(tmp_path: Path) -> Non
         assert status["region"]["paid"] == "600000.00"
 
     serve(tmp_path, scenario, live=True, clock=lambda: today[0], tick_seconds=3600)
+
+
+def test_an_event_after_today_is_said_to_wait_for_today_not_for_the_business_clock(tmp_path: Path) -> None:
+    """serve in event time stops its runs at today (the wall clock): with the clock at
+    07-01 (the latest event) on 07-20, a payment dated 08-05 was "later than 2025-07-01"
+    — the business clock, which holds nothing back. It waits because it is after today."""
+
+    async def scenario(client: TestClient[Any, Any], service: Service) -> None:
+        service.engine.today = lambda: dt.date(2025, 7, 20)
+        answer = await post(client, b.jsonl(lagging_county()))
+        assert answer["as_of"] == "2025-07-01" and "waiting" not in answer
+        future = b.payment("P1", "500000.00", on="2025-08-05", event_id="P1-PAY-AUG")
+        answer = await post(client, b.jsonl([future]))
+        assert answer["processed"] is True and answer["as_of"] == "2025-07-01" and answer["waiting"] == 1
+        assert answer["warning"].startswith("1 条事件的业务日期晚于今天（2025-07-20，北京时间），等待以后处理")
+        assert "2025-07-01" not in answer["warning"]
+
+    serve(tmp_path, scenario)
 
 
 def test_a_failed_run_leaves_its_events_pending_and_the_service_unhealthy(tmp_path: Path) -> None:
