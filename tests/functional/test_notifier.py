@@ -419,13 +419,15 @@ def test_notifications_wait_until_the_backlog_is_read(tmp_path: Path, messages: 
     rounds = feed(napp, scenario)
     transitions = [orjson.loads(m) for m in messages]
     horizon = (dt.date.fromisoformat(max(t["date"] for t in transitions)) - dt.timedelta(days=30)).isoformat()
-    # History: old and resolved since, or a later step of an alert never announced.
-    final = {t["alert_id"]: t["status"] for t in transitions}
+    # History: old and not of the episode still firing (resolved since, or an earlier
+    # episode of an alert that fired again), or a later step of an alert never announced.
+    final = {t["alert_id"]: (t["status"], t["since"]) for t in transitions}
     told: set[str] = set()
     history = 0
     for t in transitions:
         old = t["date"] < horizon
-        if (old and final[t["alert_id"]] != "firing") or (
+        status, since = final[t["alert_id"]]
+        if (old and not (status == "firing" and t["date"] >= since)) or (
                 not old and t["transition"] != "firing" and t["alert_id"] not in told):
             history += 1
             continue
