@@ -992,7 +992,10 @@ class Dispatcher:
                 robot = robot_of(contact, delivery.channel)
                 if robot is not None:
                     await self._db(self.log.robot_refused, robot_digest(delivery.channel, robot), window.refused_until)
-            error = str(err) if isinstance(err, DeliveryError) else f"{type(err).__name__}: {err}"
+            error = str(err) if isinstance(err, DeliveryError) else (
+                f"发送时出现程序错误，已停止重试；请把这条错误报告给维护人员，修复后用 "
+                f"`budgetwatch outbox --retry-failed` 重发（unexpected error: {type(err).__name__}: {err}）"
+            )
             # The backoff runs from when it failed: a hanging receiver's 30 s of tries must
             # not use up the first wait before it starts.
             failed_at = max(ts, self.clock().timestamp())

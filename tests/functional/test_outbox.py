@@ -618,6 +618,7 @@ def test_a_defect_in_one_delivery_sets_it_aside_instead_of_holding_the_queue(tmp
     assert sorted(r["status"] for r in emails) == ["delivered", "failed"]
     failed = next(r for r in emails if r["status"] == "failed")
     assert failed["attempts"] == 1 and "ValueError: Header values" in failed["last_error"]
+    assert failed["last_error"].startswith("发送时出现程序错误，已停止重试")  # said in Chinese, with what to do
     assert mail.calls == 2 and len(mail.sent) == 1  # the second email went in the same round
 
 
