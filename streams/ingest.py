@@ -102,7 +102,6 @@ def _ingest(
     records: list[tuple[Record, str]] = []
     rejections: list[Rejection] = []
     refused_years: RefusedYears = {}  # one import's other-year refusals
-    matched_lines: set[int] = set()  # logged voucher lines its own lines turned out to be
     logged = store.log_size() if may_defer_index else 0
     appended = 0  # records handed to the log so far
 
@@ -114,7 +113,7 @@ def _ingest(
             # whole log at the end now costs less than keeping it up row by row.
             store.drop_log_index()
             may_defer_index = False
-        result = store.append(records, rejections, refused_years=refused_years, matched_lines=matched_lines)
+        result = store.append(records, rejections, refused_years=refused_years)
         counts.applied += result.applied
         counts.duplicates += result.duplicates
         counts.rejected += len(rejections) + len(result.conflicts)

@@ -189,21 +189,6 @@ _OBJECTS = {*re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA), 
     *DEFERRABLE_INDEXES, LOG_INDEX}
 
 
-def _conflict(
-    event_id: str, kind: str, day: int, project_id: str, amount: int | None, details: str | None,
-    source: str, first: str | None,
-) -> Rejection:
-    return Rejection(
-        source,
-        f"事件编号 {event_id!r} 已用于另一条内容不同的事件（见 {first or '事件日志'}）：一个编号只能"
-        f"对应一个事件，请给这条另编号（event_id {event_id!r} is already logged with other content "
-        f"(from {first or 'the log'}): an event_id names one event; give this one its own id)",
-        orjson.dumps(record_to_json_dict(Record(
-            kind, event_id, day, project_id, amount, orjson.loads(details) if details else None
-        ))).decode(),
-    )
-
-
 def _unwritable(path: Path) -> str | None:
     """Why a store that is there cannot be opened when it is the place, not the file: in
     WAL mode even a reader creates -wal and -shm files beside it (a read-only disk or a
@@ -379,12 +364,10 @@ class Store:
 
     def append(
         self, records: Sequence[tuple[Record, str]], rejections: Sequence[Rejection],
-        *, refused_years: RefusedYears | None = None, matched_lines: set[int] | None = None,
+        *, refused_years: RefusedYears | None = None,
     ) -> AppendResult:
         """Append validated records (with their source) and rejections in one transaction
-        (or within the caller's, when one is open: an atomic ingest, see ingest()).
-        ``matched_lines`` carries from batch to batch of one import the logged voucher
-        lines its own lines were found to be (see _lines_logged_elsewhere)."""
+        (or within the caller's, when one is open: an atomic ingest, see ingest())."""
         db = self.db
         with self.transaction():
             other_year = self._other_year(records, refused_years)
@@ -404,32 +387,7 @@ class Store:
             )
             applied = db.total_changes - before
             self._remember_years(top)
-            matched = set() if matched_lines is None else matched_lines
-            left = self._not_inserted(rows, top) if applied < len(rows) else []
-            found = self._conflicting(left) if left else []
-            numbered = [(row[0], row[1], row[2], row[3], row[4], row[5].decode() if row[5] else None, row[6])
-                        for row in rows if "#" in row[0]]
-            if numbered and left:
-                # A line this batch repeats under its logged id is that line: no other is it.
-                vouchers = {n[0].rpartition("#")[0] for n in numbered}
-                differ = {f[0] for f in found}
-                matched.update(seq for (seq,) in self._where_in(
-                    "SELECT seq FROM events WHERE event_id IN ({})",
-                    [r[0] for r in left if r[0] not in differ and (r[0] in vouchers or "#" in r[0])]))
-            if found:
-                seen = self._lines_logged_elsewhere([f[:7] for f in found], matched)
-                found = [f for f in found if f[0] not in seen]
-            differing = [_conflict(*f) for f in found]
-            if numbered:
-                # A voucher's next lines (V1#2, …) as this file numbered them, which another
-                # file logged already, numbered otherwise: the same money, not more of it.
-                inserted = {i for (i,) in self._where_in(
-                    f"SELECT event_id FROM events WHERE seq > {int(top)} AND event_id IN ({{}})",
-                    [n[0] for n in numbered])}
-                again = self._lines_logged_elsewhere([n for n in numbered if n[0] in inserted], matched)
-                if again:
-                    list(self._where_in("DELETE FROM events WHERE event_id IN ({})", sorted(again)))
-                    applied -= len(again)
+            differing = self._conflicts(self._not_inserted(rows, top)) if applied < len(rows) else []
             duplicates = len(rows) - applied - len(differing)
             conflicts = [*other_year.values(), *differing]
             refused = [*rejections, *conflicts]
@@ -520,39 +478,11 @@ class Store:
                 left.append(row)
         return left
 
-    def _lines_logged_elsewhere(self, rows: list[tuple[Any, ...]], matched: set[int]) -> set[str]:
-        """The ids of ``rows`` (event_id, type, day, project_id, amount, details text,
-        source) that are a line of a voucher (``V1``, ``V1#2``, …) which another file
-        logged already under another of the voucher's ids: the same content, from a file
-        that numbered the voucher's lines otherwise (an export of one department's
-        lines, then the full one; the lines in another order). Each logged line stands
-        for one line only (``matched``, kept across an import's batches), so two equal
-        lines of a voucher are still two."""
-        found: set[str] = set()
-        for event_id, *content, source in rows:
-            base, mark, number = event_id.rpartition("#")
-            voucher = base if mark and number.isdigit() else event_id
-            origin = source.rpartition(":")[0]
-            for seq, logged_source, *logged in self.db.execute(
-                "SELECT seq, source, type, day, project_id, amount, details FROM events"
-                " WHERE (event_id = ?1 OR (event_id > ?1 || '#' AND event_id < ?1 || '$'))"
-                " AND event_id != ?2 ORDER BY seq",
-                (voucher, event_id),
-            ):
-                if seq in matched or (logged_source or "").rpartition(":")[0] == origin:
-                    continue
-                if logged == content:
-                    matched.add(seq)
-                    found.add(event_id)
-                    break
-        return found
-
-    def _conflicting(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def _conflicts(self, rows: list[tuple[Any, ...]]) -> list[Rejection]:
         """Rows not inserted whose event_id is logged with other content (voucher 0001 of
         another unit, a project listed twice): a duplicate id must be the same event, or
         that money would vanish without a trace. Checked in SQL, only when a batch had
-        duplicates (a re-import), in the open transaction. Each as (event_id, type, day,
-        project_id, amount, details, source, the logged event's source)."""
+        duplicates (a re-import), in the open transaction."""
         db = self.db
         db.execute(
             "CREATE TEMP TABLE IF NOT EXISTS incoming(n INTEGER PRIMARY KEY, event_id TEXT, type TEXT,"
@@ -575,7 +505,18 @@ class Store:
             " ORDER BY i.n"
         ).fetchall()
         db.execute("DELETE FROM incoming")
-        return found
+        return [
+            Rejection(
+                source,
+                f"事件编号 {event_id!r} 已用于另一条内容不同的事件（见 {first or '事件日志'}）：一个编号只能"
+                f"对应一个事件，请给这条另编号（event_id {event_id!r} is already logged with other content "
+                f"(from {first or 'the log'}): an event_id names one event; give this one its own id)",
+                orjson.dumps(record_to_json_dict(Record(
+                    kind, event_id, day, project_id, amount, orjson.loads(details) if details else None
+                ))).decode(),
+            )
+            for event_id, kind, day, project_id, amount, details, source, first in found
+        ]
 
     def _bump(self, counters: dict[str, int]) -> None:
         self.db.executemany(

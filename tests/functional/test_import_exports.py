@@ -330,47 +330,6 @@ def test_an_amount_past_the_fen_or_too_large_is_named_as_such(tmp_path: Path) ->
     assert huge.startswith("支付表：金额达到或超过10万亿元：请检查金额单位")
 
 
-def test_a_vouchers_lines_numbered_otherwise_by_another_export_count_once(tmp_path: Path) -> None:
-    """One department's export held one line of voucher V1 (V1); the full export lists
-    another unit's line first, so the same line became V1#2 there and counted twice."""
-    head = "支付凭证号,项目编码,支付日期,支付金额,经济分类\n"
-    department = write(tmp_path / "d01.csv", head + "V1,P001,2025-03-01,100,30201\n")
-    full = write(tmp_path / "all.csv", head + "V1,P002,2025-03-01,300,30201\n"
-                                              "V1,P001,2025-03-01,100,30201\n"
-                                              "V1,P001,2025-03-01,100,30202\n")  # a second, equal line
-    reordered = write(tmp_path / "again.csv", head + "V1,P001,2025-03-01,100,30202\n"
-                                                     "V1,P001,2025-03-01,100,30201\n"
-                                                     "V1,P002,2025-03-01,300,30201\n")
-    with Store(tmp_path / "bw.db") as store:
-        first = ingest(store, read_events(department))
-        second = ingest(store, read_events(full))
-        third = ingest(store, read_events(reordered))
-        paid = dict(store.db.execute("SELECT project_id, SUM(amount) FROM events GROUP BY project_id").fetchall())
-        refused = store.rejections()
-    assert (first.applied, first.duplicates) == (1, 0)
-    # V1 (P002) collides with the logged V1 of other content: a dead letter, as before;
-    # V1#2 is the department's line; V1#3, equal to it, is a line of its own.
-    assert (second.applied, second.duplicates, second.rejected) == (1, 1, 1)
-    assert paid == {"P001": 20_000}
-    assert "已用于另一条内容不同的事件" in refused[0]["reason"] and refused[0]["source"].endswith("all.csv:2")
-    # The same lines in another order: nothing more.
-    assert (third.applied, third.duplicates, third.rejected) == (0, 2, 1)
-
-
-def test_a_voucher_line_repeated_under_its_logged_id_is_not_also_its_other_equal_line(tmp_path: Path) -> None:
-    """The first export held one of two equal lines of V1 (same project, date and amount,
-    another economic class); the second holds both: V1 is the logged line, V1#2 the other."""
-    head = "支付凭证号,项目编码,支付日期,支付金额,经济分类\n"
-    one = write(tmp_path / "one.csv", head + "V1,P001,2025-03-01,100,30201\n")
-    both = write(tmp_path / "both.csv", head + "V1,P001,2025-03-01,100,30201\nV1,P001,2025-03-01,100,30202\n")
-    with Store(tmp_path / "bw.db") as store:
-        ingest(store, read_events(one))
-        counts = ingest(store, read_events(both))
-        paid = store.db.execute("SELECT SUM(amount) FROM events").fetchone()[0]
-    assert (counts.applied, counts.duplicates) == (1, 1)
-    assert paid == 20_000
-
-
 def test_a_row_with_more_cells_than_the_header_is_a_dead_letter_not_cut(tmp_path: Path) -> None:
     """An unquoted 1,200,000.00 split into three cells: the row was cut to the header's
     width and a budget of 1.00 (and a payee "234.50") imported, silently."""
