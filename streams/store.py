@@ -243,7 +243,10 @@ class Store:
                 # wait for the write lock a running batch holds.
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.executescript(SCHEMA)
-                self._migrate()
+                # One transaction, its checks inside: a kill midway leaves the store as it
+                # was, and a second process opening it meanwhile waits, then finds it done.
+                with self.transaction():
+                    self._migrate()
                 self.db.execute("INSERT OR IGNORE INTO cursor(id, clock, seq) VALUES (1, NULL, 0)")
                 self.db.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",

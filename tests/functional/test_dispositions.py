@@ -388,3 +388,37 @@ def test_the_open_alerts_index_holds_a_resolved_alert_while_its_reduction_awaits
     e.run(d("2025-07-08"))
     assert {a["alert_id"]: a for a in e.store.alert_rows()}[ALERT]["disposition"]["status"] == "approved"
     assert ALERT not in _open_alert_ids(e)  # decided: out of the default list
+
+
+def test_a_migration_killed_midway_leaves_the_awaiting_flags_to_the_next_open(tmp_path: Path) -> None:
+    """The column was added in a statement of its own: killed before the flags were
+    copied from the JSON, the next open saw the column and never copied them (review)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.builders import payment
+
+    db = tmp_path / "bw.db"
+    e = engine(db)
+    ingest_events(e.store, [*base(), disposed("DSP-1", "2025-07-02", "reduce", "200000.00"),
+                            payment("P1", "300000.00", on="2025-07-03", event_id="PAY-4")])
+    e.run(d("2025-07-04"))
+    assert ALERT in _open_alert_ids(e)
+    e.store.db.executescript("DROP INDEX alerts_open; ALTER TABLE alerts DROP COLUMN awaiting;")
+    e.store.close()
+    killer = textwrap.dedent(f"""
+        import os, sqlite3
+        connect = sqlite3.connect
+        def dying(*args, **kwargs):
+            db = connect(*args, **kwargs)
+            db.set_trace_callback(lambda sql: os._exit(9) if sql.startswith("UPDATE alerts SET awaiting") else None)
+            return db
+        sqlite3.connect = dying
+        from streams.store import Store
+        Store({str(db)!r})
+    """)
+    died = subprocess.run([sys.executable, "-c", killer], cwd=Path(__file__).parents[2], check=False)
+    assert died.returncode == 9  # killed inside the migration
+    e = engine(db)
+    assert ALERT in _open_alert_ids(e)
