@@ -258,8 +258,8 @@ class DeliveryLog:
         days before the store's business day (:func:`streams.store.business_day`, where
         the engine's run is heading) is routed to nobody — importing last spring's
         payments in October must not send departments months of stale warnings — unless
-        it belongs to the episode of its alert still firing (dated on or after its
-        ``since``): its department has never been told, and hears of it now. A later
+        it belongs to the episode of its alert still firing (it carries the alert's
+        current ``since``): its department has never been told, and hears of it now. A later
         step (resolved, escalated, an overdue disposition) of an alert whose department
         was never told is history too. While a run is still heading past the
         committed clock (a backfill between its commits), the old rows of alerts firing
@@ -306,7 +306,11 @@ class DeliveryLog:
                     # Of the episode still firing: an earlier one of the same alert, resolved
                     # since, is history like any other (it was sent as news, and sent again
                     # after `run --rebuild`, while the alert fired anew).
-                    ongoing = alert_id in firing and date >= firing[alert_id]
+                    # A row carries its episode's `since`: an episode that resolved on
+                    # the day the next began is dated on the new `since`, yet has ended.
+                    since = firing.get(alert_id)
+                    own = transition.get("since")
+                    ongoing = since is not None and (own == since if own is not None else date >= since)
                     if alert_id in waiting or (old and catching_up and ongoing):
                         waiting.add(alert_id)
                         waited += 1

@@ -847,3 +847,15 @@ def test_an_earlier_episode_of_an_alert_firing_again_is_history_also_after_a_reb
     log.close()
     assert (fanned, skipped) == (8, 6)  # P1 and D101: the rows of the six episodes that ended
     assert created == 0 and routed() == [("firing", "2025-08-31")]  # nothing sent again
+
+    # The old episode resolved on the very day the alert fired again (a live partial day
+    # can do that): its row is dated on the new `since`, yet its episode has ended.
+    with Store(db) as store:
+        store.db.execute(
+            "UPDATE transitions SET data = json_set(data, '$.date', '2025-08-31')"
+            " WHERE alert_id = ? AND json_extract(data, '$.transition') = 'resolved'", (alert,))
+        store.db.execute("DELETE FROM delivery_fanout")
+    log = DeliveryLog(db)
+    created = log.fan_out(directory, 0.0, horizon_days=30)[1]
+    log.close()
+    assert created == 0 and routed() == [("firing", "2025-08-31")]
