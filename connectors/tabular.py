@@ -17,6 +17,7 @@ import io
 import logging
 import math
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -604,11 +605,16 @@ _NEGATIVE = re.compile(r"^[（(]\s*(.+?)\s*[)）]$")
 _PLAIN_START = frozenset("-0123456789")
 
 
+_SIGNED_CURRENCY = re.compile(r"^([-+]?)\s*¥\s*")
+
+
 def _amount_text(text: str) -> str:
     text = text.strip()
-    if text[:1] in _PLAIN_START and text[-1:].isdigit():
+    if text[:1] in _PLAIN_START and text[-1:].isdigit() and text.isascii():
         return text  # the common case: 1234.56, -500, 1,500.00
-    text = text.replace("－", "-").replace("−", "-").lstrip("¥￥").strip()
+    # Full-width digits and marks (１,０００.００, ￥, －) as their ASCII forms; a sign
+    # before the currency mark (-¥1,000.00, Excel's en-US negative currency).
+    text = _SIGNED_CURRENCY.sub(r"\1", unicodedata.normalize("NFKC", text).replace("−", "-")).strip()
     if text.endswith("元") and not text.endswith(("万元", "千元", "亿元")):
         text = text[:-1].strip()
     if negative := _NEGATIVE.match(text):

@@ -447,3 +447,16 @@ def test_totals_rows_are_dead_letters_that_say_so(tmp_path: Path) -> None:
         (["支付", "3"], "支付表：本行是合计/小计行（「合计」）"),
     ]
     assert "a totals row" in rejected[0].reason
+
+
+def test_full_width_amounts_and_a_sign_before_the_currency_mark_are_read(tmp_path: Path) -> None:
+    """Excel's en-US negative currency (-¥1,000.00) and full-width digits were dead
+    letters saying "commas may only separate thousands" (import audit)."""
+    path = write(tmp_path / "pay.csv", "支付凭证号,项目编码,支付日期,支付金额\n"
+                                       'V1,P1,2025-03-01,"１,２３４.５０"\n'
+                                       'V2,P1,2025-03-02,"-¥1,000.00"\n'
+                                       "V3,P1,2025-03-03,-￥ 12.50\n")
+    accepted, rejected = split(path)
+    assert rejected == []
+    assert [(a.record.type, a.record.amount) for a in accepted] == [
+        ("payment", 123_450), ("payment_reversed", 100_000), ("payment_reversed", 1_250)]
