@@ -590,7 +590,10 @@ def _cell_date(value: Any) -> Any:
 
 def iso_date_text(text: str | None) -> Any:
     """20250315, 2025/3/15, 2025.3.15 and 2025年3月15日 as ISO text; anything else as it is
-    (the contract's own parser then says what is wrong with it)."""
+    (the contract's own parser then says what is wrong with it). Full-width digits
+    (２０２５年６月３０日) as their ASCII forms."""
+    if text and not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
     if text and len(text) == 8 and text.isdigit():
         return f"{text[:4]}-{text[4:6]}-{text[6:]}"
     match = _LOOSE_DATE.match(text or "")

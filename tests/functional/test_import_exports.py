@@ -460,3 +460,12 @@ def test_full_width_amounts_and_a_sign_before_the_currency_mark_are_read(tmp_pat
     assert rejected == []
     assert [(a.record.type, a.record.amount) for a in accepted] == [
         ("payment", 123_450), ("payment_reversed", 100_000), ("payment_reversed", 1_250)]
+
+
+def test_full_width_dates_are_read(tmp_path: Path) -> None:
+    path = write(tmp_path / "pay.csv", "支付凭证号,项目编码,支付日期,支付金额\n"
+                                       "V1,P1,２０２５年６月３０日,1\nV2,P1,２０２５０７０１,1\nV3,P1,2025年7月2日,1\n")
+    accepted, rejected = split(path)
+    assert rejected == []
+    assert [a.record.day for a in accepted] == [dt.date(2025, 6, 30).toordinal(), dt.date(2025, 7, 1).toordinal(),
+                                                dt.date(2025, 7, 2).toordinal()]
