@@ -161,10 +161,19 @@ def _gap_figure(paid: int, budget: int, completion: float, indicators: dict[str,
     """The gap the rule judged, to six decimals, from the exact values. Over the line it is
     cut upward, so a gap that fired never reads as the threshold it exceeded (0.2000004 →
     0.200001, not 0.2); else to the nearest, so a gap of exactly 20 points reads 0.2 (cut
-    upward from its float, 0.20000000000000007, it read 0.200001 beside no alert)."""
+    upward from its float, 0.20000000000000007, it read 0.200001 beside no alert).
+
+    The float decides when it is farther than its error (BAND) from the line and from
+    every edge the rounding turns on (a whole or half micro-unit): it then rounds as the
+    exact value does. Only the rest — gaps of round numbers, mostly — pays for fractions,
+    which on every transition's figures cost a replay a third of its time."""
+    rough = abs(paid / budget - completion)
+    micro = rough * 1_000_000
+    if abs(rough - gap) > BAND and abs(micro - round(micro * 2) / 2) > BAND * 1_000_000:
+        return (math.ceil(micro) if rough > gap else round(micro)) / 1_000_000
     value = exact_gap(paid, budget, completion, indicators)
-    micro = math.ceil(value * 1_000_000) if value > _decimal(gap) else round(value * 1_000_000)
-    return micro / 1_000_000
+    exact = math.ceil(value * 1_000_000) if value > _decimal(gap) else round(value * 1_000_000)
+    return exact / 1_000_000
 
 
 def day_context(profile: Profile, day: int, year: int) -> DayContext:
