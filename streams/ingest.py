@@ -102,7 +102,7 @@ def _ingest(
     records: list[tuple[Record, str]] = []
     rejections: list[Rejection] = []
     refused_years: RefusedYears = {}  # one import's other-year refusals
-    logged = store.log_size() if may_defer_index else 0
+    logged = store.max_seq() if may_defer_index else 0  # events in the log: seq counts from 1
     appended = 0  # records handed to the log so far
 
     def flush() -> None:

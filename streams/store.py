@@ -345,10 +345,6 @@ class Store:
             raise
 
     # -- the log ---------------------------------------------------------
-    def log_size(self) -> int:
-        """How many events the log holds (seq counts up from 1; nothing is deleted)."""
-        return int(self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
-
     def has_log_index(self) -> bool:
         return self.db.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (LOG_INDEX,)
@@ -381,7 +377,7 @@ class Store:
             ]
             if other_year:
                 rows = [row for n, row in enumerate(rows) if n not in other_year]
-            top = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+            top = self.max_seq()
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO events(event_id, type, day, project_id, amount, details, source)"
