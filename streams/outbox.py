@@ -303,11 +303,10 @@ class DeliveryLog:
                 if previous != REROUTE and oldest is not None:
                     date = transition.get("date", oldest)
                     old = date < oldest
-                    # Of the episode still firing: an earlier one of the same alert, resolved
-                    # since, is history like any other (it was sent as news, and sent again
-                    # after `run --rebuild`, while the alert fired anew).
-                    # A row carries its episode's `since`: an episode that resolved on
-                    # the day the next began is dated on the new `since`, yet has ended.
+                    # Of the episode still firing, by the `since` each row carries: an
+                    # earlier episode, resolved since (even on the day the next began), is
+                    # history like any other — it was sent as news, and again after
+                    # `run --rebuild`, while the alert fired anew.
                     since = firing.get(alert_id)
                     own = transition.get("since")
                     ongoing = since is not None and (own == since if own is not None else date >= since)
