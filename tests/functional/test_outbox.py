@@ -737,6 +737,18 @@ def test_the_years_close_tells_no_department_and_ends_the_alerts_in_alertmanager
     asyncio.run(d.aclose())
 
 
+
+async def _cancelled_in_its_thread(
+    d: Dispatcher, call: Callable[[], None], started: Any
+) -> asyncio.Future[None]:
+    """A task running ``call`` through the dispatcher's store thread, cancelled once the
+    call has started there (``started``, a threading.Event, is set by the call)."""
+    task = asyncio.ensure_future(d._db(call))
+    while not started.is_set():
+        await asyncio.sleep(0.01)
+    task.cancel()
+    return task
+
 def test_a_cancelled_store_call_finishes_in_its_thread_before_the_store_closes(tmp_path: Path) -> None:
     """Cancelling a queue's task left its SQLite call running in a thread; the shutdown
     then closed the connection under it (a segfault seen at the end of a test run)."""
@@ -756,10 +768,7 @@ def test_a_cancelled_store_call_finishes_in_its_thread_before_the_store_closes(t
             outcome.append(err)
 
     async def scenario() -> None:
-        task = asyncio.ensure_future(d._db(slow_read))
-        while not started.is_set():
-            await asyncio.sleep(0.01)
-        task.cancel()
+        task = await _cancelled_in_its_thread(d, slow_read, started)
         with pytest.raises(asyncio.CancelledError):
             await task
         await d.aclose()
@@ -782,10 +791,7 @@ def test_a_cancelled_store_call_that_then_fails_still_ends_as_cancelled(tmp_path
         raise sqlite3.OperationalError("database is locked")
 
     async def scenario() -> bool:
-        task = asyncio.ensure_future(d._db(failing))
-        while not started.is_set():
-            await asyncio.sleep(0.01)
-        task.cancel()
+        task = await _cancelled_in_its_thread(d, failing, started)
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await d.aclose()
