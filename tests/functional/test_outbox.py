@@ -737,7 +737,6 @@ def test_the_years_close_tells_no_department_and_ends_the_alerts_in_alertmanager
     asyncio.run(d.aclose())
 
 
-
 async def _cancelled_in_its_thread(
     d: Dispatcher, call: Callable[[], None], started: Any
 ) -> asyncio.Future[None]:
@@ -748,6 +747,7 @@ async def _cancelled_in_its_thread(
         await asyncio.sleep(0.01)
     task.cancel()
     return task
+
 
 def test_a_cancelled_store_call_finishes_in_its_thread_before_the_store_closes(tmp_path: Path) -> None:
     """Cancelling a queue's task left its SQLite call running in a thread; the shutdown
