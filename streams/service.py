@@ -82,8 +82,6 @@ class Worker(Protocol):
 RouteRegistrar = Callable[[web.Application, "Service"], None]
 
 
-
-
 JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 # aiohttp's own answers for routing, in the user's language.
 ROUTING_ERRORS = {
