@@ -26,7 +26,7 @@ from connectors.tabular import UNIT_CHOICES, Layout, TabularError, Unit, iso_dat
 from connectors.wall_clock import today_day, today_in_china
 from streams import render
 from streams.backup import back_up
-from streams.engine import Engine, HeldBy, RunSummary, waiting_text
+from streams.engine import Engine, HeldBy, RunSummary, held_until, waiting_text
 from streams.errors import BudgetwatchError
 from streams.ingest import IngestCounts, ingest
 from streams.json_output import JsonArray, json_text
@@ -292,8 +292,7 @@ def waiting_advice(engine: Engine, as_of: int | None, reached: int | None) -> st
     if as_of is not None:
         until, held_by = as_of, "as-of"
     else:
-        until = max(today, reached) if reached is not None else today
-        held_by = "today" if until == today else "clock"
+        until, held_by = held_until(today, reached) if reached is not None else (today, "today")
     waiting = engine.waiting_after(until)
     if not waiting:
         return None

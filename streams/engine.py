@@ -88,6 +88,14 @@ def waiting_text(
             f"（{waiting} event(s) dated after {iso(until)}{gloss.get(held_by, '')} wait for a later run）")
 
 
+def held_until(reachable: int | None, clock: int) -> tuple[int, HeldBy]:
+    """The day events left for later wait past, and what it is: the last day a run may
+    reach (today), or the business clock when it has gone further."""
+    if reachable is not None and reachable >= clock:
+        return reachable, "today"
+    return clock, "clock"
+
+
 def defers_indexes(pending: int, stored_transitions: int) -> bool:
     return pending >= BULK_EVENTS and pending >= stored_transitions
 

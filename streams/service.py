@@ -55,7 +55,7 @@ from connectors import metrics
 from connectors.grafana import AnnotationError, GrafanaAnnotator
 from connectors.json_body import parse_body
 from connectors.wall_clock import today_in_china
-from streams.engine import Engine, RunSummary, waiting_text
+from streams.engine import Engine, RunSummary, held_until, waiting_text
 from streams.errors import BudgetwatchError, ClockError, StoreError
 from streams.ingest import IngestCounts, ingest
 from streams.json_output import JsonArray, json_text
@@ -217,11 +217,9 @@ class Service:
         told of them (on the database thread). They wait for the last day a run may
         reach — today, when runs follow the wall clock — not for the clock, which stops
         at the latest event processed (a payment dated 12-20 "waited for 09-29")."""
-        reachable = self._latest_runnable_day()
-        today = reachable is not None and reachable >= clock
-        until = reachable if today and reachable is not None else clock
+        until, held_by = held_until(self._latest_runnable_day(), clock)
         count = self.engine.waiting_after(until)
-        return (count, waiting_text(count, until, held_by="today" if today else "clock")) if count else None
+        return (count, waiting_text(count, until, held_by=held_by)) if count else None
 
     # -- ingest ----------------------------------------------------------------
     async def ingest_body(self, body: bytes, request_id: str) -> tuple[IngestCounts, int]:
